@@ -1,0 +1,39 @@
+//! Compiles the wire contracts in proto/ with protox (no system protoc needed), then
+//! generates prost types, tonic services and the canonical proto3 JSON mapping (pbjson).
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "proto/ozg/gateway/v1/submission.proto",
+        "proto/ozg/gateway/v1/status.proto",
+    ];
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let file_descriptors = protox::compile(protos, ["proto"])?;
+    let descriptor_bytes = file_descriptors.encode_to_vec();
+    fs::write(out_dir.join("ozg_descriptor.bin"), &descriptor_bytes)?;
+
+    tonic_prost_build::configure()
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        // Payload-carrying messages get a hand-written Debug that redacts content
+        // (src/wire.rs), so no `{:?}` can ever print personal data.
+        .skip_debug([
+            ".ozg.gateway.v1.FormData",
+            ".ozg.gateway.v1.Attachment",
+            ".ozg.gateway.v1.ReplyChannel",
+        ])
+        .compile_fds(file_descriptors)?;
+
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_bytes)?
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .ignore_unknown_fields()
+        .build(&[".ozg"])?;
+    Ok(())
+}

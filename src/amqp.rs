@@ -1,0 +1,252 @@
+//! RabbitMQ plumbing: connections, confirmed publishing, the topology the gateway owns.
+//!
+//! A [`Publisher`] owns one channel in confirm mode and reopens it when the broker closed it
+//! (a publish to a missing exchange closes the channel with 404). Each destination, each
+//! platform's status exchange and the dead-letter exchange get their own publisher, so one
+//! failing destination never takes down the channel others publish on. Publishing and
+//! consuming use separate connections, as RabbitMQ advises: a blocked publisher connection
+//! must not stall consumers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio::sync::Mutex;
+
+use crate::config::Broker;
+
+/// Why a publish did not end in a positive confirm. Every variant is a failed delivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(
+        "returned unroutable by broker {broker}: {code} {text} (exchange {exchange:?}, routing key {routing_key:?})"
+    )]
+    Returned {
+        broker: String,
+        exchange: String,
+        routing_key: String,
+        code: u16,
+        text: String,
+    },
+    #[error("negatively acknowledged (nack) by broker {broker}")]
+    Nacked { broker: String },
+    #[error("no confirm from broker {broker} within {timeout:?}")]
+    ConfirmTimeout { broker: String, timeout: Duration },
+    #[error("channel to broker {broker} failed: {detail}")]
+    Channel { broker: String, detail: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to broker {broker} ({display}): {source}")]
+pub struct ConnectError {
+    pub broker: String,
+    pub display: String,
+    pub source: lapin::Error,
+}
+
+/// Which connection of a broker: consuming and publishing never share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Consume,
+    Publish,
+}
+
+pub async fn connect(broker: &Broker, role: Role) -> Result<Connection, ConnectError> {
+    let role_name = match role {
+        Role::Consume => "consume",
+        Role::Publish => "publish",
+    };
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
+    Connection::connect(&broker.uri, properties)
+        .await
+        .map_err(|source| ConnectError {
+            broker: broker.name.clone(),
+            display: broker.display.clone(),
+            source,
+        })
+}
+
+/// One confirm-mode channel, reopened on demand after the broker closed it.
+pub struct Publisher {
+    broker: String,
+    connection: Arc<Connection>,
+    channel: Mutex<Option<Channel>>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(broker: &str, connection: Arc<Connection>, confirm_timeout: Duration) -> Publisher {
+        Publisher {
+            broker: broker.to_owned(),
+            connection,
+            channel: Mutex::new(None),
+            confirm_timeout,
+        }
+    }
+
+    fn channel_error(&self, e: impl std::fmt::Display) -> DeliveryError {
+        DeliveryError::Channel {
+            broker: self.broker.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, DeliveryError> {
+        let mut slot = self.channel.lock().await;
+        if let Some(channel) = slot.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Forgets the channel after an error, so that the next publish opens a fresh one.
+    async fn discard(&self, failed: &Channel) {
+        let mut slot = self.channel.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id() == failed.id()) {
+            *slot = None;
+        }
+    }
+
+    /// Publishes persistently with `mandatory` and waits (bounded) for the broker's confirm.
+    /// Only a positive confirm without a returned message counts as success.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), DeliveryError> {
+        let channel = self.channel().await?;
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let sent = async {
+            let confirm = channel
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    options,
+                    body,
+                    properties.with_delivery_mode(2),
+                )
+                .await
+                .map_err(|e| self.channel_error(e))?;
+            confirm.await.map_err(|e| self.channel_error(e))
+        };
+        let result = match tokio::time::timeout(self.confirm_timeout, sent).await {
+            Err(_) => Err(DeliveryError::ConfirmTimeout {
+                broker: self.broker.clone(),
+                timeout: self.confirm_timeout,
+            }),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(DeliveryError::Returned {
+                broker: self.broker.clone(),
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+                code: returned.reply_code,
+                text: returned.reply_text.to_string(),
+            }),
+            Ok(Ok(Confirmation::Nack(_))) => Err(DeliveryError::Nacked {
+                broker: self.broker.clone(),
+            }),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                Err(self.channel_error("channel is not in confirm mode"))
+            }
+        };
+        if matches!(
+            result,
+            Err(DeliveryError::Channel { .. } | DeliveryError::ConfirmTimeout { .. })
+        ) {
+            self.discard(&channel).await;
+        }
+        result
+    }
+}
+
+/// Declares the dead-letter exchange (topic, routing key = reason code) and its queue: the
+/// part of the topology the gateway owns.
+pub async fn declare_dead_letter(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+) -> Result<(), lapin::Error> {
+    declare_exchange(channel, exchange, ExchangeKind::Topic).await?;
+    declare_queue(channel, queue).await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+pub async fn declare_exchange(
+    channel: &Channel,
+    exchange: &str,
+    kind: ExchangeKind,
+) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+pub async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+}
+
+pub fn header_string(value: impl Into<String>) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.into()))
+}
+
+/// A header's value as text, whether the publisher sent it as a string or as bytes.
+pub fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
+        _ => None,
+    }
+}

@@ -1,0 +1,928 @@
+//! Configuration: TOML file → raw serde structs → validated [`Config`].
+//!
+//! Only the validated form is used by the rest of the gateway. Validation collects every
+//! problem it finds (file, key, what is wrong) instead of stopping at the first, so an
+//! operator fixes a file in one round. Nothing connects before validation has passed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::directory::{Directory, DirectoryError};
+use crate::model::{Land, RegionPrefix, ServiceSelector};
+
+/// Exit code for invalid configuration (EX_USAGE), as operators' scripts expect.
+pub const EXIT_INVALID_CONFIG: u8 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: gateway.directory: {source}")]
+    Directory {
+        path: String,
+        source: DirectoryError,
+    },
+}
+
+/// Every problem found in one configuration, in file order.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "invalid configuration: {n} error{}",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------------------
+// Raw form: what serde reads. Required strings default to empty so that validation can list
+// every missing key instead of serde stopping at the first.
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    brokers: BTreeMap<String, RawBroker>,
+    #[serde(default)]
+    platforms: Vec<RawPlatform>,
+    #[serde(default)]
+    destinations: Vec<RawDestination>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    #[serde(default)]
+    dead_letter_broker: String,
+    dead_letter_exchange: Option<String>,
+    dead_letter_queue: Option<String>,
+    max_message_bytes: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    confirm_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    shutdown_grace: Option<Duration>,
+    verify_attachment_hashes: Option<bool>,
+    directory: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    #[serde(default)]
+    url: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    land: String,
+    #[serde(default)]
+    broker: String,
+    #[serde(default)]
+    ingress_queue: String,
+    #[serde(default)]
+    status_exchange: String,
+    status_routing_key: Option<String>,
+    status_format: Option<String>,
+    prefetch: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    land: String,
+    #[serde(default)]
+    broker: String,
+    #[serde(default)]
+    exchange: String,
+    #[serde(default)]
+    routing_key: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    destination: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated form.
+
+pub type BrokerIndex = usize;
+pub type DestinationIndex = usize;
+
+#[derive(Clone)]
+pub struct Broker {
+    pub name: String,
+    /// Full AMQP URI including credentials: never log it, use `display` instead.
+    pub uri: String,
+    /// The URI without password, for logs and admin output.
+    pub display: String,
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("name", &self.name)
+            .field("uri", &self.display)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub id: String,
+    pub land: Land,
+    pub broker: BrokerIndex,
+    pub ingress_queue: String,
+    pub status_exchange: String,
+    pub status_routing_key: String,
+    pub status_format: StatusFormat,
+    pub prefetch: u16,
+}
+
+/// Encoding of the status events sent to a platform: the canonical proto3 JSON mapping
+/// (default) or protobuf, both of `ozg.gateway.v1.StatusEvent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    Json,
+    Protobuf,
+}
+
+/// The kind of authority a destination is; informational, shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityKind {
+    Gemeinde,
+    Gemeindeverband,
+    Kreis,
+    KreisfreieStadt,
+    LandOffice,
+    FederalOffice,
+    Other,
+}
+
+impl AuthorityKind {
+    pub const NAMES: [&'static str; 7] = [
+        "gemeinde",
+        "gemeindeverband",
+        "kreis",
+        "kreisfreie-stadt",
+        "land-office",
+        "federal-office",
+        "other",
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorityKind::Gemeinde => "gemeinde",
+            AuthorityKind::Gemeindeverband => "gemeindeverband",
+            AuthorityKind::Kreis => "kreis",
+            AuthorityKind::KreisfreieStadt => "kreisfreie-stadt",
+            AuthorityKind::LandOffice => "land-office",
+            AuthorityKind::FederalOffice => "federal-office",
+            AuthorityKind::Other => "other",
+        }
+    }
+}
+
+impl FromStr for AuthorityKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<AuthorityKind, ()> {
+        Ok(match s {
+            "gemeinde" => AuthorityKind::Gemeinde,
+            "gemeindeverband" => AuthorityKind::Gemeindeverband,
+            "kreis" => AuthorityKind::Kreis,
+            "kreisfreie-stadt" => AuthorityKind::KreisfreieStadt,
+            "land-office" => AuthorityKind::LandOffice,
+            "federal-office" => AuthorityKind::FederalOffice,
+            "other" => AuthorityKind::Other,
+            _ => return Err(()),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub id: String,
+    pub name: String,
+    pub kind: AuthorityKind,
+    pub land: Land,
+    pub broker: BrokerIndex,
+    /// Empty means the AMQP default exchange (routing key = queue name).
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub service: ServiceSelector,
+    pub region: RegionPrefix,
+    pub destination: DestinationIndex,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub dead_letter_broker: BrokerIndex,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    pub max_message_bytes: usize,
+    pub confirm_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub verify_attachment_hashes: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from, for messages.
+    pub source: String,
+    pub gateway: GatewaySettings,
+    pub brokers: Vec<Broker>,
+    pub platforms: Vec<Platform>,
+    pub destinations: Vec<Destination>,
+    pub routes: Vec<Route>,
+    pub directory: Arc<Directory>,
+}
+
+pub const DEFAULT_DEAD_LETTER_EXCHANGE: &str = "ozg.gateway.dead-letter";
+pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "ozg.gateway.dead-letters";
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_PREFETCH: u32 = 256;
+
+impl Config {
+    /// Reads and validates a configuration file. A relative `gateway.directory` is taken
+    /// relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigErrors(vec![ConfigError::Read {
+                path: shown.clone(),
+                source,
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &shown, base)
+    }
+
+    /// Validates configuration text; `source` names it in messages, `base` resolves
+    /// relative paths.
+    pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError::Syntax {
+                path: source.to_owned(),
+                message: e.to_string().trim_end().replace('\n', "\n    "),
+            }])
+        })?;
+        let directory = match &raw.gateway.directory {
+            None => Directory::embedded(),
+            Some(p) => Directory::load(&base.join(p)),
+        }
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigError::Directory {
+                path: source.to_owned(),
+                source: e,
+            }])
+        })?;
+        Validator::new(source).validate(raw, Arc::new(directory))
+    }
+
+    pub fn broker(&self, index: BrokerIndex) -> &Broker {
+        &self.brokers[index]
+    }
+
+    pub fn platform(&self, id: &str) -> Option<&Platform> {
+        self.platforms.iter().find(|p| p.id == id)
+    }
+
+    pub fn destination_index(&self, id: &str) -> Option<DestinationIndex> {
+        self.destinations.iter().position(|d| d.id == id)
+    }
+}
+
+struct Validator {
+    path: String,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn new(path: &str) -> Validator {
+        Validator {
+            path: path.to_owned(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn required<'a>(&mut self, key: &str, value: &'a str) -> Option<&'a str> {
+        if value.trim().is_empty() {
+            self.error(key, "is missing");
+            None
+        } else {
+            Some(value)
+        }
+    }
+
+    fn land(&mut self, key: &str, value: &str) -> Option<Land> {
+        let value = self.required(key, value)?;
+        match value.parse() {
+            Ok(land) => Some(land),
+            Err(e) => {
+                self.error(key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn broker_ref(
+        &mut self,
+        key: &str,
+        value: &str,
+        names: &HashMap<&str, BrokerIndex>,
+    ) -> Option<BrokerIndex> {
+        let value = self.required(key, value)?;
+        match names.get(value) {
+            Some(i) => Some(*i),
+            None => {
+                let mut known: Vec<_> = names.keys().copied().collect();
+                known.sort_unstable();
+                self.error(
+                    key,
+                    format!(
+                        "unknown broker {value:?} (configured: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn validate(
+        mut self,
+        raw: RawConfig,
+        directory: Arc<Directory>,
+    ) -> Result<Config, ConfigErrors> {
+        // Brokers.
+        let mut brokers = Vec::new();
+        if raw.brokers.is_empty() {
+            self.error(
+                "brokers",
+                "no broker is configured ([brokers.NAME] with url = \"amqp://…\")",
+            );
+        }
+        for (name, broker) in &raw.brokers {
+            let key = format!("brokers.{name}.url");
+            let Some(url) = self.required(&key, &broker.url) else {
+                continue;
+            };
+            match lapin::uri::AMQPUri::from_str(url) {
+                Ok(uri) => {
+                    let user = &uri.authority.userinfo.username;
+                    let scheme = url.split(':').next().unwrap_or("amqp");
+                    let vhost = if uri.vhost.is_empty() {
+                        "%2f".to_owned()
+                    } else {
+                        uri.vhost.replace('/', "%2f")
+                    };
+                    brokers.push(Broker {
+                        name: name.clone(),
+                        uri: url.to_owned(),
+                        display: format!(
+                            "{scheme}://{user}@{}:{}/{vhost}",
+                            uri.authority.host, uri.authority.port
+                        ),
+                    });
+                }
+                // The parser's message may quote the URL, which may contain a password.
+                Err(_) => self.error(
+                    key,
+                    "is not a valid AMQP URI (amqp://user:password@host:port/vhost)",
+                ),
+            }
+        }
+        let broker_names: HashMap<&str, BrokerIndex> = brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.as_str(), i))
+            .collect();
+
+        // Gateway settings.
+        let g = &raw.gateway;
+        let dead_letter_broker = self.broker_ref(
+            "gateway.dead_letter_broker",
+            &g.dead_letter_broker,
+            &broker_names,
+        );
+        let max_message_bytes = g.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_bytes == 0 || max_message_bytes > 512 * 1024 * 1024 {
+            self.error(
+                "gateway.max_message_bytes",
+                format!("{max_message_bytes} is out of range (1 … 536870912)"),
+            );
+        }
+        let confirm_timeout = g.confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT);
+        if confirm_timeout.is_zero() {
+            self.error("gateway.confirm_timeout", "must be longer than zero");
+        }
+        let dead_letter_exchange = g
+            .dead_letter_exchange
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DEAD_LETTER_EXCHANGE.to_owned());
+        if dead_letter_exchange.is_empty() {
+            self.error("gateway.dead_letter_exchange", "must not be empty");
+        }
+        let dead_letter_queue = g
+            .dead_letter_queue
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.to_owned());
+        if dead_letter_queue.is_empty() {
+            self.error("gateway.dead_letter_queue", "must not be empty");
+        }
+
+        // Platforms.
+        let mut platforms = Vec::new();
+        let mut platform_ids = HashSet::new();
+        let mut ingress_queues = HashSet::new();
+        if raw.platforms.is_empty() {
+            self.error("platforms", "no platform is configured ([[platforms]])");
+        }
+        for (i, p) in raw.platforms.iter().enumerate() {
+            let key = |field: &str| format!("platforms[{i}].{field}");
+            let id = self.required(&key("id"), &p.id).map(str::to_owned);
+            if let Some(id) = &id
+                && !platform_ids.insert(id.clone())
+            {
+                self.error(key("id"), format!("platform {id:?} is configured twice"));
+            }
+            let land = self.land(&key("land"), &p.land);
+            let broker = self.broker_ref(&key("broker"), &p.broker, &broker_names);
+            let ingress = self.required(&key("ingress_queue"), &p.ingress_queue);
+            if let (Some(q), Some(b)) = (ingress, broker)
+                && !ingress_queues.insert((b, q.to_owned()))
+            {
+                self.error(
+                    key("ingress_queue"),
+                    format!("queue {q:?} on that broker is already another platform's ingress"),
+                );
+            }
+            let status = self.required(&key("status_exchange"), &p.status_exchange);
+            let status_format = match p.status_format.as_deref() {
+                None | Some("json") => StatusFormat::Json,
+                Some("protobuf") => StatusFormat::Protobuf,
+                Some(other) => {
+                    self.error(
+                        key("status_format"),
+                        format!("unknown format {other:?} (json or protobuf)"),
+                    );
+                    StatusFormat::Json
+                }
+            };
+            let prefetch = p.prefetch.unwrap_or(DEFAULT_PREFETCH);
+            if prefetch == 0 || prefetch > u32::from(u16::MAX) {
+                self.error(
+                    key("prefetch"),
+                    format!("{prefetch} is out of range (1 … 65535)"),
+                );
+            }
+            if let (Some(id), Some(land), Some(broker), Some(ingress), Some(status)) =
+                (id, land, broker, ingress, status)
+            {
+                platforms.push(Platform {
+                    status_routing_key: p.status_routing_key.clone().unwrap_or_else(|| id.clone()),
+                    id,
+                    land,
+                    broker,
+                    ingress_queue: ingress.to_owned(),
+                    status_exchange: status.to_owned(),
+                    status_format,
+                    prefetch: u16::try_from(prefetch).unwrap_or(u16::MAX),
+                });
+            }
+        }
+
+        // Destinations.
+        let mut destinations = Vec::new();
+        let mut destination_ids: HashMap<String, DestinationIndex> = HashMap::new();
+        for (i, d) in raw.destinations.iter().enumerate() {
+            let key = |field: &str| format!("destinations[{i}].{field}");
+            let id = self.required(&key("id"), &d.id).map(str::to_owned);
+            let name = self.required(&key("name"), &d.name).map(str::to_owned);
+            let kind = match self.required(&key("kind"), &d.kind) {
+                Some(k) => match k.parse::<AuthorityKind>() {
+                    Ok(kind) => Some(kind),
+                    Err(()) => {
+                        self.error(
+                            key("kind"),
+                            format!(
+                                "unknown kind {k:?} (one of {})",
+                                AuthorityKind::NAMES.join(", ")
+                            ),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            let land = self.land(&key("land"), &d.land);
+            let broker = self.broker_ref(&key("broker"), &d.broker, &broker_names);
+            if d.exchange.is_empty() && d.routing_key.is_empty() {
+                self.error(
+                    key("routing_key"),
+                    "is missing (with the default exchange it names the back office's queue)",
+                );
+            }
+            if let Some(id) = &id
+                && destination_ids.contains_key(id)
+            {
+                self.error(key("id"), format!("destination {id:?} is configured twice"));
+                continue;
+            }
+            if let (Some(id), Some(name), Some(kind), Some(land), Some(broker)) =
+                (id, name, kind, land, broker)
+            {
+                destination_ids.insert(id.clone(), destinations.len());
+                destinations.push(Destination {
+                    id,
+                    name,
+                    kind,
+                    land,
+                    broker,
+                    exchange: d.exchange.clone(),
+                    routing_key: d.routing_key.clone(),
+                });
+            }
+        }
+
+        // Routes.
+        let raw_routes: Vec<(String, RouteSpec)> = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    format!("routes[{i}]"),
+                    RouteSpec {
+                        service: r.service.clone(),
+                        region: r.region.clone(),
+                        destination: r.destination.clone(),
+                    },
+                )
+            })
+            .collect();
+        let routes = validate_routes(&raw_routes, &destination_ids, &directory, |key, message| {
+            self.error(key, message)
+        });
+
+        if self.errors.is_empty()
+            && let Some(dead_letter_broker) = dead_letter_broker
+        {
+            Ok(Config {
+                source: self.path,
+                gateway: GatewaySettings {
+                    dead_letter_broker,
+                    dead_letter_exchange,
+                    dead_letter_queue,
+                    max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+                    confirm_timeout,
+                    shutdown_grace: g.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+                    verify_attachment_hashes: g.verify_attachment_hashes.unwrap_or(true),
+                },
+                brokers,
+                platforms,
+                destinations,
+                routes,
+                directory,
+            })
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// A route as an operator writes it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub service: String,
+    pub region: String,
+    pub destination: String,
+}
+
+/// Validates routes the same way wherever they come from (file now, admin API later):
+/// malformed keys, regions not in the directory, unknown destinations, and two routes for
+/// the same service and region. Errors go to `report(key, message)`.
+pub fn validate_routes(
+    specs: &[(String, RouteSpec)],
+    destination_ids: &HashMap<String, DestinationIndex>,
+    directory: &Directory,
+    mut report: impl FnMut(String, String),
+) -> Vec<Route> {
+    let mut routes = Vec::with_capacity(specs.len());
+    let mut seen: HashMap<(ServiceSelector, RegionPrefix), &str> = HashMap::new();
+    for (key, spec) in specs {
+        let service = if spec.service.trim().is_empty() {
+            report(
+                format!("{key}.service"),
+                "is missing (a LeiKa key or \"*\")".to_owned(),
+            );
+            None
+        } else {
+            match spec.service.parse::<ServiceSelector>() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    report(
+                        format!("{key}.service"),
+                        format!("{e}; or \"*\" for every service"),
+                    );
+                    None
+                }
+            }
+        };
+        let region = if spec.region.trim().is_empty() {
+            report(
+                format!("{key}.region"),
+                "is missing (an ARS prefix)".to_owned(),
+            );
+            None
+        } else {
+            match spec.region.parse::<RegionPrefix>() {
+                Ok(r) if directory.contains(r) => Some(r),
+                Ok(r) => {
+                    report(
+                        format!("{key}.region"),
+                        format!(
+                            "{r} is not a {} in the municipality directory",
+                            r.level().name()
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    report(format!("{key}.region"), e.to_string());
+                    None
+                }
+            }
+        };
+        let destination = if spec.destination.trim().is_empty() {
+            report(format!("{key}.destination"), "is missing".to_owned());
+            None
+        } else {
+            match destination_ids.get(&spec.destination) {
+                Some(i) => Some(*i),
+                None => {
+                    report(
+                        format!("{key}.destination"),
+                        format!("unknown destination {:?}", spec.destination),
+                    );
+                    None
+                }
+            }
+        };
+        if let (Some(service), Some(region)) = (service, region) {
+            if let Some(first) = seen.get(&(service, region)) {
+                report(
+                    key.clone(),
+                    format!(
+                        "a second route for service {service} and region {region} (the first is {first})"
+                    ),
+                );
+                continue;
+            }
+            seen.insert((service, region), key);
+            if let Some(destination) = destination {
+                routes.push(Route {
+                    service,
+                    region,
+                    destination,
+                });
+            }
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[gateway]
+dead_letter_broker = "he"
+
+[brokers.he]
+url = "amqp://guest:secret@127.0.0.1:5672/ozg-he"
+
+[[platforms]]
+id = "civento-he"
+land = "HE"
+broker = "he"
+ingress_queue = "ozg.he.submissions"
+status_exchange = "ozg.he.status"
+
+[[destinations]]
+id = "he-darmstadt"
+name = "Wissenschaftsstadt Darmstadt"
+kind = "kreisfreie-stadt"
+land = "06"
+broker = "he"
+exchange = "ozg.backoffice"
+routing_key = "he-darmstadt"
+
+[[routes]]
+service = "*"
+region = "06411"
+destination = "he-darmstadt"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, "test.toml", Path::new("."))
+    }
+
+    #[test]
+    fn a_valid_file_gives_defaults_and_hides_the_password() {
+        let config = parse(VALID).unwrap();
+        assert_eq!(config.platforms[0].land.code(), 6);
+        assert_eq!(config.platforms[0].prefetch, 256);
+        assert_eq!(config.platforms[0].status_routing_key, "civento-he");
+        assert_eq!(
+            config.gateway.dead_letter_exchange,
+            DEFAULT_DEAD_LETTER_EXCHANGE
+        );
+        assert_eq!(
+            config.brokers[0].display,
+            "amqp://guest@127.0.0.1:5672/ozg-he"
+        );
+        assert!(!format!("{config:?}").contains("secret"));
+    }
+
+    #[test]
+    fn every_error_is_listed_with_file_and_key() {
+        let text = VALID
+            .replace("land = \"HE\"", "land = \"XX\"")
+            .replace("region = \"06411\"", "region = \"0641\"")
+            .replace(
+                "destination = \"he-darmstadt\"",
+                "destination = \"nowhere\"",
+            )
+            + r#"
+[[routes]]
+service = "12345"
+region = "06411"
+destination = "he-darmstadt"
+
+[[routes]]
+service = "99115005104000"
+region = "064119999999"
+destination = "he-darmstadt"
+
+[[routes]]
+service = "*"
+region = "06411"
+destination = "he-darmstadt"
+
+[[routes]]
+service = "*"
+region = "06411"
+destination = "he-darmstadt"
+"#;
+        let errors = parse(&text).unwrap_err().to_string();
+        for expected in [
+            "test.toml: platforms[0].land: \"XX\" is not a Land code",
+            "test.toml: routes[0].region: \"0641\" has 4 characters, expected 2, 3, 5, 9 or 12 digits",
+            "test.toml: routes[0].destination: unknown destination \"nowhere\"",
+            "test.toml: routes[1].service: \"12345\" has 5 characters, expected 14 digits",
+            "test.toml: routes[2].region: 064119999999 is not a Gemeinde in the municipality directory",
+            "test.toml: routes[4]: a second route for service * and region 06411 (the first is routes[3])",
+        ] {
+            assert!(
+                errors.contains(expected),
+                "missing {expected:?} in:\n{errors}"
+            );
+        }
+        assert!(
+            errors.starts_with("invalid configuration: 6 errors"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn missing_keys_and_unknown_references() {
+        let text = r#"
+[gateway]
+dead_letter_broker = "nope"
+[brokers.a]
+url = "http://[::1"
+[[platforms]]
+id = "p"
+[[destinations]]
+id = "d"
+kind = "castle"
+"#;
+        let errors = parse(text).unwrap_err().to_string();
+        for expected in [
+            "brokers.a.url: is not a valid AMQP URI",
+            "gateway.dead_letter_broker: unknown broker \"nope\"",
+            "platforms[0].land: is missing",
+            "platforms[0].broker: is missing",
+            "platforms[0].ingress_queue: is missing",
+            "platforms[0].status_exchange: is missing",
+            "destinations[0].name: is missing",
+            "destinations[0].kind: unknown kind \"castle\"",
+            "destinations[0].routing_key: is missing",
+        ] {
+            assert!(
+                errors.contains(expected),
+                "missing {expected:?} in:\n{errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line_and_unknown_keys_are_refused() {
+        let errors = parse("[gateway\n").unwrap_err().to_string();
+        assert!(
+            errors.contains("test.toml: TOML parse error at line 1"),
+            "{errors}"
+        );
+        let errors = parse(
+            &VALID
+                .replace("prefetch", "x")
+                .replace("[gateway]", "[gateway]\ndead_leter_broker = 1"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("unknown field `dead_leter_broker`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_file_is_reported() {
+        let text = VALID.replace(
+            "[gateway]",
+            "[gateway]\ndirectory = \"/nonexistent/gv.csv\"",
+        );
+        let errors = parse(&text).unwrap_err().to_string();
+        assert!(
+            errors.contains("gateway.directory: /nonexistent/gv.csv: cannot read"),
+            "{errors}"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The official municipality directory (Destatis Gemeindeverzeichnis, GV4Q extract): every
+//! Land, Regierungsbezirk, Kreis, Gemeindeverband and Gemeinde with its ARS prefix.
+//!
+//! The project carries a derived copy (data/gemeindeverzeichnis/gemeinden.csv, © Statistisches
+//! Bundesamt (Destatis), dl-de/by-2-0) embedded in the binary; a newer official file can be
+//! named in the configuration. Columns are found by their header names, so the full official
+//! CSV and the derived one both load.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::model::{Ags, Ars, Level, RegionPrefix};
+
+/// The derived copy carried in the project, embedded so that the binary needs no data files.
+pub const EMBEDDED_CSV: &str = include_str!("../data/gemeindeverzeichnis/gemeinden.csv");
+/// Attribution required by the data licence; shown by `--version` and in the README.
+pub const ATTRIBUTION: &str = "Gemeindeverzeichnis: © Statistisches Bundesamt (Destatis), \
+Datenlizenz Deutschland – Namensnennung – Version 2.0 (dl-de/by-2-0), Gebietsstand 31.12.2020";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: CSV error: {source}")]
+    Csv { origin: String, source: csv::Error },
+    #[error("{origin}: column {column:?} is missing from the header")]
+    MissingColumn {
+        origin: String,
+        column: &'static str,
+    },
+    #[error("{origin}: line {line}: column {column}: {detail}")]
+    BadRow {
+        origin: String,
+        line: u64,
+        column: &'static str,
+        detail: String,
+    },
+    #[error("{origin}: no Gemeinde records (is this the Gemeindeverzeichnis?)")]
+    Empty { origin: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    Land,
+    Regierungsbezirk,
+    /// `kreisfrei`: a kreisfreie Stadt or Stadtkreis, i.e. a city that is its own Kreis.
+    Kreis {
+        kreisfrei: bool,
+    },
+    Gemeindeverband,
+    Gemeinde {
+        kreisfrei: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub prefix: RegionPrefix,
+    pub name: String,
+    pub kind: UnitKind,
+    /// Inhabitants (Gemeinde rows only; 0 above).
+    pub population: u64,
+}
+
+#[derive(Debug)]
+pub struct Directory {
+    units: HashMap<RegionPrefix, Unit>,
+    ags_to_ars: HashMap<Ags, Ars>,
+    n_gemeinden: usize,
+}
+
+impl Directory {
+    /// The copy carried in the binary.
+    pub fn embedded() -> Result<Directory, DirectoryError> {
+        Directory::parse(EMBEDDED_CSV.as_bytes(), "embedded Gemeindeverzeichnis")
+    }
+
+    pub fn load(path: &Path) -> Result<Directory, DirectoryError> {
+        let bytes = std::fs::read(path).map_err(|source| DirectoryError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Directory::parse(&bytes, &path.display().to_string())
+    }
+
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<Directory, DirectoryError> {
+        let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+        let csv_error = |source| DirectoryError::Csv {
+            origin: origin.to_owned(),
+            source,
+        };
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+        let header = reader.headers().map_err(csv_error)?.clone();
+        let column = |name: &'static str| {
+            header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+                DirectoryError::MissingColumn {
+                    origin: origin.to_owned(),
+                    column: name,
+                }
+            })
+        };
+        let c_satzart = column("satzart")?;
+        let c_text = column("textkennzeichen")?;
+        let c_land = column("land")?;
+        let c_rb = column("rb")?;
+        let c_kreis = column("kreis")?;
+        let c_vb = column("vb")?;
+        let c_gemeinde = column("gemeinde")?;
+        let c_name = column("gemeindename")?;
+        let c_population = column("bevoelkerung")?;
+
+        let mut units = HashMap::with_capacity(16_384);
+        let mut ags_to_ars = HashMap::with_capacity(11_264);
+        let mut n_gemeinden = 0;
+        for record in reader.records() {
+            let record = record.map_err(csv_error)?;
+            let line = record.position().map_or(0, |p| p.line());
+            let field = |i: usize| record.get(i).unwrap_or("").trim();
+            let bad = |column: &'static str, detail: String| DirectoryError::BadRow {
+                origin: origin.to_owned(),
+                line,
+                column,
+                detail,
+            };
+            let satzart = field(c_satzart);
+            let textkennzeichen: u8 = field(c_text).parse().unwrap_or(0);
+            let (level, kind, key) = match satzart {
+                "10" => (Level::Land, UnitKind::Land, field(c_land).to_owned()),
+                "20" => (
+                    Level::Regierungsbezirk,
+                    UnitKind::Regierungsbezirk,
+                    format!("{}{}", field(c_land), field(c_rb)),
+                ),
+                // Regions exist in Baden-Württemberg only and are not part of the ARS.
+                "30" => continue,
+                "40" => (
+                    Level::Kreis,
+                    UnitKind::Kreis {
+                        kreisfrei: matches!(textkennzeichen, 41 | 42),
+                    },
+                    format!("{}{}{}", field(c_land), field(c_rb), field(c_kreis)),
+                ),
+                "50" => (
+                    Level::Gemeindeverband,
+                    UnitKind::Gemeindeverband,
+                    format!(
+                        "{}{}{}{}",
+                        field(c_land),
+                        field(c_rb),
+                        field(c_kreis),
+                        field(c_vb)
+                    ),
+                ),
+                "60" => (
+                    Level::Gemeinde,
+                    UnitKind::Gemeinde {
+                        kreisfrei: textkennzeichen == 61,
+                    },
+                    format!(
+                        "{}{}{}{}{}",
+                        field(c_land),
+                        field(c_rb),
+                        field(c_kreis),
+                        field(c_vb),
+                        field(c_gemeinde)
+                    ),
+                ),
+                other => return Err(bad("satzart", format!("unknown record type {other:?}"))),
+            };
+            let prefix: RegionPrefix = key
+                .parse()
+                .map_err(|e| bad("land/rb/kreis/vb/gemeinde", format!("key {e}")))?;
+            if prefix.level() != level {
+                return Err(bad(
+                    "land/rb/kreis/vb/gemeinde",
+                    format!("key {key:?} does not fit record type {satzart}"),
+                ));
+            }
+            let population = if level == Level::Gemeinde {
+                let raw: String = field(c_population)
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                if raw.is_empty() {
+                    0
+                } else {
+                    raw.parse()
+                        .map_err(|_| bad("bevoelkerung", format!("not a number: {raw:?}")))?
+                }
+            } else {
+                0
+            };
+            if let Some(ars) = prefix.as_ars() {
+                n_gemeinden += 1;
+                ags_to_ars.insert(ars.to_ags(), ars);
+            }
+            units.insert(
+                prefix,
+                Unit {
+                    prefix,
+                    name: field(c_name).to_owned(),
+                    kind,
+                    population,
+                },
+            );
+        }
+        if n_gemeinden == 0 {
+            return Err(DirectoryError::Empty {
+                origin: origin.to_owned(),
+            });
+        }
+        Ok(Directory {
+            units,
+            ags_to_ars,
+            n_gemeinden,
+        })
+    }
+
+    pub fn unit(&self, prefix: RegionPrefix) -> Option<&Unit> {
+        self.units.get(&prefix)
+    }
+
+    pub fn contains(&self, prefix: RegionPrefix) -> bool {
+        self.units.contains_key(&prefix)
+    }
+
+    /// The Gemeinde this ARS names, if the directory has it.
+    pub fn gemeinde(&self, ars: Ars) -> Option<&Unit> {
+        self.units.get(&ars.prefix(Level::Gemeinde))
+    }
+
+    /// AGS → ARS through the directory (the Gemeindeverband digits are not in the AGS).
+    pub fn ars_for_ags(&self, ags: Ags) -> Option<Ars> {
+        self.ags_to_ars.get(&ags).copied()
+    }
+
+    pub fn n_gemeinden(&self) -> usize {
+        self.n_gemeinden
+    }
+
+    pub fn units(&self) -> impl Iterator<Item = &Unit> {
+        self.units.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory() -> Directory {
+        Directory::embedded().unwrap()
+    }
+
+    #[test]
+    fn embedded_directory_has_every_unit() {
+        let d = directory();
+        assert_eq!(d.n_gemeinden(), 11_004);
+        let count = |level| d.units().filter(|u| u.prefix.level() == level).count();
+        assert_eq!(count(Level::Land), 16);
+        assert_eq!(count(Level::Kreis), 401);
+        assert_eq!(count(Level::Gemeindeverband), 4_606);
+        let in_land = |code: &str| {
+            d.units()
+                .filter(|u| {
+                    u.prefix.level() == Level::Gemeinde && u.prefix.to_string().starts_with(code)
+                })
+                .count()
+        };
+        for (land, n) in [
+            ("06", 426),
+            ("07", 2_303),
+            ("10", 53),
+            ("16", 633),
+            ("09", 2_230),
+            ("03", 967),
+        ] {
+            assert_eq!(in_land(land), n, "Gemeinden in {land}");
+        }
+    }
+
+    #[test]
+    fn darmstadt_is_a_kreisfreie_stadt() {
+        let d = directory();
+        let ars: Ars = "064110000000".parse().unwrap();
+        let gemeinde = d.gemeinde(ars).unwrap();
+        assert_eq!(gemeinde.name, "Darmstadt, Wissenschaftsstadt");
+        assert_eq!(gemeinde.population, 159_878);
+        assert_eq!(gemeinde.kind, UnitKind::Gemeinde { kreisfrei: true });
+        let kreis = d.unit(ars.prefix(Level::Kreis)).unwrap();
+        assert_eq!(kreis.kind, UnitKind::Kreis { kreisfrei: true });
+        assert_eq!(
+            d.unit(ars.prefix(Level::Regierungsbezirk)).unwrap().name,
+            "Reg.-Bez. Darmstadt"
+        );
+        assert_eq!(d.unit(ars.prefix(Level::Land)).unwrap().name, "Hessen");
+    }
+
+    #[test]
+    fn ags_converts_through_the_directory() {
+        let d = directory();
+        for (ags, ars) in [
+            ("06411000", "064110000000"), // Darmstadt
+            ("16051000", "160510000000"), // Erfurt
+            ("06431001", "064310001001"), // Abtsteinach, Kreis Bergstraße
+        ] {
+            let found = d.ars_for_ags(ags.parse().unwrap()).map(|a| a.to_string());
+            assert_eq!(found.as_deref(), Some(ars), "{ags}");
+        }
+        assert_eq!(d.ars_for_ags("06411999".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn the_full_official_file_loads_too() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data/gemeindeverzeichnis/gv-auszug-q4.csv");
+        // The official file is shared material beside the project; the derived copy is what
+        // ships. Both must give the same directory.
+        let official = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the shared data folder must be beside the project)",
+                path.display()
+            )
+        });
+        let d = Directory::parse(&official, "official").unwrap();
+        assert_eq!(d.n_gemeinden(), 11_004);
+        assert_eq!(d.units.len(), directory().units.len());
+    }
+
+    #[test]
+    fn broken_files_are_refused_with_line_and_column() {
+        let missing = Directory::parse(b"satzart,land\n10,01\n", "x.csv").unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("column \"textkennzeichen\" is missing"),
+            "{missing}"
+        );
+        let header =
+            "satzart,textkennzeichen,land,rb,kreis,vb,gemeinde,gemeindename,bevoelkerung\n";
+        let bad_key = format!("{header}60,64,06,4,11,0000,0x0,Foo,12\n");
+        let err = Directory::parse(bad_key.as_bytes(), "x.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("x.csv: line 2: column land/rb/kreis/vb/gemeinde"),
+            "{err}"
+        );
+        let bad_population = format!("{header}60,64,06,4,11,0000,001,Foo,zwölf\n");
+        let err = Directory::parse(bad_population.as_bytes(), "x.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bevoelkerung: not a number"), "{err}");
+        let empty = Directory::parse(header.as_bytes(), "x.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("no Gemeinde records"), "{empty}");
+    }
+}

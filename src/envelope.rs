@@ -1,0 +1,546 @@
+//! Decode and validate a submission envelope: bytes → `wire::v1::Submission` → [`Envelope`].
+//!
+//! The gateway reads only the metadata it routes on. Form data and attachment content stay
+//! opaque; attachment sizes and SHA-512 hashes are checked for integrity, the content itself
+//! is never logged, stored or put into an error message. Error messages from the JSON parser
+//! can quote values, so they are reduced to position and category before use.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha512};
+use uuid::Uuid;
+
+use crate::config::Platform;
+use crate::directory::Directory;
+use crate::model::{Ags, Ars, KeyError, Land, ServiceKey};
+use crate::wire::v1 as wire;
+
+/// How the body is encoded, told by the AMQP content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+impl Encoding {
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Encoding, DecodeError> {
+        let Some(raw) = content_type.map(str::trim).filter(|c| !c.is_empty()) else {
+            return Err(DecodeError::MissingContentType);
+        };
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/x-protobuf"
+            | "application/protobuf"
+            | "application/vnd.google.protobuf" => Ok(Encoding::Protobuf),
+            "application/json" => Ok(Encoding::Json),
+            _ => Err(DecodeError::UnsupportedContentType(
+                raw.chars().take(80).collect(),
+            )),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => CONTENT_TYPE_PROTOBUF,
+            Encoding::Json => CONTENT_TYPE_JSON,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    Oversized { size: usize, limit: usize },
+    #[error("content_type is missing; use application/x-protobuf or application/json")]
+    MissingContentType,
+    #[error("content_type {0:?} is not supported; use application/x-protobuf or application/json")]
+    UnsupportedContentType(String),
+    #[error("not a protobuf ozg.gateway.v1.Submission: {0}")]
+    Protobuf(String),
+    #[error("not a JSON ozg.gateway.v1.Submission: {0}")]
+    Json(String),
+}
+
+/// Decodes a body whose size the caller has already checked.
+pub fn decode(encoding: Encoding, body: &[u8]) -> Result<wire::Submission, DecodeError> {
+    match encoding {
+        Encoding::Protobuf => <wire::Submission as prost::Message>::decode(body)
+            .map_err(|e| DecodeError::Protobuf(e.to_string())),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            use serde_json::error::Category;
+            let what = match e.classify() {
+                Category::Syntax => "malformed JSON",
+                Category::Eof => "JSON ends early",
+                Category::Data => {
+                    "JSON does not match the schema (wrong type, bad value or bad field format)"
+                }
+                Category::Io => "read error",
+            };
+            DecodeError::Json(format!(
+                "{what} at line {}, column {}",
+                e.line(),
+                e.column()
+            ))
+        }),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("{field} is missing")]
+    Missing { field: String },
+    #[error("{field}: {detail}")]
+    Invalid { field: String, detail: String },
+    #[error("service.key {0}")]
+    ServiceKey(KeyError),
+    #[error("region {0}; expected a 12-digit ARS or an 8-digit AGS")]
+    Region(KeyError),
+    #[error("region {region} is not in the municipality directory")]
+    UnknownRegion { region: String },
+    #[error(
+        "origin.{field} is {found:?}, but the message came from the queue of platform {platform:?} ({field} {expected:?})"
+    )]
+    OriginMismatch {
+        field: &'static str,
+        found: String,
+        expected: String,
+        platform: String,
+    },
+}
+
+impl ValidationError {
+    /// Path of the offending field in the envelope.
+    pub fn field(&self) -> String {
+        match self {
+            ValidationError::Missing { field } | ValidationError::Invalid { field, .. } => {
+                field.clone()
+            }
+            ValidationError::ServiceKey(_) => "service.key".to_owned(),
+            ValidationError::Region(_) | ValidationError::UnknownRegion { .. } => {
+                "region".to_owned()
+            }
+            ValidationError::OriginMismatch { field, .. } => format!("origin.{field}"),
+        }
+    }
+}
+
+/// What routing and delivery need from a valid submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub submission_id: Uuid,
+    pub case_id: Option<String>,
+    pub origin_land: Land,
+    pub service: ServiceKey,
+    pub ars: Ars,
+}
+
+fn missing(field: &str) -> ValidationError {
+    ValidationError::Missing {
+        field: field.to_owned(),
+    }
+}
+
+fn invalid(field: impl Into<String>, detail: impl Into<String>) -> ValidationError {
+    ValidationError::Invalid {
+        field: field.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Checks a decoded submission field by field, in envelope order; the first problem wins.
+pub fn validate(
+    submission: &wire::Submission,
+    platform: &Platform,
+    directory: &Directory,
+    verify_attachment_hashes: bool,
+) -> Result<Envelope, ValidationError> {
+    if submission.submission_id.is_empty() {
+        return Err(missing("submission_id"));
+    }
+    let submission_id = Uuid::parse_str(&submission.submission_id)
+        .map_err(|_| invalid("submission_id", "is not a UUID"))?;
+
+    let origin = submission
+        .origin
+        .as_ref()
+        .ok_or_else(|| missing("origin"))?;
+    if origin.platform_id.is_empty() {
+        return Err(missing("origin.platform_id"));
+    }
+    if origin.land.is_empty() {
+        return Err(missing("origin.land"));
+    }
+    let origin_land =
+        Land::parse_code(&origin.land).map_err(|e| invalid("origin.land", e.to_string()))?;
+    if origin.platform_id != platform.id {
+        return Err(ValidationError::OriginMismatch {
+            field: "platform_id",
+            found: origin.platform_id.chars().take(80).collect(),
+            expected: platform.id.clone(),
+            platform: platform.id.clone(),
+        });
+    }
+    if origin_land != platform.land {
+        return Err(ValidationError::OriginMismatch {
+            field: "land",
+            found: origin.land.clone(),
+            expected: platform.land.to_string(),
+            platform: platform.id.clone(),
+        });
+    }
+
+    let service = submission
+        .service
+        .as_ref()
+        .ok_or_else(|| missing("service"))?;
+    if service.key.is_empty() {
+        return Err(missing("service.key"));
+    }
+    let service_key: ServiceKey = service.key.parse().map_err(ValidationError::ServiceKey)?;
+
+    if submission.region.is_empty() {
+        return Err(missing("region"));
+    }
+    let ars = match submission.region.len() {
+        8 => {
+            let ags: Ags = submission.region.parse().map_err(ValidationError::Region)?;
+            directory
+                .ars_for_ags(ags)
+                .ok_or_else(|| ValidationError::UnknownRegion {
+                    region: format!("{ags} (AGS)"),
+                })?
+        }
+        _ => {
+            let ars: Ars = submission.region.parse().map_err(ValidationError::Region)?;
+            if directory.gemeinde(ars).is_none() {
+                return Err(ValidationError::UnknownRegion {
+                    region: ars.to_string(),
+                });
+            }
+            ars
+        }
+    };
+
+    let submitted_at = submission
+        .submitted_at
+        .as_ref()
+        .ok_or_else(|| missing("submitted_at"))?;
+    if !(0..1_000_000_000).contains(&submitted_at.nanos) || submitted_at.seconds <= 0 {
+        return Err(invalid("submitted_at", "is not a valid point in time"));
+    }
+
+    let form = submission
+        .form_data
+        .as_ref()
+        .ok_or_else(|| missing("form_data"))?;
+    if form.media_type.is_empty() {
+        return Err(missing("form_data.media_type"));
+    }
+    if form.schema_uri.is_empty() {
+        return Err(missing("form_data.schema_uri"));
+    }
+    if form.content.is_empty() {
+        return Err(missing("form_data.content"));
+    }
+
+    let mut attachment_ids = HashSet::with_capacity(submission.attachments.len());
+    for (i, a) in submission.attachments.iter().enumerate() {
+        let field = |name: &str| format!("attachments[{i}].{name}");
+        if a.attachment_id.is_empty() {
+            return Err(missing(&field("attachment_id")));
+        }
+        if !attachment_ids.insert(a.attachment_id.as_str()) {
+            return Err(invalid(
+                field("attachment_id"),
+                "is used by another attachment too",
+            ));
+        }
+        if a.file_name.is_empty() {
+            return Err(missing(&field("file_name")));
+        }
+        if a.media_type.is_empty() {
+            return Err(missing(&field("media_type")));
+        }
+        if a.sha512.is_empty() {
+            return Err(missing(&field("sha512")));
+        }
+        let mut expected = [0u8; 64];
+        if hex::decode_to_slice(&a.sha512, &mut expected).is_err() {
+            return Err(invalid(field("sha512"), "is not 128 hexadecimal digits"));
+        }
+        if a.size != a.content.len() as u64 {
+            return Err(invalid(
+                field("size"),
+                format!("says {} bytes, the content has {}", a.size, a.content.len()),
+            ));
+        }
+        if verify_attachment_hashes && Sha512::digest(&a.content).as_slice() != expected {
+            return Err(invalid(field("sha512"), "does not match the content"));
+        }
+    }
+
+    Ok(Envelope {
+        submission_id,
+        case_id: (!submission.case_id.is_empty()).then(|| submission.case_id.clone()),
+        origin_land,
+        service: service_key,
+        ars,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform() -> Platform {
+        Platform {
+            id: "civento-he".into(),
+            land: "06".parse().unwrap(),
+            broker: 0,
+            ingress_queue: "q".into(),
+            status_exchange: "s".into(),
+            status_routing_key: "civento-he".into(),
+            status_format: crate::config::StatusFormat::Json,
+            prefetch: 1,
+        }
+    }
+
+    pub(crate) fn good() -> wire::Submission {
+        let content = b"%PDF-1.7 attachment".to_vec();
+        wire::Submission {
+            submission_id: "0b5f6a8e-8f7e-4c1e-9a57-1f4e2b7c9d10".into(),
+            case_id: "case-1".into(),
+            origin: Some(wire::Origin {
+                platform_id: "civento-he".into(),
+                land: "06".into(),
+            }),
+            service: Some(wire::Service {
+                key: "99115005104000".into(),
+                name: "Anmeldung einer Wohnung".into(),
+            }),
+            region: "160510000000".into(),
+            submitted_at: Some(pbjson_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            form_data: Some(wire::FormData {
+                media_type: "application/json".into(),
+                schema_uri: "urn:xoev-de:fim:standard:xfall".into(),
+                content: b"{\"name\":\"Erika\"}".to_vec(),
+            }),
+            attachments: vec![wire::Attachment {
+                attachment_id: "a1".into(),
+                file_name: "scan.pdf".into(),
+                media_type: "application/pdf".into(),
+                purpose: "attachment".into(),
+                size: content.len() as u64,
+                sha512: hex::encode(Sha512::digest(&content)),
+                content,
+            }],
+            reply_channel: None,
+            sender_reference: String::new(),
+        }
+    }
+
+    fn check(change: impl FnOnce(&mut wire::Submission), expected: &str) {
+        let directory = Directory::embedded().unwrap();
+        let mut s = good();
+        change(&mut s);
+        let err = validate(&s, &platform(), &directory, true).unwrap_err();
+        let shown = format!("{} [{}]", err, err.field());
+        assert_eq!(shown, expected);
+    }
+
+    #[test]
+    fn a_good_submission_validates() {
+        let directory = Directory::embedded().unwrap();
+        let e = validate(&good(), &platform(), &directory, true).unwrap();
+        assert_eq!(e.ars.to_string(), "160510000000");
+        assert_eq!(e.service.to_string(), "99115005104000");
+        assert_eq!(e.case_id.as_deref(), Some("case-1"));
+    }
+
+    #[test]
+    fn an_ags_is_converted_through_the_directory() {
+        let directory = Directory::embedded().unwrap();
+        let mut s = good();
+        s.region = "06431001".into();
+        let e = validate(&s, &platform(), &directory, true).unwrap();
+        assert_eq!(e.ars.to_string(), "064310001001");
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        check(
+            |s| s.submission_id.clear(),
+            "submission_id is missing [submission_id]",
+        );
+        check(
+            |s| s.submission_id = "42".into(),
+            "submission_id: is not a UUID [submission_id]",
+        );
+        check(|s| s.origin = None, "origin is missing [origin]");
+        check(
+            |s| s.origin.as_mut().unwrap().platform_id.clear(),
+            "origin.platform_id is missing [origin.platform_id]",
+        );
+        check(
+            |s| s.origin.as_mut().unwrap().land.clear(),
+            "origin.land is missing [origin.land]",
+        );
+        check(
+            |s| s.origin.as_mut().unwrap().land = "6".into(),
+            "origin.land: \"6\" is not a Land code (01 … 16, or SH, HH, NI, HB, NW, HE, RP, BW, BY, SL, BE, BB, MV, SN, ST, TH) [origin.land]",
+        );
+        check(
+            |s| s.origin.as_mut().unwrap().platform_id = "civento-th".into(),
+            "origin.platform_id is \"civento-th\", but the message came from the queue of platform \"civento-he\" (platform_id \"civento-he\") [origin.platform_id]",
+        );
+        check(
+            |s| s.origin.as_mut().unwrap().land = "16".into(),
+            "origin.land is \"16\", but the message came from the queue of platform \"civento-he\" (land \"06\") [origin.land]",
+        );
+        check(|s| s.service = None, "service is missing [service]");
+        check(
+            |s| s.service.as_mut().unwrap().key.clear(),
+            "service.key is missing [service.key]",
+        );
+        check(
+            |s| s.service.as_mut().unwrap().key = "12115005104000".into(),
+            "service.key \"12115005104000\" must start with 99 (LeiKa Leistungsschlüssel, ^99\\d{12}$) [service.key]",
+        );
+        check(|s| s.region.clear(), "region is missing [region]");
+        check(
+            |s| s.region = "1605100000".into(),
+            "region \"1605100000\" has 10 characters, expected 12 digits (ARS); expected a 12-digit ARS or an 8-digit AGS [region]",
+        );
+        check(
+            |s| s.region = "160519999999".into(),
+            "region 160519999999 is not in the municipality directory [region]",
+        );
+        check(
+            |s| s.region = "16051999".into(),
+            "region 16051999 (AGS) is not in the municipality directory [region]",
+        );
+        check(
+            |s| s.submitted_at = None,
+            "submitted_at is missing [submitted_at]",
+        );
+        check(|s| s.form_data = None, "form_data is missing [form_data]");
+        check(
+            |s| s.form_data.as_mut().unwrap().media_type.clear(),
+            "form_data.media_type is missing [form_data.media_type]",
+        );
+        check(
+            |s| s.form_data.as_mut().unwrap().schema_uri.clear(),
+            "form_data.schema_uri is missing [form_data.schema_uri]",
+        );
+        check(
+            |s| s.form_data.as_mut().unwrap().content.clear(),
+            "form_data.content is missing [form_data.content]",
+        );
+        check(
+            |s| s.attachments[0].attachment_id.clear(),
+            "attachments[0].attachment_id is missing [attachments[0].attachment_id]",
+        );
+        check(
+            |s| s.attachments[0].file_name.clear(),
+            "attachments[0].file_name is missing [attachments[0].file_name]",
+        );
+        check(
+            |s| s.attachments[0].media_type.clear(),
+            "attachments[0].media_type is missing [attachments[0].media_type]",
+        );
+        check(
+            |s| s.attachments[0].sha512.clear(),
+            "attachments[0].sha512 is missing [attachments[0].sha512]",
+        );
+        check(
+            |s| s.attachments[0].sha512 = "ab".into(),
+            "attachments[0].sha512: is not 128 hexadecimal digits [attachments[0].sha512]",
+        );
+        check(
+            |s| s.attachments[0].size = 3,
+            "attachments[0].size: says 3 bytes, the content has 19 [attachments[0].size]",
+        );
+        check(
+            |s| s.attachments[0].content[0] ^= 1,
+            "attachments[0].sha512: does not match the content [attachments[0].sha512]",
+        );
+        check(
+            |s| {
+                let copy = s.attachments[0].clone();
+                s.attachments.push(copy);
+            },
+            "attachments[1].attachment_id: is used by another attachment too [attachments[1].attachment_id]",
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        let cases: &[(Option<&str>, Result<Encoding, &str>)] = &[
+            (Some("application/x-protobuf"), Ok(Encoding::Protobuf)),
+            (Some("application/protobuf"), Ok(Encoding::Protobuf)),
+            (Some("application/json; charset=utf-8"), Ok(Encoding::Json)),
+            (Some("Application/JSON"), Ok(Encoding::Json)),
+            (None, Err("content_type is missing")),
+            (Some(""), Err("content_type is missing")),
+            (
+                Some("text/plain"),
+                Err("content_type \"text/plain\" is not supported"),
+            ),
+        ];
+        for (input, expected) in cases {
+            let got = Encoding::from_content_type(*input).map_err(|e| e.to_string());
+            match (got, expected) {
+                (Ok(a), Ok(b)) => assert_eq!(a, *b, "{input:?}"),
+                (Err(a), Err(b)) => assert!(a.starts_with(b), "{input:?}: {a}"),
+                (got, _) => panic!("{input:?}: got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn json_and_protobuf_mean_the_same() {
+        let s = good();
+        let json = serde_json::to_vec(&s).unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(
+            text.contains("\"submissionId\":\"0b5f6a8e"),
+            "canonical lowerCamelCase names: {text}"
+        );
+        assert!(
+            text.contains("\"submittedAt\":\"2026-"),
+            "RFC 3339 timestamps: {text}"
+        );
+        let from_json = decode(Encoding::Json, &json).unwrap();
+        let from_proto = decode(Encoding::Protobuf, &prost::Message::encode_to_vec(&s)).unwrap();
+        assert_eq!(from_json, s);
+        assert_eq!(from_proto, s);
+    }
+
+    #[test]
+    fn decode_errors_never_quote_content() {
+        let body =
+            br#"{"submissionId": "x", "formData": {"content": "not base64: Erika Mustermann"}}"#;
+        let err = decode(Encoding::Json, body).unwrap_err().to_string();
+        assert!(!err.contains("Mustermann"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+        let err = decode(Encoding::Json, b"Erika Mustermann")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("Mustermann"), "{err}");
+        let err = decode(Encoding::Protobuf, b"\xff\xff\xff\xffErika")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("Erika"), "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! ozg-gateway moves citizens' online applications (OZG submissions) from the RabbitMQ
+//! queues of every Land's platform to the back office of the responsible authority.
+//!
+//! For each submission it decodes and validates the envelope ([`envelope`]), resolves the
+//! responsible authority from the service key and region by walking up the administrative
+//! hierarchy ([`route`], [`directory`]), publishes it to that authority's exchange with a
+//! publisher confirm ([`amqp`]) and only then acks the source; what cannot be delivered goes
+//! to the dead-letter exchange with a reason ([`pipeline`], [`outcome`]). The platform hears
+//! what became of it through a status event. [`app::run`] wires it together; see
+//! ARCHITECTURE.md for the map and the invariants.
+
+pub mod amqp;
+pub mod app;
+pub mod config;
+pub mod directory;
+pub mod envelope;
+pub mod model;
+pub mod outcome;
+pub mod pipeline;
+pub mod route;
+pub mod sample;
+pub mod topology;
+pub mod wire;
+
+pub use app::{RunError, run};
+pub use config::Config;

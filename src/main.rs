@@ -1,0 +1,471 @@
+//! The `ozg-gateway` command: run the gateway, check a configuration, explain a route, and
+//! small helpers for local set-ups (declare the topology, submit samples, read queues).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lapin::BasicProperties;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use ozg_gateway::amqp::{self, Publisher, Role};
+use ozg_gateway::config::{Config, EXIT_INVALID_CONFIG};
+use ozg_gateway::envelope::Encoding;
+use ozg_gateway::model::{Ags, Ars, ServiceKey};
+use ozg_gateway::route::RoutingTable;
+use ozg_gateway::wire::v1 as wire;
+use ozg_gateway::{sample, topology};
+
+#[derive(Parser)]
+#[command(name = "ozg-gateway", version, about, long_version = LONG_VERSION)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "OZG_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nGemeindeverzeichnis: © Statistisches Bundesamt (Destatis), dl-de/by-2-0"
+);
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (stops on SIGTERM or SIGINT after finishing in-flight submissions).
+    Run {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and list every problem; exit 64 if invalid.
+    CheckConfig { file: PathBuf },
+    /// Explain where a submission would go, step by step, without sending anything.
+    Resolve {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+        /// LeiKa Leistungsschlüssel (14 digits, 99…).
+        service: String,
+        /// ARS (12 digits) or AGS (8 digits).
+        region: String,
+    },
+    /// Declare the local topology for a configuration: ingress queues, status exchanges and
+    /// queues, destination exchanges with back-office queues, the dead-letter exchange.
+    DeclareTopology {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Publish sample submissions to a platform's ingress queue, as the platform would.
+    Submit {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+        /// Platform id from the configuration.
+        #[arg(long)]
+        platform: String,
+        /// LeiKa key of the service.
+        #[arg(long, default_value = "99115005104000")]
+        service: String,
+        /// ARS or AGS of the region.
+        #[arg(long, default_value = "064110000000")]
+        region: String,
+        /// Publish as JSON (canonical proto3 mapping) instead of protobuf.
+        #[arg(long)]
+        json: bool,
+        /// How many submissions.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Approximate size of each submission in bytes.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        /// Publish this file's bytes as they are instead of a sample (for trying bad input).
+        #[arg(long, conflicts_with_all = ["json", "count"])]
+        raw: Option<PathBuf>,
+        /// Content type for --raw.
+        #[arg(long, requires = "raw", default_value = "application/json")]
+        content_type: String,
+    },
+    /// Take messages off a local queue and print their metadata (never their content).
+    Receive {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+        #[command(flatten)]
+        queue: ReceiveFrom,
+        /// Stop after this many messages.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// Stop when no message came for this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct ReceiveFrom {
+    /// A destination's back-office queue.
+    #[arg(long)]
+    destination: Option<String>,
+    /// A platform's status queue.
+    #[arg(long)]
+    status: Option<String>,
+    /// The gateway's dead-letter queue.
+    #[arg(long)]
+    dead_letters: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ozg-gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OZG_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprint!("{errors}");
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    })
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ozg-gateway: {message}");
+    ExitCode::FAILURE
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Run { config } => run(config).await,
+        Command::CheckConfig { file } => load(&file).map(|c| {
+            println!(
+                "{}: valid ({} brokers, {} platforms, {} destinations, {} routes)",
+                file.display(),
+                c.brokers.len(),
+                c.platforms.len(),
+                c.destinations.len(),
+                c.routes.len()
+            );
+        }),
+        Command::Resolve {
+            config,
+            service,
+            region,
+        } => resolve(&config, &service, &region),
+        Command::DeclareTopology { config } => match load(&config) {
+            Ok(c) => topology::declare(&c).await.map_err(fail).map(|()| {
+                println!("{}: topology declared", config.display());
+            }),
+            Err(code) => Err(code),
+        },
+        Command::Submit {
+            config,
+            platform,
+            service,
+            region,
+            json,
+            count,
+            size,
+            raw,
+            content_type,
+        } => {
+            submit(
+                &config,
+                &platform,
+                &service,
+                &region,
+                json,
+                count,
+                size,
+                raw,
+                &content_type,
+            )
+            .await
+        }
+        Command::Receive {
+            config,
+            queue,
+            count,
+            wait,
+        } => receive(&config, &queue, count, wait).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+async fn run(path: PathBuf) -> Result<(), ExitCode> {
+    let config = load(&path)?;
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+    };
+    ozg_gateway::run(config, shutdown).await.map_err(fail)
+}
+
+fn resolve(path: &std::path::Path, service: &str, region: &str) -> Result<(), ExitCode> {
+    let config = load(path)?;
+    let service: ServiceKey = service.parse().map_err(|e| fail(format!("service {e}")))?;
+    let ars: Ars = if region.len() == 8 {
+        let ags: Ags = region.parse().map_err(|e| fail(format!("region {e}")))?;
+        config
+            .directory
+            .ars_for_ags(ags)
+            .ok_or_else(|| fail(format!("AGS {ags} is not in the municipality directory")))?
+    } else {
+        region.parse().map_err(|e| fail(format!("region {e}")))?
+    };
+    let Some(gemeinde) = config.directory.gemeinde(ars) else {
+        return Err(fail(format!(
+            "ARS {ars} is not in the municipality directory"
+        )));
+    };
+    println!("service {service}, region {ars} ({})", gemeinde.name);
+    let table = RoutingTable::new(config.routes.clone());
+    let explanation = table.explain(service, ars, &config.directory);
+    for step in &explanation.steps {
+        let unit = step
+            .unit_name
+            .as_deref()
+            .unwrap_or("(no unit at this level)");
+        let level = step.region.level().name();
+        match step.matched {
+            Some(m) => println!(
+                "  {:<14} {:<12} {level:<16} {unit}  → route matched: {}",
+                step.service.to_string(),
+                step.region.to_string(),
+                config.destinations[m.destination].id
+            ),
+            None => println!(
+                "  {:<14} {:<12} {level:<16} {unit}  – no route",
+                step.service.to_string(),
+                step.region.to_string()
+            ),
+        }
+    }
+    match explanation.resolution {
+        Some(m) => {
+            let d = &config.destinations[m.destination];
+            println!("→ {} ({}, {})", d.id, d.name, d.kind.as_str());
+            Ok(())
+        }
+        None => {
+            println!("→ no route: a submission would be dead-lettered with reason no-route");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn submit(
+    path: &std::path::Path,
+    platform_id: &str,
+    service: &str,
+    region: &str,
+    json: bool,
+    count: usize,
+    size: usize,
+    raw: Option<PathBuf>,
+    content_type: &str,
+) -> Result<(), ExitCode> {
+    let config = load(path)?;
+    let platform = config
+        .platform(platform_id)
+        .ok_or_else(|| fail(format!("no platform {platform_id:?} in {}", path.display())))?;
+    let broker = config.broker(platform.broker);
+    let connection = Arc::new(amqp::connect(broker, Role::Publish).await.map_err(fail)?);
+    let publisher = Publisher::new(&broker.name, connection.clone(), Duration::from_secs(10));
+    let messages: Vec<(String, Vec<u8>, String)> = match raw {
+        Some(file) => {
+            let body =
+                std::fs::read(&file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+            vec![(
+                uuid::Uuid::new_v4().to_string(),
+                body,
+                content_type.to_owned(),
+            )]
+        }
+        None => {
+            let encoding = if json {
+                Encoding::Json
+            } else {
+                Encoding::Protobuf
+            };
+            let land = platform.land.to_string();
+            (0..count)
+                .map(|_| {
+                    let s = sample::submission(&sample::SampleSpec {
+                        platform_id,
+                        land: &land,
+                        service_key: service,
+                        region,
+                        size,
+                    });
+                    let body = sample::encode(&s, encoding);
+                    (s.submission_id, body, encoding.content_type().to_owned())
+                })
+                .collect()
+        }
+    };
+    for (id, body, content_type) in messages {
+        let properties = BasicProperties::default()
+            .with_message_id(id.as_str().into())
+            .with_content_type(content_type.into());
+        publisher
+            .publish("", &platform.ingress_queue, &body, properties)
+            .await
+            .map_err(fail)?;
+        println!(
+            "submitted {id} to {} ({} bytes)",
+            platform.ingress_queue,
+            body.len()
+        );
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+async fn receive(
+    path: &std::path::Path,
+    from: &ReceiveFrom,
+    count: usize,
+    wait: Duration,
+) -> Result<(), ExitCode> {
+    let config = load(path)?;
+    let (broker, queue, kind) = if let Some(id) = &from.destination {
+        let d = config
+            .destination_index(id)
+            .map(|i| &config.destinations[i])
+            .ok_or_else(|| fail(format!("no destination {id:?}")))?;
+        let queue = if d.exchange.is_empty() {
+            d.routing_key.clone()
+        } else {
+            topology::backoffice_queue(&d.id)
+        };
+        (d.broker, queue, "submission")
+    } else if let Some(id) = &from.status {
+        let p = config
+            .platform(id)
+            .ok_or_else(|| fail(format!("no platform {id:?}")))?;
+        (p.broker, topology::status_queue(&p.id), "status")
+    } else {
+        (
+            config.gateway.dead_letter_broker,
+            config.gateway.dead_letter_queue.clone(),
+            "dead-letter",
+        )
+    };
+    let connection = amqp::connect(config.broker(broker), Role::Consume)
+        .await
+        .map_err(fail)?;
+    let channel = connection.create_channel().await.map_err(fail)?;
+    let mut received = 0;
+    let mut idle_since = tokio::time::Instant::now();
+    while received < count && idle_since.elapsed() < wait {
+        let got = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .map_err(fail)?;
+        let Some(message) = got else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        idle_since = tokio::time::Instant::now();
+        received += 1;
+        let delivery = message.delivery;
+        println!("{}", describe(kind, &delivery.properties, &delivery.data));
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(fail)?;
+    }
+    if received == 0 {
+        println!("{queue}: no message within {wait:?}");
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// One line of metadata. Submissions and dead letters show headers and size only; status
+/// events carry no personal data and are shown whole.
+fn describe(kind: &str, properties: &BasicProperties, body: &[u8]) -> String {
+    let mut fields = serde_json::Map::new();
+    fields.insert("kind".into(), kind.into());
+    if let Some(id) = properties.message_id() {
+        fields.insert("message_id".into(), id.as_str().into());
+    }
+    if let Some(ct) = properties.content_type() {
+        fields.insert("content_type".into(), ct.as_str().into());
+    }
+    fields.insert("bytes".into(), body.len().into());
+    if let Some(headers) = properties.headers() {
+        fields.insert("headers".into(), headers_json(headers));
+    }
+    if kind == "status" {
+        let event = if properties
+            .content_type()
+            .as_ref()
+            .is_some_and(|c| c.as_str().contains("json"))
+        {
+            serde_json::from_slice::<wire::StatusEvent>(body).ok()
+        } else {
+            <wire::StatusEvent as prost::Message>::decode(body).ok()
+        };
+        if let Some(event) = event.and_then(|e| serde_json::to_value(e).ok()) {
+            fields.insert("event".into(), event);
+        }
+    }
+    serde_json::Value::Object(fields).to_string()
+}
+
+fn headers_json(headers: &FieldTable) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (key, value) in headers.inner() {
+        let shown: serde_json::Value = match value {
+            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into(),
+            AMQPValue::ShortString(s) => s.as_str().into(),
+            AMQPValue::Timestamp(t) => (*t).into(),
+            other => format!("{other:?}").into(),
+        };
+        map.insert(key.as_str().to_owned(), shown);
+    }
+    serde_json::Value::Object(map)
+}

@@ -1,0 +1,182 @@
+//! What became of a submission taken off a queue, and why: the reason codes shared by
+//! dead-letter headers, status events and logs.
+
+use crate::amqp::DeliveryError;
+use crate::config::DestinationIndex;
+use crate::envelope::{DecodeError, Envelope, ValidationError};
+use crate::model::{Ars, ServiceKey};
+
+/// Reason codes. Stable: platforms and operators filter on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Oversized,
+    UnsupportedContentType,
+    Undecodable,
+    MissingField,
+    InvalidField,
+    InvalidServiceKey,
+    InvalidRegion,
+    UnknownRegion,
+    OriginMismatch,
+    NoRoute,
+    DeliveryFailed,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::Oversized,
+        Reason::UnsupportedContentType,
+        Reason::Undecodable,
+        Reason::MissingField,
+        Reason::InvalidField,
+        Reason::InvalidServiceKey,
+        Reason::InvalidRegion,
+        Reason::UnknownRegion,
+        Reason::OriginMismatch,
+        Reason::NoRoute,
+        Reason::DeliveryFailed,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Oversized => "oversized",
+            Reason::UnsupportedContentType => "unsupported-content-type",
+            Reason::Undecodable => "undecodable",
+            Reason::MissingField => "missing-field",
+            Reason::InvalidField => "invalid-field",
+            Reason::InvalidServiceKey => "invalid-service-key",
+            Reason::InvalidRegion => "invalid-region",
+            Reason::UnknownRegion => "unknown-region",
+            Reason::OriginMismatch => "origin-mismatch",
+            Reason::NoRoute => "no-route",
+            Reason::DeliveryFailed => "delivery-failed",
+        }
+    }
+
+    /// RFC 7807 title: the same for every occurrence of the reason.
+    pub fn title(self) -> &'static str {
+        match self {
+            Reason::Oversized => "Message too large",
+            Reason::UnsupportedContentType => "Unsupported content type",
+            Reason::Undecodable => "Message cannot be decoded",
+            Reason::MissingField => "Required field missing",
+            Reason::InvalidField => "Field has an invalid value",
+            Reason::InvalidServiceKey => "Invalid service key (Leistungsschlüssel)",
+            Reason::InvalidRegion => "Invalid region key (ARS/AGS)",
+            Reason::UnknownRegion => "Region not in the municipality directory",
+            Reason::OriginMismatch => "Origin does not match the submitting platform",
+            Reason::NoRoute => "No responsible authority configured",
+            Reason::DeliveryFailed => "Delivery to the responsible authority failed",
+        }
+    }
+
+    pub fn type_uri(self) -> String {
+        format!("urn:ozg-gateway:problem:{}", self.code())
+    }
+}
+
+/// A submission the gateway will not deliver, with a specific reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    /// Path of the offending envelope field, if a field is to blame.
+    pub field: Option<String>,
+    /// What exactly was wrong. Built only from keys, sizes and positions: never payload.
+    pub detail: String,
+}
+
+impl From<DecodeError> for Rejection {
+    fn from(e: DecodeError) -> Rejection {
+        let reason = match e {
+            DecodeError::Oversized { .. } => Reason::Oversized,
+            DecodeError::MissingContentType | DecodeError::UnsupportedContentType(_) => {
+                Reason::UnsupportedContentType
+            }
+            DecodeError::Protobuf(_) | DecodeError::Json(_) => Reason::Undecodable,
+        };
+        Rejection {
+            reason,
+            field: None,
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<ValidationError> for Rejection {
+    fn from(e: ValidationError) -> Rejection {
+        let reason = match e {
+            ValidationError::Missing { .. } => Reason::MissingField,
+            ValidationError::Invalid { .. } => Reason::InvalidField,
+            ValidationError::ServiceKey(_) => Reason::InvalidServiceKey,
+            ValidationError::Region(_) => Reason::InvalidRegion,
+            ValidationError::UnknownRegion { .. } => Reason::UnknownRegion,
+            ValidationError::OriginMismatch { .. } => Reason::OriginMismatch,
+        };
+        Rejection {
+            reason,
+            field: Some(e.field()),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<DeliveryError> for Rejection {
+    fn from(e: DeliveryError) -> Rejection {
+        Rejection {
+            reason: Reason::DeliveryFailed,
+            field: None,
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl Rejection {
+    pub fn no_route(service: ServiceKey, ars: Ars) -> Rejection {
+        Rejection {
+            reason: Reason::NoRoute,
+            field: None,
+            detail: format!(
+                "no route for service {service} in region {ars} or any unit above it, and no \"*\" route there either"
+            ),
+        }
+    }
+}
+
+/// The end of one submission's way through the gateway, before it is settled.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Confirmed by the destination's broker.
+    Delivered {
+        envelope: Envelope,
+        destination: DestinationIndex,
+    },
+    /// Not delivered; goes to the dead-letter exchange. `envelope` is there when the
+    /// submission decoded and validated (a no-route or delivery failure).
+    Rejected {
+        rejection: Rejection,
+        envelope: Option<Envelope>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_are_unique_and_kebab_case() {
+        let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Reason::ALL.len());
+        for code in codes {
+            assert!(
+                code.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            Reason::NoRoute.type_uri(),
+            "urn:ozg-gateway:problem:no-route"
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! One submission's way: size check → decode → validate → resolve → deliver → settle.
+//!
+//! Architecture invariant: [`Gateway::settle`] is the only code that acks, nacks or
+//! dead-letters a delivery taken off a platform queue. Every delivery ends in exactly one
+//! of: delivered (confirmed by the destination's broker, then acked), dead-lettered with a
+//! reason (confirmed by the dead-letter exchange, then acked), or left on the queue for
+//! redelivery (nacked with requeue, or never acked because the channel went away).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use uuid::Uuid;
+
+use crate::amqp::{DeliveryError, Publisher, header_string};
+use crate::config::{Config, DestinationIndex, StatusFormat};
+use crate::envelope::{self, DecodeError, Encoding, Envelope};
+use crate::outcome::{Outcome, Rejection};
+use crate::route::RoutingTable;
+use crate::wire::v1 as wire;
+
+/// AMQP headers the gateway sets. Back offices and operators may rely on these names.
+pub mod headers {
+    pub const ORIGIN_PLATFORM: &str = "x-ozg-origin-platform";
+    pub const ORIGIN_LAND: &str = "x-ozg-origin-land";
+    pub const SERVICE_KEY: &str = "x-ozg-service-key";
+    pub const ARS: &str = "x-ozg-ars";
+    pub const DESTINATION: &str = "x-ozg-destination";
+    pub const SUBMISSION_ID: &str = "x-ozg-submission-id";
+    pub const REASON: &str = "x-ozg-reason";
+    pub const DETAIL: &str = "x-ozg-detail";
+    pub const FIELD: &str = "x-ozg-field";
+    pub const SOURCE_QUEUE: &str = "x-ozg-source-queue";
+    pub const DEAD_LETTERED_AT: &str = "x-ozg-dead-lettered-at";
+    pub const STATUS: &str = "x-ozg-status";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
+}
+
+/// How long to wait before handing a delivery back to the broker when it could not even be
+/// dead-lettered (dead-letter broker unreachable): keeps a failing path from spinning.
+const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+
+/// Everything the message path needs, shared by all platform consumers.
+pub struct Gateway {
+    config: Arc<Config>,
+    table: RoutingTable,
+    /// One per destination, same index as `config.destinations`.
+    destinations: Vec<Publisher>,
+    /// One per platform, same index as `config.platforms`.
+    status: Vec<Publisher>,
+    dead_letter: Publisher,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        destinations: Vec<Publisher>,
+        status: Vec<Publisher>,
+        dead_letter: Publisher,
+    ) -> Gateway {
+        let table = RoutingTable::new(config.routes.clone());
+        Gateway {
+            config,
+            table,
+            destinations,
+            status,
+            dead_letter,
+        }
+    }
+
+    pub fn platform_id(&self, platform: usize) -> &str {
+        &self.config.platforms[platform].id
+    }
+
+    /// Takes one delivery from platform `platform`'s queue to its end.
+    pub async fn process(&self, platform: usize, delivery: Delivery) {
+        let outcome = self.handle(platform, &delivery).await;
+        self.settle(platform, delivery, outcome).await;
+    }
+
+    async fn handle(&self, platform: usize, delivery: &Delivery) -> Outcome {
+        let (envelope, encoding) = match self.accept(platform, delivery) {
+            Ok(found) => found,
+            Err(rejection) => {
+                return Outcome::Rejected {
+                    rejection,
+                    envelope: None,
+                };
+            }
+        };
+        let Some(found) = self.table.resolve(envelope.service, envelope.ars) else {
+            return Outcome::Rejected {
+                rejection: Rejection::no_route(envelope.service, envelope.ars),
+                envelope: Some(envelope),
+            };
+        };
+        match self
+            .deliver(platform, delivery, &envelope, encoding, found.destination)
+            .await
+        {
+            Ok(()) => Outcome::Delivered {
+                envelope,
+                destination: found.destination,
+            },
+            Err(e) => Outcome::Rejected {
+                rejection: e.into(),
+                envelope: Some(envelope),
+            },
+        }
+    }
+
+    /// The checks that need no I/O: size, content type, decoding, validation.
+    fn accept(
+        &self,
+        platform: usize,
+        delivery: &Delivery,
+    ) -> Result<(Envelope, Encoding), Rejection> {
+        let limit = self.config.gateway.max_message_bytes;
+        if delivery.data.len() > limit {
+            return Err(DecodeError::Oversized {
+                size: delivery.data.len(),
+                limit,
+            }
+            .into());
+        }
+        let encoding = Encoding::from_content_type(
+            delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|c| c.as_str()),
+        )?;
+        let submission = envelope::decode(encoding, &delivery.data)?;
+        let envelope = envelope::validate(
+            &submission,
+            &self.config.platforms[platform],
+            &self.config.directory,
+            self.config.gateway.verify_attachment_hashes,
+        )?;
+        Ok((envelope, encoding))
+    }
+
+    async fn deliver(
+        &self,
+        platform: usize,
+        delivery: &Delivery,
+        envelope: &Envelope,
+        encoding: Encoding,
+        destination: DestinationIndex,
+    ) -> Result<(), DeliveryError> {
+        let p = &self.config.platforms[platform];
+        let d = &self.config.destinations[destination];
+        let mut headers = FieldTable::default();
+        headers.insert(
+            headers::ORIGIN_PLATFORM.into(),
+            header_string(p.id.as_str()),
+        );
+        headers.insert(
+            headers::ORIGIN_LAND.into(),
+            header_string(envelope.origin_land.to_string()),
+        );
+        headers.insert(
+            headers::SERVICE_KEY.into(),
+            header_string(envelope.service.to_string()),
+        );
+        headers.insert(headers::ARS.into(), header_string(envelope.ars.to_string()));
+        headers.insert(headers::DESTINATION.into(), header_string(d.id.as_str()));
+        copy_trace_context(delivery.properties.headers().as_ref(), &mut headers);
+        let properties = BasicProperties::default()
+            .with_message_id(envelope.submission_id.to_string().into())
+            .with_content_type(encoding.content_type().into())
+            .with_type("ozg.gateway.v1.Submission".into())
+            .with_app_id("ozg-gateway".into())
+            .with_timestamp(unix_seconds())
+            .with_headers(headers);
+        // The body goes on unchanged: the gateway never re-encodes what the platform signed
+        // or encrypted.
+        self.destinations[destination]
+            .publish(&d.exchange, &d.routing_key, &delivery.data, properties)
+            .await
+    }
+
+    /// The one place that decides ack, dead-letter or redelivery.
+    async fn settle(&self, platform: usize, delivery: Delivery, outcome: Outcome) {
+        let p = &self.config.platforms[platform];
+        match outcome {
+            Outcome::Delivered {
+                envelope,
+                destination,
+            } => {
+                let d = &self.config.destinations[destination];
+                tracing::info!(
+                    submission_id = %envelope.submission_id,
+                    platform = %p.id,
+                    destination = %d.id,
+                    service = %envelope.service,
+                    ars = %envelope.ars,
+                    outcome = "delivered",
+                    "submission forwarded"
+                );
+                let event = self.status_event(
+                    platform,
+                    Some(&envelope),
+                    envelope.submission_id.to_string(),
+                    wire::Status::Forwarded,
+                    Some(destination),
+                    None,
+                );
+                self.send_status(platform, &delivery, event).await;
+                ack(&delivery, &envelope.submission_id.to_string()).await;
+            }
+            Outcome::Rejected {
+                rejection,
+                envelope,
+            } => {
+                let submission_id = envelope
+                    .as_ref()
+                    .map(|e| e.submission_id.to_string())
+                    .or_else(|| {
+                        delivery
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map(|m| m.to_string())
+                    })
+                    .unwrap_or_default();
+                match self
+                    .dead_letter(platform, &delivery, &rejection, &submission_id)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::warn!(
+                            submission_id = %submission_id,
+                            platform = %p.id,
+                            reason = rejection.reason.code(),
+                            field = rejection.field.as_deref().unwrap_or(""),
+                            detail = %rejection.detail,
+                            outcome = "dead-lettered",
+                            "submission rejected"
+                        );
+                        let event = self.status_event(
+                            platform,
+                            envelope.as_ref(),
+                            submission_id.clone(),
+                            wire::Status::Rejected,
+                            None,
+                            Some(&rejection),
+                        );
+                        self.send_status(platform, &delivery, event).await;
+                        ack(&delivery, &submission_id).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            submission_id = %submission_id,
+                            platform = %p.id,
+                            reason = rejection.reason.code(),
+                            error = %e,
+                            outcome = "requeued",
+                            "cannot dead-letter; leaving the submission on its queue for redelivery"
+                        );
+                        tokio::time::sleep(REQUEUE_DELAY).await;
+                        let requeue = BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        };
+                        if let Err(e) = delivery.acker.nack(requeue).await {
+                            tracing::warn!(submission_id = %submission_id, error = %e,
+                                "nack failed; the broker redelivers the submission when the channel closes");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        platform: usize,
+        delivery: &Delivery,
+        rejection: &Rejection,
+        submission_id: &str,
+    ) -> Result<(), DeliveryError> {
+        let p = &self.config.platforms[platform];
+        // Keep the platform's own headers (trace context included) so that a replay sends
+        // what was received, and add why it ended here.
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            headers::REASON.into(),
+            header_string(rejection.reason.code()),
+        );
+        headers.insert(
+            headers::DETAIL.into(),
+            header_string(rejection.detail.as_str()),
+        );
+        if let Some(field) = &rejection.field {
+            headers.insert(headers::FIELD.into(), header_string(field.as_str()));
+        }
+        headers.insert(
+            headers::ORIGIN_PLATFORM.into(),
+            header_string(p.id.as_str()),
+        );
+        headers.insert(
+            headers::ORIGIN_LAND.into(),
+            header_string(p.land.to_string()),
+        );
+        headers.insert(
+            headers::SOURCE_QUEUE.into(),
+            header_string(p.ingress_queue.as_str()),
+        );
+        headers.insert(headers::SUBMISSION_ID.into(), header_string(submission_id));
+        headers.insert(
+            headers::DEAD_LETTERED_AT.into(),
+            AMQPValue::Timestamp(unix_seconds()),
+        );
+        let mut properties = delivery.properties.clone().with_headers(headers);
+        if properties.message_id().is_none() && !submission_id.is_empty() {
+            properties = properties.with_message_id(submission_id.into());
+        }
+        self.dead_letter
+            .publish(
+                &self.config.gateway.dead_letter_exchange,
+                rejection.reason.code(),
+                &delivery.data,
+                properties,
+            )
+            .await
+    }
+
+    fn status_event(
+        &self,
+        platform: usize,
+        envelope: Option<&Envelope>,
+        submission_id: String,
+        status: wire::Status,
+        destination: Option<DestinationIndex>,
+        rejection: Option<&Rejection>,
+    ) -> wire::StatusEvent {
+        let destination = destination.map(|i| &self.config.destinations[i]);
+        wire::StatusEvent {
+            event_id: Uuid::new_v4().to_string(),
+            problem: rejection.map(|r| wire::Problem {
+                r#type: r.reason.type_uri(),
+                title: r.reason.title().to_owned(),
+                detail: r.detail.clone(),
+                instance: if submission_id.is_empty() {
+                    String::new()
+                } else {
+                    format!("urn:uuid:{submission_id}")
+                },
+                field: r.field.clone().unwrap_or_default(),
+                reason: r.reason.code().to_owned(),
+            }),
+            submission_id,
+            status: status as i32,
+            destination_id: destination.map(|d| d.id.clone()).unwrap_or_default(),
+            destination_name: destination.map(|d| d.name.clone()).unwrap_or_default(),
+            time: Some(now_timestamp()),
+            platform_id: self.config.platforms[platform].id.clone(),
+            case_id: envelope.and_then(|e| e.case_id.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Status events are sent with a confirm but do not hold the submission back: the
+    /// submission's own fate is already decided when they are sent.
+    async fn send_status(&self, platform: usize, delivery: &Delivery, event: wire::StatusEvent) {
+        let p = &self.config.platforms[platform];
+        let (body, content_type) = match p.status_format {
+            StatusFormat::Json => match serde_json::to_vec(&event) {
+                Ok(body) => (body, "application/json"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode status event");
+                    return;
+                }
+            },
+            StatusFormat::Protobuf => (
+                prost::Message::encode_to_vec(&event),
+                "application/x-protobuf",
+            ),
+        };
+        let word = match wire::Status::try_from(event.status) {
+            Ok(wire::Status::Forwarded) => "forwarded",
+            Ok(wire::Status::Rejected) => "rejected",
+            _ => "unspecified",
+        };
+        let mut headers = FieldTable::default();
+        headers.insert(headers::STATUS.into(), header_string(word));
+        headers.insert(
+            headers::SUBMISSION_ID.into(),
+            header_string(event.submission_id.as_str()),
+        );
+        copy_trace_context(delivery.properties.headers().as_ref(), &mut headers);
+        let properties = BasicProperties::default()
+            .with_message_id(event.event_id.as_str().into())
+            .with_content_type(content_type.into())
+            .with_type("ozg.gateway.v1.StatusEvent".into())
+            .with_app_id("ozg-gateway".into())
+            .with_timestamp(unix_seconds())
+            .with_headers(headers);
+        if let Err(e) = self.status[platform]
+            .publish(&p.status_exchange, &p.status_routing_key, &body, properties)
+            .await
+        {
+            tracing::warn!(
+                submission_id = %event.submission_id,
+                platform = %p.id,
+                status = word,
+                error = %e,
+                "status event not delivered to the platform"
+            );
+        }
+    }
+}
+
+async fn ack(delivery: &Delivery, submission_id: &str) {
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            submission_id = %submission_id,
+            "ack not sent: the consumer channel closed meanwhile; the broker will redeliver"
+        ),
+        Err(e) => tracing::warn!(
+            submission_id = %submission_id,
+            error = %e,
+            "ack failed; the broker will redeliver"
+        ),
+    }
+}
+
+fn copy_trace_context(from: Option<&FieldTable>, to: &mut FieldTable) {
+    let Some(from) = from else { return };
+    for name in [headers::TRACEPARENT, headers::TRACESTATE] {
+        if let Some(value) = from.inner().get(name) {
+            to.insert(ShortString::from(name), value.clone());
+        }
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_timestamp() -> pbjson_types::Timestamp {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
+    }
+}

@@ -1,0 +1,264 @@
+//! Test harness: a real RabbitMQ (127.0.0.1:5672, management API on 15672), vhosts of our
+//! own per test so that tests run in parallel without seeing each other, and the real
+//! gateway started in-process through `ozg_gateway::run`.
+//!
+//! No broker, no test: every helper panics with a clear message when the broker does not
+//! answer (deploy/local/test.sh starts one).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use ozg_gateway::Config;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672";
+const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+const AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A set of vhosts that exist for one test and are deleted when it ends.
+pub struct Vhosts {
+    pub names: HashMap<String, String>,
+}
+
+impl Vhosts {
+    /// Creates one vhost per label, named uniquely for this test run.
+    pub fn create(test: &str, labels: &[&str]) -> Vhosts {
+        let run = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            test
+        );
+        let mut names = HashMap::new();
+        for label in labels {
+            let name = format!("ozgtest-{run}-{label}");
+            management("PUT", &format!("/vhosts/{name}"), Some("{}"));
+            management(
+                "PUT",
+                &format!("/permissions/{name}/guest"),
+                Some(r#"{"configure":".*","write":".*","read":".*"}"#),
+            );
+            names.insert((*label).to_owned(), name);
+        }
+        Vhosts { names }
+    }
+
+    pub fn name(&self, label: &str) -> &str {
+        &self.names[label]
+    }
+
+    pub fn url(&self, label: &str) -> String {
+        format!("{AMQP}/{}", self.name(label))
+    }
+
+    /// Messages ready in a queue, as the broker counts them (no consuming, no reordering).
+    pub fn queue_depth(&self, label: &str, queue: &str) -> Option<u64> {
+        let body = management_get(&format!("/queues/{}/{queue}", self.name(label)))?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v.get("messages").and_then(|m| m.as_u64())
+    }
+}
+
+impl Drop for Vhosts {
+    fn drop(&mut self) {
+        for name in self.names.values() {
+            let _ = ureq::delete(format!("{MANAGEMENT}/vhosts/{name}"))
+                .header("Authorization", AUTH)
+                .call();
+        }
+    }
+}
+
+fn management(method: &str, path: &str, body: Option<&str>) {
+    let url = format!("{MANAGEMENT}{path}");
+    let result = match method {
+        "PUT" => ureq::put(&url)
+            .header("Authorization", AUTH)
+            .header("Content-Type", "application/json")
+            .send(body.unwrap_or("{}")),
+        other => panic!("unsupported method {other}"),
+    };
+    if let Err(e) = result {
+        panic!(
+            "RabbitMQ management API {method} {url} failed: {e}\n\
+             The tests need a real RabbitMQ with the management plugin on 127.0.0.1 \
+             (run deploy/local/test.sh, which starts one)."
+        );
+    }
+}
+
+fn management_get(path: &str) -> Option<String> {
+    let response = ureq::get(format!("{MANAGEMENT}{path}"))
+        .header("Authorization", AUTH)
+        .call()
+        .ok()?;
+    response.into_body().read_to_string().ok()
+}
+
+pub async fn connect(url: &str) -> Connection {
+    Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e} (is RabbitMQ running?)"))
+}
+
+/// A channel in confirm mode, for publishing as a platform would.
+pub async fn confirm_channel(connection: &Connection) -> Channel {
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+}
+
+pub async fn publish(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    content_type: Option<&str>,
+    message_id: Option<&str>,
+    headers: Option<FieldTable>,
+) {
+    let mut properties = BasicProperties::default().with_delivery_mode(2);
+    if let Some(ct) = content_type {
+        properties = properties.with_content_type(ct.into());
+    }
+    if let Some(id) = message_id {
+        properties = properties.with_message_id(id.into());
+    }
+    if let Some(h) = headers {
+        properties = properties.with_headers(h);
+    }
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        confirm.is_ack(),
+        "broker did not confirm the test's publish"
+    );
+}
+
+/// A message taken off a queue by a test.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+    pub redelivered: bool,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        ozg_gateway::amqp::header_text(self.properties.headers().as_ref(), name)
+    }
+    pub fn message_id(&self) -> Option<String> {
+        self.properties.message_id().as_ref().map(|s| s.to_string())
+    }
+    pub fn header_value(&self, name: &str) -> Option<AMQPValue> {
+        self.properties
+            .headers()
+            .as_ref()?
+            .inner()
+            .get(name)
+            .cloned()
+    }
+}
+
+/// Takes up to `n` messages off `queue`, waiting at most `timeout` for them all.
+pub async fn take(channel: &Channel, queue: &str, n: usize, timeout: Duration) -> Vec<Received> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        match channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("basic_get {queue}: {e}"))
+        {
+            Some(m) => {
+                let d = m.delivery;
+                d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                out.push(Received {
+                    properties: d.properties,
+                    body: d.data,
+                    redelivered: d.redelivered,
+                });
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    out
+}
+
+/// Takes whatever arrives on `queue` until nothing came for `quiet`.
+pub async fn drain(channel: &Channel, queue: &str, quiet: Duration) -> Vec<Received> {
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        let got = take(channel, queue, usize::MAX, Duration::from_millis(100)).await;
+        if !got.is_empty() {
+            last = Instant::now();
+            out.extend(got);
+        }
+    }
+    out
+}
+
+/// The gateway running in-process, stopped (gracefully) when `stop` is called.
+pub struct RunningGateway {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), ozg_gateway::RunError>>,
+}
+
+impl RunningGateway {
+    pub fn start(config: Config) -> RunningGateway {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(ozg_gateway::run(config, async {
+            let _ = stopped.await;
+        }));
+        RunningGateway {
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(60), &mut self.handle)
+            .await
+            .expect("gateway did not stop within 60 s")
+            .expect("gateway task panicked");
+        result.expect("gateway ended with an error");
+    }
+
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+}
+
+pub fn parse_config(text: &str) -> Config {
+    Config::parse(text, "test.toml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub async fn declare(config: &Config) {
+    ozg_gateway::topology::declare(config).await.unwrap();
+}
