@@ -62,11 +62,8 @@ impl Connections {
         let mut consume = HashMap::new();
         let mut publish = HashMap::new();
         for p in &config.platforms {
-            if !consume.contains_key(&p.broker) {
-                consume.insert(
-                    p.broker,
-                    amqp::connect(config.broker(p.broker), Role::Consume).await?,
-                );
+            if let std::collections::hash_map::Entry::Vacant(slot) = consume.entry(p.broker) {
+                slot.insert(amqp::connect(config.broker(p.broker), Role::Consume).await?);
             }
         }
         let publishing = config
@@ -76,11 +73,10 @@ impl Connections {
             .chain(config.platforms.iter().map(|p| p.broker))
             .chain([config.gateway.dead_letter_broker]);
         for b in publishing {
-            if !publish.contains_key(&b) {
-                publish.insert(
-                    b,
-                    Arc::new(amqp::connect(config.broker(b), Role::Publish).await?),
-                );
+            if let std::collections::hash_map::Entry::Vacant(slot) = publish.entry(b) {
+                slot.insert(Arc::new(
+                    amqp::connect(config.broker(b), Role::Publish).await?,
+                ));
             }
         }
         Ok(Connections { consume, publish })

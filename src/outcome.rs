@@ -155,6 +155,9 @@ pub enum Outcome {
     Rejected {
         rejection: Rejection,
         envelope: Option<Envelope>,
+        /// The best id known: the envelope's when it decoded, else none (the AMQP message
+        /// id is used then).
+        submission_id: Option<String>,
     },
 }
 

@@ -85,16 +85,18 @@ impl Gateway {
     async fn handle(&self, platform: usize, delivery: &Delivery) -> Outcome {
         let (envelope, encoding) = match self.accept(platform, delivery) {
             Ok(found) => found,
-            Err(rejection) => {
+            Err((rejection, submission_id)) => {
                 return Outcome::Rejected {
                     rejection,
                     envelope: None,
+                    submission_id,
                 };
             }
         };
         let Some(found) = self.table.resolve(envelope.service, envelope.ars) else {
             return Outcome::Rejected {
                 rejection: Rejection::no_route(envelope.service, envelope.ars),
+                submission_id: Some(envelope.submission_id.to_string()),
                 envelope: Some(envelope),
             };
         };
@@ -108,39 +110,44 @@ impl Gateway {
             },
             Err(e) => Outcome::Rejected {
                 rejection: e.into(),
+                submission_id: Some(envelope.submission_id.to_string()),
                 envelope: Some(envelope),
             },
         }
     }
 
-    /// The checks that need no I/O: size, content type, decoding, validation.
+    /// The checks that need no I/O: size, content type, decoding, validation. A rejection
+    /// comes with the submission id when the envelope decoded and carried a valid one.
     fn accept(
         &self,
         platform: usize,
         delivery: &Delivery,
-    ) -> Result<(Envelope, Encoding), Rejection> {
+    ) -> Result<(Envelope, Encoding), (Rejection, Option<String>)> {
         let limit = self.config.gateway.max_message_bytes;
         if delivery.data.len() > limit {
-            return Err(DecodeError::Oversized {
+            let e = DecodeError::Oversized {
                 size: delivery.data.len(),
                 limit,
-            }
-            .into());
+            };
+            return Err((e.into(), None));
         }
-        let encoding = Encoding::from_content_type(
-            delivery
-                .properties
-                .content_type()
-                .as_ref()
-                .map(|c| c.as_str()),
-        )?;
-        let submission = envelope::decode(encoding, &delivery.data)?;
+        let content_type = delivery.properties.content_type();
+        let encoding = Encoding::from_content_type(content_type.as_ref().map(|c| c.as_str()))
+            .map_err(|e| (e.into(), None))?;
+        let submission =
+            envelope::decode(encoding, &delivery.data).map_err(|e| (e.into(), None))?;
         let envelope = envelope::validate(
             &submission,
             &self.config.platforms[platform],
             &self.config.directory,
             self.config.gateway.verify_attachment_hashes,
-        )?;
+        )
+        .map_err(|e| {
+            let id = Uuid::parse_str(&submission.submission_id)
+                .ok()
+                .map(|u| u.to_string());
+            (e.into(), id)
+        })?;
         Ok((envelope, encoding))
     }
 
@@ -216,10 +223,9 @@ impl Gateway {
             Outcome::Rejected {
                 rejection,
                 envelope,
+                submission_id,
             } => {
-                let submission_id = envelope
-                    .as_ref()
-                    .map(|e| e.submission_id.to_string())
+                let submission_id = submission_id
                     .or_else(|| {
                         delivery
                             .properties

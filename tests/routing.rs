@@ -1,6 +1,8 @@
 //! End to end over a real RabbitMQ: six Länder of the seed cooperation, each platform on its
 //! own vhost (as its own broker), submitting for regions in the other Länder.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +16,18 @@ use ozg_gateway::topology::{backoffice_queue, status_queue};
 use ozg_gateway::wire::v1 as wire;
 
 const MELDE: &str = "99115005104000";
+
+/// What a submission must look like on arrival: (platform, land, city, city's label, body,
+/// encoding, traceparent).
+type Expected = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    Encoding,
+    Option<String>,
+);
 
 /// (label, land code, platform id, city destination, city ARS)
 const LANDER: [(&str, &str, &str, &str, &str); 6] = [
@@ -91,8 +105,7 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
 
     // Every platform submits a registration of residence for each other Land's city; every
     // second one as JSON, every third with a W3C trace context.
-    let mut expected: HashMap<String, (&str, &str, &str, &str, Vec<u8>, Encoding, Option<String>)> =
-        HashMap::new();
+    let mut expected: HashMap<String, Expected> = HashMap::new();
     let mut n = 0;
     for (label, land, platform, _, _) in LANDER {
         let connection = connect(&v.url(label)).await;
@@ -232,7 +245,7 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
             assert!(event.problem.is_none());
         }
     }
-    assert_eq!(v.queue_depth("gw", "ozg.gateway.dead-letters"), Some(0));
+    assert_eq!(v.queue_depth("gw", "ozg.gateway.dead-letters").await, 0);
     gateway.stop().await;
 }
 

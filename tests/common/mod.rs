@@ -61,11 +61,24 @@ impl Vhosts {
         format!("{AMQP}/{}", self.name(label))
     }
 
-    /// Messages ready in a queue, as the broker counts them (no consuming, no reordering).
-    pub fn queue_depth(&self, label: &str, queue: &str) -> Option<u64> {
-        let body = management_get(&format!("/queues/{}/{queue}", self.name(label)))?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v.get("messages").and_then(|m| m.as_u64())
+    /// Messages ready in a queue, as the broker counts them (a passive declare: nothing is
+    /// consumed or reordered).
+    pub async fn queue_depth(&self, label: &str, queue: &str) -> u32 {
+        let connection = connect(&self.url(label)).await;
+        let channel = connection.create_channel().await.unwrap();
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue} on {label}: {e}"));
+        let _ = connection.close(200, "done".into()).await;
+        q.message_count()
     }
 }
 
@@ -95,14 +108,6 @@ fn management(method: &str, path: &str, body: Option<&str>) {
              (run deploy/local/test.sh, which starts one)."
         );
     }
-}
-
-fn management_get(path: &str) -> Option<String> {
-    let response = ureq::get(format!("{MANAGEMENT}{path}"))
-        .header("Authorization", AUTH)
-        .call()
-        .ok()?;
-    response.into_body().read_to_string().ok()
 }
 
 pub async fn connect(url: &str) -> Connection {

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite against a real RabbitMQ: the same broker bootstrap as up.sh, then
+# cargo test (unit, integration and binary tests). Tests create and delete vhosts of their
+# own (ozgtest-*), so they run in parallel without seeing each other.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+deploy/local/broker.sh
+export PATH="$PATH:/usr/sbin"
+sudo_cmd=""
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+
+# Vhosts left behind by an interrupted earlier run.
+for vhost in $($sudo_cmd rabbitmqctl list_vhosts --quiet --no-table-headers 2>/dev/null | grep '^ozgtest-' || true); do
+  $sudo_cmd rabbitmqctl delete_vhost "$vhost" >/dev/null || true
+done
+
+cargo test --locked --all-targets "$@"

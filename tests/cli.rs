@@ -1,0 +1,302 @@
+//! The real binary: configuration checks and exit codes, the resolver's explanation, and the
+//! README's walkthrough (run, submit, receive, SIGTERM) against a real broker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
+
+fn example() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/config/example.toml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let out = Command::new(BIN)
+        .args(["check-config", &example()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("valid (17 brokers, 16 platforms"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn invalid_configuration_lists_every_error_and_exits_64_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("destination = \"th-jena\"", "destination = \"th-jenna\"")
+        .replace("region = \"16051\"", "region = \"1605\"")
+        // A broker nobody can reach: the exit must come from validation, not a timeout.
+        .replace(
+            "127.0.0.1:5672/ozg-gateway",
+            "10.255.255.1:5672/ozg-gateway",
+        );
+    std::fs::write(&path, text).unwrap();
+    for args in [
+        vec!["check-config", path.to_str().unwrap()],
+        vec!["run", "--config", path.to_str().unwrap()],
+    ] {
+        let started = Instant::now();
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid configuration: 4 errors"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("bad.toml: routes[30].destination: unknown destination \"th-jenna\""),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("bad.toml: routes[26].region: \"1605\" has 4 characters"),
+            "{stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "validation connects to nothing"
+        );
+    }
+    let missing = Command::new(BIN)
+        .args(["check-config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.toml: cannot read"));
+}
+
+#[test]
+fn resolve_explains_the_walk() {
+    let out = Command::new(BIN)
+        .args([
+            "resolve",
+            "--config",
+            &example(),
+            "99115005104000",
+            "06431001",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "service 99115005104000, region 064310001001 (Abtsteinach)"
+    );
+    assert!(
+        lines[1].contains("064310001001") && lines[1].ends_with("– no route"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("064310001 ") && lines[2].ends_with("– no route"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].contains("06431") && lines[3].contains("route matched: he-kreis-bergstrasse"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[4],
+        "→ he-kreis-bergstrasse (Kreis Bergstraße, Fachbereich Ordnung, kreis)"
+    );
+
+    let none = Command::new(BIN)
+        .args(["resolve", "--config", &example(), "99115005104000", "999"])
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("region \"999\" has 3 characters"));
+}
+
+/// The README's walkthrough, step by step, with the real binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
+    let v = Vhosts::create("walk", &["gw", "he", "th"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("walk.toml");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace(
+            "127.0.0.1:5672/ozg-gateway\"",
+            &format!("127.0.0.1:5672/{}\"", v.name("gw")),
+        )
+        .replace(
+            "127.0.0.1:5672/ozg-he\"",
+            &format!("127.0.0.1:5672/{}\"", v.name("he")),
+        )
+        .replace(
+            "127.0.0.1:5672/ozg-th\"",
+            &format!("127.0.0.1:5672/{}\"", v.name("th")),
+        );
+    // Only the brokers of this test exist: keep Hessen's and Thüringen's platforms.
+    let config_text = keep_only_lands(&text, &["he", "th"]);
+    std::fs::write(&config, config_text).unwrap();
+    let config = config.to_str().unwrap();
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["declare-topology", "--config", config]);
+    let mut gateway = Command::new(BIN)
+        .args(["run", "--config", config])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // A Thüringen platform submits for Darmstadt (Hessen); it arrives at Darmstadt.
+    let submitted = run(&[
+        "submit",
+        "--config",
+        config,
+        "--platform",
+        "civento-th",
+        "--region",
+        "064110000000",
+    ]);
+    let id = submitted.split_whitespace().nth(1).unwrap().to_owned();
+    let received = run(&[
+        "receive",
+        "--config",
+        config,
+        "--destination",
+        "he-darmstadt",
+        "--count",
+        "1",
+        "--wait",
+        "20s",
+    ]);
+    assert!(
+        received.contains(&format!("\"message_id\":\"{id}\"")),
+        "{received}"
+    );
+    assert!(
+        received.contains("\"x-ozg-destination\":\"he-darmstadt\""),
+        "{received}"
+    );
+    let status = run(&[
+        "receive",
+        "--config",
+        config,
+        "--status",
+        "civento-th",
+        "--count",
+        "1",
+        "--wait",
+        "10s",
+    ]);
+    assert!(
+        status.contains("STATUS_FORWARDED") && status.contains(&id),
+        "{status}"
+    );
+
+    // A rejection and why: a service key that is not a LeiKa key.
+    let bad = run(&[
+        "submit",
+        "--config",
+        config,
+        "--platform",
+        "civento-th",
+        "--service",
+        "12345678901234",
+        "--json",
+    ]);
+    let bad_id = bad.split_whitespace().nth(1).unwrap().to_owned();
+    let dead = run(&[
+        "receive",
+        "--config",
+        config,
+        "--dead-letters",
+        "--count",
+        "1",
+        "--wait",
+        "20s",
+    ]);
+    assert!(dead.contains(&bad_id), "{dead}");
+    assert!(
+        dead.contains("\"x-ozg-reason\":\"invalid-service-key\""),
+        "{dead}"
+    );
+    assert!(dead.contains("must start with 99"), "{dead}");
+
+    // SIGTERM: a clean stop with exit code 0.
+    let pid = gateway.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = gateway.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(gateway.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(
+        stderr.contains("ozg-gateway ready") && stderr.contains("SIGTERM received"),
+        "{stderr}"
+    );
+}
+
+/// Cuts the example down to the given Länder's brokers, platforms, destinations and routes.
+fn keep_only_lands(text: &str, keep: &[&str]) -> String {
+    let blocks: Vec<&str> = text.split("\n\n").collect();
+    let wanted = |block: &str| {
+        let broker_line = block
+            .lines()
+            .find(|l| l.starts_with("broker = ") || l.starts_with("[brokers."));
+        let destination_line = block.lines().find(|l| l.starts_with("destination = "));
+        if let Some(line) = destination_line {
+            return keep.iter().any(|k| line.contains(&format!("\"{k}-")));
+        }
+        match broker_line {
+            Some(line) => {
+                line.contains("gateway")
+                    || keep.iter().any(|k| {
+                        line.contains(&format!("\"{k}\""))
+                            || line.contains(&format!("[brokers.{k}]"))
+                    })
+            }
+            None => true,
+        }
+    };
+    blocks
+        .into_iter()
+        .filter(|b| wanted(b))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
