@@ -19,8 +19,10 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Broker;
+use crate::link::Link;
 
 /// Why a publish did not end in a positive confirm. Every variant is a failed delivery.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +43,8 @@ pub enum DeliveryError {
     ConfirmTimeout { broker: String, timeout: Duration },
     #[error("channel to broker {broker} failed: {detail}")]
     Channel { broker: String, detail: String },
+    #[error("broker {broker} is not connected (reconnecting)")]
+    NotConnected { broker: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,21 +78,40 @@ pub async fn connect(broker: &Broker, role: Role) -> Result<Connection, ConnectE
         })
 }
 
-/// One confirm-mode channel, reopened on demand after the broker closed it.
+/// One confirm-mode channel, reopened on demand after the broker closed it or the link
+/// reconnected.
 pub struct Publisher {
     broker: String,
-    connection: Arc<Connection>,
+    link: Arc<Link>,
     channel: Mutex<Option<Channel>>,
     confirm_timeout: Duration,
+    /// Declared on every new channel: the topology the gateway owns must exist again after
+    /// a broker restart.
+    owned: Option<(String, String)>,
 }
 
 impl Publisher {
-    pub fn new(broker: &str, connection: Arc<Connection>, confirm_timeout: Duration) -> Publisher {
+    pub fn new(link: Arc<Link>, confirm_timeout: Duration) -> Publisher {
         Publisher {
-            broker: broker.to_owned(),
-            connection,
+            broker: link.broker().to_owned(),
+            link,
             channel: Mutex::new(None),
             confirm_timeout,
+            owned: None,
+        }
+    }
+
+    /// A publisher for the dead-letter exchange, which declares it (and its queue) whenever
+    /// it opens a channel.
+    pub fn for_dead_letters(
+        link: Arc<Link>,
+        confirm_timeout: Duration,
+        exchange: &str,
+        queue: &str,
+    ) -> Publisher {
+        Publisher {
+            owned: Some((exchange.to_owned(), queue.to_owned())),
+            ..Publisher::new(link, confirm_timeout)
         }
     }
 
@@ -106,11 +129,30 @@ impl Publisher {
         {
             return Ok(channel.clone());
         }
-        let channel = self
-            .connection
+        // Right after start or during a reconnect the link may be down for a moment: wait for
+        // it as long as for a confirm rather than failing the delivery at once.
+        let connection = match self.link.current() {
+            Some(c) => c,
+            None => tokio::time::timeout(
+                self.confirm_timeout,
+                self.link.connected(&CancellationToken::new()),
+            )
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| DeliveryError::NotConnected {
+                broker: self.broker.clone(),
+            })?,
+        };
+        let channel = connection
             .create_channel()
             .await
             .map_err(|e| self.channel_error(e))?;
+        if let Some((exchange, queue)) = &self.owned {
+            declare_dead_letter(&channel, exchange, queue)
+                .await
+                .map_err(|e| self.channel_error(e))?;
+        }
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await

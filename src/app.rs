@@ -2,6 +2,10 @@
 //!
 //! `run(config, shutdown)` takes the stop signal as a parameter, so tests run the real
 //! gateway in-process and stop it at will; the binary passes SIGTERM/SIGINT.
+//!
+//! Every broker connection is a supervised [`Link`]: consumers and publishers ask it for the
+//! current connection, so after a drop or a broker restart they resubscribe and reopen their
+//! channels by themselves, while platforms on other brokers keep flowing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,60 +16,36 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, Consumer};
+use lapin::{Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::amqp::{self, ConnectError, Publisher, Role};
-use crate::config::{BrokerIndex, Config};
+use crate::amqp::{Publisher, Role};
+use crate::config::{BrokerIndex, Config, Platform};
+use crate::link::{self, Link};
 use crate::pipeline::Gateway;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error(
-        "broker {broker}: cannot declare the dead-letter exchange {exchange:?} and queue {queue:?}: {source}"
-    )]
-    DeadLetterTopology {
-        broker: String,
-        exchange: String,
-        queue: String,
-        source: lapin::Error,
-    },
-    #[error(
-        "platform {platform}: ingress queue {queue:?} is not there on broker {broker}: {source}"
-    )]
-    MissingQueue {
-        platform: String,
-        queue: String,
-        broker: String,
-        source: lapin::Error,
-    },
-    #[error("platform {platform}: cannot subscribe to {queue:?}: {source}")]
-    Subscribe {
-        platform: String,
-        queue: String,
-        source: lapin::Error,
-    },
-    #[error("platform {platform}: consumer stopped: {detail}")]
-    ConsumerLost { platform: String, detail: String },
+    #[error("a consumer task failed: {0}")]
+    Task(String),
 }
 
-struct Connections {
-    consume: HashMap<BrokerIndex, Connection>,
-    publish: HashMap<BrokerIndex, Arc<Connection>>,
+/// One supervised connection per broker and role, created for the brokers in use.
+struct Links {
+    consume: HashMap<BrokerIndex, Arc<Link>>,
+    publish: HashMap<BrokerIndex, Arc<Link>>,
 }
 
-impl Connections {
-    async fn open(config: &Config) -> Result<Connections, ConnectError> {
+impl Links {
+    fn start(config: &Config, stop: &CancellationToken) -> Links {
         let mut consume = HashMap::new();
-        let mut publish = HashMap::new();
         for p in &config.platforms {
-            if let std::collections::hash_map::Entry::Vacant(slot) = consume.entry(p.broker) {
-                slot.insert(amqp::connect(config.broker(p.broker), Role::Consume).await?);
-            }
+            consume.entry(p.broker).or_insert_with(|| {
+                Link::start(config.broker(p.broker).clone(), Role::Consume, stop.clone())
+            });
         }
+        let mut publish = HashMap::new();
         let publishing = config
             .destinations
             .iter()
@@ -73,141 +53,59 @@ impl Connections {
             .chain(config.platforms.iter().map(|p| p.broker))
             .chain([config.gateway.dead_letter_broker]);
         for b in publishing {
-            if let std::collections::hash_map::Entry::Vacant(slot) = publish.entry(b) {
-                slot.insert(Arc::new(
-                    amqp::connect(config.broker(b), Role::Publish).await?,
-                ));
-            }
+            publish.entry(b).or_insert_with(|| {
+                Link::start(config.broker(b).clone(), Role::Publish, stop.clone())
+            });
         }
-        Ok(Connections { consume, publish })
-    }
-
-    fn publisher(&self, config: &Config, broker: BrokerIndex) -> Publisher {
-        // Every publishing broker was connected in `open`.
-        let connection = self.publish[&broker].clone();
-        Publisher::new(
-            &config.broker(broker).name,
-            connection,
-            config.gateway.confirm_timeout,
-        )
+        Links { consume, publish }
     }
 
     async fn close(&self) {
-        for connection in self
-            .consume
-            .values()
-            .chain(self.publish.values().map(|c| c.as_ref()))
-        {
-            let _ = connection
-                .close(200, "ozg-gateway shutting down".into())
-                .await;
+        for link in self.consume.values().chain(self.publish.values()) {
+            link.close().await;
         }
     }
 }
 
-/// Runs the gateway until `shutdown` completes or a consumer is lost.
+/// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let connections = Connections::open(&config).await?;
-    let result = serve(&config, &connections, shutdown).await;
-    connections.close().await;
-    result
-}
-
-async fn serve(
-    config: &Arc<Config>,
-    connections: &Connections,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
     let g = &config.gateway;
-    let dl_broker = &config.broker(g.dead_letter_broker).name;
-    let topology_error = |source| RunError::DeadLetterTopology {
-        broker: dl_broker.clone(),
-        exchange: g.dead_letter_exchange.clone(),
-        queue: g.dead_letter_queue.clone(),
-        source,
-    };
-    let channel = connections.publish[&g.dead_letter_broker]
-        .create_channel()
-        .await
-        .map_err(topology_error)?;
-    amqp::declare_dead_letter(&channel, &g.dead_letter_exchange, &g.dead_letter_queue)
-        .await
-        .map_err(topology_error)?;
-    let _ = channel.close(200, "declared".into()).await;
-
+    let stop_links = CancellationToken::new();
+    let links = Links::start(&config, &stop_links);
+    // Every broker in use has a publishing link (see `Links::start`).
+    let publisher =
+        |broker: BrokerIndex| Publisher::new(links.publish[&broker].clone(), g.confirm_timeout);
     let gateway = Arc::new(Gateway::new(
         config.clone(),
         config
             .destinations
             .iter()
-            .map(|d| connections.publisher(config, d.broker))
+            .map(|d| publisher(d.broker))
             .collect(),
         config
             .platforms
             .iter()
-            .map(|p| connections.publisher(config, p.broker))
+            .map(|p| publisher(p.broker))
             .collect(),
-        connections.publisher(config, g.dead_letter_broker),
+        Publisher::for_dead_letters(
+            links.publish[&g.dead_letter_broker].clone(),
+            g.confirm_timeout,
+            &g.dead_letter_exchange,
+            &g.dead_letter_queue,
+        ),
     ));
 
-    let mut consumers = Vec::with_capacity(config.platforms.len());
-    for (index, p) in config.platforms.iter().enumerate() {
-        let connection = &connections.consume[&p.broker];
-        let missing = |source| RunError::MissingQueue {
-            platform: p.id.clone(),
-            queue: p.ingress_queue.clone(),
-            broker: config.broker(p.broker).name.clone(),
-            source,
-        };
-        let subscribe = |source| RunError::Subscribe {
-            platform: p.id.clone(),
-            queue: p.ingress_queue.clone(),
-            source,
-        };
-        let channel = connection.create_channel().await.map_err(subscribe)?;
-        // Passive: the platform owns its queue; a missing one is a configuration error the
-        // operator must see at start, not a queue the gateway silently invents.
-        channel
-            .queue_declare(
-                p.ingress_queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(missing)?;
-        channel
-            .basic_qos(p.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(subscribe)?;
-        let consumer = channel
-            .basic_consume(
-                p.ingress_queue.as_str().into(),
-                format!("ozg-gateway {}", p.id).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(subscribe)?;
-        tracing::info!(platform = %p.id, queue = %p.ingress_queue, prefetch = p.prefetch, "consuming");
-        consumers.push((index, channel, consumer));
-    }
-
-    let stop = CancellationToken::new();
+    let stop_consuming = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let mut loops = tokio::task::JoinSet::new();
-    let mut channels = Vec::new();
-    for (index, channel, consumer) in consumers {
-        channels.push((channel, consumer.tag()));
-        loops.spawn(consume(
+    let mut consumers = tokio::task::JoinSet::new();
+    for (index, p) in config.platforms.iter().enumerate() {
+        consumers.spawn(consume_platform(
             gateway.clone(),
             index,
-            consumer,
+            links.consume[&p.broker].clone(),
             in_flight.clone(),
-            stop.clone(),
+            stop_consuming.clone(),
         ));
     }
     tracing::info!(
@@ -217,27 +115,18 @@ async fn serve(
         "ozg-gateway ready"
     );
 
+    shutdown.await;
+    tracing::info!("shutdown: stopping consumers, finishing in-flight submissions");
+
+    // Stop taking new work; let in-flight submissions finish (bounded); then close the
+    // connections, which hands anything unacked back to the brokers.
+    stop_consuming.cancel();
     let mut result = Ok(());
-    tokio::select! {
-        () = shutdown => tracing::info!("shutdown requested"),
-        Some(ended) = loops.join_next() => {
-            result = match ended {
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(())) => Ok(()),
-                Err(e) => Err(RunError::ConsumerLost { platform: "?".into(), detail: e.to_string() }),
-            };
+    while let Some(ended) = consumers.join_next().await {
+        if let Err(e) = ended {
+            result = Err(RunError::Task(e.to_string()));
         }
     }
-
-    // Stop taking new work, let in-flight submissions finish (bounded), then return; the
-    // caller closes the connections, which hands anything unacked back to the broker.
-    stop.cancel();
-    for (channel, tag) in &channels {
-        let _ = channel
-            .basic_cancel(tag.clone(), BasicCancelOptions::default())
-            .await;
-    }
-    while loops.join_next().await.is_some() {}
     in_flight.close();
     if tokio::time::timeout(g.shutdown_grace, in_flight.wait())
         .await
@@ -249,20 +138,102 @@ async fn serve(
             "shutdown grace period over; unfinished submissions stay unacked and will be redelivered"
         );
     }
+    stop_links.cancel();
+    links.close().await;
+    tracing::info!("ozg-gateway stopped");
     result
 }
 
-async fn consume(
+/// Keeps one platform's consumer subscribed: waits for its broker link, subscribes, pumps
+/// deliveries into the pipeline, and after a lost channel or connection starts over.
+async fn consume_platform(
     gateway: Arc<Gateway>,
     platform: usize,
-    mut consumer: Consumer,
+    link: Arc<Link>,
     in_flight: TaskTracker,
     stop: CancellationToken,
-) -> Result<(), RunError> {
+) {
+    let p = gateway.platform(platform).clone();
+    let mut attempt = 0u32;
+    loop {
+        let Some(connection) = link.connected(&stop).await else {
+            return;
+        };
+        match subscribe(&connection, &p).await {
+            Ok((channel, consumer)) => {
+                attempt = 0;
+                tracing::info!(platform = %p.id, queue = %p.ingress_queue, prefetch = p.prefetch, "consuming");
+                let tag = consumer.tag();
+                let lost = pump(&gateway, platform, consumer, &in_flight, &stop).await;
+                match lost {
+                    None => {
+                        let _ = channel
+                            .basic_cancel(tag, BasicCancelOptions::default())
+                            .await;
+                        return;
+                    }
+                    Some(reason) => {
+                        tracing::warn!(platform = %p.id, error = %reason, "consumer lost; resubscribing");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(platform = %p.id, queue = %p.ingress_queue, broker = %link.broker(),
+                    error = %e, "cannot subscribe to the ingress queue; retrying");
+            }
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(link::backoff(attempt)) => {}
+        }
+    }
+}
+
+async fn subscribe(
+    connection: &Connection,
+    p: &Platform,
+) -> Result<(Channel, Consumer), lapin::Error> {
+    let channel = connection.create_channel().await?;
+    // Passive: the platform owns its queue; a missing one is an error the operator must see,
+    // not a queue the gateway silently invents.
+    channel
+        .queue_declare(
+            p.ingress_queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_qos(p.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            p.ingress_queue.as_str().into(),
+            format!("ozg-gateway {}", p.id).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer))
+}
+
+/// Hands each delivery to the pipeline; returns `None` when told to stop, or why the
+/// consumer ended.
+async fn pump(
+    gateway: &Arc<Gateway>,
+    platform: usize,
+    mut consumer: Consumer,
+    in_flight: &TaskTracker,
+    stop: &CancellationToken,
+) -> Option<String> {
     loop {
         let next = tokio::select! {
             biased;
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => return None,
             next = consumer.next() => next,
         };
         match next {
@@ -270,18 +241,8 @@ async fn consume(
                 let gateway = gateway.clone();
                 in_flight.spawn(async move { gateway.process(platform, delivery).await });
             }
-            Some(Err(e)) => {
-                return Err(RunError::ConsumerLost {
-                    platform: gateway.platform_id(platform).to_owned(),
-                    detail: e.to_string(),
-                });
-            }
-            None => {
-                return Err(RunError::ConsumerLost {
-                    platform: gateway.platform_id(platform).to_owned(),
-                    detail: "the broker cancelled the consumer".into(),
-                });
-            }
+            Some(Err(e)) => return Some(e.to_string()),
+            None => return Some("the broker cancelled the consumer".to_owned()),
         }
     }
 }

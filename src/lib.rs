@@ -14,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod directory;
 pub mod envelope;
+pub mod link;
 pub mod model;
 pub mod outcome;
 pub mod pipeline;

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,10 +12,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use ozg_gateway::amqp::{self, Publisher, Role};
 use ozg_gateway::config::{Config, EXIT_INVALID_CONFIG};
 use ozg_gateway::envelope::Encoding;
+use ozg_gateway::link::Link;
 use ozg_gateway::model::{Ags, Ars, ServiceKey};
 use ozg_gateway::route::RoutingTable;
 use ozg_gateway::wire::v1 as wire;
 use ozg_gateway::{sample, topology};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "ozg-gateway", version, about, long_version = LONG_VERSION)]
@@ -310,8 +311,19 @@ async fn submit(
         .platform(platform_id)
         .ok_or_else(|| fail(format!("no platform {platform_id:?} in {}", path.display())))?;
     let broker = config.broker(platform.broker);
-    let connection = Arc::new(amqp::connect(broker, Role::Publish).await.map_err(fail)?);
-    let publisher = Publisher::new(&broker.name, connection.clone(), Duration::from_secs(10));
+    // Fail fast on a broker that does not answer instead of reconnecting forever.
+    amqp::connect(broker, Role::Publish)
+        .await
+        .map_err(fail)?
+        .close(200, "probe".into())
+        .await
+        .map_err(fail)?;
+    let stop = CancellationToken::new();
+    let link = Link::start(broker.clone(), Role::Publish, stop.clone());
+    if link.connected(&stop).await.is_none() {
+        return Err(fail("broker connection stopped"));
+    }
+    let publisher = Publisher::new(link.clone(), Duration::from_secs(10));
     let messages: Vec<(String, Vec<u8>, String)> = match raw {
         Some(file) => {
             let body =
@@ -358,7 +370,8 @@ async fn submit(
             body.len()
         );
     }
-    let _ = connection.close(200, "done".into()).await;
+    stop.cancel();
+    link.close().await;
     Ok(())
 }
 

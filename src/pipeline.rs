@@ -72,8 +72,8 @@ impl Gateway {
         }
     }
 
-    pub fn platform_id(&self, platform: usize) -> &str {
-        &self.config.platforms[platform].id
+    pub fn platform(&self, platform: usize) -> &crate::config::Platform {
+        &self.config.platforms[platform]
     }
 
     /// Takes one delivery from platform `platform`'s queue to its end.

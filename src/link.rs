@@ -1,0 +1,208 @@
+//! Supervised broker connections. A [`Link`] keeps one AMQP connection to one broker (for one
+//! role) alive: it connects, watches the connection, and after a drop or a broker restart
+//! reconnects with capped exponential backoff and jitter. Users ask the link for the current
+//! connection instead of holding one, so they pick up the new connection after a reconnect.
+//! The state of every link is observable (for health and statistics).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::Connection;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::{self, Role};
+use crate::config::Broker;
+
+/// First retry after this long, doubling up to [`BACKOFF_CAP`].
+pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How often a connection's status is looked at, besides its error events.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Trying to (re)connect; `attempt` counts failures since the last success.
+    Connecting {
+        attempt: u32,
+        last_error: Option<String>,
+    },
+    Connected,
+    Stopped,
+}
+
+pub struct Link {
+    broker: String,
+    role: Role,
+    connection: watch::Sender<Option<Arc<Connection>>>,
+    state: watch::Sender<LinkState>,
+}
+
+/// Delay before reconnect attempt `attempt` (1-based): exponential, capped, with jitter in
+/// [50 %, 100 %] so that many gateways do not reconnect in lockstep after a broker restart.
+pub fn backoff(attempt: u32) -> Duration {
+    let exponential = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exponential.min(BACKOFF_CAP);
+    capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+impl Link {
+    /// Starts supervising a connection to `broker`; stops when `stop` is cancelled.
+    pub fn start(broker: Broker, role: Role, stop: CancellationToken) -> Arc<Link> {
+        let link = Arc::new(Link {
+            broker: broker.name.clone(),
+            role,
+            connection: watch::Sender::new(None),
+            state: watch::Sender::new(LinkState::Connecting {
+                attempt: 0,
+                last_error: None,
+            }),
+        });
+        tokio::spawn(supervise(link.clone(), broker, stop));
+        link
+    }
+
+    pub fn broker(&self) -> &str {
+        &self.broker
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The connection if it is up now.
+    pub fn current(&self) -> Option<Arc<Connection>> {
+        self.connection
+            .borrow()
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    /// Waits until the link is connected; `None` when `stop` fires first.
+    pub async fn connected(&self, stop: &CancellationToken) -> Option<Arc<Connection>> {
+        let mut changes = self.connection.subscribe();
+        loop {
+            if let Some(c) = changes
+                .borrow_and_update()
+                .as_ref()
+                .filter(|c| c.status().connected())
+            {
+                return Some(c.clone());
+            }
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                changed = changes.changed() => if changed.is_err() { return None },
+                // A connection object can go bad before the supervisor notices.
+                () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+        }
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.state.borrow().clone()
+    }
+
+    pub fn watch_state(&self) -> watch::Receiver<LinkState> {
+        self.state.subscribe()
+    }
+
+    /// Closes the current connection (used at the end of shutdown).
+    pub async fn close(&self) {
+        let current = self.connection.borrow().clone();
+        if let Some(c) = current {
+            let _ = c.close(200, "ozg-gateway shutting down".into()).await;
+        }
+    }
+}
+
+async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
+    let mut attempt = 0u32;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let connected = tokio::select! {
+            () = stop.cancelled() => break,
+            result = amqp::connect(&broker, link.role) => result,
+        };
+        match connected {
+            Ok(connection) => {
+                if attempt > 0 {
+                    tracing::info!(broker = %link.broker, role = ?link.role, "reconnected");
+                }
+                let connection = Arc::new(connection);
+                let mut events = connection.events_listener();
+                link.connection.send_replace(Some(connection.clone()));
+                link.state.send_replace(LinkState::Connected);
+                let lost = loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break None,
+                        event = events.next() => match event {
+                            Some(lapin::Event::Error(e)) => break Some(e.to_string()),
+                            Some(_) => {}
+                            None => break Some("connection event stream ended".to_owned()),
+                        },
+                        () = tokio::time::sleep(WATCH_INTERVAL) => {
+                            if !connection.status().connected() {
+                                break Some("connection closed".to_owned());
+                            }
+                        }
+                    }
+                };
+                let Some(reason) = lost else { break };
+                link.connection.send_replace(None);
+                tracing::warn!(broker = %link.broker, role = ?link.role, error = %reason,
+                    "broker connection lost; reconnecting");
+                attempt = 1;
+                link.state.send_replace(LinkState::Connecting {
+                    attempt,
+                    last_error: Some(reason),
+                });
+            }
+            Err(e) => {
+                attempt = attempt.saturating_add(1);
+                let delay = backoff(attempt);
+                tracing::warn!(broker = %link.broker, role = ?link.role, attempt, retry_in = ?delay,
+                    error = %e, "cannot connect to broker");
+                link.state.send_replace(LinkState::Connecting {
+                    attempt,
+                    last_error: Some(e.to_string()),
+                });
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    link.state.send_replace(LinkState::Stopped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        for (attempt, nominal) in [
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (8, 25_600),
+            (9, 30_000),
+            (40, 30_000),
+        ] {
+            for _ in 0..50 {
+                let d = backoff(attempt).as_millis() as u64;
+                assert!(
+                    d >= nominal / 2 && d <= nominal,
+                    "attempt {attempt}: {d} ms"
+                );
+            }
+        }
+        let distinct: std::collections::HashSet<_> = (0..20).map(|_| backoff(5)).collect();
+        assert!(distinct.len() > 1, "jitter spreads reconnects");
+    }
+}
