@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod pipeline;
 pub mod route;
 pub mod sample;
+pub mod store;
 pub mod topology;
 pub mod wire;
 

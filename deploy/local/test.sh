@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite against a real RabbitMQ: the same broker bootstrap as up.sh, then
+# The whole test suite against a real RabbitMQ and PostgreSQL (for the PostgreSQL store): the
+# same broker bootstrap as up.sh, then
 # cargo test (unit, integration and binary tests). Tests create and delete vhosts of their
 # own (ozgtest-*), so they run in parallel without seeing each other.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 deploy/local/broker.sh
+deploy/local/postgres.sh
 export PATH="$PATH:/usr/sbin"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
