@@ -178,7 +178,14 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), DeliveryError> {
-        let channel = self.channel().await?;
+        // Opening a channel can hang on a connection that is going away; it counts against
+        // the same bound as the confirm.
+        let channel = tokio::time::timeout(self.confirm_timeout, self.channel())
+            .await
+            .map_err(|_| DeliveryError::ConfirmTimeout {
+                broker: self.broker.clone(),
+                timeout: self.confirm_timeout,
+            })??;
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -24,12 +25,23 @@ use crate::amqp::{Publisher, Role};
 use crate::config::{BrokerIndex, Config, Platform};
 use crate::link::{self, Link};
 use crate::pipeline::Gateway;
+use crate::store::{self, Deduplicator, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("store {url}: {source}")]
+    Store { url: String, source: StoreError },
     #[error("a consumer task failed: {0}")]
     Task(String),
 }
+
+/// Checks of a batch wait at most this long for more requests to share the query.
+const DEDUP_MAX_DELAY: Duration = Duration::from_millis(2);
+const DEDUP_MAX_BATCH: usize = 256;
+/// Bound on each step of closing down that waits for the broker.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often delivered ids older than the deduplication window are removed.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// One supervised connection per broker and role, created for the brokers in use.
 struct Links {
@@ -61,9 +73,12 @@ impl Links {
     }
 
     async fn close(&self) {
-        for link in self.consume.values().chain(self.publish.values()) {
-            link.close().await;
-        }
+        let closing = self
+            .consume
+            .values()
+            .chain(self.publish.values())
+            .map(|link| tokio::time::timeout(CLOSE_TIMEOUT, link.close()));
+        futures_util::future::join_all(closing).await;
     }
 }
 
@@ -71,6 +86,15 @@ impl Links {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let config = Arc::new(config);
     let g = &config.gateway;
+    let store = open_store(&config).await?;
+    tracing::info!(store = %config.store.display, kind = store.kind(), "store opened");
+    let dedup = Arc::new(Deduplicator::start(
+        store.clone(),
+        config.store.dedup_window,
+        DEDUP_MAX_BATCH,
+        DEDUP_MAX_DELAY,
+    ));
+    let purge = tokio::spawn(purge_periodically(store.clone(), config.store.dedup_window));
     let stop_links = CancellationToken::new();
     let links = Links::start(&config, &stop_links);
     // Every broker in use has a publishing link (see `Links::start`).
@@ -94,6 +118,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             &g.dead_letter_exchange,
             &g.dead_letter_queue,
         ),
+        dedup.clone(),
     ));
 
     let stop_consuming = CancellationToken::new();
@@ -140,8 +165,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     stop_links.cancel();
     links.close().await;
+    purge.abort();
+    drop(gateway);
+    if let Ok(dedup) = Arc::try_unwrap(dedup) {
+        dedup.shutdown().await;
+    }
+    store.close().await;
     tracing::info!("ozg-gateway stopped");
     result
+}
+
+/// Opens the store on a blocking thread: sqlx's migration future cannot be proven `Send`
+/// (a known limitation around `Acquire`), and `run` must stay `Send` so that callers can
+/// spawn it.
+async fn open_store(config: &Config) -> Result<Store, RunError> {
+    let url = config.store.url.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let opened = tokio::task::spawn_blocking(move || runtime.block_on(store::open(&url)))
+        .await
+        .map_err(|e| RunError::Task(e.to_string()))?;
+    opened.map_err(|source| RunError::Store {
+        url: config.store.display.clone(),
+        source,
+    })
+}
+
+async fn purge_periodically(store: Store, window: Duration) {
+    loop {
+        let cutoff = SystemTime::now()
+            .checked_sub(window)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match store.purge(cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "expired deduplication records removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove expired deduplication records"),
+        }
+        tokio::time::sleep(PURGE_INTERVAL).await;
+    }
 }
 
 /// Keeps one platform's consumer subscribed: waits for its broker link, subscribes, pumps
@@ -167,9 +227,9 @@ async fn consume_platform(
                 let lost = pump(&gateway, platform, consumer, &in_flight, &stop).await;
                 match lost {
                     None => {
-                        let _ = channel
-                            .basic_cancel(tag, BasicCancelOptions::default())
-                            .await;
+                        // Bounded: on a broken connection the cancel may never be answered.
+                        let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
                         return;
                     }
                     Some(reason) => {

@@ -78,6 +78,16 @@ struct RawConfig {
     destinations: Vec<RawDestination>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    dedup_window: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -94,6 +104,7 @@ struct RawGateway {
     shutdown_grace: Option<Duration>,
     verify_attachment_hashes: Option<bool>,
     directory: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -276,11 +287,31 @@ pub struct GatewaySettings {
     pub verify_attachment_hashes: bool,
 }
 
+/// Where delivered submission ids are remembered (deduplication).
+#[derive(Clone)]
+pub struct StoreSettings {
+    /// `sqlite://…` (embedded default) or `postgres://…`; may hold a password: log
+    /// `display` instead.
+    pub url: String,
+    pub display: String,
+    pub dedup_window: Duration,
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &self.display)
+            .field("dedup_window", &self.dedup_window)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the configuration came from, for messages.
     pub source: String,
     pub gateway: GatewaySettings,
+    pub store: StoreSettings,
     pub brokers: Vec<Broker>,
     pub platforms: Vec<Platform>,
     pub destinations: Vec<Destination>,
@@ -294,6 +325,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_PREFETCH: u32 = 256;
+/// Relative to the working directory; services set an absolute path (/var/lib/ozg-gateway).
+pub const DEFAULT_DATA_DIR: &str = "ozg-gateway-data";
 
 impl Config {
     /// Reads and validates a configuration file. A relative `gateway.directory` is taken
@@ -496,6 +529,34 @@ impl Validator {
             self.error("gateway.dead_letter_queue", "must not be empty");
         }
 
+        // Store.
+        let store_url = match &raw.store.url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = g
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                format!("sqlite://{}", dir.join("ozg-gateway.db").display())
+            }
+        };
+        if !(store_url.starts_with("sqlite:")
+            || store_url.starts_with("postgres://")
+            || store_url.starts_with("postgresql://"))
+        {
+            self.error(
+                "store.url",
+                "must start with sqlite: (embedded) or postgres:// (PostgreSQL)",
+            );
+        }
+        let dedup_window = raw
+            .store
+            .dedup_window
+            .unwrap_or(crate::store::DEFAULT_WINDOW);
+        if dedup_window.is_zero() {
+            self.error("store.dedup_window", "must be longer than zero");
+        }
+
         // Platforms.
         let mut platforms = Vec::new();
         let mut platform_ids = HashSet::new();
@@ -643,6 +704,11 @@ impl Validator {
                     confirm_timeout,
                     shutdown_grace: g.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
                     verify_attachment_hashes: g.verify_attachment_hashes.unwrap_or(true),
+                },
+                store: StoreSettings {
+                    display: crate::store::redact_url(&store_url),
+                    url: store_url,
+                    dedup_window,
                 },
                 brokers,
                 platforms,

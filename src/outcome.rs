@@ -19,11 +19,12 @@ pub enum Reason {
     UnknownRegion,
     OriginMismatch,
     NoRoute,
+    Conflict,
     DeliveryFailed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Oversized,
         Reason::UnsupportedContentType,
         Reason::Undecodable,
@@ -34,6 +35,7 @@ impl Reason {
         Reason::UnknownRegion,
         Reason::OriginMismatch,
         Reason::NoRoute,
+        Reason::Conflict,
         Reason::DeliveryFailed,
     ];
 
@@ -49,6 +51,7 @@ impl Reason {
             Reason::UnknownRegion => "unknown-region",
             Reason::OriginMismatch => "origin-mismatch",
             Reason::NoRoute => "no-route",
+            Reason::Conflict => "conflict",
             Reason::DeliveryFailed => "delivery-failed",
         }
     }
@@ -66,6 +69,7 @@ impl Reason {
             Reason::UnknownRegion => "Region not in the municipality directory",
             Reason::OriginMismatch => "Origin does not match the submitting platform",
             Reason::NoRoute => "No responsible authority configured",
+            Reason::Conflict => "Submission id already delivered with other content",
             Reason::DeliveryFailed => "Delivery to the responsible authority failed",
         }
     }
@@ -142,6 +146,19 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    pub fn conflict(destination: &str, delivered_at: std::time::SystemTime) -> Rejection {
+        let when = humantime::format_rfc3339_seconds(delivered_at);
+        Rejection {
+            reason: Reason::Conflict,
+            field: Some("submission_id".to_owned()),
+            detail: format!(
+                "this submission id was delivered to {destination} at {when} with different content; a new submission needs a new id"
+            ),
+        }
+    }
+}
+
 /// The end of one submission's way through the gateway, before it is settled.
 #[derive(Debug)]
 pub enum Outcome {
@@ -149,6 +166,17 @@ pub enum Outcome {
     Delivered {
         envelope: Envelope,
         destination: DestinationIndex,
+    },
+    /// Delivered before (same id, same content, within the deduplication window): not
+    /// delivered again, acked.
+    Duplicate {
+        envelope: Envelope,
+        destination: String,
+    },
+    /// The gateway cannot decide now (the store does not answer): back on the queue.
+    Requeue {
+        submission_id: String,
+        error: String,
     },
     /// Not delivered; goes to the dead-letter exchange. `envelope` is there when the
     /// submission decoded and validated (a no-route or delivery failure).

@@ -20,6 +20,7 @@ use crate::config::{Config, DestinationIndex, StatusFormat};
 use crate::envelope::{self, DecodeError, Encoding, Envelope};
 use crate::outcome::{Outcome, Rejection};
 use crate::route::RoutingTable;
+use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen};
 use crate::wire::v1 as wire;
 
 /// AMQP headers the gateway sets. Back offices and operators may rely on these names.
@@ -53,6 +54,7 @@ pub struct Gateway {
     /// One per platform, same index as `config.platforms`.
     status: Vec<Publisher>,
     dead_letter: Publisher,
+    dedup: Arc<Deduplicator>,
 }
 
 impl Gateway {
@@ -61,6 +63,7 @@ impl Gateway {
         destinations: Vec<Publisher>,
         status: Vec<Publisher>,
         dead_letter: Publisher,
+        dedup: Arc<Deduplicator>,
     ) -> Gateway {
         let table = RoutingTable::new(config.routes.clone());
         Gateway {
@@ -69,6 +72,7 @@ impl Gateway {
             destinations,
             status,
             dead_letter,
+            dedup,
         }
     }
 
@@ -83,7 +87,7 @@ impl Gateway {
     }
 
     async fn handle(&self, platform: usize, delivery: &Delivery) -> Outcome {
-        let (envelope, encoding) = match self.accept(platform, delivery) {
+        let (envelope, encoding, fingerprint) = match self.accept(platform, delivery) {
             Ok(found) => found,
             Err((rejection, submission_id)) => {
                 return Outcome::Rejected {
@@ -93,26 +97,65 @@ impl Gateway {
                 };
             }
         };
+        let submission_id = envelope.submission_id.to_string();
+        match self.dedup.check(envelope.submission_id, fingerprint).await {
+            Ok(Seen::New) => {}
+            Ok(Seen::Delivered { destination, .. }) => {
+                return Outcome::Duplicate {
+                    envelope,
+                    destination,
+                };
+            }
+            Ok(Seen::Conflict {
+                destination,
+                delivered_at,
+            }) => {
+                return Outcome::Rejected {
+                    rejection: Rejection::conflict(&destination, delivered_at),
+                    submission_id: Some(submission_id),
+                    envelope: Some(envelope),
+                };
+            }
+            Err(e) => {
+                return Outcome::Requeue {
+                    submission_id,
+                    error: e.to_string(),
+                };
+            }
+        }
         let Some(found) = self.table.resolve(envelope.service, envelope.ars) else {
             return Outcome::Rejected {
                 rejection: Rejection::no_route(envelope.service, envelope.ars),
-                submission_id: Some(envelope.submission_id.to_string()),
+                submission_id: Some(submission_id),
                 envelope: Some(envelope),
             };
         };
-        match self
+        if let Err(e) = self
             .deliver(platform, delivery, &envelope, encoding, found.destination)
             .await
         {
-            Ok(()) => Outcome::Delivered {
-                envelope,
-                destination: found.destination,
-            },
-            Err(e) => Outcome::Rejected {
+            return Outcome::Rejected {
                 rejection: e.into(),
-                submission_id: Some(envelope.submission_id.to_string()),
+                submission_id: Some(submission_id),
                 envelope: Some(envelope),
-            },
+            };
+        }
+        let record = DeliveryRecord {
+            submission_id: envelope.submission_id,
+            fingerprint,
+            destination: self.config.destinations[found.destination].id.clone(),
+            delivered_at: SystemTime::now(),
+        };
+        // The destination has it; a record that cannot be written only weakens
+        // deduplication of a later redelivery, so it is logged, not held against the
+        // submission.
+        if let Err(e) = self.dedup.record(record).await {
+            tracing::error!(submission_id = %submission_id, error = %e,
+                "delivered, but the delivery could not be recorded for deduplication");
+        }
+        Outcome::Delivered {
+            envelope,
+            destination: found.destination,
         }
     }
 
@@ -122,7 +165,7 @@ impl Gateway {
         &self,
         platform: usize,
         delivery: &Delivery,
-    ) -> Result<(Envelope, Encoding), (Rejection, Option<String>)> {
+    ) -> Result<(Envelope, Encoding, Fingerprint), (Rejection, Option<String>)> {
         let limit = self.config.gateway.max_message_bytes;
         if delivery.data.len() > limit {
             let e = DecodeError::Oversized {
@@ -148,7 +191,10 @@ impl Gateway {
                 .map(|u| u.to_string());
             (e.into(), id)
         })?;
-        Ok((envelope, encoding))
+        // Over the canonical protobuf encoding, so that a republish of the same submission
+        // in the other encoding is recognised as the same content.
+        let fingerprint = store::fingerprint(&prost::Message::encode_to_vec(&submission));
+        Ok((envelope, encoding, fingerprint))
     }
 
     async fn deliver(
@@ -220,6 +266,39 @@ impl Gateway {
                 self.send_status(platform, &delivery, event).await;
                 ack(&delivery, &envelope.submission_id.to_string()).await;
             }
+            Outcome::Duplicate {
+                envelope,
+                destination,
+            } => {
+                tracing::info!(
+                    submission_id = %envelope.submission_id,
+                    platform = %p.id,
+                    destination = %destination,
+                    outcome = "duplicate",
+                    "submission already delivered; not delivered again"
+                );
+                // The platform may have missed the first event (the gateway stopped between
+                // delivery and ack): tell it again; events carry the submission id.
+                let index = self.config.destination_index(&destination);
+                let event = self.status_event(
+                    platform,
+                    Some(&envelope),
+                    envelope.submission_id.to_string(),
+                    wire::Status::Forwarded,
+                    index,
+                    None,
+                );
+                self.send_status(platform, &delivery, event).await;
+                ack(&delivery, &envelope.submission_id.to_string()).await;
+            }
+            Outcome::Requeue {
+                submission_id,
+                error,
+            } => {
+                tracing::error!(submission_id = %submission_id, platform = %p.id, error = %error,
+                    outcome = "requeued", "cannot check for duplicates; leaving the submission on its queue");
+                requeue(&delivery, &submission_id).await;
+            }
             Outcome::Rejected {
                 rejection,
                 envelope,
@@ -268,15 +347,7 @@ impl Gateway {
                             outcome = "requeued",
                             "cannot dead-letter; leaving the submission on its queue for redelivery"
                         );
-                        tokio::time::sleep(REQUEUE_DELAY).await;
-                        let requeue = BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        };
-                        if let Err(e) = delivery.acker.nack(requeue).await {
-                            tracing::warn!(submission_id = %submission_id, error = %e,
-                                "nack failed; the broker redelivers the submission when the channel closes");
-                        }
+                        requeue(&delivery, &submission_id).await;
                     }
                 }
             }
@@ -421,18 +492,48 @@ impl Gateway {
     }
 }
 
+/// Acks and nacks are bounded too: on a connection that is going away they may never be
+/// answered, and a delivery whose ack is lost is redelivered by the broker anyway.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn ack(delivery: &Delivery, submission_id: &str) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
+    match tokio::time::timeout(
+        SETTLE_TIMEOUT,
+        delivery.acker.ack(BasicAckOptions::default()),
+    )
+    .await
+    {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => tracing::warn!(
             submission_id = %submission_id,
             "ack not sent: the consumer channel closed meanwhile; the broker will redeliver"
         ),
-        Err(e) => tracing::warn!(
+        Ok(Err(e)) => tracing::warn!(
             submission_id = %submission_id,
             error = %e,
             "ack failed; the broker will redeliver"
         ),
+        Err(_) => tracing::warn!(
+            submission_id = %submission_id,
+            "ack not answered in time; the broker will redeliver if it was lost"
+        ),
+    }
+}
+
+/// Hands a delivery back to the broker after a pause, so that a path that keeps failing
+/// (store or dead-letter broker down) does not spin.
+async fn requeue(delivery: &Delivery, submission_id: &str) {
+    tokio::time::sleep(REQUEUE_DELAY).await;
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    match tokio::time::timeout(SETTLE_TIMEOUT, delivery.acker.nack(options)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(submission_id = %submission_id, error = %e,
+            "nack failed; the broker redelivers the submission when the channel closes"),
+        Err(_) => tracing::warn!(submission_id = %submission_id,
+            "nack not answered in time; the broker redelivers the submission when the channel closes"),
     }
 }
 

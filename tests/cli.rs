@@ -150,7 +150,14 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
             &format!("127.0.0.1:5672/{}\"", v.name("th")),
         );
     // Only the brokers of this test exist: keep Hessen's and Thüringen's platforms.
-    let config_text = keep_only_lands(&text, &["he", "th"]);
+    let config_text = keep_only_lands(&text, &["he", "th"]).replacen(
+        "[gateway]\n",
+        &format!(
+            "[gateway]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+        1,
+    );
     std::fs::write(&config, config_text).unwrap();
     let config = config.to_str().unwrap();
 

@@ -260,8 +260,29 @@ impl RunningGateway {
     }
 }
 
+/// Parses a test configuration. Without a `[store]` section of its own, the test gets an
+/// SQLite store in a fresh temporary directory, so that tests never share deduplication
+/// state.
 pub fn parse_config(text: &str) -> Config {
-    Config::parse(text, "test.toml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+    let text = if text.contains("[store]") {
+        text.to_owned()
+    } else {
+        format!(
+            "{text}\n[store]\nurl = \"sqlite://{}\"\n",
+            temp_store_path()
+        )
+    };
+    Config::parse(&text, "test.toml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A path for an SQLite store that no other test uses.
+pub fn temp_store_path() -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "ozgtest-store-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    dir.join("dedup.db").display().to_string()
 }
 
 pub async fn declare(config: &Config) {
