@@ -101,6 +101,11 @@ impl Publisher {
         }
     }
 
+    /// Whether the broker connection behind this publisher is up right now.
+    pub fn connected(&self) -> bool {
+        self.link.current().is_some()
+    }
+
     /// A publisher for the dead-letter exchange, which declares it (and its queue) whenever
     /// it opens a channel.
     pub fn for_dead_letters(

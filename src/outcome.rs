@@ -173,7 +173,8 @@ pub enum Outcome {
         envelope: Envelope,
         destination: String,
     },
-    /// The gateway cannot decide now (the store does not answer): back on the queue.
+    /// The gateway cannot finish now (the store does not answer, the destination's broker
+    /// is reconnecting): back on the queue.
     Requeue {
         submission_id: String,
         error: String,

@@ -134,6 +134,16 @@ impl Gateway {
             .deliver(platform, delivery, &envelope, encoding, found.destination)
             .await
         {
+            // A destination broker that is away (connection lost, reconnecting) is not the
+            // submission's fault: it goes back to its queue and comes again after the
+            // reconnect. Failures on a working connection (missing exchange, return, nack,
+            // timeout) are dead-lettered.
+            if !self.destinations[found.destination].connected() {
+                return Outcome::Requeue {
+                    submission_id,
+                    error: e.to_string(),
+                };
+            }
             return Outcome::Rejected {
                 rejection: e.into(),
                 submission_id: Some(submission_id),
@@ -295,8 +305,8 @@ impl Gateway {
                 submission_id,
                 error,
             } => {
-                tracing::error!(submission_id = %submission_id, platform = %p.id, error = %error,
-                    outcome = "requeued", "cannot check for duplicates; leaving the submission on its queue");
+                tracing::warn!(submission_id = %submission_id, platform = %p.id, error = %error,
+                    outcome = "requeued", "cannot finish now; leaving the submission on its queue for redelivery");
                 requeue(&delivery, &submission_id).await;
             }
             Outcome::Rejected {
