@@ -12,7 +12,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use ozg_gateway::amqp::{self, Publisher, Role};
 use ozg_gateway::config::{Config, EXIT_INVALID_CONFIG};
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::link::Link;
+use ozg_gateway::link::{Link, LinkState};
 use ozg_gateway::model::{Ags, Ars, ServiceKey};
 use ozg_gateway::route::RoutingTable;
 use ozg_gateway::wire::v1 as wire;
@@ -311,17 +311,19 @@ async fn submit(
         .platform(platform_id)
         .ok_or_else(|| fail(format!("no platform {platform_id:?} in {}", path.display())))?;
     let broker = config.broker(platform.broker);
-    // Fail fast on a broker that does not answer instead of reconnecting forever.
-    amqp::connect(broker, Role::Publish)
-        .await
-        .map_err(fail)?
-        .close(200, "probe".into())
-        .await
-        .map_err(fail)?;
     let stop = CancellationToken::new();
     let link = Link::start(broker.clone(), Role::Publish, stop.clone());
-    if link.connected(&stop).await.is_none() {
-        return Err(fail("broker connection stopped"));
+    // A helper should fail fast on a broker that does not answer, not reconnect forever.
+    let connected = tokio::time::timeout(Duration::from_secs(10), link.connected(&stop)).await;
+    if !matches!(connected, Ok(Some(_))) {
+        stop.cancel();
+        return Err(fail(match link.state() {
+            LinkState::Connecting {
+                last_error: Some(e),
+                ..
+            } => e,
+            _ => format!("broker {} did not answer within 10 s", broker.name),
+        }));
     }
     let publisher = Publisher::new(link.clone(), Duration::from_secs(10));
     let messages: Vec<(String, Vec<u8>, String)> = match raw {
