@@ -87,7 +87,25 @@ pub struct Publisher {
     confirm_timeout: Duration,
     /// Declared on every new channel: the topology the gateway owns must exist again after
     /// a broker restart.
-    owned: Option<(String, String)>,
+    owned: Option<OwnedTopology>,
+}
+
+/// The parts of the topology the gateway owns and declares itself.
+#[derive(Debug, Clone)]
+pub enum OwnedTopology {
+    DeadLetter { exchange: String, queue: String },
+    Retry { delays: Vec<Duration> },
+}
+
+impl OwnedTopology {
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        match self {
+            OwnedTopology::DeadLetter { exchange, queue } => {
+                declare_dead_letter(channel, exchange, queue).await
+            }
+            OwnedTopology::Retry { delays } => declare_retry(channel, delays).await,
+        }
+    }
 }
 
 impl Publisher {
@@ -106,16 +124,10 @@ impl Publisher {
         self.link.current().is_some()
     }
 
-    /// A publisher for the dead-letter exchange, which declares it (and its queue) whenever
-    /// it opens a channel.
-    pub fn for_dead_letters(
-        link: Arc<Link>,
-        confirm_timeout: Duration,
-        exchange: &str,
-        queue: &str,
-    ) -> Publisher {
+    /// A publisher that declares the topology it publishes into whenever it opens a channel.
+    pub fn owning(link: Arc<Link>, confirm_timeout: Duration, owned: OwnedTopology) -> Publisher {
         Publisher {
-            owned: Some((exchange.to_owned(), queue.to_owned())),
+            owned: Some(owned),
             ..Publisher::new(link, confirm_timeout)
         }
     }
@@ -153,8 +165,9 @@ impl Publisher {
             .create_channel()
             .await
             .map_err(|e| self.channel_error(e))?;
-        if let Some((exchange, queue)) = &self.owned {
-            declare_dead_letter(&channel, exchange, queue)
+        if let Some(owned) = &self.owned {
+            owned
+                .declare(&channel)
                 .await
                 .map_err(|e| self.channel_error(e))?;
         }
@@ -257,6 +270,77 @@ pub async fn declare_dead_letter(
             FieldTable::default(),
         )
         .await
+}
+
+/// Exchange through which expired retries come back to the gateway.
+pub const RETRY_EXCHANGE: &str = "ozg.gateway.retry";
+/// Queue the gateway consumes retries from, once their delay is over.
+pub const RETRY_READY_QUEUE: &str = "ozg.gateway.retry.ready";
+const RETRY_READY_KEY: &str = "ready";
+
+/// The delay queue for one delay; named by the delay so that changing the configured delays
+/// adds queues instead of clashing with the arguments of existing ones.
+pub fn retry_wait_queue(delay: Duration) -> String {
+    format!("ozg.gateway.retry.wait-{}ms", delay.as_millis())
+}
+
+/// Declares the retry topology: one quorum queue per delay whose messages expire after that
+/// delay into the retry exchange, and the ready queue bound to it. Each delay queue holds
+/// one delay only, so expiry happens in arrival order and nothing waits behind a longer
+/// delay. Quorum queues with `at-least-once` dead-lettering, because classic queues
+/// dead-letter without confirms and can lose messages.
+pub async fn declare_retry(channel: &Channel, delays: &[Duration]) -> Result<(), lapin::Error> {
+    declare_exchange(channel, RETRY_EXCHANGE, ExchangeKind::Direct).await?;
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), header_string("quorum"));
+    channel
+        .queue_declare(
+            RETRY_READY_QUEUE.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            quorum.clone(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            RETRY_READY_QUEUE.into(),
+            RETRY_EXCHANGE.into(),
+            RETRY_READY_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    for delay in delays {
+        let mut args = quorum.clone();
+        let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            header_string(RETRY_EXCHANGE),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            header_string(RETRY_READY_KEY),
+        );
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            header_string("at-least-once"),
+        );
+        args.insert("x-overflow".into(), header_string("reject-publish"));
+        channel
+            .queue_declare(
+                retry_wait_queue(*delay).as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 pub async fn declare_exchange(

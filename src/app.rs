@@ -21,10 +21,10 @@ use lapin::{Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::amqp::{Publisher, Role};
-use crate::config::{BrokerIndex, Config, Platform};
+use crate::amqp::{self, OwnedTopology, Publisher, Role};
+use crate::config::{BrokerIndex, Config};
 use crate::link::{self, Link};
-use crate::pipeline::Gateway;
+use crate::pipeline::{Gateway, Source};
 use crate::store::{self, Deduplicator, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +52,15 @@ struct Links {
 impl Links {
     fn start(config: &Config, stop: &CancellationToken) -> Links {
         let mut consume = HashMap::new();
-        for p in &config.platforms {
-            consume.entry(p.broker).or_insert_with(|| {
-                Link::start(config.broker(p.broker).clone(), Role::Consume, stop.clone())
+        // The gateway's broker is consumed too: the retry queue lives there.
+        let consuming = config
+            .platforms
+            .iter()
+            .map(|p| p.broker)
+            .chain([config.gateway.dead_letter_broker]);
+        for b in consuming {
+            consume.entry(b).or_insert_with(|| {
+                Link::start(config.broker(b).clone(), Role::Consume, stop.clone())
             });
         }
         let mut publish = HashMap::new();
@@ -112,11 +118,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .iter()
             .map(|p| publisher(p.broker))
             .collect(),
-        Publisher::for_dead_letters(
+        Publisher::owning(
             links.publish[&g.dead_letter_broker].clone(),
             g.confirm_timeout,
-            &g.dead_letter_exchange,
-            &g.dead_letter_queue,
+            OwnedTopology::DeadLetter {
+                exchange: g.dead_letter_exchange.clone(),
+                queue: g.dead_letter_queue.clone(),
+            },
+        ),
+        Publisher::owning(
+            links.publish[&g.dead_letter_broker].clone(),
+            g.confirm_timeout,
+            OwnedTopology::Retry {
+                delays: config.retry.delays.clone(),
+            },
         ),
         dedup.clone(),
     ));
@@ -124,11 +139,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let stop_consuming = CancellationToken::new();
     let in_flight = TaskTracker::new();
     let mut consumers = tokio::task::JoinSet::new();
-    for (index, p) in config.platforms.iter().enumerate() {
-        consumers.spawn(consume_platform(
+    let platforms = config.platforms.iter().enumerate().map(|(index, p)| {
+        let ingress = Ingress {
+            source: Source::Platform(index),
+            name: p.id.clone(),
+            queue: p.ingress_queue.clone(),
+            prefetch: p.prefetch,
+            owned: None,
+        };
+        (ingress, p.broker)
+    });
+    let retries = Ingress {
+        source: Source::Retry,
+        name: "retry".to_owned(),
+        queue: amqp::RETRY_READY_QUEUE.to_owned(),
+        prefetch: config.retry.prefetch,
+        owned: Some(OwnedTopology::Retry {
+            delays: config.retry.delays.clone(),
+        }),
+    };
+    for (ingress, broker) in platforms.chain([(retries, g.dead_letter_broker)]) {
+        consumers.spawn(consume(
             gateway.clone(),
-            index,
-            links.consume[&p.broker].clone(),
+            ingress,
+            links.consume[&broker].clone(),
             in_flight.clone(),
             stop_consuming.clone(),
         ));
@@ -204,27 +238,41 @@ async fn purge_periodically(store: Store, window: Duration) {
     }
 }
 
-/// Keeps one platform's consumer subscribed: waits for its broker link, subscribes, pumps
-/// deliveries into the pipeline, and after a lost channel or connection starts over.
-async fn consume_platform(
+/// A queue the gateway consumes: a platform's ingress queue, or its own retry queue.
+#[derive(Clone)]
+struct Ingress {
+    source: Source,
+    /// For logs: the platform id, or "retry".
+    name: String,
+    queue: String,
+    prefetch: u16,
+    /// The gateway's own queues are declared before subscribing; platforms' queues are only
+    /// checked (passively): a missing one is an error the operator must see, not a queue
+    /// the gateway silently invents.
+    owned: Option<OwnedTopology>,
+}
+
+/// Keeps one consumer subscribed: waits for its broker link, subscribes, pumps deliveries
+/// into the pipeline, and after a lost channel or connection starts over.
+async fn consume(
     gateway: Arc<Gateway>,
-    platform: usize,
+    ingress: Ingress,
     link: Arc<Link>,
     in_flight: TaskTracker,
     stop: CancellationToken,
 ) {
-    let p = gateway.platform(platform).clone();
     let mut attempt = 0u32;
     loop {
         let Some(connection) = link.connected(&stop).await else {
             return;
         };
-        match subscribe(&connection, &p).await {
+        match subscribe(&connection, &ingress).await {
             Ok((channel, consumer)) => {
                 attempt = 0;
-                tracing::info!(platform = %p.id, queue = %p.ingress_queue, prefetch = p.prefetch, "consuming");
+                tracing::info!(ingress = %ingress.name, queue = %ingress.queue,
+                    prefetch = ingress.prefetch, "consuming");
                 let tag = consumer.tag();
-                let lost = pump(&gateway, platform, consumer, &in_flight, &stop).await;
+                let lost = pump(&gateway, ingress.source, consumer, &in_flight, &stop).await;
                 match lost {
                     None => {
                         // Bounded: on a broken connection the cancel may never be answered.
@@ -233,13 +281,14 @@ async fn consume_platform(
                         return;
                     }
                     Some(reason) => {
-                        tracing::warn!(platform = %p.id, error = %reason, "consumer lost; resubscribing");
+                        tracing::warn!(ingress = %ingress.name, error = %reason,
+                            "consumer lost; resubscribing");
                     }
                 }
             }
             Err(e) => {
-                tracing::error!(platform = %p.id, queue = %p.ingress_queue, broker = %link.broker(),
-                    error = %e, "cannot subscribe to the ingress queue; retrying");
+                tracing::error!(ingress = %ingress.name, queue = %ingress.queue,
+                    broker = %link.broker(), error = %e, "cannot subscribe; retrying");
             }
         }
         attempt = attempt.saturating_add(1);
@@ -252,28 +301,31 @@ async fn consume_platform(
 
 async fn subscribe(
     connection: &Connection,
-    p: &Platform,
+    ingress: &Ingress,
 ) -> Result<(Channel, Consumer), lapin::Error> {
     let channel = connection.create_channel().await?;
-    // Passive: the platform owns its queue; a missing one is an error the operator must see,
-    // not a queue the gateway silently invents.
+    match &ingress.owned {
+        Some(owned) => owned.declare(&channel).await?,
+        None => {
+            channel
+                .queue_declare(
+                    ingress.queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+    }
     channel
-        .queue_declare(
-            p.ingress_queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .basic_qos(p.prefetch, BasicQosOptions::default())
+        .basic_qos(ingress.prefetch, BasicQosOptions::default())
         .await?;
     let consumer = channel
         .basic_consume(
-            p.ingress_queue.as_str().into(),
-            format!("ozg-gateway {}", p.id).into(),
+            ingress.queue.as_str().into(),
+            format!("ozg-gateway {}", ingress.name).into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -285,7 +337,7 @@ async fn subscribe(
 /// consumer ended.
 async fn pump(
     gateway: &Arc<Gateway>,
-    platform: usize,
+    source: Source,
     mut consumer: Consumer,
     in_flight: &TaskTracker,
     stop: &CancellationToken,
@@ -299,7 +351,7 @@ async fn pump(
         match next {
             Some(Ok(delivery)) => {
                 let gateway = gateway.clone();
-                in_flight.spawn(async move { gateway.process(platform, delivery).await });
+                in_flight.spawn(async move { gateway.process(source, delivery).await });
             }
             Some(Err(e)) => return Some(e.to_string()),
             None => return Some("the broker cancelled the consumer".to_owned()),

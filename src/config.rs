@@ -80,6 +80,18 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    delays: Option<Vec<humantime_serde::Serde<Duration>>>,
+    max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    max_age: Option<Duration>,
+    prefetch: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -287,6 +299,37 @@ pub struct GatewaySettings {
     pub verify_attachment_hashes: bool,
 }
 
+/// Failed deliveries wait in delay queues on the gateway's broker and are tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Wait before the 1st, 2nd, … retry; the last one repeats.
+    pub delays: Vec<Duration>,
+    /// Delivery attempts in all, the first included; 1 means never retry.
+    pub max_attempts: u32,
+    /// Give up when the first failure is older than this.
+    pub max_age: Duration,
+    /// Unacked retries in flight.
+    pub prefetch: u16,
+}
+
+impl RetrySettings {
+    /// The wait after `failed` failed attempts (1-based).
+    pub fn delay(&self, failed: u32) -> Duration {
+        let i = usize::try_from(failed.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.delays
+            .get(i)
+            .or(self.delays.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+pub fn default_retry_delays() -> Vec<Duration> {
+    [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec()
+}
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+pub const DEFAULT_RETRY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// Where delivered submission ids are remembered (deduplication).
 #[derive(Clone)]
 pub struct StoreSettings {
@@ -312,6 +355,7 @@ pub struct Config {
     pub source: String,
     pub gateway: GatewaySettings,
     pub store: StoreSettings,
+    pub retry: RetrySettings,
     pub brokers: Vec<Broker>,
     pub platforms: Vec<Platform>,
     pub destinations: Vec<Destination>,
@@ -557,6 +601,40 @@ impl Validator {
             self.error("store.dedup_window", "must be longer than zero");
         }
 
+        // Retries.
+        let delays = raw
+            .retry
+            .delays
+            .as_ref()
+            .map(|ds| ds.iter().map(|d| d.into_inner()).collect())
+            .unwrap_or_else(default_retry_delays);
+        if delays.is_empty() || delays.len() > 20 {
+            self.error("retry.delays", "must list 1 to 20 durations");
+        }
+        if delays
+            .iter()
+            .any(|d| d.as_millis() == 0 || d.as_secs() > 24 * 3600)
+        {
+            self.error("retry.delays", "each delay must be between 1 ms and 24 h");
+        }
+        let max_attempts = raw.retry.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if max_attempts == 0 {
+            self.error("retry.max_attempts", "must be at least 1 (1 = never retry)");
+        }
+        let retry_prefetch = raw.retry.prefetch.unwrap_or(DEFAULT_PREFETCH);
+        if retry_prefetch == 0 || retry_prefetch > u32::from(u16::MAX) {
+            self.error(
+                "retry.prefetch",
+                format!("{retry_prefetch} is out of range (1 … 65535)"),
+            );
+        }
+        let retry = RetrySettings {
+            delays,
+            max_attempts,
+            max_age: raw.retry.max_age.unwrap_or(DEFAULT_RETRY_MAX_AGE),
+            prefetch: u16::try_from(retry_prefetch).unwrap_or(u16::MAX),
+        };
+
         // Platforms.
         let mut platforms = Vec::new();
         let mut platform_ids = HashSet::new();
@@ -705,6 +783,7 @@ impl Validator {
                     shutdown_grace: g.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
                     verify_attachment_hashes: g.verify_attachment_hashes.unwrap_or(true),
                 },
+                retry,
                 store: StoreSettings {
                     display: crate::store::redact_url(&store_url),
                     url: store_url,

@@ -147,6 +147,19 @@ impl Rejection {
 }
 
 impl Rejection {
+    /// Delivery failed and the retries are used up (attempts or age).
+    pub fn gave_up(last: &DeliveryError, attempts: u32, age: std::time::Duration) -> Rejection {
+        Rejection {
+            reason: Reason::DeliveryFailed,
+            field: None,
+            detail: format!(
+                "gave up after {attempts} attempt{} over {}; last error: {last}",
+                if attempts == 1 { "" } else { "s" },
+                humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+            ),
+        }
+    }
+
     pub fn conflict(destination: &str, delivered_at: std::time::SystemTime) -> Rejection {
         let when = humantime::format_rfc3339_seconds(delivered_at);
         Rejection {
@@ -172,6 +185,12 @@ pub enum Outcome {
     Duplicate {
         envelope: Envelope,
         destination: String,
+    },
+    /// Delivery failed; the submission waits in a delay queue and is tried again.
+    Retry {
+        submission_id: String,
+        attempts: crate::pipeline::Attempts,
+        error: String,
     },
     /// The gateway cannot finish now (the store does not answer, the destination's broker
     /// is reconnecting): back on the queue.

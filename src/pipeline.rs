@@ -15,10 +15,10 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use uuid::Uuid;
 
-use crate::amqp::{DeliveryError, Publisher, header_string};
+use crate::amqp::{DeliveryError, Publisher, header_string, header_text, retry_wait_queue};
 use crate::config::{Config, DestinationIndex, StatusFormat};
 use crate::envelope::{self, DecodeError, Encoding, Envelope};
-use crate::outcome::{Outcome, Rejection};
+use crate::outcome::{Outcome, Reason, Rejection};
 use crate::route::RoutingTable;
 use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen};
 use crate::wire::v1 as wire;
@@ -37,6 +37,10 @@ pub mod headers {
     pub const SOURCE_QUEUE: &str = "x-ozg-source-queue";
     pub const DEAD_LETTERED_AT: &str = "x-ozg-dead-lettered-at";
     pub const STATUS: &str = "x-ozg-status";
+    /// On retries: failed delivery attempts so far, the first failure, the last error.
+    pub const ATTEMPTS_FAILED: &str = "x-ozg-attempts-failed";
+    pub const FIRST_FAILURE_AT: &str = "x-ozg-first-failure-at";
+    pub const LAST_ERROR: &str = "x-ozg-last-error";
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";
 }
@@ -54,7 +58,27 @@ pub struct Gateway {
     /// One per platform, same index as `config.platforms`.
     status: Vec<Publisher>,
     dead_letter: Publisher,
+    /// Publishes to the delay queues on the gateway's broker.
+    retry: Publisher,
     dedup: Arc<Deduplicator>,
+}
+
+/// Where a delivery was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A platform's ingress queue (index into `config.platforms`).
+    Platform(usize),
+    /// The gateway's retry queue: a submission whose delivery failed before.
+    Retry,
+}
+
+/// How often delivery of this submission failed before, read from the headers the gateway
+/// set when it scheduled the retry (never from a platform's own headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attempts {
+    pub failed: u32,
+    /// Unix seconds of the first failure.
+    pub first_failure: Option<u64>,
 }
 
 impl Gateway {
@@ -63,6 +87,7 @@ impl Gateway {
         destinations: Vec<Publisher>,
         status: Vec<Publisher>,
         dead_letter: Publisher,
+        retry: Publisher,
         dedup: Arc<Deduplicator>,
     ) -> Gateway {
         let table = RoutingTable::new(config.routes.clone());
@@ -72,21 +97,49 @@ impl Gateway {
             destinations,
             status,
             dead_letter,
+            retry,
             dedup,
         }
     }
 
-    pub fn platform(&self, platform: usize) -> &crate::config::Platform {
-        &self.config.platforms[platform]
-    }
-
-    /// Takes one delivery from platform `platform`'s queue to its end.
-    pub async fn process(&self, platform: usize, delivery: Delivery) {
-        let outcome = self.handle(platform, &delivery).await;
+    /// Takes one delivery to its end.
+    pub async fn process(&self, source: Source, delivery: Delivery) {
+        let headers = delivery.properties.headers().as_ref();
+        let (platform, attempts) = match source {
+            Source::Platform(i) => (Some(i), Attempts::default()),
+            Source::Retry => {
+                let name = header_text(headers, headers::ORIGIN_PLATFORM).unwrap_or_default();
+                let attempts = Attempts {
+                    failed: header_text(headers, headers::ATTEMPTS_FAILED)
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1),
+                    first_failure: header_timestamp(headers, headers::FIRST_FAILURE_AT),
+                };
+                (
+                    self.config.platforms.iter().position(|p| p.id == name),
+                    attempts,
+                )
+            }
+        };
+        let outcome = match platform {
+            Some(p) => self.handle(p, attempts, &delivery).await,
+            // A retry for a platform that is no longer configured: nobody to tell, nothing
+            // to validate against; an operator has to look at it.
+            None => Outcome::Rejected {
+                rejection: Rejection {
+                    reason: Reason::DeliveryFailed,
+                    field: None,
+                    detail: "retried submission names a platform that is no longer configured"
+                        .to_owned(),
+                },
+                envelope: None,
+                submission_id: header_text(headers, headers::SUBMISSION_ID),
+            },
+        };
         self.settle(platform, delivery, outcome).await;
     }
 
-    async fn handle(&self, platform: usize, delivery: &Delivery) -> Outcome {
+    async fn handle(&self, platform: usize, attempts: Attempts, delivery: &Delivery) -> Outcome {
         let (envelope, encoding, fingerprint) = match self.accept(platform, delivery) {
             Ok(found) => found,
             Err((rejection, submission_id)) => {
@@ -134,20 +187,25 @@ impl Gateway {
             .deliver(platform, delivery, &envelope, encoding, found.destination)
             .await
         {
-            // A destination broker that is away (connection lost, reconnecting) is not the
-            // submission's fault: it goes back to its queue and comes again after the
-            // reconnect. Failures on a working connection (missing exchange, return, nack,
-            // timeout) are dead-lettered.
-            if !self.destinations[found.destination].connected() {
-                return Outcome::Requeue {
-                    submission_id,
-                    error: e.to_string(),
+            let failed = attempts.failed + 1;
+            let now = unix_seconds();
+            let first_failure = attempts.first_failure.unwrap_or(now);
+            let age = Duration::from_secs(now.saturating_sub(first_failure));
+            let retry = &self.config.retry;
+            if failed >= retry.max_attempts || age >= retry.max_age {
+                return Outcome::Rejected {
+                    rejection: Rejection::gave_up(&e, failed, age),
+                    submission_id: Some(submission_id),
+                    envelope: Some(envelope),
                 };
             }
-            return Outcome::Rejected {
-                rejection: e.into(),
-                submission_id: Some(submission_id),
-                envelope: Some(envelope),
+            return Outcome::Retry {
+                submission_id,
+                attempts: Attempts {
+                    failed,
+                    first_failure: Some(first_failure),
+                },
+                error: e.to_string(),
             };
         }
         let record = DeliveryRecord {
@@ -248,8 +306,8 @@ impl Gateway {
     }
 
     /// The one place that decides ack, dead-letter or redelivery.
-    async fn settle(&self, platform: usize, delivery: Delivery, outcome: Outcome) {
-        let p = &self.config.platforms[platform];
+    async fn settle(&self, platform: Option<usize>, delivery: Delivery, outcome: Outcome) {
+        let platform_id = platform.map_or("?", |i| self.config.platforms[i].id.as_str());
         match outcome {
             Outcome::Delivered {
                 envelope,
@@ -258,7 +316,7 @@ impl Gateway {
                 let d = &self.config.destinations[destination];
                 tracing::info!(
                     submission_id = %envelope.submission_id,
-                    platform = %p.id,
+                    platform = %platform_id,
                     destination = %d.id,
                     service = %envelope.service,
                     ars = %envelope.ars,
@@ -273,7 +331,9 @@ impl Gateway {
                     Some(destination),
                     None,
                 );
-                self.send_status(platform, &delivery, event).await;
+                if let Some(event) = event {
+                    self.send_status(&delivery, event).await;
+                }
                 ack(&delivery, &envelope.submission_id.to_string()).await;
             }
             Outcome::Duplicate {
@@ -282,7 +342,7 @@ impl Gateway {
             } => {
                 tracing::info!(
                     submission_id = %envelope.submission_id,
-                    platform = %p.id,
+                    platform = %platform_id,
                     destination = %destination,
                     outcome = "duplicate",
                     "submission already delivered; not delivered again"
@@ -298,14 +358,37 @@ impl Gateway {
                     index,
                     None,
                 );
-                self.send_status(platform, &delivery, event).await;
+                if let Some(event) = event {
+                    self.send_status(&delivery, event).await;
+                }
                 ack(&delivery, &envelope.submission_id.to_string()).await;
             }
+            Outcome::Retry {
+                submission_id,
+                attempts,
+                error,
+            } => match self
+                .schedule_retry(platform_id, &delivery, &submission_id, attempts, &error)
+                .await
+            {
+                Ok(delay) => {
+                    tracing::warn!(submission_id = %submission_id, platform = %platform_id,
+                        attempt = attempts.failed, retry_in = ?delay, error = %error,
+                        outcome = "retrying", "delivery failed; retrying later");
+                    ack(&delivery, &submission_id).await;
+                }
+                Err(e) => {
+                    tracing::error!(submission_id = %submission_id, platform = %platform_id,
+                        error = %e, outcome = "requeued",
+                        "cannot schedule the retry; leaving the submission on its queue for redelivery");
+                    requeue(&delivery, &submission_id).await;
+                }
+            },
             Outcome::Requeue {
                 submission_id,
                 error,
             } => {
-                tracing::warn!(submission_id = %submission_id, platform = %p.id, error = %error,
+                tracing::warn!(submission_id = %submission_id, platform = %platform_id, error = %error,
                     outcome = "requeued", "cannot finish now; leaving the submission on its queue for redelivery");
                 requeue(&delivery, &submission_id).await;
             }
@@ -330,7 +413,7 @@ impl Gateway {
                     Ok(()) => {
                         tracing::warn!(
                             submission_id = %submission_id,
-                            platform = %p.id,
+                            platform = %platform_id,
                             reason = rejection.reason.code(),
                             field = rejection.field.as_deref().unwrap_or(""),
                             detail = %rejection.detail,
@@ -345,13 +428,15 @@ impl Gateway {
                             None,
                             Some(&rejection),
                         );
-                        self.send_status(platform, &delivery, event).await;
+                        if let Some(event) = event {
+                            self.send_status(&delivery, event).await;
+                        }
                         ack(&delivery, &submission_id).await;
                     }
                     Err(e) => {
                         tracing::error!(
                             submission_id = %submission_id,
-                            platform = %p.id,
+                            platform = %platform_id,
                             reason = rejection.reason.code(),
                             error = %e,
                             outcome = "requeued",
@@ -364,17 +449,48 @@ impl Gateway {
         }
     }
 
+    /// Sends the submission to the delay queue for its attempt; it comes back through the
+    /// retry queue when the delay is over. Returns the delay.
+    async fn schedule_retry(
+        &self,
+        platform_id: &str,
+        delivery: &Delivery,
+        submission_id: &str,
+        attempts: Attempts,
+        error: &str,
+    ) -> Result<Duration, DeliveryError> {
+        let delay = self.config.retry.delay(attempts.failed);
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        strip_broker_headers(&mut headers);
+        headers.insert(headers::ORIGIN_PLATFORM.into(), header_string(platform_id));
+        headers.insert(headers::SUBMISSION_ID.into(), header_string(submission_id));
+        headers.insert(
+            headers::ATTEMPTS_FAILED.into(),
+            header_string(attempts.failed.to_string()),
+        );
+        headers.insert(
+            headers::FIRST_FAILURE_AT.into(),
+            AMQPValue::Timestamp(attempts.first_failure.unwrap_or_else(unix_seconds)),
+        );
+        headers.insert(headers::LAST_ERROR.into(), header_string(error));
+        let properties = delivery.properties.clone().with_headers(headers);
+        self.retry
+            .publish("", &retry_wait_queue(delay), &delivery.data, properties)
+            .await
+            .map(|()| delay)
+    }
+
     async fn dead_letter(
         &self,
-        platform: usize,
+        platform: Option<usize>,
         delivery: &Delivery,
         rejection: &Rejection,
         submission_id: &str,
     ) -> Result<(), DeliveryError> {
-        let p = &self.config.platforms[platform];
         // Keep the platform's own headers (trace context included) so that a replay sends
         // what was received, and add why it ended here.
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        strip_broker_headers(&mut headers);
         headers.insert(
             headers::REASON.into(),
             header_string(rejection.reason.code()),
@@ -386,18 +502,20 @@ impl Gateway {
         if let Some(field) = &rejection.field {
             headers.insert(headers::FIELD.into(), header_string(field.as_str()));
         }
-        headers.insert(
-            headers::ORIGIN_PLATFORM.into(),
-            header_string(p.id.as_str()),
-        );
-        headers.insert(
-            headers::ORIGIN_LAND.into(),
-            header_string(p.land.to_string()),
-        );
-        headers.insert(
-            headers::SOURCE_QUEUE.into(),
-            header_string(p.ingress_queue.as_str()),
-        );
+        if let Some(p) = platform.map(|i| &self.config.platforms[i]) {
+            headers.insert(
+                headers::ORIGIN_PLATFORM.into(),
+                header_string(p.id.as_str()),
+            );
+            headers.insert(
+                headers::ORIGIN_LAND.into(),
+                header_string(p.land.to_string()),
+            );
+            headers.insert(
+                headers::SOURCE_QUEUE.into(),
+                header_string(p.ingress_queue.as_str()),
+            );
+        }
         headers.insert(headers::SUBMISSION_ID.into(), header_string(submission_id));
         headers.insert(
             headers::DEAD_LETTERED_AT.into(),
@@ -419,15 +537,16 @@ impl Gateway {
 
     fn status_event(
         &self,
-        platform: usize,
+        platform: Option<usize>,
         envelope: Option<&Envelope>,
         submission_id: String,
         status: wire::Status,
         destination: Option<DestinationIndex>,
         rejection: Option<&Rejection>,
-    ) -> wire::StatusEvent {
+    ) -> Option<wire::StatusEvent> {
+        let platform = &self.config.platforms[platform?];
         let destination = destination.map(|i| &self.config.destinations[i]);
-        wire::StatusEvent {
+        Some(wire::StatusEvent {
             event_id: Uuid::new_v4().to_string(),
             problem: rejection.map(|r| wire::Problem {
                 r#type: r.reason.type_uri(),
@@ -446,14 +565,22 @@ impl Gateway {
             destination_id: destination.map(|d| d.id.clone()).unwrap_or_default(),
             destination_name: destination.map(|d| d.name.clone()).unwrap_or_default(),
             time: Some(now_timestamp()),
-            platform_id: self.config.platforms[platform].id.clone(),
+            platform_id: platform.id.clone(),
             case_id: envelope.and_then(|e| e.case_id.clone()).unwrap_or_default(),
-        }
+        })
     }
 
     /// Status events are sent with a confirm but do not hold the submission back: the
     /// submission's own fate is already decided when they are sent.
-    async fn send_status(&self, platform: usize, delivery: &Delivery, event: wire::StatusEvent) {
+    async fn send_status(&self, delivery: &Delivery, event: wire::StatusEvent) {
+        let Some(platform) = self
+            .config
+            .platforms
+            .iter()
+            .position(|p| p.id == event.platform_id)
+        else {
+            return;
+        };
         let p = &self.config.platforms[platform];
         let (body, content_type) = match p.status_format {
             StatusFormat::Json => match serde_json::to_vec(&event) {
@@ -544,6 +671,26 @@ async fn requeue(delivery: &Delivery, submission_id: &str) {
             "nack failed; the broker redelivers the submission when the channel closes"),
         Err(_) => tracing::warn!(submission_id = %submission_id,
             "nack not answered in time; the broker redelivers the submission when the channel closes"),
+    }
+}
+
+/// Headers the broker adds when it dead-letters (the delay queues do): dropped before the
+/// gateway republishes, so that they do not pile up over many retries.
+fn strip_broker_headers(headers: &mut FieldTable) {
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        let k = key.as_str();
+        if k != "x-death" && !k.starts_with("x-first-death") && !k.starts_with("x-last-death") {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    *headers = kept;
+}
+
+fn header_timestamp(headers: Option<&FieldTable>, name: &str) -> Option<u64> {
+    match headers?.inner().get(name)? {
+        AMQPValue::Timestamp(t) => Some(*t),
+        _ => None,
     }
 }
 

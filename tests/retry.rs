@@ -1,0 +1,268 @@
+//! Retries without head-of-line blocking: a delivery that fails waits in a delay queue on
+//! the gateway's broker while the platform's other submissions keep moving, is tried again,
+//! and is dead-lettered with `delivery-failed`, the attempt count and the last error when
+//! the attempts are used up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use lapin::options::ExchangeDeleteOptions;
+use ozg_gateway::envelope::Encoding;
+use ozg_gateway::sample::{self, SampleSpec};
+use ozg_gateway::topology::{backoffice_queue, status_queue};
+
+fn config(v: &Vhosts, retry: &str) -> String {
+    format!(
+        r#"
+[gateway]
+dead_letter_broker = "gw"
+confirm_timeout = "5s"
+[retry]
+{retry}
+[brokers.gw]
+url = "{gw}"
+[brokers.he]
+url = "{he}"
+[[platforms]]
+id = "civento-he"
+land = "06"
+broker = "he"
+ingress_queue = "submissions"
+status_exchange = "status"
+prefetch = 50
+[[destinations]]
+id = "healthy"
+name = "Darmstadt"
+kind = "kreisfreie-stadt"
+land = "06"
+broker = "he"
+exchange = "backoffice"
+routing_key = "healthy"
+[[destinations]]
+id = "ghost"
+name = "Kassel"
+kind = "kreisfreie-stadt"
+land = "06"
+broker = "he"
+exchange = "ghost-exchange"
+routing_key = "ghost"
+[[routes]]
+service = "*"
+region = "06411"
+destination = "healthy"
+[[routes]]
+service = "*"
+region = "06611"
+destination = "ghost"
+"#,
+        gw = v.url("gw"),
+        he = v.url("he")
+    )
+}
+
+fn submission(region: &str) -> ozg_gateway::wire::v1::Submission {
+    sample::submission(&SampleSpec {
+        platform_id: "civento-he",
+        land: "06",
+        service_key: "99115005104000",
+        region,
+        size: 512,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_exchange_is_retried_until_it_exists_while_others_keep_flowing() {
+    let v = Vhosts::create("retry", &["gw", "he"]);
+    let config = parse_config(&config(
+        &v,
+        "delays = [\"200ms\", \"500ms\", \"1s\"]\nmax_attempts = 1000",
+    ));
+    declare(&config).await;
+    let he = connect(&v.url("he")).await;
+    let admin = he.create_channel().await.unwrap();
+    admin
+        .exchange_delete("ghost-exchange".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+
+    let gateway = RunningGateway::start(config.clone());
+    let channel = confirm_channel(&he).await;
+    let (mut healthy, mut ghost) = (HashSet::new(), HashSet::new());
+    for i in 0..300 {
+        let s = submission(if i % 2 == 0 {
+            "066110000000"
+        } else {
+            "064110000000"
+        });
+        publish(
+            &channel,
+            "submissions",
+            &sample::encode(&s, Encoding::Protobuf),
+            Some("application/x-protobuf"),
+            None,
+            None,
+        )
+        .await;
+        if i % 2 == 0 {
+            ghost.insert(s.submission_id)
+        } else {
+            healthy.insert(s.submission_id)
+        };
+    }
+
+    // While the ghost destination fails and its submissions wait for their retries, every
+    // submission for the healthy destination arrives.
+    let read = he.create_channel().await.unwrap();
+    let started = Instant::now();
+    let arrived = take(
+        &read,
+        &backoffice_queue("healthy"),
+        healthy.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let arrived: HashSet<String> = arrived.iter().map(|m| m.message_id().unwrap()).collect();
+    println!(
+        "healthy destination: {} of {} arrived in {:?} while the other one failed",
+        arrived.len(),
+        healthy.len(),
+        started.elapsed()
+    );
+    assert_eq!(arrived, healthy);
+    assert_eq!(
+        v.queue_depth("he", "submissions").await,
+        0,
+        "the platform queue is not blocked"
+    );
+
+    // The exchange comes back; the waiting submissions arrive after their retry.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    declare(&config).await;
+    let recreated = Instant::now();
+    let late = take(
+        &read,
+        &backoffice_queue("ghost"),
+        ghost.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let late_ids: Vec<String> = late.iter().map(|m| m.message_id().unwrap()).collect();
+    let distinct: HashSet<String> = late_ids.iter().cloned().collect();
+    println!(
+        "recovered destination: {} of {} arrived {:?} after the exchange was recreated",
+        distinct.len(),
+        ghost.len(),
+        recreated.elapsed()
+    );
+    assert_eq!(distinct, ghost);
+    assert_eq!(
+        late_ids.len(),
+        ghost.len(),
+        "each retried submission arrives once"
+    );
+    let extra = drain(
+        &read,
+        &backoffice_queue("ghost"),
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(extra.is_empty(), "no duplicates after the retries");
+    assert_eq!(v.queue_depth("gw", "ozg.gateway.dead-letters").await, 0);
+    assert_eq!(v.queue_depth("gw", "ozg.gateway.retry.ready").await, 0);
+    // The platform hears `forwarded` once per submission, including the retried ones.
+    let events = take(
+        &read,
+        &status_queue("civento-he"),
+        300,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(events.len(), 300);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.header("x-ozg-status").as_deref() == Some("forwarded"))
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_give_up_after_max_attempts_with_the_count_and_last_error() {
+    let v = Vhosts::create("giveup", &["gw", "he"]);
+    let config = parse_config(&config(&v, "delays = [\"100ms\"]\nmax_attempts = 3"));
+    declare(&config).await;
+    let he = connect(&v.url("he")).await;
+    let admin = he.create_channel().await.unwrap();
+    admin
+        .exchange_delete("ghost-exchange".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let gateway = RunningGateway::start(config);
+
+    let channel = confirm_channel(&he).await;
+    let s = submission("066110000000");
+    publish(
+        &channel,
+        "submissions",
+        &sample::encode(&s, Encoding::Json),
+        Some("application/json"),
+        None,
+        None,
+    )
+    .await;
+
+    let gw = connect(&v.url("gw")).await;
+    let gw_read = gw.create_channel().await.unwrap();
+    let dead = take(
+        &gw_read,
+        "ozg.gateway.dead-letters",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(
+        m.header("x-ozg-submission-id").as_deref(),
+        Some(s.submission_id.as_str())
+    );
+    assert_eq!(m.header("x-ozg-reason").as_deref(), Some("delivery-failed"));
+    let detail = m.header("x-ozg-detail").unwrap();
+    assert!(detail.starts_with("gave up after 3 attempts"), "{detail}");
+    assert!(
+        detail.contains("NOT_FOUND"),
+        "the last error is named: {detail}"
+    );
+    assert!(
+        m.header_value("x-death").is_none(),
+        "broker bookkeeping headers are dropped"
+    );
+    let read = he.create_channel().await.unwrap();
+    let events = take(
+        &read,
+        &status_queue("civento-he"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        events[0].header("x-ozg-status").as_deref(),
+        Some("rejected")
+    );
+    assert!(
+        take(
+            &read,
+            &status_queue("civento-he"),
+            1,
+            Duration::from_millis(500)
+        )
+        .await
+        .is_empty()
+    );
+    gateway.stop().await;
+}
