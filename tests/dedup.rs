@@ -10,105 +10,42 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use ozg_gateway::Config;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
-use ozg_gateway::topology::{backoffice_queue, status_queue};
+use ozg_gateway::sample;
 use sqlx::Executor;
 
-fn config(v: &Vhosts, store_url: &str) -> String {
-    format!(
-        r#"
-[gateway]
-dead_letter_broker = "gw"
-confirm_timeout = "5s"
-[store]
-url = "{store_url}"
-dedup_window = "7d"
-[brokers.gw]
-url = "{gw}"
-[brokers.he]
-url = "{he}"
-[[platforms]]
-id = "civento-he"
-land = "06"
-broker = "he"
-ingress_queue = "submissions"
-status_exchange = "status"
-[[destinations]]
-id = "he-darmstadt"
-name = "Darmstadt"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "backoffice"
-routing_key = "he-darmstadt"
-[[routes]]
-service = "*"
-region = "06"
-destination = "he-darmstadt"
-"#,
-        gw = v.url("gw"),
-        he = v.url("he")
-    )
+fn config(v: &Vhosts, store_url: &str) -> Config {
+    TestConfig::new(v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .store(store_url)
+        .line(r#"dedup_window = "7d""#)
+        .platform("civento-he", "06", "he", None)
+        .destination("he-darmstadt", "06", "he", "Darmstadt")
+        .route("*", "06", "he-darmstadt")
+        .build()
 }
 
 async fn redelivered_and_republished_submissions_are_delivered_once(store_url: &str, label: &str) {
     let v = Vhosts::create(label, &["gw", "he"]);
-    let config = parse_config(&config(&v, store_url));
+    let config = config(&v, store_url);
     declare(&config).await;
     let he = connect(&v.url("he")).await;
     let channel = confirm_channel(&he).await;
     let read = he.create_channel().await.unwrap();
     let gw = connect(&v.url("gw")).await;
     let gw_read = gw.create_channel().await.unwrap();
-    let spec = SampleSpec {
-        platform_id: "civento-he",
-        land: "06",
-        service_key: "99115005104000",
-        region: "064110000000",
-        size: 1024,
-    };
-    let s = sample::submission(&spec);
+    let s = sample_submission("civento-he", "06", "99115005104000", "064110000000", 1024);
     let proto = sample::encode(&s, Encoding::Protobuf);
     let json = sample::encode(&s, Encoding::Json);
 
     let gateway = RunningGateway::start(config.clone());
-    publish(
-        &channel,
-        "submissions",
-        &proto,
-        Some("application/x-protobuf"),
-        None,
-        None,
-    )
-    .await;
-    let first = take(
-        &read,
-        &backoffice_queue("he-darmstadt"),
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
+    submit_encoded(&channel, &proto, Encoding::Protobuf).await;
+    let first = take_backoffice(&read, "he-darmstadt", 1, Duration::from_secs(20)).await;
     assert_eq!(first.len(), 1);
     // The platform republishes it, once as it was and once in the other encoding.
-    publish(
-        &channel,
-        "submissions",
-        &proto,
-        Some("application/x-protobuf"),
-        None,
-        None,
-    )
-    .await;
-    publish(
-        &channel,
-        "submissions",
-        &json,
-        Some("application/json"),
-        None,
-        None,
-    )
-    .await;
+    submit_encoded(&channel, &proto, Encoding::Protobuf).await;
+    submit_encoded(&channel, &json, Encoding::Json).await;
     // The same id with other content (another region): a conflict, not a delivery.
     let mut other = s.clone();
     other.region = "066110000000".into();
@@ -122,13 +59,7 @@ async fn redelivered_and_republished_submissions_are_delivered_once(store_url: &
     )
     .await;
 
-    let dead = take(
-        &gw_read,
-        "ozg.gateway.dead-letters",
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
+    let dead = take_dead_letters(&gw_read, 1, Duration::from_secs(20)).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].message_id().as_deref(), Some("conflicting"));
     assert_eq!(dead[0].header("x-ozg-reason").as_deref(), Some("conflict"));
@@ -144,13 +75,7 @@ async fn redelivered_and_republished_submissions_are_delivered_once(store_url: &
     );
     // Each of the four got a status event: three `forwarded` (the platform may have missed
     // the first), one `rejected`.
-    let events = take(
-        &read,
-        &status_queue("civento-he"),
-        4,
-        Duration::from_secs(20),
-    )
-    .await;
+    let events = take_status(&read, "civento-he", 4, Duration::from_secs(20)).await;
     let words: Vec<String> = events
         .iter()
         .map(|e| e.header("x-ozg-status").unwrap())
@@ -169,32 +94,12 @@ async fn redelivered_and_republished_submissions_are_delivered_once(store_url: &
 
     // After a restart on the same store, the id is still known.
     let gateway = RunningGateway::start(config);
-    publish(
-        &channel,
-        "submissions",
-        &proto,
-        Some("application/x-protobuf"),
-        None,
-        None,
-    )
-    .await;
-    let events = take(
-        &read,
-        &status_queue("civento-he"),
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
+    submit_encoded(&channel, &proto, Encoding::Protobuf).await;
+    let events = take_status(&read, "civento-he", 1, Duration::from_secs(20)).await;
     assert_eq!(events.len(), 1, "the republished submission was handled");
     gateway.stop().await;
 
-    let again = take(
-        &read,
-        &backoffice_queue("he-darmstadt"),
-        1,
-        Duration::from_millis(500),
-    )
-    .await;
+    let again = take_backoffice(&read, "he-darmstadt", 1, Duration::from_millis(500)).await;
     println!(
         "{label}: delivered=1 duplicates at the back office={}",
         again.len()

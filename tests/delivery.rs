@@ -1,7 +1,8 @@
 //! Failed deliveries: a destination whose exchange is missing (the broker closes the channel
 //! with 404) and one whose exchange routes nowhere (the broker returns the message). Both
-//! are failed deliveries, dead-lettered with `delivery-failed`, while submissions for a
-//! healthy destination, published in between, keep arriving.
+//! are failed deliveries — with retries switched off (`max_attempts = 1`) dead-lettered at
+//! once with `delivery-failed` — while submissions for a healthy destination, published in
+//! between, keep arriving. Retries themselves: tests/retry.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,74 +13,29 @@ use std::time::Duration;
 use common::*;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::backoffice_queue;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_destination_does_not_disturb_the_others() {
     let v = Vhosts::create("deliv", &["gw", "he"]);
-    let text = format!(
-        r#"
-[gateway]
-dead_letter_broker = "gw"
-confirm_timeout = "5s"
-[brokers.gw]
-url = "{gw}"
-[brokers.he]
-url = "{he}"
-
-[[platforms]]
-id = "civento-he"
-land = "06"
-broker = "he"
-ingress_queue = "submissions"
-status_exchange = "status"
-prefetch = 32
-
-[[destinations]]
-id = "healthy"
-name = "Darmstadt"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "backoffice"
-routing_key = "healthy"
-
-[[destinations]]
-id = "ghost"
-name = "Kassel (exchange missing)"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "ghost-exchange"
-routing_key = "ghost"
-
-[[destinations]]
-id = "unbound"
-name = "Wiesbaden (nothing bound)"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "backoffice"
-routing_key = "unbound"
-
-[[routes]]
-service = "*"
-region = "06411"
-destination = "healthy"
-[[routes]]
-service = "*"
-region = "06611"
-destination = "ghost"
-[[routes]]
-service = "*"
-region = "06414"
-destination = "unbound"
-"#,
-        gw = v.url("gw"),
-        he = v.url("he")
-    );
-    let config = parse_config(&text);
+    let config = TestConfig::new(&v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .retry("max_attempts = 1")
+        .platform("civento-he", "06", "he", Some(32))
+        .destination("healthy", "06", "he", "Darmstadt")
+        .destination_with(
+            "ghost",
+            "06",
+            "he",
+            "Kassel (exchange missing)",
+            "kreisfreie-stadt",
+            "ghost-exchange",
+        )
+        .destination("unbound", "06", "he", "Wiesbaden (nothing bound)")
+        .route("*", "06411", "healthy")
+        .route("*", "06611", "ghost")
+        .route("*", "06414", "unbound")
+        .build();
     declare(&config).await;
     let he = connect(&v.url("he")).await;
     let admin = he.create_channel().await.unwrap();
@@ -105,22 +61,8 @@ destination = "unbound"
             1 => "064140000000", // Wiesbaden → unbound
             _ => "064110000000", // Darmstadt → healthy
         };
-        let s = sample::submission(&SampleSpec {
-            platform_id: "civento-he",
-            land: "06",
-            service_key: "99115005104000",
-            region,
-            size: 512,
-        });
-        publish(
-            &channel,
-            "submissions",
-            &sample::encode(&s, Encoding::Protobuf),
-            Some("application/x-protobuf"),
-            None,
-            None,
-        )
-        .await;
+        let s = sample_submission("civento-he", "06", "99115005104000", region, 512);
+        submit(&channel, &s, Encoding::Protobuf).await;
         if i % 3 == 2 {
             healthy.push(s.submission_id)
         } else {
@@ -129,13 +71,7 @@ destination = "unbound"
     }
 
     let read = he.create_channel().await.unwrap();
-    let arrived = take(
-        &read,
-        &backoffice_queue("healthy"),
-        healthy.len(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let arrived = take_backoffice(&read, "healthy", healthy.len(), Duration::from_secs(30)).await;
     let mut arrived: Vec<String> = arrived.iter().map(|m| m.message_id().unwrap()).collect();
     arrived.sort();
     healthy.sort();
@@ -146,13 +82,7 @@ destination = "unbound"
 
     let gw = connect(&v.url("gw")).await;
     let gw_read = gw.create_channel().await.unwrap();
-    let dead = take(
-        &gw_read,
-        "ozg.gateway.dead-letters",
-        failing.len(),
-        Duration::from_secs(60),
-    )
-    .await;
+    let dead = take_dead_letters(&gw_read, failing.len(), Duration::from_secs(60)).await;
     assert_eq!(dead.len(), failing.len());
     for m in dead {
         let id = m.header("x-ozg-submission-id").unwrap();

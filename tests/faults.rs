@@ -8,78 +8,35 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
+use ozg_gateway::sample;
 use ozg_gateway::topology::backoffice_queue;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
-const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
-const AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
 const MELDE: &str = "99115005104000";
 const PROTOBUF: &str = "application/x-protobuf";
-const DEAD_LETTERS: &str = "ozg.gateway.dead-letters";
 const DESTINATION: &str = "he-darmstadt";
 const PREFETCH: u16 = 50;
 
 /// Thüringen's platform (vhost `th`) submits for Darmstadt (vhost `he`); dead letters on `gw`.
-fn config_text(v: &Vhosts) -> String {
-    format!(
-        r#"
-[gateway]
-dead_letter_broker = "gw"
-confirm_timeout = "5s"
-shutdown_grace = "10s"
-max_message_bytes = 65536
-
-[brokers.gw]
-url = "{gw}"
-[brokers.th]
-url = "{th}"
-[brokers.he]
-url = "{he}"
-
-[[platforms]]
-id = "civento-th"
-land = "16"
-broker = "th"
-ingress_queue = "submissions"
-status_exchange = "status"
-prefetch = {PREFETCH}
-
-[[destinations]]
-id = "{DESTINATION}"
-name = "Darmstadt"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "backoffice"
-routing_key = "{DESTINATION}"
-
-[[routes]]
-service = "*"
-region = "06411"
-destination = "{DESTINATION}"
-"#,
-        gw = v.url("gw"),
-        th = v.url("th"),
-        he = v.url("he"),
-    )
+fn config(v: &Vhosts) -> TestConfig {
+    TestConfig::new(v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .gateway(r#"shutdown_grace = "10s""#)
+        .gateway("max_message_bytes = 65536")
+        .platform("civento-th", "16", "th", Some(PREFETCH))
+        .destination(DESTINATION, "06", "he", "Darmstadt")
+        .route("*", "06411", DESTINATION)
 }
 
 /// A good submission: (id, protobuf body).
 fn good() -> (String, Vec<u8>) {
-    let s = sample::submission(&SampleSpec {
-        platform_id: "civento-th",
-        land: "16",
-        service_key: MELDE,
-        region: "064110000000",
-        size: 512,
-    });
+    let s = sample_submission("civento-th", "16", MELDE, "064110000000", 512);
     (
         s.submission_id.clone(),
         sample::encode(&s, Encoding::Protobuf),
@@ -93,24 +50,13 @@ fn poison(i: usize) -> (String, Vec<u8>, Option<&'static str>) {
         0 => (id, b"\xff\xff\xff\xff\x0fgarbage".to_vec(), Some(PROTOBUF)),
         1 => (id, body, Some("text/plain")),
         2 => {
-            let mut s = sample::submission(&SampleSpec {
-                platform_id: "civento-th",
-                land: "16",
-                service_key: "12345678901234",
-                region: "064110000000",
-                size: 512,
-            });
+            let mut s =
+                sample_submission("civento-th", "16", "12345678901234", "064110000000", 512);
             s.submission_id = id.clone();
             (id, sample::encode(&s, Encoding::Protobuf), Some(PROTOBUF))
         }
         _ => {
-            let mut s = sample::submission(&SampleSpec {
-                platform_id: "civento-th",
-                land: "16",
-                service_key: MELDE,
-                region: "0641100000",
-                size: 512,
-            });
+            let mut s = sample_submission("civento-th", "16", MELDE, "0641100000", 512);
             s.submission_id = id.clone();
             (
                 id,
@@ -210,20 +156,14 @@ async fn collect(v: &Vhosts, published: &[String], quiet: Duration, timeout: Dur
     let started = Instant::now();
     let mut last_new = Instant::now();
     loop {
-        let delivered = take(
+        let delivered = take_backoffice(
             &he_read,
-            &backoffice_queue(DESTINATION),
+            DESTINATION,
             usize::MAX,
             Duration::from_millis(150),
         )
         .await;
-        let dead = take(
-            &gw_read,
-            DEAD_LETTERS,
-            usize::MAX,
-            Duration::from_millis(150),
-        )
-        .await;
+        let dead = take_dead_letters(&gw_read, usize::MAX, Duration::from_millis(150)).await;
         for m in &dead {
             let reason = m.header("x-ozg-reason").unwrap_or_default();
             *tally.reasons.entry(reason).or_default() += 1;
@@ -396,13 +336,71 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-async fn binary_setup(test: &str) -> (Vhosts, tempfile::TempDir) {
-    let v = Vhosts::create(test, &["gw", "th", "he"]);
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&v);
-    declare(&parse_config(&text)).await;
-    std::fs::write(dir.path().join("gateway.toml"), text).unwrap();
-    (v, dir)
+/// A test of the binary under load: its vhosts, its configuration file and log, and 2000
+/// good submissions being published in the background.
+struct BinaryUnderLoad {
+    started: Instant,
+    v: Vhosts,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    published: Vec<String>,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+impl BinaryUnderLoad {
+    /// Declares the topology, starts the binary, publishes in the background and waits until
+    /// 300 submissions have arrived (returned: the gateway and the back-office depth).
+    async fn start(test: &str) -> (BinaryUnderLoad, Gateway, u32) {
+        let started = Instant::now();
+        let v = Vhosts::create(test, &["gw", "th", "he"]);
+        let dir = tempfile::tempdir().unwrap();
+        let text = config(&v).text();
+        declare(&parse_config(&text)).await;
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, text).unwrap();
+        let log = dir.path().join("gateway.log");
+        let gateway = Gateway::spawn(&config, &log);
+
+        let messages = goods(2000);
+        let published = ids(&messages);
+        let publisher = publish_in_background(&v, messages);
+        let depth = wait_for_arrivals(&v, 300, Duration::from_secs(30)).await;
+        let load = BinaryUnderLoad {
+            started,
+            v,
+            _dir: dir,
+            config,
+            log,
+            published,
+            publisher,
+        };
+        (load, gateway, depth)
+    }
+
+    /// Once the publisher is done, starts the binary again, counts until every published id
+    /// is accounted for, prints the tally, stops the binary cleanly and asserts that nothing
+    /// was lost.
+    async fn restart_and_collect(self, what: &str) -> Tally {
+        self.publisher.await.unwrap();
+        let restarted = Gateway::spawn(&self.config, &self.log);
+        let tally = collect(
+            &self.v,
+            &self.published,
+            Duration::from_secs(2),
+            Duration::from_secs(40),
+        )
+        .await;
+        println!("{what}: {} ({:?})", tally.line(), self.started.elapsed());
+        restarted.stop(&self.log).await;
+        assert!(
+            tally.lost.is_empty(),
+            "lost: {:?}\n{}",
+            &tally.lost[..tally.lost.len().min(10)],
+            tail(&self.log)
+        );
+        tally
+    }
 }
 
 // ---- the tests --------------------------------------------------------------------------
@@ -411,9 +409,7 @@ async fn binary_setup(test: &str) -> (Vhosts, tempfile::TempDir) {
 async fn closing_all_gateway_connections_under_load_loses_nothing() {
     let started = Instant::now();
     let v = Vhosts::create("close", &["gw", "th", "he"]);
-    let config = parse_config(&config_text(&v));
-    declare(&config).await;
-    let gateway = RunningGateway::start(config);
+    let gateway = start_gateway(config(&v).build()).await;
 
     let messages = goods(2000);
     let published = ids(&messages);
@@ -475,41 +471,12 @@ async fn closing_all_gateway_connections_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_load_then_restart_drains_everything() {
-    let started = Instant::now();
-    let (v, dir) = binary_setup("kill").await;
-    let config = dir.path().join("gateway.toml");
-    let log = dir.path().join("gateway.log");
-    let gateway = Gateway::spawn(&config, &log);
-
-    let messages = goods(2000);
-    let published = ids(&messages);
-    let publisher = publish_in_background(&v, messages);
-    let depth = wait_for_arrivals(&v, 300, Duration::from_secs(30)).await;
+    let (load, gateway, depth) = BinaryUnderLoad::start("kill").await;
     gateway.signal("-KILL");
     drop(gateway);
     println!("SIGKILL after {depth} arrivals");
-    publisher.await.unwrap();
 
-    let restarted = Gateway::spawn(&config, &log);
-    let tally = collect(
-        &v,
-        &published,
-        Duration::from_secs(2),
-        Duration::from_secs(40),
-    )
-    .await;
-    println!(
-        "sigkill + restart: {} ({:?})",
-        tally.line(),
-        started.elapsed()
-    );
-    restarted.stop(&log).await;
-    assert!(
-        tally.lost.is_empty(),
-        "lost: {:?}\n{}",
-        &tally.lost[..tally.lost.len().min(10)],
-        tail(&log)
-    );
+    let tally = load.restart_and_collect("sigkill + restart").await;
     assert!(
         tally.duplicated <= usize::from(PREFETCH),
         "{} duplicates after one SIGKILL with prefetch {PREFETCH}",
@@ -519,16 +486,7 @@ async fn sigkill_under_load_then_restart_drains_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_drains_cleanly_without_duplicates() {
-    let started = Instant::now();
-    let (v, dir) = binary_setup("term").await;
-    let config = dir.path().join("gateway.toml");
-    let log = dir.path().join("gateway.log");
-    let mut gateway = Gateway::spawn(&config, &log);
-
-    let messages = goods(2000);
-    let published = ids(&messages);
-    let publisher = publish_in_background(&v, messages);
-    let depth = wait_for_arrivals(&v, 300, Duration::from_secs(30)).await;
+    let (load, mut gateway, depth) = BinaryUnderLoad::start("term").await;
     gateway.signal("-TERM");
     let stopping = Instant::now();
     // Grace period 10 s (configuration), plus start-up slack.
@@ -540,31 +498,11 @@ async fn sigterm_under_load_drains_cleanly_without_duplicates() {
     assert!(
         status.is_some_and(|s| s.success()),
         "gateway exit {status:?} after SIGTERM: {}",
-        tail(&log)
+        tail(&load.log)
     );
     drop(gateway);
-    publisher.await.unwrap();
 
-    let restarted = Gateway::spawn(&config, &log);
-    let tally = collect(
-        &v,
-        &published,
-        Duration::from_secs(2),
-        Duration::from_secs(40),
-    )
-    .await;
-    println!(
-        "sigterm + restart: {} ({:?})",
-        tally.line(),
-        started.elapsed()
-    );
-    restarted.stop(&log).await;
-    assert!(
-        tally.lost.is_empty(),
-        "lost: {:?}\n{}",
-        &tally.lost[..tally.lost.len().min(10)],
-        tail(&log)
-    );
+    let tally = load.restart_and_collect("sigterm + restart").await;
     assert_eq!(tally.duplicated, 0, "a clean stop duplicates nothing");
 }
 
@@ -572,9 +510,7 @@ async fn sigterm_under_load_drains_cleanly_without_duplicates() {
 async fn poison_messages_mixed_with_good_ones() {
     let started = Instant::now();
     let v = Vhosts::create("poison", &["gw", "th", "he"]);
-    let config = parse_config(&config_text(&v));
-    declare(&config).await;
-    let gateway = RunningGateway::start(config);
+    let gateway = start_gateway(config(&v).build()).await;
 
     let mut messages = goods(1000);
     let good_ids: HashSet<String> = ids(&messages).into_iter().collect();

@@ -168,7 +168,7 @@ destination = "erfurt"
     let channel = confirm_channel(&he).await;
     let read = he.create_channel().await.unwrap();
     let mut ids: HashMap<String, &str> = HashMap::new();
-    let mut publish_batch = async |n: usize, ids: &mut HashMap<String, &str>| {
+    let publish_batch = async |n: usize, ids: &mut HashMap<String, &str>| {
         for i in 0..n {
             let (region, to) = if i % 2 == 0 {
                 ("160510000000", "erfurt")

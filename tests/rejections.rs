@@ -10,89 +10,30 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use ozg_gateway::Config;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
-use ozg_gateway::topology::{backoffice_queue, status_queue};
+use ozg_gateway::sample;
 use ozg_gateway::wire::v1 as wire;
 
 const MELDE: &str = "99115005104000";
 const MARKER: &[u8] = b"Erika Mustermann, Hauptstr. 1";
 
-fn config(v: &Vhosts, extra_gateway: &str) -> String {
-    format!(
-        r#"
-[gateway]
-dead_letter_broker = "gw"
-confirm_timeout = "5s"
-max_message_bytes = 65536
-{extra_gateway}
-
-[brokers.gw]
-url = "{gw}"
-[brokers.th]
-url = "{th}"
-[brokers.he]
-url = "{he}"
-
-[[platforms]]
-id = "civento-th"
-land = "16"
-broker = "th"
-ingress_queue = "submissions"
-status_exchange = "status"
-prefetch = 20
-
-[[platforms]]
-id = "civento-he"
-land = "06"
-broker = "he"
-ingress_queue = "submissions"
-status_exchange = "status"
-status_format = "protobuf"
-prefetch = 20
-
-[[destinations]]
-id = "he-darmstadt"
-name = "Darmstadt"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "backoffice"
-routing_key = "he-darmstadt"
-
-[[destinations]]
-id = "th-erfurt"
-name = "Erfurt"
-kind = "kreisfreie-stadt"
-land = "16"
-broker = "th"
-exchange = "backoffice"
-routing_key = "th-erfurt"
-
-[[routes]]
-service = "*"
-region = "06411"
-destination = "he-darmstadt"
-
-[[routes]]
-service = "{MELDE}"
-region = "16051"
-destination = "th-erfurt"
-"#,
-        gw = v.url("gw"),
-        th = v.url("th"),
-        he = v.url("he"),
-    )
+fn config(v: &Vhosts) -> Config {
+    TestConfig::new(v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .gateway("max_message_bytes = 65536")
+        .platform("civento-th", "16", "th", Some(20))
+        .platform("civento-he", "06", "he", Some(20))
+        .line(r#"status_format = "protobuf""#)
+        .destination("he-darmstadt", "06", "he", "Darmstadt")
+        .destination("th-erfurt", "16", "th", "Erfurt")
+        .route("*", "06411", "he-darmstadt")
+        .route(MELDE, "16051", "th-erfurt")
+        .build()
 }
 
 fn good() -> wire::Submission {
-    let mut s = sample::submission(&SampleSpec {
-        platform_id: "civento-th",
-        land: "16",
-        service_key: MELDE,
-        region: "064110000000",
-        size: 1024,
-    });
+    let mut s = sample_submission("civento-th", "16", MELDE, "064110000000", 1024);
     // Personal data in the payload: must never reach a header, an event or a detail.
     if let Some(form) = s.form_data.as_mut() {
         form.content = [b"{\"name\":\"".as_slice(), MARKER, b"\"}"].concat();
@@ -113,9 +54,7 @@ type Case = (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason() {
     let v = Vhosts::create("bad", &["gw", "th", "he"]);
-    let config = parse_config(&config(&v, ""));
-    declare(&config).await;
-    let gateway = RunningGateway::start(config);
+    let gateway = start_gateway(config(&v)).await;
 
     // (label, body, content type, expected reason, expected field)
     // (label, body, content type, expected reason, expected field, submission id inside)
@@ -331,25 +270,11 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason() {
     }
     // After all the bad input, the gateway still serves good submissions.
     let last = good();
-    publish(
-        &channel,
-        "submissions",
-        &sample::encode(&last, Encoding::Protobuf),
-        Some("application/x-protobuf"),
-        None,
-        None,
-    )
-    .await;
+    submit(&channel, &last, Encoding::Protobuf).await;
 
     let gw = connect(&v.url("gw")).await;
     let gw_channel = gw.create_channel().await.unwrap();
-    let dead = take(
-        &gw_channel,
-        "ozg.gateway.dead-letters",
-        cases.len(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let dead = take_dead_letters(&gw_channel, cases.len(), Duration::from_secs(30)).await;
     assert_eq!(
         dead.len(),
         cases.len(),
@@ -405,9 +330,9 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason() {
     );
 
     // The platform hears `rejected` for each, with an RFC 7807 problem naming the field.
-    let events = take(
+    let events = take_status(
         &channel,
-        &status_queue("civento-th"),
+        "civento-th",
         cases.len() + 1,
         Duration::from_secs(10),
     )
@@ -445,13 +370,7 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason() {
 
     let he = connect(&v.url("he")).await;
     let he_channel = he.create_channel().await.unwrap();
-    let delivered = take(
-        &he_channel,
-        &backoffice_queue("he-darmstadt"),
-        2,
-        Duration::from_secs(10),
-    )
-    .await;
+    let delivered = take_backoffice(&he_channel, "he-darmstadt", 2, Duration::from_secs(10)).await;
     assert_eq!(
         delivered.len(),
         1,
@@ -468,9 +387,7 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounting_every_published_submission_is_delivered_or_dead_lettered_exactly_once() {
     let v = Vhosts::create("acct", &["gw", "th", "he"]);
-    let config = parse_config(&config(&v, ""));
-    declare(&config).await;
-    let gateway = RunningGateway::start(config);
+    let gateway = start_gateway(config(&v)).await;
 
     const N: usize = 600;
     let th = connect(&v.url("th")).await;
@@ -490,13 +407,7 @@ async fn accounting_every_published_submission_is_delivered_or_dead_lettered_exa
             3 => "091620000000",     // München: no route
             _ => "06411000",         // Darmstadt by AGS
         };
-        let mut s = sample::submission(&SampleSpec {
-            platform_id: platform,
-            land,
-            service_key: MELDE,
-            region,
-            size: 1024,
-        });
+        let mut s = sample_submission(platform, land, MELDE, region, 1024);
         if i % 7 == 0 {
             s.service.as_mut().unwrap().key = "12345678901234".into(); // bad key
         }
@@ -527,24 +438,9 @@ async fn accounting_every_published_submission_is_delivered_or_dead_lettered_exa
     let mut dead_lettered = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while arrived.len() < N && std::time::Instant::now() < deadline {
-        let a = drain(
-            &he_read,
-            &backoffice_queue("he-darmstadt"),
-            Duration::from_millis(300),
-        )
-        .await;
-        let b = drain(
-            &th_read,
-            &backoffice_queue("th-erfurt"),
-            Duration::from_millis(300),
-        )
-        .await;
-        let c = drain(
-            &gw_read,
-            "ozg.gateway.dead-letters",
-            Duration::from_millis(300),
-        )
-        .await;
+        let a = drain_backoffice(&he_read, "he-darmstadt", Duration::from_millis(300)).await;
+        let b = drain_backoffice(&th_read, "th-erfurt", Duration::from_millis(300)).await;
+        let c = drain_dead_letters(&gw_read, Duration::from_millis(300)).await;
         delivered += a.len() + b.len();
         dead_lettered += c.len();
         arrived.extend(
@@ -555,23 +451,15 @@ async fn accounting_every_published_submission_is_delivered_or_dead_lettered_exa
         );
     }
     // Anything late would be a duplicate: wait a little more.
-    let late = drain(&he_read, &backoffice_queue("he-darmstadt"), quiet)
+    let late = drain_backoffice(&he_read, "he-darmstadt", quiet)
         .await
         .len()
-        + drain(
-            &th_read,
-            &backoffice_queue("th-erfurt"),
-            Duration::from_millis(200),
-        )
-        .await
-        .len()
-        + drain(
-            &gw_read,
-            "ozg.gateway.dead-letters",
-            Duration::from_millis(200),
-        )
-        .await
-        .len();
+        + drain_backoffice(&th_read, "th-erfurt", Duration::from_millis(200))
+            .await
+            .len()
+        + drain_dead_letters(&gw_read, Duration::from_millis(200))
+            .await
+            .len();
 
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for id in &arrived {

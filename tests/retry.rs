@@ -16,53 +16,25 @@ use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::{backoffice_queue, status_queue};
 
-fn config(v: &Vhosts, retry: &str) -> String {
-    format!(
-        r#"
-[gateway]
-dead_letter_broker = "gw"
-confirm_timeout = "5s"
-[retry]
-{retry}
-[brokers.gw]
-url = "{gw}"
-[brokers.he]
-url = "{he}"
-[[platforms]]
-id = "civento-he"
-land = "06"
-broker = "he"
-ingress_queue = "submissions"
-status_exchange = "status"
-prefetch = 50
-[[destinations]]
-id = "healthy"
-name = "Darmstadt"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "backoffice"
-routing_key = "healthy"
-[[destinations]]
-id = "ghost"
-name = "Kassel"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "ghost-exchange"
-routing_key = "ghost"
-[[routes]]
-service = "*"
-region = "06411"
-destination = "healthy"
-[[routes]]
-service = "*"
-region = "06611"
-destination = "ghost"
-"#,
-        gw = v.url("gw"),
-        he = v.url("he")
-    )
+/// Platform civento-he; destination `healthy` and `ghost` (whose exchange the tests delete).
+fn config(v: &Vhosts, retry: &[&str]) -> ozg_gateway::Config {
+    let mut c = TestConfig::new(v).gateway(r#"confirm_timeout = "5s""#);
+    for line in retry {
+        c = c.retry(line);
+    }
+    c.platform("civento-he", "06", "he", Some(50))
+        .destination("healthy", "06", "he", "Darmstadt")
+        .destination_with(
+            "ghost",
+            "06",
+            "he",
+            "Kassel",
+            "kreisfreie-stadt",
+            "ghost-exchange",
+        )
+        .route("*", "06411", "healthy")
+        .route("*", "06611", "ghost")
+        .build()
 }
 
 fn submission(region: &str) -> ozg_gateway::wire::v1::Submission {
@@ -78,10 +50,13 @@ fn submission(region: &str) -> ozg_gateway::wire::v1::Submission {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_exchange_is_retried_until_it_exists_while_others_keep_flowing() {
     let v = Vhosts::create("retry", &["gw", "he"]);
-    let config = parse_config(&config(
+    let config = config(
         &v,
-        "delays = [\"200ms\", \"500ms\", \"1s\"]\nmax_attempts = 1000",
-    ));
+        &[
+            r#"delays = ["200ms", "500ms", "1s"]"#,
+            "max_attempts = 1000",
+        ],
+    );
     declare(&config).await;
     let he = connect(&v.url("he")).await;
     let admin = he.create_channel().await.unwrap();
@@ -194,7 +169,7 @@ async fn a_missing_exchange_is_retried_until_it_exists_while_others_keep_flowing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_give_up_after_max_attempts_with_the_count_and_last_error() {
     let v = Vhosts::create("giveup", &["gw", "he"]);
-    let config = parse_config(&config(&v, "delays = [\"100ms\"]\nmax_attempts = 3"));
+    let config = config(&v, &[r#"delays = ["100ms"]"#, "max_attempts = 3"]);
     declare(&config).await;
     let he = connect(&v.url("he")).await;
     let admin = he.create_channel().await.unwrap();

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use ozg_gateway::Config;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
-use ozg_gateway::topology::{backoffice_queue, status_queue};
+use ozg_gateway::sample;
 use ozg_gateway::wire::v1 as wire;
 
 const MELDE: &str = "99115005104000";
@@ -39,57 +39,34 @@ const LANDER: [(&str, &str, &str, &str, &str); 6] = [
     ("ni", "03", "nds-portal", "ni-hannover", "032410001001"),
 ];
 
-fn six_lander_config(v: &Vhosts) -> String {
-    let mut text = format!(
-        "[gateway]\ndead_letter_broker = \"gw\"\nconfirm_timeout = \"5s\"\n\n[brokers.gw]\nurl = \"{}\"\n",
-        v.url("gw")
-    );
+/// Per Land: its platform; its city, reached by the registration of residence; its Land
+/// office, reached by every service anywhere in the Land.
+fn six_lander_config(v: &Vhosts) -> Config {
+    let mut config = TestConfig::new(v).gateway(r#"confirm_timeout = "5s""#);
     for (label, land, platform, city, ars) in LANDER {
-        text += &format!(
-            r#"
-[brokers.{label}]
-url = "{url}"
-
-[[platforms]]
-id = "{platform}"
-land = "{land}"
-broker = "{label}"
-ingress_queue = "submissions"
-status_exchange = "status"
-prefetch = 50
-
-[[destinations]]
-id = "{city}"
-name = "Bürgeramt {city}"
-kind = "gemeinde"
-land = "{land}"
-broker = "{label}"
-exchange = "backoffice"
-routing_key = "{city}"
-
-[[destinations]]
-id = "{label}-land-office"
-name = "Land office {label}"
-kind = "land-office"
-land = "{land}"
-broker = "{label}"
-exchange = "backoffice"
-routing_key = "{label}-land-office"
-
-[[routes]]
-service = "{MELDE}"
-region = "{ars}"
-destination = "{city}"
-
-[[routes]]
-service = "*"
-region = "{land}"
-destination = "{label}-land-office"
-"#,
-            url = v.url(label)
-        );
+        let office = format!("{label}-land-office");
+        config = config
+            .platform(platform, land, label, Some(50))
+            .destination_with(
+                city,
+                land,
+                label,
+                &format!("Bürgeramt {city}"),
+                "gemeinde",
+                "backoffice",
+            )
+            .destination_with(
+                &office,
+                land,
+                label,
+                &format!("Land office {label}"),
+                "land-office",
+                "backoffice",
+            )
+            .route(MELDE, ars, city)
+            .route("*", land, &office);
     }
-    text
+    config.build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,9 +76,7 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
         .chain(LANDER.iter().map(|l| l.0))
         .collect();
     let v = Vhosts::create("six", &labels);
-    let config = parse_config(&six_lander_config(&v));
-    declare(&config).await;
-    let gateway = RunningGateway::start(config);
+    let gateway = start_gateway(six_lander_config(&v)).await;
 
     // Every platform submits a registration of residence for each other Land's city; every
     // second one as JSON, every third with a W3C trace context.
@@ -120,13 +95,7 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
             } else {
                 Encoding::Protobuf
             };
-            let s = sample::submission(&SampleSpec {
-                platform_id: platform,
-                land,
-                service_key: MELDE,
-                region: ars,
-                size: 2048,
-            });
+            let s = sample_submission(platform, land, MELDE, ars, 2048);
             let body = sample::encode(&s, encoding);
             let traceparent =
                 (n % 3 == 0).then(|| format!("00-{:032x}-{:016x}-01", n * 7919, n * 31));
@@ -163,13 +132,7 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
     for (label, _, _, city, ars) in LANDER {
         let connection = connect(&v.url(label)).await;
         let channel = connection.create_channel().await.unwrap();
-        let got = take(
-            &channel,
-            &backoffice_queue(city),
-            5,
-            Duration::from_secs(30),
-        )
-        .await;
+        let got = take_backoffice(&channel, city, 5, Duration::from_secs(30)).await;
         assert_eq!(
             got.len(),
             5,
@@ -210,9 +173,9 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
         }
         // Nothing went to the Land office: the city rule matched.
         assert_eq!(
-            take(
+            take_backoffice(
                 &channel,
-                &backoffice_queue(&format!("{label}-land-office")),
+                &format!("{label}-land-office"),
                 1,
                 Duration::from_millis(200)
             )
@@ -227,13 +190,7 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
     for (label, _, platform, _, _) in LANDER {
         let connection = connect(&v.url(label)).await;
         let channel = connection.create_channel().await.unwrap();
-        let events = take(
-            &channel,
-            &status_queue(platform),
-            5,
-            Duration::from_secs(10),
-        )
-        .await;
+        let events = take_status(&channel, platform, 5, Duration::from_secs(10)).await;
         assert_eq!(events.len(), 5, "{platform} status events");
         for e in events {
             assert_eq!(e.header("x-ozg-status").as_deref(), Some("forwarded"));
@@ -256,9 +213,7 @@ async fn an_ags_is_converted_and_fallbacks_reach_the_land_office() {
         .chain(LANDER.iter().map(|l| l.0))
         .collect();
     let v = Vhosts::create("ags", &labels);
-    let config = parse_config(&six_lander_config(&v));
-    declare(&config).await;
-    let gateway = RunningGateway::start(config);
+    let gateway = start_gateway(six_lander_config(&v)).await;
 
     let connection = connect(&v.url("th")).await;
     let channel = confirm_channel(&connection).await;
@@ -276,40 +231,14 @@ async fn an_ags_is_converted_and_fallbacks_reach_the_land_office() {
     ];
     let mut ids = HashMap::new();
     for (service, region, destination, ars) in cases {
-        let s = sample::submission(&SampleSpec {
-            platform_id: "civento-th",
-            land: "16",
-            service_key: service,
-            region,
-            size: 1024,
-        });
-        publish(
-            &channel,
-            "submissions",
-            &sample::encode(&s, Encoding::Json),
-            Some("application/json"),
-            None,
-            None,
-        )
-        .await;
+        let s = sample_submission("civento-th", "16", service, region, 1024);
+        submit(&channel, &s, Encoding::Json).await;
         ids.insert(s.submission_id, (destination, ars));
     }
     let he = connect(&v.url("he")).await;
     let he_channel = he.create_channel().await.unwrap();
-    let city = take(
-        &he_channel,
-        &backoffice_queue("he-darmstadt"),
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
-    let office = take(
-        &he_channel,
-        &backoffice_queue("he-land-office"),
-        2,
-        Duration::from_secs(20),
-    )
-    .await;
+    let city = take_backoffice(&he_channel, "he-darmstadt", 1, Duration::from_secs(20)).await;
+    let office = take_backoffice(&he_channel, "he-land-office", 2, Duration::from_secs(20)).await;
     assert_eq!(city.len() + office.len(), 3);
     for (m, destination) in city
         .iter()

@@ -16,12 +16,18 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, Conf
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use ozg_gateway::Config;
+use ozg_gateway::envelope::Encoding;
+use ozg_gateway::sample::{self, SampleSpec};
+use ozg_gateway::topology::{backoffice_queue, status_queue};
+use ozg_gateway::wire::v1 as wire;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672";
-const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
-const AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+pub const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+pub const AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+/// The gateway's dead-letter queue (on the `dead_letter_broker`).
+pub const DEAD_LETTERS: &str = "ozg.gateway.dead-letters";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -287,4 +293,255 @@ pub fn temp_store_path() -> String {
 
 pub async fn declare(config: &Config) {
     ozg_gateway::topology::declare(config).await.unwrap();
+}
+
+/// Declares the topology of `config`, then starts the gateway on it.
+pub async fn start_gateway(config: Config) -> RunningGateway {
+    declare(&config).await;
+    RunningGateway::start(config)
+}
+
+// ---- test configurations ------------------------------------------------------------------
+
+/// Which table `TestConfig::line` adds to.
+#[derive(Clone, Copy)]
+enum Table {
+    Gateway,
+    Store,
+    Retry,
+    Platform,
+    Destination,
+    Route,
+}
+
+/// A test configuration, written as TOML: a `[gateway]` whose dead letters go to the broker
+/// `gw`, one broker per vhost of the test (`[brokers.<label>]`, named by its label), and the
+/// platforms, destinations and routes added, each array in the order added.
+pub struct TestConfig {
+    gateway: Vec<String>,
+    store: Vec<String>,
+    retry: Vec<String>,
+    brokers: Vec<(String, String)>,
+    platforms: Vec<Vec<String>>,
+    destinations: Vec<Vec<String>>,
+    routes: Vec<Vec<String>>,
+    last: Table,
+}
+
+impl TestConfig {
+    pub fn new(vhosts: &Vhosts) -> TestConfig {
+        let mut labels: Vec<&String> = vhosts.names.keys().collect();
+        labels.sort();
+        TestConfig {
+            gateway: vec![r#"dead_letter_broker = "gw""#.to_owned()],
+            store: Vec::new(),
+            retry: Vec::new(),
+            brokers: labels
+                .into_iter()
+                .map(|label| (label.clone(), vhosts.url(label)))
+                .collect(),
+            platforms: Vec::new(),
+            destinations: Vec::new(),
+            routes: Vec::new(),
+            last: Table::Gateway,
+        }
+    }
+
+    /// A line of the `[gateway]` table, e.g. `confirm_timeout = "5s"`.
+    pub fn gateway(mut self, line: &str) -> Self {
+        self.gateway.push(line.to_owned());
+        self.last = Table::Gateway;
+        self
+    }
+
+    /// A line of the `[retry]` table, e.g. `max_attempts = 1`.
+    pub fn retry(mut self, line: &str) -> Self {
+        self.retry.push(line.to_owned());
+        self.last = Table::Retry;
+        self
+    }
+
+    /// A `[store]` at `url` (without one, `parse_config` gives the test an SQLite store of
+    /// its own).
+    pub fn store(mut self, url: &str) -> Self {
+        self.store = vec![format!("url = \"{url}\"")];
+        self.last = Table::Store;
+        self
+    }
+
+    /// A platform on the broker `broker`, ingress queue `submissions`, status exchange
+    /// `status`, and the default prefetch unless one is given.
+    pub fn platform(mut self, id: &str, land: &str, broker: &str, prefetch: Option<u16>) -> Self {
+        let mut lines = vec![
+            format!("id = \"{id}\""),
+            format!("land = \"{land}\""),
+            format!("broker = \"{broker}\""),
+            "ingress_queue = \"submissions\"".to_owned(),
+            "status_exchange = \"status\"".to_owned(),
+        ];
+        lines.extend(prefetch.map(|p| format!("prefetch = {p}")));
+        self.platforms.push(lines);
+        self.last = Table::Platform;
+        self
+    }
+
+    /// A city (`kreisfreie-stadt`) on the broker `broker`, reached through the exchange
+    /// `backoffice` with its id as the routing key.
+    pub fn destination(self, id: &str, land: &str, broker: &str, name: &str) -> Self {
+        self.destination_with(id, land, broker, name, "kreisfreie-stadt", "backoffice")
+    }
+
+    /// A destination of any kind behind any exchange, with its id as the routing key.
+    pub fn destination_with(
+        mut self,
+        id: &str,
+        land: &str,
+        broker: &str,
+        name: &str,
+        kind: &str,
+        exchange: &str,
+    ) -> Self {
+        self.destinations.push(vec![
+            format!("id = \"{id}\""),
+            format!("name = \"{name}\""),
+            format!("kind = \"{kind}\""),
+            format!("land = \"{land}\""),
+            format!("broker = \"{broker}\""),
+            format!("exchange = \"{exchange}\""),
+            format!("routing_key = \"{id}\""),
+        ]);
+        self.last = Table::Destination;
+        self
+    }
+
+    pub fn route(mut self, service: &str, region: &str, destination: &str) -> Self {
+        self.routes.push(vec![
+            format!("service = \"{service}\""),
+            format!("region = \"{region}\""),
+            format!("destination = \"{destination}\""),
+        ]);
+        self.last = Table::Route;
+        self
+    }
+
+    /// One more line for the table added last, e.g. `status_format = "protobuf"` after a
+    /// platform or `dedup_window = "7d"` after the store.
+    pub fn line(mut self, line: &str) -> Self {
+        let table = match self.last {
+            Table::Gateway => &mut self.gateway,
+            Table::Store => &mut self.store,
+            Table::Retry => &mut self.retry,
+            Table::Platform => self.platforms.last_mut().unwrap(),
+            Table::Destination => self.destinations.last_mut().unwrap(),
+            Table::Route => self.routes.last_mut().unwrap(),
+        };
+        table.push(line.to_owned());
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let mut text = format!("[gateway]\n{}\n", self.gateway.join("\n"));
+        if !self.store.is_empty() {
+            text += &format!("\n[store]\n{}\n", self.store.join("\n"));
+        }
+        if !self.retry.is_empty() {
+            text += &format!("\n[retry]\n{}\n", self.retry.join("\n"));
+        }
+        for (label, url) in &self.brokers {
+            text += &format!("\n[brokers.{label}]\nurl = \"{url}\"\n");
+        }
+        for (array, tables) in [
+            ("platforms", &self.platforms),
+            ("destinations", &self.destinations),
+            ("routes", &self.routes),
+        ] {
+            for lines in tables {
+                text += &format!("\n[[{array}]]\n{}\n", lines.join("\n"));
+            }
+        }
+        text
+    }
+
+    /// The configuration, through `parse_config`.
+    pub fn build(&self) -> Config {
+        parse_config(&self.text())
+    }
+}
+
+// ---- submissions ----------------------------------------------------------------------------
+
+/// A valid sample submission from `platform` (of Land `land`) for `service` in `region`, of
+/// about `size` bytes.
+pub fn sample_submission(
+    platform: &str,
+    land: &str,
+    service: &str,
+    region: &str,
+    size: usize,
+) -> wire::Submission {
+    sample::submission(&SampleSpec {
+        platform_id: platform,
+        land,
+        service_key: service,
+        region,
+        size,
+    })
+}
+
+/// Publishes an encoded submission to the ingress queue `submissions` as a platform would,
+/// with the encoding's content type and no message id.
+pub async fn submit_encoded(channel: &Channel, body: &[u8], encoding: Encoding) {
+    publish(
+        channel,
+        "submissions",
+        body,
+        Some(encoding.content_type()),
+        None,
+        None,
+    )
+    .await;
+}
+
+/// Encodes a submission and publishes it as `submit_encoded` does.
+pub async fn submit(channel: &Channel, submission: &wire::Submission, encoding: Encoding) {
+    submit_encoded(channel, &sample::encode(submission, encoding), encoding).await;
+}
+
+/// `take` from the back-office queue of `destination`.
+pub async fn take_backoffice(
+    channel: &Channel,
+    destination: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    take(channel, &backoffice_queue(destination), n, timeout).await
+}
+
+/// `take` from the status queue of `platform`.
+pub async fn take_status(
+    channel: &Channel,
+    platform: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    take(channel, &status_queue(platform), n, timeout).await
+}
+
+/// `take` from the dead-letter queue.
+pub async fn take_dead_letters(channel: &Channel, n: usize, timeout: Duration) -> Vec<Received> {
+    take(channel, DEAD_LETTERS, n, timeout).await
+}
+
+/// `drain` the back-office queue of `destination`.
+pub async fn drain_backoffice(
+    channel: &Channel,
+    destination: &str,
+    quiet: Duration,
+) -> Vec<Received> {
+    drain(channel, &backoffice_queue(destination), quiet).await
+}
+
+/// `drain` the dead-letter queue.
+pub async fn drain_dead_letters(channel: &Channel, quiet: Duration) -> Vec<Received> {
+    drain(channel, DEAD_LETTERS, quiet).await
 }
