@@ -194,8 +194,22 @@ impl Directory {
                 0
             };
             if let Some(ars) = prefix.as_ars() {
-                n_gemeinden += 1;
-                ags_to_ars.insert(ars.to_ags(), ars);
+                // The AGS lacks the Gemeindeverband digits, so it must name one Gemeinde
+                // only: two ARS with the same AGS would route AGS submissions silently to
+                // whichever came last. A repeated row is the same Gemeinde, counted once.
+                match ags_to_ars.insert(ars.to_ags(), ars) {
+                    None => n_gemeinden += 1,
+                    Some(earlier) if earlier == ars => {}
+                    Some(earlier) => {
+                        return Err(bad(
+                            "land/rb/kreis/vb/gemeinde",
+                            format!(
+                                "AGS {} names both {earlier} and {ars}; an AGS must name one Gemeinde",
+                                ars.to_ags()
+                            ),
+                        ));
+                    }
+                }
             }
             units.insert(
                 prefix,
@@ -333,6 +347,35 @@ mod tests {
                 .map(|a| a.to_string())
                 .as_deref(),
             Some("010010000000")
+        );
+    }
+
+    #[test]
+    fn gemeinden_are_counted_once_and_an_ags_names_one_gemeinde() {
+        // Regression: a repeated Gemeinde row was counted twice, and two Gemeinden with the
+        // same AGS (differing only in the Gemeindeverband digits) were accepted, the later
+        // one silently taking the AGS.
+        let header =
+            "satzart,textkennzeichen,land,rb,kreis,vb,gemeinde,gemeindename,bevoelkerung\n";
+        let row = "60,64,06,4,31,0001,001,Abtsteinach,2400\n";
+        let repeated = format!("{header}{row}{row}");
+        let d = Directory::parse(repeated.as_bytes(), "x.csv").unwrap();
+        assert_eq!(d.n_gemeinden(), 1);
+        assert_eq!(
+            d.ars_for_ags("06431001".parse().unwrap())
+                .map(|a| a.to_string())
+                .as_deref(),
+            Some("064310001001")
+        );
+
+        let conflicting = format!("{header}{row}60,64,06,4,31,0002,001,Anderswo,10\n");
+        let err = Directory::parse(conflicting.as_bytes(), "x.csv")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "x.csv: line 3: column land/rb/kreis/vb/gemeinde: AGS 06431001 names both \
+             064310001001 and 064310002001; an AGS must name one Gemeinde"
         );
     }
 

@@ -209,7 +209,8 @@ pub fn validate(
     if submission.region.is_empty() {
         return Err(missing("region"));
     }
-    let ars = match submission.region.len() {
+    // Characters, not bytes: eight full-width digits are a malformed AGS, not a 24-byte ARS.
+    let ars = match submission.region.chars().count() {
         8 => {
             let ags: Ags = submission.region.parse().map_err(ValidationError::Region)?;
             directory
@@ -481,6 +482,20 @@ mod tests {
                 s.attachments.push(copy);
             },
             "attachments[1].attachment_id: is used by another attachment too [attachments[1].attachment_id]",
+        );
+    }
+
+    #[test]
+    fn a_region_is_told_apart_by_characters_not_bytes() {
+        // Regression: eight full-width digits (24 bytes) were parsed as an ARS and refused
+        // as "has 8 characters, expected 12 digits (ARS)".
+        check(
+            |s| s.region = "０６４３１００１".into(),
+            "region \"０６４３１００１\" must consist of digits only; expected a 12-digit ARS or an 8-digit AGS [region]",
+        );
+        check(
+            |s| s.region = "ää1234".into(),
+            "region \"ää1234\" has 6 characters, expected 12 digits (ARS); expected a 12-digit ARS or an 8-digit AGS [region]",
         );
     }
 

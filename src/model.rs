@@ -45,13 +45,17 @@ fn parse_digits(s: &str, allowed: &[usize], expected: &'static str) -> Result<u6
     if s.is_empty() {
         return Err(KeyError::Empty);
     }
-    if !allowed.contains(&s.len()) || !s.is_ascii() {
+    // Length in characters, not bytes: "９９…" (full-width digits) has the right number of
+    // characters and is refused for what it is, not as "14 characters, expected 14 digits".
+    let len = s.chars().count();
+    if !allowed.contains(&len) {
         return Err(KeyError::WrongLength {
             found: shown(s),
-            len: s.chars().count(),
+            len,
             expected,
         });
     }
+    // Every byte is an ASCII digit below, so `len` bytes of at most 14 digits fit a u64.
     let mut value = 0u64;
     for b in s.bytes() {
         if !b.is_ascii_digit() {
@@ -436,11 +440,54 @@ mod tests {
         check::<ServiceKey>("9911500510400", "has 13 characters, expected 14 digits");
         check::<ServiceKey>("98115005104000", "must start with 99");
         check::<ServiceKey>("99115005104O00", "digits only");
-        check::<ServiceKey>("９９115005104000", "expected 14 digits");
+        check::<ServiceKey>("９９115005104000", "digits only");
+        check::<ServiceKey>("99115005104ä00", "digits only");
         check::<RegionPrefix>("0641", "2, 3, 5, 9 or 12 digits");
         check::<RegionPrefix>("20", "not a Land code");
         check::<Land>("17", "not a Land code");
         check::<Land>("XX", "not a Land code");
+    }
+
+    #[test]
+    fn non_ascii_characters_are_not_miscounted_as_a_wrong_length() {
+        // Regression: the length was checked in bytes, so a key of the right number of
+        // characters with one non-ASCII character was refused as "has 14 characters,
+        // expected 14 digits".
+        for (input, len) in [
+            ("９９115005104000", 14),
+            ("0641100000０0", 12),
+            ("０６", 2),
+            ("064110000ä", 10),
+        ] {
+            let errors = [
+                input.parse::<ServiceKey>().unwrap_err(),
+                input.parse::<Ars>().unwrap_err(),
+                input.parse::<Ags>().unwrap_err(),
+                input.parse::<RegionPrefix>().unwrap_err(),
+            ];
+            for err in errors {
+                match err {
+                    KeyError::WrongLength { len: found, .. } => {
+                        assert_eq!(found, len, "{input:?}");
+                        assert!(!err.to_string().contains(&format!("expected {len} ")));
+                    }
+                    KeyError::NotDigits { .. } | KeyError::UnknownLand { .. } => {}
+                    other => panic!("{input:?}: {other:?}"),
+                }
+            }
+        }
+        assert!(matches!(
+            "９９115005104000".parse::<ServiceKey>(),
+            Err(KeyError::NotDigits { .. })
+        ));
+        assert!(matches!(
+            "０６".parse::<RegionPrefix>(),
+            Err(KeyError::NotDigits { .. })
+        ));
+        assert!(matches!(
+            "０６".parse::<Land>(),
+            Err(KeyError::UnknownLand { .. })
+        ));
     }
 
     #[test]
