@@ -47,6 +47,19 @@ pub enum DeliveryError {
     NotConnected { broker: String },
 }
 
+impl DeliveryError {
+    /// A short, stable name for the kind of failure (`error.type` in traces, metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeliveryError::Returned { .. } => "returned",
+            DeliveryError::Nacked { .. } => "nacked",
+            DeliveryError::ConfirmTimeout { .. } => "confirm-timeout",
+            DeliveryError::Channel { .. } => "channel-error",
+            DeliveryError::NotConnected { .. } => "not-connected",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to broker {broker} ({display}): {source}")]
 pub struct ConnectError {

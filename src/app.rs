@@ -23,9 +23,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::amqp::{self, OwnedTopology, Publisher, Role};
 use crate::config::{BrokerIndex, Config};
-use crate::link::{self, Link};
+use crate::link::{self, Link, LinkState};
 use crate::pipeline::{Gateway, Source};
 use crate::store::{self, Deduplicator, Store, StoreError};
+use crate::telemetry::{self, IngressLabels, LinkLabels, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -78,6 +79,35 @@ impl Links {
         Links { consume, publish }
     }
 
+    /// Keeps `ozg_broker_connected` in step with every link's state.
+    fn watch(&self, metrics: &Arc<Metrics>, stop: &CancellationToken) {
+        let roles = [("consume", &self.consume), ("publish", &self.publish)];
+        for (role, links) in roles {
+            for link in links.values() {
+                // A handle of its own: the family's guard must not be held across awaits.
+                let gauge = metrics
+                    .broker_connected
+                    .get_or_create(&LinkLabels {
+                        broker: link.broker().to_owned(),
+                        role: role.to_owned(),
+                    })
+                    .clone();
+                let mut states = link.watch_state();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let up = matches!(*states.borrow_and_update(), LinkState::Connected);
+                        gauge.set(i64::from(up));
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            changed = states.changed() => if changed.is_err() { return },
+                        }
+                    }
+                });
+            }
+        }
+    }
+
     async fn close(&self) {
         let closing = self
             .consume
@@ -101,8 +131,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         DEDUP_MAX_DELAY,
     ));
     let purge = tokio::spawn(purge_periodically(store.clone(), config.store.dedup_window));
+    let metrics = Metrics::new();
     let stop_links = CancellationToken::new();
+    if let Some(address) = config.telemetry.metrics_address
+        && let Err(e) = telemetry::serve_metrics(metrics.clone(), address, stop_links.clone()).await
+    {
+        // Metrics are for operators; not having them is no reason to stop moving
+        // submissions.
+        tracing::error!(address = %address, error = %e, "cannot serve metrics");
+    }
     let links = Links::start(&config, &stop_links);
+    links.watch(&metrics, &stop_links);
     // Every broker in use has a publishing link (see `Links::start`).
     let publisher =
         |broker: BrokerIndex| Publisher::new(links.publish[&broker].clone(), g.confirm_timeout);
@@ -134,6 +173,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
         ),
         dedup.clone(),
+        metrics.clone(),
     ));
 
     let stop_consuming = CancellationToken::new();
@@ -161,6 +201,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for (ingress, broker) in platforms.chain([(retries, g.dead_letter_broker)]) {
         consumers.spawn(consume(
             gateway.clone(),
+            metrics.clone(),
             ingress,
             links.consume[&broker].clone(),
             in_flight.clone(),
@@ -256,19 +297,28 @@ struct Ingress {
 /// into the pipeline, and after a lost channel or connection starts over.
 async fn consume(
     gateway: Arc<Gateway>,
+    metrics: Arc<Metrics>,
     ingress: Ingress,
     link: Arc<Link>,
     in_flight: TaskTracker,
     stop: CancellationToken,
 ) {
+    let up = metrics
+        .consumer_up
+        .get_or_create(&IngressLabels {
+            ingress: ingress.name.clone(),
+        })
+        .clone();
     let mut attempt = 0u32;
     loop {
+        up.set(0);
         let Some(connection) = link.connected(&stop).await else {
             return;
         };
         match subscribe(&connection, &ingress).await {
             Ok((channel, consumer)) => {
                 attempt = 0;
+                up.set(1);
                 tracing::info!(ingress = %ingress.name, queue = %ingress.queue,
                     prefetch = ingress.prefetch, "consuming");
                 let tag = consumer.tag();

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::directory::{Directory, DirectoryError};
 use crate::model::{Land, RegionPrefix, ServiceSelector};
+use crate::telemetry::{LogFormat, OtlpProtocol, TelemetrySettings};
 
 /// Exit code for invalid configuration (EX_USAGE), as operators' scripts expect.
 pub const EXIT_INVALID_CONFIG: u8 = 64;
@@ -82,6 +83,19 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<String>,
+    sampling_ratio: Option<f64>,
+    metrics_address: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -356,6 +370,7 @@ pub struct Config {
     pub gateway: GatewaySettings,
     pub store: StoreSettings,
     pub retry: RetrySettings,
+    pub telemetry: TelemetrySettings,
     pub brokers: Vec<Broker>,
     pub platforms: Vec<Platform>,
     pub destinations: Vec<Destination>,
@@ -635,6 +650,75 @@ impl Validator {
             prefetch: u16::try_from(retry_prefetch).unwrap_or(u16::MAX),
         };
 
+        // Telemetry.
+        let t = &raw.telemetry;
+        let defaults = TelemetrySettings::default();
+        let otlp_protocol = match t.otlp_protocol.as_deref() {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some(other) => {
+                self.error(
+                    "telemetry.otlp_protocol",
+                    format!("unknown protocol {other:?} (grpc or http/protobuf)"),
+                );
+                OtlpProtocol::Grpc
+            }
+        };
+        if let Some(endpoint) = &t.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            self.error(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            );
+        }
+        let sampling_ratio = t.sampling_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sampling_ratio) {
+            self.error(
+                "telemetry.sampling_ratio",
+                format!("{sampling_ratio} is not between 0 and 1"),
+            );
+        }
+        let metrics_address = match &t.metrics_address {
+            None => None,
+            Some(a) => match a.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.error(
+                        "telemetry.metrics_address",
+                        format!("{a:?} is not an address like 127.0.0.1:9464"),
+                    );
+                    None
+                }
+            },
+        };
+        let log_level = t.log_level.clone().unwrap_or(defaults.log_level);
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            self.error(
+                "telemetry.log_level",
+                format!("{log_level:?} is not a log filter (e.g. info, or info,lapin=off)"),
+            );
+        }
+        let log_format = match t.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.error(
+                    "telemetry.log_format",
+                    format!("unknown format {other:?} (text or json)"),
+                );
+                LogFormat::Text
+            }
+        };
+        let telemetry = TelemetrySettings {
+            otlp_endpoint: t.otlp_endpoint.clone(),
+            otlp_protocol,
+            sampling_ratio,
+            metrics_address,
+            log_level,
+            log_format,
+        };
+
         // Platforms.
         let mut platforms = Vec::new();
         let mut platform_ids = HashSet::new();
@@ -784,6 +868,7 @@ impl Validator {
                     verify_attachment_hashes: g.verify_attachment_hashes.unwrap_or(true),
                 },
                 retry,
+                telemetry,
                 store: StoreSettings {
                     display: crate::store::redact_url(&store_url),
                     url: store_url,

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod route;
 pub mod sample;
 pub mod store;
+pub mod telemetry;
 pub mod topology;
 pub mod wire;
 

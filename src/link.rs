@@ -140,7 +140,15 @@ async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
                     tokio::select! {
                         () = stop.cancelled() => break None,
                         event = events.next() => match event {
-                            Some(lapin::Event::Error(e)) => break Some(e.to_string()),
+                            // Channel errors (a 404 on one destination's channel) come
+                            // through here too; only a connection that is gone is lost.
+                            Some(lapin::Event::Error(e)) => {
+                                if !connection.status().connected() {
+                                    break Some(e.to_string());
+                                }
+                                tracing::debug!(broker = %link.broker, error = %e,
+                                    "channel error on a connection that is still up");
+                            }
                             Some(_) => {}
                             None => break Some("connection event stream ended".to_owned()),
                         },

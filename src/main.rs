@@ -15,6 +15,7 @@ use ozg_gateway::envelope::Encoding;
 use ozg_gateway::link::{Link, LinkState};
 use ozg_gateway::model::{Ags, Ars, ServiceKey};
 use ozg_gateway::route::RoutingTable;
+use ozg_gateway::telemetry::{self, TelemetryGuard, TelemetrySettings};
 use ozg_gateway::wire::v1 as wire;
 use ozg_gateway::{sample, topology};
 use tokio_util::sync::CancellationToken;
@@ -22,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(name = "ozg-gateway", version, about, long_version = LONG_VERSION)]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "OZG_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log format on stderr (default: `telemetry.log_format` of the configuration, or text).
+    #[arg(long, global = true, value_enum, env = "OZG_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,7 +125,6 @@ struct ReceiveFrom {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -132,20 +132,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(dispatch(cli.command))
+    runtime.block_on(dispatch(cli.command, cli.log_format))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OZG_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+/// Logging (and tracing, for `run`) as configured, the command line's format winning.
+fn init_telemetry(
+    mut settings: TelemetrySettings,
+    format: Option<LogFormat>,
+) -> Result<TelemetryGuard, ExitCode> {
+    if let Some(format) = format {
+        settings.log_format = match format {
+            LogFormat::Text => telemetry::LogFormat::Text,
+            LogFormat::Json => telemetry::LogFormat::Json,
+        };
     }
+    telemetry::init(&settings).map_err(fail)
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -160,9 +161,19 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn dispatch(command: Command) -> ExitCode {
+async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
+    if let Command::Run { config } = command {
+        return match run(config, log_format).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        };
+    }
+    let _telemetry = match init_telemetry(TelemetrySettings::default(), log_format) {
+        Ok(guard) => guard,
+        Err(code) => return code,
+    };
     let result = match command {
-        Command::Run { config } => run(config).await,
+        Command::Run { .. } => Ok(()),
         Command::CheckConfig { file } => load(&file).map(|c| {
             println!(
                 "{}: valid ({} brokers, {} platforms, {} destinations, {} routes)",
@@ -221,8 +232,9 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> Result<(), ExitCode> {
+async fn run(path: PathBuf, log_format: Option<LogFormat>) -> Result<(), ExitCode> {
     let config = load(&path)?;
+    let _telemetry = init_telemetry(config.telemetry.clone(), log_format)?;
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

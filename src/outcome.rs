@@ -189,6 +189,8 @@ pub enum Outcome {
     /// Delivery failed; the submission waits in a delay queue and is tried again.
     Retry {
         submission_id: String,
+        /// The destination that failed (the retry routes afresh).
+        destination: String,
         attempts: crate::pipeline::Attempts,
         error: String,
     },

@@ -7,21 +7,26 @@
 //! redelivery (nacked with requeue, or never acked because the channel went away).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use uuid::Uuid;
 
-use crate::amqp::{DeliveryError, Publisher, header_string, header_text, retry_wait_queue};
+use crate::amqp::{
+    DeliveryError, Publisher, RETRY_READY_QUEUE, header_string, header_text, retry_wait_queue,
+};
 use crate::config::{Config, DestinationIndex, StatusFormat};
 use crate::envelope::{self, DecodeError, Encoding, Envelope};
 use crate::outcome::{Outcome, Reason, Rejection};
 use crate::route::RoutingTable;
 use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen};
+use crate::telemetry::{self, DestinationLabels, Metrics, PlatformLabels};
 use crate::wire::v1 as wire;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// AMQP headers the gateway sets. Back offices and operators may rely on these names.
 pub mod headers {
@@ -61,6 +66,27 @@ pub struct Gateway {
     /// Publishes to the delay queues on the gateway's broker.
     retry: Publisher,
     dedup: Arc<Deduplicator>,
+    metrics: Arc<Metrics>,
+    /// Submission ids being delivered right now. The same id taken off a queue again in the
+    /// meantime (the platform republished it, or the broker redelivered it) must not pass
+    /// the deduplication check before the first delivery is confirmed and recorded.
+    delivering: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+}
+
+/// Takes a submission id out of `Gateway::delivering` when its processing ends, whatever
+/// the way out.
+struct DeliveringGuard<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    id: Uuid,
+}
+
+impl Drop for DeliveringGuard<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// Where a delivery was taken from.
@@ -89,6 +115,7 @@ impl Gateway {
         dead_letter: Publisher,
         retry: Publisher,
         dedup: Arc<Deduplicator>,
+        metrics: Arc<Metrics>,
     ) -> Gateway {
         let table = RoutingTable::new(config.routes.clone());
         Gateway {
@@ -99,6 +126,8 @@ impl Gateway {
             dead_letter,
             retry,
             dedup,
+            metrics,
+            delivering: std::sync::Mutex::default(),
         }
     }
 
@@ -121,6 +150,57 @@ impl Gateway {
                 )
             }
         };
+        let queue = match source {
+            Source::Platform(i) => self.config.platforms[i].ingress_queue.as_str(),
+            Source::Retry => RETRY_READY_QUEUE,
+        };
+        let platform_id = platform.map_or("?", |i| self.config.platforms[i].id.as_str());
+        // Span names and attributes follow OpenTelemetry's messaging conventions.
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {queue}"),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = %queue,
+            messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+            messaging.message.id = tracing::field::Empty,
+            messaging.message.body.size = delivery.data.len(),
+            ozg.platform = %platform_id,
+            ozg.attempt = attempts.failed + 1,
+            ozg.outcome = tracing::field::Empty,
+            ozg.reason = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        // A platform's trace is continued; without one a new trace starts here.
+        let _ = span.set_parent(telemetry::extract(headers));
+        let started = Instant::now();
+        let platform_labels = PlatformLabels {
+            platform: platform_id.to_owned(),
+        };
+        match source {
+            Source::Platform(_) => {
+                self.metrics.in_flight.get_or_create(&platform_labels).inc();
+            }
+            Source::Retry => {
+                self.metrics.retry_backlog.dec();
+            }
+        }
+        self.process_in(platform, attempts, delivery)
+            .instrument(span)
+            .await;
+        self.metrics
+            .processing_seconds
+            .get_or_create(&platform_labels)
+            .observe(started.elapsed().as_secs_f64());
+        if let Source::Platform(_) = source {
+            self.metrics.in_flight.get_or_create(&platform_labels).dec();
+        }
+    }
+
+    async fn process_in(&self, platform: Option<usize>, attempts: Attempts, delivery: Delivery) {
+        let headers = delivery.properties.headers().as_ref();
         let outcome = match platform {
             Some(p) => self.handle(p, attempts, &delivery).await,
             // A retry for a platform that is no longer configured: nobody to tell, nothing
@@ -151,6 +231,22 @@ impl Gateway {
             }
         };
         let submission_id = envelope.submission_id.to_string();
+        tracing::Span::current().record("messaging.message.id", submission_id.as_str());
+        let claimed = self
+            .delivering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(envelope.submission_id);
+        if !claimed {
+            return Outcome::Requeue {
+                submission_id,
+                error: "the same submission id is being delivered right now".to_owned(),
+            };
+        }
+        let _delivering = DeliveringGuard {
+            set: &self.delivering,
+            id: envelope.submission_id,
+        };
         match self.dedup.check(envelope.submission_id, fingerprint).await {
             Ok(Seen::New) => {}
             Ok(Seen::Delivered { destination, .. }) => {
@@ -176,7 +272,24 @@ impl Gateway {
                 };
             }
         }
-        let Some(found) = self.table.resolve(envelope.service, envelope.ars) else {
+        let found = {
+            let route = tracing::info_span!(
+                "route",
+                ozg.service = %envelope.service,
+                ozg.ars = %envelope.ars,
+                ozg.destination = tracing::field::Empty,
+            )
+            .entered();
+            let found = self.table.resolve(envelope.service, envelope.ars);
+            if let Some(f) = found {
+                route.record(
+                    "ozg.destination",
+                    self.config.destinations[f.destination].id.as_str(),
+                );
+            }
+            found
+        };
+        let Some(found) = found else {
             return Outcome::Rejected {
                 rejection: Rejection::no_route(envelope.service, envelope.ars),
                 submission_id: Some(submission_id),
@@ -201,6 +314,7 @@ impl Gateway {
             }
             return Outcome::Retry {
                 submission_id,
+                destination: self.config.destinations[found.destination].id.clone(),
                 attempts: Attempts {
                     failed,
                     first_failure: Some(first_failure),
@@ -290,19 +404,75 @@ impl Gateway {
         );
         headers.insert(headers::ARS.into(), header_string(envelope.ars.to_string()));
         headers.insert(headers::DESTINATION.into(), header_string(d.id.as_str()));
-        copy_trace_context(delivery.properties.headers().as_ref(), &mut headers);
-        let properties = BasicProperties::default()
-            .with_message_id(envelope.submission_id.to_string().into())
-            .with_content_type(encoding.content_type().into())
-            .with_type("ozg.gateway.v1.Submission".into())
-            .with_app_id("ozg-gateway".into())
-            .with_timestamp(unix_seconds())
-            .with_headers(headers);
-        // The body goes on unchanged: the gateway never re-encodes what the platform signed
-        // or encrypted.
-        self.destinations[destination]
-            .publish(&d.exchange, &d.routing_key, &delivery.data, properties)
-            .await
+        let id = envelope.submission_id.to_string();
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", if d.exchange.is_empty() { "(default)" } else { d.exchange.as_str() }),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "publish",
+            messaging.destination.name = %d.exchange,
+            messaging.rabbitmq.destination.routing_key = %d.routing_key,
+            messaging.message.id = %id,
+            ozg.destination = %d.id,
+            error.type = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let published = async {
+            // The destination continues the trace from the gateway's publish span.
+            telemetry::inject(
+                &tracing::Span::current(),
+                delivery.properties.headers().as_ref(),
+                &mut headers,
+            );
+            let properties = BasicProperties::default()
+                .with_message_id(id.as_str().into())
+                .with_content_type(encoding.content_type().into())
+                .with_type("ozg.gateway.v1.Submission".into())
+                .with_app_id("ozg-gateway".into())
+                .with_timestamp(unix_seconds())
+                .with_headers(headers);
+            // The body goes on unchanged: the gateway never re-encodes what the platform
+            // signed or encrypted.
+            let result = self.destinations[destination]
+                .publish(&d.exchange, &d.routing_key, &delivery.data, properties)
+                .await;
+            if let Err(e) = &result {
+                let span = tracing::Span::current();
+                span.record("otel.status_code", "error");
+                span.record("error.type", e.kind());
+            }
+            result
+        }
+        .instrument(span)
+        .await;
+        if published.is_ok() {
+            self.metrics
+                .confirm_seconds
+                .get_or_create(&DestinationLabels {
+                    destination: d.id.clone(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        published
+    }
+
+    /// Counts the outcome and notes it on the submission's span.
+    fn record_outcome(&self, platform: &str, destination: &str, outcome: &str, reason: &str) {
+        self.metrics.outcome(platform, destination, outcome, reason);
+        let span = tracing::Span::current();
+        span.record("ozg.outcome", outcome);
+        if !reason.is_empty() {
+            span.record("ozg.reason", reason);
+        }
+        if matches!(outcome, "dead-lettered" | "retrying" | "requeued") {
+            span.record("otel.status_code", "error");
+            span.record(
+                "error.type",
+                if reason.is_empty() { outcome } else { reason },
+            );
+        }
     }
 
     /// The one place that decides ack, dead-letter or redelivery.
@@ -314,6 +484,7 @@ impl Gateway {
                 destination,
             } => {
                 let d = &self.config.destinations[destination];
+                self.record_outcome(platform_id, &d.id, "delivered", "");
                 tracing::info!(
                     submission_id = %envelope.submission_id,
                     platform = %platform_id,
@@ -340,6 +511,7 @@ impl Gateway {
                 envelope,
                 destination,
             } => {
+                self.record_outcome(platform_id, &destination, "duplicate", "");
                 tracing::info!(
                     submission_id = %envelope.submission_id,
                     platform = %platform_id,
@@ -365,6 +537,7 @@ impl Gateway {
             }
             Outcome::Retry {
                 submission_id,
+                destination,
                 attempts,
                 error,
             } => match self
@@ -372,12 +545,15 @@ impl Gateway {
                 .await
             {
                 Ok(delay) => {
+                    self.record_outcome(platform_id, &destination, "retrying", "delivery-failed");
+                    self.metrics.retry_backlog.inc();
                     tracing::warn!(submission_id = %submission_id, platform = %platform_id,
-                        attempt = attempts.failed, retry_in = ?delay, error = %error,
-                        outcome = "retrying", "delivery failed; retrying later");
+                        destination = %destination, attempt = attempts.failed, retry_in = ?delay,
+                        error = %error, outcome = "retrying", "delivery failed; retrying later");
                     ack(&delivery, &submission_id).await;
                 }
                 Err(e) => {
+                    self.record_outcome(platform_id, &destination, "requeued", "delivery-failed");
                     tracing::error!(submission_id = %submission_id, platform = %platform_id,
                         error = %e, outcome = "requeued",
                         "cannot schedule the retry; leaving the submission on its queue for redelivery");
@@ -388,6 +564,7 @@ impl Gateway {
                 submission_id,
                 error,
             } => {
+                self.record_outcome(platform_id, "", "requeued", "");
                 tracing::warn!(submission_id = %submission_id, platform = %platform_id, error = %error,
                     outcome = "requeued", "cannot finish now; leaving the submission on its queue for redelivery");
                 requeue(&delivery, &submission_id).await;
@@ -406,11 +583,18 @@ impl Gateway {
                             .map(|m| m.to_string())
                     })
                     .unwrap_or_default();
+                tracing::Span::current().record("messaging.message.id", submission_id.as_str());
                 match self
                     .dead_letter(platform, &delivery, &rejection, &submission_id)
                     .await
                 {
                     Ok(()) => {
+                        self.record_outcome(
+                            platform_id,
+                            "",
+                            "dead-lettered",
+                            rejection.reason.code(),
+                        );
                         tracing::warn!(
                             submission_id = %submission_id,
                             platform = %platform_id,
@@ -434,6 +618,7 @@ impl Gateway {
                         ack(&delivery, &submission_id).await;
                     }
                     Err(e) => {
+                        self.record_outcome(platform_id, "", "requeued", rejection.reason.code());
                         tracing::error!(
                             submission_id = %submission_id,
                             platform = %platform_id,
@@ -606,7 +791,11 @@ impl Gateway {
             headers::SUBMISSION_ID.into(),
             header_string(event.submission_id.as_str()),
         );
-        copy_trace_context(delivery.properties.headers().as_ref(), &mut headers);
+        telemetry::inject(
+            &tracing::Span::current(),
+            delivery.properties.headers().as_ref(),
+            &mut headers,
+        );
         let properties = BasicProperties::default()
             .with_message_id(event.event_id.as_str().into())
             .with_content_type(content_type.into())
@@ -691,15 +880,6 @@ fn header_timestamp(headers: Option<&FieldTable>, name: &str) -> Option<u64> {
     match headers?.inner().get(name)? {
         AMQPValue::Timestamp(t) => Some(*t),
         _ => None,
-    }
-}
-
-fn copy_trace_context(from: Option<&FieldTable>, to: &mut FieldTable) {
-    let Some(from) = from else { return };
-    for name in [headers::TRACEPARENT, headers::TRACESTATE] {
-        if let Some(value) = from.inner().get(name) {
-            to.insert(ShortString::from(name), value.clone());
-        }
     }
 }
 

@@ -141,3 +141,40 @@ async fn postgres_store_delivers_each_submission_once() {
         .await
         .unwrap();
 }
+
+/// The same submission published several times back to back: the copies are taken off the
+/// queue while the first is still waiting for its confirm, before it is recorded. Exactly
+/// one reaches the back office.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_in_flight_at_the_same_time_are_delivered_once() {
+    let v = Vhosts::create("dedup-race", &["gw", "he"]);
+    let config = config(&v, &format!("sqlite://{}", temp_store_path()));
+    declare(&config).await;
+    let he = connect(&v.url("he")).await;
+    let channel = confirm_channel(&he).await;
+    let read = he.create_channel().await.unwrap();
+    let mut ids = Vec::new();
+    // Published before the gateway starts, so that all copies are handed out at once.
+    for _ in 0..20 {
+        let s = sample_submission("civento-he", "06", "99115005104000", "064110000000", 1024);
+        let body = sample::encode(&s, Encoding::Protobuf);
+        for _ in 0..5 {
+            submit_encoded(&channel, &body, Encoding::Protobuf).await;
+        }
+        ids.push(s.submission_id);
+    }
+    let gateway = RunningGateway::start(config);
+    let events = take_status(&read, "civento-he", 100, Duration::from_secs(30)).await;
+    assert_eq!(events.len(), 100, "every copy is answered");
+    let delivered = drain_backoffice(&read, "he-darmstadt", Duration::from_secs(2)).await;
+    let mut got: Vec<String> = delivered.iter().map(|m| m.message_id().unwrap()).collect();
+    got.sort();
+    ids.sort();
+    println!(
+        "published=100 (20 ids × 5) delivered={} duplicated={}",
+        got.len(),
+        got.len().saturating_sub(ids.len())
+    );
+    assert_eq!(got, ids, "each id exactly once");
+    gateway.stop().await;
+}

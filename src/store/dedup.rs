@@ -233,16 +233,21 @@ async fn run_checks(
         };
         let mut stored = stored.map(Vec::into_iter);
         for ((req, before), after) in batch.into_iter().zip(before).zip(after) {
-            let answer = match (after, before) {
-                (Some(seen), _) => Ok(seen),
-                (None, Some(seen)) => Ok(seen),
-                // Only requests without a first-look answer were asked, in batch order.
-                (None, None) => match &mut stored {
-                    Ok(seen) => seen.next().ok_or(StoreError::Corrupt {
-                        detail: "store answered fewer checks than were asked".into(),
-                    }),
-                    Err(error) => Err(error.clone()),
-                },
+            // Only requests without a first-look answer were asked, in batch order; their
+            // answer is taken off the store's list even when the second look wins, or every
+            // later answer would belong to the wrong request.
+            let from_store = before.is_none().then(|| match &mut stored {
+                Ok(seen) => seen.next().ok_or(StoreError::Corrupt {
+                    detail: "store answered fewer checks than were asked".into(),
+                }),
+                Err(error) => Err(error.clone()),
+            });
+            let answer = match (after, before, from_store) {
+                (Some(seen), _, _) | (None, Some(seen), _) => Ok(seen),
+                (None, None, Some(answer)) => answer,
+                (None, None, None) => Err(StoreError::Corrupt {
+                    detail: "a check was neither answered nor asked".into(),
+                }),
             };
             // The caller may have given up waiting; nothing to do then.
             let _ = req.reply.send(answer);

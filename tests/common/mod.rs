@@ -309,6 +309,7 @@ enum Table {
     Gateway,
     Store,
     Retry,
+    Telemetry,
     Platform,
     Destination,
     Route,
@@ -321,6 +322,7 @@ pub struct TestConfig {
     gateway: Vec<String>,
     store: Vec<String>,
     retry: Vec<String>,
+    telemetry: Vec<String>,
     brokers: Vec<(String, String)>,
     platforms: Vec<Vec<String>>,
     destinations: Vec<Vec<String>>,
@@ -336,6 +338,7 @@ impl TestConfig {
             gateway: vec![r#"dead_letter_broker = "gw""#.to_owned()],
             store: Vec::new(),
             retry: Vec::new(),
+            telemetry: Vec::new(),
             brokers: labels
                 .into_iter()
                 .map(|label| (label.clone(), vhosts.url(label)))
@@ -358,6 +361,13 @@ impl TestConfig {
     pub fn retry(mut self, line: &str) -> Self {
         self.retry.push(line.to_owned());
         self.last = Table::Retry;
+        self
+    }
+
+    /// A line of the `[telemetry]` table, e.g. `metrics_address = "127.0.0.1:9464"`.
+    pub fn telemetry(mut self, line: &str) -> Self {
+        self.telemetry.push(line.to_owned());
+        self.last = Table::Telemetry;
         self
     }
 
@@ -431,6 +441,7 @@ impl TestConfig {
             Table::Gateway => &mut self.gateway,
             Table::Store => &mut self.store,
             Table::Retry => &mut self.retry,
+            Table::Telemetry => &mut self.telemetry,
             Table::Platform => self.platforms.last_mut().unwrap(),
             Table::Destination => self.destinations.last_mut().unwrap(),
             Table::Route => self.routes.last_mut().unwrap(),
@@ -446,6 +457,9 @@ impl TestConfig {
         }
         if !self.retry.is_empty() {
             text += &format!("\n[retry]\n{}\n", self.retry.join("\n"));
+        }
+        if !self.telemetry.is_empty() {
+            text += &format!("\n[telemetry]\n{}\n", self.telemetry.join("\n"));
         }
         for (label, url) in &self.brokers {
             text += &format!("\n[brokers.{label}]\nurl = \"{url}\"\n");

@@ -1,0 +1,434 @@
+//! Observability: tracing with OpenTelemetry (OTLP export, off by default), W3C trace context
+//! carried in AMQP headers, Prometheus metrics, and structured logs.
+//!
+//! Architecture invariant: nothing here blocks the message path. Spans go to a batch
+//! processor that drops when its queue is full (a collector that is down costs nothing but
+//! the spans); metrics are atomic counters read by the HTTP endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::amqp::header_text;
+
+/// How traces leave the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// OTLP endpoint; no export when absent.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
+    /// Share of new traces recorded (a platform's sampled trace is always continued).
+    pub sampling_ratio: f64,
+    /// Where `/metrics` is served; not served when absent.
+    pub metrics_address: Option<SocketAddr>,
+    /// Default log filter; `OZG_LOG` (or `RUST_LOG`) overrides it.
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> TelemetrySettings {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::Grpc,
+            sampling_ratio: 1.0,
+            metrics_address: None,
+            // lapin logs an ERROR for every channel the broker closes (a 404 on a missing
+            // destination exchange), which the gateway already reports as a failed delivery.
+            log_level: "info,lapin=off".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("OTLP exporter for {endpoint}: {detail}")]
+    Exporter { endpoint: String, detail: String },
+    #[error("log filter {filter:?}: {detail}")]
+    Filter { filter: String, detail: String },
+    #[error("a global subscriber is already installed: {0}")]
+    Subscriber(String),
+}
+
+/// Keeps the tracer provider alive; flushes and shuts it down when dropped.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Installs the global subscriber: the log layer (text or JSON on stderr) and the
+/// OpenTelemetry layer. The tracer provider always exists, so trace context is continued
+/// and propagated even when nothing is exported.
+pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
+    let provider = tracer_provider(settings)?;
+    let filter = match std::env::var("OZG_LOG").or_else(|_| std::env::var("RUST_LOG")) {
+        Ok(from_env) => from_env,
+        Err(_) => settings.log_level.clone(),
+    };
+    let filter_layer =
+        tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| TelemetryError::Filter {
+            filter: filter.clone(),
+            detail: e.to_string(),
+        })?;
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("ozg-gateway"));
+    let registry = tracing_subscriber::registry().with(filter_layer).with(otel);
+    let installed = match settings.log_format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// The tracer provider: OTLP batch export when an endpoint is configured, none otherwise.
+pub fn tracer_provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, TelemetryError> {
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+        settings.sampling_ratio,
+    )));
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("ozg-gateway")
+        .build();
+    let builder = SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_resource(resource);
+    let Some(endpoint) = &settings.otlp_endpoint else {
+        return Ok(builder.build());
+    };
+    let failed = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter {
+        endpoint: endpoint.clone(),
+        detail: e.to_string(),
+    };
+    let exporter = match settings.otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(failed)?,
+        // The HTTP exporter takes the endpoint as the full URL of the traces resource.
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(if endpoint.ends_with("/v1/traces") {
+                endpoint.clone()
+            } else {
+                format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+            })
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(failed)?,
+    };
+    // The batch processor exports on its own thread and drops spans when its queue is
+    // full: a collector that is down never slows a submission.
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+// ---------------------------------------------------------------------------------------
+// W3C trace context in AMQP headers.
+
+struct HeaderExtractor<'a>(&'a FieldTable);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        // Values sent as bytes have no &str to lend; they are handled in `extract`.
+        match self.0.inner().get(key)? {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+            AMQPValue::ShortString(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.inner().keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut FieldTable);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(
+            ShortString::from(key),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+}
+
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// The trace context a platform sent, whether as strings or byte arrays; empty if none.
+pub fn extract(headers: Option<&FieldTable>) -> opentelemetry::Context {
+    let Some(headers) = headers else {
+        return opentelemetry::Context::new();
+    };
+    let mut normalised = FieldTable::default();
+    for name in [TRACEPARENT, TRACESTATE] {
+        if let Some(text) = header_text(Some(headers), name) {
+            normalised.insert(name.into(), AMQPValue::LongString(text.into()));
+        }
+    }
+    TraceContextPropagator::new().extract(&HeaderExtractor(&normalised))
+}
+
+/// Writes the trace context of `span` into `out`. Without a recording tracer (the gateway
+/// used as a library with no subscriber), the platform's own headers are passed on as they
+/// came, so the trace is not broken either way.
+pub fn inject(span: &tracing::Span, incoming: Option<&FieldTable>, out: &mut FieldTable) {
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(out));
+        return;
+    }
+    let Some(incoming) = incoming else { return };
+    for name in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = incoming.inner().get(name) {
+            out.insert(ShortString::from(name), value.clone());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub platform: String,
+    pub destination: String,
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlatformLabels {
+    pub platform: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabels {
+    pub broker: String,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngressLabels {
+    pub ingress: String,
+}
+
+/// Every metric the gateway exposes; names are documented in README.md.
+pub struct Metrics {
+    registry: Registry,
+    pub messages: Family<OutcomeLabels, Counter>,
+    pub processing_seconds: Family<PlatformLabels, Histogram>,
+    pub confirm_seconds: Family<DestinationLabels, Histogram>,
+    pub in_flight: Family<PlatformLabels, Gauge>,
+    pub retry_backlog: Gauge,
+    pub broker_connected: Family<LinkLabels, Gauge>,
+    pub consumer_up: Family<IngressLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("ozg");
+        let messages = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "Submissions taken off a queue, by platform, destination, outcome (delivered, duplicate, dead-lettered, retrying, requeued) and reason",
+            messages.clone(),
+        );
+        let processing_seconds = Family::<PlatformLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "processing_seconds",
+            "Time from taking a submission off a queue to settling it (ack after the destination's confirm)",
+            processing_seconds.clone(),
+        );
+        let confirm_seconds = Family::<DestinationLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "confirm_seconds",
+            "Time from publishing to a destination to its broker's confirm",
+            confirm_seconds.clone(),
+        );
+        let in_flight = Family::<PlatformLabels, Gauge>::default();
+        registry.register(
+            "in_flight",
+            "Submissions taken off a platform's queue and not yet settled",
+            in_flight.clone(),
+        );
+        let retry_backlog = Gauge::default();
+        registry.register(
+            "retry_backlog",
+            "Submissions waiting in the retry delay queues (scheduled by this process and not yet back)",
+            retry_backlog.clone(),
+        );
+        let broker_connected = Family::<LinkLabels, Gauge>::default();
+        registry.register(
+            "broker_connected",
+            "1 while the connection to a broker (role consume or publish) is up, else 0",
+            broker_connected.clone(),
+        );
+        let consumer_up = Family::<IngressLabels, Gauge>::default();
+        registry.register(
+            "consumer_up",
+            "1 while the consumer of a platform's queue (or the retry queue) is subscribed, else 0",
+            consumer_up.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            messages,
+            processing_seconds,
+            confirm_seconds,
+            in_flight,
+            retry_backlog,
+            broker_connected,
+            consumer_up,
+        })
+    }
+
+    pub fn outcome(&self, platform: &str, destination: &str, outcome: &str, reason: &str) {
+        self.messages
+            .get_or_create(&OutcomeLabels {
+                platform: platform.to_owned(),
+                destination: destination.to_owned(),
+                outcome: outcome.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `/metrics` on `address` until `stop` fires.
+pub async fn serve_metrics(
+    metrics: Arc<Metrics>,
+    address: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(address = %bound, "metrics endpoint listening on /metrics");
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_is_read_from_strings_and_bytes() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for value in [
+            AMQPValue::LongString(traceparent.into()),
+            AMQPValue::ByteArray(traceparent.as_bytes().to_vec().into()),
+        ] {
+            let mut headers = FieldTable::default();
+            headers.insert(TRACEPARENT.into(), value);
+            let cx = extract(Some(&headers));
+            let span = cx.span();
+            let sc = span.span_context();
+            assert!(sc.is_valid());
+            assert_eq!(
+                sc.trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            assert!(sc.is_remote());
+        }
+        assert!(!extract(None).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn metrics_are_exposed_in_the_text_format() {
+        let m = Metrics::new();
+        m.outcome("civento-he", "he-darmstadt", "delivered", "");
+        m.outcome("civento-he", "he-darmstadt", "delivered", "");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"ozg_messages_total{platform="civento-he",destination="he-darmstadt",outcome="delivered",reason=""} 2"#),
+            "{text}"
+        );
+    }
+}
