@@ -99,14 +99,14 @@ pub enum ValidationError {
     Missing { field: String },
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
-    #[error("service.key {0}")]
+    #[error("service.key: {0}")]
     ServiceKey(KeyError),
-    #[error("region {0}; expected a 12-digit ARS or an 8-digit AGS")]
+    #[error("region: {0}; expected a 12-digit ARS or an 8-digit AGS")]
     Region(KeyError),
     #[error("region {region} is not in the municipality directory")]
     UnknownRegion { region: String },
     #[error(
-        "origin.{field} is {found:?}, but the message came from the queue of platform {platform:?} ({field} {expected:?})"
+        "origin.{field} is {found}, but the message came from the queue of platform {platform:?} ({field} {expected:?})"
     )]
     OriginMismatch {
         field: &'static str,
@@ -183,7 +183,22 @@ pub fn validate(
     if origin.platform_id != platform.id {
         return Err(ValidationError::OriginMismatch {
             field: "platform_id",
-            found: origin.platform_id.chars().take(80).collect(),
+            // Another platform's id is shown only when it looks like one; anything else
+            // could be personal data put into the wrong field.
+            found: if origin.platform_id.len() <= 64
+                && origin
+                    .platform_id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                && origin
+                    .platform_id
+                    .bytes()
+                    .any(|b| b == b'-' || b.is_ascii_digit())
+            {
+                format!("{:?}", origin.platform_id)
+            } else {
+                "another value".to_owned()
+            },
             expected: platform.id.clone(),
             platform: platform.id.clone(),
         });
@@ -191,7 +206,7 @@ pub fn validate(
     if origin_land != platform.land {
         return Err(ValidationError::OriginMismatch {
             field: "land",
-            found: origin.land.clone(),
+            found: format!("{:?}", origin.land),
             expected: platform.land.to_string(),
             platform: platform.id.clone(),
         });
@@ -416,12 +431,12 @@ mod tests {
         );
         check(
             |s| s.service.as_mut().unwrap().key = "12115005104000".into(),
-            "service.key \"12115005104000\" must start with 99 (LeiKa Leistungsschlüssel, ^99\\d{12}$) [service.key]",
+            "service.key: \"12115005104000\" must start with 99 (LeiKa Leistungsschlüssel, ^99\\d{12}$) [service.key]",
         );
         check(|s| s.region.clear(), "region is missing [region]");
         check(
             |s| s.region = "1605100000".into(),
-            "region \"1605100000\" has 10 characters, expected 12 digits (ARS); expected a 12-digit ARS or an 8-digit AGS [region]",
+            "region: \"1605100000\" has 10 characters, expected 12 digits (ARS); expected a 12-digit ARS or an 8-digit AGS [region]",
         );
         check(
             |s| s.region = "160519999999".into(),
@@ -491,11 +506,11 @@ mod tests {
         // as "has 8 characters, expected 12 digits (ARS)".
         check(
             |s| s.region = "０６４３１００１".into(),
-            "region \"０６４３１００１\" must consist of digits only; expected a 12-digit ARS or an 8-digit AGS [region]",
+            "region: the value must consist of digits only; expected a 12-digit ARS or an 8-digit AGS [region]",
         );
         check(
             |s| s.region = "ää1234".into(),
-            "region \"ää1234\" has 6 characters, expected 12 digits (ARS); expected a 12-digit ARS or an 8-digit AGS [region]",
+            "region: the value has 6 characters, expected 12 digits (ARS); expected a 12-digit ARS or an 8-digit AGS [region]",
         );
     }
 

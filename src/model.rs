@@ -12,32 +12,34 @@ use std::str::FromStr;
 pub enum KeyError {
     #[error("is empty")]
     Empty,
-    #[error("{found:?} has {len} characters, expected {expected}")]
+    #[error("{found} has {len} characters, expected {expected}")]
     WrongLength {
         found: String,
         len: usize,
         expected: &'static str,
     },
-    #[error("{found:?} must consist of digits only")]
+    #[error("{found} must consist of digits only")]
     NotDigits { found: String },
-    #[error("{found:?} must start with 99 (LeiKa Leistungsschlüssel, ^99\\d{{12}}$)")]
+    #[error("{found} must start with 99 (LeiKa Leistungsschlüssel, ^99\\d{{12}}$)")]
     NotLeika { found: String },
     #[error(
-        "{found:?} is not a Land code (01 … 16, or SH, HH, NI, HB, NW, HE, RP, BW, BY, SL, BE, BB, MV, SN, ST, TH)"
+        "{found} is not a Land code (01 … 16, or SH, HH, NI, HB, NW, HE, RP, BW, BY, SL, BE, BB, MV, SN, ST, TH)"
     )]
     UnknownLand { found: String },
 }
 
+/// How a wrong key value appears in an error message. Only what cannot be personal data is
+/// quoted: digits (up to 40) and codes of up to three letters or digits (a Land code). A
+/// platform that puts a name or an address into a key field must not find it copied into
+/// logs, dead-letter headers and status events; such a value is described, not shown.
 fn shown(s: &str) -> String {
-    // Keys are short; a long value is somebody's mistake and is cut so that an error
-    // message stays one readable line and cannot carry a payload along.
-    const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        s.to_owned()
+    const MAX_DIGITS: usize = 40;
+    let digits = s.bytes().all(|b| b.is_ascii_digit());
+    let code = s.len() <= 3 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    if (digits && s.len() <= MAX_DIGITS) || code {
+        format!("{s:?}")
     } else {
-        let mut cut: String = s.chars().take(MAX).collect();
-        cut.push('…');
-        cut
+        "the value".to_owned()
     }
 }
 
@@ -488,6 +490,40 @@ mod tests {
             "０６".parse::<Land>(),
             Err(KeyError::UnknownLand { .. })
         ));
+    }
+
+    #[test]
+    fn values_that_could_be_personal_data_are_not_quoted() {
+        for input in [
+            "Erika Mustermann",
+            "Hauptstraße 1",
+            "erika@example.org",
+            "0641100000x",
+        ] {
+            for err in [
+                input.parse::<Ars>().unwrap_err().to_string(),
+                input.parse::<ServiceKey>().unwrap_err().to_string(),
+                input.parse::<RegionPrefix>().unwrap_err().to_string(),
+                input.parse::<Land>().unwrap_err().to_string(),
+            ] {
+                assert!(!err.contains(input), "{err}");
+                assert!(err.starts_with("the value "), "{err}");
+            }
+        }
+        // Digits and short codes are what a reader needs to see.
+        assert!(
+            "0641"
+                .parse::<Ars>()
+                .unwrap_err()
+                .to_string()
+                .starts_with("\"0641\" has 4")
+        );
+        assert!(
+            "XX".parse::<Land>()
+                .unwrap_err()
+                .to_string()
+                .starts_with("\"XX\" is not")
+        );
     }
 
     #[test]
