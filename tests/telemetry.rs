@@ -271,3 +271,64 @@ async fn the_metrics_endpoint_counts_what_was_sent() {
     );
     gateway.stop().await;
 }
+
+/// OTLP export to a collector that is down: submissions flow as before, and the gateway
+/// still stops promptly on SIGTERM (the exporter's flush is bounded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_does_not_hold_submissions_back() {
+    let v = Vhosts::create("otlpdown", &["gw", "he"]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = TestConfig::new(&v)
+        .gateway(&format!(
+            "data_dir = \"{}\"",
+            dir.path().join("data").display()
+        ))
+        .telemetry(r#"otlp_endpoint = "http://127.0.0.1:9""#)
+        .platform("civento-he", "06", "he", None)
+        .destination("healthy", "06", "he", "Darmstadt")
+        .route("*", "06", "healthy")
+        .text();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    declare(&parse_config(&text)).await;
+    let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_ozg-gateway"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let he = connect(&v.url("he")).await;
+    let channel = confirm_channel(&he).await;
+    for _ in 0..200 {
+        let s = sample_submission("civento-he", "06", "99115005104000", "064110000000", 512);
+        submit(&channel, &s, Encoding::Protobuf).await;
+    }
+    let read = he.create_channel().await.unwrap();
+    let started = std::time::Instant::now();
+    let delivered = take_backoffice(&read, "healthy", 200, Duration::from_secs(30)).await;
+    println!(
+        "200 submissions with the collector down: {} delivered in {:?}",
+        delivered.len(),
+        started.elapsed()
+    );
+    assert_eq!(delivered.len(), 200);
+
+    let pid = gateway.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = gateway.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(20),
+            "no exit within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("stopped {:?} after SIGTERM", stopping.elapsed());
+    assert!(status.success());
+}
