@@ -254,22 +254,7 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
     assert!(dead.contains("must start with 99"), "{dead}");
 
     // SIGTERM: a clean stop with exit code 0.
-    let pid = gateway.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = gateway.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = terminate(&mut gateway, Duration::from_secs(30));
     let mut stderr = String::new();
     std::io::Read::read_to_string(gateway.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "exit {status:?}: {stderr}");

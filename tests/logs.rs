@@ -13,7 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use lapin::options::ExchangeDeleteOptions;
@@ -280,22 +280,7 @@ async fn logs_name_every_outcome_and_never_show_payload_content() {
     }
 
     // SIGTERM, then everything the gateway wrote.
-    let pid = gateway.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = gateway.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = terminate(&mut gateway, Duration::from_secs(30));
     let lines = reader.join().unwrap();
     assert!(status.success(), "exit {status:?}:\n{}", lines.join("\n"));
 

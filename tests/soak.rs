@@ -44,23 +44,6 @@ fn spawn_gateway(config: &str) -> Child {
         .unwrap()
 }
 
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status();
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 /// Closes every connection the gateway holds on this test's vhosts, through the management
 /// API (as `rabbitmqctl close_connection` would).
 fn close_gateway_connections(v: &Vhosts) -> usize {

@@ -313,22 +313,8 @@ async fn a_collector_that_is_down_does_not_hold_submissions_back() {
     );
     assert_eq!(delivered.len(), 200);
 
-    let pid = gateway.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
     let stopping = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = gateway.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(20),
-            "no exit within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = terminate(&mut gateway, Duration::from_secs(20));
     println!("stopped {:?} after SIGTERM", stopping.elapsed());
     assert!(status.success());
 }

@@ -559,3 +559,36 @@ pub async fn drain_backoffice(
 pub async fn drain_dead_letters(channel: &Channel, quiet: Duration) -> Vec<Received> {
     drain(channel, DEAD_LETTERS, quiet).await
 }
+
+// ---- the real binary -------------------------------------------------------------------------
+
+/// Sends a signal (`"-TERM"`, `"-KILL"`) to a child process.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {sig} {} failed", child.id());
+}
+
+/// Waits up to `within` for a child to exit.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// SIGTERM, then the exit status; panics if the gateway does not stop within `within`.
+pub fn terminate(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    signal(child, "-TERM");
+    wait_exit(child, within)
+        .unwrap_or_else(|| panic!("gateway did not stop on SIGTERM within {within:?}"))
+}
