@@ -1,5 +1,7 @@
 //! Compiles the wire contracts in proto/ with protox (no system protoc needed), then
-//! generates prost types, tonic services and the canonical proto3 JSON mapping (pbjson).
+//! generates prost types, tonic services (server and client of the admin API) and the
+//! canonical proto3 JSON mapping (pbjson). The encoded descriptor set is also what server
+//! reflection serves, so grpcurl needs no proto files.
 
 use std::{env, fs, path::PathBuf};
 
@@ -9,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/ozg/gateway/v1/submission.proto",
         "proto/ozg/gateway/v1/status.proto",
+        "proto/ozg/gateway/admin/v1/admin.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
@@ -27,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".ozg.gateway.v1.FormData",
             ".ozg.gateway.v1.Attachment",
             ".ozg.gateway.v1.ReplyChannel",
+            ".ozg.gateway.admin.v1.DeadLetterPayload",
         ])
         .compile_fds(file_descriptors)?;
 

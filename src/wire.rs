@@ -9,11 +9,29 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/ozg.gateway.v1.serde.rs"));
 }
 
+/// The operators' API (gRPC): tonic server and client, with the JSON mapping for the CLI's
+/// `--json`.
+#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]
+pub mod admin {
+    include!(concat!(env!("OUT_DIR"), "/ozg.gateway.admin.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/ozg.gateway.admin.v1.serde.rs"));
+}
+
 /// The compiled descriptors of every proto file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ozg_descriptor.bin"));
 
 use std::fmt;
+
+impl fmt::Debug for admin::DeadLetterPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetterPayload")
+            .field("id", &self.id)
+            .field("content_type", &self.content_type)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
 
 // Payload-carrying messages: Debug shows sizes and media types, never content, so that no
 // `{:?}` anywhere can print personal data.
