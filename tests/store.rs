@@ -16,8 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use ozg_gateway::store::{
-    self, DEFAULT_WINDOW, Deduplicator, DeliveryRecord, Fingerprint, Seen, Store, StoreError,
-    fingerprint,
+    self, AuditEntry, AuditFilter, DEFAULT_WINDOW, DeadLetter, DeadLetterFilter, DeadLetterState,
+    Deduplicator, DeliveryRecord, DirectoryChange, EventRecorder, Fingerprint, NewAudit,
+    NewDeadLetter, Seen, Store, StoreError, StoredDestination, StoredRoute, StoredService,
+    TraceEvent, fingerprint,
 };
 use sqlx::{Connection, Executor, PgConnection, Row};
 use uuid::Uuid;
@@ -166,6 +168,17 @@ store_tests!(
     deduplicator_handles_many_concurrent_checks_and_records,
     deduplicator_check_sees_a_pending_record,
     deduplicator_shutdown_flushes_queued_records,
+    directory_changes_round_trip_with_version_and_audit,
+    failed_directory_change_writes_nothing,
+    audit_list_filters_and_pages,
+    dead_letters_insert_get_and_message,
+    dead_letters_list_filters_and_count,
+    dead_letters_paging_returns_every_row_once_in_order,
+    dead_letter_state_changes_only_pending_letters,
+    dead_letter_purge_keeps_pending_and_recent,
+    trace_events_come_back_in_order,
+    event_recorder_flushes_on_shutdown,
+    event_recorder_batches_many_concurrent_records,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -588,6 +601,892 @@ async fn deduplicator_shutdown_flushes_queued_records(db: Db) {
 
     let seen = store.check(&ask, DEFAULT_WINDOW).await.unwrap();
     assert!(seen.iter().all(|seen| *seen == delivered("bauamt", at)));
+    store.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API: directory and audit
+
+fn destination(id: &str, name: &str) -> StoredDestination {
+    StoredDestination {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        kind: "amqp".to_owned(),
+        land: "by".to_owned(),
+        broker: "behoerden".to_owned(),
+        exchange: format!("ex.{id}"),
+        routing_key: format!("rk.\"{id}\"\\ü"),
+    }
+}
+
+fn route(service: &str, region: &str, destination: &str) -> StoredRoute {
+    StoredRoute {
+        service: service.to_owned(),
+        region: region.to_owned(),
+        destination: destination.to_owned(),
+    }
+}
+
+fn audit(actor: &str, action: &str, object: &str) -> NewAudit {
+    NewAudit {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        object: object.to_owned(),
+        before: None,
+        after: Some(format!("{{\"object\":\"{object}\"}}")),
+    }
+}
+
+async fn all_audit(store: &Store) -> Vec<AuditEntry> {
+    store
+        .list_audit(&AuditFilter::default(), None, 1000)
+        .await
+        .unwrap()
+}
+
+async fn directory_changes_round_trip_with_version_and_audit(db: Db) {
+    let store = db.open().await;
+    let empty = store.load_directory().await.unwrap();
+    assert_eq!(empty, store::StoredDirectory::default());
+    assert_eq!(store.directory_version().await.unwrap(), 0);
+
+    let before = now();
+    let changes = [
+        DirectoryChange::PutDestination(destination("ordnungsamt", "Ordnungsamt")),
+        DirectoryChange::PutDestination(destination("bauamt", "Bauamt")),
+        DirectoryChange::PutRoute(route("99000001", "09162", "bauamt")),
+        DirectoryChange::PutRoute(route("99000001", "09", "ordnungsamt")),
+        DirectoryChange::PutRoute(route("10000000", "09162", "bauamt")),
+        DirectoryChange::PutService(StoredService {
+            key: "99000001".into(),
+            name: "Baugenehmigung".into(),
+        }),
+        // Put of an existing key replaces it.
+        DirectoryChange::PutDestination(destination("bauamt", "Bauamt München")),
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        let version = store
+            .apply_directory_change(
+                change.clone(),
+                audit("alice", "directory.put", &format!("#{i}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(version, i64::try_from(i).unwrap() + 1);
+    }
+    assert_eq!(store.directory_version().await.unwrap(), 7);
+
+    let directory = store.load_directory().await.unwrap();
+    assert_eq!(
+        directory,
+        store::StoredDirectory {
+            destinations: vec![
+                destination("bauamt", "Bauamt München"),
+                destination("ordnungsamt", "Ordnungsamt"),
+            ],
+            routes: vec![
+                route("10000000", "09162", "bauamt"),
+                route("99000001", "09", "ordnungsamt"),
+                route("99000001", "09162", "bauamt"),
+            ],
+            services: vec![StoredService {
+                key: "99000001".into(),
+                name: "Baugenehmigung".into(),
+            }],
+            version: 7,
+        }
+    );
+
+    for change in [
+        DirectoryChange::DeleteRoute {
+            service: "99000001".into(),
+            region: "09".into(),
+        },
+        DirectoryChange::DeleteDestination {
+            id: "ordnungsamt".into(),
+        },
+        DirectoryChange::DeleteService {
+            key: "99000001".into(),
+        },
+    ] {
+        store
+            .apply_directory_change(change, audit("bob", "directory.delete", "x"))
+            .await
+            .unwrap();
+    }
+    let directory = store.load_directory().await.unwrap();
+    assert_eq!(
+        directory.destinations,
+        [destination("bauamt", "Bauamt München")]
+    );
+    assert_eq!(
+        directory.routes,
+        [
+            route("10000000", "09162", "bauamt"),
+            route("99000001", "09162", "bauamt")
+        ]
+    );
+    assert_eq!(directory.services, []);
+    assert_eq!(directory.version, 10);
+
+    // One audit row per change, newest first, with the store's time.
+    let rows = all_audit(&store).await;
+    assert_eq!(rows.len(), 10);
+    let objects: Vec<&str> = rows.iter().map(|r| r.object.as_str()).collect();
+    assert_eq!(objects[3..], ["#6", "#5", "#4", "#3", "#2", "#1", "#0"]);
+    assert!(rows.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(rows[0].actor, "bob");
+    assert_eq!(rows[9].after.as_deref(), Some("{\"object\":\"#0\"}"));
+    assert_eq!(rows[9].before, None);
+    assert!(
+        rows.iter()
+            .all(|r| r.at >= before && r.at <= SystemTime::now())
+    );
+
+    // The directory survives reopening.
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(store.load_directory().await.unwrap(), directory);
+    store.close().await;
+}
+
+async fn failed_directory_change_writes_nothing(db: Db) {
+    let store = db.open().await;
+    store
+        .apply_directory_change(
+            DirectoryChange::PutRoute(route("99000001", "09162", "bauamt")),
+            audit("alice", "directory.put_route", "route"),
+        )
+        .await
+        .unwrap();
+
+    for change in [
+        DirectoryChange::DeleteDestination { id: "fehlt".into() },
+        DirectoryChange::DeleteRoute {
+            service: "99000001".into(),
+            region: "09".into(),
+        },
+        DirectoryChange::DeleteService {
+            key: "fehlt".into(),
+        },
+    ] {
+        let error = store
+            .apply_directory_change(change.clone(), audit("mallory", "directory.delete", "x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, StoreError::NotFound { what } if what.contains("fehlt") || what.contains("\"09\"")),
+            "{change:?}: {error:?}"
+        );
+    }
+    // No version bump and no audit row for any of the failed deletes.
+    assert_eq!(store.directory_version().await.unwrap(), 1);
+    let rows = all_audit(&store).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].actor, "alice");
+    assert_eq!(
+        store.load_directory().await.unwrap().routes,
+        [route("99000001", "09162", "bauamt")]
+    );
+
+    // A standalone audit row neither needs nor raises the version.
+    store
+        .audit(audit("mallory", "dead_letter.read", "dl/1"))
+        .await
+        .unwrap();
+    assert_eq!(store.directory_version().await.unwrap(), 1);
+    assert_eq!(all_audit(&store).await.len(), 2);
+    store.close().await;
+}
+
+async fn audit_list_filters_and_pages(db: Db) {
+    let store = db.open().await;
+    let actors = ["alice", "bob", "carol"];
+    let actions = [
+        "directory.put_route",
+        "directory.delete_route",
+        "dead_letter.replay",
+    ];
+    for i in 0..30 {
+        store
+            .audit(audit(
+                actors[i % 3],
+                actions[i % 3],
+                &format!("obj/{}/{i}", i % 2),
+            ))
+            .await
+            .unwrap();
+    }
+    let middle = now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for i in 30..35 {
+        store
+            .audit(audit(
+                "dave",
+                "Directory.put_route",
+                &format!("obj/{}/{i}", i % 2),
+            ))
+            .await
+            .unwrap();
+    }
+    let list = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_audit(&filter, None, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.object)
+                .collect::<Vec<String>>()
+        }
+    };
+    let objects = |range: std::ops::Range<usize>, keep: fn(usize) -> bool| -> Vec<String> {
+        range
+            .rev()
+            .filter(|i| keep(*i))
+            .map(|i| format!("obj/{}/{i}", i % 2))
+            .collect()
+    };
+
+    assert_eq!(
+        list(AuditFilter {
+            actor: Some("bob".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        objects(0..30, |i| i % 3 == 1)
+    );
+    // Prefixes are case-sensitive and take no wildcards.
+    assert_eq!(
+        list(AuditFilter {
+            action_prefix: Some("directory.".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        objects(0..30, |i| i % 3 != 2)
+    );
+    assert_eq!(
+        list(AuditFilter {
+            action_prefix: Some("directory%".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        list(AuditFilter {
+            action_prefix: Some("dead_letter".into()),
+            object_prefix: Some("obj/1/".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        objects(0..30, |i| i % 3 == 2 && i % 2 == 1)
+    );
+    assert_eq!(
+        list(AuditFilter {
+            since: Some(middle),
+            ..AuditFilter::default()
+        })
+        .await,
+        objects(30..35, |_| true)
+    );
+    assert_eq!(
+        list(AuditFilter {
+            until: Some(middle),
+            actor: Some("alice".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        objects(0..30, |i| i % 3 == 0)
+    );
+
+    // Pages of 4: every row once, newest first.
+    let mut seen = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = store
+            .list_audit(&AuditFilter::default(), before_id, 4)
+            .await
+            .unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        before_id = Some(last.id);
+        seen.extend(page.into_iter().map(|e| e.object));
+    }
+    assert_eq!(seen, objects(0..35, |_| true));
+    assert_eq!(
+        store
+            .list_audit(&AuditFilter::default(), None, 0)
+            .await
+            .unwrap(),
+        []
+    );
+    store.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API: dead letters
+
+fn letter(i: usize, at: SystemTime) -> NewDeadLetter {
+    NewDeadLetter {
+        id: Uuid::new_v4(),
+        submission_id: format!("sub-{i}"),
+        platform: ["by", "nw"][i % 2].to_owned(),
+        reason: ["no-route", "invalid", "destination-unavailable"][i % 3].to_owned(),
+        field: "routing.ars".to_owned(),
+        detail: format!("detail {i}"),
+        service: ["99000001", "10000000"][i % 2].to_owned(),
+        ars: "091620000000".to_owned(),
+        destination: ["bauamt", "ordnungsamt", ""][i % 3].to_owned(),
+        dead_lettered_at: at,
+        content_type: "application/json".to_owned(),
+        message_id: format!("msg-{i}"),
+        headers: format!("{{\"x-ozg-reason\":\"r{i}\"}}"),
+        // Every byte value, and an empty body for one letter.
+        body: if i == 0 {
+            Vec::new()
+        } else {
+            (0..=255u8).cycle().take(i * 100).collect()
+        },
+    }
+}
+
+/// What the store should give back for `new` while it is pending.
+fn stored(new: &NewDeadLetter, stored_at: SystemTime) -> DeadLetter {
+    DeadLetter {
+        id: new.id,
+        submission_id: new.submission_id.clone(),
+        platform: new.platform.clone(),
+        reason: new.reason.clone(),
+        field: new.field.clone(),
+        detail: new.detail.clone(),
+        service: new.service.clone(),
+        ars: new.ars.clone(),
+        destination: new.destination.clone(),
+        dead_lettered_at: new.dead_lettered_at,
+        content_type: new.content_type.clone(),
+        message_id: new.message_id.clone(),
+        headers: new.headers.clone(),
+        body_bytes: u64::try_from(new.body.len()).unwrap(),
+        stored_at,
+        state: DeadLetterState::Pending,
+        state_changed_at: None,
+        state_changed_by: String::new(),
+        replays: 0,
+    }
+}
+
+/// `n` letters a second apart, oldest first, stored.
+async fn insert_letters(store: &Store, n: usize) -> Vec<NewDeadLetter> {
+    let start = now() - DAY;
+    let letters: Vec<NewDeadLetter> = (0..n)
+        .map(|i| letter(i, start + Duration::from_secs(u64::try_from(i).unwrap())))
+        .collect();
+    store.insert_dead_letters(&letters).await.unwrap();
+    letters
+}
+
+fn ids(letters: &[DeadLetter]) -> Vec<Uuid> {
+    letters.iter().map(|l| l.id).collect()
+}
+
+async fn dead_letters_insert_get_and_message(db: Db) {
+    let store = db.open().await;
+    let before = now();
+    let letters = insert_letters(&store, 5).await;
+    let after = SystemTime::now();
+
+    for new in &letters {
+        let got = store.get_dead_letter(new.id).await.unwrap().unwrap();
+        assert!(got.stored_at >= before && got.stored_at <= after);
+        assert_eq!(got, stored(new, got.stored_at));
+        let message = store.dead_letter_message(new.id).await.unwrap().unwrap();
+        assert_eq!(message.body, new.body);
+        assert_eq!(message.content_type, new.content_type);
+        assert_eq!(message.message_id, new.message_id);
+        assert_eq!(message.headers, new.headers);
+        assert_eq!(message.platform, new.platform);
+    }
+    assert_eq!(store.get_dead_letter(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store.dead_letter_message(Uuid::new_v4()).await.unwrap(),
+        None
+    );
+
+    // Redelivered by the queue: the same id again, with other content, and one new letter
+    // next to it in the batch. The stored one stays as it was; the new one goes in.
+    let mut again = letters[2].clone();
+    again.detail = "changed".into();
+    again.body = b"changed".to_vec();
+    let fresh = letter(7, now());
+    store
+        .insert_dead_letters(&[again.clone(), fresh.clone(), again])
+        .await
+        .unwrap();
+    let got = store.get_dead_letter(letters[2].id).await.unwrap().unwrap();
+    assert_eq!(got.detail, "detail 2");
+    assert_eq!(
+        store
+            .dead_letter_message(letters[2].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        letters[2].body
+    );
+    assert_eq!(
+        store
+            .count_dead_letters(&DeadLetterFilter::default())
+            .await
+            .unwrap(),
+        6
+    );
+    assert_eq!(
+        store
+            .get_dead_letter(fresh.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message_id,
+        "msg-7"
+    );
+    store.close().await;
+}
+
+async fn dead_letters_list_filters_and_count(db: Db) {
+    let store = db.open().await;
+    let letters = insert_letters(&store, 12).await;
+    let list = |filter: DeadLetterFilter| {
+        let store = store.clone();
+        async move {
+            let listed = store.list_dead_letters(&filter, None, 100).await.unwrap();
+            let count = store.count_dead_letters(&filter).await.unwrap();
+            assert_eq!(count, u64::try_from(listed.len()).unwrap(), "{filter:?}");
+            ids(&listed)
+        }
+    };
+    let expect = |keep: &dyn Fn(usize) -> bool| -> Vec<Uuid> {
+        letters
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, l)| l.id)
+            .collect()
+    };
+
+    assert_eq!(list(DeadLetterFilter::default()).await, expect(&|_| true));
+    assert_eq!(
+        list(DeadLetterFilter {
+            platform: Some("nw".into()),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        expect(&|i| i % 2 == 1)
+    );
+    assert_eq!(
+        list(DeadLetterFilter {
+            reason: Some("invalid".into()),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        expect(&|i| i % 3 == 1)
+    );
+    assert_eq!(
+        list(DeadLetterFilter {
+            service: Some("99000001".into()),
+            destination: Some("bauamt".into()),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        expect(&|i| i % 2 == 0 && i % 3 == 0)
+    );
+    assert_eq!(
+        list(DeadLetterFilter {
+            submission_id: Some("sub-7".into()),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        expect(&|i| i == 7)
+    );
+    // since inclusive, until exclusive.
+    assert_eq!(
+        list(DeadLetterFilter {
+            since: Some(letters[3].dead_lettered_at),
+            until: Some(letters[8].dead_lettered_at),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        expect(&|i| (3..8).contains(&i))
+    );
+    assert_eq!(
+        list(DeadLetterFilter {
+            platform: Some("nirgendwo".into()),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        Vec::<Uuid>::new()
+    );
+
+    store
+        .set_dead_letter_state(
+            &[letters[1].id, letters[4].id],
+            DeadLetterState::Discarded,
+            "ops",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        list(DeadLetterFilter {
+            state: Some(DeadLetterState::Discarded),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        expect(&|i| i == 1 || i == 4)
+    );
+    assert_eq!(
+        list(DeadLetterFilter {
+            state: Some(DeadLetterState::Pending),
+            platform: Some("by".into()),
+            ..DeadLetterFilter::default()
+        })
+        .await,
+        expect(&|i| i % 2 == 0 && i != 4)
+    );
+    store.close().await;
+}
+
+async fn dead_letters_paging_returns_every_row_once_in_order(db: Db) {
+    let store = db.open().await;
+    // Groups of letters with the same time, so that the id has to break ties.
+    let start = now() - DAY;
+    let letters: Vec<NewDeadLetter> = (0..53)
+        .map(|i| {
+            letter(
+                i,
+                start + Duration::from_millis(u64::try_from(i / 4).unwrap()),
+            )
+        })
+        .collect();
+    // Inserted in two batches out of order.
+    store.insert_dead_letters(&letters[20..]).await.unwrap();
+    store.insert_dead_letters(&letters[..20]).await.unwrap();
+    let mut want: Vec<(SystemTime, Uuid)> =
+        letters.iter().map(|l| (l.dead_lettered_at, l.id)).collect();
+    want.sort();
+
+    for page_size in [1, 5, 7, 100] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_dead_letters(&DeadLetterFilter::default(), after, page_size)
+                .await
+                .unwrap();
+            assert!(page.len() <= usize::try_from(page_size).unwrap());
+            let Some(last) = page.last() else { break };
+            after = Some((last.dead_lettered_at, last.id));
+            seen.extend(page.iter().map(|l| (l.dead_lettered_at, l.id)));
+        }
+        assert_eq!(seen, want, "page size {page_size}");
+    }
+
+    // Paging with a filter: only the matching rows, still each once.
+    let filter = DeadLetterFilter {
+        platform: Some("by".into()),
+        ..DeadLetterFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    while let Some(last) = {
+        let page = store.list_dead_letters(&filter, after, 3).await.unwrap();
+        seen.extend(ids(&page));
+        page.last().map(|l| (l.dead_lettered_at, l.id))
+    } {
+        after = Some(last);
+    }
+    let by: Vec<Uuid> = want
+        .iter()
+        .filter(|(_, id)| letters.iter().any(|l| l.id == *id && l.platform == "by"))
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(seen, by);
+    store.close().await;
+}
+
+async fn dead_letter_state_changes_only_pending_letters(db: Db) {
+    let store = db.open().await;
+    let letters = insert_letters(&store, 6).await;
+    let id = |i: usize| letters[i].id;
+    let before = now();
+
+    // Two of three pending, plus an unknown id.
+    assert_eq!(
+        store
+            .set_dead_letter_state(
+                &[id(0), id(1), Uuid::new_v4()],
+                DeadLetterState::Replayed,
+                "alice"
+            )
+            .await
+            .unwrap(),
+        2
+    );
+    // Replayed ones are not replayed or discarded again; the third pending one is discarded.
+    assert_eq!(
+        store
+            .set_dead_letter_state(&[id(0), id(1), id(2)], DeadLetterState::Discarded, "bob")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .set_dead_letter_state(&[id(0), id(2)], DeadLetterState::Replayed, "bob")
+            .await
+            .unwrap(),
+        0
+    );
+    // Back to pending is no change at all; nor is an empty list.
+    assert_eq!(
+        store
+            .set_dead_letter_state(&[id(0), id(3)], DeadLetterState::Pending, "bob")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .set_dead_letter_state(&[], DeadLetterState::Discarded, "bob")
+            .await
+            .unwrap(),
+        0
+    );
+
+    let get = |i: usize| {
+        let store = store.clone();
+        let id = id(i);
+        async move { store.get_dead_letter(id).await.unwrap().unwrap() }
+    };
+    let replayed = get(0).await;
+    assert_eq!(replayed.state, DeadLetterState::Replayed);
+    assert_eq!(replayed.replays, 1);
+    assert_eq!(replayed.state_changed_by, "alice");
+    let changed_at = replayed.state_changed_at.unwrap();
+    assert!(changed_at >= before && changed_at <= SystemTime::now());
+
+    let discarded = get(2).await;
+    assert_eq!(discarded.state, DeadLetterState::Discarded);
+    assert_eq!(discarded.replays, 0);
+    assert_eq!(discarded.state_changed_by, "bob");
+    assert!(discarded.state_changed_at.is_some());
+
+    let pending = get(3).await;
+    assert_eq!(pending, stored(&letters[3], pending.stored_at));
+
+    let count = |state| {
+        let store = store.clone();
+        async move {
+            store
+                .count_dead_letters(&DeadLetterFilter {
+                    state: Some(state),
+                    ..DeadLetterFilter::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(DeadLetterState::Pending).await, 3);
+    assert_eq!(count(DeadLetterState::Replayed).await, 2);
+    assert_eq!(count(DeadLetterState::Discarded).await, 1);
+    store.close().await;
+}
+
+async fn dead_letter_purge_keeps_pending_and_recent(db: Db) {
+    let store = db.open().await;
+    let letters = insert_letters(&store, 4).await;
+    store
+        .set_dead_letter_state(&[letters[0].id], DeadLetterState::Replayed, "ops")
+        .await
+        .unwrap();
+    store
+        .set_dead_letter_state(&[letters[1].id], DeadLetterState::Discarded, "ops")
+        .await
+        .unwrap();
+
+    // Both changed just now: a cutoff in the past keeps them.
+    assert_eq!(
+        store
+            .purge_dead_letters(SystemTime::now() - DAY)
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = SystemTime::now();
+    store
+        .set_dead_letter_state(&[letters[2].id], DeadLetterState::Discarded, "ops")
+        .await
+        .unwrap();
+    // The two changed before the cutoff go; the one changed after it and the pending one,
+    // dead-lettered a day ago, stay.
+    assert_eq!(store.purge_dead_letters(cutoff).await.unwrap(), 2);
+    assert_eq!(store.purge_dead_letters(cutoff).await.unwrap(), 0);
+    let left = store
+        .list_dead_letters(&DeadLetterFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&left), [letters[2].id, letters[3].id]);
+    assert_eq!(
+        store.dead_letter_message(letters[0].id).await.unwrap(),
+        None
+    );
+    store.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API: trace
+
+fn event(submission_id: &str, at: SystemTime, event: &str, detail: &str) -> TraceEvent {
+    TraceEvent {
+        submission_id: submission_id.to_owned(),
+        at,
+        event: event.to_owned(),
+        platform: "by".to_owned(),
+        destination: "bauamt".to_owned(),
+        detail: detail.to_owned(),
+    }
+}
+
+async fn trace_events_come_back_in_order(db: Db) {
+    let store = db.open().await;
+    let t = now() - DAY;
+    let ms = Duration::from_millis(1);
+    // Out of time order across calls, two with the same time (insertion order decides),
+    // and another submission's events in between.
+    store
+        .record_events(&[
+            event("a", t + 2 * ms, "forwarded", "2"),
+            event("b", t, "received", "b"),
+            event("a", t, "received", "0"),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_events(&[
+            event("a", t + ms, "retrying", "1a"),
+            event("a", t + ms, "retrying", "1b \"quoted\" ü"),
+        ])
+        .await
+        .unwrap();
+    store.record_events(&[]).await.unwrap();
+
+    let details: Vec<String> = store
+        .trace("a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(details, ["0", "1a", "1b \"quoted\" ü", "2"]);
+    assert_eq!(
+        store.trace("a").await.unwrap()[3],
+        event("a", t + 2 * ms, "forwarded", "2")
+    );
+    assert_eq!(
+        store.trace("b").await.unwrap(),
+        [event("b", t, "received", "b")]
+    );
+    assert_eq!(store.trace("c").await.unwrap(), []);
+
+    // Purge by age: everything before t + 1ms.
+    assert_eq!(store.purge_events(t + ms).await.unwrap(), 2);
+    assert_eq!(store.trace("b").await.unwrap(), []);
+    assert_eq!(store.trace("a").await.unwrap().len(), 3);
+    store.close().await;
+}
+
+async fn event_recorder_flushes_on_shutdown(db: Db) {
+    let store = db.open().await;
+    // Nothing would be written for an hour but for the shutdown.
+    let recorder = EventRecorder::start(store.clone(), 10_000, Duration::from_secs(3600));
+    let at = now();
+    for i in 0..50 {
+        recorder
+            .record(event("sub", at, "received", &i.to_string()))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.trace("sub").await.unwrap(), []);
+    tokio::time::timeout(HANG, recorder.shutdown())
+        .await
+        .expect("shutdown sat out the batch delay instead of flushing");
+    let details: Vec<String> = store
+        .trace("sub")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    let want: Vec<String> = (0..50).map(|i: i32| i.to_string()).collect();
+    assert_eq!(details, want);
+    store.close().await;
+}
+
+async fn event_recorder_batches_many_concurrent_records(db: Db) {
+    const TASKS: usize = 20;
+    const EACH: usize = 50;
+    let store = db.open().await;
+    // A small batch and channel, so that senders also wait for room (back-pressure).
+    let recorder = Arc::new(EventRecorder::start(
+        store.clone(),
+        16,
+        Duration::from_millis(2),
+    ));
+    let at = now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let recorder = Arc::clone(&recorder);
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    recorder
+                        .record(event(
+                            &format!("sub-{task}"),
+                            at,
+                            "received",
+                            &i.to_string(),
+                        ))
+                        .await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::timeout(HANG, futures_util::future::try_join_all(tasks))
+        .await
+        .expect("1,000 records did not finish")
+        .unwrap();
+    tokio::time::timeout(
+        HANG,
+        Arc::try_unwrap(recorder)
+            .expect("every task has ended")
+            .shutdown(),
+    )
+    .await
+    .expect("shutdown hung");
+
+    // Every event there, each submission's in the order its task sent them.
+    let want: Vec<String> = (0..EACH).map(|i| i.to_string()).collect();
+    for task in 0..TASKS {
+        let details: Vec<String> = store
+            .trace(&format!("sub-{task}"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(details, want, "sub-{task}");
+    }
+    assert_eq!(store.purge_events(SystemTime::now()).await.unwrap(), 1000);
     store.close().await;
 }
 

@@ -11,16 +11,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+use super::admin::{
+    self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
+    DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
+};
 use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "delivered submissions",
-    include_str!("migrations/postgres/0001_delivered_submissions.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "delivered submissions",
+        include_str!("migrations/postgres/0001_delivered_submissions.sql"),
+    ),
+    (
+        2,
+        "admin",
+        include_str!("migrations/postgres/0002_admin.sql"),
+    ),
+];
 
 /// Two batch tasks (checks, records), a purge, and one spare.
 const MAX_CONNECTIONS: u32 = 4;
@@ -120,5 +131,416 @@ pub(super) async fn purge(pool: &PgPool, cutoff_micros: i64) -> Result<u64, Stor
     .execute(pool)
     .await
     .map_err(StoreError::query("purge"))?;
+    Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API (see admin.rs). Times are selected as microseconds (int8) and UUIDs as text, so
+// that admin.rs's `Columns` reads rows of both backends.
+
+/// The SQL that turns the microseconds in the parameter before it into a timestamptz:
+/// `… $n` followed by this.
+const MICROS: &str = " * interval '1 microsecond'";
+
+pub(super) async fn load_directory(pool: &PgPool) -> Result<StoredDirectory, StoreError> {
+    const OP: &str = "load directory";
+    // One snapshot for the lists and the version, so that they agree.
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(StoreError::query(OP))?;
+    let destinations = sqlx::query(admin::SELECT_DESTINATIONS)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let routes = sqlx::query(admin::SELECT_ROUTES)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let services = sqlx::query(admin::SELECT_SERVICES)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let version = sqlx::query(admin::SELECT_VERSION)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    tx.commit().await.map_err(StoreError::query(OP))?;
+    Ok(StoredDirectory {
+        destinations: admin::read_all(&destinations, OP, Columns::destination)?,
+        routes: admin::read_all(&routes, OP, Columns::route)?,
+        services: admin::read_all(&services, OP, Columns::service)?,
+        version: Columns::new(&version, OP).int()?,
+    })
+}
+
+pub(super) async fn directory_version(pool: &PgPool) -> Result<i64, StoreError> {
+    let row = sqlx::query(admin::SELECT_VERSION)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::query("directory version"))?;
+    Columns::new(&row, "directory version").int()
+}
+
+pub(super) async fn apply_directory_change(
+    pool: &PgPool,
+    change: &DirectoryChange,
+    audit: &NewAudit,
+    at: i64,
+) -> Result<i64, StoreError> {
+    const OP: &str = "apply directory change";
+    // The version row's lock, taken by the bump, orders concurrent changes from several
+    // instances; each sees its own new version.
+    let mut tx = pool.begin().await.map_err(StoreError::query(OP))?;
+    let (sql, params) = change.statement();
+    let mut query = sqlx::query(sql);
+    for param in params {
+        query = query.bind(param);
+    }
+    let done = query
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    if done.rows_affected() == 0 {
+        // Dropping the transaction rolls it back: no version bump, no audit row.
+        return Err(change.not_found());
+    }
+    let version = sqlx::query(admin::BUMP_VERSION)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let version = Columns::new(&version, OP).int()?;
+    insert_audit(&mut tx, audit, at, OP).await?;
+    tx.commit().await.map_err(StoreError::query(OP))?;
+    Ok(version)
+}
+
+pub(super) async fn audit(pool: &PgPool, entry: &NewAudit, at: i64) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(StoreError::query("audit"))?;
+    insert_audit(&mut conn, entry, at, "audit").await
+}
+
+async fn insert_audit(
+    conn: &mut PgConnection,
+    entry: &NewAudit,
+    at: i64,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, object, before_json, after_json) \
+         VALUES (timestamptz 'epoch' + $1 * interval '1 microsecond', $2, $3, $4, $5, $6)",
+    )
+    .bind(at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.object)
+    .bind(&entry.before)
+    .bind(&entry.after)
+    .execute(conn)
+    .await
+    .map_err(StoreError::query(operation))?;
+    Ok(())
+}
+
+pub(super) async fn list_audit(
+    pool: &PgPool,
+    conditions: &[Condition],
+    limit: u32,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    const OP: &str = "list audit";
+    let rows = select(
+        pool,
+        "SELECT id, (extract(epoch FROM at) * 1000000)::int8, actor, action, object, \
+             before_json, after_json \
+         FROM audit_log",
+        conditions,
+        " ORDER BY id DESC",
+        Some(limit),
+        OP,
+    )
+    .await?;
+    admin::read_all(&rows, OP, Columns::audit_entry)
+}
+
+/// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
+fn push_where(query: &mut QueryBuilder<'_, Postgres>, conditions: &[Condition]) {
+    for (i, condition) in conditions.iter().enumerate() {
+        query.push(if i == 0 { " WHERE " } else { " AND " });
+        match condition {
+            Condition::Equals(column, value) => {
+                query.push(format_args!("{column} = "));
+                query.push_bind(value.clone());
+            }
+            Condition::StartsWith(column, value) => {
+                // starts_with is case-sensitive and knows no wildcards, unlike LIKE.
+                query.push(format_args!("starts_with({column}, "));
+                query.push_bind(value.clone());
+                query.push(")");
+            }
+            Condition::NotBefore(column, micros) => {
+                query.push(format_args!("{column} >= timestamptz 'epoch' + "));
+                query.push_bind(*micros);
+                query.push(MICROS);
+            }
+            Condition::Before(column, micros) => {
+                query.push(format_args!("{column} < timestamptz 'epoch' + "));
+                query.push_bind(*micros);
+                query.push(MICROS);
+            }
+            Condition::IdBelow(id) => {
+                query.push("id < ");
+                query.push_bind(*id);
+            }
+            Condition::DeadLetterAfter(micros, id) => {
+                query.push("(dead_lettered_at, id) > (timestamptz 'epoch' + ");
+                query.push_bind(*micros);
+                query.push(MICROS);
+                query.push(", ");
+                query.push_bind(*id);
+                query.push(")");
+            }
+        }
+    }
+}
+
+/// One text field of every row, for binding as a `text[]` to `unnest`.
+fn column<T>(rows: &[T], field: fn(&T) -> &String) -> Vec<&str> {
+    rows.iter().map(|row| field(row).as_str()).collect()
+}
+
+/// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
+async fn select(
+    pool: &PgPool,
+    head: &str,
+    conditions: &[Condition],
+    tail: &str,
+    limit: Option<u32>,
+    operation: &'static str,
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    let mut query = QueryBuilder::new(head);
+    push_where(&mut query, conditions);
+    query.push(tail);
+    if let Some(limit) = limit {
+        query.push(" LIMIT ");
+        query.push_bind(i64::from(limit));
+    }
+    query
+        .build()
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query(operation))
+}
+
+/// The `columns` of dead letter `id`, read with `read`.
+async fn dead_letter_by_id<T>(
+    pool: &PgPool,
+    columns: &str,
+    id: Uuid,
+    operation: &'static str,
+    read: for<'r> fn(Columns<'r, sqlx::postgres::PgRow>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {columns} FROM dead_letters WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query(operation))?;
+    row.as_ref()
+        .map(|row| read(Columns::new(row, operation)))
+        .transpose()
+}
+
+pub(super) async fn insert_dead_letters(
+    pool: &PgPool,
+    letters: &[NewDeadLetter],
+    stored_at: i64,
+) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = letters.iter().map(|l| l.id).collect();
+    let at: Vec<i64> = letters
+        .iter()
+        .map(|l| to_micros(l.dead_lettered_at))
+        .collect();
+    let sizes: Vec<i64> = letters
+        .iter()
+        .map(|l| i64::try_from(l.body.len()).unwrap_or(i64::MAX))
+        .collect();
+    let bodies: Vec<&[u8]> = letters.iter().map(|l| l.body.as_slice()).collect();
+
+    sqlx::query(
+        "INSERT INTO dead_letters (id, submission_id, platform, reason, field, detail, \
+             service, ars, destination, dead_lettered_at, content_type, message_id, headers, \
+             body_bytes, stored_at, body) \
+         SELECT id, sub, platform, reason, field, detail, service, ars, destination, \
+             timestamptz 'epoch' + at * interval '1 microsecond', content_type, message_id, \
+             headers, size, timestamptz 'epoch' + $15 * interval '1 microsecond', body \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], \
+             $13::text[], $14::int8[], $16::bytea[]) \
+             AS batch(id, sub, platform, reason, field, detail, service, ars, destination, \
+                 at, content_type, message_id, headers, size, body) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(column(letters, |l| &l.submission_id))
+    .bind(column(letters, |l| &l.platform))
+    .bind(column(letters, |l| &l.reason))
+    .bind(column(letters, |l| &l.field))
+    .bind(column(letters, |l| &l.detail))
+    .bind(column(letters, |l| &l.service))
+    .bind(column(letters, |l| &l.ars))
+    .bind(column(letters, |l| &l.destination))
+    .bind(at)
+    .bind(column(letters, |l| &l.content_type))
+    .bind(column(letters, |l| &l.message_id))
+    .bind(column(letters, |l| &l.headers))
+    .bind(sizes)
+    .bind(stored_at)
+    .bind(bodies)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("insert dead letters"))?;
+    Ok(())
+}
+
+const DEAD_LETTER_COLUMNS: &str = "id::text, submission_id, platform, reason, field, detail, \
+     service, ars, destination, (extract(epoch FROM dead_lettered_at) * 1000000)::int8, \
+     content_type, message_id, headers, body_bytes, \
+     (extract(epoch FROM stored_at) * 1000000)::int8, state, \
+     (extract(epoch FROM state_changed_at) * 1000000)::int8, state_changed_by, replays::int8";
+
+pub(super) async fn list_dead_letters(
+    pool: &PgPool,
+    conditions: &[Condition],
+    limit: u32,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    const OP: &str = "list dead letters";
+    let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
+    let order = " ORDER BY dead_lettered_at, id";
+    let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
+    admin::read_all(&rows, OP, Columns::dead_letter)
+}
+
+pub(super) async fn count_dead_letters(
+    pool: &PgPool,
+    conditions: &[Condition],
+) -> Result<i64, StoreError> {
+    const OP: &str = "count dead letters";
+    let head = "SELECT count(*) FROM dead_letters";
+    let rows = select(pool, head, conditions, "", None, OP).await?;
+    match rows.first() {
+        Some(row) => Columns::new(row, OP).int(),
+        None => Err(StoreError::Corrupt {
+            detail: "count returned no row".into(),
+        }),
+    }
+}
+
+pub(super) async fn get_dead_letter(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<DeadLetter>, StoreError> {
+    let columns = DEAD_LETTER_COLUMNS;
+    dead_letter_by_id(pool, columns, id, "get dead letter", |row| {
+        row.dead_letter()
+    })
+    .await
+}
+
+pub(super) async fn dead_letter_message(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<DeadLetterMessage>, StoreError> {
+    let columns = "body, content_type, message_id, headers, platform";
+    let op = "read dead letter message";
+    dead_letter_by_id(pool, columns, id, op, |row| row.dead_letter_message()).await
+}
+
+pub(super) async fn set_dead_letter_state(
+    pool: &PgPool,
+    ids: &[Uuid],
+    state: DeadLetterState,
+    actor: &str,
+    at: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE dead_letters SET state = $1, \
+             state_changed_at = timestamptz 'epoch' + $2 * interval '1 microsecond', \
+             state_changed_by = $3, replays = replays + $4::int4 \
+         WHERE state = 'pending' AND id = ANY($5)",
+    )
+    .bind(state.as_str())
+    .bind(at)
+    .bind(actor)
+    .bind(i32::from(state == DeadLetterState::Replayed))
+    .bind(ids)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("set dead letter state"))?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn purge_dead_letters(
+    pool: &PgPool,
+    cutoff_micros: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM dead_letters WHERE state <> 'pending' \
+         AND state_changed_at < timestamptz 'epoch' + $1 * interval '1 microsecond'",
+    )
+    .bind(cutoff_micros)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("purge dead letters"))?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn record_events(pool: &PgPool, events: &[TraceEvent]) -> Result<(), StoreError> {
+    let at: Vec<i64> = events.iter().map(|e| to_micros(e.at)).collect();
+    // Ordered by position so that seq follows the order given.
+    sqlx::query(
+        "INSERT INTO trace_events (submission_id, at, event, platform, destination, detail) \
+         SELECT sub, timestamptz 'epoch' + us * interval '1 microsecond', event, platform, \
+             destination, detail \
+         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+             WITH ORDINALITY AS batch(sub, us, event, platform, destination, detail, pos) \
+         ORDER BY pos",
+    )
+    .bind(column(events, |e| &e.submission_id))
+    .bind(at)
+    .bind(column(events, |e| &e.event))
+    .bind(column(events, |e| &e.platform))
+    .bind(column(events, |e| &e.destination))
+    .bind(column(events, |e| &e.detail))
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("record events"))?;
+    Ok(())
+}
+
+pub(super) async fn trace(
+    pool: &PgPool,
+    submission_id: &str,
+) -> Result<Vec<TraceEvent>, StoreError> {
+    const OP: &str = "trace";
+    let rows = sqlx::query(
+        "SELECT submission_id, (extract(epoch FROM at) * 1000000)::int8, event, platform, \
+             destination, detail \
+         FROM trace_events WHERE submission_id = $1 ORDER BY at, seq",
+    )
+    .bind(submission_id)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    admin::read_all(&rows, OP, Columns::trace_event)
+}
+
+pub(super) async fn purge_events(pool: &PgPool, cutoff_micros: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM trace_events \
+         WHERE at < timestamptz 'epoch' + $1 * interval '1 microsecond'",
+    )
+    .bind(cutoff_micros)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("purge events"))?;
     Ok(done.rows_affected())
 }

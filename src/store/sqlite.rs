@@ -10,19 +10,26 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
+use super::admin::{
+    self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
+    DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
+};
 use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "delivered submissions",
-    include_str!("migrations/sqlite/0001_delivered_submissions.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "delivered submissions",
+        include_str!("migrations/sqlite/0001_delivered_submissions.sql"),
+    ),
+    (2, "admin", include_str!("migrations/sqlite/0002_admin.sql")),
+];
 
 /// One writer at a time is all SQLite allows; WAL lets the readers (checks) run beside it.
 const MAX_CONNECTIONS: u32 = 4;
@@ -92,25 +99,12 @@ pub(super) async fn fetch(
     pool: &SqlitePool,
     ids: &[Uuid],
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    // Hyphenated UUIDs need no JSON escaping.
-    let mut json = String::with_capacity(2 + ids.len() * 39);
-    json.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push('"');
-        json.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-        json.push('"');
-    }
-    json.push(']');
-
     let rows = sqlx::query(
         "SELECT submission_id, fingerprint, destination, delivered_at \
          FROM delivered_submissions \
          WHERE submission_id IN (SELECT value FROM json_each(?1))",
     )
-    .bind(json)
+    .bind(uuid_json(ids))
     .fetch_all(pool)
     .await
     .map_err(StoreError::query("check"))?;
@@ -130,6 +124,23 @@ pub(super) async fn fetch(
             })
         })
         .collect()
+}
+
+/// `ids` as a JSON array of hyphenated lower-case strings, for `json_each`.
+fn uuid_json(ids: &[Uuid]) -> String {
+    // Hyphenated UUIDs need no JSON escaping.
+    let mut json = String::with_capacity(2 + ids.len() * 39);
+    json.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push('"');
+        json.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        json.push('"');
+    }
+    json.push(']');
+    json
 }
 
 pub(super) async fn upsert(
@@ -177,5 +188,396 @@ pub(super) async fn purge(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, 
         .execute(pool)
         .await
         .map_err(StoreError::query("purge"))?;
+    Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API (see admin.rs)
+
+pub(super) async fn load_directory(pool: &SqlitePool) -> Result<StoredDirectory, StoreError> {
+    const OP: &str = "load directory";
+    // One read transaction: WAL gives it one snapshot, so the lists and the version agree.
+    let mut tx = pool.begin().await.map_err(StoreError::query(OP))?;
+    let destinations = sqlx::query(admin::SELECT_DESTINATIONS)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let routes = sqlx::query(admin::SELECT_ROUTES)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let services = sqlx::query(admin::SELECT_SERVICES)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let version = sqlx::query(admin::SELECT_VERSION)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    tx.commit().await.map_err(StoreError::query(OP))?;
+    Ok(StoredDirectory {
+        destinations: admin::read_all(&destinations, OP, Columns::destination)?,
+        routes: admin::read_all(&routes, OP, Columns::route)?,
+        services: admin::read_all(&services, OP, Columns::service)?,
+        version: Columns::new(&version, OP).int()?,
+    })
+}
+
+pub(super) async fn directory_version(pool: &SqlitePool) -> Result<i64, StoreError> {
+    let row = sqlx::query(admin::SELECT_VERSION)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::query("directory version"))?;
+    Columns::new(&row, "directory version").int()
+}
+
+pub(super) async fn apply_directory_change(
+    pool: &SqlitePool,
+    change: &DirectoryChange,
+    audit: &NewAudit,
+    at: i64,
+) -> Result<i64, StoreError> {
+    const OP: &str = "apply directory change";
+    // IMMEDIATE: take the write lock at the start (waiting up to the busy timeout), rather
+    // than failing on the upgrade from reader to writer halfway through.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::query(OP))?;
+    let (sql, params) = change.statement();
+    let mut query = sqlx::query(sql);
+    for param in params {
+        query = query.bind(param);
+    }
+    let done = query
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    if done.rows_affected() == 0 {
+        // Dropping the transaction rolls it back: no version bump, no audit row.
+        return Err(change.not_found());
+    }
+    let version = sqlx::query(admin::BUMP_VERSION)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    let version = Columns::new(&version, OP).int()?;
+    insert_audit(&mut tx, audit, at, OP).await?;
+    tx.commit().await.map_err(StoreError::query(OP))?;
+    Ok(version)
+}
+
+pub(super) async fn audit(pool: &SqlitePool, entry: &NewAudit, at: i64) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(StoreError::query("audit"))?;
+    insert_audit(&mut conn, entry, at, "audit").await
+}
+
+async fn insert_audit(
+    conn: &mut sqlx::SqliteConnection,
+    entry: &NewAudit,
+    at: i64,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, object, before_json, after_json) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.object)
+    .bind(&entry.before)
+    .bind(&entry.after)
+    .execute(conn)
+    .await
+    .map_err(StoreError::query(operation))?;
+    Ok(())
+}
+
+pub(super) async fn list_audit(
+    pool: &SqlitePool,
+    conditions: &[Condition],
+    limit: u32,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    const OP: &str = "list audit";
+    let rows = select(
+        pool,
+        "SELECT id, at, actor, action, object, before_json, after_json FROM audit_log",
+        conditions,
+        " ORDER BY id DESC",
+        Some(limit),
+        OP,
+    )
+    .await?;
+    admin::read_all(&rows, OP, Columns::audit_entry)
+}
+
+/// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
+fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {
+    for (i, condition) in conditions.iter().enumerate() {
+        query.push(if i == 0 { " WHERE " } else { " AND " });
+        match condition {
+            Condition::Equals(column, value) => {
+                query.push(format_args!("{column} = "));
+                query.push_bind(value.clone());
+            }
+            Condition::StartsWith(column, value) => {
+                // instr is case-sensitive and knows no wildcards, unlike LIKE.
+                query.push(format_args!("instr({column}, "));
+                query.push_bind(value.clone());
+                query.push(") = 1");
+            }
+            Condition::NotBefore(column, micros) => {
+                query.push(format_args!("{column} >= "));
+                query.push_bind(*micros);
+            }
+            Condition::Before(column, micros) => {
+                query.push(format_args!("{column} < "));
+                query.push_bind(*micros);
+            }
+            Condition::IdBelow(id) => {
+                query.push("id < ");
+                query.push_bind(*id);
+            }
+            Condition::DeadLetterAfter(micros, id) => {
+                query.push("(dead_lettered_at, id) > (");
+                query.push_bind(*micros);
+                query.push(", ");
+                query.push_bind(id.hyphenated().to_string());
+                query.push(")");
+            }
+        }
+    }
+}
+
+/// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
+async fn select(
+    pool: &SqlitePool,
+    head: &str,
+    conditions: &[Condition],
+    tail: &str,
+    limit: Option<u32>,
+    operation: &'static str,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
+    let mut query = QueryBuilder::new(head);
+    push_where(&mut query, conditions);
+    query.push(tail);
+    if let Some(limit) = limit {
+        query.push(" LIMIT ");
+        query.push_bind(i64::from(limit));
+    }
+    query
+        .build()
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query(operation))
+}
+
+/// The `columns` of dead letter `id`, read with `read`.
+async fn dead_letter_by_id<T>(
+    pool: &SqlitePool,
+    columns: &str,
+    id: Uuid,
+    operation: &'static str,
+    read: for<'r> fn(Columns<'r, sqlx::sqlite::SqliteRow>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {columns} FROM dead_letters WHERE id = $1"))
+        .bind(id.hyphenated().to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query(operation))?;
+    row.as_ref()
+        .map(|row| read(Columns::new(row, operation)))
+        .transpose()
+}
+
+pub(super) async fn insert_dead_letters(
+    pool: &SqlitePool,
+    letters: &[NewDeadLetter],
+    stored_at: i64,
+) -> Result<(), StoreError> {
+    const OP: &str = "insert dead letters";
+    // One statement per row in one transaction, not a JSON batch: bodies may be megabytes,
+    // and as blobs they are bound as they are instead of doubled into hex inside JSON. In
+    // process, a prepared statement per row costs little.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::query(OP))?;
+    for letter in letters {
+        sqlx::query(
+            "INSERT INTO dead_letters (id, submission_id, platform, reason, field, detail, \
+                 service, ars, destination, dead_lettered_at, content_type, message_id, \
+                 headers, body_bytes, stored_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(letter.id.hyphenated().to_string())
+        .bind(&letter.submission_id)
+        .bind(&letter.platform)
+        .bind(&letter.reason)
+        .bind(&letter.field)
+        .bind(&letter.detail)
+        .bind(&letter.service)
+        .bind(&letter.ars)
+        .bind(&letter.destination)
+        .bind(to_micros(letter.dead_lettered_at))
+        .bind(&letter.content_type)
+        .bind(&letter.message_id)
+        .bind(&letter.headers)
+        .bind(i64::try_from(letter.body.len()).unwrap_or(i64::MAX))
+        .bind(stored_at)
+        .bind(&letter.body)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+    }
+    tx.commit().await.map_err(StoreError::query(OP))?;
+    Ok(())
+}
+
+const DEAD_LETTER_COLUMNS: &str = "id, submission_id, platform, reason, field, detail, \
+     service, ars, destination, dead_lettered_at, content_type, message_id, headers, \
+     body_bytes, stored_at, state, state_changed_at, state_changed_by, replays";
+
+pub(super) async fn list_dead_letters(
+    pool: &SqlitePool,
+    conditions: &[Condition],
+    limit: u32,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    const OP: &str = "list dead letters";
+    let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
+    let order = " ORDER BY dead_lettered_at, id";
+    let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
+    admin::read_all(&rows, OP, Columns::dead_letter)
+}
+
+pub(super) async fn count_dead_letters(
+    pool: &SqlitePool,
+    conditions: &[Condition],
+) -> Result<i64, StoreError> {
+    const OP: &str = "count dead letters";
+    let head = "SELECT count(*) FROM dead_letters";
+    let rows = select(pool, head, conditions, "", None, OP).await?;
+    match rows.first() {
+        Some(row) => Columns::new(row, OP).int(),
+        None => Err(StoreError::Corrupt {
+            detail: "count returned no row".into(),
+        }),
+    }
+}
+
+pub(super) async fn get_dead_letter(
+    pool: &SqlitePool,
+    id: Uuid,
+) -> Result<Option<DeadLetter>, StoreError> {
+    let columns = DEAD_LETTER_COLUMNS;
+    dead_letter_by_id(pool, columns, id, "get dead letter", |row| {
+        row.dead_letter()
+    })
+    .await
+}
+
+pub(super) async fn dead_letter_message(
+    pool: &SqlitePool,
+    id: Uuid,
+) -> Result<Option<DeadLetterMessage>, StoreError> {
+    let columns = "body, content_type, message_id, headers, platform";
+    let op = "read dead letter message";
+    dead_letter_by_id(pool, columns, id, op, |row| row.dead_letter_message()).await
+}
+
+pub(super) async fn set_dead_letter_state(
+    pool: &SqlitePool,
+    ids: &[Uuid],
+    state: DeadLetterState,
+    actor: &str,
+    at: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE dead_letters SET state = $1, state_changed_at = $2, state_changed_by = $3, \
+             replays = replays + $4 \
+         WHERE state = 'pending' AND id IN (SELECT value FROM json_each($5))",
+    )
+    .bind(state.as_str())
+    .bind(at)
+    .bind(actor)
+    .bind(i64::from(state == DeadLetterState::Replayed))
+    .bind(uuid_json(ids))
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("set dead letter state"))?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn purge_dead_letters(
+    pool: &SqlitePool,
+    cutoff_micros: i64,
+) -> Result<u64, StoreError> {
+    let done =
+        sqlx::query("DELETE FROM dead_letters WHERE state <> 'pending' AND state_changed_at < $1")
+            .bind(cutoff_micros)
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("purge dead letters"))?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn record_events(
+    pool: &SqlitePool,
+    events: &[TraceEvent],
+) -> Result<(), StoreError> {
+    // [[submission_id, micros, event, platform, destination, detail], ...]; ordered by the
+    // array index so that seq follows the order given.
+    let json = serde_json::Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                serde_json::json!([
+                    e.submission_id,
+                    to_micros(e.at),
+                    e.event,
+                    e.platform,
+                    e.destination,
+                    e.detail,
+                ])
+            })
+            .collect(),
+    )
+    .to_string();
+    sqlx::query(
+        "INSERT INTO trace_events (submission_id, at, event, platform, destination, detail) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+         FROM json_each($1) ORDER BY key",
+    )
+    .bind(json)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("record events"))?;
+    Ok(())
+}
+
+pub(super) async fn trace(
+    pool: &SqlitePool,
+    submission_id: &str,
+) -> Result<Vec<TraceEvent>, StoreError> {
+    const OP: &str = "trace";
+    let rows = sqlx::query(
+        "SELECT submission_id, at, event, platform, destination, detail FROM trace_events \
+         WHERE submission_id = $1 ORDER BY at, seq",
+    )
+    .bind(submission_id)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    admin::read_all(&rows, OP, Columns::trace_event)
+}
+
+pub(super) async fn purge_events(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM trace_events WHERE at < $1")
+        .bind(cutoff_micros)
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("purge events"))?;
     Ok(done.rows_affected())
 }
