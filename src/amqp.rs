@@ -106,8 +106,15 @@ pub struct Publisher {
 /// The parts of the topology the gateway owns and declares itself.
 #[derive(Debug, Clone)]
 pub enum OwnedTopology {
-    DeadLetter { exchange: String, queue: String },
-    Retry { delays: Vec<Duration> },
+    DeadLetter {
+        exchange: String,
+        queue: String,
+    },
+    Retry {
+        delays: Vec<Duration>,
+    },
+    /// The queue replayed dead letters wait in until the gateway takes them.
+    Replay,
 }
 
 impl OwnedTopology {
@@ -117,6 +124,7 @@ impl OwnedTopology {
                 declare_dead_letter(channel, exchange, queue).await
             }
             OwnedTopology::Retry { delays } => declare_retry(channel, delays).await,
+            OwnedTopology::Replay => declare_replay(channel).await,
         }
     }
 }
@@ -354,6 +362,27 @@ pub async fn declare_retry(channel: &Channel, delays: &[Duration]) -> Result<(),
             .await?;
     }
     Ok(())
+}
+
+/// Queue of dead letters an operator replayed; the gateway consumes it like a platform's.
+pub const REPLAY_QUEUE: &str = "ozg.gateway.replay";
+
+/// A quorum queue, like the retry queues: a replayed submission must survive a broker
+/// restart as surely as it did in the store.
+pub async fn declare_replay(channel: &Channel) -> Result<(), lapin::Error> {
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), header_string("quorum"));
+    channel
+        .queue_declare(
+            REPLAY_QUEUE.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            quorum,
+        )
+        .await
+        .map(|_| ())
 }
 
 pub async fn declare_exchange(

@@ -21,17 +21,23 @@ use lapin::{Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::activity::{Activity, ConsumerState};
+use crate::admin;
 use crate::amqp::{self, OwnedTopology, Publisher, Role};
 use crate::config::{BrokerIndex, Config};
+use crate::dead_letters;
 use crate::link::{self, Link, LinkState};
-use crate::pipeline::{Gateway, Source};
-use crate::store::{self, Deduplicator, Store, StoreError};
+use crate::live::Snapshot;
+use crate::pipeline::{Gateway, Publishers, Source};
+use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
 use crate::telemetry::{self, IngressLabels, LinkLabels, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("store {url}: {source}")]
     Store { url: String, source: StoreError },
+    #[error("admin API: {0}")]
+    Admin(#[from] crate::admin::AdminError),
     #[error("a consumer task failed: {0}")]
     Task(String),
 }
@@ -41,8 +47,11 @@ const DEDUP_MAX_DELAY: Duration = Duration::from_millis(2);
 const DEDUP_MAX_BATCH: usize = 256;
 /// Bound on each step of closing down that waits for the broker.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often delivered ids older than the deduplication window are removed.
+/// How often rows older than their retention are removed.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Trace events are written in groups, like deduplication records.
+const TRACE_MAX_BATCH: usize = 512;
+const TRACE_MAX_DELAY: Duration = Duration::from_millis(50);
 
 /// One supervised connection per broker and role, created for the brokers in use.
 struct Links {
@@ -65,13 +74,9 @@ impl Links {
             });
         }
         let mut publish = HashMap::new();
-        let publishing = config
-            .destinations
-            .iter()
-            .map(|d| d.broker)
-            .chain(config.platforms.iter().map(|p| p.broker))
-            .chain([config.gateway.dead_letter_broker]);
-        for b in publishing {
+        // Every configured broker, not only those in use now: an operator may add a
+        // destination on any of them through the admin API.
+        for b in 0..config.brokers.len() {
             publish.entry(b).or_insert_with(|| {
                 Link::start(config.broker(b).clone(), Role::Publish, stop.clone())
             });
@@ -108,6 +113,23 @@ impl Links {
         }
     }
 
+    /// Every link's name, role and state, for health and the admin overview.
+    fn states(&self) -> Vec<admin::LinkView> {
+        let roles = [("consume", &self.consume), ("publish", &self.publish)];
+        let mut views: Vec<admin::LinkView> = roles
+            .into_iter()
+            .flat_map(|(role, links)| {
+                links.values().map(move |link| admin::LinkView {
+                    broker: link.broker().to_owned(),
+                    role,
+                    state: link.watch_state(),
+                })
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.broker, a.role).cmp(&(&b.broker, b.role)));
+        views
+    }
+
     async fn close(&self) {
         let closing = self
             .consume
@@ -118,8 +140,24 @@ impl Links {
     }
 }
 
+/// What a started gateway tells its caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// The admin API's address (the port chosen when the configuration said 0).
+    pub admin_address: Option<std::net::SocketAddr>,
+}
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_reporting(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` once everything is started (tests learn the admin port so).
+pub async fn run_reporting(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Ready),
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let g = &config.gateway;
     let store = open_store(&config).await?;
@@ -130,9 +168,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         DEDUP_MAX_BATCH,
         DEDUP_MAX_DELAY,
     ));
-    let purge = tokio::spawn(purge_periodically(store.clone(), config.store.dedup_window));
+    let snapshot = load_directory(&config, &store).await;
+    let purge = tokio::spawn(purge_periodically(store.clone(), config.store.clone()));
     let metrics = Metrics::new();
+    let activity = Arc::new(Activity::new(
+        &config,
+        Some(EventRecorder::start(
+            store.clone(),
+            TRACE_MAX_BATCH,
+            TRACE_MAX_DELAY,
+        )),
+    ));
     let stop_links = CancellationToken::new();
+    tokio::spawn(activity.clone().tick_rates(stop_links.clone()));
     if let Some(address) = config.telemetry.metrics_address
         && let Err(e) = telemetry::serve_metrics(metrics.clone(), address, stop_links.clone()).await
     {
@@ -142,38 +190,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let links = Links::start(&config, &stop_links);
     links.watch(&metrics, &stop_links);
-    // Every broker in use has a publishing link (see `Links::start`).
-    let publisher =
-        |broker: BrokerIndex| Publisher::new(links.publish[&broker].clone(), g.confirm_timeout);
+    let gateway_link = || links.publish[&g.dead_letter_broker].clone();
     let gateway = Arc::new(Gateway::new(
         config.clone(),
-        config
-            .destinations
-            .iter()
-            .map(|d| publisher(d.broker))
-            .collect(),
-        config
-            .platforms
-            .iter()
-            .map(|p| publisher(p.broker))
-            .collect(),
-        Publisher::owning(
-            links.publish[&g.dead_letter_broker].clone(),
-            g.confirm_timeout,
-            OwnedTopology::DeadLetter {
-                exchange: g.dead_letter_exchange.clone(),
-                queue: g.dead_letter_queue.clone(),
-            },
-        ),
-        Publisher::owning(
-            links.publish[&g.dead_letter_broker].clone(),
-            g.confirm_timeout,
-            OwnedTopology::Retry {
-                delays: config.retry.delays.clone(),
-            },
-        ),
+        snapshot,
+        Publishers {
+            links: links.publish.clone(),
+            status: config
+                .platforms
+                .iter()
+                .map(|p| Publisher::new(links.publish[&p.broker].clone(), g.confirm_timeout))
+                .collect(),
+            dead_letter: Publisher::owning(
+                gateway_link(),
+                g.confirm_timeout,
+                OwnedTopology::DeadLetter {
+                    exchange: g.dead_letter_exchange.clone(),
+                    queue: g.dead_letter_queue.clone(),
+                },
+            ),
+            retry: Publisher::owning(
+                gateway_link(),
+                g.confirm_timeout,
+                OwnedTopology::Retry {
+                    delays: config.retry.delays.clone(),
+                },
+            ),
+            replay: Publisher::owning(gateway_link(), g.confirm_timeout, OwnedTopology::Replay),
+        },
         dedup.clone(),
         metrics.clone(),
+        activity.clone(),
     ));
 
     let stop_consuming = CancellationToken::new();
@@ -198,7 +245,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             delays: config.retry.delays.clone(),
         }),
     };
-    for (ingress, broker) in platforms.chain([(retries, g.dead_letter_broker)]) {
+    let replays = Ingress {
+        source: Source::Replay,
+        name: "replay".to_owned(),
+        queue: amqp::REPLAY_QUEUE.to_owned(),
+        prefetch: config.retry.prefetch,
+        owned: Some(OwnedTopology::Replay),
+    };
+    let own = [
+        (retries, g.dead_letter_broker),
+        (replays, g.dead_letter_broker),
+    ];
+    for (ingress, broker) in platforms.chain(own) {
         consumers.spawn(consume(
             gateway.clone(),
             metrics.clone(),
@@ -208,12 +266,47 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             stop_consuming.clone(),
         ));
     }
+    if g.store_dead_letters {
+        consumers.spawn(dead_letters::take_into_store(
+            links.consume[&g.dead_letter_broker].clone(),
+            OwnedTopology::DeadLetter {
+                exchange: g.dead_letter_exchange.clone(),
+                queue: g.dead_letter_queue.clone(),
+            },
+            g.dead_letter_queue.clone(),
+            store.clone(),
+            stop_consuming.clone(),
+        ));
+    }
+    let health = admin::Health::start(&config, &links.states(), &activity, &stop_links);
+    let admin_server = match &config.admin {
+        Some(settings) => Some(
+            admin::serve(
+                settings,
+                admin::State::new(
+                    config.clone(),
+                    gateway.clone(),
+                    store.clone(),
+                    links.states(),
+                    stop_links.clone(),
+                ),
+                health,
+                stop_links.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     tracing::info!(
         platforms = config.platforms.len(),
-        destinations = config.destinations.len(),
-        routes = config.routes.len(),
+        destinations = gateway.snapshot().destinations.len(),
+        routes = gateway.snapshot().table.routes().len(),
+        admin = ?admin_server.as_ref().map(|a| a.address),
         "ozg-gateway ready"
     );
+    ready(Ready {
+        admin_address: admin_server.as_ref().map(|a| a.address),
+    });
 
     shutdown.await;
     tracing::info!("shutdown: stopping consumers, finishing in-flight submissions");
@@ -239,15 +332,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     stop_links.cancel();
+    if let Some(server) = admin_server {
+        server.stopped().await;
+    }
     links.close().await;
     purge.abort();
     drop(gateway);
     if let Ok(dedup) = Arc::try_unwrap(dedup) {
         dedup.shutdown().await;
     }
+    if let Ok(activity) = Arc::try_unwrap(activity) {
+        activity.shutdown().await;
+    }
     store.close().await;
     tracing::info!("ozg-gateway stopped");
     result
+}
+
+/// The file's directory merged with the entries stored through the admin API. A stored
+/// entry that no longer fits the file (the file now defines the same id, a broker was
+/// removed) is left out and logged; the gateway still starts.
+async fn load_directory(config: &Config, store: &Store) -> Snapshot {
+    let stored = match store.load_directory().await {
+        Ok(stored) => crate::admin::stored_entries(&stored),
+        Err(e) => {
+            tracing::error!(error = %e,
+                "cannot read the stored routing directory; routing with the configuration file's entries only");
+            return Snapshot::from_config(config);
+        }
+    };
+    let (snapshot, problems) = Snapshot::build(config, &stored);
+    for (key, message) in problems {
+        tracing::error!(entry = %key, problem = %message,
+            "stored routing directory entry left out");
+    }
+    snapshot
 }
 
 /// Opens the store on a blocking thread: sqlx's migration future cannot be proven `Send`
@@ -265,16 +384,34 @@ async fn open_store(config: &Config) -> Result<Store, RunError> {
     })
 }
 
-async fn purge_periodically(store: Store, window: Duration) {
+/// Removes what is older than its retention: deduplication records, submission traces,
+/// and dead letters an operator has replayed or discarded (their bodies are personal data).
+async fn purge_periodically(store: Store, settings: crate::config::StoreSettings) {
+    let cutoff = |age: Duration| {
+        SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
     loop {
-        let cutoff = SystemTime::now()
-            .checked_sub(window)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        match store.purge(cutoff).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "expired deduplication records removed"),
+        let report = |what: &str, result: Result<u64, StoreError>| match result {
+            Ok(n) if n > 0 => tracing::info!(removed = n, what, "expired rows removed"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot remove expired deduplication records"),
-        }
+            Err(e) => tracing::warn!(error = %e, what, "cannot remove expired rows"),
+        };
+        report(
+            "deduplication records",
+            store.purge(cutoff(settings.dedup_window)).await,
+        );
+        report(
+            "submission trace events",
+            store.purge_events(cutoff(settings.trace_retention)).await,
+        );
+        report(
+            "settled dead letters",
+            store
+                .purge_dead_letters(cutoff(settings.dead_letter_retention))
+                .await,
+        );
         tokio::time::sleep(PURGE_INTERVAL).await;
     }
 }
@@ -294,7 +431,8 @@ struct Ingress {
 }
 
 /// Keeps one consumer subscribed: waits for its broker link, subscribes, pumps deliveries
-/// into the pipeline, and after a lost channel or connection starts over.
+/// into the pipeline, and after a lost channel or connection starts over. A platform's
+/// consumer also follows the operator's pause switch.
 async fn consume(
     gateway: Arc<Gateway>,
     metrics: Arc<Metrics>,
@@ -309,9 +447,31 @@ async fn consume(
             ingress: ingress.name.clone(),
         })
         .clone();
+    let platform = match ingress.source {
+        Source::Platform(i) => Some(gateway.activity().platform(i)),
+        Source::Retry | Source::Replay => None,
+    };
+    let set_state = |state: ConsumerState| {
+        if let Some(p) = platform {
+            p.set_state(state);
+        }
+    };
+    let mut paused = platform.map(|p| p.watch_paused());
     let mut attempt = 0u32;
     loop {
         up.set(0);
+        if let Some(paused) = paused.as_mut()
+            && *paused.borrow_and_update()
+        {
+            set_state(ConsumerState::Paused);
+            tracing::info!(ingress = %ingress.name, "paused by an operator");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = paused.wait_for(|p| !*p) => {}
+            }
+            tracing::info!(ingress = %ingress.name, "resumed by an operator");
+        }
+        set_state(ConsumerState::Connecting);
         let Some(connection) = link.connected(&stop).await else {
             return;
         };
@@ -319,18 +479,48 @@ async fn consume(
             Ok((channel, consumer)) => {
                 attempt = 0;
                 up.set(1);
+                set_state(ConsumerState::Consuming);
                 tracing::info!(ingress = %ingress.name, queue = %ingress.queue,
                     prefetch = ingress.prefetch, "consuming");
                 let tag = consumer.tag();
-                let lost = pump(&gateway, ingress.source, consumer, &in_flight, &stop).await;
-                match lost {
-                    None => {
+                // This subscription's own deliveries: a paused channel stays open until
+                // they are settled, since their acks travel on it.
+                let subscription = TaskTracker::new();
+                let mut spawn = |delivery| {
+                    let gateway = gateway.clone();
+                    let source = ingress.source;
+                    in_flight.spawn(subscription.track_future(async move {
+                        gateway.process(source, delivery).await;
+                    }));
+                };
+                let ended = pump(consumer, &mut spawn, &stop, paused.as_mut()).await;
+                match ended {
+                    Ended::Stopped => {
                         // Bounded: on a broken connection the cancel may never be answered.
                         let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
                         return;
                     }
-                    Some(reason) => {
+                    Ended::Paused(mut consumer) => {
+                        let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
+                        // Deliveries the broker sent before the cancel took effect are
+                        // processed like any other, not left unacked on a forgotten channel.
+                        let drain = async {
+                            while let Some(Ok(delivery)) = consumer.next().await {
+                                spawn(delivery);
+                            }
+                        };
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+                        subscription.close();
+                        tokio::spawn(async move {
+                            subscription.wait().await;
+                            let close = channel.close(200, "paused".into());
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                        });
+                        continue;
+                    }
+                    Ended::Lost(reason) => {
                         tracing::warn!(ingress = %ingress.name, error = %reason,
                             "consumer lost; resubscribing");
                     }
@@ -341,12 +531,22 @@ async fn consume(
                     broker = %link.broker(), error = %e, "cannot subscribe; retrying");
             }
         }
+        set_state(ConsumerState::Connecting);
         attempt = attempt.saturating_add(1);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(link::backoff(attempt)) => {}
         }
     }
+}
+
+/// Why [`pump`] returned.
+enum Ended {
+    Stopped,
+    /// An operator paused the platform; the consumer is handed back to be cancelled and
+    /// drained.
+    Paused(Consumer),
+    Lost(String),
 }
 
 async fn subscribe(
@@ -383,28 +583,32 @@ async fn subscribe(
     Ok((channel, consumer))
 }
 
-/// Hands each delivery to the pipeline; returns `None` when told to stop, or why the
-/// consumer ended.
+/// Hands each delivery to the pipeline until told to stop or pause, or the consumer ends.
 async fn pump(
-    gateway: &Arc<Gateway>,
-    source: Source,
     mut consumer: Consumer,
-    in_flight: &TaskTracker,
+    spawn: &mut impl FnMut(lapin::message::Delivery),
     stop: &CancellationToken,
-) -> Option<String> {
+    mut paused: Option<&mut tokio::sync::watch::Receiver<bool>>,
+) -> Ended {
     loop {
+        let pause = async {
+            match paused.as_mut() {
+                Some(p) => {
+                    let _ = p.wait_for(|p| *p).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             biased;
-            () = stop.cancelled() => return None,
+            () = stop.cancelled() => return Ended::Stopped,
+            () = pause => return Ended::Paused(consumer),
             next = consumer.next() => next,
         };
         match next {
-            Some(Ok(delivery)) => {
-                let gateway = gateway.clone();
-                in_flight.spawn(async move { gateway.process(source, delivery).await });
-            }
-            Some(Err(e)) => return Some(e.to_string()),
-            None => return Some("the broker cancelled the consumer".to_owned()),
+            Some(Ok(delivery)) => spawn(delivery),
+            Some(Err(e)) => return Ended::Lost(e.to_string()),
+            None => return Ended::Lost("the broker cancelled the consumer".to_owned()),
         }
     }
 }

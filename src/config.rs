@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::directory::{Directory, DirectoryError};
-use crate::model::{Land, RegionPrefix, ServiceSelector};
+use crate::model::{Land, RegionPrefix, ServiceKey, ServiceSelector};
 use crate::telemetry::{LogFormat, OtlpProtocol, TelemetrySettings};
 
 /// Exit code for invalid configuration (EX_USAGE), as operators' scripts expect.
@@ -85,6 +85,42 @@ struct RawConfig {
     retry: RawRetry,
     #[serde(default)]
     telemetry: RawTelemetry,
+    #[serde(default)]
+    services: Vec<RawService>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    address: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    sha256: String,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -114,6 +150,10 @@ struct RawStore {
     url: Option<String>,
     #[serde(default, with = "humantime_serde")]
     dedup_window: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    trace_retention: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    dead_letter_retention: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -131,6 +171,7 @@ struct RawGateway {
     verify_attachment_hashes: Option<bool>,
     directory: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    store_dead_letters: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -311,6 +352,9 @@ pub struct GatewaySettings {
     pub confirm_timeout: Duration,
     pub shutdown_grace: Duration,
     pub verify_attachment_hashes: bool,
+    /// Take the dead-letter queue into the store (default), where operators list, replay
+    /// and discard them over the admin API; off leaves them on the queue for other tools.
+    pub store_dead_letters: bool,
 }
 
 /// Failed deliveries wait in delay queues on the gateway's broker and are tried again.
@@ -352,6 +396,10 @@ pub struct StoreSettings {
     pub url: String,
     pub display: String,
     pub dedup_window: Duration,
+    /// How long submission traces are kept.
+    pub trace_retention: Duration,
+    /// How long replayed or discarded dead letters (bodies included) are kept.
+    pub dead_letter_retention: Duration,
 }
 
 impl fmt::Debug for StoreSettings {
@@ -359,8 +407,76 @@ impl fmt::Debug for StoreSettings {
         f.debug_struct("StoreSettings")
             .field("url", &self.display)
             .field("dedup_window", &self.dedup_window)
+            .field("trace_retention", &self.trace_retention)
+            .field("dead_letter_retention", &self.dead_letter_retention)
             .finish()
     }
+}
+
+pub const DEFAULT_TRACE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A name for a LeiKa key, shown to operators next to routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceName {
+    pub key: ServiceKey,
+    pub name: String,
+}
+
+/// What a bearer token may do on the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Read everything but payload content.
+    Viewer,
+    /// Read, and change routes, destinations, services, dead letters and ingress.
+    Operator,
+    /// Read a dead letter's payload (audited).
+    Payload,
+}
+
+impl Role {
+    pub const NAMES: [&'static str; 3] = ["viewer", "operator", "payload"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Payload => "payload",
+        }
+    }
+}
+
+/// A configured admin token: its name (shown in the audit log) and the SHA-256 of the
+/// token, never the token itself.
+#[derive(Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub roles: Vec<Role>,
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The operators' gRPC API; absent from the configuration means no admin port.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub address: std::net::SocketAddr,
+    pub tls: Option<AdminTls>,
+    pub tokens: Vec<AdminToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +491,8 @@ pub struct Config {
     pub platforms: Vec<Platform>,
     pub destinations: Vec<Destination>,
     pub routes: Vec<Route>,
+    pub services: Vec<ServiceName>,
+    pub admin: Option<AdminSettings>,
     pub directory: Arc<Directory>,
 }
 
@@ -421,7 +539,7 @@ impl Config {
                 source: e,
             }])
         })?;
-        Validator::new(source).validate(raw, Arc::new(directory))
+        Validator::new(source).validate(raw, Arc::new(directory), base)
     }
 
     pub fn broker(&self, index: BrokerIndex) -> &Broker {
@@ -506,10 +624,115 @@ impl Validator {
         }
     }
 
+    fn admin(&mut self, raw: &RawAdmin, base: &Path) -> Option<AdminSettings> {
+        let address = match self.required("admin.address", &raw.address) {
+            Some(a) => match a.parse::<std::net::SocketAddr>() {
+                Ok(address) => Some(address),
+                Err(_) => {
+                    self.error(
+                        "admin.address",
+                        format!("{a:?} is not an address like 127.0.0.1:50051"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let tls = match (&raw.tls_cert, &raw.tls_key) {
+            (Some(cert), Some(key)) => Some(AdminTls {
+                cert: base.join(cert),
+                key: base.join(key),
+                client_ca: raw.client_ca.as_ref().map(|ca| base.join(ca)),
+            }),
+            (None, None) => {
+                if raw.client_ca.is_some() {
+                    self.error(
+                        "admin.client_ca",
+                        "needs TLS: set admin.tls_cert and admin.tls_key too",
+                    );
+                }
+                None
+            }
+            (Some(_), None) => {
+                self.error("admin.tls_key", "is missing (admin.tls_cert is set)");
+                None
+            }
+            (None, Some(_)) => {
+                self.error("admin.tls_cert", "is missing (admin.tls_key is set)");
+                None
+            }
+        };
+        if let Some(tls) = &tls {
+            for (key, path) in [
+                ("admin.tls_cert", Some(&tls.cert)),
+                ("admin.tls_key", Some(&tls.key)),
+                ("admin.client_ca", tls.client_ca.as_ref()),
+            ] {
+                if let Some(path) = path
+                    && !path.is_file()
+                {
+                    self.error(key, format!("{} is not a readable file", path.display()));
+                }
+            }
+        }
+        let mut tokens: Vec<AdminToken> = Vec::new();
+        for (i, t) in raw.tokens.iter().enumerate() {
+            let key = |field: &str| format!("admin.tokens[{i}].{field}");
+            let name = self.required(&key("name"), &t.name).map(str::to_owned);
+            if let Some(name) = &name
+                && tokens.iter().any(|other| &other.name == name)
+            {
+                self.error(key("name"), format!("token name {name:?} is used twice"));
+            }
+            // Never quote the value: someone may have pasted the token itself here.
+            let sha256 = match hex::decode(t.sha256.trim()) {
+                Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).ok(),
+                Err(_) => None,
+            };
+            if sha256.is_none() {
+                self.error(
+                    key("sha256"),
+                    "must be the SHA-256 of the token as 64 hex digits (ozg-gateway hash-token)",
+                );
+            }
+            let mut roles = Vec::new();
+            if t.roles.is_empty() {
+                self.error(
+                    key("roles"),
+                    format!("is missing (one or more of {})", Role::NAMES.join(", ")),
+                );
+            }
+            for r in &t.roles {
+                match r.as_str() {
+                    "viewer" => roles.push(Role::Viewer),
+                    "operator" => roles.push(Role::Operator),
+                    "payload" => roles.push(Role::Payload),
+                    other => self.error(
+                        key("roles"),
+                        format!("unknown role {other:?} (one of {})", Role::NAMES.join(", ")),
+                    ),
+                }
+            }
+            if let (Some(name), Some(sha256)) = (name, sha256) {
+                tokens.push(AdminToken {
+                    name,
+                    sha256,
+                    roles,
+                });
+            }
+        }
+        Some(AdminSettings {
+            address: address?,
+            tls,
+            tokens,
+        })
+    }
+
     fn validate(
         mut self,
         raw: RawConfig,
         directory: Arc<Directory>,
+        base: &Path,
     ) -> Result<Config, ConfigErrors> {
         // Brokers.
         let mut brokers = Vec::new();
@@ -781,57 +1004,52 @@ impl Validator {
         }
 
         // Destinations.
-        let mut destinations = Vec::new();
+        let mut destinations: Vec<Destination> = Vec::new();
         let mut destination_ids: HashMap<String, DestinationIndex> = HashMap::new();
         for (i, d) in raw.destinations.iter().enumerate() {
-            let key = |field: &str| format!("destinations[{i}].{field}");
-            let id = self.required(&key("id"), &d.id).map(str::to_owned);
-            let name = self.required(&key("name"), &d.name).map(str::to_owned);
-            let kind = match self.required(&key("kind"), &d.kind) {
-                Some(k) => match k.parse::<AuthorityKind>() {
-                    Ok(kind) => Some(kind),
-                    Err(()) => {
-                        self.error(
-                            key("kind"),
-                            format!(
-                                "unknown kind {k:?} (one of {})",
-                                AuthorityKind::NAMES.join(", ")
-                            ),
-                        );
-                        None
-                    }
-                },
-                None => None,
+            let key = format!("destinations[{i}]");
+            let spec = DestinationSpec {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                kind: d.kind.clone(),
+                land: d.land.clone(),
+                broker: d.broker.clone(),
+                exchange: d.exchange.clone(),
+                routing_key: d.routing_key.clone(),
             };
-            let land = self.land(&key("land"), &d.land);
-            let broker = self.broker_ref(&key("broker"), &d.broker, &broker_names);
-            if d.exchange.is_empty() && d.routing_key.is_empty() {
+            if !d.id.trim().is_empty() && destination_ids.contains_key(&d.id) {
                 self.error(
-                    key("routing_key"),
-                    "is missing (with the default exchange it names the back office's queue)",
+                    format!("{key}.id"),
+                    format!("destination {:?} is configured twice", d.id),
                 );
-            }
-            if let Some(id) = &id
-                && destination_ids.contains_key(id)
-            {
-                self.error(key("id"), format!("destination {id:?} is configured twice"));
                 continue;
             }
-            if let (Some(id), Some(name), Some(kind), Some(land), Some(broker)) =
-                (id, name, kind, land, broker)
-            {
-                destination_ids.insert(id.clone(), destinations.len());
-                destinations.push(Destination {
-                    id,
-                    name,
-                    kind,
-                    land,
-                    broker,
-                    exchange: d.exchange.clone(),
-                    routing_key: d.routing_key.clone(),
-                });
+            let valid = validate_destination(&key, &spec, &brokers, |k, m| self.error(k, m));
+            if let Some(destination) = valid {
+                destination_ids.insert(destination.id.clone(), destinations.len());
+                destinations.push(destination);
             }
         }
+
+        // Services catalogue.
+        let service_specs: Vec<(String, ServiceSpec)> = raw
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    format!("services[{i}]"),
+                    ServiceSpec {
+                        key: r.key.clone(),
+                        name: r.name.clone(),
+                    },
+                )
+            })
+            .collect();
+        let services = validate_services(&service_specs, |k, m| self.error(k, m));
+
+        // Admin API.
+        let admin = raw.admin.as_ref().and_then(|a| self.admin(a, base));
 
         // Routes.
         let raw_routes: Vec<(String, RouteSpec)> = raw
@@ -866,6 +1084,7 @@ impl Validator {
                     confirm_timeout,
                     shutdown_grace: g.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
                     verify_attachment_hashes: g.verify_attachment_hashes.unwrap_or(true),
+                    store_dead_letters: g.store_dead_letters.unwrap_or(true),
                 },
                 retry,
                 telemetry,
@@ -873,17 +1092,175 @@ impl Validator {
                     display: crate::store::redact_url(&store_url),
                     url: store_url,
                     dedup_window,
+                    trace_retention: raw.store.trace_retention.unwrap_or(DEFAULT_TRACE_RETENTION),
+                    dead_letter_retention: raw
+                        .store
+                        .dead_letter_retention
+                        .unwrap_or(DEFAULT_DEAD_LETTER_RETENTION),
                 },
                 brokers,
                 platforms,
                 destinations,
                 routes,
+                services,
+                admin,
                 directory,
             })
         } else {
             Err(ConfigErrors(self.errors))
         }
     }
+}
+
+/// A destination as an operator writes it, before validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationSpec {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub land: String,
+    pub broker: String,
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+/// Validates one destination the same way wherever it comes from (file or admin API);
+/// errors go to `report(key, message)` with keys under `key`. Duplicate ids are the
+/// caller's to check: only it knows the other destinations.
+pub fn validate_destination(
+    key: &str,
+    spec: &DestinationSpec,
+    brokers: &[Broker],
+    mut report: impl FnMut(String, String),
+) -> Option<Destination> {
+    let k = |field: &str| format!("{key}.{field}");
+    let mut required = |field: &str, value: &str| {
+        if value.trim().is_empty() {
+            report(k(field), "is missing".to_owned());
+            false
+        } else {
+            true
+        }
+    };
+    let has_id = required("id", &spec.id);
+    let has_name = required("name", &spec.name);
+    let has_kind = required("kind", &spec.kind);
+    let has_land = required("land", &spec.land);
+    let has_broker = required("broker", &spec.broker);
+    let kind = if has_kind {
+        match spec.kind.parse::<AuthorityKind>() {
+            Ok(kind) => Some(kind),
+            Err(()) => {
+                report(
+                    k("kind"),
+                    format!(
+                        "unknown kind {:?} (one of {})",
+                        spec.kind,
+                        AuthorityKind::NAMES.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let land = if has_land {
+        match spec.land.parse::<Land>() {
+            Ok(land) => Some(land),
+            Err(e) => {
+                report(k("land"), e.to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let broker = if has_broker {
+        match brokers.iter().position(|b| b.name == spec.broker) {
+            Some(i) => Some(i),
+            None => {
+                let mut known: Vec<&str> = brokers.iter().map(|b| b.name.as_str()).collect();
+                known.sort_unstable();
+                report(
+                    k("broker"),
+                    format!(
+                        "unknown broker {:?} (configured: {})",
+                        spec.broker,
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if spec.exchange.is_empty() && spec.routing_key.is_empty() {
+        report(
+            k("routing_key"),
+            "is missing (with the default exchange it names the back office's queue)".to_owned(),
+        );
+        return None;
+    }
+    match (has_id && has_name, kind, land, broker) {
+        (true, Some(kind), Some(land), Some(broker)) => Some(Destination {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            kind,
+            land,
+            broker,
+            exchange: spec.exchange.clone(),
+            routing_key: spec.routing_key.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// A service catalogue entry as an operator writes it, before validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub key: String,
+    pub name: String,
+}
+
+/// Validates catalogue entries: a LeiKa key each, a name, no key twice.
+pub fn validate_services(
+    specs: &[(String, ServiceSpec)],
+    mut report: impl FnMut(String, String),
+) -> Vec<ServiceName> {
+    let mut out: Vec<ServiceName> = Vec::with_capacity(specs.len());
+    for (key, spec) in specs {
+        let service = match spec.key.parse::<ServiceKey>() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                report(format!("{key}.key"), e.to_string());
+                None
+            }
+        };
+        if spec.name.trim().is_empty() {
+            report(format!("{key}.name"), "is missing".to_owned());
+            continue;
+        }
+        if let Some(service) = service {
+            if out.iter().any(|s| s.key == service) {
+                report(
+                    format!("{key}.key"),
+                    format!("service {service} is named twice"),
+                );
+                continue;
+            }
+            out.push(ServiceName {
+                key: service,
+                name: spec.name.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// A route as an operator writes it, before validation.

@@ -9,12 +9,16 @@
 //! what became of it through a status event. [`app::run`] wires it together; see
 //! ARCHITECTURE.md for the map and the invariants.
 
+pub mod activity;
+pub mod admin;
 pub mod amqp;
 pub mod app;
 pub mod config;
+pub mod dead_letters;
 pub mod directory;
 pub mod envelope;
 pub mod link;
+pub mod live;
 pub mod model;
 pub mod outcome;
 pub mod pipeline;

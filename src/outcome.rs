@@ -208,6 +208,8 @@ pub enum Outcome {
         /// The best id known: the envelope's when it decoded, else none (the AMQP message
         /// id is used then).
         submission_id: Option<String>,
+        /// The destination concerned, when there was one (a conflict, a delivery given up).
+        destination: Option<String>,
     },
 }
 

@@ -6,8 +6,11 @@
 //! reason (confirmed by the dead-letter exchange, then acked), or left on the queue for
 //! redelivery (nacked with requeue, or never acked because the channel went away).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use lapin::BasicProperties;
 use lapin::message::Delivery;
@@ -15,14 +18,17 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use uuid::Uuid;
 
+use crate::activity::Activity;
 use crate::amqp::{
-    DeliveryError, Publisher, RETRY_READY_QUEUE, header_string, header_text, retry_wait_queue,
+    DeliveryError, Publisher, REPLAY_QUEUE, RETRY_READY_QUEUE, header_string, header_text,
+    retry_wait_queue,
 };
-use crate::config::{Config, DestinationIndex, StatusFormat};
+use crate::config::{BrokerIndex, Config, Destination, StatusFormat};
 use crate::envelope::{self, DecodeError, Encoding, Envelope};
+use crate::link::Link;
+use crate::live::Snapshot;
 use crate::outcome::{Outcome, Reason, Rejection};
-use crate::route::RoutingTable;
-use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen};
+use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen, TraceEvent};
 use crate::telemetry::{self, DestinationLabels, Metrics, PlatformLabels};
 use crate::wire::v1 as wire;
 use tracing::Instrument;
@@ -46,6 +52,11 @@ pub mod headers {
     pub const ATTEMPTS_FAILED: &str = "x-ozg-attempts-failed";
     pub const FIRST_FAILURE_AT: &str = "x-ozg-first-failure-at";
     pub const LAST_ERROR: &str = "x-ozg-last-error";
+    /// On replays: the dead letter replayed, and the destination an operator named.
+    pub const REPLAY_OF: &str = "x-ozg-replay-of";
+    pub const REPLAY_DESTINATION: &str = "x-ozg-replay-destination";
+    /// The id the dead letter keeps in the store; a redelivery of it is stored once.
+    pub const DEAD_LETTER_ID: &str = "x-ozg-dead-letter-id";
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";
 }
@@ -54,23 +65,46 @@ pub mod headers {
 /// dead-lettered (dead-letter broker unreachable): keeps a failing path from spinning.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 
+/// The routing directory in use and one publisher per destination in it.
+pub struct Live {
+    pub snapshot: Arc<Snapshot>,
+    /// Same index as `snapshot.destinations`.
+    publishers: Vec<Arc<Publisher>>,
+}
+
 /// Everything the message path needs, shared by all platform consumers.
 pub struct Gateway {
     config: Arc<Config>,
-    table: RoutingTable,
-    /// One per destination, same index as `config.destinations`.
-    destinations: Vec<Publisher>,
+    /// Swapped whole when an operator changes the directory; a submission keeps the one it
+    /// started with until it is settled.
+    live: ArcSwap<Live>,
+    /// Publishing links of every configured broker, for destinations added at run time.
+    publish_links: HashMap<BrokerIndex, Arc<Link>>,
     /// One per platform, same index as `config.platforms`.
     status: Vec<Publisher>,
     dead_letter: Publisher,
     /// Publishes to the delay queues on the gateway's broker.
     retry: Publisher,
+    /// Publishes replayed dead letters to the replay queue on the gateway's broker.
+    replay: Publisher,
     dedup: Arc<Deduplicator>,
     metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
     /// Submission ids being delivered right now. The same id taken off a queue again in the
     /// meantime (the platform republished it, or the broker redelivered it) must not pass
     /// the deduplication check before the first delivery is confirmed and recorded.
     delivering: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+}
+
+/// One outcome as `Gateway::record_outcome` notes it.
+struct Noted<'a> {
+    platform: Option<usize>,
+    platform_id: &'a str,
+    submission_id: &'a str,
+    destination: &'a str,
+    outcome: &'a str,
+    reason: &'a str,
+    error: &'a str,
 }
 
 /// Takes a submission id out of `Gateway::delivering` when its processing ends, whatever
@@ -96,6 +130,34 @@ pub enum Source {
     Platform(usize),
     /// The gateway's retry queue: a submission whose delivery failed before.
     Retry,
+    /// The gateway's replay queue: a dead letter an operator sent through again.
+    Replay,
+}
+
+/// What the gateway's own headers say about a replayed dead letter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Replay {
+    of: String,
+    destination: Option<String>,
+}
+
+/// The publishing parts a [`Gateway`] is made of, built by [`crate::app`].
+pub struct Publishers {
+    /// Publishing link of every configured broker.
+    pub links: HashMap<BrokerIndex, Arc<Link>>,
+    /// One per platform, same index as `config.platforms`.
+    pub status: Vec<Publisher>,
+    pub dead_letter: Publisher,
+    pub retry: Publisher,
+    pub replay: Publisher,
+}
+
+/// Where a delivery came from and what the gateway's own headers said about it.
+struct Arrival {
+    platform: Option<usize>,
+    attempts: Attempts,
+    replay: Option<Replay>,
+    received_at: SystemTime,
 }
 
 /// How often delivery of this submission failed before, read from the headers the gateway
@@ -110,49 +172,151 @@ pub struct Attempts {
 impl Gateway {
     pub fn new(
         config: Arc<Config>,
-        destinations: Vec<Publisher>,
-        status: Vec<Publisher>,
-        dead_letter: Publisher,
-        retry: Publisher,
+        snapshot: Snapshot,
+        publishers: Publishers,
         dedup: Arc<Deduplicator>,
         metrics: Arc<Metrics>,
+        activity: Arc<Activity>,
     ) -> Gateway {
-        let table = RoutingTable::new(config.routes.clone());
-        Gateway {
+        let live = Live {
+            snapshot: Arc::new(Snapshot::from_config(&config)),
+            publishers: Vec::new(),
+        };
+        let gateway = Gateway {
             config,
-            table,
-            destinations,
-            status,
-            dead_letter,
-            retry,
+            live: ArcSwap::from_pointee(live),
+            publish_links: publishers.links,
+            status: publishers.status,
+            dead_letter: publishers.dead_letter,
+            retry: publishers.retry,
+            replay: publishers.replay,
             dedup,
             metrics,
+            activity,
             delivering: std::sync::Mutex::default(),
+        };
+        gateway.install(snapshot);
+        gateway
+    }
+
+    /// The routing directory in use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load().snapshot.clone()
+    }
+
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Puts a new routing directory in use. Destinations that stay keep their publisher
+    /// (and its open channel); submissions in flight finish on the directory they started
+    /// with.
+    pub fn install(&self, snapshot: Snapshot) {
+        let current = self.live.load();
+        let timeout = self.config.gateway.confirm_timeout;
+        let publishers = snapshot
+            .destinations
+            .iter()
+            .map(|d| {
+                let kept = current
+                    .snapshot
+                    .destination_index(&d.id)
+                    .filter(|&i| current.snapshot.destinations[i].broker == d.broker)
+                    .and_then(|i| current.publishers.get(i).cloned());
+                kept.unwrap_or_else(|| {
+                    // Every configured broker has a publishing link (`app::Links`).
+                    Arc::new(Publisher::new(
+                        self.publish_links[&d.broker].clone(),
+                        timeout,
+                    ))
+                })
+            })
+            .collect();
+        self.live.store(Arc::new(Live {
+            snapshot: Arc::new(snapshot),
+            publishers,
+        }));
+    }
+
+    /// Sends a stored dead letter through the normal path again: to the replay queue, from
+    /// which the gateway takes it like a platform's submission (validation, routing afresh
+    /// or to `destination`, deduplication). Confirmed by the broker before it returns.
+    pub async fn replay(
+        &self,
+        dead_letter_id: &str,
+        platform: &str,
+        message: &store::DeadLetterMessage,
+        destination: Option<&str>,
+    ) -> Result<(), DeliveryError> {
+        let mut headers: FieldTable = FieldTable::default();
+        if let Ok(serde_json::Value::Object(stored)) =
+            serde_json::from_str::<serde_json::Value>(&message.headers)
+        {
+            for (name, value) in stored {
+                // The gateway's own headers describe the dead-lettering, not the submission.
+                if name.starts_with("x-ozg-") || name.starts_with("x-death") {
+                    continue;
+                }
+                if let serde_json::Value::String(text) = value {
+                    headers.insert(name.as_str().into(), header_string(text));
+                }
+            }
         }
+        headers.insert(headers::ORIGIN_PLATFORM.into(), header_string(platform));
+        headers.insert(headers::REPLAY_OF.into(), header_string(dead_letter_id));
+        if let Some(destination) = destination {
+            headers.insert(
+                headers::REPLAY_DESTINATION.into(),
+                header_string(destination),
+            );
+        }
+        let mut properties = BasicProperties::default().with_headers(headers);
+        if !message.content_type.is_empty() {
+            properties = properties.with_content_type(message.content_type.as_str().into());
+        }
+        if !message.message_id.is_empty() {
+            properties = properties.with_message_id(message.message_id.as_str().into());
+        }
+        self.replay
+            .publish("", REPLAY_QUEUE, &message.body, properties)
+            .await
     }
 
     /// Takes one delivery to its end.
     pub async fn process(&self, source: Source, delivery: Delivery) {
+        let received_at = SystemTime::now();
         let headers = delivery.properties.headers().as_ref();
-        let (platform, attempts) = match source {
-            Source::Platform(i) => (Some(i), Attempts::default()),
-            Source::Retry => {
+        let (platform, attempts, replay) = match source {
+            Source::Platform(i) => (Some(i), Attempts::default(), None),
+            Source::Retry | Source::Replay => {
                 let name = header_text(headers, headers::ORIGIN_PLATFORM).unwrap_or_default();
-                let attempts = Attempts {
-                    failed: header_text(headers, headers::ATTEMPTS_FAILED)
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(1),
-                    first_failure: header_timestamp(headers, headers::FIRST_FAILURE_AT),
-                };
-                (
-                    self.config.platforms.iter().position(|p| p.id == name),
-                    attempts,
-                )
+                let platform = self.config.platforms.iter().position(|p| p.id == name);
+                if source == Source::Retry {
+                    let attempts = Attempts {
+                        failed: header_text(headers, headers::ATTEMPTS_FAILED)
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(1),
+                        first_failure: header_timestamp(headers, headers::FIRST_FAILURE_AT),
+                    };
+                    (platform, attempts, None)
+                } else {
+                    let replay = Replay {
+                        of: header_text(headers, headers::REPLAY_OF).unwrap_or_default(),
+                        destination: header_text(headers, headers::REPLAY_DESTINATION)
+                            .filter(|d| !d.is_empty()),
+                    };
+                    (platform, Attempts::default(), Some(replay))
+                }
             }
         };
         let queue = match source {
             Source::Platform(i) => self.config.platforms[i].ingress_queue.as_str(),
             Source::Retry => RETRY_READY_QUEUE,
+            Source::Replay => REPLAY_QUEUE,
         };
         let platform_id = platform.map_or("?", |i| self.config.platforms[i].id.as_str());
         // Span names and attributes follow OpenTelemetry's messaging conventions.
@@ -180,46 +344,69 @@ impl Gateway {
             platform: platform_id.to_owned(),
         };
         match source {
-            Source::Platform(_) => {
+            Source::Platform(i) => {
                 self.metrics.in_flight.get_or_create(&platform_labels).inc();
+                self.activity.consumed(i);
             }
             Source::Retry => {
                 self.metrics.retry_backlog.dec();
+                self.activity.retry_returned(
+                    &header_text(headers, headers::DESTINATION).unwrap_or_default(),
+                );
             }
+            Source::Replay => {}
         }
-        self.process_in(platform, attempts, delivery)
+        // Held until settled: an operator's change to the directory meanwhile does not move
+        // this submission's destination under it.
+        let live = self.live.load_full();
+        let arrival = Arrival {
+            platform,
+            attempts,
+            replay,
+            received_at,
+        };
+        self.process_in(&live, arrival, delivery)
             .instrument(span)
             .await;
         self.metrics
             .processing_seconds
             .get_or_create(&platform_labels)
             .observe(started.elapsed().as_secs_f64());
-        if let Source::Platform(_) = source {
+        if let Source::Platform(i) = source {
             self.metrics.in_flight.get_or_create(&platform_labels).dec();
+            self.activity.settled(i);
         }
     }
 
-    async fn process_in(&self, platform: Option<usize>, attempts: Attempts, delivery: Delivery) {
+    async fn process_in(&self, live: &Live, arrival: Arrival, delivery: Delivery) {
         let headers = delivery.properties.headers().as_ref();
-        let outcome = match platform {
-            Some(p) => self.handle(p, attempts, &delivery).await,
-            // A retry for a platform that is no longer configured: nobody to tell, nothing
-            // to validate against; an operator has to look at it.
+        let outcome = match arrival.platform {
+            Some(p) => self.handle(live, p, &arrival, &delivery).await,
+            // A retry or replay for a platform that is no longer configured: nobody to
+            // tell, nothing to validate against; an operator has to look at it.
             None => Outcome::Rejected {
                 rejection: Rejection {
                     reason: Reason::DeliveryFailed,
                     field: None,
-                    detail: "retried submission names a platform that is no longer configured"
+                    detail: "retried or replayed submission names a platform that is no longer configured"
                         .to_owned(),
                 },
                 envelope: None,
                 submission_id: header_text(headers, headers::SUBMISSION_ID),
+                destination: None,
             },
         };
-        self.settle(platform, delivery, outcome).await;
+        self.settle(live, &arrival, delivery, outcome).await;
     }
 
-    async fn handle(&self, platform: usize, attempts: Attempts, delivery: &Delivery) -> Outcome {
+    async fn handle(
+        &self,
+        live: &Live,
+        platform: usize,
+        arrival: &Arrival,
+        delivery: &Delivery,
+    ) -> Outcome {
+        let attempts = arrival.attempts;
         let (envelope, encoding, fingerprint) = match self.accept(platform, delivery) {
             Ok(found) => found,
             Err((rejection, submission_id)) => {
@@ -227,6 +414,7 @@ impl Gateway {
                     rejection,
                     envelope: None,
                     submission_id,
+                    destination: None,
                 };
             }
         };
@@ -263,6 +451,7 @@ impl Gateway {
                     rejection: Rejection::conflict(&destination, delivered_at),
                     submission_id: Some(submission_id),
                     envelope: Some(envelope),
+                    destination: Some(destination),
                 };
             }
             Err(e) => {
@@ -272,7 +461,8 @@ impl Gateway {
                 };
             }
         }
-        let found = {
+        let snapshot = &live.snapshot;
+        let destination = {
             let route = tracing::info_span!(
                 "route",
                 ozg.service = %envelope.service,
@@ -280,24 +470,51 @@ impl Gateway {
                 ozg.destination = tracing::field::Empty,
             )
             .entered();
-            let found = self.table.resolve(envelope.service, envelope.ars);
-            if let Some(f) = found {
-                route.record(
-                    "ozg.destination",
-                    self.config.destinations[f.destination].id.as_str(),
-                );
+            let named = arrival
+                .replay
+                .as_ref()
+                .and_then(|r| r.destination.as_deref());
+            let found = match named {
+                // An operator named the destination of this replay.
+                Some(id) => snapshot.destination_index(id).ok_or_else(|| Rejection {
+                    reason: Reason::NoRoute,
+                    field: None,
+                    detail: format!(
+                        "the destination {id:?} named for this replay is not in the directory"
+                    ),
+                }),
+                None => snapshot
+                    .table
+                    .resolve(envelope.service, envelope.ars)
+                    .map(|f| f.destination)
+                    .ok_or_else(|| Rejection::no_route(envelope.service, envelope.ars)),
+            };
+            if let Ok(i) = found {
+                route.record("ozg.destination", snapshot.destinations[i].id.as_str());
             }
             found
         };
-        let Some(found) = found else {
-            return Outcome::Rejected {
-                rejection: Rejection::no_route(envelope.service, envelope.ars),
-                submission_id: Some(submission_id),
-                envelope: Some(envelope),
-            };
+        let destination = match destination {
+            Ok(i) => i,
+            Err(rejection) => {
+                return Outcome::Rejected {
+                    rejection,
+                    submission_id: Some(submission_id),
+                    envelope: Some(envelope),
+                    destination: None,
+                };
+            }
         };
+        let d = &snapshot.destinations[destination];
         if let Err(e) = self
-            .deliver(platform, delivery, &envelope, encoding, found.destination)
+            .deliver(
+                platform,
+                delivery,
+                &envelope,
+                encoding,
+                d,
+                &live.publishers[destination],
+            )
             .await
         {
             let failed = attempts.failed + 1;
@@ -310,11 +527,12 @@ impl Gateway {
                     rejection: Rejection::gave_up(&e, failed, age),
                     submission_id: Some(submission_id),
                     envelope: Some(envelope),
+                    destination: Some(d.id.clone()),
                 };
             }
             return Outcome::Retry {
                 submission_id,
-                destination: self.config.destinations[found.destination].id.clone(),
+                destination: d.id.clone(),
                 attempts: Attempts {
                     failed,
                     first_failure: Some(first_failure),
@@ -325,7 +543,7 @@ impl Gateway {
         let record = DeliveryRecord {
             submission_id: envelope.submission_id,
             fingerprint,
-            destination: self.config.destinations[found.destination].id.clone(),
+            destination: d.id.clone(),
             delivered_at: SystemTime::now(),
         };
         // The destination has it; a record that cannot be written only weakens
@@ -337,7 +555,7 @@ impl Gateway {
         }
         Outcome::Delivered {
             envelope,
-            destination: found.destination,
+            destination,
         }
     }
 
@@ -385,10 +603,10 @@ impl Gateway {
         delivery: &Delivery,
         envelope: &Envelope,
         encoding: Encoding,
-        destination: DestinationIndex,
+        d: &Destination,
+        publisher: &Publisher,
     ) -> Result<(), DeliveryError> {
         let p = &self.config.platforms[platform];
-        let d = &self.config.destinations[destination];
         let mut headers = FieldTable::default();
         headers.insert(
             headers::ORIGIN_PLATFORM.into(),
@@ -435,7 +653,7 @@ impl Gateway {
                 .with_headers(headers);
             // The body goes on unchanged: the gateway never re-encodes what the platform
             // signed or encrypted.
-            let result = self.destinations[destination]
+            let result = publisher
                 .publish(&d.exchange, &d.routing_key, &delivery.data, properties)
                 .await;
             if let Err(e) = &result {
@@ -458,35 +676,101 @@ impl Gateway {
         published
     }
 
-    /// Counts the outcome and notes it on the submission's span.
-    fn record_outcome(&self, platform: &str, destination: &str, outcome: &str, reason: &str) {
-        self.metrics.outcome(platform, destination, outcome, reason);
+    /// Counts the outcome, notes it on the submission's span and tells the live watchers.
+    fn record_outcome(&self, o: Noted<'_>) {
+        self.metrics
+            .outcome(o.platform_id, o.destination, o.outcome, o.reason);
+        self.activity.outcome(
+            o.platform,
+            o.submission_id,
+            o.destination,
+            o.outcome,
+            o.reason,
+            o.error,
+        );
         let span = tracing::Span::current();
-        span.record("ozg.outcome", outcome);
-        if !reason.is_empty() {
-            span.record("ozg.reason", reason);
+        span.record("ozg.outcome", o.outcome);
+        if !o.reason.is_empty() {
+            span.record("ozg.reason", o.reason);
         }
-        if matches!(outcome, "dead-lettered" | "retrying" | "requeued") {
+        if matches!(o.outcome, "dead-lettered" | "retrying" | "requeued") {
             span.record("otel.status_code", "error");
             span.record(
                 "error.type",
-                if reason.is_empty() { outcome } else { reason },
+                if o.reason.is_empty() {
+                    o.outcome
+                } else {
+                    o.reason
+                },
             );
         }
     }
 
+    /// Adds "received" and the outcome to the submission's trace.
+    async fn trace(
+        &self,
+        arrival: &Arrival,
+        submission_id: &str,
+        event: &str,
+        destination: &str,
+        detail: String,
+    ) {
+        let platform = arrival
+            .platform
+            .map(|i| self.config.platforms[i].id.clone())
+            .unwrap_or_default();
+        let received = match &arrival.replay {
+            Some(replay) => format!("replay of dead letter {}", replay.of),
+            None if arrival.attempts.failed > 0 => {
+                format!("retry, attempt {}", arrival.attempts.failed + 1)
+            }
+            None => String::new(),
+        };
+        self.activity
+            .trace(TraceEvent {
+                submission_id: submission_id.to_owned(),
+                at: arrival.received_at,
+                event: "received".to_owned(),
+                platform: platform.clone(),
+                destination: String::new(),
+                detail: received,
+            })
+            .await;
+        self.activity
+            .trace(TraceEvent {
+                submission_id: submission_id.to_owned(),
+                at: SystemTime::now(),
+                event: event.to_owned(),
+                platform,
+                destination: destination.to_owned(),
+                detail,
+            })
+            .await;
+    }
+
     /// The one place that decides ack, dead-letter or redelivery.
-    async fn settle(&self, platform: Option<usize>, delivery: Delivery, outcome: Outcome) {
+    async fn settle(&self, live: &Live, arrival: &Arrival, delivery: Delivery, outcome: Outcome) {
+        let platform = arrival.platform;
         let platform_id = platform.map_or("?", |i| self.config.platforms[i].id.as_str());
+        let noted = |submission_id, destination, outcome, reason, error| Noted {
+            platform,
+            platform_id,
+            submission_id,
+            destination,
+            outcome,
+            reason,
+            error,
+        };
         match outcome {
             Outcome::Delivered {
                 envelope,
                 destination,
             } => {
-                let d = &self.config.destinations[destination];
-                self.record_outcome(platform_id, &d.id, "delivered", "");
+                let d = &live.snapshot.destinations[destination];
+                let submission_id = envelope.submission_id.to_string();
+                self.record_outcome(noted(&submission_id, &d.id, "delivered", "", ""));
                 tracing::info!(
-                    submission_id = %envelope.submission_id,
+                    submission_id = %submission_id,
                     platform = %platform_id,
                     destination = %d.id,
                     service = %envelope.service,
@@ -494,46 +778,56 @@ impl Gateway {
                     outcome = "delivered",
                     "submission forwarded"
                 );
+                self.trace(arrival, &submission_id, "forwarded", &d.id, String::new())
+                    .await;
                 let event = self.status_event(
                     platform,
                     Some(&envelope),
-                    envelope.submission_id.to_string(),
+                    submission_id.clone(),
                     wire::Status::Forwarded,
-                    Some(destination),
+                    Some(d),
                     None,
                 );
                 if let Some(event) = event {
                     self.send_status(&delivery, event).await;
                 }
-                ack(&delivery, &envelope.submission_id.to_string()).await;
+                ack(&delivery, &submission_id).await;
             }
             Outcome::Duplicate {
                 envelope,
                 destination,
             } => {
-                self.record_outcome(platform_id, &destination, "duplicate", "");
+                let submission_id = envelope.submission_id.to_string();
+                self.record_outcome(noted(&submission_id, &destination, "duplicate", "", ""));
                 tracing::info!(
-                    submission_id = %envelope.submission_id,
+                    submission_id = %submission_id,
                     platform = %platform_id,
                     destination = %destination,
                     outcome = "duplicate",
                     "submission already delivered; not delivered again"
                 );
+                self.trace(
+                    arrival,
+                    &submission_id,
+                    "duplicate",
+                    &destination,
+                    "delivered before; not delivered again".to_owned(),
+                )
+                .await;
                 // The platform may have missed the first event (the gateway stopped between
                 // delivery and ack): tell it again; events carry the submission id.
-                let index = self.config.destination_index(&destination);
                 let event = self.status_event(
                     platform,
                     Some(&envelope),
-                    envelope.submission_id.to_string(),
+                    submission_id.clone(),
                     wire::Status::Forwarded,
-                    index,
+                    live.snapshot.destination(&destination),
                     None,
                 );
                 if let Some(event) = event {
                     self.send_status(&delivery, event).await;
                 }
-                ack(&delivery, &envelope.submission_id.to_string()).await;
+                ack(&delivery, &submission_id).await;
             }
             Outcome::Retry {
                 submission_id,
@@ -541,19 +835,50 @@ impl Gateway {
                 attempts,
                 error,
             } => match self
-                .schedule_retry(platform_id, &delivery, &submission_id, attempts, &error)
+                .schedule_retry(
+                    platform_id,
+                    &destination,
+                    &delivery,
+                    &submission_id,
+                    attempts,
+                    &error,
+                )
                 .await
             {
                 Ok(delay) => {
-                    self.record_outcome(platform_id, &destination, "retrying", "delivery-failed");
+                    self.record_outcome(noted(
+                        &submission_id,
+                        &destination,
+                        "retrying",
+                        "delivery-failed",
+                        &error,
+                    ));
                     self.metrics.retry_backlog.inc();
                     tracing::warn!(submission_id = %submission_id, platform = %platform_id,
                         destination = %destination, attempt = attempts.failed, retry_in = ?delay,
                         error = %error, outcome = "retrying", "delivery failed; retrying later");
+                    self.trace(
+                        arrival,
+                        &submission_id,
+                        "retrying",
+                        &destination,
+                        format!(
+                            "attempt {} failed ({error}); next in {}",
+                            attempts.failed,
+                            humantime::format_duration(delay)
+                        ),
+                    )
+                    .await;
                     ack(&delivery, &submission_id).await;
                 }
                 Err(e) => {
-                    self.record_outcome(platform_id, &destination, "requeued", "delivery-failed");
+                    self.record_outcome(noted(
+                        &submission_id,
+                        &destination,
+                        "requeued",
+                        "delivery-failed",
+                        &error,
+                    ));
                     tracing::error!(submission_id = %submission_id, platform = %platform_id,
                         error = %e, outcome = "requeued",
                         "cannot schedule the retry; leaving the submission on its queue for redelivery");
@@ -564,7 +889,7 @@ impl Gateway {
                 submission_id,
                 error,
             } => {
-                self.record_outcome(platform_id, "", "requeued", "");
+                self.record_outcome(noted(&submission_id, "", "requeued", "", &error));
                 tracing::warn!(submission_id = %submission_id, platform = %platform_id, error = %error,
                     outcome = "requeued", "cannot finish now; leaving the submission on its queue for redelivery");
                 requeue(&delivery, &submission_id).await;
@@ -573,6 +898,7 @@ impl Gateway {
                 rejection,
                 envelope,
                 submission_id,
+                destination,
             } => {
                 let submission_id = submission_id
                     .or_else(|| {
@@ -584,26 +910,44 @@ impl Gateway {
                     })
                     .unwrap_or_default();
                 tracing::Span::current().record("messaging.message.id", submission_id.as_str());
+                let destination = destination.unwrap_or_default();
+                let reason = rejection.reason.code();
                 match self
-                    .dead_letter(platform, &delivery, &rejection, &submission_id)
+                    .dead_letter(
+                        platform,
+                        &delivery,
+                        &rejection,
+                        &submission_id,
+                        envelope.as_ref(),
+                        &destination,
+                    )
                     .await
                 {
                     Ok(()) => {
-                        self.record_outcome(
-                            platform_id,
-                            "",
+                        self.record_outcome(noted(
+                            &submission_id,
+                            &destination,
                             "dead-lettered",
-                            rejection.reason.code(),
-                        );
+                            reason,
+                            &rejection.detail,
+                        ));
                         tracing::warn!(
                             submission_id = %submission_id,
                             platform = %platform_id,
-                            reason = rejection.reason.code(),
+                            reason = reason,
                             field = rejection.field.as_deref().unwrap_or(""),
                             detail = %rejection.detail,
                             outcome = "dead-lettered",
                             "submission rejected"
                         );
+                        self.trace(
+                            arrival,
+                            &submission_id,
+                            "dead-lettered",
+                            &destination,
+                            format!("{reason}: {}", rejection.detail),
+                        )
+                        .await;
                         let event = self.status_event(
                             platform,
                             envelope.as_ref(),
@@ -618,11 +962,17 @@ impl Gateway {
                         ack(&delivery, &submission_id).await;
                     }
                     Err(e) => {
-                        self.record_outcome(platform_id, "", "requeued", rejection.reason.code());
+                        self.record_outcome(noted(
+                            &submission_id,
+                            &destination,
+                            "requeued",
+                            reason,
+                            &e.to_string(),
+                        ));
                         tracing::error!(
                             submission_id = %submission_id,
                             platform = %platform_id,
-                            reason = rejection.reason.code(),
+                            reason = reason,
                             error = %e,
                             outcome = "requeued",
                             "cannot dead-letter; leaving the submission on its queue for redelivery"
@@ -639,6 +989,7 @@ impl Gateway {
     async fn schedule_retry(
         &self,
         platform_id: &str,
+        destination: &str,
         delivery: &Delivery,
         submission_id: &str,
         attempts: Attempts,
@@ -658,6 +1009,8 @@ impl Gateway {
             AMQPValue::Timestamp(attempts.first_failure.unwrap_or_else(unix_seconds)),
         );
         headers.insert(headers::LAST_ERROR.into(), header_string(error));
+        // Only for counting retries per destination: the retry is routed afresh.
+        headers.insert(headers::DESTINATION.into(), header_string(destination));
         let properties = delivery.properties.clone().with_headers(headers);
         self.retry
             .publish("", &retry_wait_queue(delay), &delivery.data, properties)
@@ -671,6 +1024,8 @@ impl Gateway {
         delivery: &Delivery,
         rejection: &Rejection,
         submission_id: &str,
+        envelope: Option<&Envelope>,
+        destination: &str,
     ) -> Result<(), DeliveryError> {
         // Keep the platform's own headers (trace context included) so that a replay sends
         // what was received, and add why it ended here.
@@ -702,6 +1057,26 @@ impl Gateway {
             );
         }
         headers.insert(headers::SUBMISSION_ID.into(), header_string(submission_id));
+        // What operators filter dead letters by, when the submission got that far. A
+        // platform's own values under these names are not the gateway's findings.
+        drop_headers(
+            &mut headers,
+            &[headers::SERVICE_KEY, headers::ARS, headers::DESTINATION],
+        );
+        if let Some(envelope) = envelope {
+            headers.insert(
+                headers::SERVICE_KEY.into(),
+                header_string(envelope.service.to_string()),
+            );
+            headers.insert(headers::ARS.into(), header_string(envelope.ars.to_string()));
+        }
+        if !destination.is_empty() {
+            headers.insert(headers::DESTINATION.into(), header_string(destination));
+        }
+        headers.insert(
+            headers::DEAD_LETTER_ID.into(),
+            header_string(Uuid::new_v4().to_string()),
+        );
         headers.insert(
             headers::DEAD_LETTERED_AT.into(),
             AMQPValue::Timestamp(unix_seconds()),
@@ -726,11 +1101,10 @@ impl Gateway {
         envelope: Option<&Envelope>,
         submission_id: String,
         status: wire::Status,
-        destination: Option<DestinationIndex>,
+        destination: Option<&Destination>,
         rejection: Option<&Rejection>,
     ) -> Option<wire::StatusEvent> {
         let platform = &self.config.platforms[platform?];
-        let destination = destination.map(|i| &self.config.destinations[i]);
         Some(wire::StatusEvent {
             event_id: Uuid::new_v4().to_string(),
             problem: rejection.map(|r| wire::Problem {
@@ -870,6 +1244,16 @@ fn strip_broker_headers(headers: &mut FieldTable) {
     for (key, value) in headers.inner() {
         let k = key.as_str();
         if k != "x-death" && !k.starts_with("x-first-death") && !k.starts_with("x-last-death") {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    *headers = kept;
+}
+
+fn drop_headers(headers: &mut FieldTable, names: &[&str]) {
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if !names.contains(&key.as_str()) {
             kept.insert(key.clone(), value.clone());
         }
     }

@@ -114,6 +114,7 @@ async fn killing_a_destination_broker_delays_only_its_submissions() {
         r#"
 [gateway]
 dead_letter_broker = "gw"
+store_dead_letters = false
 confirm_timeout = "3s"
 [retry]
 delays = ["500ms", "1s"]

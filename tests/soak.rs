@@ -111,6 +111,7 @@ async fn soak_with_random_faults_loses_nothing() {
         r#"
 [gateway]
 dead_letter_broker = "gw"
+store_dead_letters = false
 confirm_timeout = "3s"
 shutdown_grace = "10s"
 data_dir = "{data}"

@@ -327,6 +327,7 @@ pub struct TestConfig {
     platforms: Vec<Vec<String>>,
     destinations: Vec<Vec<String>>,
     routes: Vec<Vec<String>>,
+    extra: Vec<String>,
     last: Table,
 }
 
@@ -335,7 +336,12 @@ impl TestConfig {
         let mut labels: Vec<&String> = vhosts.names.keys().collect();
         labels.sort();
         TestConfig {
-            gateway: vec![r#"dead_letter_broker = "gw""#.to_owned()],
+            // Dead letters stay on the queue, where these tests count them; the admin tests
+            // turn the intake on with `dead_letters_into_store`.
+            gateway: vec![
+                r#"dead_letter_broker = "gw""#.to_owned(),
+                "store_dead_letters = false".to_owned(),
+            ],
             store: Vec::new(),
             retry: Vec::new(),
             telemetry: Vec::new(),
@@ -346,8 +352,22 @@ impl TestConfig {
             platforms: Vec::new(),
             destinations: Vec::new(),
             routes: Vec::new(),
+            extra: Vec::new(),
             last: Table::Gateway,
         }
+    }
+
+    /// The gateway takes its dead-letter queue into the store (the default outside tests).
+    pub fn dead_letters_into_store(mut self) -> Self {
+        self.gateway
+            .retain(|line| !line.starts_with("store_dead_letters"));
+        self
+    }
+
+    /// Raw TOML appended after everything else, e.g. an `[admin]` table.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push(toml.to_owned());
+        self
     }
 
     /// A line of the `[gateway]` table, e.g. `confirm_timeout = "5s"`.
@@ -472,6 +492,9 @@ impl TestConfig {
             for lines in tables {
                 text += &format!("\n[[{array}]]\n{}\n", lines.join("\n"));
             }
+        }
+        for toml in &self.extra {
+            text += &format!("\n{toml}\n");
         }
         text
     }

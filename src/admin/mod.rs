@@ -1,0 +1,216 @@
+//! The operators' gRPC API (proto/ozg/gateway/admin/v1): overview and statistics, the
+//! routing directory, dead letters, ingress control, submission traces and a live tail of
+//! routing outcomes; beside them grpc.health.v1 and server reflection (v1 and v1alpha), so
+//! grpcurl works without proto files.
+//!
+//! Every call but health and reflection is authenticated ([`auth`]) before it does
+//! anything. Changes go through the store (with their audit row, in one transaction) before
+//! the gateway uses them. Generated types stay here: the engine never sees them.
+
+pub mod auth;
+mod convert;
+mod dead_letters;
+mod directory;
+mod health;
+mod operations;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::config::{AdminSettings, Config};
+use crate::live::StoredEntries;
+use crate::pipeline::Gateway;
+use crate::store::{Store, StoredDirectory};
+use crate::wire::admin as pb;
+
+pub use health::{Health, LinkView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read {what} {path}: {source}")]
+    ReadTls {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+    #[error("reflection set-up failed: {0}")]
+    Reflection(String),
+}
+
+/// What the services share.
+pub struct State {
+    config: Arc<Config>,
+    gateway: Arc<Gateway>,
+    store: Store,
+    links: Vec<LinkView>,
+    auth: auth::Authenticator,
+    /// One directory change at a time: each is validated against the result of the last.
+    directory_lock: tokio::sync::Mutex<()>,
+    /// Ends server streams (WatchEvents) when the gateway stops.
+    stop: CancellationToken,
+}
+
+impl State {
+    pub fn new(
+        config: Arc<Config>,
+        gateway: Arc<Gateway>,
+        store: Store,
+        links: Vec<LinkView>,
+        stop: CancellationToken,
+    ) -> State {
+        let tokens = config
+            .admin
+            .as_ref()
+            .map(|a| a.tokens.clone())
+            .unwrap_or_default();
+        State {
+            config,
+            gateway,
+            store,
+            links,
+            auth: auth::Authenticator::new(tokens),
+            directory_lock: tokio::sync::Mutex::new(()),
+            stop,
+        }
+    }
+}
+
+/// A running admin server.
+pub struct Running {
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server has stopped (after the stop token given to [`serve`]).
+    pub async fn stopped(self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Binds the admin port and serves until `stop`.
+pub async fn serve(
+    settings: &AdminSettings,
+    state: State,
+    health: Health,
+    stop: CancellationToken,
+) -> Result<Running, AdminError> {
+    let listener = tokio::net::TcpListener::bind(settings.address)
+        .await
+        .map_err(|source| AdminError::Bind {
+            address: settings.address,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| AdminError::Bind {
+        address: settings.address,
+        source,
+    })?;
+    let mut server = Server::builder();
+    if let Some(tls) = &settings.tls {
+        let read = |what: &'static str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| AdminError::ReadTls {
+                what,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read("certificate", &tls.cert)?, read("key", &tls.key)?);
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
+        }
+        server = server
+            .tls_config(config)
+            .map_err(|e| AdminError::Tls(e.to_string()))?;
+    }
+    let descriptors = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = descriptors(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| AdminError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = descriptors(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| AdminError::Reflection(e.to_string()))?;
+    let state = Arc::new(state);
+    let router = server
+        .add_service(health.service())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(pb::stats_service_server::StatsServiceServer::new(
+            stats::Stats(state.clone()),
+        ))
+        .add_service(pb::directory_service_server::DirectoryServiceServer::new(
+            directory::DirectoryApi(state.clone()),
+        ))
+        .add_service(
+            pb::dead_letter_service_server::DeadLetterServiceServer::new(
+                dead_letters::DeadLetters(state.clone()),
+            ),
+        )
+        .add_service(pb::operations_service_server::OperationsServiceServer::new(
+            operations::Operations(state.clone()),
+        ));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        let stopped = stop.cancelled_owned();
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+            tracing::error!(error = %e, "admin API stopped with an error");
+        }
+    });
+    tracing::info!(address = %address, tls = settings.tls.is_some(), "admin API listening");
+    Ok(Running { address, task })
+}
+
+/// The stored directory as entries for [`crate::live::Snapshot::build`], each under a key
+/// that names it for operators.
+pub fn stored_entries(stored: &StoredDirectory) -> StoredEntries {
+    StoredEntries {
+        destinations: stored
+            .destinations
+            .iter()
+            .map(|d| {
+                (
+                    format!("stored destination {}", d.id),
+                    convert::destination_spec(d),
+                )
+            })
+            .collect(),
+        routes: stored
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    format!("stored route {} {}", r.service, r.region),
+                    convert::route_spec(r),
+                )
+            })
+            .collect(),
+        services: stored
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    format!("stored service {}", s.key),
+                    crate::config::ServiceSpec {
+                        key: s.key.clone(),
+                        name: s.name.clone(),
+                    },
+                )
+            })
+            .collect(),
+        version: stored.version,
+    }
+}

@@ -1,0 +1,200 @@
+//! Takes the gateway's dead-letter queue into the store, where operators list, read,
+//! replay and discard dead letters through the admin API without touching the queue (a
+//! broker queue can only be browsed by taking messages off it, which reorders it).
+//!
+//! Architecture invariant: a dead letter is acked off the queue only after the store has
+//! committed it; a store that fails leaves the batch on the queue (nacked with requeue after
+//! a pause, so a failing store does not spin).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::amqp::{OwnedTopology, header_text};
+use crate::link::{self, Link};
+use crate::pipeline::headers;
+use crate::store::{NewDeadLetter, Store};
+
+/// Dead letters written to the store in one statement at most.
+const BATCH: usize = 128;
+/// How long a batch waits for more dead letters to share the statement.
+const BATCH_DELAY: Duration = Duration::from_millis(50);
+const PREFETCH: u16 = 256;
+/// Pause before handing a batch back after the store failed.
+const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Consumes `queue` on the gateway's broker until `stop`, resubscribing after losses.
+pub async fn take_into_store(
+    link: Arc<Link>,
+    topology: OwnedTopology,
+    queue: String,
+    store: Store,
+    stop: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let Some(connection) = link.connected(&stop).await else {
+            return;
+        };
+        let subscribed = async {
+            let channel = connection.create_channel().await?;
+            topology.declare(&channel).await?;
+            channel
+                .basic_qos(PREFETCH, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "ozg-gateway dead-letter intake".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((channel, consumer))
+        };
+        match subscribed.await {
+            Ok((_channel, consumer)) => {
+                attempt = 0;
+                tracing::info!(queue = %queue, "taking dead letters into the store");
+                match intake(consumer, &store, &stop).await {
+                    None => return,
+                    Some(reason) => tracing::warn!(queue = %queue, error = %reason,
+                        "dead-letter intake lost its consumer; resubscribing"),
+                }
+            }
+            Err(e) => tracing::error!(queue = %queue, error = %e,
+                "cannot subscribe to the dead-letter queue; retrying"),
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(link::backoff(attempt)) => {}
+        }
+    }
+}
+
+/// Returns `None` when told to stop, or why the consumer ended.
+async fn intake(
+    mut consumer: lapin::Consumer,
+    store: &Store,
+    stop: &CancellationToken,
+) -> Option<String> {
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = stop.cancelled() => return None,
+            next = consumer.next() => next,
+        };
+        let mut batch = match first {
+            Some(Ok(delivery)) => vec![delivery],
+            Some(Err(e)) => return Some(e.to_string()),
+            None => return Some("the broker cancelled the consumer".to_owned()),
+        };
+        let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+        let mut ended = None;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(delivery))) => batch.push(delivery),
+                Ok(Some(Err(e))) => {
+                    ended = Some(e.to_string());
+                    break;
+                }
+                Ok(None) => {
+                    ended = Some("the broker cancelled the consumer".to_owned());
+                    break;
+                }
+            }
+        }
+        let letters: Vec<NewDeadLetter> = batch.iter().map(to_new_dead_letter).collect();
+        match store.insert_dead_letters(&letters).await {
+            Ok(()) => {
+                tracing::debug!(n = batch.len(), "dead letters stored");
+                for delivery in &batch {
+                    let ack = delivery.acker.ack(BasicAckOptions::default());
+                    // A lost ack redelivers the letter; its id makes the second insert a
+                    // no-op.
+                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, n = batch.len(),
+                    "cannot store dead letters; leaving them on the queue");
+                tokio::time::sleep(STORE_RETRY_DELAY).await;
+                for delivery in &batch {
+                    let nack = delivery.acker.nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    });
+                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
+                }
+            }
+        }
+        if ended.is_some() {
+            return ended;
+        }
+    }
+}
+
+/// The store's row for a dead-lettered message: the gateway's headers say why, the body
+/// is kept as it came (for replay).
+pub fn to_new_dead_letter(delivery: &Delivery) -> NewDeadLetter {
+    let h = delivery.properties.headers().as_ref();
+    let text = |name: &str| header_text(h, name).unwrap_or_default();
+    // The gateway names every dead letter it publishes; one published by someone else gets
+    // an id here (a redelivery of it would then be stored twice, which is visible, not lost).
+    let id = header_text(h, headers::DEAD_LETTER_ID)
+        .and_then(|id| Uuid::parse_str(&id).ok())
+        .unwrap_or_else(Uuid::new_v4);
+    let dead_lettered_at = match h.and_then(|h| h.inner().get(headers::DEAD_LETTERED_AT)) {
+        Some(AMQPValue::Timestamp(t)) => SystemTime::UNIX_EPOCH + Duration::from_secs(*t),
+        _ => SystemTime::now(),
+    };
+    NewDeadLetter {
+        id,
+        submission_id: text(headers::SUBMISSION_ID),
+        platform: text(headers::ORIGIN_PLATFORM),
+        reason: text(headers::REASON),
+        field: text(headers::FIELD),
+        detail: text(headers::DETAIL),
+        service: text(headers::SERVICE_KEY),
+        ars: text(headers::ARS),
+        destination: text(headers::DESTINATION),
+        dead_lettered_at,
+        content_type: delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        headers: headers_json(h),
+        body: delivery.data.clone(),
+    }
+}
+
+/// Text-valued headers as a JSON object; other values (numbers, timestamps, tables) are
+/// the broker's or the gateway's bookkeeping and are left out.
+fn headers_json(headers: Option<&FieldTable>) -> String {
+    let mut map = serde_json::Map::new();
+    if let Some(headers) = headers {
+        for name in headers.inner().keys() {
+            if let Some(text) = header_text(Some(headers), name.as_str()) {
+                map.insert(name.to_string(), serde_json::Value::String(text));
+            }
+        }
+    }
+    serde_json::Value::Object(map).to_string()
+}

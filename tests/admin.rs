@@ -1,0 +1,882 @@
+//! The admin API end to end: the real gateway in-process with its admin port on 127.0.0.1:0,
+//! a real RabbitMQ, and the generated gRPC clients (plus the standard health and reflection
+//! clients), as an operator's tooling would call it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use ozg_gateway::admin::auth::hash_token;
+use ozg_gateway::envelope::Encoding;
+use ozg_gateway::sample;
+use ozg_gateway::wire::admin as pb;
+use pb::dead_letter_service_client::DeadLetterServiceClient;
+use pb::directory_service_client::DirectoryServiceClient;
+use pb::operations_service_client::OperationsServiceClient;
+use pb::stats_service_client::StatsServiceClient;
+use tokio::sync::oneshot;
+use tonic::Code;
+use tonic::transport::Channel as GrpcChannel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const MELDE: &str = "99115005104000";
+const VIEWER: &str = "viewer-token-0123456789";
+const OPERATOR: &str = "operator-token-0123456789";
+const AUDITOR: &str = "payload-token-0123456789";
+/// Darmstadt (kreisfreie Stadt, Kreis 06411) and Kassel (Kreis 06611).
+const DARMSTADT: &str = "064110000000";
+const KASSEL: &str = "066110000000";
+const HANG: Duration = Duration::from_secs(30);
+
+fn admin_toml() -> String {
+    let token = |name: &str, secret: &str, roles: &str| {
+        format!(
+            "[[admin.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [{roles}]\n",
+            hex::encode(hash_token(secret))
+        )
+    };
+    format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n{}\n{}\n{}",
+        token("watcher", VIEWER, "\"viewer\""),
+        token("ops", OPERATOR, "\"operator\""),
+        token("auditor", AUDITOR, "\"viewer\", \"payload\"")
+    )
+}
+
+/// One Land (Hessen) with its platform and two back offices; no routes unless given.
+fn config(v: &Vhosts, routes: &[(&str, &str, &str)]) -> TestConfig {
+    let mut c = TestConfig::new(v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .platform("civento-he", "06", "he", Some(50))
+        .destination("he-a", "06", "he", "Bürgeramt A")
+        .destination("he-b", "06", "he", "Bürgeramt B");
+    for (service, region, destination) in routes {
+        c = c.route(service, region, destination);
+    }
+    c.dead_letters_into_store().extra(&admin_toml())
+}
+
+/// The gateway in-process, its admin address learned from `run_reporting`.
+struct Admin {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), ozg_gateway::RunError>>,
+}
+
+impl Admin {
+    async fn start(config: ozg_gateway::Config) -> Admin {
+        declare(&config).await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let handle = tokio::spawn(ozg_gateway::app::run_reporting(
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            move |ready| {
+                let _ = ready_tx.send(ready);
+            },
+        ));
+        let ready = tokio::time::timeout(HANG, ready_rx)
+            .await
+            .expect("gateway did not start in time")
+            .expect("gateway ended before it was ready");
+        Admin {
+            address: ready.admin_address.expect("admin API configured"),
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    async fn channel(&self) -> GrpcChannel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.handle)
+            .await
+            .expect("gateway did not stop within 60 s")
+            .expect("gateway task panicked")
+            .expect("gateway ended with an error");
+    }
+}
+
+fn with_token<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+fn op<T>(message: T) -> tonic::Request<T> {
+    with_token(Some(OPERATOR), message)
+}
+
+async fn wait_health(channel: &GrpcChannel, service: &str, want: ServingStatus) {
+    let mut health = HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|e| e.code());
+        if status == Ok(want as i32) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health of {service:?} is {status:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn route(service: &str, region: &str, destination: &str) -> pb::Route {
+    pb::Route {
+        service: service.to_owned(),
+        region: region.to_owned(),
+        destination: destination.to_owned(),
+        ..pb::Route::default()
+    }
+}
+
+async fn submit_for(channel: &lapin::Channel, region: &str) -> String {
+    let s = sample_submission("civento-he", "06", MELDE, region, 1024);
+    submit(channel, &s, Encoding::Protobuf).await;
+    s.submission_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_the_access_matrix() {
+    let v = Vhosts::create("admin-access", &["he", "gw"]);
+    let gw = Admin::start(config(&v, &[]).build()).await;
+    let channel = gw.channel().await;
+
+    // Health needs no token; the gateway is SERVING once its consumers are up.
+    wait_health(&channel, "", ServingStatus::Serving).await;
+    wait_health(&channel, "ingress/civento-he", ServingStatus::Serving).await;
+    wait_health(&channel, "broker/he/publish", ServingStatus::Serving).await;
+
+    // Reflection (v1 and v1alpha) lists the services without proto files.
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let mut client = ServerReflectionClient::new(channel.clone());
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer {response:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for wanted in [
+            "ozg.gateway.admin.v1.StatsService",
+            "ozg.gateway.admin.v1.DirectoryService",
+            "ozg.gateway.admin.v1.DeadLetterService",
+            "ozg.gateway.admin.v1.OperationsService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                names.iter().any(|n| n == wanted),
+                "{wanted} not in {names:?}"
+            );
+        }
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as Alpha;
+        let mut alpha = Alpha::new(channel.clone());
+        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+                    String::new(),
+                ),
+            ),
+        };
+        let mut stream = alpha
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(stream.message().await.unwrap().is_some());
+    }
+
+    // The matrix: (token, call) → code.
+    let mut stats = StatsServiceClient::new(channel.clone());
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let mut operations = OperationsServiceClient::new(channel.clone());
+    let mut dead = DeadLetterServiceClient::new(channel.clone());
+    for (token, want_read, want_change, want_payload) in [
+        (
+            None,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+        ),
+        (
+            Some("not-a-token"),
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+        ),
+        (
+            Some(VIEWER),
+            Code::Ok,
+            Code::PermissionDenied,
+            Code::PermissionDenied,
+        ),
+        (
+            Some(AUDITOR),
+            Code::Ok,
+            Code::PermissionDenied,
+            Code::NotFound,
+        ),
+        (Some(OPERATOR), Code::Ok, Code::Ok, Code::PermissionDenied),
+    ] {
+        let code = |r: Result<_, tonic::Status>| r.map_or_else(|s| s.code(), |_: ()| Code::Ok);
+        let read = code(
+            stats
+                .get_overview(with_token(token, pb::GetOverviewRequest {}))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(read, want_read, "overview with {token:?}");
+        let read = code(
+            directory
+                .list_routes(with_token(token, pb::ListRoutesRequest::default()))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(read, want_read, "list routes with {token:?}");
+        let change = code(
+            operations
+                .resume_ingress(with_token(
+                    token,
+                    pb::ResumeIngressRequest {
+                        platform_id: "civento-he".into(),
+                    },
+                ))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(change, want_change, "resume with {token:?}");
+        let change = code(
+            directory
+                .put_service(with_token(
+                    token,
+                    pb::PutServiceRequest {
+                        service: Some(pb::Service {
+                            key: MELDE.into(),
+                            name: "Anmeldung einer Wohnung".into(),
+                            ..pb::Service::default()
+                        }),
+                    },
+                ))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(change, want_change, "put service with {token:?}");
+        // The payload right is checked before the id is looked up: an auditor gets as far
+        // as NOT_FOUND for an id that does not exist.
+        let payload = code(
+            dead.get_dead_letter_payload(with_token(
+                token,
+                pb::GetDeadLetterPayloadRequest {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    justification: "test".into(),
+                },
+            ))
+            .await
+            .map(|_| ()),
+        );
+        assert_eq!(payload, want_payload, "payload with {token:?}");
+    }
+
+    // The one change that went through is audited with the token's name.
+    let audit = directory
+        .list_audit(op(pb::ListAuditRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<(String, String)> = audit
+        .entries
+        .iter()
+        .map(|e| (e.actor.clone(), e.action.clone()))
+        .collect();
+    assert_eq!(actions, [("ops".to_owned(), "service.create".to_owned())]);
+    // Nothing secret in what the API shows: no token, no broker password.
+    let overview = stats
+        .get_overview(op(pb::GetOverviewRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = format!("{overview:?} {audit:?}");
+    for secret in [VIEWER, OPERATOR, AUDITOR, "guest:guest"] {
+        assert!(!shown.contains(secret), "{secret} shown");
+    }
+    gw.stop().await;
+}
+
+/// Binds `backoffice.<id>` to the `backoffice` exchange, as a back office added at run time
+/// would have done for itself.
+async fn declare_backoffice(v: &Vhosts, label: &str, id: &str) {
+    let connection = connect(&v.url(label)).await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = ozg_gateway::topology::backoffice_queue(id);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            "backoffice".into(),
+            id.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_without_route_is_replayed_after_the_route_is_added_and_arrives() {
+    let v = Vhosts::create("admin-replay", &["he", "gw"]);
+    let gw = Admin::start(config(&v, &[("*", "06411", "he-a")]).build()).await;
+    let channel = gw.channel().await;
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let mut dead = DeadLetterServiceClient::new(channel.clone());
+    let mut operations = OperationsServiceClient::new(channel.clone());
+    let he = connect(&v.url("he")).await;
+    let he = confirm_channel(&he).await;
+
+    // Kassel has no route yet: the submission is dead-lettered and taken into the store.
+    let s = sample_submission("civento-he", "06", MELDE, KASSEL, 1024);
+    let body = sample::encode(&s, Encoding::Protobuf);
+    submit_encoded(&he, &body, Encoding::Protobuf).await;
+    let no_route = pb::DeadLetterFilter {
+        reason: "no-route".into(),
+        ..pb::DeadLetterFilter::default()
+    };
+    let deadline = tokio::time::Instant::now() + HANG;
+    let letter = loop {
+        let list = dead
+            .list_dead_letters(with_token(
+                Some(VIEWER),
+                pb::ListDeadLettersRequest {
+                    filter: Some(no_route.clone()),
+                    ..pb::ListDeadLettersRequest::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(first) = list.dead_letters.first() {
+            assert_eq!(list.total, 1);
+            break first.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter in the store"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(letter.submission_id, s.submission_id);
+    assert_eq!(letter.platform, "civento-he");
+    assert_eq!(letter.service, MELDE);
+    assert_eq!(letter.ars, KASSEL);
+    assert_eq!(letter.body_bytes, body.len() as u64);
+    assert_eq!(letter.state, pb::DeadLetterState::Pending as i32);
+    // Listing took nothing off any queue: the dead-letter queue is empty, the letter is in
+    // the store, and listing again shows it again.
+    assert_eq!(v.queue_depth("gw", DEAD_LETTERS).await, 0);
+
+    // Filters that do not match show nothing.
+    for filter in [
+        pb::DeadLetterFilter {
+            platform: "civento-th".into(),
+            ..pb::DeadLetterFilter::default()
+        },
+        pb::DeadLetterFilter {
+            service: "99008001011001".into(),
+            ..pb::DeadLetterFilter::default()
+        },
+        pb::DeadLetterFilter {
+            state: pb::DeadLetterState::Replayed as i32,
+            ..pb::DeadLetterFilter::default()
+        },
+    ] {
+        let list = dead
+            .list_dead_letters(op(pb::ListDeadLettersRequest {
+                filter: Some(filter.clone()),
+                ..pb::ListDeadLettersRequest::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.total, 0, "{filter:?}");
+    }
+
+    // Payload: only with the payload role and a justification; the access is audited.
+    let denied = dead
+        .get_dead_letter_payload(op(pb::GetDeadLetterPayloadRequest {
+            id: letter.id.clone(),
+            justification: "check".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let unjustified = dead
+        .get_dead_letter_payload(with_token(
+            Some(AUDITOR),
+            pb::GetDeadLetterPayloadRequest {
+                id: letter.id.clone(),
+                justification: " ".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unjustified.code(), Code::InvalidArgument);
+    let payload = dead
+        .get_dead_letter_payload(with_token(
+            Some(AUDITOR),
+            pb::GetDeadLetterPayloadRequest {
+                id: letter.id.clone(),
+                justification: "ticket 4711: citizen asks".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(payload.body, body);
+
+    // The operator adds a back office for Kassel and a route to it, then replays.
+    declare_backoffice(&v, "he", "he-kassel").await;
+    let created = directory
+        .create_destination(op(pb::CreateDestinationRequest {
+            destination: Some(pb::Destination {
+                id: "he-kassel".into(),
+                name: "Stadt Kassel, Bürgerbüro".into(),
+                kind: "kreisfreie-stadt".into(),
+                land: "06".into(),
+                broker: "he".into(),
+                exchange: "backoffice".into(),
+                routing_key: "he-kassel".into(),
+                ..pb::Destination::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.source, pb::Source::Store as i32);
+    directory
+        .create_route(op(pb::CreateRouteRequest {
+            route: Some(route(MELDE, "06611", "he-kassel")),
+        }))
+        .await
+        .unwrap();
+    let replayed = dead
+        .replay_dead_letters(op(pb::ReplayDeadLettersRequest {
+            ids: vec![letter.id.clone()],
+            ..pb::ReplayDeadLettersRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.replayed, 1);
+    let arrived = take_backoffice(&he, "he-kassel", 1, HANG).await;
+    assert_eq!(arrived.len(), 1, "replayed submission did not arrive");
+    assert_eq!(arrived[0].body, body, "the body travels unchanged");
+    assert_eq!(
+        arrived[0].message_id().as_deref(),
+        Some(s.submission_id.as_str())
+    );
+    assert_eq!(
+        arrived[0].header("x-ozg-destination").as_deref(),
+        Some("he-kassel")
+    );
+    // The platform hears `rejected` first, then `forwarded` after the replay.
+    let statuses = take_status(&he, "civento-he", 2, HANG).await;
+    let words: Vec<String> = statuses
+        .iter()
+        .map(|m| m.header("x-ozg-status").unwrap_or_default())
+        .collect();
+    assert_eq!(words, ["rejected", "forwarded"]);
+
+    // A second replay of the same letter is refused (it is no longer pending).
+    let again = dead
+        .replay_dead_letters(op(pb::ReplayDeadLettersRequest {
+            ids: vec![letter.id.clone()],
+            ..pb::ReplayDeadLettersRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.replayed, again.skipped.len()), (0, 1));
+    let shown = dead
+        .get_dead_letter(op(pb::GetDeadLetterRequest {
+            id: letter.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.state, pb::DeadLetterState::Replayed as i32);
+    assert_eq!((shown.replays, shown.state_changed_by.as_str()), (1, "ops"));
+
+    // The trace tells the whole story.
+    let deadline = tokio::time::Instant::now() + HANG;
+    let events = loop {
+        let trace = operations
+            .get_submission_trace(with_token(
+                Some(VIEWER),
+                pb::GetSubmissionTraceRequest {
+                    submission_id: s.submission_id.clone(),
+                },
+            ))
+            .await;
+        let events: Vec<String> = trace
+            .map(|t| t.into_inner().events.into_iter().map(|e| e.event).collect())
+            .unwrap_or_default();
+        if events.last().map(String::as_str) == Some("forwarded") {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trace so far: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        events,
+        [
+            "received",
+            "dead-lettered",
+            "replayed",
+            "received",
+            "forwarded"
+        ]
+    );
+
+    // Who did what, newest first.
+    let audit = directory
+        .list_audit(with_token(Some(VIEWER), pb::ListAuditRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<&str> = audit.entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "dead-letter.replay",
+            "route.create",
+            "destination.create",
+            "dead-letter.payload"
+        ]
+    );
+    assert!(
+        audit.entries[3].after.contains("ticket 4711"),
+        "{:?}",
+        audit.entries[3]
+    );
+    assert_eq!(audit.entries[3].actor, "auditor");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_changed_live_applies_to_the_next_message_and_survives_a_restart() {
+    let v = Vhosts::create("admin-live", &["he", "gw"]);
+    let config = config(&v, &[]);
+    let store = temp_store_path();
+    let config = config.store(&format!("sqlite://{store}"));
+    let gw = Admin::start(config.build()).await;
+    let channel = gw.channel().await;
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let mut operations = OperationsServiceClient::new(channel.clone());
+    let he = connect(&v.url("he")).await;
+    let he = confirm_channel(&he).await;
+
+    // The same validation as the configuration file, with the same messages.
+    for (bad, code, message) in [
+        (
+            route(MELDE, "06999", "he-a"),
+            Code::InvalidArgument,
+            "route.region: 06999 is not a Kreis in the municipality directory",
+        ),
+        (
+            route("12345678901234", "06411", "he-a"),
+            Code::InvalidArgument,
+            "route.service: ",
+        ),
+        (
+            route(MELDE, "06411", "he-nowhere"),
+            Code::InvalidArgument,
+            "route.destination: unknown destination \"he-nowhere\"",
+        ),
+    ] {
+        let status = directory
+            .create_route(op(pb::CreateRouteRequest { route: Some(bad) }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code);
+        assert!(status.message().contains(message), "{}", status.message());
+    }
+
+    let mut events = operations
+        .watch_events(with_token(
+            Some(VIEWER),
+            pb::WatchEventsRequest {
+                platform: "civento-he".into(),
+                destination: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    directory
+        .create_route(op(pb::CreateRouteRequest {
+            route: Some(route(MELDE, "06411", "he-a")),
+        }))
+        .await
+        .unwrap();
+    let first = submit_for(&he, DARMSTADT).await;
+    let at_a = take_backoffice(&he, "he-a", 1, HANG).await;
+    assert_eq!(at_a[0].message_id().as_deref(), Some(first.as_str()));
+
+    // Resolve is a dry run: it explains, and sends nothing.
+    let explained = directory
+        .resolve(with_token(
+            Some(VIEWER),
+            pb::ResolveRequest {
+                service: MELDE.into(),
+                region: "06411000".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.ars, DARMSTADT);
+    assert_eq!(
+        explained.destination.as_ref().map(|d| d.id.as_str()),
+        Some("he-a")
+    );
+    assert_eq!(
+        explained.matched_rule,
+        format!("service {MELDE} region 06411")
+    );
+    let levels: Vec<(&str, bool)> = explained
+        .steps
+        .iter()
+        .map(|s| (s.level.as_str(), s.matched))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("Gemeinde", false),
+            ("Gemeindeverband", false),
+            ("Kreis", true)
+        ]
+    );
+
+    directory
+        .update_route(op(pb::UpdateRouteRequest {
+            route: Some(route(MELDE, "06411", "he-b")),
+        }))
+        .await
+        .unwrap();
+    let second = submit_for(&he, DARMSTADT).await;
+    let at_b = take_backoffice(&he, "he-b", 1, HANG).await;
+    assert_eq!(at_b[0].message_id().as_deref(), Some(second.as_str()));
+    assert!(
+        drain_backoffice(&he, "he-a", Duration::from_millis(500))
+            .await
+            .is_empty()
+    );
+
+    // The live tail saw both, with their destinations.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(HANG, events.message())
+            .await
+            .expect("no routing event")
+            .unwrap()
+            .expect("stream ended");
+        seen.push((event.submission_id, event.destination, event.outcome));
+    }
+    assert_eq!(
+        seen,
+        [
+            (first.clone(), "he-a".to_owned(), "delivered".to_owned()),
+            (second.clone(), "he-b".to_owned(), "delivered".to_owned())
+        ]
+    );
+    gw.stop().await;
+
+    // The route lives in the store: after a restart it is there, and it routes.
+    let gw = Admin::start(config.build()).await;
+    let channel = gw.channel().await;
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let routes = directory
+        .list_routes(with_token(Some(VIEWER), pb::ListRoutesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        (
+            routes[0].destination.as_str(),
+            routes[0].source,
+            routes[0].region_name.as_str()
+        ),
+        (
+            "he-b",
+            pb::Source::Store as i32,
+            "Darmstadt, Wissenschaftsstadt"
+        )
+    );
+    let third = submit_for(&he, DARMSTADT).await;
+    let at_b = take_backoffice(&he, "he-b", 1, HANG).await;
+    assert_eq!(at_b[0].message_id().as_deref(), Some(third.as_str()));
+    // A route of the configuration file cannot be changed through the API; a missing one
+    // is NOT_FOUND.
+    let status = directory
+        .delete_route(op(pb::DeleteRouteRequest {
+            service: MELDE.into(),
+            region: "06611".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = directory
+        .delete_destination(op(pb::DeleteDestinationRequest { id: "he-b".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_consumption_and_resume_continues_with_nothing_lost() {
+    let v = Vhosts::create("admin-pause", &["he", "gw"]);
+    let gw = Admin::start(config(&v, &[(MELDE, "06411", "he-a")]).build()).await;
+    let channel = gw.channel().await;
+    let mut operations = OperationsServiceClient::new(channel.clone());
+    let mut stats = StatsServiceClient::new(channel.clone());
+    let he = connect(&v.url("he")).await;
+    let he = confirm_channel(&he).await;
+    wait_health(&channel, "ingress/civento-he", ServingStatus::Serving).await;
+
+    let mut published = Vec::new();
+    for _ in 0..50 {
+        published.push(submit_for(&he, DARMSTADT).await);
+    }
+    let mut arrived = take_backoffice(&he, "he-a", 50, HANG).await;
+
+    let state = operations
+        .pause_ingress(op(pb::PauseIngressRequest {
+            platform_id: "civento-he".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(state.paused);
+    wait_health(&channel, "ingress/civento-he", ServingStatus::NotServing).await;
+    wait_health(&channel, "", ServingStatus::NotServing).await;
+    for _ in 0..100 {
+        published.push(submit_for(&he, DARMSTADT).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        v.queue_depth("he", "submissions").await,
+        100,
+        "consumed while paused"
+    );
+    let overview = stats
+        .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(overview.platforms[0].consumer_state, "paused");
+
+    operations
+        .resume_ingress(op(pb::ResumeIngressRequest {
+            platform_id: "civento-he".into(),
+        }))
+        .await
+        .unwrap();
+    wait_health(&channel, "", ServingStatus::Serving).await;
+    arrived.extend(take_backoffice(&he, "he-a", 100, HANG).await);
+    arrived.extend(drain_backoffice(&he, "he-a", Duration::from_millis(500)).await);
+    let mut got: Vec<String> = arrived.iter().filter_map(|m| m.message_id()).collect();
+    got.sort();
+    let mut want = published.clone();
+    want.sort();
+    println!(
+        "pause/resume: published={} delivered={} lost={} duplicated={}",
+        published.len(),
+        got.len(),
+        want.iter().filter(|id| !got.contains(id)).count(),
+        got.len() - {
+            let mut unique = got.clone();
+            unique.dedup();
+            unique.len()
+        }
+    );
+    assert_eq!(got, want, "lost or duplicated across pause and resume");
+
+    let overview = stats
+        .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = &overview.platforms[0];
+    assert_eq!(
+        (p.consumed, p.forwarded, p.rejected, p.in_flight),
+        (150, 150, 0, 0)
+    );
+    assert_eq!(p.consumer_state, "consuming");
+    let a = overview
+        .destinations
+        .iter()
+        .find(|d| d.destination_id == "he-a")
+        .unwrap();
+    assert_eq!((a.delivered, a.failed), (150, 0));
+    assert_eq!(overview.store, "sqlite");
+    gw.stop().await;
+}
