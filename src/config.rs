@@ -692,7 +692,7 @@ impl Validator {
             if sha256.is_none() {
                 self.error(
                     key("sha256"),
-                    "must be the SHA-256 of the token as 64 hex digits (ozg-gateway hash-token)",
+                    "must be the SHA-256 of the token as 64 hex digits (printf %s TOKEN | sha256sum)",
                 );
             }
             let mut roles = Vec::new();

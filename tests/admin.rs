@@ -880,3 +880,110 @@ async fn pause_stops_consumption_and_resume_continues_with_nothing_lost() {
     assert_eq!(overview.store, "sqlite");
     gw.stop().await;
 }
+
+/// A CA and a certificate it issued for `name`, as PEM (certificate, key).
+struct Pki {
+    ca: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        Pki {
+            ca: issuer.pem(),
+            issuer,
+        }
+    }
+
+    fn issue(&self, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates_refuses_unverified_peers() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    ozg_gateway::admin::install_crypto_provider();
+    let v = Vhosts::create("admin-tls", &["he", "gw"]);
+    let dir = tempfile::tempdir().unwrap();
+    let servers = Pki::new();
+    let clients = Pki::new();
+    let (cert, key) = servers.issue("localhost");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+        write("admin.crt", &cert),
+        write("admin.key", &key),
+        write("clients.crt", &clients.ca)
+    );
+    let admin = admin_toml().replacen(
+        "address = \"127.0.0.1:0\"\n",
+        &format!("address = \"127.0.0.1:0\"\n{tls}"),
+        1,
+    );
+    let config = TestConfig::new(&v)
+        .platform("civento-he", "06", "he", None)
+        .extra(&admin)
+        .build();
+    let gw = Admin::start(config).await;
+    let url = format!("https://{}", gw.address);
+    let overview = |tls: Option<ClientTlsConfig>| {
+        let url = url.clone();
+        async move {
+            let mut endpoint = Endpoint::from_shared(url).unwrap();
+            if let Some(tls) = tls {
+                endpoint = endpoint.tls_config(tls).unwrap();
+            }
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            StatsServiceClient::new(channel)
+                .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest {}))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let (client_cert, client_key) = clients.issue("operator-alice");
+    let trusted = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&servers.ca))
+        .domain_name("localhost");
+    // Server verified, client certificate presented: the call goes through.
+    overview(Some(
+        trusted
+            .clone()
+            .identity(Identity::from_pem(&client_cert, &client_key)),
+    ))
+    .await
+    .expect("mutual TLS call");
+    // No client certificate: refused.
+    assert!(overview(Some(trusted.clone())).await.is_err());
+    // A client certificate from another CA: refused.
+    let (stranger_cert, stranger_key) = Pki::new().issue("stranger");
+    assert!(
+        overview(Some(
+            trusted.identity(Identity::from_pem(&stranger_cert, &stranger_key))
+        ))
+        .await
+        .is_err()
+    );
+    // The client does not trust a server certificate from another CA.
+    let wrong_ca = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(Pki::new().ca))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&client_cert, &client_key));
+    assert!(overview(Some(wrong_ca)).await.is_err());
+    gw.stop().await;
+}

@@ -99,6 +99,13 @@ impl Running {
     }
 }
 
+/// Chooses rustls's cryptography for the admin API's TLS, server and client side. Other
+/// dependencies enable a second provider, and rustls refuses to guess between two.
+pub fn install_crypto_provider() {
+    // Err only means one is installed already, which is what is wanted.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Binds the admin port and serves until `stop`.
 pub async fn serve(
     settings: &AdminSettings,
@@ -118,6 +125,7 @@ pub async fn serve(
     })?;
     let mut server = Server::builder();
     if let Some(tls) = &settings.tls {
+        install_crypto_provider();
         let read = |what: &'static str, path: &std::path::Path| {
             std::fs::read(path).map_err(|source| AdminError::ReadTls {
                 what,
