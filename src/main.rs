@@ -1,5 +1,8 @@
 //! The `ozg-gateway` command: run the gateway, check a configuration, explain a route, and
-//! small helpers for local set-ups (declare the topology, submit samples, read queues).
+//! small helpers for local set-ups (declare the topology, submit samples, read queues), and
+//! `admin`, the client of a running gateway's admin API.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +97,10 @@ enum Command {
         #[arg(long, requires = "raw", default_value = "application/json")]
         content_type: String,
     },
+    /// Operate a running gateway through its admin API (gRPC): overview, routing directory,
+    /// dead letters, ingress, traces, live events.
+    #[command(after_help = cli::EXIT_CODES_HELP)]
+    Admin(Box<cli::AdminArgs>),
     /// Take messages off a local queue and print their metadata (never their content).
     Receive {
         #[arg(long, short, env = "OZG_CONFIG")]
@@ -162,6 +169,10 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
+    // A client reports on stdout and in one line on stderr; it needs no log subscriber.
+    if let Command::Admin(args) = command {
+        return cli::run(*args).await;
+    }
     if let Command::Run { config } = command {
         return match run(config, log_format).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -173,7 +184,7 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
         Err(code) => return code,
     };
     let result = match command {
-        Command::Run { .. } => Ok(()),
+        Command::Run { .. } | Command::Admin(_) => Ok(()),
         Command::CheckConfig { file } => load(&file).map(|c| {
             println!(
                 "{}: valid ({} brokers, {} platforms, {} destinations, {} routes)",

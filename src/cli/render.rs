@@ -1,0 +1,654 @@
+//! How responses look to a person: aligned tables and key-value blocks. Every value from the
+//! server passes through [`clean`], because dead-letter headers and error texts come from
+//! platforms and brokers and must not be able to move the cursor or recolour a terminal.
+
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use ozg_gateway::wire::admin as api;
+use pbjson_types::Timestamp;
+
+/// Control characters (newlines, escapes, C1) shown escaped, so one value stays one cell.
+pub fn clean(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+/// Columns padded to their widest cell, two spaces apart; right-aligned where asked.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+    right: Vec<usize>,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Self {
+        Table {
+            rows: vec![headers.iter().map(|h| clean(h)).collect()],
+            right: Vec::new(),
+        }
+    }
+
+    /// Numbers read best right-aligned.
+    pub fn right(mut self, columns: &[usize]) -> Self {
+        self.right = columns.to_vec();
+        self
+    }
+
+    pub fn row(&mut self, cells: &[&str]) {
+        self.rows.push(cells.iter().map(|c| clean(c)).collect());
+    }
+
+    pub fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths[i] - cell.chars().count();
+                if self.right.contains(&i) {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `key  value` lines with the values in one column.
+pub fn block(pairs: &[(&str, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let line = format!("{key:<width$}  {}", clean(value));
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// RFC 3339 in UTC to the second; "-" for none. A value humantime cannot show (before 1970,
+/// after 9999) is given in raw seconds rather than failing the whole output.
+pub fn time(at: Option<&Timestamp>) -> String {
+    let Some(at) = at else {
+        return "-".into();
+    };
+    let shown = u64::try_from(at.seconds)
+        .ok()
+        .filter(|s| *s < 253_402_300_800)
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+    match shown {
+        Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+        None => format!("{}s since 1970", at.seconds),
+    }
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+fn rates(rates: Option<&api::Rates>) -> String {
+    rates.map_or_else(
+        || "-".into(),
+        |r| format!("{:.2} {:.2} {:.2}", r.m1, r.m5, r.m15),
+    )
+}
+
+pub fn source(value: i32) -> &'static str {
+    match api::Source::try_from(value) {
+        Ok(api::Source::Config) => "config",
+        Ok(api::Source::Store) => "store",
+        _ => "-",
+    }
+}
+
+pub fn state(value: i32) -> String {
+    match api::DeadLetterState::try_from(value) {
+        Ok(api::DeadLetterState::Pending) => "pending".into(),
+        Ok(api::DeadLetterState::Replayed) => "replayed".into(),
+        Ok(api::DeadLetterState::Discarded) => "discarded".into(),
+        _ => format!("state {value}"),
+    }
+}
+
+/// Blocks and tables separated by one empty line.
+fn sections(parts: &[String]) -> String {
+    parts.join("\n")
+}
+
+pub fn overview(o: &api::Overview) -> String {
+    let head = block(&[
+        ("version", o.version.clone()),
+        (
+            "started",
+            format!(
+                "{} (up {})",
+                time(o.started_at.as_ref()),
+                humantime::format_duration(Duration::from_secs(o.uptime_seconds))
+            ),
+        ),
+        ("store", o.store.clone()),
+        ("directory version", o.directory_version.to_string()),
+        (
+            "dead letters",
+            format!("{} pending", o.dead_letters_pending),
+        ),
+        (
+            "consumed/s",
+            rates(o.consumed.as_ref()) + "  (1, 5, 15 min)",
+        ),
+        (
+            "rejected/s",
+            rates(o.rejected.as_ref()) + "  (1, 5, 15 min)",
+        ),
+    ]);
+    let mut platforms = Table::new(&[
+        "PLATFORM",
+        "LAND",
+        "STATE",
+        "CONSUMED",
+        "FORWARDED",
+        "REJECTED",
+        "IN FLIGHT",
+        "CONSUMED/S",
+    ])
+    .right(&[3, 4, 5, 6]);
+    for p in &o.platforms {
+        platforms.row(&[
+            &p.platform_id,
+            &p.land,
+            &p.consumer_state,
+            &p.consumed.to_string(),
+            &p.forwarded.to_string(),
+            &p.rejected.to_string(),
+            &p.in_flight.to_string(),
+            &rates(p.consumed_rate.as_ref()),
+        ]);
+    }
+    let mut destinations = Table::new(&[
+        "DESTINATION",
+        "NAME",
+        "DELIVERED",
+        "FAILED",
+        "RETRYING",
+        "DELIVERED/S",
+        "LAST ERROR",
+    ])
+    .right(&[2, 3, 4]);
+    for d in &o.destinations {
+        let last_error = if d.last_error.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{} {}", time(d.last_error_at.as_ref()), d.last_error)
+        };
+        destinations.row(&[
+            &d.destination_id,
+            &d.name,
+            &d.delivered.to_string(),
+            &d.failed.to_string(),
+            &d.retrying.to_string(),
+            &rates(d.delivered_rate.as_ref()),
+            &last_error,
+        ]);
+    }
+    let mut brokers = Table::new(&["BROKER", "ROLE", "CONNECTED"]);
+    for b in &o.brokers {
+        brokers.row(&[&b.broker, &b.role, if b.connected { "yes" } else { "no" }]);
+    }
+    sections(&[
+        head,
+        platforms.render(),
+        destinations.render(),
+        brokers.render(),
+    ])
+}
+
+pub fn destinations(list: &[api::Destination]) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "KIND",
+        "LAND",
+        "BROKER",
+        "EXCHANGE",
+        "ROUTING KEY",
+        "SOURCE",
+    ]);
+    for d in list {
+        table.row(&[
+            &d.id,
+            &d.name,
+            &d.kind,
+            &d.land,
+            &d.broker,
+            or_dash(&d.exchange),
+            or_dash(&d.routing_key),
+            source(d.source),
+        ]);
+    }
+    table.render()
+}
+
+pub fn destination(d: &api::Destination) -> String {
+    block(&[
+        ("id", d.id.clone()),
+        ("name", d.name.clone()),
+        ("kind", d.kind.clone()),
+        ("land", d.land.clone()),
+        ("broker", d.broker.clone()),
+        ("exchange", or_dash(&d.exchange).into()),
+        ("routing key", or_dash(&d.routing_key).into()),
+        ("source", source(d.source).into()),
+    ])
+}
+
+pub fn routes(list: &[api::Route]) -> String {
+    let mut table = Table::new(&[
+        "SERVICE",
+        "REGION",
+        "DESTINATION",
+        "SOURCE",
+        "SERVICE NAME",
+        "REGION NAME",
+        "DESTINATION NAME",
+    ]);
+    for r in list {
+        table.row(&[
+            &r.service,
+            &r.region,
+            &r.destination,
+            source(r.source),
+            or_dash(&r.service_name),
+            or_dash(&r.region_name),
+            or_dash(&r.destination_name),
+        ]);
+    }
+    table.render()
+}
+
+pub fn route(r: &api::Route) -> String {
+    block(&[
+        ("service", named(&r.service, &r.service_name)),
+        ("region", named(&r.region, &r.region_name)),
+        ("destination", named(&r.destination, &r.destination_name)),
+        ("source", source(r.source).into()),
+    ])
+}
+
+fn named(key: &str, name: &str) -> String {
+    if name.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{key} ({name})")
+    }
+}
+
+pub fn services(list: &[api::Service]) -> String {
+    let mut table = Table::new(&["KEY", "NAME", "SOURCE"]);
+    for s in list {
+        table.row(&[&s.key, &s.name, source(s.source)]);
+    }
+    table.render()
+}
+
+pub fn service(s: &api::Service) -> String {
+    block(&[
+        ("key", s.key.clone()),
+        ("name", s.name.clone()),
+        ("source", source(s.source).into()),
+    ])
+}
+
+pub fn audit(entries: &[api::AuditEntry]) -> String {
+    let mut table =
+        Table::new(&["ID", "AT", "ACTOR", "ACTION", "OBJECT", "BEFORE", "AFTER"]).right(&[0]);
+    for e in entries {
+        table.row(&[
+            &e.id.to_string(),
+            &time(e.at.as_ref()),
+            &e.actor,
+            &e.action,
+            &e.object,
+            or_dash(&e.before),
+            or_dash(&e.after),
+        ]);
+    }
+    table.render()
+}
+
+pub fn resolution(r: &api::ResolveResponse) -> String {
+    let head = block(&[
+        ("service", named(&r.service, &r.service_name)),
+        ("region", named(&r.ars, &r.region_name)),
+    ]);
+    let mut steps = Table::new(&["SERVICE", "REGION", "LEVEL", "UNIT", "MATCHED"]);
+    for s in &r.steps {
+        steps.row(&[
+            &s.service,
+            &s.region,
+            &s.level,
+            or_dash(&s.unit_name),
+            if s.matched { "yes" } else { "no" },
+        ]);
+    }
+    let verdict = match r.destination.as_ref().filter(|d| !d.id.is_empty()) {
+        Some(d) => format!(
+            "→ {} ({}, {}) by rule {}\n",
+            clean(&d.id),
+            clean(&d.name),
+            clean(&d.kind),
+            clean(&r.matched_rule)
+        ),
+        None => "→ no route: a submission would be dead-lettered with reason no-route\n".into(),
+    };
+    sections(&[head, steps.render() + &verdict])
+}
+
+pub fn dead_letters(list: &[api::DeadLetter]) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "SUBMISSION",
+        "DEAD-LETTERED",
+        "PLATFORM",
+        "REASON",
+        "SERVICE",
+        "ARS",
+        "DESTINATION",
+        "STATE",
+        "BYTES",
+    ])
+    .right(&[9]);
+    for d in list {
+        table.row(&[
+            &d.id,
+            &d.submission_id,
+            &time(d.dead_lettered_at.as_ref()),
+            &d.platform,
+            &d.reason,
+            or_dash(&d.service),
+            or_dash(&d.ars),
+            or_dash(&d.destination),
+            &state(d.state),
+            &d.body_bytes.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn dead_letter(d: &api::DeadLetter) -> String {
+    let changed = if d.state_changed_by.is_empty() {
+        time(d.state_changed_at.as_ref())
+    } else {
+        format!(
+            "{} by {}",
+            time(d.state_changed_at.as_ref()),
+            d.state_changed_by
+        )
+    };
+    let mut pairs = vec![
+        ("id", d.id.clone()),
+        ("submission", d.submission_id.clone()),
+        ("platform", d.platform.clone()),
+        ("reason", d.reason.clone()),
+        ("field", or_dash(&d.field).into()),
+        ("detail", or_dash(&d.detail).into()),
+        ("service", or_dash(&d.service).into()),
+        ("ars", or_dash(&d.ars).into()),
+        ("destination", or_dash(&d.destination).into()),
+        ("dead-lettered", time(d.dead_lettered_at.as_ref())),
+        ("content type", d.content_type.clone()),
+        ("body bytes", d.body_bytes.to_string()),
+        ("state", state(d.state)),
+        ("state changed", changed),
+        ("replays", d.replays.to_string()),
+    ];
+    let mut headers: Vec<_> = d.headers.iter().collect();
+    headers.sort();
+    let headers: Vec<(String, String)> = headers
+        .into_iter()
+        .map(|(k, v)| (format!("header {}", clean(k)), v.clone()))
+        .collect();
+    pairs.extend(headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    block(&pairs)
+}
+
+pub fn replayed(r: &api::ReplayDeadLettersResponse) -> String {
+    let mut out = format!("replayed {}\n", r.replayed);
+    if !r.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "skipped (not pending or not found): {}",
+            clean(&r.skipped.join(", "))
+        );
+    }
+    out
+}
+
+pub fn ingress(s: &api::IngressState) -> String {
+    format!(
+        "{}: {} ({})\n",
+        clean(&s.platform_id),
+        if s.paused { "paused" } else { "not paused" },
+        clean(or_dash(&s.consumer_state))
+    )
+}
+
+pub fn trace(t: &api::SubmissionTrace) -> String {
+    let mut table = Table::new(&["AT", "EVENT", "PLATFORM", "DESTINATION", "DETAIL"]);
+    for e in &t.events {
+        table.row(&[
+            &time(e.at.as_ref()),
+            &e.event,
+            or_dash(&e.platform),
+            or_dash(&e.destination),
+            or_dash(&e.detail),
+        ]);
+    }
+    format!(
+        "submission {}\n\n{}",
+        clean(&t.submission_id),
+        table.render()
+    )
+}
+
+/// One line per event, fields in a fixed order so that `grep`/`awk` work on a live tail.
+pub fn event(e: &api::RoutingEvent) -> String {
+    let mut line = String::new();
+    if e.missed > 0 {
+        let _ = writeln!(line, "… {} events missed (reading too slowly)", e.missed);
+    }
+    let _ = write!(
+        line,
+        "{} {} {} {} → {}",
+        time(e.at.as_ref()),
+        clean(&e.outcome),
+        clean(&e.submission_id),
+        clean(or_dash(&e.platform)),
+        clean(or_dash(&e.destination)),
+    );
+    if !e.reason.is_empty() {
+        let _ = write!(line, " {}", clean(&e.reason));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_trim_line_ends() {
+        // (headers, right-aligned columns, rows, rendered)
+        type Case = (
+            &'static [&'static str],
+            &'static [usize],
+            &'static [&'static [&'static str]],
+            &'static str,
+        );
+        let cases: &[Case] = &[
+            (&["A", "B"], &[], &[], "A  B\n"),
+            (
+                &["ID", "NAME", "N"],
+                &[2],
+                &[&["a", "Darmstadt", "7"], &["long-id", "", "1234"]],
+                "ID       NAME          N\n\
+                 a        Darmstadt     7\n\
+                 long-id             1234\n",
+            ),
+            // Width counts characters, not bytes.
+            (
+                &["ORT", "X"],
+                &[],
+                &[&["Gießen", "1"], &["Fulda", "2"]],
+                "ORT     X\nGießen  1\nFulda   2\n",
+            ),
+            // A newline or an escape from the server stays inside its cell.
+            (
+                &["K", "V"],
+                &[],
+                &[&["a\nb", "\u{1b}[31mred"]],
+                "K     V\na\\nb  \\u{1b}[31mred\n",
+            ),
+        ];
+        for (headers, right, rows, expected) in cases {
+            let mut table = Table::new(headers).right(right);
+            for row in *rows {
+                table.row(row);
+            }
+            assert_eq!(table.render(), *expected, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn blocks_align_values() {
+        let shown = block(&[
+            ("id", "x".into()),
+            ("routing key", "".into()),
+            ("detail", "two\nlines".into()),
+        ]);
+        assert_eq!(
+            shown,
+            "id           x\nrouting key\ndetail       two\\nlines\n"
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_seconds() {
+        let ts = |seconds, nanos| Timestamp { seconds, nanos };
+        let cases = [
+            (None, "-"),
+            (Some(ts(0, 0)), "1970-01-01T00:00:00Z"),
+            (Some(ts(1_750_000_000, 999_999_999)), "2025-06-15T15:06:40Z"),
+            (Some(ts(-1, 0)), "-1s since 1970"),
+            (Some(ts(253_402_300_800, 0)), "253402300800s since 1970"),
+            (Some(ts(i64::MAX, 0)), "9223372036854775807s since 1970"),
+        ];
+        for (at, expected) in cases {
+            assert_eq!(time(at.as_ref()), expected, "{at:?}");
+        }
+    }
+
+    #[test]
+    fn enums_read_as_words() {
+        assert_eq!(source(1), "config");
+        assert_eq!(source(2), "store");
+        assert_eq!(source(0), "-");
+        assert_eq!(source(99), "-");
+        assert_eq!(state(1), "pending");
+        assert_eq!(state(2), "replayed");
+        assert_eq!(state(3), "discarded");
+        assert_eq!(state(7), "state 7");
+    }
+
+    #[test]
+    fn a_resolution_without_destination_says_no_route() {
+        let r = api::ResolveResponse {
+            service: "99115005104000".into(),
+            ars: "064110000000".into(),
+            region_name: "Darmstadt".into(),
+            steps: vec![api::ResolveStep {
+                service: "*".into(),
+                region: "06".into(),
+                level: "Land".into(),
+                unit_name: "Hessen".into(),
+                matched: false,
+            }],
+            ..Default::default()
+        };
+        let shown = resolution(&r);
+        assert!(
+            shown.contains("region   064110000000 (Darmstadt)"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("*        06      Land   Hessen  no"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with(
+                "→ no route: a submission would be dead-lettered with reason no-route\n"
+            )
+        );
+        let matched = api::ResolveResponse {
+            destination: Some(api::Destination {
+                id: "he-darmstadt".into(),
+                name: "Stadt Darmstadt".into(),
+                kind: "kreisfreie-stadt".into(),
+                ..Default::default()
+            }),
+            matched_rule: "service * region 06411".into(),
+            ..r
+        };
+        assert!(resolution(&matched).ends_with(
+            "→ he-darmstadt (Stadt Darmstadt, kreisfreie-stadt) by rule service * region 06411\n"
+        ));
+    }
+
+    #[test]
+    fn events_are_one_line_and_report_missed_ones() {
+        let e = api::RoutingEvent {
+            at: Some(Timestamp {
+                seconds: 1_750_000_000,
+                nanos: 0,
+            }),
+            submission_id: "s-1".into(),
+            platform: "he-portal".into(),
+            destination: String::new(),
+            outcome: "dead-lettered".into(),
+            reason: "no-route".into(),
+            missed: 0,
+        };
+        assert_eq!(
+            event(&e),
+            "2025-06-15T15:06:40Z dead-lettered s-1 he-portal → - no-route"
+        );
+        let missed = event(&api::RoutingEvent { missed: 3, ..e });
+        assert!(missed.starts_with("… 3 events missed"), "{missed}");
+        assert_eq!(missed.lines().count(), 2);
+    }
+}
