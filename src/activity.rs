@@ -381,8 +381,8 @@ mod tests {
     #[test]
     fn a_steady_rate_is_approached_by_every_average() {
         let counter = RatedCounter::default();
-        // 100 events per 5 s = 20/s, for 30 minutes.
-        for _ in 0..360 {
+        // 100 events per 5 s = 20/s, for two hours (eight 15-minute windows).
+        for _ in 0..1440 {
             for _ in 0..100 {
                 counter.inc();
             }

@@ -196,6 +196,7 @@ pub fn endpoint(target: &Target) -> Result<Endpoint, Failure> {
     if !tls {
         return Ok(endpoint);
     }
+    ozg_gateway::admin::install_crypto_provider();
     let mut config = ClientTlsConfig::new();
     if let Some(ca) = &target.ca_cert {
         config = config.ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));

@@ -7,9 +7,8 @@ use clap::ValueEnum;
 use ozg_gateway::wire::admin as api;
 use pbjson_types::Timestamp;
 
-/// `DEAD_LETTER_STATE_ANY`. The lead's proto change adds it; until that is merged the
-/// generated enum here lacks it, and the field is a plain `i32` on the wire either way.
-const DEAD_LETTER_STATE_ANY: i32 = 4;
+/// `--state all`: every state, not only pending letters.
+const DEAD_LETTER_STATE_ANY: i32 = api::DeadLetterState::Any as i32;
 
 /// `--since` / `--until`: an RFC 3339 time in UTC, or how long ago ("90m", "2d").
 pub fn parse_time(text: &str) -> Result<SystemTime, String> {
