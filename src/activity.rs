@@ -235,12 +235,15 @@ impl Activity {
     }
 
     pub fn destination(&self, id: &str) -> Arc<DestinationActivity> {
-        self.destinations
+        let mut destinations = self
+            .destinations
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(id.to_owned())
-            .or_default()
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Called once per submission: the id is copied only the first time it is seen.
+        if let Some(found) = destinations.get(id) {
+            return found.clone();
+        }
+        destinations.entry(id.to_owned()).or_default().clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<RoutingEvent> {
@@ -299,7 +302,10 @@ impl Activity {
             }
             _ => {}
         }
-        // Nobody watching is the normal case; a send error only says so.
+        // Nobody watching is the normal case: then the event is not even built.
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         let _ = self.events.send(RoutingEvent {
             at: SystemTime::now(),
             submission_id: submission_id.to_owned(),

@@ -423,7 +423,12 @@ pub fn header_string(value: impl Into<String>) -> AMQPValue {
 
 /// A header's value as text, whether the publisher sent it as a string or as bytes.
 pub fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
-    match headers?.inner().get(name)? {
+    value_text(headers?.inner().get(name)?)
+}
+
+/// A header value as text when it is a string or bytes; `None` for numbers, tables, ….
+pub fn value_text(value: &AMQPValue) -> Option<String> {
+    match value {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),

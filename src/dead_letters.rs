@@ -16,7 +16,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::amqp::{OwnedTopology, header_text};
+use crate::amqp::{OwnedTopology, header_text, value_text};
 use crate::link::{self, Link};
 use crate::pipeline::headers;
 use crate::store::{NewDeadLetter, Store};
@@ -117,10 +117,11 @@ async fn intake(
         match store.insert_dead_letters(&letters).await {
             Ok(()) => {
                 tracing::debug!(n = batch.len(), "dead letters stored");
-                for delivery in &batch {
-                    let ack = delivery.acker.ack(BasicAckOptions::default());
-                    // A lost ack redelivers the letter; its id makes the second insert a
-                    // no-op.
+                // One ack for the batch: every earlier delivery on this channel is in it
+                // or already settled. A lost ack redelivers the letters; their ids make
+                // the second insert a no-op.
+                if let Some(last) = batch.last() {
+                    let ack = last.acker.ack(BasicAckOptions { multiple: true });
                     let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
                 }
             }
@@ -190,8 +191,8 @@ pub fn to_new_dead_letter(delivery: &Delivery) -> NewDeadLetter {
 fn headers_json(headers: Option<&FieldTable>) -> String {
     let mut map = serde_json::Map::new();
     if let Some(headers) = headers {
-        for name in headers.inner().keys() {
-            if let Some(text) = header_text(Some(headers), name.as_str()) {
+        for (name, value) in headers.inner() {
+            if let Some(text) = value_text(value) {
                 map.insert(name.to_string(), serde_json::Value::String(text));
             }
         }

@@ -137,10 +137,11 @@ impl Snapshot {
             .collect();
         service_specs.extend(stored.services.iter().cloned());
         let named = config::validate_services(&service_specs, |k, m| problems.push((k, m)));
+        let config_services: HashSet<ServiceKey> = config.services.iter().map(|s| s.key).collect();
         let services: Vec<(ServiceName, EntrySource)> = named
             .into_iter()
             .map(|s| {
-                let source = if config.services.iter().any(|c| c.key == s.key) {
+                let source = if config_services.contains(&s.key) {
                     EntrySource::Config
                 } else {
                     EntrySource::Store
@@ -200,10 +201,7 @@ impl Snapshot {
 
     /// The route for exactly this (service, region), if any.
     pub fn route(&self, service: ServiceSelector, region: RegionPrefix) -> Option<&Route> {
-        self.table
-            .routes()
-            .iter()
-            .find(|r| r.service == service && r.region == region)
+        self.table.get(service, region)
     }
 
     /// Routes pointing at the destination.

@@ -72,6 +72,38 @@ pub struct Live {
     publishers: Vec<Arc<Publisher>>,
 }
 
+impl Live {
+    /// One publisher per destination of `snapshot`; those `current` has for the same
+    /// destination on the same broker are kept, with their open channels.
+    fn new(
+        snapshot: Snapshot,
+        current: Option<&Live>,
+        links: &HashMap<BrokerIndex, Arc<Link>>,
+        confirm_timeout: Duration,
+    ) -> Live {
+        let publishers = snapshot
+            .destinations
+            .iter()
+            .map(|d| {
+                let kept = current.and_then(|c| {
+                    c.snapshot
+                        .destination_index(&d.id)
+                        .filter(|&i| c.snapshot.destinations[i].broker == d.broker)
+                        .and_then(|i| c.publishers.get(i).cloned())
+                });
+                kept.unwrap_or_else(|| {
+                    // Every configured broker has a publishing link (`app::Links`).
+                    Arc::new(Publisher::new(links[&d.broker].clone(), confirm_timeout))
+                })
+            })
+            .collect();
+        Live {
+            snapshot: Arc::new(snapshot),
+            publishers,
+        }
+    }
+}
+
 /// Everything the message path needs, shared by all platform consumers.
 pub struct Gateway {
     config: Arc<Config>,
@@ -178,11 +210,13 @@ impl Gateway {
         metrics: Arc<Metrics>,
         activity: Arc<Activity>,
     ) -> Gateway {
-        let live = Live {
-            snapshot: Arc::new(Snapshot::from_config(&config)),
-            publishers: Vec::new(),
-        };
-        let gateway = Gateway {
+        let live = Live::new(
+            snapshot,
+            None,
+            &publishers.links,
+            config.gateway.confirm_timeout,
+        );
+        Gateway {
             config,
             live: ArcSwap::from_pointee(live),
             publish_links: publishers.links,
@@ -194,9 +228,7 @@ impl Gateway {
             metrics,
             activity,
             delivering: std::sync::Mutex::default(),
-        };
-        gateway.install(snapshot);
-        gateway
+        }
     }
 
     /// The routing directory in use.
@@ -216,30 +248,13 @@ impl Gateway {
     /// (and its open channel); submissions in flight finish on the directory they started
     /// with.
     pub fn install(&self, snapshot: Snapshot) {
-        let current = self.live.load();
-        let timeout = self.config.gateway.confirm_timeout;
-        let publishers = snapshot
-            .destinations
-            .iter()
-            .map(|d| {
-                let kept = current
-                    .snapshot
-                    .destination_index(&d.id)
-                    .filter(|&i| current.snapshot.destinations[i].broker == d.broker)
-                    .and_then(|i| current.publishers.get(i).cloned());
-                kept.unwrap_or_else(|| {
-                    // Every configured broker has a publishing link (`app::Links`).
-                    Arc::new(Publisher::new(
-                        self.publish_links[&d.broker].clone(),
-                        timeout,
-                    ))
-                })
-            })
-            .collect();
-        self.live.store(Arc::new(Live {
-            snapshot: Arc::new(snapshot),
-            publishers,
-        }));
+        let live = Live::new(
+            snapshot,
+            Some(&self.live.load()),
+            &self.publish_links,
+            self.config.gateway.confirm_timeout,
+        );
+        self.live.store(Arc::new(live));
     }
 
     /// Sends a stored dead letter through the normal path again: to the replay queue, from

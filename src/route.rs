@@ -63,6 +63,11 @@ impl RoutingTable {
         &self.routes
     }
 
+    /// The rule for exactly this selector and region, if there is one.
+    pub fn get(&self, service: ServiceSelector, region: RegionPrefix) -> Option<&Route> {
+        self.rules.get(&(service, region)).map(|&i| &self.routes[i])
+    }
+
     fn lookup(&self, service: ServiceSelector, region: RegionPrefix) -> Option<Resolution> {
         self.rules.get(&(service, region)).map(|&route| Resolution {
             route,

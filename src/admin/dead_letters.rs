@@ -170,7 +170,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let r = request.get_ref();
         let wanted = filter(r.filter.as_ref());
         let limit = super::directory::page_size(r.page_size);
@@ -200,7 +200,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::GetDeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetter>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let id = parse_id(&request.get_ref().id)?;
         self.0
             .store
@@ -215,7 +215,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::GetDeadLetterPayloadRequest>,
     ) -> Result<Response<pb::DeadLetterPayload>, Status> {
-        let who = self.0.auth.check(&request, Right::Payload)?;
+        let who = self.0.auth.check(request.metadata(), Right::Payload)?;
         let r = request.get_ref();
         let id = parse_id(&r.id)?;
         let justification = r.justification.trim();
@@ -256,7 +256,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::ReplayDeadLettersRequest>,
     ) -> Result<Response<pb::ReplayDeadLettersResponse>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let r = request.get_ref();
         let destination = Some(r.destination.trim()).filter(|d| !d.is_empty());
         if let Some(d) = destination
@@ -311,7 +311,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::DiscardDeadLettersRequest>,
     ) -> Result<Response<pb::DiscardDeadLettersResponse>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let r = request.get_ref();
         let (letters, _) = self.select(&r.ids, r.filter.as_ref()).await?;
         let ids: Vec<Uuid> = letters.iter().map(|d| d.id).collect();

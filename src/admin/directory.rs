@@ -143,7 +143,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListDestinationsRequest>,
     ) -> Result<Response<pb::ListDestinationsResponse>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let snapshot = self.0.gateway.snapshot();
         let mut destinations: Vec<pb::Destination> = snapshot
             .destinations
@@ -165,7 +165,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::GetDestinationRequest>,
     ) -> Result<Response<pb::Destination>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let id = &request.get_ref().id;
         self.destination_view(&self.0.gateway.snapshot(), id)
             .map(Response::new)
@@ -176,7 +176,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateDestinationRequest>,
     ) -> Result<Response<pb::Destination>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let wanted = request
             .get_ref()
             .destination
@@ -218,7 +218,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::UpdateDestinationRequest>,
     ) -> Result<Response<pb::Destination>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let wanted = request
             .get_ref()
             .destination
@@ -232,15 +232,12 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             &format!("destination {:?}", wanted.id),
         )?;
         let mut entries = self.stored().await?;
-        let before = entries
-            .destinations
-            .iter()
-            .find(|(_, d)| d.id == wanted.id)
-            .map(|(_, d)| convert::stored_destination(d));
-        entries.destinations.retain(|(_, d)| d.id != wanted.id);
-        entries
-            .destinations
-            .push(("destination".to_owned(), wanted.clone()));
+        let before = replace(
+            &mut entries.destinations,
+            |d| d.id == wanted.id,
+            Some(("destination", wanted.clone())),
+        )
+        .map(|d| convert::stored_destination(&d));
         let stored = convert::stored_destination(&wanted);
         let snapshot = self
             .apply(
@@ -265,7 +262,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeleteDestinationRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let id = request.get_ref().id.trim().to_owned();
         let _one_at_a_time = self.0.directory_lock.lock().await;
         let snapshot = self.0.gateway.snapshot();
@@ -287,12 +284,8 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             }
         }
         let mut entries = self.stored().await?;
-        let before = entries
-            .destinations
-            .iter()
-            .find(|(_, d)| d.id == id)
-            .map(|(_, d)| convert::stored_destination(d));
-        entries.destinations.retain(|(_, d)| d.id != id);
+        let before = replace(&mut entries.destinations, |d| d.id == id, None)
+            .map(|d| convert::stored_destination(&d));
         self.apply(
             &who,
             "destination",
@@ -313,7 +306,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListRoutesRequest>,
     ) -> Result<Response<pb::ListRoutesResponse>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let filter = request.get_ref();
         let snapshot = self.0.gateway.snapshot();
         let mut routes: Vec<pb::Route> = snapshot
@@ -333,7 +326,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::GetRouteRequest>,
     ) -> Result<Response<pb::Route>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let r = request.get_ref();
         let (service, region) = Self::route_key(&r.service, &r.region)?;
         let snapshot = self.0.gateway.snapshot();
@@ -369,7 +362,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeleteRouteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let r = request.get_ref();
         let (service, region) = Self::route_key(&r.service, &r.region)?;
         let _one_at_a_time = self.0.directory_lock.lock().await;
@@ -383,14 +376,12 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         )?;
         let (service, region) = (service.to_string(), region.to_string());
         let mut entries = self.stored().await?;
-        let before = entries
-            .routes
-            .iter()
-            .find(|(_, r)| r.service == service && r.region == region)
-            .map(|(_, r)| stored_route(r));
-        entries
-            .routes
-            .retain(|(_, r)| !(r.service == service && r.region == region));
+        let before = replace(
+            &mut entries.routes,
+            |r| r.service == service && r.region == region,
+            None,
+        )
+        .map(|r| stored_route(&r));
         self.apply(
             &who,
             "route",
@@ -411,7 +402,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let snapshot = self.0.gateway.snapshot();
         let mut services: Vec<pb::Service> = snapshot
             .services
@@ -430,7 +421,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::PutServiceRequest>,
     ) -> Result<Response<pb::Service>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let wanted = request
             .get_ref()
             .service
@@ -454,18 +445,12 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             )));
         }
         let mut entries = self.stored().await?;
-        let before = entries
-            .services
-            .iter()
-            .find(|(_, s)| s.key == wanted.key)
-            .map(|(_, s)| StoredService {
-                key: s.key.clone(),
-                name: s.name.clone(),
-            });
-        entries.services.retain(|(_, s)| s.key != wanted.key);
-        entries
-            .services
-            .push(("service".to_owned(), wanted.clone()));
+        let before = replace(
+            &mut entries.services,
+            |s| s.key == wanted.key,
+            Some(("service", wanted.clone())),
+        )
+        .map(|s| stored_service(&s));
         let stored = StoredService {
             key: wanted.key.clone(),
             name: wanted.name.clone(),
@@ -498,7 +483,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeleteServiceRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = self.0.auth.check(&request, Right::Change)?;
+        let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let key = request.get_ref().key.trim().to_owned();
         let parsed = key
             .parse::<ServiceKey>()
@@ -507,15 +492,8 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         let snapshot = self.0.gateway.snapshot();
         Self::changeable(snapshot.service_source(parsed), &format!("service {key}"))?;
         let mut entries = self.stored().await?;
-        let before = entries
-            .services
-            .iter()
-            .find(|(_, s)| s.key == key)
-            .map(|(_, s)| StoredService {
-                key: s.key.clone(),
-                name: s.name.clone(),
-            });
-        entries.services.retain(|(_, s)| s.key != key);
+        let before =
+            replace(&mut entries.services, |s| s.key == key, None).map(|s| stored_service(&s));
         self.apply(
             &who,
             "service",
@@ -536,7 +514,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let r = request.get_ref();
         let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let filter = AuditFilter {
@@ -588,7 +566,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveResponse>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let r = request.get_ref();
         let directory = &self.0.config.directory;
         let service = r
@@ -660,9 +638,7 @@ impl DirectoryApi {
         metadata: &tonic::metadata::MetadataMap,
         create: bool,
     ) -> Result<pb::Route, Status> {
-        let mut probe = Request::new(());
-        *probe.metadata_mut() = metadata.clone();
-        let who = self.0.auth.check(&probe, Right::Change)?;
+        let who = self.0.auth.check(metadata, Right::Change)?;
         let route = route.ok_or_else(|| Status::invalid_argument("route: is missing"))?;
         let spec = RouteSpec {
             service: route.service.trim().to_owned(),
@@ -696,15 +672,12 @@ impl DirectoryApi {
             ..spec
         };
         let mut entries = self.stored().await?;
-        let before = entries
-            .routes
-            .iter()
-            .find(|(_, r)| r.service == spec.service && r.region == spec.region)
-            .map(|(_, r)| stored_route(r));
-        entries
-            .routes
-            .retain(|(_, r)| !(r.service == spec.service && r.region == spec.region));
-        entries.routes.push(("route".to_owned(), spec.clone()));
+        let before = replace(
+            &mut entries.routes,
+            |r| r.service == spec.service && r.region == spec.region,
+            Some(("route", spec.clone())),
+        )
+        .map(|r| stored_route(&r));
         let stored = stored_route(&spec);
         let snapshot = self
             .apply(
@@ -729,6 +702,28 @@ impl DirectoryApi {
             .route(service, region)
             .map(|r| self.route_view(&snapshot, r))
             .ok_or_else(|| Status::internal("the route is not in the directory"))
+    }
+}
+
+/// Takes the stored entry `matches` picks out of `entries` (returning it, for the audit's
+/// "before") and puts `new` in under its request key, whose errors are then the request's.
+fn replace<T>(
+    entries: &mut Vec<(String, T)>,
+    matches: impl Fn(&T) -> bool,
+    new: Option<(&str, T)>,
+) -> Option<T> {
+    let before = entries
+        .iter()
+        .position(|(_, entry)| matches(entry))
+        .map(|i| entries.remove(i).1);
+    entries.extend(new.map(|(key, entry)| (key.to_owned(), entry)));
+    before
+}
+
+fn stored_service(s: &ServiceSpec) -> StoredService {
+    StoredService {
+        key: s.key.clone(),
+        name: s.name.clone(),
     }
 }
 

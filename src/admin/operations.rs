@@ -21,11 +21,11 @@ const WATCH_BUFFER: usize = 256;
 impl Operations {
     async fn set_paused(
         &self,
-        request: &Request<impl Sized>,
+        metadata: &tonic::metadata::MetadataMap,
         platform_id: &str,
         paused: bool,
     ) -> Result<pb::IngressState, Status> {
-        let who = self.0.auth.check(request, Right::Change)?;
+        let who = self.0.auth.check(metadata, Right::Change)?;
         let activity = self.0.gateway.activity();
         let platform = activity.platform_by_id(platform_id).ok_or_else(|| {
             Status::not_found(format!("platform {platform_id:?} is not configured"))
@@ -64,7 +64,7 @@ impl pb::operations_service_server::OperationsService for Operations {
         request: Request<pb::PauseIngressRequest>,
     ) -> Result<Response<pb::IngressState>, Status> {
         let id = request.get_ref().platform_id.clone();
-        self.set_paused(&request, &id, true)
+        self.set_paused(request.metadata(), &id, true)
             .await
             .map(Response::new)
     }
@@ -74,7 +74,7 @@ impl pb::operations_service_server::OperationsService for Operations {
         request: Request<pb::ResumeIngressRequest>,
     ) -> Result<Response<pb::IngressState>, Status> {
         let id = request.get_ref().platform_id.clone();
-        self.set_paused(&request, &id, false)
+        self.set_paused(request.metadata(), &id, false)
             .await
             .map(Response::new)
     }
@@ -83,7 +83,7 @@ impl pb::operations_service_server::OperationsService for Operations {
         &self,
         request: Request<pb::GetSubmissionTraceRequest>,
     ) -> Result<Response<pb::SubmissionTrace>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let id = request.get_ref().submission_id.trim().to_owned();
         if id.is_empty() {
             return Err(Status::invalid_argument("submission_id: is missing"));
@@ -115,7 +115,7 @@ impl pb::operations_service_server::OperationsService for Operations {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.0.auth.check(&request, Right::Read)?;
+        self.0.auth.check(request.metadata(), Right::Read)?;
         let filter = request.into_inner();
         let mut events = self.0.gateway.activity().subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
