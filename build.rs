@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/ozg/gateway/v1/submission.proto",
         "proto/ozg/gateway/v1/status.proto",
+        "proto/ozg/gateway/v1/receipt.proto",
         "proto/ozg/gateway/admin/v1/admin.proto",
     ];
     for proto in &protos {

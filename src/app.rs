@@ -29,6 +29,7 @@ use crate::dead_letters;
 use crate::link::{self, Link, LinkState};
 use crate::live::Snapshot;
 use crate::pipeline::{Gateway, Publishers, Source};
+use crate::receipts;
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
 use crate::telemetry::{self, IngressLabels, LinkLabels, Metrics};
 
@@ -62,12 +63,20 @@ struct Links {
 impl Links {
     fn start(config: &Config, stop: &CancellationToken) -> Links {
         let mut consume = HashMap::new();
-        // The gateway's broker is consumed too: the retry queue lives there.
+        // The gateway's broker is consumed too: the retry queue lives there; and so are
+        // the brokers of back offices that send receipts.
         let consuming = config
             .platforms
             .iter()
             .map(|p| p.broker)
-            .chain([config.gateway.dead_letter_broker]);
+            .chain([config.gateway.dead_letter_broker])
+            .chain(
+                config
+                    .destinations
+                    .iter()
+                    .filter(|d| d.receipt_queue.is_some())
+                    .map(|d| d.broker),
+            );
         for b in consuming {
             consume.entry(b).or_insert_with(|| {
                 Link::start(config.broker(b).clone(), Role::Consume, stop.clone())
@@ -169,7 +178,11 @@ pub async fn run_reporting(
         DEDUP_MAX_DELAY,
     ));
     let snapshot = load_directory(&config, &store).await;
-    let purge = tokio::spawn(purge_periodically(store.clone(), config.store.clone()));
+    let purge = tokio::spawn(purge_periodically(
+        store.clone(),
+        config.store.clone(),
+        config.receipts.retention,
+    ));
     let metrics = Metrics::new();
     let activity = Arc::new(Activity::new(
         &config,
@@ -278,6 +291,24 @@ pub async fn run_reporting(
             stop_consuming.clone(),
         ));
     }
+    for d in &config.destinations {
+        if let Some(queue) = &d.receipt_queue {
+            consumers.spawn(receipts::consume(
+                gateway.clone(),
+                store.clone(),
+                links.consume[&d.broker].clone(),
+                d.id.clone(),
+                queue.clone(),
+                stop_consuming.clone(),
+            ));
+        }
+    }
+    consumers.spawn(receipts::report_overdue(
+        gateway.clone(),
+        store.clone(),
+        config.receipts.clone(),
+        stop_consuming.clone(),
+    ));
     let health = admin::Health::start(&config, &links.states(), &activity, &stop_links);
     let admin_server = match &config.admin {
         Some(settings) => Some(
@@ -386,7 +417,11 @@ async fn open_store(config: &Config) -> Result<Store, RunError> {
 
 /// Removes what is older than its retention: deduplication records, submission traces,
 /// and dead letters an operator has replayed or discarded (their bodies are personal data).
-async fn purge_periodically(store: Store, settings: crate::config::StoreSettings) {
+async fn purge_periodically(
+    store: Store,
+    settings: crate::config::StoreSettings,
+    receipt_retention: Duration,
+) {
     let cutoff = |age: Duration| {
         SystemTime::now()
             .checked_sub(age)
@@ -398,9 +433,13 @@ async fn purge_periodically(store: Store, settings: crate::config::StoreSettings
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, what, "cannot remove expired rows"),
         };
+        // A delivery record also says where the submission went and what its back office
+        // answered: it is kept for the longer of the two.
         report(
-            "deduplication records",
-            store.purge(cutoff(settings.dedup_window)).await,
+            "delivery records",
+            store
+                .purge(cutoff(settings.dedup_window.max(receipt_retention)))
+                .await,
         );
         report(
             "submission trace events",

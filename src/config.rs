@@ -88,7 +88,20 @@ struct RawConfig {
     #[serde(default)]
     services: Vec<RawService>,
     #[serde(default)]
+    receipts: RawReceipts,
+    #[serde(default)]
     admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReceipts {
+    #[serde(default, with = "humantime_serde")]
+    overdue_after: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    check_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retention: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -216,6 +229,7 @@ struct RawDestination {
     exchange: String,
     #[serde(default)]
     routing_key: String,
+    receipt_queue: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -334,6 +348,8 @@ pub struct Destination {
     /// Empty means the AMQP default exchange (routing key = queue name).
     pub exchange: String,
     pub routing_key: String,
+    /// Where the back office publishes its receipts (on its broker); none: it sends none.
+    pub receipt_queue: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,6 +428,22 @@ impl fmt::Debug for StoreSettings {
             .finish()
     }
 }
+
+/// Back offices' receipts and the watch for submissions that get none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptSettings {
+    /// A delivered submission without an answer after this long is reported as overdue.
+    pub overdue_after: Duration,
+    /// How often to look for overdue submissions.
+    pub check_interval: Duration,
+    /// How long a delivered submission's answer (or the lack of one) is kept.
+    pub retention: Duration,
+}
+
+/// FIT-Connect platforms give up on a submission after 14 days: a week leaves time to act.
+pub const DEFAULT_OVERDUE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_OVERDUE_CHECK: Duration = Duration::from_secs(60);
+pub const DEFAULT_RECEIPT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub const DEFAULT_TRACE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -492,6 +524,7 @@ pub struct Config {
     pub destinations: Vec<Destination>,
     pub routes: Vec<Route>,
     pub services: Vec<ServiceName>,
+    pub receipts: ReceiptSettings,
     pub admin: Option<AdminSettings>,
     pub directory: Arc<Directory>,
 }
@@ -1025,7 +1058,13 @@ impl Validator {
                 continue;
             }
             let valid = validate_destination(&key, &spec, &brokers, |k, m| self.error(k, m));
-            if let Some(destination) = valid {
+            if let Some(q) = &d.receipt_queue
+                && q.trim().is_empty()
+            {
+                self.error(format!("{key}.receipt_queue"), "must not be empty");
+            }
+            if let Some(mut destination) = valid {
+                destination.receipt_queue = d.receipt_queue.clone().filter(|q| !q.is_empty());
                 destination_ids.insert(destination.id.clone(), destinations.len());
                 destinations.push(destination);
             }
@@ -1050,6 +1089,29 @@ impl Validator {
 
         // Admin API.
         let admin = raw.admin.as_ref().and_then(|a| self.admin(a, base));
+
+        // Receipts.
+        let r = &raw.receipts;
+        let receipts = ReceiptSettings {
+            overdue_after: r.overdue_after.unwrap_or(DEFAULT_OVERDUE_AFTER),
+            check_interval: r.check_interval.unwrap_or(DEFAULT_OVERDUE_CHECK),
+            retention: r.retention.unwrap_or(DEFAULT_RECEIPT_RETENTION),
+        };
+        for (key, value) in [
+            ("receipts.overdue_after", receipts.overdue_after),
+            ("receipts.check_interval", receipts.check_interval),
+            ("receipts.retention", receipts.retention),
+        ] {
+            if value.is_zero() {
+                self.error(key, "must be longer than zero");
+            }
+        }
+        if receipts.retention < receipts.overdue_after {
+            self.error(
+                "receipts.retention",
+                "must be at least receipts.overdue_after (an overdue submission must still be known)",
+            );
+        }
 
         // Routes.
         let raw_routes: Vec<(String, RouteSpec)> = raw
@@ -1103,6 +1165,7 @@ impl Validator {
                 destinations,
                 routes,
                 services,
+                receipts,
                 admin,
                 directory,
             })
@@ -1216,6 +1279,7 @@ pub fn validate_destination(
             broker,
             exchange: spec.exchange.clone(),
             routing_key: spec.routing_key.clone(),
+            receipt_queue: None,
         }),
         _ => None,
     }

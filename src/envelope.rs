@@ -71,9 +71,18 @@ pub enum DecodeError {
 
 /// Decodes a body whose size the caller has already checked.
 pub fn decode(encoding: Encoding, body: &[u8]) -> Result<wire::Submission, DecodeError> {
+    decode_message(encoding, body)
+}
+
+/// Any of the wire messages (a submission, a receipt) in either encoding. JSON errors are
+/// reduced to category and position: serde_json quotes the offending value, which may be
+/// personal data.
+pub fn decode_message<T>(encoding: Encoding, body: &[u8]) -> Result<T, DecodeError>
+where
+    T: prost::Message + Default + serde::de::DeserializeOwned,
+{
     match encoding {
-        Encoding::Protobuf => <wire::Submission as prost::Message>::decode(body)
-            .map_err(|e| DecodeError::Protobuf(e.to_string())),
+        Encoding::Protobuf => T::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string())),
         Encoding::Json => serde_json::from_slice(body).map_err(|e| {
             use serde_json::error::Category;
             let what = match e.classify() {

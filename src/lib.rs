@@ -22,6 +22,7 @@ pub mod live;
 pub mod model;
 pub mod outcome;
 pub mod pipeline;
+pub mod receipts;
 pub mod route;
 pub mod sample;
 pub mod store;

@@ -21,10 +21,30 @@ pub enum Reason {
     NoRoute,
     Conflict,
     DeliveryFailed,
+    /// A back office's receipt that cannot be decoded or lacks what it must carry.
+    ReceiptInvalid,
+    /// A receipt for a submission the gateway did not deliver (or no longer knows).
+    ReceiptUnknownSubmission,
+    /// A receipt from a destination the submission was not delivered to.
+    ReceiptWrongDestination,
+    /// A receipt that contradicts the answer given before.
+    ReceiptIllegalTransition,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    /// Reasons that concern a back office's receipt, not a platform's submission: such a
+    /// dead letter is no submission to replay.
+    pub fn is_receipt(self) -> bool {
+        matches!(
+            self,
+            Reason::ReceiptInvalid
+                | Reason::ReceiptUnknownSubmission
+                | Reason::ReceiptWrongDestination
+                | Reason::ReceiptIllegalTransition
+        )
+    }
+
+    pub const ALL: [Reason; 16] = [
         Reason::Oversized,
         Reason::UnsupportedContentType,
         Reason::Undecodable,
@@ -37,6 +57,10 @@ impl Reason {
         Reason::NoRoute,
         Reason::Conflict,
         Reason::DeliveryFailed,
+        Reason::ReceiptInvalid,
+        Reason::ReceiptUnknownSubmission,
+        Reason::ReceiptWrongDestination,
+        Reason::ReceiptIllegalTransition,
     ];
 
     pub fn code(self) -> &'static str {
@@ -53,6 +77,10 @@ impl Reason {
             Reason::NoRoute => "no-route",
             Reason::Conflict => "conflict",
             Reason::DeliveryFailed => "delivery-failed",
+            Reason::ReceiptInvalid => "receipt-invalid",
+            Reason::ReceiptUnknownSubmission => "receipt-unknown-submission",
+            Reason::ReceiptWrongDestination => "receipt-wrong-destination",
+            Reason::ReceiptIllegalTransition => "receipt-illegal-transition",
         }
     }
 
@@ -71,6 +99,12 @@ impl Reason {
             Reason::NoRoute => "No responsible authority configured",
             Reason::Conflict => "Submission id already delivered with other content",
             Reason::DeliveryFailed => "Delivery to the responsible authority failed",
+            Reason::ReceiptInvalid => "Receipt cannot be read",
+            Reason::ReceiptUnknownSubmission => "Receipt for an unknown submission",
+            Reason::ReceiptWrongDestination => {
+                "Receipt from an authority the submission did not go to"
+            }
+            Reason::ReceiptIllegalTransition => "Receipt contradicts the earlier answer",
         }
     }
 

@@ -560,6 +560,7 @@ impl Gateway {
             fingerprint,
             destination: d.id.clone(),
             delivered_at: SystemTime::now(),
+            platform: self.config.platforms[platform].id.clone(),
         };
         // The destination has it; a record that cannot be written only weakens
         // deduplication of a later redelivery, so it is logged, not held against the
@@ -1141,50 +1142,67 @@ impl Gateway {
             time: Some(now_timestamp()),
             platform_id: platform.id.clone(),
             case_id: envelope.and_then(|e| e.case_id.clone()).unwrap_or_default(),
+            problems: Vec::new(),
+            note: String::new(),
         })
     }
 
     /// Status events are sent with a confirm but do not hold the submission back: the
     /// submission's own fate is already decided when they are sent.
     async fn send_status(&self, delivery: &Delivery, event: wire::StatusEvent) {
+        let incoming = delivery.properties.headers().as_ref();
+        if let Err(e) = self.publish_status(incoming, &event).await {
+            tracing::warn!(
+                submission_id = %event.submission_id,
+                platform = %event.platform_id,
+                status = status_word(event.status),
+                error = %e,
+                "status event not delivered to the platform"
+            );
+        }
+    }
+
+    /// Publishes a status event to its platform's status exchange (confirmed), continuing
+    /// the trace of `incoming`. A platform no longer configured is nobody to tell: `Ok`.
+    pub async fn publish_status(
+        &self,
+        incoming: Option<&FieldTable>,
+        event: &wire::StatusEvent,
+    ) -> Result<(), DeliveryError> {
         let Some(platform) = self
             .config
             .platforms
             .iter()
             .position(|p| p.id == event.platform_id)
         else {
-            return;
+            return Ok(());
         };
         let p = &self.config.platforms[platform];
         let (body, content_type) = match p.status_format {
-            StatusFormat::Json => match serde_json::to_vec(&event) {
+            // Serialising a generated message to JSON does not fail in practice; were it
+            // to, protobuf still says it.
+            StatusFormat::Json => match serde_json::to_vec(event) {
                 Ok(body) => (body, "application/json"),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode status event");
-                    return;
-                }
+                Err(_) => (
+                    prost::Message::encode_to_vec(event),
+                    "application/x-protobuf",
+                ),
             },
             StatusFormat::Protobuf => (
-                prost::Message::encode_to_vec(&event),
+                prost::Message::encode_to_vec(event),
                 "application/x-protobuf",
             ),
         };
-        let word = match wire::Status::try_from(event.status) {
-            Ok(wire::Status::Forwarded) => "forwarded",
-            Ok(wire::Status::Rejected) => "rejected",
-            _ => "unspecified",
-        };
         let mut headers = FieldTable::default();
-        headers.insert(headers::STATUS.into(), header_string(word));
+        headers.insert(
+            headers::STATUS.into(),
+            header_string(status_word(event.status)),
+        );
         headers.insert(
             headers::SUBMISSION_ID.into(),
             header_string(event.submission_id.as_str()),
         );
-        telemetry::inject(
-            &tracing::Span::current(),
-            delivery.properties.headers().as_ref(),
-            &mut headers,
-        );
+        telemetry::inject(&tracing::Span::current(), incoming, &mut headers);
         let properties = BasicProperties::default()
             .with_message_id(event.event_id.as_str().into())
             .with_content_type(content_type.into())
@@ -1192,18 +1210,33 @@ impl Gateway {
             .with_app_id("ozg-gateway".into())
             .with_timestamp(unix_seconds())
             .with_headers(headers);
-        if let Err(e) = self.status[platform]
+        self.status[platform]
             .publish(&p.status_exchange, &p.status_routing_key, &body, properties)
             .await
-        {
-            tracing::warn!(
-                submission_id = %event.submission_id,
-                platform = %p.id,
-                status = word,
-                error = %e,
-                "status event not delivered to the platform"
-            );
-        }
+    }
+
+    /// Sends a back office's refused receipt to the dead-letter exchange, for operators.
+    pub async fn dead_letter_receipt(
+        &self,
+        delivery: &Delivery,
+        rejection: &Rejection,
+        submission_id: &str,
+        destination: &str,
+    ) -> Result<(), DeliveryError> {
+        self.dead_letter(None, delivery, rejection, submission_id, None, destination)
+            .await
+    }
+}
+
+/// The status as the `x-ozg-status` header word.
+pub fn status_word(status: i32) -> &'static str {
+    match wire::Status::try_from(status) {
+        Ok(wire::Status::Forwarded) => "forwarded",
+        Ok(wire::Status::Rejected) => "rejected",
+        Ok(wire::Status::Accepted) => "accepted",
+        Ok(wire::Status::Overdue) => "overdue",
+        Ok(wire::Status::ForwardedOnward) => "forwarded-onward",
+        Ok(wire::Status::Unspecified) | Err(_) => "unspecified",
     }
 }
 
@@ -1288,7 +1321,7 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn now_timestamp() -> pbjson_types::Timestamp {
+pub fn now_timestamp() -> pbjson_types::Timestamp {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

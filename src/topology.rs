@@ -83,6 +83,11 @@ pub async fn declare(config: &Config) -> Result<(), TopologyError> {
     }
     for d in &config.destinations {
         let ch = &channels[&d.broker];
+        if let Some(queue) = &d.receipt_queue {
+            amqp::declare_queue(ch, queue)
+                .await
+                .map_err(failed(d.broker, format!("queue {queue}")))?;
+        }
         if d.exchange.is_empty() {
             amqp::declare_queue(ch, &d.routing_key)
                 .await

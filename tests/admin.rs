@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -20,7 +19,6 @@ use pb::dead_letter_service_client::DeadLetterServiceClient;
 use pb::directory_service_client::DirectoryServiceClient;
 use pb::operations_service_client::OperationsServiceClient;
 use pb::stats_service_client::StatsServiceClient;
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::Channel as GrpcChannel;
 use tonic_health::pb::HealthCheckRequest;
@@ -62,58 +60,6 @@ fn config(v: &Vhosts, routes: &[(&str, &str, &str)]) -> TestConfig {
         c = c.route(service, region, destination);
     }
     c.dead_letters_into_store().extra(&admin_toml())
-}
-
-/// The gateway in-process, its admin address learned from `run_reporting`.
-struct Admin {
-    address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<Result<(), ozg_gateway::RunError>>,
-}
-
-impl Admin {
-    async fn start(config: ozg_gateway::Config) -> Admin {
-        declare(&config).await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let handle = tokio::spawn(ozg_gateway::app::run_reporting(
-            config,
-            async {
-                let _ = stopped.await;
-            },
-            move |ready| {
-                let _ = ready_tx.send(ready);
-            },
-        ));
-        let ready = tokio::time::timeout(HANG, ready_rx)
-            .await
-            .expect("gateway did not start in time")
-            .expect("gateway ended before it was ready");
-        Admin {
-            address: ready.admin_address.expect("admin API configured"),
-            stop: Some(stop),
-            handle,
-        }
-    }
-
-    async fn channel(&self) -> GrpcChannel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(60), &mut self.handle)
-            .await
-            .expect("gateway did not stop within 60 s")
-            .expect("gateway task panicked")
-            .expect("gateway ended with an error");
-    }
 }
 
 fn with_token<T>(token: Option<&str>, message: T) -> tonic::Request<T> {

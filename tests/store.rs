@@ -199,6 +199,7 @@ fn rec(id: Uuid, body: &str, destination: &str, delivered_at: SystemTime) -> Del
         fingerprint: fingerprint(body.as_bytes()),
         destination: destination.to_owned(),
         delivered_at,
+        platform: "civento-he".to_owned(),
     }
 }
 

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::State;
 use super::auth::{Principal, Right};
 use super::convert::{self, store_error, timestamp};
+use crate::outcome::Reason;
 use crate::store::{DeadLetter, DeadLetterFilter, DeadLetterState, NewAudit, TraceEvent};
 use crate::wire::admin as pb;
 
@@ -272,6 +273,15 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         let started = SystemTime::now();
         let mut replayed = Vec::new();
         for letter in letters {
+            // A refused receipt is the back office's message, not a submission: there is
+            // nothing to route.
+            if Reason::ALL
+                .iter()
+                .any(|r| r.is_receipt() && r.code() == letter.reason)
+            {
+                skipped.push(letter.id.to_string());
+                continue;
+            }
             let Some(message) = self
                 .0
                 .store

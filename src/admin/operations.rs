@@ -109,6 +109,35 @@ impl pb::operations_service_server::OperationsService for Operations {
         }))
     }
 
+    async fn list_overdue(
+        &self,
+        request: Request<pb::ListOverdueRequest>,
+    ) -> Result<Response<pb::ListOverdueResponse>, Status> {
+        self.0.auth.check(request.metadata(), Right::Read)?;
+        let limit = super::directory::page_size(request.get_ref().page_size);
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(self.0.config.receipts.overdue_after)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let overdue = self
+            .0
+            .store
+            .unanswered(cutoff, false, limit)
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(pb::ListOverdueResponse {
+            submissions: overdue
+                .into_iter()
+                .map(|f| pb::OverdueSubmission {
+                    submission_id: f.submission_id.to_string(),
+                    platform: f.platform,
+                    destination: f.destination,
+                    delivered_at: Some(timestamp(f.delivered_at)),
+                    reported_at: f.overdue_reported_at.map(timestamp),
+                })
+                .collect(),
+        }))
+    }
+
     type WatchEventsStream = ReceiverStream<Result<pb::RoutingEvent, Status>>;
 
     async fn watch_events(

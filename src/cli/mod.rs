@@ -108,6 +108,12 @@ enum AdminCommand {
     Ingress(IngressCommand),
     /// What happened to one submission, oldest first.
     Trace { submission_id: String },
+    /// Delivered submissions with no answer from their back office in time, oldest first.
+    Overdue {
+        /// How many at most (server default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// A live tail of routing outcomes, one line each, until Ctrl-C or the server ends it.
     Watch {
         /// Only this platform's submissions.
@@ -436,6 +442,13 @@ async fn execute(args: AdminArgs) -> Result<(), Failure> {
                 .await?
                 .into_inner();
             out.show(&trace, render::trace)
+        }
+        AdminCommand::Overdue { limit } => {
+            let request = api.unary(api::ListOverdueRequest {
+                page_size: limit.unwrap_or(0),
+            });
+            let list = api.operations().list_overdue(request).await?.into_inner();
+            out.show(&list, render::overdue)
         }
         AdminCommand::Watch {
             platform,

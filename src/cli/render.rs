@@ -476,6 +476,26 @@ pub fn trace(t: &api::SubmissionTrace) -> String {
     )
 }
 
+pub fn overdue(list: &api::ListOverdueResponse) -> String {
+    let mut table = Table::new(&[
+        "SUBMISSION",
+        "PLATFORM",
+        "DESTINATION",
+        "DELIVERED",
+        "PLATFORM TOLD",
+    ]);
+    for s in &list.submissions {
+        table.row(&[
+            &s.submission_id,
+            &s.platform,
+            &s.destination,
+            &time(s.delivered_at.as_ref()),
+            &time(s.reported_at.as_ref()),
+        ]);
+    }
+    table.render()
+}
+
 /// One line per event, fields in a fixed order so that `grep`/`awk` work on a live tail.
 pub fn event(e: &api::RoutingEvent) -> String {
     let mut line = String::new();

@@ -22,6 +22,7 @@
 mod admin;
 mod dedup;
 mod events;
+mod fates;
 mod postgres;
 mod sqlite;
 
@@ -42,6 +43,7 @@ pub use admin::{
 };
 pub use dedup::Deduplicator;
 pub use events::EventRecorder;
+pub use fates::{Answer, Fate};
 
 /// How long a delivered submission id is remembered unless configured otherwise.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -79,6 +81,8 @@ pub struct DeliveryRecord {
     pub fingerprint: Fingerprint,
     pub destination: String,
     pub delivered_at: SystemTime,
+    /// The origin platform: receipts are reported back to it.
+    pub platform: String,
 }
 
 /// Why a store operation failed. URLs in messages have their password replaced by `***`.
@@ -621,6 +625,7 @@ mod tests {
             fingerprint: fingerprint(destination.as_bytes()),
             destination: destination.into(),
             delivered_at: UNIX_EPOCH,
+            platform: "p".into(),
         };
         let records = [rec(a, "one"), rec(b, "two"), rec(a, "three")];
         let kept: Vec<&str> = last_per_id(&records)

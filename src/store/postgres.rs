@@ -18,6 +18,7 @@ use super::admin::{
     self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
     DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
+use super::fates::{Answer, Fate};
 use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -30,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "admin",
         include_str!("migrations/postgres/0002_admin.sql"),
+    ),
+    (
+        3,
+        "receipts",
+        include_str!("migrations/postgres/0003_receipts.sql"),
     ),
 ];
 
@@ -74,7 +80,7 @@ pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
 pub(super) async fn fetch(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DeliveryRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT submission_id, fingerprint, destination, \
-                (extract(epoch FROM delivered_at) * 1000000)::int8 \
+                (extract(epoch FROM delivered_at) * 1000000)::int8, platform \
          FROM delivered_submissions \
          WHERE submission_id = ANY($1)",
     )
@@ -92,6 +98,7 @@ pub(super) async fn fetch(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DeliveryRec
                 fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
                 destination: row.try_get(2).map_err(StoreError::query("check"))?,
                 delivered_at: from_micros(row.try_get(3).map_err(StoreError::query("check"))?),
+                platform: row.try_get(4).map_err(StoreError::query("check"))?,
             })
         })
         .collect()
@@ -102,20 +109,27 @@ pub(super) async fn upsert(pool: &PgPool, records: &[&DeliveryRecord]) -> Result
     let fingerprints: Vec<Vec<u8>> = records.iter().map(|r| r.fingerprint.to_vec()).collect();
     let destinations: Vec<&str> = records.iter().map(|r| r.destination.as_str()).collect();
     let micros: Vec<i64> = records.iter().map(|r| to_micros(r.delivered_at)).collect();
+    let platforms: Vec<&str> = records.iter().map(|r| r.platform.as_str()).collect();
 
     sqlx::query(
-        "INSERT INTO delivered_submissions (submission_id, fingerprint, destination, delivered_at) \
-         SELECT id, fp, dest, timestamptz 'epoch' + us * interval '1 microsecond' \
-         FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::int8[]) AS batch(id, fp, dest, us) \
+        "INSERT INTO delivered_submissions \
+             (submission_id, fingerprint, destination, delivered_at, platform) \
+         SELECT id, fp, dest, timestamptz 'epoch' + us * interval '1 microsecond', pf \
+         FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::int8[], $5::text[]) \
+             AS batch(id, fp, dest, us, pf) \
          ON CONFLICT (submission_id) DO UPDATE SET \
              fingerprint = excluded.fingerprint, \
              destination = excluded.destination, \
-             delivered_at = excluded.delivered_at",
+             delivered_at = excluded.delivered_at, \
+             platform = excluded.platform, \
+             answer = NULL, answer_digest = NULL, answered_at = NULL, \
+             overdue_reported_at = NULL",
     )
     .bind(ids)
     .bind(fingerprints)
     .bind(destinations)
     .bind(micros)
+    .bind(platforms)
     .execute(pool)
     .await
     .map_err(StoreError::query("record"))?;
@@ -132,6 +146,113 @@ pub(super) async fn purge(pool: &PgPool, cutoff_micros: i64) -> Result<u64, Stor
     .await
     .map_err(StoreError::query("purge"))?;
     Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------
+// Receipts (see fates.rs)
+
+const FATE_COLUMNS: &str = "submission_id, platform, destination, \
+     (extract(epoch FROM delivered_at) * 1000000)::int8, answer, answer_digest, \
+     (extract(epoch FROM answered_at) * 1000000)::int8, \
+     (extract(epoch FROM overdue_reported_at) * 1000000)::int8";
+
+fn fates(rows: &[sqlx::postgres::PgRow], op: &'static str) -> Result<Vec<Fate>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(Fate {
+                submission_id: row.try_get(0).map_err(StoreError::query(op))?,
+                platform: row.try_get(1).map_err(StoreError::query(op))?,
+                destination: row.try_get(2).map_err(StoreError::query(op))?,
+                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query(op))?),
+                answer: row.try_get(4).map_err(StoreError::query(op))?,
+                answer_digest: row.try_get(5).map_err(StoreError::query(op))?,
+                answered_at: row
+                    .try_get::<Option<i64>, _>(6)
+                    .map_err(StoreError::query(op))?
+                    .map(from_micros),
+                overdue_reported_at: row
+                    .try_get::<Option<i64>, _>(7)
+                    .map_err(StoreError::query(op))?
+                    .map(from_micros),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn fate(pool: &PgPool, id: Uuid) -> Result<Option<Fate>, StoreError> {
+    const OP: &str = "read submission fate";
+    let rows = sqlx::query(&format!(
+        "SELECT {FATE_COLUMNS} FROM delivered_submissions WHERE submission_id = $1"
+    ))
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    Ok(fates(&rows, OP)?.pop())
+}
+
+pub(super) async fn record_answer(
+    pool: &PgPool,
+    answer: &Answer,
+    at: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE delivered_submissions \
+         SET answer = $1, answer_digest = $2, \
+             answered_at = timestamptz 'epoch' + $3 * interval '1 microsecond' \
+         WHERE submission_id = $4 AND destination = $5 \
+           AND (answer IS NULL OR answer = 'forwarded-onward')",
+    )
+    .bind(&answer.answer)
+    .bind(answer.digest.as_slice())
+    .bind(at)
+    .bind(answer.submission_id)
+    .bind(&answer.destination)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("record answer"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn unanswered(
+    pool: &PgPool,
+    delivered_before: i64,
+    unreported_only: bool,
+    limit: u32,
+) -> Result<Vec<Fate>, StoreError> {
+    const OP: &str = "list unanswered submissions";
+    let rows = sqlx::query(&format!(
+        "SELECT {FATE_COLUMNS} FROM delivered_submissions \
+         WHERE answer IS NULL \
+           AND delivered_at < timestamptz 'epoch' + $1 * interval '1 microsecond' \
+           AND (NOT $2 OR overdue_reported_at IS NULL) \
+         ORDER BY delivered_at, submission_id LIMIT $3"
+    ))
+    .bind(delivered_before)
+    .bind(unreported_only)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    fates(&rows, OP)
+}
+
+pub(super) async fn mark_overdue_reported(
+    pool: &PgPool,
+    ids: &[Uuid],
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE delivered_submissions \
+         SET overdue_reported_at = timestamptz 'epoch' + $1 * interval '1 microsecond' \
+         WHERE submission_id = ANY($2)",
+    )
+    .bind(at)
+    .bind(ids)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("mark overdue"))?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ use super::admin::{
     self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
     DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
+use super::fates::{Answer, Fate};
 use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -29,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0001_delivered_submissions.sql"),
     ),
     (2, "admin", include_str!("migrations/sqlite/0002_admin.sql")),
+    (
+        3,
+        "receipts",
+        include_str!("migrations/sqlite/0003_receipts.sql"),
+    ),
 ];
 
 /// One writer at a time is all SQLite allows; WAL lets the readers (checks) run beside it.
@@ -100,7 +106,7 @@ pub(super) async fn fetch(
     ids: &[Uuid],
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
     let rows = sqlx::query(
-        "SELECT submission_id, fingerprint, destination, delivered_at \
+        "SELECT submission_id, fingerprint, destination, delivered_at, platform \
          FROM delivered_submissions \
          WHERE submission_id IN (SELECT value FROM json_each(?1))",
     )
@@ -121,6 +127,7 @@ pub(super) async fn fetch(
                 fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
                 destination: row.try_get(2).map_err(StoreError::query("check"))?,
                 delivered_at: from_micros(row.try_get(3).map_err(StoreError::query("check"))?),
+                platform: row.try_get(4).map_err(StoreError::query("check"))?,
             })
         })
         .collect()
@@ -158,6 +165,7 @@ pub(super) async fn upsert(
                     hex::encode(r.fingerprint),
                     r.destination,
                     to_micros(r.delivered_at),
+                    r.platform,
                 ])
             })
             .collect(),
@@ -167,13 +175,17 @@ pub(super) async fn upsert(
     // `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert's
     // ON CONFLICT after INSERT … SELECT.
     sqlx::query(
-        "INSERT INTO delivered_submissions (submission_id, fingerprint, destination, delivered_at) \
-         SELECT value ->> 0, unhex(value ->> 1), value ->> 2, value ->> 3 \
+        "INSERT INTO delivered_submissions \
+             (submission_id, fingerprint, destination, delivered_at, platform) \
+         SELECT value ->> 0, unhex(value ->> 1), value ->> 2, value ->> 3, value ->> 4 \
          FROM json_each(?1) WHERE true \
          ON CONFLICT (submission_id) DO UPDATE SET \
              fingerprint = excluded.fingerprint, \
              destination = excluded.destination, \
-             delivered_at = excluded.delivered_at",
+             delivered_at = excluded.delivered_at, \
+             platform = excluded.platform, \
+             answer = NULL, answer_digest = NULL, answered_at = NULL, \
+             overdue_reported_at = NULL",
     )
     .bind(json)
     .execute(pool)
@@ -189,6 +201,111 @@ pub(super) async fn purge(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, 
         .await
         .map_err(StoreError::query("purge"))?;
     Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------
+// Receipts (see fates.rs)
+
+const FATE_COLUMNS: &str = "submission_id, platform, destination, delivered_at, answer, \
+     answer_digest, answered_at, overdue_reported_at";
+
+fn fates(rows: &[sqlx::sqlite::SqliteRow], op: &'static str) -> Result<Vec<Fate>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get(0).map_err(StoreError::query(op))?;
+            Ok(Fate {
+                submission_id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt {
+                    detail: format!("submission id {id:?}: {e}"),
+                })?,
+                platform: row.try_get(1).map_err(StoreError::query(op))?,
+                destination: row.try_get(2).map_err(StoreError::query(op))?,
+                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query(op))?),
+                answer: row.try_get(4).map_err(StoreError::query(op))?,
+                answer_digest: row.try_get(5).map_err(StoreError::query(op))?,
+                answered_at: row
+                    .try_get::<Option<i64>, _>(6)
+                    .map_err(StoreError::query(op))?
+                    .map(from_micros),
+                overdue_reported_at: row
+                    .try_get::<Option<i64>, _>(7)
+                    .map_err(StoreError::query(op))?
+                    .map(from_micros),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn fate(pool: &SqlitePool, id: Uuid) -> Result<Option<Fate>, StoreError> {
+    const OP: &str = "read submission fate";
+    let rows = sqlx::query(&format!(
+        "SELECT {FATE_COLUMNS} FROM delivered_submissions WHERE submission_id = ?1"
+    ))
+    .bind(id.hyphenated().to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    Ok(fates(&rows, OP)?.pop())
+}
+
+pub(super) async fn record_answer(
+    pool: &SqlitePool,
+    answer: &Answer,
+    at: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE delivered_submissions \
+         SET answer = ?1, answer_digest = ?2, answered_at = ?3 \
+         WHERE submission_id = ?4 AND destination = ?5 \
+           AND (answer IS NULL OR answer = 'forwarded-onward')",
+    )
+    .bind(&answer.answer)
+    .bind(answer.digest.as_slice())
+    .bind(at)
+    .bind(answer.submission_id.hyphenated().to_string())
+    .bind(&answer.destination)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("record answer"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn unanswered(
+    pool: &SqlitePool,
+    delivered_before: i64,
+    unreported_only: bool,
+    limit: u32,
+) -> Result<Vec<Fate>, StoreError> {
+    const OP: &str = "list unanswered submissions";
+    let rows = sqlx::query(&format!(
+        "SELECT {FATE_COLUMNS} FROM delivered_submissions \
+         WHERE answer IS NULL AND delivered_at < ?1 \
+           AND (?2 = 0 OR overdue_reported_at IS NULL) \
+         ORDER BY delivered_at, submission_id LIMIT ?3"
+    ))
+    .bind(delivered_before)
+    .bind(i64::from(unreported_only))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    fates(&rows, OP)
+}
+
+pub(super) async fn mark_overdue_reported(
+    pool: &SqlitePool,
+    ids: &[Uuid],
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE delivered_submissions SET overdue_reported_at = ?1 \
+         WHERE submission_id IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(at)
+    .bind(uuid_json(ids))
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("mark overdue"))?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -266,6 +266,58 @@ impl RunningGateway {
     }
 }
 
+/// The gateway in-process, its admin address learned from `run_reporting`.
+pub struct Admin {
+    pub address: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), ozg_gateway::RunError>>,
+}
+
+impl Admin {
+    pub async fn start(config: ozg_gateway::Config) -> Admin {
+        declare(&config).await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let handle = tokio::spawn(ozg_gateway::app::run_reporting(
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            move |ready| {
+                let _ = ready_tx.send(ready);
+            },
+        ));
+        let ready = tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .expect("gateway did not start in time")
+            .expect("gateway ended before it was ready");
+        Admin {
+            address: ready.admin_address.expect("admin API configured"),
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.handle)
+            .await
+            .expect("gateway did not stop within 60 s")
+            .expect("gateway task panicked")
+            .expect("gateway ended with an error");
+    }
+}
+
 /// Parses a test configuration. Without a `[store]` section of its own, the test gets an
 /// SQLite store in a fresh temporary directory, so that tests never share deduplication
 /// state.

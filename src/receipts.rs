@@ -1,0 +1,506 @@
+//! Back offices' receipts, carried back to the platform that sent the submission: taken
+//! from each destination's receipt queue, checked against where the submission actually
+//! went, recorded, and turned into a status event on the origin platform's broker. And the
+//! watch for submissions that get no answer in time.
+//!
+//! A back office can answer only what was delivered to it: a receipt for another
+//! authority's submission is refused exactly like one for an unknown id, so that it learns
+//! nothing (it gets no reply either way); operators see the difference in the dead letter.
+//!
+//! Architecture invariant: a receipt leaves its queue in exactly one of three ways: its
+//! answer recorded and the status event confirmed (then acked), refused into the dead-letter
+//! exchange with a reason (confirmed, then acked), or left on the queue (nacked) when the
+//! store or a broker does not answer. Receipts of one queue are processed one at a time, so
+//! two answers for one submission cannot race.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::ReceiptSettings;
+use crate::envelope::{self, Encoding};
+use crate::link::{self, Link};
+use crate::outcome::{Reason, Rejection};
+use crate::pipeline::Gateway;
+use crate::store::{Answer, Fate, Store, StoreError, TraceEvent};
+use crate::wire::v1 as wire;
+
+const PREFETCH: u16 = 32;
+/// Pause before a receipt goes back to its queue after the store or a broker failed.
+const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Overdue submissions reported per check at most; the next check takes the rest.
+const OVERDUE_BATCH: u32 = 500;
+
+/// What became of one receipt.
+#[derive(Debug)]
+enum Settle {
+    Ack,
+    Requeue(String),
+}
+
+/// Why a receipt was not processed now.
+#[derive(Debug, thiserror::Error)]
+enum ReceiptError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("broker: {0}")]
+    Broker(#[from] crate::amqp::DeliveryError),
+}
+
+/// Consumes one destination's receipt queue until `stop`, resubscribing after losses.
+pub async fn consume(
+    gateway: Arc<Gateway>,
+    store: Store,
+    link: Arc<Link>,
+    destination: String,
+    queue: String,
+    stop: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let Some(connection) = link.connected(&stop).await else {
+            return;
+        };
+        let subscribed = async {
+            let channel = connection.create_channel().await?;
+            // The back office's queue: checked, never invented (like a platform's ingress).
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            channel
+                .basic_qos(PREFETCH, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    format!("ozg-gateway receipts {destination}").into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        };
+        match subscribed.await {
+            Ok(mut consumer) => {
+                attempt = 0;
+                tracing::info!(destination = %destination, queue = %queue, "taking receipts");
+                loop {
+                    let next = tokio::select! {
+                        biased;
+                        () = stop.cancelled() => return,
+                        next = consumer.next() => next,
+                    };
+                    match next {
+                        Some(Ok(delivery)) => {
+                            let settle = process(&gateway, &store, &destination, &delivery).await;
+                            finish(&delivery, settle).await;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(destination = %destination, error = %e,
+                                "receipt consumer lost; resubscribing");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Err(e) => tracing::error!(destination = %destination, queue = %queue, error = %e,
+                "cannot subscribe to the receipt queue; retrying"),
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(link::backoff(attempt)) => {}
+        }
+    }
+}
+
+async fn finish(delivery: &Delivery, settle: Settle) {
+    match settle {
+        Settle::Ack => {
+            let ack = delivery.acker.ack(BasicAckOptions::default());
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
+        }
+        Settle::Requeue(why) => {
+            tracing::warn!(error = %why, "receipt left on its queue for another try");
+            tokio::time::sleep(REQUEUE_DELAY).await;
+            let nack = delivery.acker.nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            });
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
+        }
+    }
+}
+
+/// The answer a receipt gives, as stored and as the status word.
+fn answer_of(kind: wire::ReceiptKind) -> Option<(&'static str, wire::Status)> {
+    match kind {
+        wire::ReceiptKind::Accepted => Some(("accepted", wire::Status::Accepted)),
+        wire::ReceiptKind::Rejected => Some(("rejected", wire::Status::Rejected)),
+        wire::ReceiptKind::ForwardedOnward => {
+            Some(("forwarded-onward", wire::Status::ForwardedOnward))
+        }
+        wire::ReceiptKind::Unspecified => None,
+    }
+}
+
+/// Decodes and checks a receipt on its own, before anything is looked up.
+fn read(
+    delivery: &Delivery,
+) -> Result<(wire::Receipt, Uuid, &'static str, wire::Status), Rejection> {
+    let invalid = |field: Option<&str>, detail: String| Rejection {
+        reason: Reason::ReceiptInvalid,
+        field: field.map(str::to_owned),
+        detail,
+    };
+    let content_type = delivery.properties.content_type();
+    let encoding = Encoding::from_content_type(content_type.as_ref().map(|c| c.as_str()))
+        .map_err(|e| invalid(None, e.to_string()))?;
+    let receipt: wire::Receipt = envelope::decode_message(encoding, &delivery.data)
+        .map_err(|e| invalid(None, e.to_string()))?;
+    let id = Uuid::parse_str(receipt.submission_id.trim()).map_err(|_| {
+        invalid(
+            Some("submission_id"),
+            "submission_id: is not a UUID".to_owned(),
+        )
+    })?;
+    let kind = wire::ReceiptKind::try_from(receipt.kind).unwrap_or(wire::ReceiptKind::Unspecified);
+    let (answer, status) = answer_of(kind).ok_or_else(|| {
+        invalid(
+            Some("kind"),
+            "kind: must be ACCEPTED, REJECTED or FORWARDED_ONWARD".to_owned(),
+        )
+    })?;
+    if kind == wire::ReceiptKind::Rejected && receipt.problems.is_empty() {
+        return Err(invalid(
+            Some("problems"),
+            "problems: a rejection must say why (at least one problem)".to_owned(),
+        ));
+    }
+    Ok((receipt, id, answer, status))
+}
+
+/// Tells a repeated receipt (same answer) from a different one.
+fn digest(answer: &str, receipt: &wire::Receipt) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(answer.as_bytes());
+    for p in &receipt.problems {
+        hash.update(prost::Message::encode_to_vec(p));
+    }
+    hash.update(receipt.note.as_bytes());
+    hash.finalize().into()
+}
+
+/// The same event id for the same transition, so that a platform recognises an event sent
+/// twice (the gateway stopped between the event's confirm and recording the answer).
+fn event_id(submission: Uuid, answer: &str) -> Uuid {
+    let hash = Sha256::digest(format!("{submission}:{answer}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+async fn process(
+    gateway: &Gateway,
+    store: &Store,
+    destination: &str,
+    delivery: &Delivery,
+) -> Settle {
+    match handle(gateway, store, destination, delivery).await {
+        Ok(settle) => settle,
+        Err(e) => Settle::Requeue(e.to_string()),
+    }
+}
+
+async fn handle(
+    gateway: &Gateway,
+    store: &Store,
+    destination: &str,
+    delivery: &Delivery,
+) -> Result<Settle, ReceiptError> {
+    let (receipt, id, answer, status) = match read(delivery) {
+        Ok(read) => read,
+        Err(rejection) => {
+            let submission = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            return refuse(
+                gateway,
+                delivery,
+                &rejection,
+                &submission,
+                destination,
+                None,
+            )
+            .await;
+        }
+    };
+    let submission = id.to_string();
+    let fate = store.fate(id).await?;
+    let fate = match fate {
+        // The back office may answer before the gateway's record of the delivery is
+        // committed (milliseconds after the confirm): a first unknown is given one more try.
+        None if !delivery.redelivered => {
+            return Ok(Settle::Requeue(format!(
+                "receipt for {submission} came before the delivery was recorded, or is unknown"
+            )));
+        }
+        None => {
+            let rejection = Rejection {
+                reason: Reason::ReceiptUnknownSubmission,
+                field: Some("submission_id".to_owned()),
+                detail: format!("no submission {submission} was delivered to {destination}"),
+            };
+            return refuse(
+                gateway,
+                delivery,
+                &rejection,
+                &submission,
+                destination,
+                None,
+            )
+            .await;
+        }
+        Some(f) if f.destination != destination => {
+            // The same words the back office would see for an unknown id; the reason code
+            // tells operators what happened.
+            let rejection = Rejection {
+                reason: Reason::ReceiptWrongDestination,
+                field: Some("submission_id".to_owned()),
+                detail: format!("no submission {submission} was delivered to {destination}"),
+            };
+            return refuse(
+                gateway,
+                delivery,
+                &rejection,
+                &submission,
+                destination,
+                Some(&f),
+            )
+            .await;
+        }
+        Some(f) => f,
+    };
+    let digest = digest(answer, &receipt);
+    if fate.answer.as_deref() == Some(answer) && fate.answer_digest.as_deref() == Some(&digest[..])
+    {
+        tracing::info!(submission_id = %submission, destination = %destination, answer,
+            "receipt repeated; the platform was told already");
+        return Ok(Settle::Ack);
+    }
+    let allowed = match fate.answer.as_deref() {
+        None => true,
+        // An authority that passed the submission on may still report the final answer.
+        Some("forwarded-onward") => answer != "forwarded-onward",
+        Some(_) => false,
+    };
+    if !allowed {
+        let rejection = Rejection {
+            reason: Reason::ReceiptIllegalTransition,
+            field: Some("kind".to_owned()),
+            detail: format!(
+                "submission {submission} was answered {} before; {answer} now contradicts it",
+                fate.answer.as_deref().unwrap_or("")
+            ),
+        };
+        return refuse(
+            gateway,
+            delivery,
+            &rejection,
+            &submission,
+            destination,
+            Some(&fate),
+        )
+        .await;
+    }
+
+    // Told first, recorded second: should the gateway stop in between, the receipt comes
+    // again and the platform gets the event twice, with the same event id, rather than
+    // never.
+    let snapshot = gateway.snapshot();
+    let event = wire::StatusEvent {
+        event_id: event_id(id, answer).to_string(),
+        submission_id: submission.clone(),
+        status: status as i32,
+        destination_id: destination.to_owned(),
+        destination_name: snapshot
+            .destination(destination)
+            .map(|d| d.name.clone())
+            .unwrap_or_default(),
+        time: Some(crate::pipeline::now_timestamp()),
+        problem: receipt.problems.first().cloned(),
+        platform_id: fate.platform.clone(),
+        case_id: String::new(),
+        problems: receipt.problems.clone(),
+        note: receipt.note.clone(),
+    };
+    gateway
+        .publish_status(delivery.properties.headers().as_ref(), &event)
+        .await?;
+    let recorded = store
+        .record_answer(&Answer {
+            submission_id: id,
+            destination: destination.to_owned(),
+            answer: answer.to_owned(),
+            digest,
+        })
+        .await?;
+    if !recorded {
+        tracing::warn!(submission_id = %submission, destination = %destination,
+            "answer not recorded: the submission's record changed meanwhile");
+    }
+    tracing::info!(submission_id = %submission, platform = %fate.platform,
+        destination = %destination, answer, "receipt carried to the platform");
+    gateway
+        .activity()
+        .trace(TraceEvent {
+            submission_id: submission,
+            at: SystemTime::now(),
+            event: answer.to_owned(),
+            platform: fate.platform,
+            destination: destination.to_owned(),
+            detail: receipt
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.title, p.detail))
+                .chain((!receipt.note.is_empty()).then(|| receipt.note.clone()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+        .await;
+    Ok(Settle::Ack)
+}
+
+/// Dead-letters a refused receipt for operators (nothing goes back to the back office)
+/// and notes it in the submission's trace when the submission is known.
+async fn refuse(
+    gateway: &Gateway,
+    delivery: &Delivery,
+    rejection: &Rejection,
+    submission: &str,
+    destination: &str,
+    fate: Option<&Fate>,
+) -> Result<Settle, ReceiptError> {
+    gateway
+        .dead_letter_receipt(delivery, rejection, submission, destination)
+        .await?;
+    tracing::warn!(submission_id = %submission, destination = %destination,
+        reason = rejection.reason.code(), detail = %rejection.detail, "receipt refused");
+    if let Some(fate) = fate {
+        gateway
+            .activity()
+            .trace(TraceEvent {
+                submission_id: submission.to_owned(),
+                at: SystemTime::now(),
+                event: "receipt-refused".to_owned(),
+                platform: fate.platform.clone(),
+                destination: destination.to_owned(),
+                detail: format!("{}: {}", rejection.reason.code(), rejection.detail),
+            })
+            .await;
+    }
+    Ok(Settle::Ack)
+}
+
+/// Every `check_interval`, tells platforms about delivered submissions that got no answer
+/// within `overdue_after` (once each), until `stop`.
+pub async fn report_overdue(
+    gateway: Arc<Gateway>,
+    store: Store,
+    settings: ReceiptSettings,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(settings.check_interval) => {}
+        }
+        if let Err(e) = report_once(&gateway, &store, settings.overdue_after).await {
+            tracing::warn!(error = %e, "cannot check for overdue submissions");
+        }
+    }
+}
+
+/// One round of [`report_overdue`]; returns how many were reported.
+pub async fn report_once(
+    gateway: &Gateway,
+    store: &Store,
+    overdue_after: Duration,
+) -> Result<usize, StoreError> {
+    let cutoff = SystemTime::now()
+        .checked_sub(overdue_after)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let overdue = store.unanswered(cutoff, true, OVERDUE_BATCH).await?;
+    let mut reported = Vec::with_capacity(overdue.len());
+    for fate in &overdue {
+        let submission = fate.submission_id.to_string();
+        let waited = humantime::format_duration(Duration::from_secs(
+            SystemTime::now()
+                .duration_since(fate.delivered_at)
+                .unwrap_or_default()
+                .as_secs(),
+        ));
+        let event = wire::StatusEvent {
+            event_id: event_id(fate.submission_id, "overdue").to_string(),
+            submission_id: submission.clone(),
+            status: wire::Status::Overdue as i32,
+            destination_id: fate.destination.clone(),
+            destination_name: gateway
+                .snapshot()
+                .destination(&fate.destination)
+                .map(|d| d.name.clone())
+                .unwrap_or_default(),
+            time: Some(crate::pipeline::now_timestamp()),
+            platform_id: fate.platform.clone(),
+            note: format!("no answer from {} after {waited}", fate.destination),
+            ..wire::StatusEvent::default()
+        };
+        match gateway.publish_status(None, &event).await {
+            Ok(()) => {
+                reported.push(fate.submission_id);
+                gateway
+                    .activity()
+                    .trace(TraceEvent {
+                        submission_id: submission,
+                        at: SystemTime::now(),
+                        event: "overdue".to_owned(),
+                        platform: fate.platform.clone(),
+                        destination: fate.destination.clone(),
+                        detail: event.note.clone(),
+                    })
+                    .await;
+            }
+            // Reported at the next check.
+            Err(e) => tracing::warn!(submission_id = %submission, error = %e,
+                "overdue event not delivered to the platform"),
+        }
+    }
+    store.mark_overdue_reported(&reported).await?;
+    if !reported.is_empty() {
+        tracing::warn!(
+            n = reported.len(),
+            "submissions overdue: no answer from their back office"
+        );
+    }
+    Ok(reported.len())
+}

@@ -1,0 +1,394 @@
+//! Back offices' receipts across Land borders: a platform in Hessen (its own vhost, as its
+//! own broker), the back offices of Erfurt and Jena in Thüringen (another), the gateway's
+//! own. Receipts travel back to the platform as status events; refused ones go to the
+//! dead-letter queue for operators and tell nobody anything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ozg_gateway::envelope::Encoding;
+use ozg_gateway::store::Store;
+use ozg_gateway::wire::admin as pb;
+use ozg_gateway::wire::v1 as wire;
+
+const MELDE: &str = "99115005104000";
+const ERFURT: &str = "160510000000";
+const JENA: &str = "160530000000";
+const HANG: Duration = Duration::from_secs(30);
+const TOKEN: &str = "viewer-token-for-receipts";
+
+struct Setup {
+    v: Vhosts,
+    store_url: String,
+}
+
+fn setup(test: &str) -> Setup {
+    Setup {
+        v: Vhosts::create(test, &["he", "th", "gw"]),
+        store_url: format!("sqlite://{}", temp_store_path()),
+    }
+}
+
+fn config(s: &Setup, receipts: &str) -> ozg_gateway::Config {
+    let admin = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"viewer\"\nsha256 = \"{}\"\nroles = [\"viewer\"]\n",
+        hex::encode(ozg_gateway::admin::auth::hash_token(TOKEN))
+    );
+    TestConfig::new(&s.v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .store(&s.store_url)
+        .platform("civento-he", "06", "he", None)
+        .destination("th-erfurt", "16", "th", "Stadt Erfurt, Bürgeramt")
+        .line(r#"receipt_queue = "receipts-erfurt""#)
+        .destination("th-jena", "16", "th", "Stadt Jena, Bürgeramt")
+        .line(r#"receipt_queue = "receipts-jena""#)
+        .route(MELDE, "16051", "th-erfurt")
+        .route(MELDE, "16053", "th-jena")
+        .extra(&format!("{receipts}\n{admin}"))
+        .build()
+}
+
+fn receipt(id: &str, kind: wire::ReceiptKind, problems: Vec<wire::Problem>) -> wire::Receipt {
+    wire::Receipt {
+        receipt_id: uuid::Uuid::new_v4().to_string(),
+        submission_id: id.to_owned(),
+        kind: kind as i32,
+        problems,
+        note: String::new(),
+        time: None,
+    }
+}
+
+/// Publishes a receipt to a back office's receipt queue, as the back office would.
+async fn answer(th: &lapin::Channel, queue: &str, r: &wire::Receipt, encoding: Encoding) {
+    let body = match encoding {
+        Encoding::Protobuf => prost::Message::encode_to_vec(r),
+        Encoding::Json => serde_json::to_vec(r).unwrap(),
+    };
+    publish(th, queue, &body, Some(encoding.content_type()), None, None).await;
+}
+
+/// Submits for `region` from Hessen's platform and takes it off the back office's queue;
+/// returns the submission id after the platform heard `forwarded`.
+async fn deliver(
+    he: &lapin::Channel,
+    th: &lapin::Channel,
+    region: &str,
+    destination: &str,
+) -> String {
+    let s = sample_submission("civento-he", "06", MELDE, region, 1024);
+    submit(he, &s, Encoding::Protobuf).await;
+    let arrived = take_backoffice(th, destination, 1, HANG).await;
+    assert_eq!(arrived.len(), 1, "not delivered to {destination}");
+    let status = take_status(he, "civento-he", 1, HANG).await;
+    assert_eq!(
+        status[0].header("x-ozg-status").as_deref(),
+        Some("forwarded")
+    );
+    s.submission_id
+}
+
+fn event(m: &Received) -> wire::StatusEvent {
+    serde_json::from_slice(&m.body).unwrap()
+}
+
+/// Status events reaching the platform within `quiet` of each other.
+async fn statuses(he: &lapin::Channel, quiet: Duration) -> Vec<wire::StatusEvent> {
+    drain(
+        he,
+        &ozg_gateway::topology::status_queue("civento-he"),
+        quiet,
+    )
+    .await
+    .iter()
+    .map(event)
+    .collect()
+}
+
+async fn trace_events(store: &Store, id: &str, last: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let events: Vec<String> = store
+            .trace(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        if events.last().map(String::as_str) == Some(last) {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trace so far: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_and_rejected_receipts_travel_back_across_brokers() {
+    let s = setup("receipts-roundtrip");
+    let gw = Admin::start(config(&s, "")).await;
+    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
+    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+
+    // Accepted, as protobuf.
+    let accepted = deliver(&he, &th, ERFURT, "th-erfurt").await;
+    answer(
+        &th,
+        "receipts-erfurt",
+        &receipt(&accepted, wire::ReceiptKind::Accepted, vec![]),
+        Encoding::Protobuf,
+    )
+    .await;
+    let got = take_status(&he, "civento-he", 1, HANG).await;
+    assert_eq!(got.len(), 1, "no event for the accepted receipt");
+    assert_eq!(got[0].header("x-ozg-status").as_deref(), Some("accepted"));
+    let e = event(&got[0]);
+    assert_eq!(e.status, wire::Status::Accepted as i32);
+    assert_eq!(e.submission_id, accepted);
+    assert_eq!(
+        (e.destination_id.as_str(), e.platform_id.as_str()),
+        ("th-erfurt", "civento-he")
+    );
+    assert_eq!(e.destination_name, "Stadt Erfurt, Bürgeramt");
+
+    // Rejected with problems, as JSON: the platform gets them as they were sent.
+    let rejected = deliver(&he, &th, JENA, "th-jena").await;
+    let problems = vec![
+        wire::Problem {
+            r#type: "urn:jena:problem:missing-document".into(),
+            title: "Unterlage fehlt".into(),
+            detail: "Mietvertrag nicht beigefügt".into(),
+            instance: format!("urn:uuid:{rejected}"),
+            ..wire::Problem::default()
+        },
+        wire::Problem {
+            r#type: "urn:jena:problem:fee".into(),
+            title: "Gebühr offen".into(),
+            detail: "Gebühr nicht bezahlt".into(),
+            ..wire::Problem::default()
+        },
+    ];
+    answer(
+        &th,
+        "receipts-jena",
+        &receipt(&rejected, wire::ReceiptKind::Rejected, problems.clone()),
+        Encoding::Json,
+    )
+    .await;
+    let got = take_status(&he, "civento-he", 1, HANG).await;
+    let e = event(&got[0]);
+    assert_eq!(got[0].header("x-ozg-status").as_deref(), Some("rejected"));
+    assert_eq!(e.status, wire::Status::Rejected as i32);
+    assert_eq!(e.problems, problems);
+    assert_eq!(e.problem.as_ref(), problems.first());
+    assert_eq!(e.destination_id, "th-jena");
+
+    // The store keeps each submission's life; the trace shows it.
+    let store = ozg_gateway::store::open(&s.store_url).await.unwrap();
+    assert_eq!(
+        trace_events(&store, &accepted, "accepted").await,
+        ["received", "forwarded", "accepted"]
+    );
+    assert_eq!(
+        trace_events(&store, &rejected, "rejected").await,
+        ["received", "forwarded", "rejected"]
+    );
+    let fate = store
+        .fate(rejected.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fate.answer.as_deref(), Some("rejected"));
+    assert!(
+        drain_dead_letters(
+            &connect(&s.v.url("gw"))
+                .await
+                .create_channel()
+                .await
+                .unwrap(),
+            Duration::from_millis(300)
+        )
+        .await
+        .is_empty()
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refused_and_repeats_give_one_event()
+ {
+    let s = setup("receipts-refused");
+    let gw = Admin::start(config(&s, "")).await;
+    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
+    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+    let gw_channel = connect(&s.v.url("gw"))
+        .await
+        .create_channel()
+        .await
+        .unwrap();
+
+    let id = deliver(&he, &th, ERFURT, "th-erfurt").await;
+
+    // Jena answers for Erfurt's submission: refused; the platform hears nothing.
+    answer(
+        &th,
+        "receipts-jena",
+        &receipt(
+            &id,
+            wire::ReceiptKind::Rejected,
+            vec![wire::Problem {
+                title: "nicht zuständig".into(),
+                ..wire::Problem::default()
+            }],
+        ),
+        Encoding::Protobuf,
+    )
+    .await;
+    let dead = take_dead_letters(&gw_channel, 1, HANG).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].header("x-ozg-reason").as_deref(),
+        Some("receipt-wrong-destination")
+    );
+    assert_eq!(
+        dead[0].header("x-ozg-destination").as_deref(),
+        Some("th-jena")
+    );
+    // The words say nothing about where the submission did go.
+    let detail = dead[0].header("x-ozg-detail").unwrap();
+    assert!(!detail.contains("erfurt"), "{detail}");
+    // An unknown id: refused the same way, after one more try (the delivery record may
+    // have been on its way).
+    let unknown = uuid::Uuid::new_v4().to_string();
+    answer(
+        &th,
+        "receipts-jena",
+        &receipt(&unknown, wire::ReceiptKind::Accepted, vec![]),
+        Encoding::Protobuf,
+    )
+    .await;
+    let dead = take_dead_letters(&gw_channel, 1, HANG).await;
+    assert_eq!(
+        dead[0].header("x-ozg-reason").as_deref(),
+        Some("receipt-unknown-submission")
+    );
+    assert_eq!(
+        dead[0].header("x-ozg-submission-id").as_deref(),
+        Some(unknown.as_str())
+    );
+    // Not a receipt at all.
+    publish(
+        &th,
+        "receipts-erfurt",
+        b"{not json",
+        Some("application/json"),
+        None,
+        None,
+    )
+    .await;
+    let dead = take_dead_letters(&gw_channel, 1, HANG).await;
+    assert_eq!(
+        dead[0].header("x-ozg-reason").as_deref(),
+        Some("receipt-invalid")
+    );
+    assert!(statuses(&he, Duration::from_millis(500)).await.is_empty());
+
+    // Erfurt accepts, twice: one event.
+    let accept = receipt(&id, wire::ReceiptKind::Accepted, vec![]);
+    answer(&th, "receipts-erfurt", &accept, Encoding::Protobuf).await;
+    answer(&th, "receipts-erfurt", &accept, Encoding::Json).await;
+    let events = statuses(&he, Duration::from_millis(1500)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].status, wire::Status::Accepted as i32);
+    // Rejected after accepted contradicts it: refused, no event.
+    answer(
+        &th,
+        "receipts-erfurt",
+        &receipt(
+            &id,
+            wire::ReceiptKind::Rejected,
+            vec![wire::Problem {
+                title: "doch nicht".into(),
+                ..wire::Problem::default()
+            }],
+        ),
+        Encoding::Protobuf,
+    )
+    .await;
+    let dead = take_dead_letters(&gw_channel, 1, HANG).await;
+    assert_eq!(
+        dead[0].header("x-ozg-reason").as_deref(),
+        Some("receipt-illegal-transition")
+    );
+    assert!(statuses(&he, Duration::from_millis(500)).await.is_empty());
+    let store = ozg_gateway::store::open(&s.store_url).await.unwrap();
+    let fate = store.fate(id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(fate.answer.as_deref(), Some("accepted"));
+    println!(
+        "receipts: wrong-destination, unknown, invalid and contradicting refused; duplicate gave {} event",
+        events.len()
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_without_answer_is_reported_overdue_once_and_listed_for_operators() {
+    let s = setup("receipts-overdue");
+    // Controlled time: overdue after one second, looked for every 100 ms.
+    let gw = Admin::start(config(
+        &s,
+        "[receipts]\noverdue_after = \"1s\"\ncheck_interval = \"100ms\"\n",
+    ))
+    .await;
+    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
+    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+
+    let silent = deliver(&he, &th, ERFURT, "th-erfurt").await;
+    let answered = deliver(&he, &th, JENA, "th-jena").await;
+    answer(
+        &th,
+        "receipts-jena",
+        &receipt(&answered, wire::ReceiptKind::Accepted, vec![]),
+        Encoding::Protobuf,
+    )
+    .await;
+    let first = take_status(&he, "civento-he", 1, HANG).await;
+    assert_eq!(event(&first[0]).status, wire::Status::Accepted as i32);
+
+    let overdue = take_status(&he, "civento-he", 1, HANG).await;
+    assert_eq!(overdue.len(), 1, "no overdue event");
+    assert_eq!(
+        overdue[0].header("x-ozg-status").as_deref(),
+        Some("overdue")
+    );
+    let e = event(&overdue[0]);
+    assert_eq!(
+        (e.submission_id.as_str(), e.destination_id.as_str()),
+        (silent.as_str(), "th-erfurt")
+    );
+    // Reported once, not at every check.
+    assert!(statuses(&he, Duration::from_millis(1000)).await.is_empty());
+
+    let channel = gw.channel().await;
+    let mut request = tonic::Request::new(pb::ListOverdueRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let listed = pb::operations_service_client::OperationsServiceClient::new(channel)
+        .list_overdue(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .submissions;
+    let ids: Vec<&str> = listed.iter().map(|s| s.submission_id.as_str()).collect();
+    assert_eq!(ids, [silent.as_str()]);
+    assert!(listed[0].reported_at.is_some());
+    gw.stop().await;
+}
