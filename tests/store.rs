@@ -157,6 +157,8 @@ macro_rules! store_tests {
 }
 
 store_tests!(
+    answers_are_recorded_only_from_the_destination_and_only_once,
+    unanswered_lists_overdue_and_marks_them_reported,
     new_id_is_new,
     recorded_id_is_delivered_with_its_destination,
     same_id_other_fingerprint_is_a_conflict,
@@ -1405,6 +1407,118 @@ async fn trace_events_come_back_in_order(db: Db) {
     assert_eq!(store.trace("b").await.unwrap(), []);
     assert_eq!(store.trace("a").await.unwrap().len(), 3);
     store.close().await;
+}
+
+fn answer(id: Uuid, destination: &str, answer: &str) -> store::Answer {
+    store::Answer {
+        submission_id: id,
+        destination: destination.to_owned(),
+        answer: answer.to_owned(),
+        digest: fingerprint(answer.as_bytes()),
+    }
+}
+
+async fn answers_are_recorded_only_from_the_destination_and_only_once(db: Db) {
+    let store = db.open().await;
+    let id = Uuid::new_v4();
+    assert_eq!(store.fate(id).await.unwrap(), None);
+    store
+        .record(&[rec(id, "body", "th-erfurt", now())])
+        .await
+        .unwrap();
+    let fate = store.fate(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            fate.platform.as_str(),
+            fate.destination.as_str(),
+            fate.answer
+        ),
+        ("civento-he", "th-erfurt", None)
+    );
+    // Another destination cannot answer.
+    assert!(
+        !store
+            .record_answer(&answer(id, "th-jena", "accepted"))
+            .await
+            .unwrap()
+    );
+    // Forwarded onward, then a final answer; after that, nothing more.
+    for (a, recorded) in [
+        ("forwarded-onward", true),
+        ("accepted", true),
+        ("rejected", false),
+        ("accepted", false),
+    ] {
+        assert_eq!(
+            store
+                .record_answer(&answer(id, "th-erfurt", a))
+                .await
+                .unwrap(),
+            recorded,
+            "{a}"
+        );
+    }
+    let fate = store.fate(id).await.unwrap().unwrap();
+    assert_eq!(fate.answer.as_deref(), Some("accepted"));
+    assert_eq!(
+        fate.answer_digest.as_deref(),
+        Some(&fingerprint(b"accepted")[..])
+    );
+    assert!(fate.answered_at.is_some());
+    // A delivery recorded again (after the window) starts without an answer.
+    store
+        .record(&[rec(id, "body", "th-erfurt", now())])
+        .await
+        .unwrap();
+    assert_eq!(store.fate(id).await.unwrap().unwrap().answer, None);
+}
+
+async fn unanswered_lists_overdue_and_marks_them_reported(db: Db) {
+    let store = db.open().await;
+    let old = Uuid::new_v4();
+    let older = Uuid::new_v4();
+    let answered = Uuid::new_v4();
+    let fresh = Uuid::new_v4();
+    let hour = Duration::from_secs(3600);
+    store
+        .record(&[
+            rec(old, "a", "d", now() - hour),
+            rec(older, "b", "d", now() - 2 * hour),
+            rec(answered, "c", "d", now() - hour),
+            rec(fresh, "e", "d", now()),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_answer(&answer(answered, "d", "accepted"))
+            .await
+            .unwrap()
+    );
+    let cutoff = now() - hour / 2;
+    let ids = |fates: Vec<store::Fate>| {
+        fates
+            .into_iter()
+            .map(|f| f.submission_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.unanswered(cutoff, true, 10).await.unwrap()),
+        [older, old]
+    );
+    assert_eq!(
+        ids(store.unanswered(cutoff, true, 1).await.unwrap()),
+        [older]
+    );
+    store.mark_overdue_reported(&[older]).await.unwrap();
+    assert_eq!(
+        ids(store.unanswered(cutoff, true, 10).await.unwrap()),
+        [old]
+    );
+    let all = store.unanswered(cutoff, false, 10).await.unwrap();
+    assert_eq!(ids(all.clone()), [older, old]);
+    assert!(all[0].overdue_reported_at.is_some());
+    assert!(all[1].overdue_reported_at.is_none());
 }
 
 async fn event_recorder_flushes_on_shutdown(db: Db) {
