@@ -11,13 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::amqp::{OwnedTopology, header_text, value_text};
-use crate::link::{self, Link};
+use crate::link::Link;
 use crate::pipeline::headers;
 use crate::store::{NewDeadLetter, Store};
 
@@ -38,46 +38,18 @@ pub async fn take_into_store(
     store: Store,
     stop: CancellationToken,
 ) {
-    let mut attempt = 0u32;
-    loop {
-        let Some(connection) = link.connected(&stop).await else {
-            return;
-        };
-        let subscribed = async {
-            let channel = connection.create_channel().await?;
-            topology.declare(&channel).await?;
-            channel
-                .basic_qos(PREFETCH, BasicQosOptions::default())
-                .await?;
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "ozg-gateway dead-letter intake".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            Ok::<_, lapin::Error>((channel, consumer))
-        };
-        match subscribed.await {
-            Ok((_channel, consumer)) => {
-                attempt = 0;
-                tracing::info!(queue = %queue, "taking dead letters into the store");
-                match intake(consumer, &store, &stop).await {
-                    None => return,
-                    Some(reason) => tracing::warn!(queue = %queue, error = %reason,
-                        "dead-letter intake lost its consumer; resubscribing"),
-                }
-            }
-            Err(e) => tracing::error!(queue = %queue, error = %e,
-                "cannot subscribe to the dead-letter queue; retrying"),
-        }
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(link::backoff(attempt)) => {}
-        }
-    }
+    link.keep_consuming(
+        &queue,
+        "ozg-gateway dead-letter intake",
+        PREFETCH,
+        &stop,
+        |channel| {
+            let topology = topology.clone();
+            async move { topology.declare(&channel).await }
+        },
+        |consumer| intake(consumer, &store, &stop),
+    )
+    .await;
 }
 
 /// Returns `None` when told to stop, or why the consumer ended.

@@ -67,6 +67,67 @@ impl Link {
         &self.broker
     }
 
+    /// Keeps one consumer of `queue` going: waits for the connection, opens a channel, lets
+    /// `prepare` declare or check what it needs, subscribes with `prefetch`, and hands the
+    /// consumer to `run`. `run` returns `None` when told to stop, or why the consumer
+    /// ended; then this starts over after a backoff. Returns when `stop` is cancelled.
+    /// (Plain closures returning futures rather than async closures: the latter's futures
+    /// cannot be shown to be `Send`, and the callers are spawned.)
+    pub async fn keep_consuming<P, R>(
+        &self,
+        queue: &str,
+        consumer_tag: &str,
+        prefetch: u16,
+        stop: &CancellationToken,
+        mut prepare: impl FnMut(lapin::Channel) -> P,
+        mut run: impl FnMut(lapin::Consumer) -> R,
+    ) where
+        P: std::future::Future<Output = Result<(), lapin::Error>>,
+        R: std::future::Future<Output = Option<String>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let Some(connection) = self.connected(stop).await else {
+                return;
+            };
+            let subscribed = async {
+                let channel = connection.create_channel().await?;
+                prepare(channel.clone()).await?;
+                channel
+                    .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+                    .await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue.into(),
+                        consumer_tag.into(),
+                        lapin::options::BasicConsumeOptions::default(),
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await?;
+                Ok::<_, lapin::Error>((channel, consumer))
+            };
+            match subscribed.await {
+                // The channel is held while the consumer runs: its acks travel on it.
+                Ok((_channel, consumer)) => {
+                    attempt = 0;
+                    tracing::info!(queue = %queue, broker = %self.broker, "consuming");
+                    match run(consumer).await {
+                        None => return,
+                        Some(reason) => tracing::warn!(queue = %queue, error = %reason,
+                            "consumer lost; resubscribing"),
+                    }
+                }
+                Err(e) => tracing::error!(queue = %queue, broker = %self.broker, error = %e,
+                    "cannot subscribe; retrying"),
+            }
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(backoff(attempt)) => {}
+            }
+        }
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

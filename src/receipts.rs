@@ -18,9 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +26,7 @@ use uuid::Uuid;
 
 use crate::config::ReceiptSettings;
 use crate::envelope::{self, Encoding};
-use crate::link::{self, Link};
+use crate::link::Link;
 use crate::outcome::{Reason, Rejection};
 use crate::pipeline::Gateway;
 use crate::store::{Answer, Fate, Store, StoreError, TraceEvent};
@@ -66,14 +64,11 @@ pub async fn consume(
     queue: String,
     stop: CancellationToken,
 ) {
-    let mut attempt = 0u32;
-    loop {
-        let Some(connection) = link.connected(&stop).await else {
-            return;
-        };
-        let subscribed = async {
-            let channel = connection.create_channel().await?;
-            // The back office's queue: checked, never invented (like a platform's ingress).
+    let tag = format!("ozg-gateway receipts {destination}");
+    // The back office's queue: checked, never invented (like a platform's ingress).
+    let check = |channel: lapin::Channel| {
+        let queue = queue.clone();
+        async move {
             channel
                 .queue_declare(
                     queue.as_str().into(),
@@ -83,50 +78,36 @@ pub async fn consume(
                     },
                     FieldTable::default(),
                 )
-                .await?;
-            channel
-                .basic_qos(PREFETCH, BasicQosOptions::default())
-                .await?;
-            channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    format!("ozg-gateway receipts {destination}").into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
                 .await
-        };
-        match subscribed.await {
-            Ok(mut consumer) => {
-                attempt = 0;
-                tracing::info!(destination = %destination, queue = %queue, "taking receipts");
-                loop {
-                    let next = tokio::select! {
-                        biased;
-                        () = stop.cancelled() => return,
-                        next = consumer.next() => next,
-                    };
-                    match next {
-                        Some(Ok(delivery)) => {
-                            let settle = process(&gateway, &store, &destination, &delivery).await;
-                            finish(&delivery, settle).await;
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(destination = %destination, error = %e,
-                                "receipt consumer lost; resubscribing");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            Err(e) => tracing::error!(destination = %destination, queue = %queue, error = %e,
-                "cannot subscribe to the receipt queue; retrying"),
+                .map(|_| ())
         }
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(link::backoff(attempt)) => {}
+    };
+    let take = |consumer| take_receipts(consumer, &gateway, &store, &destination, &stop);
+    link.keep_consuming(&queue, &tag, PREFETCH, &stop, check, take)
+        .await;
+}
+
+/// Processes receipts one at a time until `stop` (`None`) or the consumer ends (why).
+async fn take_receipts(
+    mut consumer: lapin::Consumer,
+    gateway: &Gateway,
+    store: &Store,
+    destination: &str,
+    stop: &CancellationToken,
+) -> Option<String> {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => return None,
+            next = consumer.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                let settle = process(gateway, store, destination, &delivery).await;
+                finish(&delivery, settle).await;
+            }
+            Some(Err(e)) => return Some(e.to_string()),
+            None => return Some("the broker cancelled the consumer".to_owned()),
         }
     }
 }
@@ -266,11 +247,8 @@ async fn handle(
             )));
         }
         None => {
-            let rejection = Rejection {
-                reason: Reason::ReceiptUnknownSubmission,
-                field: Some("submission_id".to_owned()),
-                detail: format!("no submission {submission} was delivered to {destination}"),
-            };
+            let rejection =
+                not_delivered_here(Reason::ReceiptUnknownSubmission, &submission, destination);
             return refuse(
                 gateway,
                 delivery,
@@ -282,13 +260,8 @@ async fn handle(
             .await;
         }
         Some(f) if f.destination != destination => {
-            // The same words the back office would see for an unknown id; the reason code
-            // tells operators what happened.
-            let rejection = Rejection {
-                reason: Reason::ReceiptWrongDestination,
-                field: Some("submission_id".to_owned()),
-                detail: format!("no submission {submission} was delivered to {destination}"),
-            };
+            let rejection =
+                not_delivered_here(Reason::ReceiptWrongDestination, &submission, destination);
             return refuse(
                 gateway,
                 delivery,
@@ -389,6 +362,16 @@ async fn handle(
         })
         .await;
     Ok(Settle::Ack)
+}
+
+/// An unknown id and another authority's submission get the same words, so a back office
+/// learns nothing from them; the reason code tells operators which it was.
+fn not_delivered_here(reason: Reason, submission: &str, destination: &str) -> Rejection {
+    Rejection {
+        reason,
+        field: Some("submission_id".to_owned()),
+        detail: format!("no submission {submission} was delivered to {destination}"),
+    }
 }
 
 /// Dead-letters a refused receipt for operators (nothing goes back to the back office)
