@@ -244,6 +244,7 @@ async fn health_reflection_and_the_access_matrix() {
                             name: "Anmeldung einer Wohnung".into(),
                             ..pb::Service::default()
                         }),
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -445,6 +446,7 @@ async fn a_dead_letter_without_route_is_replayed_after_the_route_is_added_and_ar
                 routing_key: "he-kassel".into(),
                 ..pb::Destination::default()
             }),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -453,6 +455,7 @@ async fn a_dead_letter_without_route_is_replayed_after_the_route_is_added_and_ar
     directory
         .create_route(op(pb::CreateRouteRequest {
             route: Some(route(MELDE, "06611", "he-kassel")),
+            ..Default::default()
         }))
         .await
         .unwrap();
@@ -483,6 +486,32 @@ async fn a_dead_letter_without_route_is_replayed_after_the_route_is_added_and_ar
         .map(|m| m.header("x-ozg-status").unwrap_or_default())
         .collect();
     assert_eq!(words, ["rejected", "forwarded"]);
+
+    // Selecting everything must be said; a filter acts on pending letters only.
+    for (request, wanted) in [
+        (pb::DiscardDeadLettersRequest::default(), "or all"),
+        (
+            pb::DiscardDeadLettersRequest {
+                filter: Some(pb::DeadLetterFilter::default()),
+                ..Default::default()
+            },
+            "or all",
+        ),
+        (
+            pb::DiscardDeadLettersRequest {
+                filter: Some(pb::DeadLetterFilter {
+                    state: pb::DeadLetterState::Replayed as i32,
+                    ..pb::DeadLetterFilter::default()
+                }),
+                ..Default::default()
+            },
+            "only pending",
+        ),
+    ] {
+        let status = dead.discard_dead_letters(op(request)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains(wanted), "{}", status.message());
+    }
 
     // A second replay of the same letter is refused (it is no longer pending).
     let again = dead
@@ -595,7 +624,10 @@ async fn a_route_changed_live_applies_to_the_next_message_and_survives_a_restart
         ),
     ] {
         let status = directory
-            .create_route(op(pb::CreateRouteRequest { route: Some(bad) }))
+            .create_route(op(pb::CreateRouteRequest {
+                route: Some(bad),
+                ..Default::default()
+            }))
             .await
             .unwrap_err();
         assert_eq!(status.code(), code);
@@ -617,6 +649,7 @@ async fn a_route_changed_live_applies_to_the_next_message_and_survives_a_restart
     directory
         .create_route(op(pb::CreateRouteRequest {
             route: Some(route(MELDE, "06411", "he-a")),
+            ..Default::default()
         }))
         .await
         .unwrap();
@@ -662,9 +695,25 @@ async fn a_route_changed_live_applies_to_the_next_message_and_survives_a_restart
     directory
         .update_route(op(pb::UpdateRouteRequest {
             route: Some(route(MELDE, "06411", "he-b")),
+            ..Default::default()
         }))
         .await
         .unwrap();
+    // Optimistic concurrency: a change made against an older version is refused.
+    let version = StatsServiceClient::new(channel.clone())
+        .get_overview(op(pb::GetOverviewRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .directory_version;
+    let stale = directory
+        .update_route(op(pb::UpdateRouteRequest {
+            route: Some(route(MELDE, "06411", "he-a")),
+            expected_directory_version: version - 1,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
     let second = submit_for(&he, DARMSTADT).await;
     let at_b = take_backoffice(&he, "he-b", 1, HANG).await;
     assert_eq!(at_b[0].message_id().as_deref(), Some(second.as_str()));
@@ -725,12 +774,16 @@ async fn a_route_changed_live_applies_to_the_next_message_and_survives_a_restart
         .delete_route(op(pb::DeleteRouteRequest {
             service: MELDE.into(),
             region: "06611".into(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     let status = directory
-        .delete_destination(op(pb::DeleteDestinationRequest { id: "he-b".into() }))
+        .delete_destination(op(pb::DeleteDestinationRequest {
+            id: "he-b".into(),
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");

@@ -108,6 +108,7 @@ impl DeadLetters {
         &self,
         ids: &[String],
         f: Option<&pb::DeadLetterFilter>,
+        all: bool,
     ) -> Result<(Vec<DeadLetter>, Vec<String>), Status> {
         let store = &self.0.store;
         let mut found = Vec::new();
@@ -125,11 +126,23 @@ impl DeadLetters {
             }
             return Ok((found, skipped));
         }
-        let Some(f) = f else {
+        let default = pb::DeadLetterFilter::default();
+        let f = f.unwrap_or(&default);
+        if !all && *f == default {
+            // An empty filter selects everything: that must be said, not happen by accident.
             return Err(Status::invalid_argument(
-                "name the dead letters: ids, or a filter",
+                "name the dead letters: ids, a filter with at least one criterion, or all",
             ));
-        };
+        }
+        let pending = [
+            pb::DeadLetterState::Unspecified as i32,
+            pb::DeadLetterState::Pending as i32,
+        ];
+        if !pending.contains(&f.state) {
+            return Err(Status::invalid_argument(
+                "filter.state: only pending dead letters are replayed or discarded",
+            ));
+        }
         let mut wanted = filter(Some(f));
         wanted.state = Some(DeadLetterState::Pending);
         let mut after = None;
@@ -267,7 +280,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
                 "destination: {d:?} is not in the directory"
             )));
         }
-        let (letters, mut skipped) = self.select(&r.ids, r.filter.as_ref()).await?;
+        let (letters, mut skipped) = self.select(&r.ids, r.filter.as_ref(), r.all).await?;
         // Traced as of before the first publish, so that the trace lists the replay before
         // the gateway receives the submission again.
         let started = SystemTime::now();
@@ -323,7 +336,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
     ) -> Result<Response<pb::DiscardDeadLettersResponse>, Status> {
         let who = self.0.auth.check(request.metadata(), Right::Change)?;
         let r = request.get_ref();
-        let (letters, _) = self.select(&r.ids, r.filter.as_ref()).await?;
+        let (letters, _) = self.select(&r.ids, r.filter.as_ref(), r.all).await?;
         let ids: Vec<Uuid> = letters.iter().map(|d| d.id).collect();
         let n = self
             .0

@@ -26,6 +26,8 @@ const MAX_PAGE: u32 = 1000;
 
 /// What a change does, for the store and the audit log.
 struct Change {
+    /// The directory version the caller saw; 0: whatever it is now.
+    expected: i64,
     store: DirectoryChange,
     action: &'static str,
     object: String,
@@ -44,6 +46,13 @@ impl DirectoryApi {
         change: Change,
     ) -> Result<Arc<Snapshot>, Status> {
         let state = &self.0;
+        if change.expected != 0 && change.expected != entries.version {
+            return Err(Status::aborted(format!(
+                "the directory is at version {}, not {}: someone changed it meanwhile; \
+                 read it again and retry",
+                entries.version, change.expected
+            )));
+        }
         let (mut snapshot, problems) = Snapshot::build(&state.config, &entries);
         if let Some(status) = invalid(key, &problems) {
             return Err(status);
@@ -201,6 +210,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
                 "destination",
                 entries,
                 Change {
+                    expected: request.get_ref().expected_directory_version,
                     action: "destination.create",
                     object: format!("destination {}", wanted.id),
                     before: None,
@@ -245,6 +255,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
                 "destination",
                 entries,
                 Change {
+                    expected: request.get_ref().expected_directory_version,
                     action: "destination.update",
                     object: format!("destination {}", wanted.id),
                     before: before.as_ref().and_then(json),
@@ -291,6 +302,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             "destination",
             entries,
             Change {
+                expected: request.get_ref().expected_directory_version,
                 action: "destination.delete",
                 object: format!("destination {id}"),
                 before: before.as_ref().and_then(json),
@@ -344,18 +356,30 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateRouteRequest>,
     ) -> Result<Response<pb::Route>, Status> {
-        self.put_route(request.get_ref().route.as_ref(), request.metadata(), true)
-            .await
-            .map(Response::new)
+        let r = request.get_ref();
+        self.put_route(
+            r.route.as_ref(),
+            r.expected_directory_version,
+            request.metadata(),
+            true,
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn update_route(
         &self,
         request: Request<pb::UpdateRouteRequest>,
     ) -> Result<Response<pb::Route>, Status> {
-        self.put_route(request.get_ref().route.as_ref(), request.metadata(), false)
-            .await
-            .map(Response::new)
+        let r = request.get_ref();
+        self.put_route(
+            r.route.as_ref(),
+            r.expected_directory_version,
+            request.metadata(),
+            false,
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn delete_route(
@@ -387,6 +411,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             "route",
             entries,
             Change {
+                expected: request.get_ref().expected_directory_version,
                 action: "route.delete",
                 object: format!("route {service} {region}"),
                 before: before.as_ref().and_then(json),
@@ -460,6 +485,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             "service",
             entries,
             Change {
+                expected: request.get_ref().expected_directory_version,
                 action: if before.is_some() {
                     "service.update"
                 } else {
@@ -499,6 +525,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             "service",
             entries,
             Change {
+                expected: request.get_ref().expected_directory_version,
                 action: "service.delete",
                 object: format!("service {key}"),
                 before: before.as_ref().and_then(json),
@@ -635,6 +662,7 @@ impl DirectoryApi {
     async fn put_route(
         &self,
         route: Option<&pb::Route>,
+        expected: i64,
         metadata: &tonic::metadata::MetadataMap,
         create: bool,
     ) -> Result<pb::Route, Status> {
@@ -685,6 +713,7 @@ impl DirectoryApi {
                 "route",
                 entries,
                 Change {
+                    expected: expected,
                     action: if create {
                         "route.create"
                     } else {

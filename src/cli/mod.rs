@@ -544,6 +544,7 @@ async fn destinations(
         DestinationsCommand::Create(new) => {
             let request = api.unary(api::CreateDestinationRequest {
                 destination: Some(new.into()),
+                ..Default::default()
             });
             client.create_destination(request).await?
         }
@@ -554,11 +555,15 @@ async fn destinations(
             let updated = request::apply_changes(current, &changes).map_err(Failure::Usage)?;
             let request = api.unary(api::UpdateDestinationRequest {
                 destination: Some(updated),
+                ..Default::default()
             });
             client.update_destination(request).await?
         }
         DestinationsCommand::Delete { id } => {
-            let request = api.unary(api::DeleteDestinationRequest { id: id.clone() });
+            let request = api.unary(api::DeleteDestinationRequest {
+                id: id.clone(),
+                ..Default::default()
+            });
             let deleted = client.delete_destination(request).await?.into_inner();
             return out.show(&deleted, |_| {
                 format!("deleted destination {}", render::clean(&id))
@@ -601,6 +606,7 @@ async fn routes(api: &Api, out: &Output, command: RoutesCommand) -> Result<(), F
         } => {
             let request = api.unary(api::CreateRouteRequest {
                 route: Some(route(service, region, destination)),
+                ..Default::default()
             });
             client.create_route(request).await?
         }
@@ -611,6 +617,7 @@ async fn routes(api: &Api, out: &Output, command: RoutesCommand) -> Result<(), F
         } => {
             let request = api.unary(api::UpdateRouteRequest {
                 route: Some(route(service, region, destination)),
+                ..Default::default()
             });
             client.update_route(request).await?
         }
@@ -620,7 +627,11 @@ async fn routes(api: &Api, out: &Output, command: RoutesCommand) -> Result<(), F
                 render::clean(&service),
                 render::clean(&region)
             );
-            let request = api.unary(api::DeleteRouteRequest { service, region });
+            let request = api.unary(api::DeleteRouteRequest {
+                service,
+                region,
+                ..Default::default()
+            });
             let deleted = client.delete_route(request).await?.into_inner();
             return out.show(&deleted, |_| shown);
         }
@@ -643,13 +654,17 @@ async fn services(api: &Api, out: &Output, command: ServicesCommand) -> Result<(
                     name,
                     source: api::Source::Unspecified as i32,
                 }),
+                ..Default::default()
             });
             let service = client.put_service(request).await?.into_inner();
             out.show(&service, render::service)
         }
         ServicesCommand::Delete { key } => {
             let shown = format!("deleted service {}", render::clean(&key));
-            let request = api.unary(api::DeleteServiceRequest { key });
+            let request = api.unary(api::DeleteServiceRequest {
+                key,
+                ..Default::default()
+            });
             let deleted = client.delete_service(request).await?.into_inner();
             out.show(&deleted, |_| shown)
         }
@@ -720,6 +735,7 @@ async fn dead_letters(api: &Api, out: &Output, command: DeadLettersCommand) -> R
                 ids: selection.ids,
                 filter: selection.filter,
                 destination: to.unwrap_or_default(),
+                all: selection.all,
             });
             let replayed = client.replay_dead_letters(request).await?.into_inner();
             out.show(&replayed, render::replayed)
@@ -729,6 +745,7 @@ async fn dead_letters(api: &Api, out: &Output, command: DeadLettersCommand) -> R
             let request = api.unary(api::DiscardDeadLettersRequest {
                 ids: selection.ids,
                 filter: selection.filter,
+                all: selection.all,
             });
             let discarded = client.discard_dead_letters(request).await?.into_inner();
             out.show(&discarded, |d| format!("discarded {}", d.discarded))

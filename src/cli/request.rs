@@ -126,6 +126,8 @@ pub fn dead_letter_filter(
 pub struct Selection {
     pub ids: Vec<String>,
     pub filter: Option<api::DeadLetterFilter>,
+    /// Every pending letter; the server insists on being told so too.
+    pub all: bool,
 }
 
 /// An empty filter matches every pending letter, so asking for that takes `--all`: a
@@ -140,20 +142,25 @@ pub fn selection(
         return Err("an empty dead-letter id".into());
     }
     match (ids.is_empty(), filtered, all) {
-        (false, false, false) => Ok(Selection { ids, filter: None }),
+        (false, false, false) => Ok(Selection {
+            ids,
+            filter: None,
+            all: false,
+        }),
         (false, true, _) => Err("give either ids or filters, not both".into()),
         (false, false, true) => Err("give either ids or --all, not both".into()),
         (true, true, false) => Ok(Selection {
             ids,
             filter: Some(filter),
+            all: false,
         }),
         (true, true, true) => Err("--all selects every pending dead letter; leave it out \
                                    to act on the filtered ones"
             .into()),
-        // Present but empty: the server tells "everything" from "nothing given" by presence.
         (true, false, true) => Ok(Selection {
             ids,
-            filter: Some(filter),
+            filter: None,
+            all: true,
         }),
         (true, false, false) => Err("no ids and no filter: this would select every pending \
                                      dead letter; add --all if that is what you mean"
@@ -407,6 +414,7 @@ mod tests {
                 Ok(Selection {
                     ids: ids(&["a", "b"]),
                     filter: None,
+                    all: false,
                 }),
             ),
             (
@@ -416,6 +424,7 @@ mod tests {
                 Ok(Selection {
                     ids: vec![],
                     filter: Some(some_filter.clone()),
+                    all: false,
                 }),
             ),
             (
@@ -424,7 +433,8 @@ mod tests {
                 true,
                 Ok(Selection {
                     ids: vec![],
-                    filter: Some(none.clone()),
+                    filter: None,
+                    all: true,
                 }),
             ),
             (vec![], none.clone(), false, Err("add --all")),
