@@ -713,7 +713,7 @@ impl DirectoryApi {
                 "route",
                 entries,
                 Change {
-                    expected: expected,
+                    expected,
                     action: if create {
                         "route.create"
                     } else {
