@@ -101,6 +101,22 @@ enum Command {
     /// dead letters, ingress, traces, live events.
     #[command(after_help = cli::EXIT_CODES_HELP)]
     Admin(Box<cli::AdminArgs>),
+    /// Publish a back office's receipt for a submission, as the back office would (to the
+    /// destination's `receipt_queue`).
+    Answer {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+        /// Destination id from the configuration (it needs a receipt_queue).
+        #[arg(long)]
+        destination: String,
+        /// The submission answered.
+        submission_id: String,
+        #[command(flatten)]
+        answer: AnswerKind,
+        /// Publish as JSON (canonical proto3 mapping) instead of protobuf.
+        #[arg(long)]
+        json: bool,
+    },
     /// Take messages off a local queue and print their metadata (never their content).
     Receive {
         #[arg(long, short, env = "OZG_CONFIG")]
@@ -114,6 +130,20 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct AnswerKind {
+    /// The authority took the submission up.
+    #[arg(long)]
+    accept: bool,
+    /// The authority refuses it; "TITLE: DETAIL", repeatable, one problem each.
+    #[arg(long, value_name = "TITLE: DETAIL")]
+    reject: Vec<String>,
+    /// The authority passed it on; a short note, e.g. to whom.
+    #[arg(long, value_name = "NOTE")]
+    forward: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -236,6 +266,13 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
             count,
             wait,
         } => receive(&config, &queue, count, wait).await,
+        Command::Answer {
+            config,
+            destination,
+            submission_id,
+            answer: kind,
+            json,
+        } => answer(&config, &destination, &submission_id, kind, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -318,6 +355,101 @@ fn resolve(path: &std::path::Path, service: &str, region: &str) -> Result<(), Ex
 }
 
 #[allow(clippy::too_many_arguments)]
+/// A publisher on `broker` for the local helpers, which fail fast on a broker that does
+/// not answer rather than reconnect forever. Cancel the token and close the link when done.
+async fn helper_publisher(
+    config: &Config,
+    broker: usize,
+) -> Result<(Publisher, std::sync::Arc<Link>, CancellationToken), ExitCode> {
+    let broker = config.broker(broker);
+    let stop = CancellationToken::new();
+    let link = Link::start(broker.clone(), Role::Publish, stop.clone());
+    let connected = tokio::time::timeout(Duration::from_secs(10), link.connected(&stop)).await;
+    if !matches!(connected, Ok(Some(_))) {
+        stop.cancel();
+        return Err(fail(match link.state() {
+            LinkState::Connecting {
+                last_error: Some(e),
+                ..
+            } => e,
+            _ => format!("broker {} did not answer within 10 s", broker.name),
+        }));
+    }
+    Ok((
+        Publisher::new(link.clone(), Duration::from_secs(10)),
+        link,
+        stop,
+    ))
+}
+
+async fn answer(
+    path: &std::path::Path,
+    destination_id: &str,
+    submission_id: &str,
+    kind: AnswerKind,
+    json: bool,
+) -> Result<(), ExitCode> {
+    let config = load(path)?;
+    let d = config
+        .destinations
+        .iter()
+        .find(|d| d.id == destination_id)
+        .ok_or_else(|| {
+            fail(format!(
+                "no destination {destination_id:?} in {}",
+                path.display()
+            ))
+        })?;
+    let queue = d.receipt_queue.as_deref().ok_or_else(|| {
+        fail(format!(
+            "destination {destination_id:?} has no receipt_queue"
+        ))
+    })?;
+    let problem = |text: &String| {
+        let (title, detail) = text.split_once(':').unwrap_or((text.as_str(), ""));
+        wire::Problem {
+            title: title.trim().to_owned(),
+            detail: detail.trim().to_owned(),
+            instance: format!("urn:uuid:{submission_id}"),
+            ..wire::Problem::default()
+        }
+    };
+    let (receipt_kind, word) = if kind.accept {
+        (wire::ReceiptKind::Accepted, "accepted")
+    } else if kind.forward.is_some() {
+        (wire::ReceiptKind::ForwardedOnward, "forwarded onward")
+    } else {
+        (wire::ReceiptKind::Rejected, "rejected")
+    };
+    let receipt = wire::Receipt {
+        receipt_id: uuid::Uuid::new_v4().to_string(),
+        submission_id: submission_id.to_owned(),
+        kind: receipt_kind as i32,
+        problems: kind.reject.iter().map(problem).collect(),
+        note: kind.forward.unwrap_or_default(),
+        time: None,
+    };
+    let (body, content_type) = if json {
+        let body = serde_json::to_vec(&receipt).map_err(fail)?;
+        (body, Encoding::Json.content_type())
+    } else {
+        (
+            prost::Message::encode_to_vec(&receipt),
+            Encoding::Protobuf.content_type(),
+        )
+    };
+    let (publisher, link, stop) = helper_publisher(&config, d.broker).await?;
+    let properties = BasicProperties::default()
+        .with_message_id(receipt.receipt_id.as_str().into())
+        .with_content_type(content_type.into());
+    let published = publisher.publish("", queue, &body, properties).await;
+    stop.cancel();
+    link.close().await;
+    published.map_err(fail)?;
+    println!("answered {submission_id} as {destination_id}: {word} (to {queue})");
+    Ok(())
+}
+
 async fn submit(
     path: &std::path::Path,
     platform_id: &str,
@@ -333,22 +465,7 @@ async fn submit(
     let platform = config
         .platform(platform_id)
         .ok_or_else(|| fail(format!("no platform {platform_id:?} in {}", path.display())))?;
-    let broker = config.broker(platform.broker);
-    let stop = CancellationToken::new();
-    let link = Link::start(broker.clone(), Role::Publish, stop.clone());
-    // A helper should fail fast on a broker that does not answer, not reconnect forever.
-    let connected = tokio::time::timeout(Duration::from_secs(10), link.connected(&stop)).await;
-    if !matches!(connected, Ok(Some(_))) {
-        stop.cancel();
-        return Err(fail(match link.state() {
-            LinkState::Connecting {
-                last_error: Some(e),
-                ..
-            } => e,
-            _ => format!("broker {} did not answer within 10 s", broker.name),
-        }));
-    }
-    let publisher = Publisher::new(link.clone(), Duration::from_secs(10));
+    let (publisher, link, stop) = helper_publisher(&config, platform.broker).await?;
     let messages: Vec<(String, Vec<u8>, String)> = match raw {
         Some(file) => {
             let body =

@@ -230,6 +230,33 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
         "{status}"
     );
 
+    // Darmstadt's back office accepts; the platform in Thüringen hears it.
+    let answered = run(&[
+        "answer",
+        "--config",
+        config,
+        "--destination",
+        "he-darmstadt",
+        &id,
+        "--accept",
+    ]);
+    assert!(answered.contains("accepted"), "{answered}");
+    let status = run(&[
+        "receive",
+        "--config",
+        config,
+        "--status",
+        "civento-th",
+        "--count",
+        "1",
+        "--wait",
+        "10s",
+    ]);
+    assert!(
+        status.contains("STATUS_ACCEPTED") && status.contains(&id),
+        "{status}"
+    );
+
     // A rejection and why: a service key that is not a LeiKa key.
     let bad = run(&[
         "submit",
