@@ -354,7 +354,6 @@ fn resolve(path: &std::path::Path, service: &str, region: &str) -> Result<(), Ex
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// A publisher on `broker` for the local helpers, which fail fast on a broker that does
 /// not answer rather than reconnect forever. Cancel the token and close the link when done.
 async fn helper_publisher(
@@ -450,6 +449,7 @@ async fn answer(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn submit(
     path: &std::path::Path,
     platform_id: &str,
