@@ -3,6 +3,7 @@
 #
 #   deploy/bench/run.sh            # N=20000 messages of SIZE=4096 bytes
 #   N=5000 SIZE=4096 deploy/bench/run.sh
+#   PREFETCH=1024 deploy/bench/run.sh   # the platform's prefetch (default 256)
 #   (honours CARGO_TARGET_DIR; GW=path/to/ozg-gateway uses that binary and skips the build)
 #
 # In a vhost of its own (created through the management API, deleted at the end):
@@ -17,7 +18,9 @@
 # read inside the broker (`rabbitmqctl eval`, every 5 ms): the management API's queue
 # figures lag by up to collect_statistics_interval (5 s), longer than a whole run.
 #
-# Prints submit_msgs_per_s=…, shovel_msgs_per_s=…, gateway_msgs_per_s=…, and last
+# Prints submit_msgs_per_s=…, shovel_msgs_per_s=…, gateway_msgs_per_s=…,
+# gateway_cpu_us_per_msg=… (user + system CPU of the gateway process over the run, start-up
+# included, divided by N), gateway_peak_rss_mib=… (VmHWM), and last
 # ratio_vs_shovel=X.XX (gateway / shovel).
 #
 # TODO (issue 7, not yet here):
@@ -25,11 +28,11 @@
 #   - the example configuration's shape: 16 platforms × ~400 destinations, regions drawn
 #     from the directory weighted by population;
 #   - end-to-end latency p50/p99/p99.9 at half the maximum rate (needs a paced publisher);
-#   - gateway CPU time per message (/proc/<pid>/stat utime+stime) and peak RSS (VmHWM).
 set -euo pipefail
 
 N=${N:-20000}
 SIZE=${SIZE:-4096}
+PREFETCH=${PREFETCH:-256}   # the platform's prefetch (the gateway's default)
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 export PATH="$PATH:/usr/sbin"
@@ -125,6 +128,7 @@ land = "06"
 broker = "bench"
 ingress_queue = "$2"
 status_exchange = "ozg.status"
+prefetch = $PREFETCH
 
 [[destinations]]
 id = "bench-dest"
@@ -184,6 +188,14 @@ done
 wait "$waiter_pid"
 gateway=$(rate gateway_msgs_per_s "$start" "$tmp/gateway.wait") || { tail -n 20 "$tmp/gateway.log" >&2; exit 1; }
 echo "$gateway"
+# CPU time (user + system, in clock ticks: fields 14 and 15 of /proc/PID/stat) and peak RSS
+# of the gateway process over the whole run, start-up included.
+ticks=$(getconf CLK_TCK)
+read -r cpu_ticks < <(awk '{ print $14 + $15 }' "/proc/$gw_pid/stat")
+peak_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$gw_pid/status")
+awk -v t="$cpu_ticks" -v hz="$ticks" -v n="$N" \
+  'BEGIN { printf "gateway_cpu_us_per_msg=%.1f\n", t * 1000000 / hz / n }'
+echo "gateway_peak_rss_mib=$((peak_kib / 1024))"
 kill -TERM "$gw_pid"
 wait "$gw_pid" || true
 gw_pid=""
