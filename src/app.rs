@@ -63,20 +63,13 @@ struct Links {
 impl Links {
     fn start(config: &Config, stop: &CancellationToken) -> Links {
         let mut consume = HashMap::new();
-        // The gateway's broker is consumed too: the retry queue lives there; and so are
-        // the brokers of back offices that send receipts.
+        // The gateway's broker is consumed too: the retry queue lives there. Receipts have
+        // connections of their own (`receipts::supervise`).
         let consuming = config
             .platforms
             .iter()
             .map(|p| p.broker)
-            .chain([config.gateway.dead_letter_broker])
-            .chain(
-                config
-                    .destinations
-                    .iter()
-                    .filter(|d| d.receipt_queue.is_some())
-                    .map(|d| d.broker),
-            );
+            .chain([config.gateway.dead_letter_broker]);
         for b in consuming {
             consume.entry(b).or_insert_with(|| {
                 Link::start(config.broker(b).clone(), Role::Consume, stop.clone())
@@ -291,18 +284,11 @@ pub async fn run_reporting(
             stop_consuming.clone(),
         ));
     }
-    for d in &config.destinations {
-        if let Some(queue) = &d.receipt_queue {
-            consumers.spawn(receipts::consume(
-                gateway.clone(),
-                store.clone(),
-                links.consume[&d.broker].clone(),
-                d.id.clone(),
-                queue.clone(),
-                stop_consuming.clone(),
-            ));
-        }
-    }
+    consumers.spawn(receipts::supervise(
+        gateway.clone(),
+        store.clone(),
+        stop_consuming.clone(),
+    ));
     consumers.spawn(receipts::report_overdue(
         gateway.clone(),
         store.clone(),

@@ -1049,6 +1049,7 @@ impl Validator {
                 broker: d.broker.clone(),
                 exchange: d.exchange.clone(),
                 routing_key: d.routing_key.clone(),
+                receipt_queue: d.receipt_queue.clone().unwrap_or_default(),
             };
             if !d.id.trim().is_empty() && destination_ids.contains_key(&d.id) {
                 self.error(
@@ -1063,8 +1064,7 @@ impl Validator {
             {
                 self.error(format!("{key}.receipt_queue"), "must not be empty");
             }
-            if let Some(mut destination) = valid {
-                destination.receipt_queue = d.receipt_queue.clone().filter(|q| !q.is_empty());
+            if let Some(destination) = valid {
                 destination_ids.insert(destination.id.clone(), destinations.len());
                 destinations.push(destination);
             }
@@ -1185,6 +1185,8 @@ pub struct DestinationSpec {
     pub broker: String,
     pub exchange: String,
     pub routing_key: String,
+    /// Empty: the back office sends no receipts.
+    pub receipt_queue: String,
 }
 
 /// Validates one destination the same way wherever it comes from (file or admin API);
@@ -1279,7 +1281,9 @@ pub fn validate_destination(
             broker,
             exchange: spec.exchange.clone(),
             routing_key: spec.routing_key.clone(),
-            receipt_queue: None,
+            receipt_queue: Some(spec.receipt_queue.trim())
+                .filter(|q| !q.is_empty())
+                .map(str::to_owned),
         }),
         _ => None,
     }

@@ -264,6 +264,7 @@ name = "Anmeldung einer Wohnung"
             broker: "he".to_owned(),
             exchange: "ozg.backoffice".to_owned(),
             routing_key: id.to_owned(),
+            receipt_queue: String::new(),
         }
     }
 

@@ -110,6 +110,8 @@ pub struct Gateway {
     /// Swapped whole when an operator changes the directory; a submission keeps the one it
     /// started with until it is settled.
     live: ArcSwap<Live>,
+    /// Told of every `install`, for those that follow the directory (receipt consumers).
+    directory_changes: tokio::sync::watch::Sender<()>,
     /// Publishing links of every configured broker, for destinations added at run time.
     publish_links: HashMap<BrokerIndex, Arc<Link>>,
     /// One per platform, same index as `config.platforms`.
@@ -219,6 +221,7 @@ impl Gateway {
         Gateway {
             config,
             live: ArcSwap::from_pointee(live),
+            directory_changes: tokio::sync::watch::Sender::new(()),
             publish_links: publishers.links,
             status: publishers.status,
             dead_letter: publishers.dead_letter,
@@ -255,6 +258,12 @@ impl Gateway {
             self.config.gateway.confirm_timeout,
         );
         self.live.store(Arc::new(live));
+        self.directory_changes.send_replace(());
+    }
+
+    /// Changes with every directory put in use.
+    pub fn watch_directory(&self) -> tokio::sync::watch::Receiver<()> {
+        self.directory_changes.subscribe()
     }
 
     /// Sends a stored dead letter through the normal path again: to the replay queue, from

@@ -13,6 +13,7 @@
 //! store or a broker does not answer. Receipts of one queue are processed one at a time, so
 //! two answers for one submission cannot race.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +25,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::ReceiptSettings;
+use crate::amqp::Role;
+use crate::config::{BrokerIndex, ReceiptSettings};
 use crate::envelope::{self, Encoding};
 use crate::link::Link;
 use crate::outcome::{Reason, Rejection};
@@ -53,6 +55,81 @@ enum ReceiptError {
     Store(#[from] StoreError),
     #[error("broker: {0}")]
     Broker(#[from] crate::amqp::DeliveryError),
+}
+
+/// Keeps one receipt consumer per destination that names a receipt queue, following the
+/// directory as operators change it: a destination added through the admin API starts
+/// taking receipts at once, one deleted or moved stops (its current receipt finishes
+/// first). Each broker gets a consuming connection of its own for receipts. Until `stop`.
+pub async fn supervise(gateway: Arc<Gateway>, store: Store, stop: CancellationToken) {
+    struct Running {
+        broker: BrokerIndex,
+        queue: String,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+    let mut changes = gateway.watch_directory();
+    let mut links: HashMap<BrokerIndex, Arc<Link>> = HashMap::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    loop {
+        let snapshot = gateway.snapshot();
+        let wanted: HashMap<&str, (BrokerIndex, &str)> = snapshot
+            .destinations
+            .iter()
+            .filter_map(|d| {
+                let queue = d.receipt_queue.as_deref()?;
+                Some((d.id.as_str(), (d.broker, queue)))
+            })
+            .collect();
+        running.retain(|id, r| {
+            let keep = wanted.get(id.as_str()) == Some(&(r.broker, r.queue.as_str()));
+            if !keep {
+                r.stop.cancel();
+            }
+            keep
+        });
+        for (id, (broker, queue)) in wanted {
+            if running.contains_key(id) {
+                continue;
+            }
+            let link = links
+                .entry(broker)
+                .or_insert_with(|| {
+                    let config = gateway.config();
+                    Link::start(config.broker(broker).clone(), Role::Consume, stop.clone())
+                })
+                .clone();
+            let own_stop = stop.child_token();
+            let task = tokio::spawn(consume(
+                gateway.clone(),
+                store.clone(),
+                link,
+                id.to_owned(),
+                queue.to_owned(),
+                own_stop.clone(),
+            ));
+            running.insert(
+                id.to_owned(),
+                Running {
+                    broker,
+                    queue: queue.to_owned(),
+                    stop: own_stop,
+                    task,
+                },
+            );
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = changes.changed() => if changed.is_err() { break },
+        }
+    }
+    for (_, r) in running {
+        r.stop.cancel();
+        let _ = r.task.await;
+    }
+    for link in links.values() {
+        let _ = tokio::time::timeout(SETTLE_TIMEOUT, link.close()).await;
+    }
 }
 
 /// Consumes one destination's receipt queue until `stop`, resubscribing after losses.

@@ -20,6 +20,7 @@ const ERFURT: &str = "160510000000";
 const JENA: &str = "160530000000";
 const HANG: Duration = Duration::from_secs(30);
 const TOKEN: &str = "viewer-token-for-receipts";
+const OPERATOR: &str = "operator-token-for-receipts";
 
 struct Setup {
     v: Vhosts,
@@ -34,9 +35,16 @@ fn setup(test: &str) -> Setup {
 }
 
 fn config(s: &Setup, receipts: &str) -> ozg_gateway::Config {
+    let token = |name: &str, secret: &str, role: &str| {
+        format!(
+            "[[admin.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"{role}\"]\n",
+            hex::encode(ozg_gateway::admin::auth::hash_token(secret))
+        )
+    };
     let admin = format!(
-        "[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"viewer\"\nsha256 = \"{}\"\nroles = [\"viewer\"]\n",
-        hex::encode(ozg_gateway::admin::auth::hash_token(TOKEN))
+        "[admin]\naddress = \"127.0.0.1:0\"\n{}{}",
+        token("viewer", TOKEN, "viewer"),
+        token("ops", OPERATOR, "operator")
     );
     TestConfig::new(&s.v)
         .gateway(r#"confirm_timeout = "5s""#)
@@ -390,5 +398,95 @@ async fn a_submission_without_answer_is_reported_overdue_once_and_listed_for_ope
     let ids: Vec<&str> = listed.iter().map(|s| s.submission_id.as_str()).collect();
     assert_eq!(ids, [silent.as_str()]);
     assert!(listed[0].reported_at.is_some());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_added_through_the_admin_api_takes_receipts_at_once() {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let s = setup("receipts-live");
+    let gw = Admin::start(config(&s, "")).await;
+    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
+    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+    // Gera's back office sets up its queues, as a back office would.
+    for queue in ["backoffice.th-gera", "receipts-gera"] {
+        th.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    th.queue_bind(
+        "backoffice.th-gera".into(),
+        "backoffice".into(),
+        "th-gera".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    fn op<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {OPERATOR}").parse().unwrap(),
+        );
+        request
+    }
+    let mut directory =
+        pb::directory_service_client::DirectoryServiceClient::new(gw.channel().await);
+    directory
+        .create_destination(op(pb::CreateDestinationRequest {
+            destination: Some(pb::Destination {
+                id: "th-gera".into(),
+                name: "Stadt Gera, Bürgerservice".into(),
+                kind: "kreisfreie-stadt".into(),
+                land: "16".into(),
+                broker: "th".into(),
+                exchange: "backoffice".into(),
+                routing_key: "th-gera".into(),
+                receipt_queue: "receipts-gera".into(),
+                ..pb::Destination::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let request = op(pb::CreateRouteRequest {
+        route: Some(pb::Route {
+            service: MELDE.into(),
+            region: "16052".into(),
+            destination: "th-gera".into(),
+            ..pb::Route::default()
+        }),
+        ..Default::default()
+    });
+    directory.create_route(request).await.unwrap();
+
+    let id = deliver(&he, &th, "160520000000", "th-gera").await;
+    answer(
+        &th,
+        "receipts-gera",
+        &receipt(&id, wire::ReceiptKind::Accepted, vec![]),
+        Encoding::Protobuf,
+    )
+    .await;
+    let got = take_status(&he, "civento-he", 1, HANG).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "no event for the receipt of the new destination"
+    );
+    let e = event(&got[0]);
+    assert_eq!(
+        (e.status, e.destination_id.as_str()),
+        (wire::Status::Accepted as i32, "th-gera")
+    );
     gw.stop().await;
 }

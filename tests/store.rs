@@ -619,6 +619,7 @@ fn destination(id: &str, name: &str) -> StoredDestination {
         broker: "behoerden".to_owned(),
         exchange: format!("ex.{id}"),
         routing_key: format!("rk.\"{id}\"\\ü"),
+        receipt_queue: format!("receipts.{id}"),
     }
 }
 

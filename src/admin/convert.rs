@@ -41,6 +41,7 @@ pub fn destination(d: &Destination, broker: &str, source: EntrySource) -> pb::De
         exchange: d.exchange.clone(),
         routing_key: d.routing_key.clone(),
         source: self::source(source),
+        receipt_queue: d.receipt_queue.clone().unwrap_or_default(),
     }
 }
 
@@ -53,6 +54,7 @@ pub fn destination_spec(d: &StoredDestination) -> DestinationSpec {
         broker: d.broker.clone(),
         exchange: d.exchange.clone(),
         routing_key: d.routing_key.clone(),
+        receipt_queue: d.receipt_queue.clone(),
     }
 }
 
@@ -65,6 +67,7 @@ pub fn destination_from_request(d: &pb::Destination) -> DestinationSpec {
         broker: d.broker.trim().to_owned(),
         exchange: d.exchange.clone(),
         routing_key: d.routing_key.clone(),
+        receipt_queue: d.receipt_queue.trim().to_owned(),
     }
 }
 
@@ -77,6 +80,7 @@ pub fn stored_destination(d: &DestinationSpec) -> StoredDestination {
         broker: d.broker.clone(),
         exchange: d.exchange.clone(),
         routing_key: d.routing_key.clone(),
+        receipt_queue: d.receipt_queue.clone(),
     }
 }
 

@@ -190,6 +190,9 @@ pub struct NewDestination {
     pub exchange: String,
     #[arg(long, default_value = "")]
     pub routing_key: String,
+    /// The back office's receipt queue on its broker (it must exist); empty: none.
+    #[arg(long, default_value = "")]
+    pub receipt_queue: String,
 }
 
 impl From<NewDestination> for api::Destination {
@@ -203,6 +206,7 @@ impl From<NewDestination> for api::Destination {
             exchange: d.exchange,
             routing_key: d.routing_key,
             source: api::Source::Unspecified as i32,
+            receipt_queue: d.receipt_queue,
         }
     }
 }
@@ -226,6 +230,9 @@ pub struct DestinationChanges {
     pub exchange: Option<String>,
     #[arg(long)]
     pub routing_key: Option<String>,
+    /// "" stops taking receipts.
+    #[arg(long)]
+    pub receipt_queue: Option<String>,
 }
 
 impl DestinationChanges {
@@ -237,11 +244,12 @@ impl DestinationChanges {
             &self.broker,
             &self.exchange,
             &self.routing_key,
+            &self.receipt_queue,
         ];
         if given.iter().all(|v| v.is_none()) {
             return Err(
                 "nothing to change: give at least one of --name --kind --land \
-                        --broker --exchange --routing-key"
+                        --broker --exchange --routing-key --receipt-queue"
                     .into(),
             );
         }
@@ -262,6 +270,7 @@ pub fn apply_changes(
         broker,
         exchange,
         routing_key,
+        receipt_queue,
     } = changes.clone();
     changes.check()?;
     let fields = [
@@ -271,6 +280,7 @@ pub fn apply_changes(
         (&mut current.broker, broker),
         (&mut current.exchange, exchange),
         (&mut current.routing_key, routing_key),
+        (&mut current.receipt_queue, receipt_queue),
     ];
     for (field, value) in fields {
         if let Some(value) = value {
@@ -475,6 +485,7 @@ mod tests {
             exchange: "ozg.he".into(),
             routing_key: "darmstadt".into(),
             source: api::Source::Store as i32,
+            receipt_queue: "receipts".into(),
         };
         let changes = DestinationChanges {
             name: Some("Wissenschaftsstadt Darmstadt".into()),
@@ -498,6 +509,7 @@ mod tests {
             broker: Some("b".into()),
             exchange: Some("e".into()),
             routing_key: Some("r".into()),
+            receipt_queue: Some("q".into()),
         };
         let updated = apply_changes(current.clone(), &every).unwrap();
         let got = [
@@ -507,8 +519,9 @@ mod tests {
             &updated.broker,
             &updated.exchange,
             &updated.routing_key,
+            &updated.receipt_queue,
         ];
-        assert_eq!(got, ["n", "k", "l", "b", "e", "r"]);
+        assert_eq!(got, ["n", "k", "l", "b", "e", "r", "q"]);
         assert_eq!(updated.id, "he-darmstadt");
         assert!(
             apply_changes(current, &DestinationChanges::default())

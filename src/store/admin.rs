@@ -34,6 +34,9 @@ pub struct StoredDestination {
     pub broker: String,
     pub exchange: String,
     pub routing_key: String,
+    /// Where its back office sends receipts; empty: none.
+    #[serde(default)]
+    pub receipt_queue: String,
 }
 
 /// A route added through the admin API; `(service, region)` is its key. `destination` may
@@ -80,12 +83,12 @@ impl DirectoryChange {
         match self {
             DirectoryChange::PutDestination(d) => (
                 "INSERT INTO directory_destinations \
-                     (id, name, kind, land, broker, exchange, routing_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     (id, name, kind, land, broker, exchange, routing_key, receipt_queue) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (id) DO UPDATE SET \
                      name = excluded.name, kind = excluded.kind, land = excluded.land, \
                      broker = excluded.broker, exchange = excluded.exchange, \
-                     routing_key = excluded.routing_key",
+                     routing_key = excluded.routing_key, receipt_queue = excluded.receipt_queue",
                 vec![
                     d.id.as_str(),
                     d.name.as_str(),
@@ -94,6 +97,7 @@ impl DirectoryChange {
                     d.broker.as_str(),
                     d.exchange.as_str(),
                     d.routing_key.as_str(),
+                    d.receipt_queue.as_str(),
                 ],
             ),
             DirectoryChange::DeleteDestination { id } => (
@@ -147,8 +151,8 @@ impl DirectoryChange {
 
 /// Same text for both backends; sorted in Rust, not SQL, so that both sort by bytes
 /// whatever the PostgreSQL database's collation.
-pub(super) const SELECT_DESTINATIONS: &str =
-    "SELECT id, name, kind, land, broker, exchange, routing_key FROM directory_destinations";
+pub(super) const SELECT_DESTINATIONS: &str = "SELECT id, name, kind, land, broker, exchange, routing_key, receipt_queue \
+     FROM directory_destinations";
 pub(super) const SELECT_ROUTES: &str = "SELECT service, region, destination FROM directory_routes";
 pub(super) const SELECT_SERVICES: &str = "SELECT key, name FROM directory_services";
 pub(super) const SELECT_VERSION: &str = "SELECT version FROM directory_version WHERE id = 1";
@@ -517,6 +521,7 @@ where
             broker: self.text()?,
             exchange: self.text()?,
             routing_key: self.text()?,
+            receipt_queue: self.text()?,
         })
     }
 

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "receipts",
         include_str!("migrations/postgres/0003_receipts.sql"),
     ),
+    (
+        4,
+        "receipt queues",
+        include_str!("migrations/postgres/0004_receipt_queues.sql"),
+    ),
 ];
 
 /// Two batch tasks (checks, records), a purge, and one spare.

@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "receipts",
         include_str!("migrations/sqlite/0003_receipts.sql"),
     ),
+    (
+        4,
+        "receipt queues",
+        include_str!("migrations/sqlite/0004_receipt_queues.sql"),
+    ),
 ];
 
 /// One writer at a time is all SQLite allows; WAL lets the readers (checks) run beside it.
