@@ -274,14 +274,15 @@ impl Publisher {
 }
 
 /// Declares the dead-letter exchange (topic, routing key = reason code) and its queue: the
-/// part of the topology the gateway owns.
+/// part of the topology the gateway owns. A quorum queue, like every queue the gateway owns:
+/// replicated on a cluster, and a dead letter is the one copy of a submission left.
 pub async fn declare_dead_letter(
     channel: &Channel,
     exchange: &str,
     queue: &str,
 ) -> Result<(), lapin::Error> {
     declare_exchange(channel, exchange, ExchangeKind::Topic).await?;
-    declare_queue(channel, queue).await?;
+    declare_quorum_queue(channel, queue).await?;
     channel
         .queue_bind(
             queue.into(),
@@ -370,19 +371,7 @@ pub const REPLAY_QUEUE: &str = "ozg.gateway.replay";
 /// A quorum queue, like the retry queues: a replayed submission must survive a broker
 /// restart as surely as it did in the store.
 pub async fn declare_replay(channel: &Channel) -> Result<(), lapin::Error> {
-    let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), header_string("quorum"));
-    channel
-        .queue_declare(
-            REPLAY_QUEUE.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            quorum,
-        )
-        .await
-        .map(|_| ())
+    declare_quorum_queue(channel, REPLAY_QUEUE).await
 }
 
 pub async fn declare_exchange(
@@ -412,6 +401,23 @@ pub async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), lapin::
                 ..QueueDeclareOptions::default()
             },
             FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// A durable quorum queue without further arguments.
+pub async fn declare_quorum_queue(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), header_string("quorum"));
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            quorum,
         )
         .await
         .map(|_| ())
