@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, TraceContextExt, TraceFlags, TraceState, TracerProvider as _,
+};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, SdkTracerProvider};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -79,22 +81,35 @@ pub enum TelemetryError {
     Subscriber(String),
 }
 
-/// Keeps the tracer provider alive; flushes and shuts it down when dropped.
+/// Keeps the tracer provider (when traces are exported) alive; flushes and shuts it down
+/// when dropped.
 pub struct TelemetryGuard {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        let _ = self.provider.shutdown();
+        if let Some(provider) = &self.provider {
+            let _ = provider.shutdown();
+        }
     }
 }
 
-/// Installs the global subscriber: the log layer (text or JSON on stderr) and the
-/// OpenTelemetry layer. The tracer provider always exists, so trace context is continued
-/// and propagated even when nothing is exported.
+/// Installs the global subscriber: the log layer (text or JSON on stderr) and, when traces
+/// are exported, the OpenTelemetry layer.
+///
+/// Without an OTLP endpoint there is no OpenTelemetry layer and the log layer takes events
+/// only, so the per-submission spans are disabled at their call sites and cost nothing;
+/// trace context is still continued into what the gateway publishes ([`inject`] makes the
+/// child context itself). Measured in docs/performance.md: the spans and their formatting
+/// were a third of the gateway's CPU per message when nothing was exported.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
-    let provider = tracer_provider(settings)?;
+    use tracing_subscriber::Layer as _;
+    let provider = match settings.otlp_endpoint {
+        Some(_) => Some(tracer_provider(settings)?),
+        None => None,
+    };
+    set_new_trace_sampling(settings.sampling_ratio);
     let filter = match std::env::var("OZG_LOG").or_else(|_| std::env::var("RUST_LOG")) {
         Ok(from_env) => from_env,
         Err(_) => settings.log_level.clone(),
@@ -104,18 +119,34 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
             filter: filter.clone(),
             detail: e.to_string(),
         })?;
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("ozg-gateway"));
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ozg-gateway")));
+    // Log lines carry their own fields (submission id, platform, destination); the spans'
+    // fields are for traces, and formatting them for the log layer on every span would be
+    // paid per submission.
+    let events_only = || tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event());
     let registry = tracing_subscriber::registry().with(filter_layer).with(otel);
     let installed = match settings.log_format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour codes only for a person at a terminal: into a file or journal
+                    // they are noise, and writing them was a tenth of a log line's cost.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(events_only()),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_writer(std::io::stderr),
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr)
+                    .with_filter(events_only()),
             )
             .try_init(),
     };
@@ -188,6 +219,10 @@ struct HeaderInjector<'a>(&'a mut FieldTable);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // W3C: an empty tracestate is the same as none; the back office gets no empty header.
+        if key == TRACESTATE && value.is_empty() {
+            return;
+        }
         self.0.insert(
             ShortString::from(key),
             AMQPValue::LongString(LongString::from(value)),
@@ -212,21 +247,63 @@ pub fn extract(headers: Option<&FieldTable>) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(&normalised))
 }
 
-/// Writes the trace context of `span` into `out`. Without a recording tracer (the gateway
-/// used as a library with no subscriber), the platform's own headers are passed on as they
-/// came, so the trace is not broken either way.
+/// Writes the trace context of `span` into `out`. When `span` is not recorded by an
+/// OpenTelemetry layer (nothing is exported, or the gateway is used as a library without
+/// one), a child of the platform's context in `incoming` is written instead: the same trace
+/// id and flags with a new span id, or a new trace when the platform sent none. Either way
+/// the destination continues the platform's trace.
 pub fn inject(span: &tracing::Span, incoming: Option<&FieldTable>, out: &mut FieldTable) {
-    let context = span.context();
-    if context.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(out));
-        return;
-    }
-    let Some(incoming) = incoming else { return };
-    for name in [TRACEPARENT, TRACESTATE] {
-        if let Some(value) = incoming.inner().get(name) {
-            out.insert(ShortString::from(name), value.clone());
+    let propagator = TraceContextPropagator::new();
+    if !span.is_disabled() {
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            propagator.inject_context(&context, &mut HeaderInjector(out));
+            return;
         }
     }
+    let parent = extract(incoming);
+    let parent = parent.span().span_context().clone();
+    let ids = RandomIdGenerator::default();
+    let child = if parent.is_valid() {
+        SpanContext::new(
+            parent.trace_id(),
+            ids.new_span_id(),
+            parent.trace_flags(),
+            false,
+            parent.trace_state().clone(),
+        )
+    } else {
+        let sampled = rand::random::<f64>() < new_trace_sampling();
+        SpanContext::new(
+            ids.new_trace_id(),
+            ids.new_span_id(),
+            if sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            false,
+            TraceState::default(),
+        )
+    };
+    let context = opentelemetry::Context::new().with_remote_span_context(child);
+    propagator.inject_context(&context, &mut HeaderInjector(out));
+}
+
+/// Share of new traces marked sampled when the gateway starts one without an
+/// OpenTelemetry layer (`telemetry.sampling_ratio`), as bits of an `f64`.
+static NEW_TRACE_SAMPLING: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0x3FF0_0000_0000_0000); // 1.0
+
+fn set_new_trace_sampling(ratio: f64) {
+    NEW_TRACE_SAMPLING.store(
+        ratio.clamp(0.0, 1.0).to_bits(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+fn new_trace_sampling() -> f64 {
+    f64::from_bits(NEW_TRACE_SAMPLING.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 // ---------------------------------------------------------------------------------------

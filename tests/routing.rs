@@ -101,7 +101,7 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
                 (n % 3 == 0).then(|| format!("00-{:032x}-{:016x}-01", n * 7919, n * 31));
             let headers = traceparent.as_ref().map(|tp| {
                 let mut h = FieldTable::default();
-                // As bytes, the way some AMQP clients send it: must pass unchanged.
+                // As bytes, the way some AMQP clients send it: the trace must continue.
                 h.insert(
                     "traceparent".into(),
                     AMQPValue::LongString(LongString::from(tp.as_str())),
@@ -168,8 +168,27 @@ async fn six_lander_submit_across_borders_and_each_arrives_at_the_right_back_off
             assert_eq!(m.header("x-ozg-service-key").as_deref(), Some(MELDE));
             assert_eq!(m.header("x-ozg-ars").as_deref(), Some(ars));
             assert_eq!(m.header("x-ozg-destination").as_deref(), Some(city));
-            assert_eq!(m.header("traceparent"), *traceparent);
-            assert_eq!(m.header("tracestate").is_some(), traceparent.is_some());
+            // The destination continues the platform's trace: same trace id and flags,
+            // the gateway's hop as the new parent; a trace of its own when none came.
+            let sent_on = m
+                .header("traceparent")
+                .expect("a traceparent for the back office");
+            let parts: Vec<&str> = sent_on.split('-').collect();
+            assert_eq!(parts.len(), 4, "W3C traceparent: {sent_on}");
+            assert_eq!(parts[0], "00");
+            assert_eq!(parts[1].len(), 32);
+            assert_eq!(parts[2].len(), 16);
+            assert_ne!(parts[1], "0".repeat(32), "a valid trace id");
+            match traceparent {
+                Some(tp) => {
+                    let came: Vec<&str> = tp.split('-').collect();
+                    assert_eq!(parts[1], came[1], "same trace");
+                    assert_ne!(parts[2], came[2], "the gateway's hop is the parent");
+                    assert_eq!(parts[3], came[3], "same flags");
+                    assert_eq!(m.header("tracestate").as_deref(), Some("ozg=1"));
+                }
+                None => assert!(m.header("tracestate").is_none()),
+            }
         }
         // Nothing went to the Land office: the city rule matched.
         assert_eq!(
