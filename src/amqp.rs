@@ -8,7 +8,7 @@
 //! must not stall consumers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -93,14 +93,31 @@ pub async fn connect(broker: &Broker, role: Role) -> Result<Connection, ConnectE
 
 /// One confirm-mode channel, reopened on demand after the broker closed it or the link
 /// reconnected.
+///
+/// A new channel carries one publish at a time until one has been confirmed (it is
+/// "proven"): when the exchange is missing, the broker closes the channel on the first
+/// publish, and publishes that lapin still sends on it after acknowledging the close make the
+/// broker close the whole connection (504 CHANNEL_ERROR "expected 'channel.open'"), and with
+/// it every other destination's channel on that broker. Seen in tests/delivery.rs with
+/// batches of publishes to a destination whose exchange was deleted.
 pub struct Publisher {
     broker: String,
     link: Arc<Link>,
-    channel: Mutex<Option<Channel>>,
+    channel: Mutex<Option<OpenChannel>>,
     confirm_timeout: Duration,
     /// Declared on every new channel: the topology the gateway owns must exist again after
     /// a broker restart.
     owned: Option<OwnedTopology>,
+}
+
+/// A publisher's channel with its proving gate.
+#[derive(Clone)]
+struct OpenChannel {
+    channel: Channel,
+    /// Locked by the one publish allowed while the channel is unproven; `true` once a
+    /// publish on it was confirmed.
+    gate: Arc<Mutex<bool>>,
+    proven: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The parts of the topology the gateway owns and declares itself.
@@ -160,12 +177,12 @@ impl Publisher {
         }
     }
 
-    async fn channel(&self) -> Result<Channel, DeliveryError> {
+    async fn channel(&self) -> Result<OpenChannel, DeliveryError> {
         let mut slot = self.channel.lock().await;
-        if let Some(channel) = slot.as_ref()
-            && channel.status().connected()
+        if let Some(open) = slot.as_ref()
+            && open.channel.status().connected()
         {
-            return Ok(channel.clone());
+            return Ok(open.clone());
         }
         // Right after start or during a reconnect the link may be down for a moment: wait for
         // it as long as for a confirm rather than failing the delivery at once.
@@ -196,14 +213,22 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| self.channel_error(e))?;
-        *slot = Some(channel.clone());
-        Ok(channel)
+        let open = OpenChannel {
+            channel,
+            gate: Arc::new(Mutex::new(false)),
+            proven: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        *slot = Some(open.clone());
+        Ok(open)
     }
 
     /// Forgets the channel after an error, so that the next publish opens a fresh one.
-    async fn discard(&self, failed: &Channel) {
+    async fn discard(&self, failed: &OpenChannel) {
         let mut slot = self.channel.lock().await;
-        if slot.as_ref().is_some_and(|c| c.id() == failed.id()) {
+        if slot
+            .as_ref()
+            .is_some_and(|open| Arc::ptr_eq(&open.gate, &failed.gate))
+        {
             *slot = None;
         }
     }
@@ -217,14 +242,62 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), DeliveryError> {
+        // Publishes queued behind a failing channel's gate each get a fresh channel in turn,
+        // one round trip apiece; together they have as long as one confirm.
+        let deadline = Instant::now() + self.confirm_timeout;
+        loop {
+            match self
+                .publish_once(exchange, routing_key, body, properties.clone())
+                .await
+            {
+                // The channel was closed under this publish by another one on it (the broker
+                // closes a channel on a publish to a missing exchange) before this one went
+                // out: nothing was sent, and a fresh channel gives the broker's own answer
+                // for this message instead of a stale "channel closed".
+                Err(Unsent(_)) if Instant::now() < deadline => {}
+                other => return other.map_err(PublishFailure::into_error),
+            }
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishFailure> {
         // Opening a channel can hang on a connection that is going away; it counts against
         // the same bound as the confirm.
-        let channel = tokio::time::timeout(self.confirm_timeout, self.channel())
+        let open = tokio::time::timeout(self.confirm_timeout, self.channel())
             .await
             .map_err(|_| DeliveryError::ConfirmTimeout {
                 broker: self.broker.clone(),
                 timeout: self.confirm_timeout,
-            })??;
+            })
+            .map_err(Failed)?
+            .map_err(Failed)?;
+        let channel = &open.channel;
+        let proving = if open.proven.load(std::sync::atomic::Ordering::Acquire) {
+            None
+        } else {
+            let gate = tokio::time::timeout(self.confirm_timeout, open.gate.clone().lock_owned())
+                .await
+                .map_err(|_| {
+                    Failed(DeliveryError::ConfirmTimeout {
+                        broker: self.broker.clone(),
+                        timeout: self.confirm_timeout,
+                    })
+                })?;
+            // Proven meanwhile: no need to hold the others back.
+            if *gate { None } else { Some(gate) }
+        };
+        if !channel.status().connected() {
+            self.discard(&open).await;
+            return Err(Unsent(
+                self.channel_error("the channel closed before the publish went out"),
+            ));
+        }
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
@@ -239,15 +312,21 @@ impl Publisher {
                     properties.with_delivery_mode(2),
                 )
                 .await
-                .map_err(|e| self.channel_error(e))?;
-            confirm.await.map_err(|e| self.channel_error(e))
+                .map_err(|e| match e.kind() {
+                    lapin::ErrorKind::InvalidChannelState(..) => Unsent(self.channel_error(e)),
+                    _ => Failed(self.channel_error(e)),
+                })?;
+            confirm.await.map_err(|e| Failed(self.channel_error(e)))
         };
         let result = match tokio::time::timeout(self.confirm_timeout, sent).await {
             Err(_) => Err(DeliveryError::ConfirmTimeout {
                 broker: self.broker.clone(),
                 timeout: self.confirm_timeout,
             }),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(failure)) => {
+                self.discard(&open).await;
+                return Err(failure);
+            }
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(DeliveryError::Returned {
                 broker: self.broker.clone(),
@@ -267,9 +346,30 @@ impl Publisher {
             result,
             Err(DeliveryError::Channel { .. } | DeliveryError::ConfirmTimeout { .. })
         ) {
-            self.discard(&channel).await;
+            self.discard(&open).await;
+        } else if let Some(mut gate) = proving {
+            // Confirmed, or returned or nacked with the channel still open: it works.
+            *gate = true;
+            open.proven
+                .store(true, std::sync::atomic::Ordering::Release);
         }
-        result
+        result.map_err(Failed)
+    }
+}
+
+/// Why [`Publisher::publish_once`] failed: whether the message may have reached the broker.
+enum PublishFailure {
+    /// Refused by lapin before anything was sent (the channel had closed meanwhile).
+    Unsent(DeliveryError),
+    Failed(DeliveryError),
+}
+use PublishFailure::{Failed, Unsent};
+
+impl PublishFailure {
+    fn into_error(self) -> DeliveryError {
+        match self {
+            Unsent(e) | Failed(e) => e,
+        }
     }
 }
 

@@ -86,10 +86,13 @@ async fn a_failing_destination_does_not_disturb_the_others() {
     assert_eq!(dead.len(), failing.len());
     for m in dead {
         let id = m.header("x-ozg-submission-id").unwrap();
-        let (_, kind) = failing
-            .iter()
-            .find(|(f, _)| *f == id)
-            .expect("a failing submission");
+        let (_, kind) = failing.iter().find(|(f, _)| *f == id).unwrap_or_else(|| {
+            panic!(
+                "a failing submission: {:?} {:?}",
+                m.header("x-ozg-destination"),
+                m.header("x-ozg-detail")
+            )
+        });
         assert_eq!(m.header("x-ozg-reason").as_deref(), Some("delivery-failed"));
         let detail = m.header("x-ozg-detail").unwrap();
         match kind {
