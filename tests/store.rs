@@ -179,6 +179,7 @@ store_tests!(
     dead_letter_state_changes_only_pending_letters,
     dead_letter_purge_keeps_pending_and_recent,
     trace_events_come_back_in_order,
+    a_first_delivery_s_trace_comes_from_its_record,
     event_recorder_flushes_on_shutdown,
     event_recorder_batches_many_concurrent_records,
 );
@@ -202,6 +203,7 @@ fn rec(id: Uuid, body: &str, destination: &str, delivered_at: SystemTime) -> Del
         destination: destination.to_owned(),
         delivered_at,
         platform: "civento-he".to_owned(),
+        received_at: None,
     }
 }
 
@@ -1407,6 +1409,67 @@ async fn trace_events_come_back_in_order(db: Db) {
     assert_eq!(store.purge_events(t + ms).await.unwrap(), 2);
     assert_eq!(store.trace("b").await.unwrap(), []);
     assert_eq!(store.trace("a").await.unwrap().len(), 3);
+    store.close().await;
+}
+
+/// The common case writes no trace events: "received" and "forwarded" come from the delivery
+/// record, merged in time order with events written later (a duplicate, a receipt).
+async fn a_first_delivery_s_trace_comes_from_its_record(db: Db) {
+    let store = db.open().await;
+    let t = now() - DAY;
+    let ms = Duration::from_millis(1);
+    let traced = Uuid::new_v4();
+    let untraced = Uuid::new_v4();
+    store
+        .record(&[
+            DeliveryRecord {
+                received_at: Some(t),
+                ..rec(traced, "x", "bauamt", t + 3 * ms)
+            },
+            rec(untraced, "y", "bauamt", t),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_events(&[
+            event(&traced.to_string(), t + 5 * ms, "duplicate", "again"),
+            event(&untraced.to_string(), t + ms, "forwarded", "from an event"),
+        ])
+        .await
+        .unwrap();
+    let trace = store.trace(&traced.to_string()).await.unwrap();
+    let seen: Vec<(&str, &str, &str, SystemTime)> = trace
+        .iter()
+        .map(|e| {
+            (
+                e.event.as_str(),
+                e.platform.as_str(),
+                e.destination.as_str(),
+                e.at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("received", "civento-he", "", t),
+            ("forwarded", "civento-he", "bauamt", t + 3 * ms),
+            ("duplicate", "by", "bauamt", t + 5 * ms),
+        ]
+    );
+    // A record without received_at (a retry's or replay's delivery) adds nothing: its
+    // events are in the event table.
+    let other: Vec<String> = store
+        .trace(&untraced.to_string())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(other, ["from an event"]);
+    // Purging the delivery records takes the trace kept on them along.
+    store.purge(t + DAY).await.unwrap();
+    assert_eq!(store.trace(&traced.to_string()).await.unwrap().len(), 1);
     store.close().await;
 }
 

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "receipt queues",
         include_str!("migrations/postgres/0004_receipt_queues.sql"),
     ),
+    (
+        5,
+        "trace on the delivery record",
+        include_str!("migrations/postgres/0005_trace_on_record.sql"),
+    ),
 ];
 
 /// Two batch tasks (checks, records), a purge, and one spare.
@@ -85,7 +90,8 @@ pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
 pub(super) async fn fetch(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DeliveryRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT submission_id, fingerprint, destination, \
-                (extract(epoch FROM delivered_at) * 1000000)::int8, platform \
+                (extract(epoch FROM delivered_at) * 1000000)::int8, platform, \
+                (extract(epoch FROM received_at) * 1000000)::int8 \
          FROM delivered_submissions \
          WHERE submission_id = ANY($1)",
     )
@@ -104,6 +110,10 @@ pub(super) async fn fetch(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DeliveryRec
                 destination: row.try_get(2).map_err(StoreError::query("check"))?,
                 delivered_at: from_micros(row.try_get(3).map_err(StoreError::query("check"))?),
                 platform: row.try_get(4).map_err(StoreError::query("check"))?,
+                received_at: row
+                    .try_get::<Option<i64>, _>(5)
+                    .map_err(StoreError::query("check"))?
+                    .map(from_micros),
             })
         })
         .collect()
@@ -115,18 +125,24 @@ pub(super) async fn upsert(pool: &PgPool, records: &[&DeliveryRecord]) -> Result
     let destinations: Vec<&str> = records.iter().map(|r| r.destination.as_str()).collect();
     let micros: Vec<i64> = records.iter().map(|r| to_micros(r.delivered_at)).collect();
     let platforms: Vec<&str> = records.iter().map(|r| r.platform.as_str()).collect();
+    let received: Vec<Option<i64>> = records
+        .iter()
+        .map(|r| r.received_at.map(to_micros))
+        .collect();
 
     sqlx::query(
         "INSERT INTO delivered_submissions \
-             (submission_id, fingerprint, destination, delivered_at, platform) \
-         SELECT id, fp, dest, timestamptz 'epoch' + us * interval '1 microsecond', pf \
-         FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::int8[], $5::text[]) \
-             AS batch(id, fp, dest, us, pf) \
+             (submission_id, fingerprint, destination, delivered_at, platform, received_at) \
+         SELECT id, fp, dest, timestamptz 'epoch' + us * interval '1 microsecond', pf, \
+                timestamptz 'epoch' + rec * interval '1 microsecond' \
+         FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::int8[], $5::text[], $6::int8[]) \
+             AS batch(id, fp, dest, us, pf, rec) \
          ON CONFLICT (submission_id) DO UPDATE SET \
              fingerprint = excluded.fingerprint, \
              destination = excluded.destination, \
              delivered_at = excluded.delivered_at, \
              platform = excluded.platform, \
+             received_at = excluded.received_at, \
              answer = NULL, answer_digest = NULL, answered_at = NULL, \
              overdue_reported_at = NULL",
     )
@@ -135,6 +151,7 @@ pub(super) async fn upsert(pool: &PgPool, records: &[&DeliveryRecord]) -> Result
     .bind(destinations)
     .bind(micros)
     .bind(platforms)
+    .bind(received)
     .execute(pool)
     .await
     .map_err(StoreError::query("record"))?;

@@ -40,10 +40,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "receipt queues",
         include_str!("migrations/sqlite/0004_receipt_queues.sql"),
     ),
+    (
+        5,
+        "trace on the delivery record",
+        include_str!("migrations/sqlite/0005_trace_on_record.sql"),
+    ),
 ];
 
 /// One writer at a time is all SQLite allows; WAL lets the readers (checks) run beside it.
-const MAX_CONNECTIONS: u32 = 4;
+const MAX_CONNECTIONS: u32 = 1;
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,15 +115,23 @@ pub(super) async fn fetch(
     pool: &SqlitePool,
     ids: &[Uuid],
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT submission_id, fingerprint, destination, delivered_at, platform \
-         FROM delivered_submissions \
-         WHERE submission_id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(uuid_json(ids))
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query("check"))?;
+    // Bound parameters, not a JSON array: unpacking JSON in SQLite cost more than the
+    // lookups themselves (docs/performance.md). One statement text per batch size, which
+    // sqlx's statement cache keeps.
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "SELECT submission_id, fingerprint, destination, delivered_at, platform, received_at \
+         FROM delivered_submissions WHERE submission_id IN (",
+    );
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id.hyphenated().to_string());
+    }
+    query.push(")");
+    let rows = query
+        .build()
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("check"))?;
 
     rows.iter()
         .map(|row| {
@@ -127,12 +140,14 @@ pub(super) async fn fetch(
                 detail: format!("submission id {id:?}: {e}"),
             })?;
             let fingerprint: Vec<u8> = row.try_get(1).map_err(StoreError::query("check"))?;
+            let received_at: Option<i64> = row.try_get(5).map_err(StoreError::query("check"))?;
             Ok(DeliveryRecord {
                 submission_id,
                 fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
                 destination: row.try_get(2).map_err(StoreError::query("check"))?,
                 delivered_at: from_micros(row.try_get(3).map_err(StoreError::query("check"))?),
                 platform: row.try_get(4).map_err(StoreError::query("check"))?,
+                received_at: received_at.map(from_micros),
             })
         })
         .collect()
@@ -159,43 +174,33 @@ pub(super) async fn upsert(
     pool: &SqlitePool,
     records: &[&DeliveryRecord],
 ) -> Result<(), StoreError> {
-    // [[id, fingerprint as hex, destination, micros], ...]. Built as a `Value`, whose
-    // Display cannot fail, rather than serialised from a struct, which could.
-    let json = serde_json::Value::Array(
-        records
-            .iter()
-            .map(|r| {
-                serde_json::json!([
-                    r.submission_id.hyphenated().to_string(),
-                    hex::encode(r.fingerprint),
-                    r.destination,
-                    to_micros(r.delivered_at),
-                    r.platform,
-                ])
-            })
-            .collect(),
-    )
-    .to_string();
-
-    // `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert's
-    // ON CONFLICT after INSERT … SELECT.
-    sqlx::query(
+    let mut query = QueryBuilder::<Sqlite>::new(
         "INSERT INTO delivered_submissions \
-             (submission_id, fingerprint, destination, delivered_at, platform) \
-         SELECT value ->> 0, unhex(value ->> 1), value ->> 2, value ->> 3, value ->> 4 \
-         FROM json_each(?1) WHERE true \
-         ON CONFLICT (submission_id) DO UPDATE SET \
+             (submission_id, fingerprint, destination, delivered_at, platform, received_at) ",
+    );
+    query.push_values(records, |mut row, r| {
+        row.push_bind(r.submission_id.hyphenated().to_string())
+            .push_bind(r.fingerprint.to_vec())
+            .push_bind(r.destination.as_str())
+            .push_bind(to_micros(r.delivered_at))
+            .push_bind(r.platform.as_str())
+            .push_bind(r.received_at.map(to_micros));
+    });
+    query.push(
+        " ON CONFLICT (submission_id) DO UPDATE SET \
              fingerprint = excluded.fingerprint, \
              destination = excluded.destination, \
              delivered_at = excluded.delivered_at, \
              platform = excluded.platform, \
+             received_at = excluded.received_at, \
              answer = NULL, answer_digest = NULL, answered_at = NULL, \
              overdue_reported_at = NULL",
-    )
-    .bind(json)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("record"))?;
+    );
+    query
+        .build()
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("record"))?;
     Ok(())
 }
 
