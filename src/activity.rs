@@ -281,10 +281,13 @@ impl Activity {
         let platform_activity = platform.map(|i| self.platform(i));
         match outcome {
             "delivered" => {
-                if let Some(p) = platform_activity {
-                    p.forwarded.fetch_add(1, Ordering::Relaxed);
-                }
-                self.destination(destination).delivered.inc();
+                self.delivered(
+                    platform,
+                    submission_id,
+                    destination,
+                    &self.destination(destination),
+                );
+                return;
             }
             "dead-lettered" => {
                 if let Some(p) = platform_activity {
@@ -302,6 +305,34 @@ impl Activity {
             }
             _ => {}
         }
+        self.tell(platform, submission_id, destination, outcome, reason);
+    }
+
+    /// [`outcome`](Self::outcome) "delivered", with the destination's activity already at
+    /// hand (the pipeline keeps it per destination): the common case looks nothing up.
+    pub fn delivered(
+        &self,
+        platform: Option<usize>,
+        submission_id: &str,
+        destination: &str,
+        activity: &DestinationActivity,
+    ) {
+        if let Some(p) = platform.map(|i| self.platform(i)) {
+            p.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        activity.delivered.inc();
+        self.tell(platform, submission_id, destination, "delivered", "");
+    }
+
+    /// Tells the live watchers of an outcome.
+    fn tell(
+        &self,
+        platform: Option<usize>,
+        submission_id: &str,
+        destination: &str,
+        outcome: &str,
+        reason: &str,
+    ) {
         // Nobody watching is the normal case: then the event is not even built.
         if self.events.receiver_count() == 0 {
             return;

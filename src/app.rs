@@ -28,7 +28,7 @@ use crate::config::{BrokerIndex, Config};
 use crate::dead_letters;
 use crate::link::{self, Link, LinkState};
 use crate::live::Snapshot;
-use crate::pipeline::{Gateway, Publishers, Source};
+use crate::pipeline::{AckOrder, Gateway, Publishers, Source};
 use crate::receipts;
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
 use crate::telemetry::{self, IngressLabels, LinkLabels, Metrics};
@@ -511,11 +511,13 @@ async fn consume(
                 // This subscription's own deliveries: a paused channel stays open until
                 // they are settled, since their acks travel on it.
                 let subscription = TaskTracker::new();
-                let mut spawn = |delivery| {
+                let mut order = AckOrder::default();
+                let mut spawn = |batch: Vec<lapin::message::Delivery>| {
                     let gateway = gateway.clone();
                     let source = ingress.source;
+                    let turn = order.next_turn();
                     in_flight.spawn(subscription.track_future(async move {
-                        gateway.process(source, delivery).await;
+                        gateway.process_batch(source, batch, turn).await;
                     }));
                 };
                 let ended = pump(consumer, &mut spawn, &stop, paused.as_mut()).await;
@@ -533,7 +535,7 @@ async fn consume(
                         // processed like any other, not left unacked on a forgotten channel.
                         let drain = async {
                             while let Some(Ok(delivery)) = consumer.next().await {
-                                spawn(delivery);
+                                spawn(vec![delivery]);
                             }
                         };
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
@@ -608,13 +610,21 @@ async fn subscribe(
     Ok((channel, consumer))
 }
 
-/// Hands each delivery to the pipeline until told to stop or pause, or the consumer ends.
+/// Deliveries handed to the pipeline together at most: a batch shares its store round
+/// trips and settles with one ack, and several batches of one consumer are in flight at
+/// once (up to the prefetch), so that the broker is never left waiting for a whole batch.
+const MAX_BATCH: usize = 64;
+
+/// Hands deliveries to the pipeline in batches until told to stop or pause, or the consumer
+/// ends. A batch is what the broker has already sent when the first of it is taken, never
+/// waited for: at low load every submission goes on at once.
 async fn pump(
     mut consumer: Consumer,
-    spawn: &mut impl FnMut(lapin::message::Delivery),
+    spawn: &mut impl FnMut(Vec<lapin::message::Delivery>),
     stop: &CancellationToken,
     mut paused: Option<&mut tokio::sync::watch::Receiver<bool>>,
 ) -> Ended {
+    use futures_util::FutureExt;
     loop {
         let pause = async {
             match paused.as_mut() {
@@ -630,10 +640,31 @@ async fn pump(
             () = pause => return Ended::Paused(consumer),
             next = consumer.next() => next,
         };
-        match next {
-            Some(Ok(delivery)) => spawn(delivery),
+        let first = match next {
+            Some(Ok(delivery)) => delivery,
             Some(Err(e)) => return Ended::Lost(e.to_string()),
             None => return Ended::Lost("the broker cancelled the consumer".to_owned()),
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(first);
+        let mut ended = None;
+        while batch.len() < MAX_BATCH {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                Some(Some(Err(e))) => {
+                    ended = Some(Ended::Lost(e.to_string()));
+                    break;
+                }
+                Some(None) => {
+                    ended = Some(Ended::Lost("the broker cancelled the consumer".to_owned()));
+                    break;
+                }
+                None => break,
+            }
+        }
+        spawn(batch);
+        if let Some(ended) = ended {
+            return ended;
         }
     }
 }

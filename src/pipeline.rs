@@ -19,6 +19,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use uuid::Uuid;
 
 use crate::activity::Activity;
+use crate::activity::DestinationActivity;
 use crate::amqp::{
     DeliveryError, Publisher, REPLAY_QUEUE, RETRY_READY_QUEUE, header_string, header_text,
     retry_wait_queue,
@@ -29,8 +30,10 @@ use crate::link::Link;
 use crate::live::Snapshot;
 use crate::outcome::{Outcome, Reason, Rejection};
 use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen, TraceEvent};
-use crate::telemetry::{self, DestinationLabels, Metrics, PlatformLabels};
+use crate::telemetry::{self, DestinationLabels, Metrics, OutcomeLabels, PlatformLabels};
 use crate::wire::v1 as wire;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use std::sync::OnceLock;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -65,23 +68,38 @@ pub mod headers {
 /// dead-lettered (dead-letter broker unreachable): keeps a failing path from spinning.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 
-/// The routing directory in use and one publisher per destination in it.
+/// The routing directory in use and one [`Outlet`] per destination in it.
 pub struct Live {
     pub snapshot: Arc<Snapshot>,
     /// Same index as `snapshot.destinations`.
-    publishers: Vec<Arc<Publisher>>,
+    outlets: Vec<Arc<Outlet>>,
+}
+
+/// A destination's publisher with its metric and activity handles, looked up once per
+/// directory rather than (with a label string built each time) once per submission.
+struct Outlet {
+    publisher: Publisher,
+    confirm_seconds: Histogram,
+    activity: Arc<DestinationActivity>,
+    /// `ozg_messages_total{outcome="delivered"}` by origin platform (same index as
+    /// `config.platforms`), created on first use.
+    delivered: Vec<OnceLock<Counter>>,
+}
+
+/// What [`Live::new`] builds outlets from.
+struct OutletParts<'a> {
+    links: &'a HashMap<BrokerIndex, Arc<Link>>,
+    confirm_timeout: Duration,
+    metrics: &'a Metrics,
+    activity: &'a Activity,
+    platforms: usize,
 }
 
 impl Live {
-    /// One publisher per destination of `snapshot`; those `current` has for the same
+    /// One outlet per destination of `snapshot`; those `current` has for the same
     /// destination on the same broker are kept, with their open channels.
-    fn new(
-        snapshot: Snapshot,
-        current: Option<&Live>,
-        links: &HashMap<BrokerIndex, Arc<Link>>,
-        confirm_timeout: Duration,
-    ) -> Live {
-        let publishers = snapshot
+    fn new(snapshot: Snapshot, current: Option<&Live>, parts: &OutletParts<'_>) -> Live {
+        let outlets = snapshot
             .destinations
             .iter()
             .map(|d| {
@@ -89,19 +107,40 @@ impl Live {
                     c.snapshot
                         .destination_index(&d.id)
                         .filter(|&i| c.snapshot.destinations[i].broker == d.broker)
-                        .and_then(|i| c.publishers.get(i).cloned())
+                        .and_then(|i| c.outlets.get(i).cloned())
                 });
                 kept.unwrap_or_else(|| {
-                    // Every configured broker has a publishing link (`app::Links`).
-                    Arc::new(Publisher::new(links[&d.broker].clone(), confirm_timeout))
+                    Arc::new(Outlet {
+                        // Every configured broker has a publishing link (`app::Links`).
+                        publisher: Publisher::new(
+                            parts.links[&d.broker].clone(),
+                            parts.confirm_timeout,
+                        ),
+                        confirm_seconds: parts
+                            .metrics
+                            .confirm_seconds
+                            .get_or_create(&DestinationLabels {
+                                destination: d.id.clone(),
+                            })
+                            .clone(),
+                        activity: parts.activity.destination(&d.id),
+                        delivered: (0..parts.platforms).map(|_| OnceLock::new()).collect(),
+                    })
                 })
             })
             .collect();
         Live {
             snapshot: Arc::new(snapshot),
-            publishers,
+            outlets,
         }
     }
+}
+
+/// A platform's metric handles (index `config.platforms.len()` stands for a retry or
+/// replay whose platform is no longer configured, labelled "?").
+struct PlatformHandles {
+    in_flight: Gauge,
+    processing_seconds: Histogram,
 }
 
 /// Everything the message path needs, shared by all platform consumers.
@@ -128,6 +167,8 @@ pub struct Gateway {
     /// meantime (the platform republished it, or the broker redelivered it) must not pass
     /// the deduplication check before the first delivery is confirmed and recorded.
     delivering: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    /// Same index as `config.platforms`, and one more for "?".
+    platform_handles: Vec<PlatformHandles>,
 }
 
 /// One outcome as `Gateway::record_outcome` notes it.
@@ -194,6 +235,14 @@ struct Arrival {
     received_at: SystemTime,
 }
 
+impl Arrival {
+    /// Whether a delivery of this arrival keeps its trace ("received", "forwarded") on its
+    /// delivery record: a platform's submission on its first attempt.
+    fn trace_on_record(&self) -> bool {
+        self.replay.is_none() && self.attempts.failed == 0
+    }
+}
+
 /// How often delivery of this submission failed before, read from the headers the gateway
 /// set when it scheduled the retry (never from a platform's own headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -215,10 +264,31 @@ impl Gateway {
         let live = Live::new(
             snapshot,
             None,
-            &publishers.links,
-            config.gateway.confirm_timeout,
+            &OutletParts {
+                links: &publishers.links,
+                confirm_timeout: config.gateway.confirm_timeout,
+                metrics: &metrics,
+                activity: &activity,
+                platforms: config.platforms.len(),
+            },
         );
+        let platform_handles = config
+            .platforms
+            .iter()
+            .map(|p| p.id.as_str())
+            .chain(["?"])
+            .map(|id| {
+                let labels = PlatformLabels {
+                    platform: id.to_owned(),
+                };
+                PlatformHandles {
+                    in_flight: metrics.in_flight.get_or_create(&labels).clone(),
+                    processing_seconds: metrics.processing_seconds.get_or_create(&labels).clone(),
+                }
+            })
+            .collect();
         Gateway {
+            platform_handles,
             config,
             live: ArcSwap::from_pointee(live),
             directory_changes: tokio::sync::watch::Sender::new(()),
@@ -254,8 +324,13 @@ impl Gateway {
         let live = Live::new(
             snapshot,
             Some(&self.live.load()),
-            &self.publish_links,
-            self.config.gateway.confirm_timeout,
+            &OutletParts {
+                links: &self.publish_links,
+                confirm_timeout: self.config.gateway.confirm_timeout,
+                metrics: &self.metrics,
+                activity: &self.activity,
+                platforms: self.config.platforms.len(),
+            },
         );
         self.live.store(Arc::new(live));
         self.directory_changes.send_replace(());
@@ -310,8 +385,31 @@ impl Gateway {
             .await
     }
 
-    /// Takes one delivery to its end.
-    pub async fn process(&self, source: Source, delivery: Delivery) {
+    /// Takes deliveries taken off one subscription, in delivery order, to their end: each is
+    /// processed (the items of a batch side by side, so that their publishes, confirms and
+    /// store requests share round trips) and settled, and then the batch's acks and nacks
+    /// go to the broker in `turn`, after every earlier batch of the subscription.
+    pub async fn process_batch(&self, source: Source, deliveries: Vec<Delivery>, turn: AckTurn) {
+        let settled: Vec<Settled> = if deliveries.len() == 1 {
+            let mut one = Vec::with_capacity(1);
+            for delivery in deliveries {
+                one.push(self.process(source, delivery).await);
+            }
+            one
+        } else {
+            futures_util::future::join_all(
+                deliveries
+                    .into_iter()
+                    .map(|delivery| self.process(source, delivery)),
+            )
+            .await
+        };
+        send_dispositions(settled, turn).await;
+    }
+
+    /// Takes one delivery through handling and settling; what is to be sent to the broker
+    /// for it comes back.
+    async fn process(&self, source: Source, delivery: Delivery) -> Settled {
         let received_at = SystemTime::now();
         let headers = delivery.properties.headers().as_ref();
         let (platform, attempts, replay) = match source {
@@ -362,14 +460,14 @@ impl Gateway {
             error.type = tracing::field::Empty,
         );
         // A platform's trace is continued; without one a new trace starts here.
-        let _ = span.set_parent(telemetry::extract(headers));
+        if !span.is_disabled() {
+            let _ = span.set_parent(telemetry::extract(headers));
+        }
         let started = Instant::now();
-        let platform_labels = PlatformLabels {
-            platform: platform_id.to_owned(),
-        };
+        let handles = &self.platform_handles[platform.unwrap_or(self.config.platforms.len())];
         match source {
             Source::Platform(i) => {
-                self.metrics.in_flight.get_or_create(&platform_labels).inc();
+                handles.in_flight.inc();
                 self.activity.consumed(i);
             }
             Source::Retry => {
@@ -389,20 +487,21 @@ impl Gateway {
             replay,
             received_at,
         };
-        self.process_in(&live, arrival, delivery)
+        let settled = self
+            .process_in(&live, arrival, delivery)
             .instrument(span)
             .await;
-        self.metrics
+        handles
             .processing_seconds
-            .get_or_create(&platform_labels)
             .observe(started.elapsed().as_secs_f64());
         if let Source::Platform(i) = source {
-            self.metrics.in_flight.get_or_create(&platform_labels).dec();
+            handles.in_flight.dec();
             self.activity.settled(i);
         }
+        settled
     }
 
-    async fn process_in(&self, live: &Live, arrival: Arrival, delivery: Delivery) {
+    async fn process_in(&self, live: &Live, arrival: Arrival, delivery: Delivery) -> Settled {
         let headers = delivery.properties.headers().as_ref();
         let outcome = match arrival.platform {
             Some(p) => self.handle(live, p, &arrival, &delivery).await,
@@ -420,7 +519,12 @@ impl Gateway {
                 destination: None,
             },
         };
-        self.settle(live, &arrival, delivery, outcome).await;
+        let (disposition, submission_id) = self.settle(live, &arrival, &delivery, outcome).await;
+        Settled {
+            delivery,
+            disposition,
+            submission_id,
+        }
     }
 
     async fn handle(
@@ -537,7 +641,7 @@ impl Gateway {
                 &envelope,
                 encoding,
                 d,
-                &live.publishers[destination],
+                &live.outlets[destination],
             )
             .await
         {
@@ -570,6 +674,7 @@ impl Gateway {
             destination: d.id.clone(),
             delivered_at: SystemTime::now(),
             platform: self.config.platforms[platform].id.clone(),
+            received_at: arrival.trace_on_record().then_some(arrival.received_at),
         };
         // The destination has it; a record that cannot be written only weakens
         // deduplication of a later redelivery, so it is logged, not held against the
@@ -629,7 +734,7 @@ impl Gateway {
         envelope: &Envelope,
         encoding: Encoding,
         d: &Destination,
-        publisher: &Publisher,
+        outlet: &Outlet,
     ) -> Result<(), DeliveryError> {
         let p = &self.config.platforms[platform];
         let mut headers = FieldTable::default();
@@ -678,7 +783,8 @@ impl Gateway {
                 .with_headers(headers);
             // The body goes on unchanged: the gateway never re-encodes what the platform
             // signed or encrypted.
-            let result = publisher
+            let result = outlet
+                .publisher
                 .publish(&d.exchange, &d.routing_key, &delivery.data, properties)
                 .await;
             if let Err(e) = &result {
@@ -691,14 +797,45 @@ impl Gateway {
         .instrument(span)
         .await;
         if published.is_ok() {
-            self.metrics
+            outlet
                 .confirm_seconds
-                .get_or_create(&DestinationLabels {
-                    destination: d.id.clone(),
-                })
                 .observe(started.elapsed().as_secs_f64());
         }
         published
+    }
+
+    /// [`record_outcome`](Self::record_outcome) for "delivered", through the outlet's
+    /// handles: no label strings built, no map looked up.
+    fn record_delivered(
+        &self,
+        live: &Live,
+        platform: Option<usize>,
+        destination: usize,
+        submission_id: &str,
+    ) {
+        let outlet = &live.outlets[destination];
+        let d = &live.snapshot.destinations[destination];
+        match platform {
+            Some(i) => {
+                outlet.delivered[i]
+                    .get_or_init(|| {
+                        self.metrics
+                            .messages
+                            .get_or_create(&OutcomeLabels {
+                                platform: self.config.platforms[i].id.clone(),
+                                destination: d.id.clone(),
+                                outcome: "delivered".to_owned(),
+                                reason: String::new(),
+                            })
+                            .clone()
+                    })
+                    .inc();
+            }
+            None => self.metrics.outcome("?", &d.id, "delivered", ""),
+        }
+        self.activity
+            .delivered(platform, submission_id, &d.id, &outlet.activity);
+        tracing::Span::current().record("ozg.outcome", "delivered");
     }
 
     /// Counts the outcome, notes it on the submission's span and tells the live watchers.
@@ -773,8 +910,15 @@ impl Gateway {
             .await;
     }
 
-    /// The one place that decides ack, dead-letter or redelivery.
-    async fn settle(&self, live: &Live, arrival: &Arrival, delivery: Delivery, outcome: Outcome) {
+    /// The one place that decides ack, dead-letter or redelivery. What it decides is sent to
+    /// the broker by [`send_dispositions`], in delivery order, once the batch is settled.
+    async fn settle(
+        &self,
+        live: &Live,
+        arrival: &Arrival,
+        delivery: &Delivery,
+        outcome: Outcome,
+    ) -> (Disposition, String) {
         let platform = arrival.platform;
         let platform_id = platform.map_or("?", |i| self.config.platforms[i].id.as_str());
         let noted = |submission_id, destination, outcome, reason, error| Noted {
@@ -793,7 +937,7 @@ impl Gateway {
             } => {
                 let d = &live.snapshot.destinations[destination];
                 let submission_id = envelope.submission_id.to_string();
-                self.record_outcome(noted(&submission_id, &d.id, "delivered", "", ""));
+                self.record_delivered(live, platform, destination, &submission_id);
                 tracing::info!(
                     submission_id = %submission_id,
                     platform = %platform_id,
@@ -803,8 +947,12 @@ impl Gateway {
                     outcome = "delivered",
                     "submission forwarded"
                 );
-                self.trace(arrival, &submission_id, "forwarded", &d.id, String::new())
-                    .await;
+                // The common case keeps its trace on the delivery record (one row for the
+                // whole way); retries and replays tell their story in events.
+                if !arrival.trace_on_record() {
+                    self.trace(arrival, &submission_id, "forwarded", &d.id, String::new())
+                        .await;
+                }
                 let event = self.status_event(
                     platform,
                     Some(&envelope),
@@ -814,9 +962,9 @@ impl Gateway {
                     None,
                 );
                 if let Some(event) = event {
-                    self.send_status(&delivery, event).await;
+                    self.send_status(delivery, event).await;
                 }
-                ack(&delivery, &submission_id).await;
+                (Disposition::Ack, submission_id)
             }
             Outcome::Duplicate {
                 envelope,
@@ -850,9 +998,9 @@ impl Gateway {
                     None,
                 );
                 if let Some(event) = event {
-                    self.send_status(&delivery, event).await;
+                    self.send_status(delivery, event).await;
                 }
-                ack(&delivery, &submission_id).await;
+                (Disposition::Ack, submission_id)
             }
             Outcome::Retry {
                 submission_id,
@@ -863,7 +1011,7 @@ impl Gateway {
                 .schedule_retry(
                     platform_id,
                     &destination,
-                    &delivery,
+                    delivery,
                     &submission_id,
                     attempts,
                     &error,
@@ -894,7 +1042,7 @@ impl Gateway {
                         ),
                     )
                     .await;
-                    ack(&delivery, &submission_id).await;
+                    (Disposition::Ack, submission_id)
                 }
                 Err(e) => {
                     self.record_outcome(noted(
@@ -907,7 +1055,7 @@ impl Gateway {
                     tracing::error!(submission_id = %submission_id, platform = %platform_id,
                         error = %e, outcome = "requeued",
                         "cannot schedule the retry; leaving the submission on its queue for redelivery");
-                    requeue(&delivery, &submission_id).await;
+                    (Disposition::Requeue, submission_id)
                 }
             },
             Outcome::Requeue {
@@ -917,7 +1065,7 @@ impl Gateway {
                 self.record_outcome(noted(&submission_id, "", "requeued", "", &error));
                 tracing::warn!(submission_id = %submission_id, platform = %platform_id, error = %error,
                     outcome = "requeued", "cannot finish now; leaving the submission on its queue for redelivery");
-                requeue(&delivery, &submission_id).await;
+                (Disposition::Requeue, submission_id)
             }
             Outcome::Rejected {
                 rejection,
@@ -940,7 +1088,7 @@ impl Gateway {
                 match self
                     .dead_letter(
                         platform,
-                        &delivery,
+                        delivery,
                         &rejection,
                         &submission_id,
                         envelope.as_ref(),
@@ -982,9 +1130,9 @@ impl Gateway {
                             Some(&rejection),
                         );
                         if let Some(event) = event {
-                            self.send_status(&delivery, event).await;
+                            self.send_status(delivery, event).await;
                         }
-                        ack(&delivery, &submission_id).await;
+                        (Disposition::Ack, submission_id)
                     }
                     Err(e) => {
                         self.record_outcome(noted(
@@ -1002,7 +1150,7 @@ impl Gateway {
                             outcome = "requeued",
                             "cannot dead-letter; leaving the submission on its queue for redelivery"
                         );
-                        requeue(&delivery, &submission_id).await;
+                        (Disposition::Requeue, submission_id)
                     }
                 }
             }
@@ -1249,17 +1397,114 @@ pub fn status_word(status: i32) -> &'static str {
     }
 }
 
+/// What [`Gateway::settle`] decided for one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Delivered, dead-lettered or handed to the retry queue, each confirmed: ack.
+    Ack,
+    /// Not finished: nack with requeue, after [`REQUEUE_DELAY`].
+    Requeue,
+}
+
+/// One delivery with what is to be sent to the broker for it.
+pub struct Settled {
+    delivery: Delivery,
+    disposition: Disposition,
+    /// For the log when the broker cannot be told.
+    submission_id: String,
+}
+
+/// A batch's place in its subscription's order of acknowledgements. One `ack` with
+/// `multiple` settles every delivery up to its tag on the channel, so a batch may send it
+/// only after every earlier batch of the same channel has sent its own; each batch waits
+/// for the one before and then lets the next go.
+pub struct AckTurn {
+    after: Option<tokio::sync::oneshot::Receiver<()>>,
+    done: tokio::sync::oneshot::Sender<()>,
+    /// Cleared when a nack could not be sent: a later `multiple` ack would then ack the
+    /// delivery that was meant to go back to the queue, so the subscription acks one by one
+    /// from then on.
+    multiple_ok: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Hands out the [`AckTurn`]s of one subscription (one consumer channel), in the order its
+/// batches were taken off the queue.
+pub struct AckOrder {
+    last: Option<tokio::sync::oneshot::Receiver<()>>,
+    multiple_ok: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for AckOrder {
+    fn default() -> AckOrder {
+        AckOrder {
+            last: None,
+            multiple_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+}
+
+impl AckOrder {
+    /// The turn of the next batch.
+    pub fn next_turn(&mut self) -> AckTurn {
+        let (done, next) = tokio::sync::oneshot::channel();
+        AckTurn {
+            after: self.last.replace(next),
+            done,
+            multiple_ok: self.multiple_ok.clone(),
+        }
+    }
+}
+
 /// Acks and nacks are bounded too: on a connection that is going away they may never be
 /// answered, and a delivery whose ack is lost is redelivered by the broker anyway.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn ack(delivery: &Delivery, submission_id: &str) {
-    match tokio::time::timeout(
-        SETTLE_TIMEOUT,
-        delivery.acker.ack(BasicAckOptions::default()),
-    )
-    .await
+/// Sends a settled batch's dispositions to the broker, in its turn: nacks (with requeue,
+/// after [`REQUEUE_DELAY`], so that a path that keeps failing does not spin) one by one,
+/// then one ack with `multiple` for the highest delivery tag to ack, which covers every
+/// other delivery of the batch to ack and nothing later.
+async fn send_dispositions(settled: Vec<Settled>, turn: AckTurn) {
+    use std::sync::atomic::Ordering;
+    let requeue = settled
+        .iter()
+        .any(|s| s.disposition == Disposition::Requeue);
+    if requeue {
+        // Before waiting for the turn: the batches after this one sleep at the same time.
+        tokio::time::sleep(REQUEUE_DELAY).await;
+    }
+    if let Some(previous) = turn.after {
+        // An error means the previous batch ended without settling (its task panicked or
+        // was aborted): its deliveries may still be unacked on the channel, and a
+        // `multiple` ack from here would ack them unprocessed. One by one from now on.
+        if previous.await.is_err() {
+            turn.multiple_ok.store(false, Ordering::Relaxed);
+        }
+    }
+    for s in settled
+        .iter()
+        .filter(|s| s.disposition == Disposition::Requeue)
     {
+        if !nack(s).await {
+            turn.multiple_ok.store(false, Ordering::Relaxed);
+        }
+    }
+    let to_ack = settled.iter().filter(|s| s.disposition == Disposition::Ack);
+    if turn.multiple_ok.load(Ordering::Relaxed) {
+        if let Some(last) = to_ack.max_by_key(|s| s.delivery.delivery_tag) {
+            ack(last, true).await;
+        }
+    } else {
+        for s in to_ack {
+            ack(s, false).await;
+        }
+    }
+    let _ = turn.done.send(());
+}
+
+async fn ack(settled: &Settled, multiple: bool) {
+    let submission_id = &settled.submission_id;
+    let options = BasicAckOptions { multiple };
+    match tokio::time::timeout(SETTLE_TIMEOUT, settled.delivery.acker.ack(options)).await {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => tracing::warn!(
             submission_id = %submission_id,
@@ -1277,20 +1522,25 @@ async fn ack(delivery: &Delivery, submission_id: &str) {
     }
 }
 
-/// Hands a delivery back to the broker after a pause, so that a path that keeps failing
-/// (store or dead-letter broker down) does not spin.
-async fn requeue(delivery: &Delivery, submission_id: &str) {
-    tokio::time::sleep(REQUEUE_DELAY).await;
+/// Hands a delivery back to the broker; whether the nack went out.
+async fn nack(settled: &Settled) -> bool {
+    let submission_id = &settled.submission_id;
     let options = BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()
     };
-    match tokio::time::timeout(SETTLE_TIMEOUT, delivery.acker.nack(options)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(submission_id = %submission_id, error = %e,
-            "nack failed; the broker redelivers the submission when the channel closes"),
-        Err(_) => tracing::warn!(submission_id = %submission_id,
-            "nack not answered in time; the broker redelivers the submission when the channel closes"),
+    match tokio::time::timeout(SETTLE_TIMEOUT, settled.delivery.acker.nack(options)).await {
+        Ok(Ok(sent)) => sent,
+        Ok(Err(e)) => {
+            tracing::warn!(submission_id = %submission_id, error = %e,
+                "nack failed; the broker redelivers the submission when the channel closes");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(submission_id = %submission_id,
+                "nack not answered in time; the broker redelivers the submission when the channel closes");
+            false
+        }
     }
 }
 
