@@ -63,10 +63,21 @@ enum Command {
         region: String,
     },
     /// Declare the local topology for a configuration: ingress queues, status exchanges and
-    /// queues, destination exchanges with back-office queues, the dead-letter exchange.
+    /// queues, destination exchanges with back-office queues and receipt queues, and the
+    /// gateway's own dead-letter, retry and replay topology.
     DeclareTopology {
         #[arg(long, short, env = "OZG_CONFIG")]
         config: PathBuf,
+    },
+    /// Print the configuration's whole topology as a RabbitMQ definitions file (vhosts,
+    /// permissions, policies, exchanges, queues, bindings) for `rabbitmqctl
+    /// import_definitions` or `load_definitions`.
+    Definitions {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+        /// Only this broker's part (repeatable), e.g. for one Land's broker.
+        #[arg(long = "broker", value_name = "NAME")]
+        brokers: Vec<String>,
     },
     /// Publish sample submissions to a platform's ingress queue, as the platform would.
     Submit {
@@ -236,6 +247,14 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
             }),
             Err(code) => Err(code),
         },
+        Command::Definitions { config, brokers } => load(&config).and_then(|c| {
+            let text = topology::definitions::definitions(&c, &brokers)
+                .map_err(fail)?
+                .to_json()
+                .map_err(fail)?;
+            print!("{text}");
+            Ok(())
+        }),
         Command::Submit {
             config,
             platform,
