@@ -7,6 +7,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod rabbit_node;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -636,6 +638,15 @@ pub async fn drain_dead_letters(channel: &Channel, quiet: Duration) -> Vec<Recei
 }
 
 // ---- the real binary -------------------------------------------------------------------------
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a listener the gateway opens).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// Sends a signal (`"-TERM"`, `"-KILL"`) to a child process.
 pub fn signal(child: &std::process::Child, sig: &str) {
