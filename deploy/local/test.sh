@@ -14,6 +14,12 @@ deploy/local/vhosts.sh
 export PATH="$PATH:/usr/sbin"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+# tests/deploy.rs verifies the systemd unit with systemd-analyze (part of systemd).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "test.sh: installing systemd for systemd-analyze"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q systemd
+fi
 
 # Vhosts left behind by an interrupted earlier run.
 for vhost in $($sudo_cmd rabbitmqctl list_vhosts --quiet --no-table-headers 2>/dev/null | grep '^ozgtest-' || true); do
