@@ -8,7 +8,7 @@
 # message, ready or unacked. Prints one line "ready_ms up_ms left_at_up done_ms" (broker wall
 # clock, milliseconds since the epoch): when it started polling, when the consumers were up,
 # how many messages were left then, when nothing was left; 0 for what did not happen within
-# WAIT_S seconds, or when a queue (or its vhost) disappeared.
+# WAIT_S seconds, or when a queue (or its vhost) disappeared or its process ended.
 #
 # The CLI takes a second or more to start: with DRAINED_READY, the broker writes that file
 # when it starts polling (so its folder must be writable by the broker's user, rabbitmq);
@@ -47,4 +47,7 @@ $sudo_cmd rabbitmqctl eval -t $((wait_s + 60)) "
     {UpAt, Left} = Up(),
     DoneAt = case UpAt of 0 -> 0; _ -> Done() end,
     {Ready, UpAt, Left, DoneAt}
-  catch throw:gone -> {Ready, 0, 0, 0} end." | tr -d '{} ' | tr ',' ' '
+  catch
+    throw:gone -> {Ready, 0, 0, 0};
+    exit:_ -> {Ready, 0, 0, 0}
+  end." | tr -d '{} ' | tr ',' ' '

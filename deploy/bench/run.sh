@@ -54,15 +54,15 @@
 #
 # Output: `key=value` lines on stdout (progress on stderr):
 #   n_<size>                          messages per run at that size
-#   fill_<size>_msgs_per_s            bench_load fill's publishing rate (platform queues)
 #   shovel_<size>_msgs_per_s
 #   bare_<size>_msgs_per_s, bare_<size>_cpu_us_per_msg
 #   gateway_<size>_<store>_msgs_per_s, …_ratio_vs_shovel, …_cpu_us_per_msg,
-#     …_startup_ms (process start until all platform consumers are up), …_peak_rss_mib (VmHWM)
+#     …_startup_ms (process start until all platform consumers are up), …_peak_rss_mib (VmHWM),
+#     …_fill_msgs_per_s (bench_load fill's publishing rate into the platform queues)
 #   gateway_<size>_<store>_latency_{rate_target,rate_achieved,published,arrived,missing,
 #     duplicated,misrouted,unexpected,p50_ms,p99_ms,p999_ms,max_ms}
 #   instances_<k>_msgs_per_s, instances_<k>_cpu_us_per_msg (all instances together),
-#     instances_<k>_peak_rss_mib (the largest)
+#     instances_<k>_startup_ms, instances_<k>_peak_rss_mib (the largest), instances_<k>_fill_msgs_per_s
 #   and last, exactly: ratio_vs_shovel=X.XX (4 KiB, SQLite; else the first size and store run)
 set -euo pipefail
 
@@ -367,7 +367,7 @@ gateway_run() {
   say "$name: filling the 16 platform queues with $n submissions of $size bytes"
   "$load" fill --config "$tmp/$name-1.toml" --count "$n" --size "$size" \
     --expected "$tmp/$name.expected" >"$tmp/$name.fill" || die "$name: fill failed"
-  if [ "$latency" = 1 ]; then echo "fill_${size}_msgs_per_s=$(value msgs_per_s <"$tmp/$name.fill")"; fi
+  echo "${name}_fill_msgs_per_s=$(value msgs_per_s <"$tmp/$name.fill")"
   start_waiter "$tmp/$name.wait" $((${#ingress[@]} * k)) "${ingress[@]}"
   started=$(now_ms)
   for i in $(seq 1 "$k"); do
