@@ -2,7 +2,7 @@
 # The benchmark of issues 7 and 8: RabbitMQ's shovel, a bare lapin forwarder and the gateway
 # moving the same messages on the same (local) broker, in one run.
 #
-#   deploy/bench/run.sh                       # everything, about 5-10 minutes
+#   deploy/bench/run.sh                       # everything, about 4-5 minutes once built
 #   QUICK=1 deploy/bench/run.sh               # 4 KiB and SQLite only, for development
 #   N=20000 SIZES="1024 4096 262144" STORES="sqlite postgres" INSTANCES="1 2 3" deploy/bench/run.sh
 #
