@@ -136,7 +136,7 @@ http() { # METHOD PATH [JSON]
   curl -sS -f -u guest:guest -X "$1" -H 'content-type: application/json' \
     ${3:+-d "$3"} "$api$2" >/dev/null
 }
-psql_do() { psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -c "$1" >/dev/null; }
+psql_do() { PGOPTIONS="-c client_min_messages=warning" psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -c "$1" >/dev/null; }
 
 cleanup() {
   local rc=$? p i
@@ -196,18 +196,17 @@ mkconfig() {
     --data-dir "$2" --prefetch "$PREFETCH" ${3:+--store "$3"} --out "$1" 2>/dev/null
 }
 
-# new_store KIND NAME: prints the store URL for a fresh store ("" = SQLite in the data dir).
+# new_store KIND NAME: sets store_url for a fresh store ("" = SQLite in the data dir). Not
+# to be called in a subshell: it records the schemas that cleanup drops.
 new_store() {
-  case $1 in
-    sqlite) echo "" ;;
-    postgres)
-      local schema="ozg_bench_$$_$2"
-      psql_do "create schema $schema"
-      schemas+=("$schema")
-      local sep='?'; case $PG_URL in *\?*) sep='&' ;; esac
-      echo "$PG_URL${sep}options=-csearch_path%3D$schema"
-      ;;
-  esac
+  store_url=""
+  if [ "$1" = postgres ]; then
+    local schema="ozg_bench_$$_$2" sep='?'
+    psql_do "create schema $schema"
+    schemas+=("$schema")
+    case $PG_URL in *\?*) sep='&' ;; esac
+    store_url="$PG_URL${sep}options=-csearch_path%3D$schema"
+  fi
 }
 
 # start_waiter OUT CONSUMERS VHOST:QUEUE…: deploy/bench/drained.sh in the background, its
@@ -359,7 +358,8 @@ drop_shovel_queues() {
 # LATENCY=1. Prints NAME_… keys.
 gateway_run() {
   local name=$1 size=$2 n=$3 store=$4 k=$5 latency=$6 url i pids=() started rss p
-  url=$(new_store "$store" "$name")
+  new_store "$store" "$name"
+  url=$store_url
   for i in $(seq 1 "$k"); do
     mkconfig "$tmp/$name-$i.toml" "$tmp/data-$name-$i" "$url" >/dev/null || die "bench_load config failed"
   done
