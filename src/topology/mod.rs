@@ -415,11 +415,13 @@ pub enum TopologyError {
 
 /// `declare-topology`: declares [`by_broker`] on every broker of the configuration, for
 /// local set-ups and tests.
+///
+/// The brokers one after another would cost a round trip per declaration in sequence: with
+/// 17 vhosts and ~400 destinations (the benchmark's topology) seconds instead of a few hundred
+/// milliseconds. Each broker's declarations stay in order on its own channel.
 pub async fn declare(config: &Config) -> Result<(), TopologyError> {
-    let mut connections = Vec::new();
-    let result = async {
-        for (broker, declarations) in config.brokers.iter().zip(by_broker(config)) {
-            let connection = amqp::connect(broker, Role::Publish).await?;
+    let per_broker = config.brokers.iter().zip(by_broker(config)).map(
+        async |(broker, declarations)| {
             let failed = |what: String| {
                 let broker = broker.name.clone();
                 move |source| TopologyError::Declare {
@@ -428,19 +430,23 @@ pub async fn declare(config: &Config) -> Result<(), TopologyError> {
                     source,
                 }
             };
-            let channel = connection.create_channel().await;
-            connections.push(connection);
-            let channel = channel.map_err(failed("open channel".into()))?;
-            declarations
-                .declare(&channel)
-                .await
-                .map_err(|e| failed(e.what)(e.source))?;
-        }
-        Ok(())
-    }
-    .await;
-    for connection in connections {
-        let _ = connection.close(200, "topology declared".into()).await;
-    }
-    result
+            let connection = amqp::connect(broker, Role::Publish).await?;
+            let declared = async {
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(failed("open channel".into()))?;
+                declarations
+                    .declare(&channel)
+                    .await
+                    .map_err(|e| failed(e.what)(e.source))
+            }
+            .await;
+            let _ = connection.close(200, "topology declared".into()).await;
+            declared
+        },
+    );
+    futures_util::future::try_join_all(per_broker)
+        .await
+        .map(|_| ())
 }
