@@ -38,7 +38,7 @@ pub async fn declare(config: &Config) -> Result<(), TopologyError> {
     let mut channels = HashMap::new();
     let mut connections = Vec::new();
     for (index, broker) in config.brokers.iter().enumerate() {
-        let connection = amqp::connect(broker, Role::Publish).await?;
+        let connection = amqp::connect_any(broker, Role::Publish).await?;
         let channel =
             connection
                 .create_channel()
