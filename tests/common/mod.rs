@@ -7,6 +7,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod node;
+pub mod pki;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,20 +74,9 @@ impl Vhosts {
     /// consumed or reordered).
     pub async fn queue_depth(&self, label: &str, queue: &str) -> u32 {
         let connection = connect(&self.url(label)).await;
-        let channel = connection.create_channel().await.unwrap();
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("queue {queue} on {label}: {e}"));
+        let depth = message_count(&connection, queue).await;
         let _ = connection.close(200, "done".into()).await;
-        q.message_count()
+        depth
     }
 }
 
@@ -114,6 +106,25 @@ fn management(method: &str, path: &str, body: Option<&str>) {
              (run deploy/local/test.sh, which starts one)."
         );
     }
+}
+
+/// Messages ready in `queue`, by a passive declare on a channel of its own (nothing is
+/// consumed or reordered).
+pub async fn message_count(connection: &Connection, queue: &str) -> u32 {
+    let channel = connection.create_channel().await.unwrap();
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+    let _ = channel.close(200, "counted".into()).await;
+    q.message_count()
 }
 
 pub async fn connect(url: &str) -> Connection {
