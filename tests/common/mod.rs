@@ -287,6 +287,11 @@ pub struct Admin {
 impl Admin {
     pub async fn start(config: ozg_gateway::Config) -> Admin {
         declare(&config).await;
+        Admin::launch(config).await
+    }
+
+    /// Starts the gateway on a topology the test declared itself.
+    pub async fn launch(config: ozg_gateway::Config) -> Admin {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let handle = tokio::spawn(ozg_gateway::app::run_reporting(

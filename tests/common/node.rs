@@ -122,10 +122,11 @@ impl Node {
             .unwrap();
         assert!(status.success());
         let _ = std::fs::remove_file(self.dir.join("pid"));
-        // Gone from epmd's view too before anyone boots it again.
+        // Dead (and so gone from epmd) before anyone boots it again.
+        let proc = Path::new("/proc").join(pid.trim());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.ctl_output(&["ping"]).status.success() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
+        while proc.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
