@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use common::node::Node;
 use common::*;
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueBindOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ExchangeKind};
-use ozg_gateway::amqp;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample;
 use ozg_gateway::topology::backoffice_queue;
@@ -49,9 +51,48 @@ fn urls(vhost: &str) -> String {
 }
 
 async fn declare_quorum(channel: &lapin::Channel, queue: &str) {
-    amqp::declare_quorum_queue(channel, queue)
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
         .await
         .unwrap_or_else(|e| panic!("quorum queue {queue}: {e}"));
+}
+
+async fn declare_exchange(channel: &lapin::Channel, exchange: &str, kind: ExchangeKind) {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exchange {exchange}: {e}"));
+}
+
+/// Messages in the gateway's dead-letter queue; none when the gateway never declared it,
+/// which it does with its first dead letter.
+async fn dead_letters(connection: &Connection) -> u32 {
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(DEAD_LETTERS.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(q) => q.message_count(),
+        Err(e) if e.to_string().contains("NOT_FOUND") => 0,
+        Err(e) => panic!("{DEAD_LETTERS}: {e}"),
+    }
 }
 
 /// What platforms and back offices own, as quorum queues, declared through `connection`
@@ -59,9 +100,7 @@ async fn declare_quorum(channel: &lapin::Channel, queue: &str) {
 async fn declare_topology(connection: &Connection) {
     let ch = connection.create_channel().await.unwrap();
     declare_quorum(&ch, "submissions").await;
-    amqp::declare_exchange(&ch, "status", ExchangeKind::Topic)
-        .await
-        .unwrap();
+    declare_exchange(&ch, "status", ExchangeKind::Topic).await;
     declare_quorum(&ch, "civento-he.status").await;
     ch.queue_bind(
         "civento-he.status".into(),
@@ -72,9 +111,7 @@ async fn declare_topology(connection: &Connection) {
     )
     .await
     .unwrap();
-    amqp::declare_exchange(&ch, "backoffice", ExchangeKind::Direct)
-        .await
-        .unwrap();
+    declare_exchange(&ch, "backoffice", ExchangeKind::Direct).await;
     let queue = backoffice_queue("darmstadt");
     declare_quorum(&ch, &queue).await;
     ch.queue_bind(
@@ -298,18 +335,6 @@ async fn killing_the_connected_cluster_node_loses_nothing() {
     let first = connect(&url(PORTS[0], "%2f")).await;
     declare_topology(&first).await;
     let _ = first.close(200, "declared".into()).await;
-    // The gateway declares its dead-letter queue only when it first dead-letters; the
-    // test counts it at the end.
-    let gateway_vhost = connect(&url(PORTS[0], "ozg-gateway")).await;
-    amqp::declare_dead_letter(
-        &gateway_vhost.create_channel().await.unwrap(),
-        ozg_gateway::config::DEFAULT_DEAD_LETTER_EXCHANGE,
-        DEAD_LETTERS,
-    )
-    .await
-    .unwrap();
-    let _ = gateway_vhost.close(200, "declared".into()).await;
-
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes()));
     let config = parse_config(&format!(
         r#"
@@ -409,7 +434,7 @@ destination = "darmstadt"
     let lost = ids.iter().filter(|id| !counts.contains_key(*id)).count();
     let duplicated: usize = counts.values().map(|c| c - 1).sum();
     let gw = connect(&url(PORTS[2], "ozg-gateway")).await;
-    let dead = message_count(&gw, DEAD_LETTERS).await;
+    let dead = dead_letters(&gw).await;
     println!(
         "published={} delivered={} dead-lettered={dead} lost={lost} duplicated={duplicated} (all delivered {:?} after the kill)",
         ids.len(),
