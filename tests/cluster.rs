@@ -470,3 +470,38 @@ destination = "darmstadt"
     gateway.stop().await;
     println!("whole test: {:?}", started.elapsed());
 }
+
+/// Nodes that refuse are passed over at once: the link waits out a backoff only after every
+/// node failed, so five dead nodes before a live one cost no backoff at all (one per
+/// failure would be at least 3.1 s), and the link names the node it reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_nodes_are_passed_over_without_a_backoff() {
+    let v = Vhosts::create("nodes", &["gw", "he"]);
+    // Ports of this test's range where nothing listens.
+    let mut all: Vec<String> = (5684..5689)
+        .map(|port| format!("\"amqp://guest:guest@127.0.0.1:{port}/{}\"", v.name("he")))
+        .collect();
+    all.push(format!("\"{}\"", v.url("he")));
+    let test = TestConfig::new(&v)
+        .platform("civento-he", "06", "he", None)
+        .destination("darmstadt", "06", "he", "Darmstadt")
+        .route("*", "06411", "darmstadt");
+    let config = parse_config(&test.text().replace(
+        &format!("url = \"{}\"", v.url("he")),
+        &format!("urls = [{}]", all.join(", ")),
+    ));
+    let broker = config.brokers[1].clone();
+    assert_eq!(broker.nodes.len(), 6);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let link =
+        ozg_gateway::link::Link::start(broker, ozg_gateway::amqp::Role::Consume, stop.clone());
+    let connected = tokio::time::timeout(Duration::from_secs(10), link.connected(&stop)).await;
+    let took = started.elapsed();
+    assert!(matches!(connected, Ok(Some(_))), "{:?}", link.state());
+    assert_eq!(link.state().node(), Some("127.0.0.1:5672"));
+    println!("connected to the sixth node after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    stop.cancel();
+    link.close().await;
+}
