@@ -786,7 +786,7 @@ impl Validator {
                     ),
                 );
                 valid = false;
-            } else if has_password {
+            } else if has_password && !is_guest(&uri) {
                 self.warn(
                     k,
                     "holds the password; prefer password_file or password_env (the URL then has none)",
@@ -1584,6 +1584,13 @@ impl Validator {
     }
 }
 
+/// RabbitMQ's default user: its password is public, and the broker lets it in only over
+/// loopback, so local set-ups may write it into the URL without a warning.
+fn is_guest(uri: &AMQPUri) -> bool {
+    let user = &uri.authority.userinfo;
+    user.username == "guest" && user.password == "guest"
+}
+
 /// A destination as an operator writes it, before validation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationSpec {
@@ -2244,6 +2251,13 @@ kind = "castle"
                 &[
                     "test.toml: brokers.he.url: holds the password; prefer password_file or password_env",
                 ],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://guest:guest@h:5672/ozg-he\"",
+                "amqp://guest@h:5672/ozg-he",
+                &["h:5672"],
+                false,
+                &[],
             ),
             (
                 "[brokers.he]\nurl = \"amqp://gw@h/ozg-he\"\npassword_file = \"pw-open\"",
