@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::AMQPScheme;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -58,12 +60,26 @@ impl DeliveryError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to broker {broker} ({display}): {source}")]
-pub struct ConnectError {
-    pub broker: String,
-    pub display: String,
-    pub source: lapin::Error,
+pub enum ConnectError {
+    /// `display` is the node's URI without password. A TLS failure (unknown CA, name
+    /// mismatch, a client certificate the broker wanted) shows in `source`.
+    #[error("cannot connect to broker {broker} ({display}): {source}")]
+    Failed {
+        broker: String,
+        display: String,
+        source: lapin::Error,
+    },
+    #[error("cannot connect to broker {broker} ({display}): no answer within {timeout:?}")]
+    Timeout {
+        broker: String,
+        display: String,
+        timeout: Duration,
+    },
 }
+
+/// How long one connection attempt (TCP, TLS, AMQP handshake) may take: a node that is
+/// gone without a reset (a host down, a dropped route) must not hold up the next node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which connection of a broker: consuming and publishing never share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,20 +88,92 @@ pub enum Role {
     Publish,
 }
 
-pub async fn connect(broker: &Broker, role: Role) -> Result<Connection, ConnectError> {
+/// Connects to node `node` of `broker`; every broker connection of the gateway and its
+/// commands is opened here. amqps:// verifies the node against the broker's CA only
+/// (`tls::BrokerTls`), with the node's host or the configured `server_name`; there is no
+/// way to skip that.
+pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connection, ConnectError> {
     let role_name = match role {
         Role::Consume => "consume",
         Role::Publish => "publish",
     };
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
-    Connection::connect(&broker.uri, properties)
-        .await
-        .map_err(|source| ConnectError {
+    let Some(target) = broker.nodes.get(node) else {
+        return Err(ConnectError::Failed {
             broker: broker.name.clone(),
             display: broker.display.clone(),
+            source: std::io::Error::other(format!("no node {node}")).into(),
+        });
+    };
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
+    let uri = target.uri().clone();
+    let connecting = async {
+        match &broker.tls {
+            None if uri.scheme == AMQPScheme::AMQP => {
+                Connection::connect_uri(uri, properties).await
+            }
+            // Validation pairs amqps:// with TLS settings; refuse rather than fall back to
+            // lapin's default roots should that ever not hold.
+            None => Err(std::io::Error::other("amqps:// without TLS settings").into()),
+            Some(tls) => {
+                let connector = RustlsConnector::from(tls.client_config());
+                let server_name = tls.name_for(&uri.authority.host).to_owned();
+                let runtime = lapin::runtime::default_runtime()?;
+                Connection::connector(
+                    uri,
+                    runtime,
+                    async move |uri, runtime| {
+                        let mut plain = uri.clone();
+                        plain.scheme = AMQPScheme::AMQP;
+                        let tcp = AMQPUriTcpExt::connect_with_config_async(
+                            &plain,
+                            TLSConfig::default(),
+                            &runtime,
+                        )
+                        .await?;
+                        Ok(tcp.into_rustls(&connector, &server_name).await?)
+                    },
+                    properties,
+                )
+                .await
+            }
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(source)) => Err(ConnectError::Failed {
+            broker: broker.name.clone(),
+            display: target.display.clone(),
             source,
-        })
+        }),
+        Err(_) => Err(ConnectError::Timeout {
+            broker: broker.name.clone(),
+            display: target.display.clone(),
+            timeout: CONNECT_TIMEOUT,
+        }),
+    }
+}
+
+/// For one-off commands: the first node of `broker` that answers, in the configured order.
+/// Nodes that fail are logged; the last failure is returned when none answers.
+pub async fn connect_any(broker: &Broker, role: Role) -> Result<Connection, ConnectError> {
+    let mut last = None;
+    for node in 0..broker.nodes.len() {
+        match connect(broker, node, role).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) => {
+                if node + 1 < broker.nodes.len() {
+                    tracing::warn!(error = %e, "trying the next node");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::Failed {
+        broker: broker.name.clone(),
+        display: broker.display.clone(),
+        source: std::io::Error::other("no node configured").into(),
+    }))
 }
 
 /// One confirm-mode channel, reopened on demand after the broker closed it or the link

@@ -227,6 +227,9 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
     let result = match command {
         Command::Run { .. } | Command::Admin(_) => Ok(()),
         Command::CheckConfig { file } => load(&file).map(|c| {
+            for warning in &c.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: valid ({} brokers, {} platforms, {} destinations, {} routes)",
                 file.display(),
@@ -302,6 +305,9 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
 async fn run(path: PathBuf, log_format: Option<LogFormat>) -> Result<(), ExitCode> {
     let config = load(&path)?;
     let _telemetry = init_telemetry(config.telemetry.clone(), log_format)?;
+    for warning in &config.warnings {
+        tracing::warn!(warning = %warning, "configuration");
+    }
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -566,7 +572,7 @@ async fn receive(
             "dead-letter",
         )
     };
-    let connection = amqp::connect(config.broker(broker), Role::Consume)
+    let connection = amqp::connect_any(config.broker(broker), Role::Consume)
         .await
         .map_err(fail)?;
     let channel = connection.create_channel().await.map_err(fail)?;

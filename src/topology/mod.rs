@@ -430,7 +430,7 @@ pub async fn declare(config: &Config) -> Result<(), TopologyError> {
                     source,
                 }
             };
-            let connection = amqp::connect(broker, Role::Publish).await?;
+            let connection = amqp::connect_any(broker, Role::Publish).await?;
             let declared = async {
                 let channel = connection
                     .create_channel()

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod node;
+pub mod pki;
 pub mod rabbit_node;
 
 use std::collections::HashMap;
@@ -73,20 +75,9 @@ impl Vhosts {
     /// consumed or reordered).
     pub async fn queue_depth(&self, label: &str, queue: &str) -> u32 {
         let connection = connect(&self.url(label)).await;
-        let channel = connection.create_channel().await.unwrap();
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("queue {queue} on {label}: {e}"));
+        let depth = message_count(&connection, queue).await;
         let _ = connection.close(200, "done".into()).await;
-        q.message_count()
+        depth
     }
 }
 
@@ -121,6 +112,25 @@ fn management(method: &str, path: &str, body: Option<&str>) {
              (run deploy/local/test.sh, which starts one)."
         );
     }
+}
+
+/// Messages ready in `queue`, by a passive declare on a channel of its own (nothing is
+/// consumed or reordered).
+pub async fn message_count(connection: &Connection, queue: &str) -> u32 {
+    let channel = connection.create_channel().await.unwrap();
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+    let _ = channel.close(200, "counted".into()).await;
+    q.message_count()
 }
 
 pub async fn connect(url: &str) -> Connection {
@@ -283,6 +293,11 @@ pub struct Admin {
 impl Admin {
     pub async fn start(config: ozg_gateway::Config) -> Admin {
         declare(&config).await;
+        Admin::launch(config).await
+    }
+
+    /// Starts the gateway on a topology the test declared itself.
+    pub async fn launch(config: ozg_gateway::Config) -> Admin {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let handle = tokio::spawn(ozg_gateway::app::run_reporting(
