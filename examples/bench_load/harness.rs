@@ -34,7 +34,7 @@ use ozg_gateway::envelope::Encoding;
 use ozg_gateway::model::{Ars, Level, ServiceKey, ServiceSelector};
 use ozg_gateway::route::RoutingTable;
 use ozg_gateway::sample::{self, SampleSpec};
-use ozg_gateway::topology::{backoffice_queue, status_queue};
+use ozg_gateway::topology::{Declarations, Queue, backoffice_queue, status_queue};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -359,7 +359,7 @@ pub fn destination_queue(config: &Config, index: DestinationIndex) -> String {
     }
 }
 
-/// The vhost an AMQP URI names (`/` when it names none).
+/// The vhost an AMQP URI (or a broker's `display`) names (`/` when it names none).
 pub fn vhost(uri: &str) -> String {
     let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let path = rest.split_once('/').map_or("", |(_, path)| path);
@@ -478,9 +478,18 @@ pub async fn fill(
     let mut connections = Publishers::new(config, brokers).await?;
     if let FillTarget::Queue { broker, queue } = target {
         let channel = connections.channel(*broker).await?;
-        amqp::declare_queue(&channel, queue)
+        // The shovel's plain queue, beside the gateway's topology rather than part of it.
+        let plain = Declarations {
+            queues: vec![Queue::classic(queue)],
+            ..Declarations::default()
+        };
+        plain
+            .declare(&channel)
             .await
-            .map_err(amqp_error(format!("declare {queue}")))?;
+            .map_err(|e| BenchError::Amqp {
+                what: e.what,
+                source: e.source,
+            })?;
     }
     let mut report = FillReport {
         published: 0,
@@ -586,7 +595,7 @@ async fn open(
     role: Role,
 ) -> Result<(Connection, Channel), BenchError> {
     let b = config.broker(broker);
-    let connection = amqp::connect(b, role)
+    let connection = amqp::connect_any(b, role)
         .await
         .map_err(|e| BenchError::Refused(e.to_string()))?;
     let channel = connection

@@ -316,7 +316,7 @@ async fn run(command: Command) -> Result<(), BenchError> {
             for p in &config.platforms {
                 println!(
                     "{}:{}",
-                    harness::vhost(&config.broker(p.broker).uri),
+                    harness::vhost(&config.broker(p.broker).display),
                     p.ingress_queue
                 );
             }

@@ -8,7 +8,6 @@
 //! broker's operator, not to a file printed from the gateway's configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 
 use serde::Serialize;
 
@@ -23,8 +22,8 @@ pub const STATUS_QUEUE_MAX_LENGTH: i64 = 100_000;
 pub enum DefinitionsError {
     #[error("no broker {0:?} in the configuration")]
     UnknownBroker(String),
-    #[error("broker {broker}: its URL is not an AMQP URI")]
-    Uri { broker: String },
+    #[error("broker {broker}: no node")]
+    NoNode { broker: String },
     #[error("vhost {vhost:?}: {conflict}")]
     Conflict { vhost: String, conflict: String },
 }
@@ -105,12 +104,16 @@ impl Definitions {
 }
 
 /// The broker's vhost and the user the gateway connects as (AMQP's default `guest` when the
-/// URL names none).
+/// URL names none). The configuration holds a cluster's nodes to one vhost and user, so the
+/// first node speaks for all.
 fn vhost_and_user(broker: &Broker) -> Result<(String, String), DefinitionsError> {
-    let uri = lapin::uri::AMQPUri::from_str(&broker.uri).map_err(|_| DefinitionsError::Uri {
-        broker: broker.name.clone(),
-    })?;
-    Ok((uri.vhost, uri.authority.userinfo.username))
+    let Some(node) = broker.nodes.first() else {
+        return Err(DefinitionsError::NoNode {
+            broker: broker.name.clone(),
+        });
+    };
+    let uri = node.uri();
+    Ok((uri.vhost.clone(), uri.authority.userinfo.username.clone()))
 }
 
 /// A regular expression matching exactly these names.

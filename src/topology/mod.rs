@@ -119,7 +119,8 @@ pub struct Queue {
 }
 
 impl Queue {
-    fn classic(name: &str) -> Queue {
+    /// The stand-ins' queue type, and the benchmark's plain queue for the shovel.
+    pub fn classic(name: &str) -> Queue {
         Queue {
             name: name.to_owned(),
             kind: QueueType::Classic,
@@ -420,32 +421,35 @@ pub enum TopologyError {
 /// 17 vhosts and ~400 destinations (the benchmark's topology) seconds instead of a few hundred
 /// milliseconds. Each broker's declarations stay in order on its own channel.
 pub async fn declare(config: &Config) -> Result<(), TopologyError> {
-    let per_broker = config.brokers.iter().zip(by_broker(config)).map(
-        async |(broker, declarations)| {
-            let failed = |what: String| {
-                let broker = broker.name.clone();
-                move |source| TopologyError::Declare {
-                    broker,
-                    what,
-                    source,
+    let per_broker =
+        config
+            .brokers
+            .iter()
+            .zip(by_broker(config))
+            .map(async |(broker, declarations)| {
+                let failed = |what: String| {
+                    let broker = broker.name.clone();
+                    move |source| TopologyError::Declare {
+                        broker,
+                        what,
+                        source,
+                    }
+                };
+                let connection = amqp::connect_any(broker, Role::Publish).await?;
+                let declared = async {
+                    let channel = connection
+                        .create_channel()
+                        .await
+                        .map_err(failed("open channel".into()))?;
+                    declarations
+                        .declare(&channel)
+                        .await
+                        .map_err(|e| failed(e.what)(e.source))
                 }
-            };
-            let connection = amqp::connect_any(broker, Role::Publish).await?;
-            let declared = async {
-                let channel = connection
-                    .create_channel()
-                    .await
-                    .map_err(failed("open channel".into()))?;
-                declarations
-                    .declare(&channel)
-                    .await
-                    .map_err(|e| failed(e.what)(e.source))
-            }
-            .await;
-            let _ = connection.close(200, "topology declared".into()).await;
-            declared
-        },
-    );
+                .await;
+                let _ = connection.close(200, "topology declared".into()).await;
+                declared
+            });
     futures_util::future::try_join_all(per_broker)
         .await
         .map(|_| ())
