@@ -1537,8 +1537,21 @@ impl Validator {
                 )
             })
             .collect();
+        // A destination configured but left out (its own errors, or its broker's, are
+        // reported) is not "unknown" to its routes: one missing password file would otherwise
+        // bury its cause under an error for every route to that broker.
+        let left_out: HashSet<String> = raw_routes
+            .iter()
+            .filter(|(_, r)| {
+                !destination_ids.contains_key(&r.destination)
+                    && raw.destinations.iter().any(|d| d.id == r.destination)
+            })
+            .map(|(key, _)| format!("{key}.destination"))
+            .collect();
         let routes = validate_routes(&raw_routes, &destination_ids, &directory, |key, message| {
-            self.error(key, message)
+            if !left_out.contains(&key) {
+                self.error(key, message)
+            }
         });
 
         if self.errors.is_empty()
@@ -1948,6 +1961,20 @@ destination = "he-darmstadt"
         }
         assert!(
             errors.starts_with("invalid configuration: 6 errors"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn routes_to_a_destination_left_out_for_its_broker_add_no_error() {
+        let text = VALID.replace(
+            "url = \"amqp://guest:secret@127.0.0.1:5672/ozg-he\"",
+            "url = \"amqp://gw@127.0.0.1:5672/ozg-he\"\npassword_file = \"/nonexistent/pw\"",
+        );
+        let errors = parse(&text).unwrap_err().to_string();
+        assert!(
+            errors.starts_with("invalid configuration: 1 error")
+                && errors.contains("brokers.he.password_file: cannot read /nonexistent/pw"),
             "{errors}"
         );
     }
