@@ -326,15 +326,19 @@ async fn the_compose_broker_boots_from_its_definitions_folder() {
         "url = \"sqlite://{}\"",
         dir.path().join("store.db").display()
     );
+    let secrets = repo("deploy/container/secrets");
     let config = rewritten(
         "deploy/container/ozg-gateway.toml",
         dir.path(),
         &[
             ("@rabbitmq:5672/", "@127.0.0.1:5701/"),
             (
-                "url = \"postgres://ozg:compose-local-only@postgres:5432/ozg\"",
+                "url = \"postgres://ozg@postgres:5432/ozg\"\n\
+                 password_file = \"secrets/postgres-password\"",
                 &store,
             ),
+            // The copy lies elsewhere: the secrets relative to the original.
+            ("\"secrets/", &format!("\"{}/", secrets.display())),
         ],
     );
     run_ok(&["declare-topology", "--config", config.to_str().unwrap()]);

@@ -10,6 +10,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -21,13 +22,6 @@ use promql_parser::util::{ExprVisitor, walk_expr};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
-
-/// Configurations that use keys of the broker connections' TLS and secrets work
-/// (password_file, password_env, urls, [brokers.*.tls], sha256_file), which this branch
-/// does not know yet. They are checked with those keys rewritten to today's
-/// (`with_todays_keys`), and must still fail as they are: once they pass, empty this list,
-/// and they are checked as they are.
-const USE_KEYS_NOT_YET_KNOWN: &[&str] = &["deploy/config/production.toml"];
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -146,67 +140,44 @@ fn definitions_of_one_broker_hold_only_its_vhost() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no broker \"xx\""));
 }
 
-/// A copy of `text` as today's configuration keys say it: `urls` → its first URL, the
-/// `password_file`/`password_env` lines and `[brokers.*.tls]` tables left out, `sha256_file`
-/// → a `sha256`. Files under /etc/ozg-gateway/ and /run/credentials/ move to `dir` and are
-/// made there (certificates and keys real PEM, token hashes 64 hex digits).
-fn with_todays_keys(text: &str, dir: &Path) -> String {
-    let mut out = String::new();
-    let mut lines = text.lines();
-    let mut in_tls_table = false;
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            in_tls_table = trimmed.starts_with("[brokers.") && trimmed.ends_with(".tls]");
-            if in_tls_table {
-                continue;
-            }
-        }
-        if in_tls_table
-            || trimmed.starts_with("password_file")
-            || trimmed.starts_with("password_env")
-        {
-            continue;
-        }
-        if trimmed.starts_with("urls = [") {
-            let first = lines.next().unwrap().trim().trim_end_matches(',');
-            out.push_str(&format!("url = {first}\n"));
-            for rest in lines.by_ref() {
-                if rest.trim() == "]" {
-                    break;
-                }
-            }
-            continue;
-        }
-        if trimmed.starts_with("sha256_file") {
-            out.push_str(&format!("sha256 = \"{}\"\n", "0".repeat(64)));
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
+/// A copy of `text` whose files under /etc/ozg-gateway/ and /run/credentials/ are made up in
+/// `dir`, as a production host has them (certificates and keys real PEM, token hashes 64 hex
+/// digits, secrets readable by the owner only, as systemd hands them over).
+fn with_local_files(text: &str, dir: &Path) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["ozg-gateway".to_owned()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let mut moved = out.clone();
-    for prefix in ["/etc/ozg-gateway/", "/run/credentials/ozg-gateway.service/"] {
-        for piece in out.split('"').filter(|p| p.starts_with(prefix)) {
-            let local = dir.join(piece.trim_start_matches('/'));
-            std::fs::create_dir_all(local.parent().unwrap()).unwrap();
-            let content = if piece.ends_with(".key") {
-                key.serialize_pem()
-            } else if piece.ends_with(".pem") {
-                cert.pem()
-            } else if piece.ends_with(".sha256") {
-                "0".repeat(64)
-            } else {
-                "a-password".to_owned()
-            };
-            std::fs::write(&local, content).unwrap();
-            moved = moved.replace(piece, local.to_str().unwrap());
+    let pieces: BTreeSet<&str> = text
+        .split('"')
+        .filter(|piece| {
+            ["/etc/ozg-gateway/", "/run/credentials/ozg-gateway.service/"]
+                .iter()
+                .any(|prefix| piece.starts_with(prefix))
+        })
+        .collect();
+    let mut moved = text.to_owned();
+    for piece in pieces {
+        let local = dir.join(piece.trim_start_matches('/'));
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        let content = if piece.ends_with(".key") {
+            key.serialize_pem()
+        } else if piece.ends_with(".pem") {
+            cert.pem()
+        } else if piece.ends_with(".sha256") {
+            "0".repeat(64)
+        } else {
+            "a-password".to_owned()
+        };
+        std::fs::write(&local, content).unwrap();
+        if piece.starts_with("/run/credentials/") {
+            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o400)).unwrap();
         }
+        moved = moved.replace(
+            &format!("\"{piece}\""),
+            &format!("{:?}", local.display().to_string()),
+        );
     }
     moved
 }
@@ -222,21 +193,23 @@ fn every_configuration_in_deploy_passes_check_config() {
         assert!(all.iter().any(|c| c == expected), "{expected} in {all:?}");
     }
     for config in &all {
-        let (valid, said) = check_config(&repo(config));
-        if !USE_KEYS_NOT_YET_KNOWN.contains(&config.as_str()) {
-            assert!(valid, "{config}: {said}");
-            continue;
-        }
-        assert!(
-            !valid && said.contains("unknown field"),
-            "{config} passes check-config as it is now: take it off USE_KEYS_NOT_YET_KNOWN \
-             ({said})"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let today = dir.path().join("today.toml");
-        std::fs::write(&today, with_todays_keys(&read(config), dir.path())).unwrap();
-        let (valid, said) = check_config(&today);
-        assert!(valid, "{config} with today's keys: {said}");
+        let text = read(config);
+        let local = with_local_files(&text, dir.path());
+        // Checked where it lies when it names no such files: relative paths stay valid.
+        let path = if local == text {
+            repo(config)
+        } else {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, local).unwrap();
+            path
+        };
+        let (valid, said) = check_config(&path);
+        assert!(valid, "{config}: {said}");
+        // Production secrets come from systemd, readable by the service alone: no warning.
+        if config == "deploy/config/production.toml" {
+            assert!(!said.contains("warning"), "{config}: {said}");
+        }
     }
 }
 
@@ -377,6 +350,32 @@ fn the_compose_file_names_its_services_and_everything_it_mounts_exists() {
         })
         .unwrap();
     assert_eq!(mounts["./ozg-gateway.toml"], cmd_config);
+    // Every secret compose gives the gateway lies where the configuration's password_file
+    // keys (relative to it) name it, and holds the file that stands there in the repository.
+    let config_dir = Path::new(&cmd_config).parent().unwrap();
+    let given: BTreeMap<PathBuf, PathBuf> = gateway["secrets"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let source = s["source"].as_str().unwrap();
+            let file = compose["secrets"][source]["file"].as_str().unwrap();
+            (
+                PathBuf::from(s["target"].as_str().unwrap()),
+                base.join(file).canonicalize().unwrap(),
+            )
+        })
+        .collect();
+    let config: toml::Table = toml::from_str(&read("deploy/container/ozg-gateway.toml")).unwrap();
+    let store = config["store"].as_table().into_iter();
+    let brokers = config["brokers"].as_table().unwrap().values();
+    let read_by_config: BTreeMap<PathBuf, PathBuf> = brokers
+        .filter_map(|b| b.as_table())
+        .chain(store)
+        .filter_map(|t| t.get("password_file").and_then(|f| f.as_str()))
+        .map(|f| (config_dir.join(f), base.join(f).canonicalize().unwrap()))
+        .collect();
+    assert_eq!(given, read_by_config);
     let load =
         directives(&read("deploy/container/rabbitmq/rabbitmq.conf"))["load_definitions"][0].clone();
     assert_eq!(mounts["./rabbitmq/definitions.d"], load);
