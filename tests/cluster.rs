@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::node::Node;
+use common::node::{Listener, Node};
 use common::*;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -289,8 +289,7 @@ async fn killing_the_connected_cluster_node_loses_nothing() {
         .map(|(i, port)| {
             Node::create(
                 &format!("ozgtest-c{}", i + 1),
-                Some(*port),
-                port + 20000,
+                Listener::Plain(*port),
                 "",
                 &[],
             )

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rabbit_node::RabbitNode;
+use common::node::{Listener, Node};
 use common::*;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -102,11 +102,11 @@ fn missing(wanted: &Value, exported: &Value) -> Vec<String> {
 }
 
 /// Waits (the import runs asynchronously) until the node holds everything `wanted` names.
-fn assert_node_holds(node: &RabbitNode, wanted: &Value) {
+fn assert_node_holds(node: &Node, wanted: &Value) {
     let export = node.dir.join("export.json");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        node.ctl_ok(&["export_definitions", export.to_str().unwrap()]);
+        node.ctl(&["export_definitions", export.to_str().unwrap()]);
         let lacking = missing(wanted, &read_json(&export));
         if lacking.is_empty() {
             return;
@@ -161,10 +161,10 @@ async fn consumers(channel: &Channel, queue: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_definitions_import_cleanly_and_carry_a_submission_end_to_end() {
-    let node = RabbitNode::start("defs", 5700, &[], "");
+    let node = Node::start("ozgtest-defs", 5700, &[]);
     let definitions = repo("deploy/rabbitmq/definitions.json");
     let copy = node.copy_in(&definitions, "definitions.json");
-    node.ctl_ok(&["import_definitions", copy.to_str().unwrap()]);
+    node.ctl(&["import_definitions", copy.to_str().unwrap()]);
     let wanted = read_json(&definitions);
     assert_eq!(
         entries(&wanted, "vhosts").len(),
@@ -289,29 +289,40 @@ async fn the_definitions_import_cleanly_and_carry_a_submission_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_broker_boots_from_its_definitions_folder() {
-    let node = RabbitNode::prepare("compose", 5701);
     let folder = repo("deploy/container/rabbitmq/definitions.d");
     let mut files: Vec<_> = std::fs::read_dir(&folder)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    for file in &files {
-        let name = file.file_name().unwrap().to_str().unwrap();
-        node.copy_in(file, &format!("definitions.d/{name}"));
-    }
+    let copies: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|file| {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            (
+                format!("definitions.d/{name}"),
+                std::fs::read(file).unwrap(),
+            )
+        })
+        .collect();
+    let copies: Vec<(&str, &[u8])> = copies
+        .iter()
+        .map(|(name, content)| (name.as_str(), content.as_slice()))
+        .collect();
     let conf = std::fs::read_to_string(repo("deploy/container/rabbitmq/rabbitmq.conf")).unwrap();
     let mounted = "/etc/rabbitmq/definitions.d";
     assert!(conf.contains(mounted), "{conf}");
-    node.configure(
-        &[],
-        &conf.replace(mounted, node.dir.join("definitions.d").to_str().unwrap()),
+    let node = Node::create(
+        "ozgtest-compose",
+        Listener::Plain(5701),
+        &conf.replace(mounted, "{dir}/definitions.d"),
+        &copies,
     );
     node.boot();
     for file in &files {
         assert_node_holds(&node, &read_json(file));
     }
-    let users = node.ctl_ok(&["list_users", "--quiet", "--no-table-headers"]);
+    let users = node.ctl(&["list_users", "--quiet", "--no-table-headers"]);
     let names: BTreeSet<_> = users.lines().filter_map(|l| l.split('\t').next()).collect();
     assert_eq!(
         names,
@@ -348,7 +359,7 @@ async fn the_compose_broker_boots_from_its_definitions_folder() {
 async fn migrating_a_classic_dead_letter_queue_to_quorum_keeps_every_letter_in_order() {
     const QUEUE: &str = "ozg.gateway.dead-letters";
     const EXCHANGE: &str = "ozg.gateway.dead-letter";
-    let node = RabbitNode::start("migrate", 5702, &["rabbitmq_shovel"], "");
+    let node = Node::start("ozgtest-migrate", 5702, &["rabbitmq_shovel"]);
     // What gateways before the quorum change declared: a classic queue.
     let old = serde_json::json!({
         "vhosts": [{"name": "ozg-gateway"}],
@@ -364,7 +375,7 @@ async fn migrating_a_classic_dead_letter_queue_to_quorum_keeps_every_letter_in_o
     });
     let file = node.dir.join("old-gateway.json");
     std::fs::write(&file, old.to_string()).unwrap();
-    node.ctl_ok(&["import_definitions", file.to_str().unwrap()]);
+    node.ctl(&["import_definitions", file.to_str().unwrap()]);
     assert_node_holds(&node, &old);
     let connection = connect(&node.url("ozg-gateway")).await;
     let channel = confirm_channel(&connection).await;

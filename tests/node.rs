@@ -9,7 +9,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::rabbit_node::RabbitNode;
+use common::node::Node;
 use common::*;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample::{self, SampleSpec};
@@ -19,7 +19,7 @@ const PORT: u16 = 5673;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_destination_broker_delays_only_its_submissions() {
-    let node = RabbitNode::start("node", PORT, &[], "");
+    let node = Node::start("ozgtest-node", PORT, &[]);
     let v = Vhosts::create("node", &["gw", "he"]);
     let text = format!(
         r#"
@@ -107,7 +107,8 @@ destination = "erfurt"
         }
     };
     publish_batch(200, &mut ids).await;
-    node.kill();
+    // The gateway runs on this runtime: blocking calls move off its workers.
+    tokio::task::block_in_place(|| node.kill());
     let killed = Instant::now();
     // Submissions published while the other broker is down.
     publish_batch(200, &mut ids).await;
@@ -135,7 +136,7 @@ destination = "erfurt"
         "the other destination never stops"
     );
 
-    node.boot();
+    tokio::task::block_in_place(|| node.boot());
     let restarted = Instant::now();
     let remote = connect(&node.url("/")).await;
     let remote_read = remote.create_channel().await.unwrap();

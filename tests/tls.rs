@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::Node;
+use common::node::{Listener, Node};
 use common::pki::Pki;
 use common::{message_count, terminate, wait_exit};
 use ozg_gateway::amqp::{self, Role};
@@ -29,7 +29,6 @@ use sqlx::{Connection, Executor, PgConnection};
 const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
 /// The node's TLS listener; it has no other.
 const TLS_PORT: u16 = 5690;
-const DIST_PORT: u16 = 25690;
 const BROKER_PASSWORD: &str = "br0ker-Pw-never-shown";
 const STORE_PASSWORD: &str = "st0re-Pw-never-shown";
 const WRONG_PASSWORD: &str = "wr0ng-Pw-never-shown";
@@ -292,8 +291,7 @@ async fn tls_only_broker_verified_both_ways_and_secrets_never_shown() {
     );
     let node = Node::create(
         "ozgtest-tls",
-        None,
-        DIST_PORT,
+        Listener::TlsOnly(TLS_PORT),
         &conf,
         &[
             ("ca.pem", pki.ca.as_bytes()),

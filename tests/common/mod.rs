@@ -9,7 +9,6 @@
 
 pub mod node;
 pub mod pki;
-pub mod rabbit_node;
 
 use std::collections::HashMap;
 use std::path::Path;
