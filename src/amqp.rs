@@ -1,4 +1,5 @@
-//! RabbitMQ plumbing: connections, confirmed publishing, the topology the gateway owns.
+//! RabbitMQ plumbing: connections, confirmed publishing, the parts of the topology the
+//! gateway owns (described in [`crate::topology`]).
 //!
 //! A [`Publisher`] owns one channel in confirm mode and reopens it when the broker closed it
 //! (a publish to a missing exchange closes the channel with 404). Each destination, each
@@ -10,19 +11,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::uri::AMQPScheme;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Broker;
 use crate::link::Link;
+use crate::topology::{self, Declarations};
 
 /// Why a publish did not end in a positive confirm. Every variant is a failed delivery.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,12 +60,26 @@ impl DeliveryError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to broker {broker} ({display}): {source}")]
-pub struct ConnectError {
-    pub broker: String,
-    pub display: String,
-    pub source: lapin::Error,
+pub enum ConnectError {
+    /// `display` is the node's URI without password. A TLS failure (unknown CA, name
+    /// mismatch, a client certificate the broker wanted) shows in `source`.
+    #[error("cannot connect to broker {broker} ({display}): {source}")]
+    Failed {
+        broker: String,
+        display: String,
+        source: lapin::Error,
+    },
+    #[error("cannot connect to broker {broker} ({display}): no answer within {timeout:?}")]
+    Timeout {
+        broker: String,
+        display: String,
+        timeout: Duration,
+    },
 }
+
+/// How long one connection attempt (TCP, TLS, AMQP handshake) may take: a node that is
+/// gone without a reset (a host down, a dropped route) must not hold up the next node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which connection of a broker: consuming and publishing never share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,20 +88,92 @@ pub enum Role {
     Publish,
 }
 
-pub async fn connect(broker: &Broker, role: Role) -> Result<Connection, ConnectError> {
+/// Connects to node `node` of `broker`; every broker connection of the gateway and its
+/// commands is opened here. amqps:// verifies the node against the broker's CA only
+/// (`tls::BrokerTls`), with the node's host or the configured `server_name`; there is no
+/// way to skip that.
+pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connection, ConnectError> {
     let role_name = match role {
         Role::Consume => "consume",
         Role::Publish => "publish",
     };
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
-    Connection::connect(&broker.uri, properties)
-        .await
-        .map_err(|source| ConnectError {
+    let Some(target) = broker.nodes.get(node) else {
+        return Err(ConnectError::Failed {
             broker: broker.name.clone(),
             display: broker.display.clone(),
+            source: std::io::Error::other(format!("no node {node}")).into(),
+        });
+    };
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
+    let uri = target.uri().clone();
+    let connecting = async {
+        match &broker.tls {
+            None if uri.scheme == AMQPScheme::AMQP => {
+                Connection::connect_uri(uri, properties).await
+            }
+            // Validation pairs amqps:// with TLS settings; refuse rather than fall back to
+            // lapin's default roots should that ever not hold.
+            None => Err(std::io::Error::other("amqps:// without TLS settings").into()),
+            Some(tls) => {
+                let connector = RustlsConnector::from(tls.client_config());
+                let server_name = tls.name_for(&uri.authority.host).to_owned();
+                let runtime = lapin::runtime::default_runtime()?;
+                Connection::connector(
+                    uri,
+                    runtime,
+                    async move |uri, runtime| {
+                        let mut plain = uri.clone();
+                        plain.scheme = AMQPScheme::AMQP;
+                        let tcp = AMQPUriTcpExt::connect_with_config_async(
+                            &plain,
+                            TLSConfig::default(),
+                            &runtime,
+                        )
+                        .await?;
+                        Ok(tcp.into_rustls(&connector, &server_name).await?)
+                    },
+                    properties,
+                )
+                .await
+            }
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(source)) => Err(ConnectError::Failed {
+            broker: broker.name.clone(),
+            display: target.display.clone(),
             source,
-        })
+        }),
+        Err(_) => Err(ConnectError::Timeout {
+            broker: broker.name.clone(),
+            display: target.display.clone(),
+            timeout: CONNECT_TIMEOUT,
+        }),
+    }
+}
+
+/// For one-off commands: the first node of `broker` that answers, in the configured order.
+/// Nodes that fail are logged; the last failure is returned when none answers.
+pub async fn connect_any(broker: &Broker, role: Role) -> Result<Connection, ConnectError> {
+    let mut last = None;
+    for node in 0..broker.nodes.len() {
+        match connect(broker, node, role).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) => {
+                if node + 1 < broker.nodes.len() {
+                    tracing::warn!(error = %e, "trying the next node");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::Failed {
+        broker: broker.name.clone(),
+        display: broker.display.clone(),
+        source: std::io::Error::other("no node configured").into(),
+    }))
 }
 
 /// One confirm-mode channel, reopened on demand after the broker closed it or the link
@@ -135,14 +220,21 @@ pub enum OwnedTopology {
 }
 
 impl OwnedTopology {
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// What this part consists of, from the one description in [`crate::topology`] that
+    /// `declare-topology` and the definitions export read too.
+    pub fn declarations(&self) -> Declarations {
         match self {
-            OwnedTopology::DeadLetter { exchange, queue } => {
-                declare_dead_letter(channel, exchange, queue).await
-            }
-            OwnedTopology::Retry { delays } => declare_retry(channel, delays).await,
-            OwnedTopology::Replay => declare_replay(channel).await,
+            OwnedTopology::DeadLetter { exchange, queue } => topology::dead_letter(exchange, queue),
+            OwnedTopology::Retry { delays } => topology::retry(delays),
+            OwnedTopology::Replay => topology::replay(),
         }
+    }
+
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        self.declarations()
+            .declare(channel)
+            .await
+            .map_err(|e| e.source)
     }
 }
 
@@ -373,155 +465,14 @@ impl PublishFailure {
     }
 }
 
-/// Declares the dead-letter exchange (topic, routing key = reason code) and its queue: the
-/// part of the topology the gateway owns. A quorum queue, like every queue the gateway owns:
-/// replicated on a cluster, and a dead letter is the one copy of a submission left.
-pub async fn declare_dead_letter(
-    channel: &Channel,
-    exchange: &str,
-    queue: &str,
-) -> Result<(), lapin::Error> {
-    declare_exchange(channel, exchange, ExchangeKind::Topic).await?;
-    declare_quorum_queue(channel, queue).await?;
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-}
-
 /// Exchange through which expired retries come back to the gateway.
 pub const RETRY_EXCHANGE: &str = "ozg.gateway.retry";
 /// Queue the gateway consumes retries from, once their delay is over.
 pub const RETRY_READY_QUEUE: &str = "ozg.gateway.retry.ready";
-const RETRY_READY_KEY: &str = "ready";
-
-/// The delay queue for one delay; named by the delay so that changing the configured delays
-/// adds queues instead of clashing with the arguments of existing ones.
-pub fn retry_wait_queue(delay: Duration) -> String {
-    format!("ozg.gateway.retry.wait-{}ms", delay.as_millis())
-}
-
-/// Declares the retry topology: one quorum queue per delay whose messages expire after that
-/// delay into the retry exchange, and the ready queue bound to it. Each delay queue holds
-/// one delay only, so expiry happens in arrival order and nothing waits behind a longer
-/// delay. Quorum queues with `at-least-once` dead-lettering, because classic queues
-/// dead-letter without confirms and can lose messages.
-pub async fn declare_retry(channel: &Channel, delays: &[Duration]) -> Result<(), lapin::Error> {
-    declare_exchange(channel, RETRY_EXCHANGE, ExchangeKind::Direct).await?;
-    let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), header_string("quorum"));
-    channel
-        .queue_declare(
-            RETRY_READY_QUEUE.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            quorum.clone(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            RETRY_READY_QUEUE.into(),
-            RETRY_EXCHANGE.into(),
-            RETRY_READY_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    for delay in delays {
-        let mut args = quorum.clone();
-        let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            header_string(RETRY_EXCHANGE),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            header_string(RETRY_READY_KEY),
-        );
-        args.insert(
-            "x-dead-letter-strategy".into(),
-            header_string("at-least-once"),
-        );
-        args.insert("x-overflow".into(), header_string("reject-publish"));
-        channel
-            .queue_declare(
-                retry_wait_queue(*delay).as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                args,
-            )
-            .await?;
-    }
-    Ok(())
-}
+pub use crate::topology::retry_wait_queue;
 
 /// Queue of dead letters an operator replayed; the gateway consumes it like a platform's.
 pub const REPLAY_QUEUE: &str = "ozg.gateway.replay";
-
-/// A quorum queue, like the retry queues: a replayed submission must survive a broker
-/// restart as surely as it did in the store.
-pub async fn declare_replay(channel: &Channel) -> Result<(), lapin::Error> {
-    declare_quorum_queue(channel, REPLAY_QUEUE).await
-}
-
-pub async fn declare_exchange(
-    channel: &Channel,
-    exchange: &str,
-    kind: ExchangeKind,
-) -> Result<(), lapin::Error> {
-    channel
-        .exchange_declare(
-            exchange.into(),
-            kind,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-}
-
-pub async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map(|_| ())
-}
-
-/// A durable quorum queue without further arguments.
-pub async fn declare_quorum_queue(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
-    let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), header_string("quorum"));
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            quorum,
-        )
-        .await
-        .map(|_| ())
-}
 
 pub fn header_string(value: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))

@@ -26,7 +26,7 @@ use crate::admin;
 use crate::amqp::{self, OwnedTopology, Publisher, Role};
 use crate::config::{BrokerIndex, Config};
 use crate::dead_letters;
-use crate::link::{self, Link, LinkState};
+use crate::link::{self, Link};
 use crate::live::Snapshot;
 use crate::pipeline::{AckOrder, Gateway, Publishers, Source};
 use crate::receipts;
@@ -103,7 +103,7 @@ impl Links {
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     loop {
-                        let up = matches!(*states.borrow_and_update(), LinkState::Connected);
+                        let up = states.borrow_and_update().is_connected();
                         gauge.set(i64::from(up));
                         tokio::select! {
                             () = stop.cancelled() => return,

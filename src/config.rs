@@ -13,9 +13,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use lapin::uri::{AMQPScheme, AMQPUri};
+
 use crate::directory::{Directory, DirectoryError};
 use crate::model::{Land, RegionPrefix, ServiceKey, ServiceSelector};
+use crate::secret::{self, Secret};
 use crate::telemetry::{LogFormat, OtlpProtocol, TelemetrySettings};
+use crate::tls::{self, BrokerTls};
 
 /// Exit code for invalid configuration (EX_USAGE), as operators' scripts expect.
 pub const EXIT_INVALID_CONFIG: u8 = 64;
@@ -130,8 +134,8 @@ struct RawAdmin {
 struct RawToken {
     #[serde(default)]
     name: String,
-    #[serde(default)]
-    sha256: String,
+    sha256: Option<String>,
+    sha256_file: Option<PathBuf>,
     #[serde(default)]
     roles: Vec<String>,
 }
@@ -161,6 +165,8 @@ struct RawRetry {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
     #[serde(default, with = "humantime_serde")]
     dedup_window: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -190,8 +196,21 @@ struct RawGateway {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawBroker {
-    #[serde(default)]
-    url: String,
+    url: Option<String>,
+    /// The nodes of a cluster, instead of `url`.
+    urls: Option<Vec<String>>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    tls: Option<RawBrokerTls>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBrokerTls {
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -249,12 +268,16 @@ struct RawRoute {
 pub type BrokerIndex = usize;
 pub type DestinationIndex = usize;
 
+/// A broker: one RabbitMQ node, or the nodes of one cluster, tried in the order given.
 #[derive(Clone)]
 pub struct Broker {
     pub name: String,
-    /// Full AMQP URI including credentials: never log it, use `display` instead.
-    pub uri: String,
-    /// The URI without password, for logs and admin output.
+    /// At least one; all with the same scheme, user and vhost.
+    pub nodes: Vec<BrokerNode>,
+    /// Set exactly when the nodes are amqps://.
+    pub tls: Option<BrokerTls>,
+    /// The nodes' URIs without password, for logs and admin output
+    /// (`amqps://user@n1:5671,n2:5671/vhost` for a cluster).
     pub display: String,
 }
 
@@ -263,7 +286,50 @@ impl fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("name", &self.name)
             .field("uri", &self.display)
+            .field("tls", &self.tls)
             .finish()
+    }
+}
+
+/// One node of a broker.
+#[derive(Clone)]
+pub struct BrokerNode {
+    /// With the password (from the URL, `password_file` or `password_env`): never log it;
+    /// `display` and `address` are for people.
+    uri: AMQPUri,
+    /// `host:port`.
+    pub address: String,
+    /// `scheme://user@host:port/vhost`.
+    pub display: String,
+}
+
+impl BrokerNode {
+    fn new(uri: AMQPUri) -> BrokerNode {
+        let vhost = if uri.vhost.is_empty() {
+            "%2f".to_owned()
+        } else {
+            uri.vhost.replace('/', "%2f")
+        };
+        let address = format!("{}:{}", uri.authority.host, uri.authority.port);
+        BrokerNode {
+            display: format!(
+                "{}://{}@{address}/{vhost}",
+                uri.scheme, uri.authority.userinfo.username
+            ),
+            address,
+            uri,
+        }
+    }
+
+    /// The URI to connect with, password included.
+    pub(crate) fn uri(&self) -> &AMQPUri {
+        &self.uri
+    }
+}
+
+impl fmt::Debug for BrokerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
     }
 }
 
@@ -515,6 +581,9 @@ pub struct AdminTls {
 pub struct Config {
     /// Where the configuration came from, for messages.
     pub source: String,
+    /// What is allowed but unwise (a password in a URL, a secret file every user may
+    /// read), as `file: key: message`; `check-config` prints them, `run` logs them.
+    pub warnings: Vec<String>,
     pub gateway: GatewaySettings,
     pub store: StoreSettings,
     pub retry: RetrySettings,
@@ -591,6 +660,9 @@ impl Config {
 struct Validator {
     path: String,
     errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    /// Brokers configured but invalid: references to them are not reported again.
+    invalid_brokers: HashSet<String>,
 }
 
 impl Validator {
@@ -598,6 +670,286 @@ impl Validator {
         Validator {
             path: path.to_owned(),
             errors: Vec::new(),
+            warnings: Vec::new(),
+            invalid_brokers: HashSet::new(),
+        }
+    }
+
+    fn warn(&mut self, key: impl fmt::Display, message: impl fmt::Display) {
+        self.warnings
+            .push(format!("{}: {key}: {message}", self.path));
+    }
+
+    /// The secret named by `<prefix>password_file` (relative to the configuration's folder)
+    /// or `<prefix>password_env`, at most one of them. `Err(())`: reported already.
+    fn password(
+        &mut self,
+        prefix: &str,
+        file: Option<&PathBuf>,
+        env: Option<&String>,
+        base: &Path,
+    ) -> Result<Option<Secret>, ()> {
+        match (file, env) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{prefix}password_env"),
+                    format!("and {prefix}password_file are both set: give one"),
+                );
+                Err(())
+            }
+            (Some(file), None) => {
+                let key = format!("{prefix}password_file");
+                match secret::from_file(&base.join(file)) {
+                    Ok(read) => {
+                        if let Some(warning) = read.warning {
+                            self.warn(&key, warning);
+                        }
+                        Ok(Some(read.secret))
+                    }
+                    Err(e) => {
+                        self.error(key, e.to_string());
+                        Err(())
+                    }
+                }
+            }
+            (None, Some(name)) => match secret::from_env(name) {
+                Ok(secret) => Ok(Some(secret)),
+                Err(e) => {
+                    self.error(format!("{prefix}password_env"), e.to_string());
+                    Err(())
+                }
+            },
+        }
+    }
+
+    fn broker(&mut self, name: &str, raw: &RawBroker, base: &Path) -> Option<Broker> {
+        let key = |field: &str| format!("brokers.{name}.{field}");
+        let urls: Vec<(String, &str)> = match (&raw.url, &raw.urls) {
+            (Some(url), None) => vec![(key("url"), url.as_str())],
+            (None, Some(urls)) if urls.is_empty() => {
+                self.error(key("urls"), "is empty (one URL per node of the cluster)");
+                return None;
+            }
+            (None, Some(urls)) => urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("brokers.{name}.urls[{i}]"), u.as_str()))
+                .collect(),
+            (None, None) => {
+                self.error(
+                    key("url"),
+                    "is missing (or urls = [\"amqps://node1…\", …] for the nodes of a cluster)",
+                );
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("brokers.{name}"),
+                    "has url and urls: give one (urls for the nodes of a cluster)",
+                );
+                return None;
+            }
+        };
+        let password = self.password(
+            &format!("brokers.{name}."),
+            raw.password_file.as_ref(),
+            raw.password_env.as_ref(),
+            base,
+        );
+        let mut valid = password.is_ok();
+        let password = password.ok().flatten();
+        let separate_password = raw.password_file.is_some() || raw.password_env.is_some();
+        let mut nodes: Vec<BrokerNode> = Vec::new();
+        for (k, text) in &urls {
+            if text.trim().is_empty() {
+                self.error(k, "is missing");
+                valid = false;
+                continue;
+            }
+            let Ok(mut uri) = AMQPUri::from_str(text) else {
+                // The parser's message may quote the URL, which may hold a password.
+                self.error(
+                    k,
+                    "is not a valid AMQP URI (amqp://user@host:port/vhost or amqps://…)",
+                );
+                valid = false;
+                continue;
+            };
+            let has_password = url::Url::parse(text).is_ok_and(|u| u.password().is_some());
+            if has_password && separate_password {
+                self.error(
+                    k,
+                    format!(
+                        "has a password, and brokers.{name}.password_{} gives one too: leave it out of the URL",
+                        if raw.password_file.is_some() { "file" } else { "env" }
+                    ),
+                );
+                valid = false;
+            } else if has_password && !is_guest(&uri) {
+                self.warn(
+                    k,
+                    "holds the password; prefer password_file or password_env (the URL then has none)",
+                );
+            }
+            if let Some(password) = &password {
+                uri.authority.userinfo.password = password.expose().to_owned();
+            }
+            let node = BrokerNode::new(uri);
+            if let Some(first) = nodes.first() {
+                let (a, b) = (first.uri(), node.uri());
+                if a.scheme != b.scheme
+                    || a.vhost != b.vhost
+                    || a.authority.userinfo.username != b.authority.userinfo.username
+                {
+                    self.error(
+                        k,
+                        format!(
+                            "{} differs from {} in scheme, user or vhost: the nodes of one broker are one cluster",
+                            node.display, first.display
+                        ),
+                    );
+                    valid = false;
+                }
+            }
+            if nodes.iter().any(|n| n.address == node.address) {
+                self.error(k, format!("node {} is listed twice", node.address));
+                valid = false;
+            }
+            nodes.push(node);
+        }
+        let amqps = nodes
+            .first()
+            .is_some_and(|n| n.uri().scheme == AMQPScheme::AMQPS);
+        let tls = match &raw.tls {
+            Some(tls) if amqps => {
+                let loaded = self.broker_tls(name, tls, base, &nodes);
+                valid &= loaded.is_some();
+                loaded
+            }
+            Some(_) => {
+                if !nodes.is_empty() {
+                    self.error(
+                        key("tls"),
+                        "is set, but the broker's URL is amqp:// (plain): use amqps:// for TLS",
+                    );
+                }
+                valid = false;
+                None
+            }
+            None if amqps => {
+                self.error(
+                    key("tls.ca_file"),
+                    "is missing: amqps:// needs the CA that signed the broker's certificate \
+                     ([brokers.NAME.tls] ca_file = …; for a public CA the system bundle, \
+                     e.g. /etc/ssl/certs/ca-certificates.crt)",
+                );
+                valid = false;
+                None
+            }
+            None => None,
+        };
+        if !valid || nodes.is_empty() {
+            return None;
+        }
+        let display = match nodes.as_slice() {
+            [one] => one.display.clone(),
+            [first, ..] => {
+                let uri = first.uri();
+                let addresses: Vec<&str> = nodes.iter().map(|n| n.address.as_str()).collect();
+                let (_, path) = first
+                    .display
+                    .split_once(&format!("@{}", first.address))
+                    .unwrap_or(("", ""));
+                format!(
+                    "{}://{}@{}{path}",
+                    uri.scheme,
+                    uri.authority.userinfo.username,
+                    addresses.join(",")
+                )
+            }
+            [] => String::new(),
+        };
+        Some(Broker {
+            name: name.to_owned(),
+            nodes,
+            tls,
+            display,
+        })
+    }
+
+    fn broker_tls(
+        &mut self,
+        name: &str,
+        raw: &RawBrokerTls,
+        base: &Path,
+        nodes: &[BrokerNode],
+    ) -> Option<BrokerTls> {
+        let key = |field: &str| format!("brokers.{name}.tls.{field}");
+        let Some(ca_file) = &raw.ca_file else {
+            self.error(
+                key("ca_file"),
+                "is missing (the CA that signed the broker's certificate)",
+            );
+            return None;
+        };
+        let client = match (&raw.client_cert_file, &raw.client_key_file) {
+            (Some(cert), Some(key_file)) => Some((base.join(cert), base.join(key_file))),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error(
+                    key("client_key_file"),
+                    "is missing (client_cert_file is set)",
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.error(
+                    key("client_cert_file"),
+                    "is missing (client_key_file is set)",
+                );
+                return None;
+            }
+        };
+        match &raw.server_name {
+            Some(server_name) if !tls::valid_server_name(server_name) => {
+                self.error(
+                    key("server_name"),
+                    format!("{server_name:?} is not a DNS name or IP address"),
+                );
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                let bad: Vec<&str> = nodes
+                    .iter()
+                    .map(|n| n.uri().authority.host.as_str())
+                    .filter(|host| !tls::valid_server_name(host))
+                    .collect();
+                if !bad.is_empty() {
+                    self.error(
+                        key("server_name"),
+                        format!(
+                            "is needed: {} cannot be checked against a certificate",
+                            bad.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        if let Some((_, key_file)) = &client
+            && let Some(warning) = secret::world_readable(key_file)
+        {
+            self.warn(key("client_key_file"), warning);
+        }
+        let client = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        match BrokerTls::load(&base.join(ca_file), client, raw.server_name.clone()) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                self.error(key(e.key), e.message);
+                None
+            }
         }
     }
 
@@ -638,6 +990,8 @@ impl Validator {
         let value = self.required(key, value)?;
         match names.get(value) {
             Some(i) => Some(*i),
+            // Declared, but reported invalid already: one error is enough.
+            None if self.invalid_brokers.contains(value) => None,
             None => {
                 let mut known: Vec<_> = names.keys().copied().collect();
                 known.sort_unstable();
@@ -654,6 +1008,50 @@ impl Validator {
                 );
                 None
             }
+        }
+    }
+
+    /// Puts the password of `store.password_file` or `store.password_env` into a postgres://
+    /// URL, which must not have one of its own; warns about one written into the URL.
+    fn store_password(&mut self, url: &mut String, raw: &RawStore, base: &Path) {
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let Ok(password) = self.password(
+            "store.",
+            raw.password_file.as_ref(),
+            raw.password_env.as_ref(),
+            base,
+        ) else {
+            return;
+        };
+        let key = if raw.password_file.is_some() {
+            "store.password_file"
+        } else {
+            "store.password_env"
+        };
+        let parsed = url::Url::parse(url);
+        let has_password = parsed.as_ref().is_ok_and(|u| u.password().is_some());
+        match (password, parsed) {
+            (Some(_), _) if !postgres => self.error(
+                key,
+                "needs a postgres:// store.url (the embedded SQLite store has no password)",
+            ),
+            (Some(_), Ok(_)) if has_password => self.error(
+                "store.url",
+                format!("has a password, and {key} gives one too: leave it out of the URL"),
+            ),
+            (Some(password), Ok(mut parsed)) => {
+                if parsed.set_password(Some(password.expose())).is_ok() {
+                    *url = parsed.to_string();
+                } else {
+                    self.error("store.url", "has no host to give the password for");
+                }
+            }
+            (Some(_), Err(_)) => self.error("store.url", "is not a valid URL"),
+            (None, _) if postgres && has_password => self.warn(
+                "store.url",
+                "holds the password; prefer store.password_file or store.password_env (the URL then has none)",
+            ),
+            (None, _) => {}
         }
     }
 
@@ -717,17 +1115,43 @@ impl Validator {
             {
                 self.error(key("name"), format!("token name {name:?} is used twice"));
             }
-            // Never quote the value: someone may have pasted the token itself here.
-            let sha256 = match hex::decode(t.sha256.trim()) {
-                Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).ok(),
-                Err(_) => None,
+            let text = match (&t.sha256, &t.sha256_file) {
+                (Some(text), None) => Some((key("sha256"), Secret::new(text.clone()))),
+                (None, Some(file)) => match secret::from_file(&base.join(file)) {
+                    Ok(read) => {
+                        if let Some(warning) = read.warning {
+                            self.warn(key("sha256_file"), warning);
+                        }
+                        Some((key("sha256_file"), read.secret))
+                    }
+                    Err(e) => {
+                        self.error(key("sha256_file"), e.to_string());
+                        None
+                    }
+                },
+                (None, None) => {
+                    self.error(key("sha256"), "is missing (or sha256_file)");
+                    None
+                }
+                (Some(_), Some(_)) => {
+                    self.error(key("sha256_file"), "and sha256 are both set: give one");
+                    None
+                }
             };
-            if sha256.is_none() {
-                self.error(
-                    key("sha256"),
-                    "must be the SHA-256 of the token as 64 hex digits (printf %s TOKEN | sha256sum)",
-                );
-            }
+            // Never quote the value: someone may have pasted the token itself here.
+            let sha256 = text.and_then(|(field, text)| {
+                let hash = hex::decode(text.expose().trim())
+                    .ok()
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok());
+                if hash.is_none() {
+                    let what = if field.ends_with("_file") { "hold" } else { "be" };
+                    self.error(
+                        field,
+                        format!("must {what} the SHA-256 of the token as 64 hex digits (printf %s TOKEN | sha256sum)"),
+                    );
+                }
+                hash
+            });
             let mut roles = Vec::new();
             if t.roles.is_empty() {
                 self.error(
@@ -776,33 +1200,11 @@ impl Validator {
             );
         }
         for (name, broker) in &raw.brokers {
-            let key = format!("brokers.{name}.url");
-            let Some(url) = self.required(&key, &broker.url) else {
-                continue;
-            };
-            match lapin::uri::AMQPUri::from_str(url) {
-                Ok(uri) => {
-                    let user = &uri.authority.userinfo.username;
-                    let scheme = url.split(':').next().unwrap_or("amqp");
-                    let vhost = if uri.vhost.is_empty() {
-                        "%2f".to_owned()
-                    } else {
-                        uri.vhost.replace('/', "%2f")
-                    };
-                    brokers.push(Broker {
-                        name: name.clone(),
-                        uri: url.to_owned(),
-                        display: format!(
-                            "{scheme}://{user}@{}:{}/{vhost}",
-                            uri.authority.host, uri.authority.port
-                        ),
-                    });
+            match self.broker(name, broker, base) {
+                Some(broker) => brokers.push(broker),
+                None => {
+                    self.invalid_brokers.insert(name.clone());
                 }
-                // The parser's message may quote the URL, which may contain a password.
-                Err(_) => self.error(
-                    key,
-                    "is not a valid AMQP URI (amqp://user:password@host:port/vhost)",
-                ),
             }
         }
         let broker_names: HashMap<&str, BrokerIndex> = brokers
@@ -845,7 +1247,7 @@ impl Validator {
         }
 
         // Store.
-        let store_url = match &raw.store.url {
+        let mut store_url = match &raw.store.url {
             Some(url) => url.clone(),
             None => {
                 let dir = g
@@ -864,6 +1266,7 @@ impl Validator {
                 "must start with sqlite: (embedded) or postgres:// (PostgreSQL)",
             );
         }
+        self.store_password(&mut store_url, &raw.store, base);
         let dedup_window = raw
             .store
             .dedup_window
@@ -1058,7 +1461,12 @@ impl Validator {
                 );
                 continue;
             }
-            let valid = validate_destination(&key, &spec, &brokers, |k, m| self.error(k, m));
+            let broker_reported = self.invalid_brokers.contains(&spec.broker);
+            let valid = validate_destination(&key, &spec, &brokers, |k, m| {
+                if !(broker_reported && k.ends_with(".broker")) {
+                    self.error(k, m)
+                }
+            });
             if let Some(q) = &d.receipt_queue
                 && q.trim().is_empty()
             {
@@ -1129,8 +1537,21 @@ impl Validator {
                 )
             })
             .collect();
+        // A destination configured but left out (its own errors, or its broker's, are
+        // reported) is not "unknown" to its routes: one missing password file would otherwise
+        // bury its cause under an error for every route to that broker.
+        let left_out: HashSet<String> = raw_routes
+            .iter()
+            .filter(|(_, r)| {
+                !destination_ids.contains_key(&r.destination)
+                    && raw.destinations.iter().any(|d| d.id == r.destination)
+            })
+            .map(|(key, _)| format!("{key}.destination"))
+            .collect();
         let routes = validate_routes(&raw_routes, &destination_ids, &directory, |key, message| {
-            self.error(key, message)
+            if !left_out.contains(&key) {
+                self.error(key, message)
+            }
         });
 
         if self.errors.is_empty()
@@ -1138,6 +1559,7 @@ impl Validator {
         {
             Ok(Config {
                 source: self.path,
+                warnings: self.warnings,
                 gateway: GatewaySettings {
                     dead_letter_broker,
                     dead_letter_exchange,
@@ -1173,6 +1595,13 @@ impl Validator {
             Err(ConfigErrors(self.errors))
         }
     }
+}
+
+/// RabbitMQ's default user: its password is public, and the broker lets it in only over
+/// loopback, so local set-ups may write it into the URL without a warning.
+fn is_guest(uri: &AMQPUri) -> bool {
+    let user = &uri.authority.userinfo;
+    user.username == "guest" && user.password == "guest"
 }
 
 /// A destination as an operator writes it, before validation.
@@ -1537,6 +1966,20 @@ destination = "he-darmstadt"
     }
 
     #[test]
+    fn routes_to_a_destination_left_out_for_its_broker_add_no_error() {
+        let text = VALID.replace(
+            "url = \"amqp://guest:secret@127.0.0.1:5672/ozg-he\"",
+            "url = \"amqp://gw@127.0.0.1:5672/ozg-he\"\npassword_file = \"/nonexistent/pw\"",
+        );
+        let errors = parse(&text).unwrap_err().to_string();
+        assert!(
+            errors.starts_with("invalid configuration: 1 error")
+                && errors.contains("brokers.he.password_file: cannot read /nonexistent/pw"),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn missing_keys_and_unknown_references() {
         let text = r#"
 [gateway]
@@ -1598,6 +2041,451 @@ kind = "castle"
         assert!(
             errors.contains("gateway.directory: /nonexistent/gv.csv: cannot read"),
             "{errors}"
+        );
+    }
+
+    /// Files the secret and TLS cases refer to, in a folder of their own (the `base`).
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = tempfile::tempdir().unwrap();
+            let ca = ca();
+            let other = ca_pair();
+            let (cert, key) = issue(&ca, "gw");
+            let (_, stray_key) = issue(&ca, "stray");
+            let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"tok"));
+            for (name, content, mode) in [
+                ("ca.pem", ca.pem(), 0o644),
+                ("other-ca.pem", other.pem(), 0o644),
+                ("client.pem", cert, 0o644),
+                ("client-key.pem", key.clone(), 0o600),
+                ("stray-key.pem", stray_key, 0o600),
+                ("open-key.pem", key, 0o644),
+                ("not-pem.txt", "hello".to_owned(), 0o644),
+                ("pw", "s3cret-pw\n".to_owned(), 0o400),
+                ("pw-open", "s3cret-pw".to_owned(), 0o644),
+                ("empty", String::new(), 0o600),
+                ("token.sha256", format!("{token_hash}\n"), 0o400),
+            ] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, content).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            Files { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        /// VALID with its broker replaced by `broker` (TOML from `[brokers.he]` on) and
+        /// `extra` appended; `{dir}` in either stands for the folder.
+        fn parse(&self, broker: &str, extra: &str) -> Result<Config, ConfigErrors> {
+            let dir = self.dir.path().display().to_string();
+            let text = VALID.replace(
+                "[brokers.he]\nurl = \"amqp://guest:secret@127.0.0.1:5672/ozg-he\"\n",
+                &format!("{}\n", broker.replace("{dir}", &dir)),
+            ) + &extra.replace("{dir}", &dir);
+            Config::parse(&text, "test.toml", self.dir.path())
+        }
+    }
+
+    fn ca_pair() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+    }
+
+    fn ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        ca_pair()
+    }
+
+    fn issue(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, ca)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    const TLS: &str = "[brokers.he]\nurl = \"amqps://gw@rabbit-he.example:5671/ozg-he\"\npassword_file = \"pw\"\n[brokers.he.tls]\nca_file = \"ca.pem\"\n";
+
+    #[test]
+    fn broker_keys_are_validated_with_specific_messages() {
+        let files = Files::new();
+        let dir = files.path("");
+        let dir = dir.trim_end_matches('/');
+        // (broker TOML, errors expected: each a substring of one line)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[brokers.he]\nurl = \"amqp://gw:inline@h:5672/v\"\npassword_file = \"pw\"",
+                &[
+                    "test.toml: brokers.he.url: has a password, and brokers.he.password_file gives one too: leave it out of the URL",
+                ],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h:5672/v\"\npassword_file = \"missing\"",
+                &[
+                    "brokers.he.password_file: cannot read {dir}/missing: No such file or directory (os error 2)",
+                ],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h:5672/v\"\npassword_file = \"empty\"",
+                &["brokers.he.password_file: {dir}/empty is empty"],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h:5672/v\"\npassword_file = \"pw\"\npassword_env = \"X\"",
+                &["brokers.he.password_env: and brokers.he.password_file are both set: give one"],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h:5672/v\"\npassword_env = \"OZG_TEST_NEVER_SET_PW\"",
+                &["brokers.he.password_env: environment variable OZG_TEST_NEVER_SET_PW is not set"],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h:5672/v\"\npassword_env = \"not-a-name\"",
+                &["brokers.he.password_env: \"not-a-name\" is not an environment variable name"],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://h/v\"\nurls = [\"amqp://h/v\"]",
+                &["brokers.he: has url and urls: give one"],
+            ),
+            ("[brokers.he]\nurls = []", &["brokers.he.urls: is empty"]),
+            ("[brokers.he]", &["brokers.he.url: is missing (or urls = ["]),
+            (
+                "[brokers.he]\nurls = [\"amqp://n1:5672/v\", \"amqp://n2:5672/w\"]",
+                &[
+                    "brokers.he.urls[1]: amqp://guest@n2:5672/w differs from amqp://guest@n1:5672/v in scheme, user or vhost",
+                ],
+            ),
+            (
+                "[brokers.he]\nurls = [\"amqp://n1:5672/v\", \"amqps://n2:5671/v\"]",
+                &["brokers.he.urls[1]: amqps://guest@n2:5671/v differs"],
+            ),
+            (
+                "[brokers.he]\nurls = [\"amqp://n1:5672/v\", \"amqp://n1:5672/v\"]",
+                &["brokers.he.urls[1]: node n1:5672 is listed twice"],
+            ),
+            (
+                "[brokers.he]\nurls = [\"amqp://n1:5672/v\", \"http://[::1\"]",
+                &["brokers.he.urls[1]: is not a valid AMQP URI"],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqps://gw@h:5671/v\"",
+                &[
+                    "brokers.he.tls.ca_file: is missing: amqps:// needs the CA that signed the broker's certificate",
+                ],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h:5672/v\"\n[brokers.he.tls]\nca_file = \"ca.pem\"",
+                &[
+                    "brokers.he.tls: is set, but the broker's URL is amqp:// (plain): use amqps:// for TLS",
+                ],
+            ),
+            (
+                &TLS.replace("ca.pem", "nope.pem"),
+                &[
+                    "brokers.he.tls.ca_file: cannot read {dir}/nope.pem: No such file or directory (os error 2)",
+                ],
+            ),
+            (
+                &TLS.replace("ca.pem", "not-pem.txt"),
+                &["brokers.he.tls.ca_file: {dir}/not-pem.txt holds no PEM certificate"],
+            ),
+            (
+                &TLS.replace("ca_file = \"ca.pem\"", "server_name = \"x\""),
+                &[
+                    "brokers.he.tls.ca_file: is missing (the CA that signed the broker's certificate)",
+                ],
+            ),
+            (
+                &format!("{TLS}client_cert_file = \"client.pem\""),
+                &["brokers.he.tls.client_key_file: is missing (client_cert_file is set)"],
+            ),
+            (
+                &format!("{TLS}client_key_file = \"client-key.pem\""),
+                &["brokers.he.tls.client_cert_file: is missing (client_key_file is set)"],
+            ),
+            (
+                &format!(
+                    "{TLS}client_cert_file = \"client.pem\"\nclient_key_file = \"stray-key.pem\""
+                ),
+                &[
+                    "brokers.he.tls.client_key_file: {dir}/stray-key.pem does not go with {dir}/client.pem",
+                ],
+            ),
+            (
+                &format!(
+                    "{TLS}client_cert_file = \"client.pem\"\nclient_key_file = \"not-pem.txt\""
+                ),
+                &[
+                    "brokers.he.tls.client_key_file: {dir}/not-pem.txt holds no usable PEM private key",
+                ],
+            ),
+            (
+                &format!(
+                    "{TLS}client_cert_file = \"missing.pem\"\nclient_key_file = \"client-key.pem\""
+                ),
+                &["brokers.he.tls.client_cert_file: cannot read {dir}/missing.pem"],
+            ),
+            (
+                &format!("{TLS}server_name = \"not a name!\""),
+                &["brokers.he.tls.server_name: \"not a name!\" is not a DNS name or IP address"],
+            ),
+            // There is no switch to turn verification off.
+            (&format!("{TLS}verify = false"), &["unknown field `verify`"]),
+        ];
+        for (broker, expected) in cases {
+            let errors = match files.parse(broker, "") {
+                Ok(_) => panic!("accepted:\n{broker}"),
+                Err(e) => e.to_string(),
+            };
+            for part in *expected {
+                let part = part.replace("{dir}", dir);
+                assert!(
+                    errors.contains(&part),
+                    "{broker}\nmissing {part:?} in:\n{errors}"
+                );
+            }
+            assert!(!errors.contains("s3cret-pw"), "{errors}");
+        }
+    }
+
+    #[test]
+    fn valid_broker_keys_give_nodes_tls_and_warnings() {
+        let files = Files::new();
+        let dir = files.path("");
+        let dir = dir.trim_end_matches('/');
+        // (broker TOML, display, node addresses, TLS?, warnings expected)
+        type Case<'a> = (&'a str, &'a str, &'a [&'a str], bool, &'a [&'a str]);
+        let cases: &[Case] = &[
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h:5672/ozg-he\"\npassword_file = \"pw\"",
+                "amqp://gw@h:5672/ozg-he",
+                &["h:5672"],
+                false,
+                &[],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw:inline@h:5672/ozg-he\"",
+                "amqp://gw@h:5672/ozg-he",
+                &["h:5672"],
+                false,
+                &[
+                    "test.toml: brokers.he.url: holds the password; prefer password_file or password_env",
+                ],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://guest:guest@h:5672/ozg-he\"",
+                "amqp://guest@h:5672/ozg-he",
+                &["h:5672"],
+                false,
+                &[],
+            ),
+            (
+                "[brokers.he]\nurl = \"amqp://gw@h/ozg-he\"\npassword_file = \"pw-open\"",
+                "amqp://gw@h:5672/ozg-he",
+                &["h:5672"],
+                false,
+                &[
+                    "test.toml: brokers.he.password_file: {dir}/pw-open is readable by every user (mode 0644); make it 0400 or 0600",
+                ],
+            ),
+            (
+                "[brokers.he]\nurls = [\"amqps://gw@n1:5671/ozg-he\", \"amqps://gw@n2/ozg-he\", \"amqps://gw@n3:5699/ozg-he\"]\npassword_env = \"PATH\"\n[brokers.he.tls]\nca_file = \"ca.pem\"",
+                "amqps://gw@n1:5671,n2:5671,n3:5699/ozg-he",
+                &["n1:5671", "n2:5671", "n3:5699"],
+                true,
+                &[],
+            ),
+            (
+                &format!(
+                    "{TLS}client_cert_file = \"client.pem\"\nclient_key_file = \"client-key.pem\"\nserver_name = \"rabbit.example\""
+                ),
+                "amqps://gw@rabbit-he.example:5671/ozg-he",
+                &["rabbit-he.example:5671"],
+                true,
+                &[],
+            ),
+            (
+                &format!(
+                    "{TLS}client_cert_file = \"{{dir}}/client.pem\"\nclient_key_file = \"open-key.pem\""
+                ),
+                "amqps://gw@rabbit-he.example:5671/ozg-he",
+                &["rabbit-he.example:5671"],
+                true,
+                &["brokers.he.tls.client_key_file: {dir}/open-key.pem is readable by every user"],
+            ),
+        ];
+        for (broker, display, addresses, tls, warnings) in cases {
+            let config = files
+                .parse(broker, "")
+                .unwrap_or_else(|e| panic!("{broker}\n{e}"));
+            let b = &config.brokers[0];
+            assert_eq!(b.display, *display, "{broker}");
+            let got: Vec<&str> = b.nodes.iter().map(|n| n.address.as_str()).collect();
+            assert_eq!(got, *addresses, "{broker}");
+            assert_eq!(b.tls.is_some(), *tls, "{broker}");
+            let expected: Vec<String> = warnings.iter().map(|w| w.replace("{dir}", dir)).collect();
+            for w in &expected {
+                assert!(
+                    config.warnings.iter().any(|got| got.contains(w.as_str())),
+                    "{broker}\nmissing warning {w:?} in {:?}",
+                    config.warnings
+                );
+            }
+            assert_eq!(
+                config.warnings.len(),
+                expected.len(),
+                "{:?}",
+                config.warnings
+            );
+            let debug = format!("{config:?}");
+            for secret in ["s3cret-pw", "inline"] {
+                assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
+                assert!(!b.display.contains(secret));
+            }
+        }
+        // The password reaches the connection, and only that.
+        let config = files.parse(TLS, "").unwrap();
+        assert_eq!(
+            config.brokers[0].nodes[0].uri().authority.userinfo.password,
+            "s3cret-pw"
+        );
+        assert_eq!(
+            config.brokers[0].tls.as_ref().unwrap().ca_file,
+            files.dir.path().join("ca.pem"),
+            "relative to the configuration's folder"
+        );
+        let from_env = files
+            .parse(
+                "[brokers.he]\nurl = \"amqp://gw@h/v\"\npassword_env = \"PATH\"",
+                "",
+            )
+            .unwrap();
+        assert_eq!(
+            from_env.brokers[0].nodes[0]
+                .uri()
+                .authority
+                .userinfo
+                .password,
+            std::env::var("PATH").unwrap()
+        );
+    }
+
+    #[test]
+    fn store_passwords_and_admin_token_files() {
+        let files = Files::new();
+        let dir = files.path("");
+        let dir = dir.trim_end_matches('/');
+        let broker = "[brokers.he]\nurl = \"amqp://gw@h/v\"\npassword_file = \"pw\"";
+        let admin = |token: &str| {
+            format!(
+                "\n[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nroles = [\"viewer\"]\n{token}\n"
+            )
+        };
+        // (extra TOML, Ok(check) or Err(expected error))
+        let errors: &[(&str, &str)] = &[
+            (
+                "[store]\nurl = \"sqlite://x.db\"\npassword_file = \"pw\"",
+                "store.password_file: needs a postgres:// store.url",
+            ),
+            (
+                "[store]\nurl = \"postgres://ozg:inline@db/ozg\"\npassword_file = \"pw\"",
+                "store.url: has a password, and store.password_file gives one too",
+            ),
+            (
+                "[store]\nurl = \"postgres://ozg@db/ozg\"\npassword_env = \"OZG_TEST_NEVER_SET_PW\"",
+                "store.password_env: environment variable OZG_TEST_NEVER_SET_PW is not set",
+            ),
+            (
+                "[store]\nurl = \"postgres://ozg@db/ozg\"\npassword_file = \"pw\"\npassword_env = \"PATH\"",
+                "store.password_env: and store.password_file are both set",
+            ),
+            (
+                "[store]\nurl = \"postgres://ozg@db/ozg\"\npassword_file = \"empty\"",
+                "store.password_file: {dir}/empty is empty",
+            ),
+        ];
+        for (extra, expected) in errors {
+            let text = files.parse(broker, extra).unwrap_err().to_string();
+            let expected = expected.replace("{dir}", dir);
+            assert!(
+                text.contains(&expected),
+                "{extra}\nmissing {expected:?} in\n{text}"
+            );
+            assert!(
+                !text.contains("s3cret-pw") && !text.contains("inline"),
+                "{text}"
+            );
+        }
+        for (token, expected) in [
+            (
+                "sha256_file = \"missing\"",
+                "admin.tokens[0].sha256_file: cannot read {dir}/missing",
+            ),
+            (
+                "sha256_file = \"pw\"",
+                "admin.tokens[0].sha256_file: must hold the SHA-256 of the token as 64 hex digits",
+            ),
+            (
+                "sha256 = \"abc\"",
+                "admin.tokens[0].sha256: must be the SHA-256 of the token as 64 hex digits",
+            ),
+            (
+                "sha256_file = \"token.sha256\"\nsha256 = \"00\"",
+                "admin.tokens[0].sha256_file: and sha256 are both set: give one",
+            ),
+            ("", "admin.tokens[0].sha256: is missing (or sha256_file)"),
+        ] {
+            let text = files.parse(broker, &admin(token)).unwrap_err().to_string();
+            let expected = expected.replace("{dir}", dir);
+            assert!(
+                text.contains(&expected),
+                "{token}\nmissing {expected:?} in\n{text}"
+            );
+            assert!(!text.contains("s3cret-pw"), "{text}");
+        }
+
+        let config = files
+            .parse(
+                broker,
+                "[store]\nurl = \"postgres://ozg@db:5432/ozg?options=-csearch_path%3Dgw\"\npassword_file = \"pw\"",
+            )
+            .unwrap();
+        assert_eq!(
+            config.store.url,
+            "postgres://ozg:s3cret-pw@db:5432/ozg?options=-csearch_path%3Dgw"
+        );
+        assert!(
+            !config.store.display.contains("s3cret"),
+            "{}",
+            config.store.display
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+        let inline = files
+            .parse(broker, "[store]\nurl = \"postgres://ozg:inline@db/ozg\"")
+            .unwrap();
+        assert_eq!(
+            inline.warnings,
+            [
+                "test.toml: store.url: holds the password; prefer store.password_file or store.password_env (the URL then has none)"
+            ]
+        );
+
+        let config = files
+            .parse(broker, &admin("sha256_file = \"token.sha256\""))
+            .unwrap();
+        let token = &config.admin.unwrap().tokens[0];
+        assert_eq!(
+            token.sha256.to_vec(),
+            <sha2::Sha256 as sha2::Digest>::digest(b"tok").to_vec()
         );
     }
 }

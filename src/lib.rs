@@ -25,8 +25,10 @@ pub mod pipeline;
 pub mod receipts;
 pub mod route;
 pub mod sample;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod wire;
 

@@ -3,6 +3,10 @@
 //! reconnects with capped exponential backoff and jitter. Users ask the link for the current
 //! connection instead of holding one, so they pick up the new connection after a reconnect.
 //! The state of every link is observable (for health and statistics).
+//!
+//! A broker given as the nodes of a cluster is connected to one node at a time, the first
+//! at start; when that node fails the link goes on to the next one in the list (not back
+//! to the first), and only after every node failed in turn does it wait out a backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +28,38 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
     /// Trying to (re)connect; `attempt` counts failures since the last success.
+    /// `last_error` names the node and never holds a password.
     Connecting {
         attempt: u32,
         last_error: Option<String>,
     },
-    Connected,
+    /// Up, to the node at `node` (`host:port`).
+    Connected {
+        node: String,
+    },
     Stopped,
+}
+
+impl LinkState {
+    pub fn is_connected(&self) -> bool {
+        matches!(self, LinkState::Connected { .. })
+    }
+
+    /// The node connected to, as `host:port`.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            LinkState::Connected { node } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// Why the last attempt to connect failed, while connecting.
+    pub fn last_error(&self) -> Option<&str> {
+        match self {
+            LinkState::Connecting { last_error, .. } => last_error.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 pub struct Link {
@@ -179,24 +209,38 @@ impl Link {
 }
 
 async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
+    let nodes = broker.nodes.len().max(1);
+    let mut node = 0usize;
+    // Failures since the last success; a round is one try of every node.
     let mut attempt = 0u32;
     loop {
         if stop.is_cancelled() {
             break;
         }
+        let address = broker
+            .nodes
+            .get(node)
+            .map(|n| n.address.clone())
+            .unwrap_or_default();
         let connected = tokio::select! {
             () = stop.cancelled() => break,
-            result = amqp::connect(&broker, link.role) => result,
+            result = amqp::connect(&broker, node, link.role) => result,
         };
         match connected {
             Ok(connection) => {
                 if attempt > 0 {
-                    tracing::info!(broker = %link.broker, role = ?link.role, "reconnected");
+                    tracing::info!(broker = %link.broker, role = ?link.role, node = %address,
+                        "reconnected");
+                } else {
+                    tracing::info!(broker = %link.broker, role = ?link.role, node = %address,
+                        "connected");
                 }
                 let connection = Arc::new(connection);
                 let mut events = connection.events_listener();
                 link.connection.send_replace(Some(connection.clone()));
-                link.state.send_replace(LinkState::Connected);
+                link.state.send_replace(LinkState::Connected {
+                    node: address.clone(),
+                });
                 let lost = loop {
                     tokio::select! {
                         () = stop.cancelled() => break None,
@@ -222,17 +266,26 @@ async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
                 };
                 let Some(reason) = lost else { break };
                 link.connection.send_replace(None);
-                tracing::warn!(broker = %link.broker, role = ?link.role, error = %reason,
-                    "broker connection lost; reconnecting");
+                // The node that failed is likely to fail again: the next one first.
+                node = (node + 1) % nodes;
+                tracing::warn!(broker = %link.broker, role = ?link.role, node = %address,
+                    error = %reason, "broker connection lost; reconnecting");
                 attempt = 1;
                 link.state.send_replace(LinkState::Connecting {
                     attempt,
-                    last_error: Some(reason),
+                    last_error: Some(format!("{address}: {reason}")),
                 });
             }
             Err(e) => {
                 attempt = attempt.saturating_add(1);
-                let delay = backoff(attempt);
+                node = (node + 1) % nodes;
+                // Straight on to the next node; a backoff only after a whole round failed.
+                let round_over = attempt % u32::try_from(nodes).unwrap_or(u32::MAX) == 0;
+                let delay = if round_over {
+                    backoff(attempt.div_ceil(u32::try_from(nodes).unwrap_or(u32::MAX)))
+                } else {
+                    Duration::ZERO
+                };
                 tracing::warn!(broker = %link.broker, role = ?link.role, attempt, retry_in = ?delay,
                     error = %e, "cannot connect to broker");
                 link.state.send_replace(LinkState::Connecting {

@@ -69,10 +69,21 @@ enum Command {
         region: String,
     },
     /// Declare the local topology for a configuration: ingress queues, status exchanges and
-    /// queues, destination exchanges with back-office queues, the dead-letter exchange.
+    /// queues, destination exchanges with back-office queues and receipt queues, and the
+    /// gateway's own dead-letter, retry and replay topology.
     DeclareTopology {
         #[arg(long, short, env = "OZG_CONFIG")]
         config: PathBuf,
+    },
+    /// Print the configuration's whole topology as a RabbitMQ definitions file (vhosts,
+    /// permissions, policies, exchanges, queues, bindings) for `rabbitmqctl
+    /// import_definitions` or `load_definitions`.
+    Definitions {
+        #[arg(long, short, env = "OZG_CONFIG")]
+        config: PathBuf,
+        /// Only this broker's part (repeatable), e.g. for one Land's broker.
+        #[arg(long = "broker", value_name = "NAME")]
+        brokers: Vec<String>,
     },
     /// Publish sample submissions to a platform's ingress queue, as the platform would.
     Submit {
@@ -222,6 +233,9 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
     let result = match command {
         Command::Run { .. } | Command::Admin(_) => Ok(()),
         Command::CheckConfig { file } => load(&file).map(|c| {
+            for warning in &c.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: valid ({} brokers, {} platforms, {} destinations, {} routes)",
                 file.display(),
@@ -242,6 +256,14 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
             }),
             Err(code) => Err(code),
         },
+        Command::Definitions { config, brokers } => load(&config).and_then(|c| {
+            let text = topology::definitions::definitions(&c, &brokers)
+                .map_err(fail)?
+                .to_json()
+                .map_err(fail)?;
+            print!("{text}");
+            Ok(())
+        }),
         Command::Submit {
             config,
             platform,
@@ -289,6 +311,9 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
 async fn run(path: PathBuf, log_format: Option<LogFormat>) -> Result<(), ExitCode> {
     let config = load(&path)?;
     let _telemetry = init_telemetry(config.telemetry.clone(), log_format)?;
+    for warning in &config.warnings {
+        tracing::warn!(warning = %warning, "configuration");
+    }
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -553,7 +578,7 @@ async fn receive(
             "dead-letter",
         )
     };
-    let connection = amqp::connect(config.broker(broker), Role::Consume)
+    let connection = amqp::connect_any(config.broker(broker), Role::Consume)
         .await
         .map_err(fail)?;
     let channel = connection.create_channel().await.map_err(fail)?;

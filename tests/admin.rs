@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::*;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -880,35 +881,6 @@ async fn pause_stops_consumption_and_resume_continues_with_nothing_lost() {
     gw.stop().await;
 }
 
-/// A CA and a certificate it issued for `name`, as PEM (certificate, key).
-struct Pki {
-    ca: String,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        Pki {
-            ca: issuer.pem(),
-            issuer,
-        }
-    }
-
-    fn issue(&self, name: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates_refuses_unverified_peers() {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -917,7 +889,7 @@ async fn tls_with_client_certificates_refuses_unverified_peers() {
     let dir = tempfile::tempdir().unwrap();
     let servers = Pki::new();
     let clients = Pki::new();
-    let (cert, key) = servers.issue("localhost");
+    let (cert, key) = servers.issue(&["localhost"]);
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -955,7 +927,7 @@ async fn tls_with_client_certificates_refuses_unverified_peers() {
                 .map_err(|e| e.to_string())
         }
     };
-    let (client_cert, client_key) = clients.issue("operator-alice");
+    let (client_cert, client_key) = clients.issue(&["operator-alice"]);
     let trusted = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&servers.ca))
         .domain_name("localhost");
@@ -970,7 +942,7 @@ async fn tls_with_client_certificates_refuses_unverified_peers() {
     // No client certificate: refused.
     assert!(overview(Some(trusted.clone())).await.is_err());
     // A client certificate from another CA: refused.
-    let (stranger_cert, stranger_key) = Pki::new().issue("stranger");
+    let (stranger_cert, stranger_key) = Pki::new().issue(&["stranger"]);
     assert!(
         overview(Some(
             trusted.identity(Identity::from_pem(&stranger_cert, &stranger_key))

@@ -272,13 +272,16 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
     // The gateway takes its dead letters into the store; operators read them over the
     // admin API with the local operator token of the example configuration.
     let address = format!("http://{admin}");
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), "local-operator-token\n").unwrap();
+    let token_path = token_file.path().display().to_string();
     let admin_cli = |args: &[&str]| {
         let mut all = vec![
             "admin",
             "--address",
             address.as_str(),
-            "--token",
-            "local-operator-token",
+            "--token-file",
+            token_path.as_str(),
             "--json",
         ];
         all.extend_from_slice(args);

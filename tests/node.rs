@@ -7,10 +7,9 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::node::Node;
 use common::*;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample::{self, SampleSpec};
@@ -18,97 +17,9 @@ use ozg_gateway::topology::backoffice_queue;
 
 const PORT: u16 = 5673;
 
-/// A RabbitMQ node of the test's own, with its folders in a temporary directory owned by
-/// the rabbitmq user (or the node dies silently).
-struct Node {
-    name: String,
-    dir: PathBuf,
-}
-
-impl Node {
-    fn start() -> Node {
-        let dir = std::env::temp_dir().join(format!("ozgtest-node-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["mnesia", "log"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        std::fs::write(dir.join("plugins"), "[].\n").unwrap();
-        // Its own configuration file: the machine's may pin the listener to 5672.
-        std::fs::write(
-            dir.join("node.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{PORT}\n"),
-        )
-        .unwrap();
-        let status = Command::new("chown")
-            .args(["-R", "rabbitmq:rabbitmq"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "chown of the node's folders failed");
-        let node = Node {
-            name: format!("ozgtest{}@localhost", std::process::id()),
-            dir,
-        };
-        node.boot();
-        node
-    }
-
-    fn boot(&self) {
-        let d = &self.dir;
-        let status = Command::new("rabbitmq-server")
-            .arg("-detached")
-            .env("RABBITMQ_NODENAME", &self.name)
-            .env("RABBITMQ_NODE_PORT", PORT.to_string())
-            .env("RABBITMQ_DIST_PORT", (PORT + 20000).to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_PID_FILE", d.join("pid"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("plugins"))
-            .env("RABBITMQ_CONFIG_FILE", d.join("node.conf"))
-            .status()
-            .expect("rabbitmq-server is needed for this test (deploy/local/test.sh installs it)");
-        assert!(status.success(), "rabbitmq-server -detached failed");
-        let waited = Command::new("rabbitmqctl")
-            .args(["-n", &self.name, "wait"])
-            .arg(d.join("pid"))
-            .args(["--timeout", "90"])
-            .output()
-            .unwrap();
-        assert!(
-            waited.status.success(),
-            "node {} did not start: {}",
-            self.name,
-            String::from_utf8_lossy(&waited.stderr)
-        );
-    }
-
-    fn kill(&self) {
-        let pid = std::fs::read_to_string(self.dir.join("pid")).unwrap();
-        let status = Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = std::fs::remove_file(self.dir.join("pid"));
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{PORT}/%2f")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["-n", &self.name, "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(Path::new(&self.dir));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_destination_broker_delays_only_its_submissions() {
-    let node = Node::start();
+    let node = Node::start("ozgtest-node", PORT, &[]);
     let v = Vhosts::create("node", &["gw", "he"]);
     let text = format!(
         r#"
@@ -159,7 +70,7 @@ destination = "erfurt"
 "#,
         gw = v.url("gw"),
         he = v.url("he"),
-        land2 = node.url()
+        land2 = node.url("/")
     );
     let config = parse_config(&text);
     declare(&config).await;
@@ -196,7 +107,8 @@ destination = "erfurt"
         }
     };
     publish_batch(200, &mut ids).await;
-    node.kill();
+    // The gateway runs on this runtime: blocking calls move off its workers.
+    tokio::task::block_in_place(|| node.kill());
     let killed = Instant::now();
     // Submissions published while the other broker is down.
     publish_batch(200, &mut ids).await;
@@ -224,9 +136,9 @@ destination = "erfurt"
         "the other destination never stops"
     );
 
-    node.boot();
+    tokio::task::block_in_place(|| node.boot());
     let restarted = Instant::now();
-    let remote = connect(&node.url()).await;
+    let remote = connect(&node.url("/")).await;
     let remote_read = remote.create_channel().await.unwrap();
     let expected_remote = ids.values().filter(|to| **to == "erfurt").count();
     let mut got = take(

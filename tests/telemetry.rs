@@ -197,11 +197,7 @@ async fn a_submission_s_spans_nest_and_continue_the_platform_s_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_counts_what_was_sent() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let v = Vhosts::create("metrics", &["gw", "he"]);
     let config = TestConfig::new(&v)
         .telemetry(&format!("metrics_address = \"127.0.0.1:{port}\""))

@@ -1,203 +1,444 @@
 #!/usr/bin/env bash
-# Throughput benchmark: the gateway against RabbitMQ's own shovel, on the local broker.
+# The benchmark of issues 7 and 8: RabbitMQ's shovel, a bare lapin forwarder and the gateway
+# moving the same messages on the same (local) broker, in one run.
 #
-#   deploy/bench/run.sh            # N=20000 messages of SIZE=4096 bytes
-#   N=5000 SIZE=4096 deploy/bench/run.sh
-#   PREFETCH=1024 deploy/bench/run.sh   # the platform's prefetch (default 256)
-#   (honours CARGO_TARGET_DIR; GW=path/to/ozg-gateway uses that binary and skips the build)
+#   deploy/bench/run.sh                       # everything, about 4-5 minutes once built
+#   QUICK=1 deploy/bench/run.sh               # 4 KiB and SQLite only, for development
+#   N=20000 SIZES="1024 4096 262144" STORES="sqlite postgres" INSTANCES="1 2 3" deploy/bench/run.sh
 #
-# In a vhost of its own (created through the management API, deleted at the end):
-#   (a) the shovel (dynamic, ack-mode on-confirm, over AMQP/TCP like the gateway) moves N
-#       pre-filled persistent messages from one durable queue to another;
-#   (b) the gateway (release build, real process, SQLite store in a temp dir) routes N
-#       pre-filled submissions from one platform queue to one destination (a `*` rule at
-#       Land level, so each resolution walks all ten steps).
-# Both sources are filled by `ozg-gateway submit` (persistent, publisher confirms), so both
-# runs move the same bytes. Timing: (a) from the shovel's PUT, (b) from the gateway's start
-# (connect, store, directory included) until the destination queue holds N. The count is
-# read inside the broker (`rabbitmqctl eval`, every 5 ms): the management API's queue
-# figures lag by up to collect_statistics_interval (5 s), longer than a whole run.
+# Environment (defaults in brackets; QUICK=1 changes the defaults marked *):
+#   N [20000, *10000]       messages per run; per size capped so that N x SIZE <= MAX_MIB
+#   MAX_MIB [512]           so 256 KiB runs move 2,048 messages
+#   SIZES ["1024 4096 262144", *4096]    body sizes in bytes
+#   STORES ["sqlite postgres", *sqlite]  the gateway's store (PostgreSQL: a fresh schema per run)
+#   INSTANCES ["1 2 3", *""]             gateway processes sharing a PostgreSQL store and the
+#                           queues (competing consumers), at INSTANCE_SIZE [4096] bytes
+#   BARE [1, *0]            also the floor: examples/bare_forwarder.rs (lapin, no routing)
+#   LAT_SECONDS [10, *5]    the latency run per size and store (0: none)
+#   PREFETCH [256]          every platform's prefetch (and the bare forwarder's)
+#   WAIT_S [300]            give up on a run after this long
+#   GW=path                 use this ozg-gateway binary, skip its build
+#   EXAMPLES=dir            use bench_load and bare_forwarder from dir, skip their build
+#   GW_WRAP="valgrind …"    run each gateway under another program (CPU is that process's)
+#   PG_URL [postgres://ozg:ozg@127.0.0.1:5432/ozg_test]
+#   (honours CARGO_TARGET_DIR)
 #
-# Prints submit_msgs_per_s=…, shovel_msgs_per_s=…, gateway_msgs_per_s=…,
-# gateway_cpu_us_per_msg=… (user + system CPU of the gateway process over the run, start-up
-# included, divided by N), gateway_peak_rss_mib=… (VmHWM), and last
-# ratio_vs_shovel=X.XX (gateway / shovel).
+# Set-up, in vhosts of the run's own (ozg-bench-<pid>-<broker>, created and deleted here):
+# the configuration is deploy/config/example.toml (16 Länder, each platform on its own vhost,
+# the gateway's own vhost) with one destination per Kreis and kreisfreie Stadt of the
+# directory (401) and a `*` route each, beside the example's own destinations and routes
+# (made by `bench_load config`); `ozg-gateway declare-topology` declares it.
 #
-# TODO (issue 7, not yet here):
-#   - 1 KiB and 256 KiB variants; PostgreSQL store variant (deploy/local/postgres.sh);
-#   - the example configuration's shape: 16 platforms × ~400 destinations, regions drawn
-#     from the directory weighted by population;
-#   - end-to-end latency p50/p99/p99.9 at half the maximum rate (needs a paced publisher);
+# For each size:
+#   shovel: `bench_load fill` puts N submissions into a plain durable queue (persistent,
+#     publisher confirms, 1,000 unconfirmed at most); a dynamic shovel (amqp091 over TCP,
+#     ack-mode on-confirm, src-prefetch-count 1000) moves them to another queue;
+#   bare:   the bare forwarder moves them on to a third queue (prefetch PREFETCH);
+#   then for each store, the gateway (release build, a real process): `bench_load fill`
+#     spreads N submissions over the 16 platforms (regions drawn from the directory's
+#     Gemeinden weighted by population, services from those the configuration names, every
+#     platform equally likely, so most cross Länder); one gateway routes them; then
+#     `bench_load paced` publishes at half the rate just measured for LAT_SECONDS while
+#     consuming all back offices, for the end-to-end latency.
+# Then for each count in INSTANCES: that many gateways on a fresh PostgreSQL schema.
+#
+# Timing (deploy/bench/drained.sh): inside the broker (`rabbitmqctl eval`, every 5 ms; the management API's figures lag
+# by up to 5 s), on the source queues: from the moment every consumer is subscribed (all 16
+# platform queues x instances; the shovel's and the forwarder's one) until the sources hold
+# nothing, ready or unacked (everything confirmed by the destination and acked). Messages
+# taken before that moment (start-up) are not counted: msgs_per_s = those left / time.
+# CPU (user + system, /proc/PID/stat, sampled every 10 ms) over the same window, divided by
+# the same count. After each run the destinations are counted (bench_load verify / count):
+# every back office must hold exactly what the fill routed there, no dead letters, nothing
+# left; otherwise the run fails (a lost message makes a run invalid, not fast).
+#
+# Output: `key=value` lines on stdout (progress on stderr):
+#   n_<size>                          messages per run at that size
+#   shovel_<size>_msgs_per_s
+#   bare_<size>_msgs_per_s, bare_<size>_cpu_us_per_msg
+#   gateway_<size>_<store>_msgs_per_s, …_ratio_vs_shovel, …_cpu_us_per_msg,
+#     …_startup_ms (process start until all platform consumers are up), …_peak_rss_mib (VmHWM),
+#     …_fill_msgs_per_s (bench_load fill's publishing rate into the platform queues)
+#   gateway_<size>_<store>_latency_{rate_target,rate_achieved,published,arrived,missing,
+#     duplicated,misrouted,unexpected,p50_ms,p99_ms,p999_ms,max_ms}
+#   instances_<k>_msgs_per_s, instances_<k>_cpu_us_per_msg (all instances together),
+#     instances_<k>_startup_ms, instances_<k>_peak_rss_mib (the largest), instances_<k>_fill_msgs_per_s
+#   and last, exactly: ratio_vs_shovel=X.XX (4 KiB, SQLite; else the first size and store run)
 set -euo pipefail
 
+if [ "${QUICK:-0}" = 1 ]; then
+  : "${N:=10000}" "${SIZES:=4096}" "${STORES:=sqlite}" "${INSTANCES=}" "${BARE:=0}" "${LAT_SECONDS:=5}"
+fi
 N=${N:-20000}
-SIZE=${SIZE:-4096}
-PREFETCH=${PREFETCH:-256}   # the platform's prefetch (the gateway's default)
+MAX_MIB=${MAX_MIB:-512}
+SIZES=${SIZES:-"1024 4096 262144"}
+STORES=${STORES:-"sqlite postgres"}
+INSTANCES=${INSTANCES-"1 2 3"}
+INSTANCE_SIZE=${INSTANCE_SIZE:-4096}
+BARE=${BARE:-1}
+LAT_SECONDS=${LAT_SECONDS:-10}
+PREFETCH=${PREFETCH:-256}
+WAIT_S=${WAIT_S:-300}
+PG_URL=${PG_URL:-postgres://ozg:ozg@127.0.0.1:5432/ozg_test}
+
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 export PATH="$PATH:/usr/sbin"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+say() { echo "run.sh [${SECONDS}s]: $*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+for store in $STORES; do
+  case $store in sqlite | postgres) ;; *) die "STORES: unknown store $store (sqlite, postgres)" ;; esac
+done
+need_pg=0
+case " $STORES " in *" postgres "*) need_pg=1 ;; esac
+if [ -n "${INSTANCES// /}" ]; then need_pg=1; fi
+for tool in curl rabbitmqctl awk; do
+  command -v "$tool" >/dev/null || die "$tool is missing"
+done
+if [ "$need_pg" = 1 ]; then command -v psql >/dev/null || die "psql is missing (PostgreSQL runs need it)"; fi
 
 "$root/deploy/local/broker.sh" >&2
+if [ "$need_pg" = 1 ]; then "$root/deploy/local/postgres.sh" >&2; fi
 
 cd "$root"
-# GW=path/to/ozg-gateway skips the build (e.g. while another cargo holds the target dir).
+target=${CARGO_TARGET_DIR:-$root/target}
 if [ -z "${GW:-}" ]; then
+  say "building the gateway (release)"
   cargo build --release --quiet --bin ozg-gateway
 fi
-gw=${GW:-"${CARGO_TARGET_DIR:-$root/target}/release/ozg-gateway"}
+gw=${GW:-"$target/release/ozg-gateway"}
+if [ -z "${EXAMPLES:-}" ]; then
+  say "building bench_load and bare_forwarder (release)"
+  cargo build --release --quiet --example bench_load --example bare_forwarder
+fi
+examples=${EXAMPLES:-"$target/release/examples"}
+load="$examples/bench_load"
+bare="$examples/bare_forwarder"
+for bin in "$gw" "$load" "$bare"; do [ -x "$bin" ] || die "$bin is not an executable"; done
 
 api=http://127.0.0.1:15672/api
-vhost="ozg-bench-$$"
-amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
-tmp=$(mktemp -d)
-gw_pid=""
+prefix="ozg-bench-$$"
+gwvhost="$prefix-gateway"
+tmp=$(mktemp -d /tmp/ozg-bench.XXXXXX)
+mkfifo "$tmp/tick" # nobody writes to it: reading it with a timeout sleeps without a fork
+# drained.sh's broker-side poller (user rabbitmq) says here when it is ready.
+ready_dir=$(mktemp -d /tmp/ozg-bench-ready.XXXXXX)
+chmod 0777 "$ready_dir"
+hz=$(getconf CLK_TCK)
+bg_pids=()      # every process started in the background, ended in cleanup
+schemas=()      # PostgreSQL schemas created
+vhosts=()
 
 http() { # METHOD PATH [JSON]
   curl -sS -f -u guest:guest -X "$1" -H 'content-type: application/json' \
     ${3:+-d "$3"} "$api$2" >/dev/null
 }
+psql_do() { PGOPTIONS="-c client_min_messages=warning" psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -c "$1" >/dev/null; }
+
 cleanup() {
-  if [ -n "$gw_pid" ] && kill -0 "$gw_pid" 2>/dev/null; then
-    kill -TERM "$gw_pid" 2>/dev/null || true
-    wait "$gw_pid" 2>/dev/null || true
-  fi
-  curl -sS -u guest:guest -X DELETE "$api/parameters/shovel/$vhost/bench" >/dev/null 2>&1 || true
-  curl -sS -u guest:guest -X DELETE "$api/vhosts/$vhost" >/dev/null 2>&1 || true
-  rm -rf "$tmp"
+  local rc=$? p i
+  set +e
+  trap - INT TERM
+  for p in "${bg_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${bg_pids[@]}"; do
+    for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  bg_pids=()
+  http DELETE "/parameters/shovel/$gwvhost/bench" 2>/dev/null
+  # Deleting the vhosts also ends any waiter still polling inside the broker.
+  for v in "${vhosts[@]}"; do http DELETE "/vhosts/$v" 2>/dev/null; done
+  for s in "${schemas[@]}"; do psql_do "drop schema if exists $s cascade"; done
+  rm -rf "$tmp" "$ready_dir"
+  if [ "$rc" -ne 0 ]; then say "exit status $rc; everything the run created is removed"; fi
+  exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-now_ms() { date +%s%3N; }
+# Vhosts and schemas of earlier runs that were killed before they could clean up (their
+# process is gone): only the benchmark's own names.
+for v in $(curl -sS -f -u guest:guest "$api/vhosts?columns=name" | grep -o '"name":"ozg-bench-[0-9]*-[^"]*"' | cut -d'"' -f4); do
+  pid=${v#ozg-bench-}; pid=${pid%%-*}
+  if ! kill -0 "$pid" 2>/dev/null; then say "removing $v, left by run $pid"; http DELETE "/vhosts/$v" || true; fi
+done
+if [ "$need_pg" = 1 ]; then
+  for s in $(psql "$PG_URL" -qXtAc "select nspname from pg_namespace where nspname like 'ozg\_bench\_%'"); do
+    pid=${s#ozg_bench_}; pid=${pid%%_*}
+    if ! kill -0 "$pid" 2>/dev/null; then say "dropping schema $s, left by run $pid"; psql_do "drop schema $s cascade" || true; fi
+  done
+fi
 
-# Starts, in the background, a wait inside the broker until QUEUE holds N messages; writes
-# "ready_ms done_ms" (broker wall clock, same host) to FILE. Returns once it is polling.
-start_waiter() { # QUEUE FILE
-  local queue=$1 file=$2
-  $sudo_cmd rabbitmqctl eval -t 900 "
-    QN = rabbit_misc:r(<<\"$vhost\">>, queue, <<\"$queue\">>),
-    Now = fun() -> erlang:system_time(millisecond) end,
-    Count = fun() -> {ok, Q} = rabbit_amqqueue:lookup(QN),
-                     [{messages, M}] = rabbit_amqqueue:info(Q, [messages]), M end,
-    Ready = Now(),
-    Wait = fun W(Deadline) ->
-             case Count() >= $N of
-               true -> Now();
-               false -> case Now() > Deadline of
-                          true -> 0;
-                          false -> timer:sleep(5), W(Deadline)
-                        end
-             end
-           end,
-    {Ready, Wait(Ready + 600000)}." | tr -d '{} ' | tr ',' ' ' >"$file" &
+# reap PID…: waits for background processes and forgets them, so that cleanup never signals
+# a process id that the system may have handed to someone else since. Returns the last
+# one's exit status.
+reap() {
+  local p q rc=0 keep
+  for p in "$@"; do
+    wait "$p" 2>/dev/null && rc=0 || rc=$?
+    keep=()
+    for q in "${bg_pids[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+    bg_pids=("${keep[@]}")
+  done
+  return "$rc"
+}
+
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+
+# mkconfig FILE DATA_DIR [STORE_URL]: the benchmark configuration; prints its vhosts.
+mkconfig() {
+  "$load" config --example "$root/deploy/config/example.toml" --vhost-prefix "$prefix" \
+    --data-dir "$2" --prefetch "$PREFETCH" ${3:+--store "$3"} --out "$1" 2>/dev/null
+}
+
+# new_store KIND NAME: sets store_url for a fresh store ("" = SQLite in the data dir). Not
+# to be called in a subshell: it records the schemas that cleanup drops.
+new_store() {
+  store_url=""
+  if [ "$1" = postgres ]; then
+    local schema="ozg_bench_$$_$2" sep='?'
+    psql_do "create schema $schema"
+    schemas+=("$schema")
+    case $PG_URL in *\?*) sep='&' ;; esac
+    store_url="$PG_URL${sep}options=-csearch_path%3D$schema"
+  fi
+}
+
+# start_waiter OUT CONSUMERS VHOST:QUEUE…: deploy/bench/drained.sh in the background, its
+# line "ready_ms up_ms left_at_up done_ms" into OUT.
+# Returns once the poller runs inside the broker.
+start_waiter() {
+  local out=$1 ready i
+  shift
+  ready="$ready_dir/$(basename "$out").ready"
+  rm -f "$ready"
+  DRAINED_READY=$ready "$here/drained.sh" "$WAIT_S" "$@" >"$out" &
   waiter_pid=$!
-  sleep 3 # the CLI takes ~0.7 s to boot; checked afterwards against the start time
+  bg_pids+=("$waiter_pid")
+  for i in $(seq 1 600); do
+    [ -e "$ready" ] && return 0
+    kill -0 "$waiter_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  die "deploy/bench/drained.sh did not start polling inside the broker within 60 s"
 }
 
-# rate NAME START_MS WAITER_FILE: prints NAME=msgs/s, fails when the wait was not valid
-rate() {
-  local name=$1 start=$2 ready finish
-  read -r ready finish <"$3" || true
-  if [ -z "${finish:-}" ] || [ "$finish" = 0 ]; then
-    echo "run.sh: $name: the destination did not reach $N messages" >&2; return 1
-  fi
-  if [ "$ready" -gt "$start" ]; then
-    echo "run.sh: $name: the waiter started after the clock ($ready > $start)" >&2; return 1
-  fi
-  awk -v n="$N" -v ms="$((finish - start))" -v name="$name" \
-    'BEGIN { printf "%s=%.0f\n", name, n * 1000 / ms }'
+# start_sampler OUT PID…: every 10 ms "epoch_us cpu_ticks" (user + system of the PIDs
+# together) until they have all exited or the sampler is killed. No forks in the loop.
+start_sampler() {
+  local out=$1
+  shift
+  (
+    exec {tick}<>"$tmp/tick"
+    set -f
+    while :; do
+      sum=0 alive=0
+      for p in "$@"; do
+        if read -r line 2>/dev/null <"/proc/$p/stat"; then
+          f=(${line##*) })
+          sum=$((sum + f[11] + f[12])) alive=1
+        fi
+      done
+      [ "$alive" = 1 ] || break
+      echo "${EPOCHREALTIME/./} $sum"
+      read -r -t 0.01 -u "$tick" _ || true
+    done >>"$out"
+  ) &
+  sampler_pid=$!
+  bg_pids+=("$sampler_pid")
 }
+
+# cpu_between FILE FROM_MS TO_MS: CPU ticks between the last sample at or before FROM and the
+# first at or after TO (the last one if the process ended first).
+cpu_between() {
+  awk -v from="$2" -v to="$3" '
+    { t = $1 / 1000 }
+    t <= from { a = $2 }
+    t >= to && b == "" { b = $2 }
+    { last = $2 }
+    END { if (b == "") b = last; if (a == "") a = 0; print b - a }' "$1"
+}
+
+# measured NAME WAITER_FILE N: checks the waiter's result (fails unless it saw the consumers
+# come up and the sources drain, with at least half of the N messages left when they came
+# up), sets up_ms, left, done_ms and rate (msg/s).
+measured() {
+  local name=$1 ready=""
+  up_ms="" left="" done_ms=""
+  read -r ready up_ms left done_ms <"$2" || true
+  if [ -z "$done_ms" ] || [ "$up_ms" = 0 ] || [ "$done_ms" = 0 ]; then
+    die "$name: not done within WAIT_S=$WAIT_S s (waiter: $(cat "$2"))"
+  fi
+  if [ "$left" -lt $(($3 / 2)) ]; then
+    die "$name: only $left of $3 messages left once the consumers were up (start-up too slow, or the waiter too late: started $ready, up $up_ms); use a larger N"
+  fi
+  rate=$(awk -v n="$left" -v ms="$((done_ms - up_ms))" 'BEGIN { printf "%.0f", n * 1000 / (ms > 0 ? ms : 1) }')
+}
+
+cpu_per_msg() { # NAME SAMPLES
+  awk -v t="$(cpu_between "$2" "$up_ms" "$done_ms")" -v hz="$hz" -v n="$left" -v name="$1" \
+    'BEGIN { printf "%s_cpu_us_per_msg=%.1f\n", name, t * 1000000 / hz / n }'
+}
+
+value() { sed -n "s/^$1=//p"; } # KEY < key=value lines
 
 # ---------------------------------------------------------------- set-up
-http PUT "/vhosts/$vhost"
-http PUT "/permissions/$vhost/guest" '{"configure":".*","write":".*","read":".*"}'
+mkconfig "$tmp/base.toml" "$tmp/data-base" >"$tmp/vhosts" || die "bench_load config failed"
+while read -r v; do
+  vhosts+=("$v")
+  http PUT "/vhosts/$v"
+  http PUT "/permissions/$v/guest" '{"configure":".*","write":".*","read":".*"}'
+done <"$tmp/vhosts"
+say "declaring the topology on ${#vhosts[@]} vhosts ($prefix-*)"
+"$gw" declare-topology --config "$tmp/base.toml" >/dev/null
+mapfile -t ingress < <("$load" ingress --config "$tmp/base.toml")
+amqp_gw="amqp://guest:guest@127.0.0.1:5672/$gwvhost"
 
-config() { # PLATFORM_ID QUEUE
-  cat <<TOML
-[gateway]
-dead_letter_broker = "bench"
-data_dir = "$tmp/data-$1"
+declare -A shovel_rate gateway_rate
 
-[brokers.bench]
-url = "$amqp"
-
-[[platforms]]
-id = "$1"
-land = "06"
-broker = "bench"
-ingress_queue = "$2"
-status_exchange = "ozg.status"
-prefetch = $PREFETCH
-
-[[destinations]]
-id = "bench-dest"
-name = "Benchmark destination"
-kind = "land-office"
-land = "06"
-broker = "bench"
-exchange = "ozg.backoffice"
-routing_key = "bench-dest"
-
-[[routes]]
-service = "*"
-region = "06"
-destination = "bench-dest"
-TOML
+n_for() { # SIZE
+  local cap=$((MAX_MIB * 1048576 / $1))
+  echo $((N < cap ? N : cap))
 }
-config bench-shovel bench.shovel.src >"$tmp/shovel.toml"
-config bench-gw ozg.submissions >"$tmp/gateway.toml"
-"$gw" declare-topology --config "$tmp/shovel.toml" >/dev/null
-"$gw" declare-topology --config "$tmp/gateway.toml" >/dev/null
-http PUT "/queues/$vhost/bench.shovel.dst" '{"durable":true}'
 
-# ---------------------------------------------------------------- (a) shovel
-echo "run.sh: filling the shovel's source queue with $N messages of $SIZE bytes" >&2
-t0=$(now_ms)
-"$gw" submit --config "$tmp/shovel.toml" --platform bench-shovel --count "$N" --size "$SIZE" >/dev/null
-t1=$(now_ms)
-awk -v n="$N" -v ms="$((t1 - t0))" 'BEGIN { printf "submit_msgs_per_s=%.0f\n", n * 1000 / ms }'
+# ---------------------------------------------------------------- shovel and bare forwarder
+shovel_run() { # SIZE N
+  local size=$1 n=$2
+  http PUT "/queues/$gwvhost/bench.shovel.dst" '{"durable":true}'
+  say "shovel, $size bytes: filling a queue with $n"
+  "$load" fill --config "$tmp/base.toml" --queue bench.shovel.src --count "$n" --size "$size" >/dev/null
+  start_waiter "$tmp/shovel.wait" 1 "$gwvhost:bench.shovel.src"
+  http PUT "/parameters/shovel/$gwvhost/bench" "{\"value\":{
+    \"src-protocol\":\"amqp091\",\"src-uri\":\"$amqp_gw\",\"src-queue\":\"bench.shovel.src\",
+    \"dest-protocol\":\"amqp091\",\"dest-uri\":\"$amqp_gw\",\"dest-queue\":\"bench.shovel.dst\",
+    \"ack-mode\":\"on-confirm\",\"src-prefetch-count\":1000,\"src-delete-after\":\"never\"}}"
+  reap "$waiter_pid" || true
+  measured "shovel_$size" "$tmp/shovel.wait" "$n"
+  http DELETE "/parameters/shovel/$gwvhost/bench"
+  "$load" count --config "$tmp/base.toml" --broker gateway --queue bench.shovel.dst --expect "$n" >/dev/null ||
+    die "shovel, $size bytes: the destination queue does not hold $n"
+  echo "shovel_${size}_msgs_per_s=$rate"
+  shovel_rate[$size]=$rate
+}
 
-start_waiter bench.shovel.dst "$tmp/shovel.wait"
-start=$(now_ms)
-http PUT "/parameters/shovel/$vhost/bench" "{\"value\":{
-  \"src-protocol\":\"amqp091\",\"src-uri\":\"$amqp\",\"src-queue\":\"bench.shovel.src\",
-  \"dest-protocol\":\"amqp091\",\"dest-uri\":\"$amqp\",\"dest-queue\":\"bench.shovel.dst\",
-  \"ack-mode\":\"on-confirm\",\"src-delete-after\":\"never\"}}"
-wait "$waiter_pid"
-shovel=$(rate shovel_msgs_per_s "$start" "$tmp/shovel.wait")
-echo "$shovel"
-http DELETE "/parameters/shovel/$vhost/bench"
+bare_run() { # SIZE N (moves what the shovel left in bench.shovel.dst)
+  local size=$1 n=$2 pid
+  http PUT "/queues/$gwvhost/bench.bare.dst" '{"durable":true}'
+  say "bare forwarder, $size bytes: moving $n"
+  start_waiter "$tmp/bare.wait" 1 "$gwvhost:bench.shovel.dst"
+  "$bare" "$amqp_gw" bench.shovel.dst bench.bare.dst "$n" "$PREFETCH" >"$tmp/bare.log" 2>&1 &
+  pid=$!
+  bg_pids+=("$pid")
+  start_sampler "$tmp/bare.cpu" "$pid"
+  reap "$waiter_pid" || true
+  reap "$pid" || die "the bare forwarder failed: $(tail -n 5 "$tmp/bare.log")"
+  reap "$sampler_pid" || true
+  measured "bare_$size" "$tmp/bare.wait" "$n"
+  echo "bare_${size}_msgs_per_s=$rate"
+  cpu_per_msg "bare_$size" "$tmp/bare.cpu"
+  "$load" count --config "$tmp/base.toml" --broker gateway --queue bench.bare.dst --expect "$n" >/dev/null ||
+    die "bare forwarder, $size bytes: the destination queue does not hold $n"
+}
 
-# ---------------------------------------------------------------- (b) gateway
-echo "run.sh: filling the platform queue with $N submissions of $SIZE bytes" >&2
-"$gw" submit --config "$tmp/gateway.toml" --platform bench-gw --count "$N" --size "$SIZE" >/dev/null
+drop_shovel_queues() {
+  local q
+  for q in bench.shovel.src bench.shovel.dst bench.bare.dst; do
+    curl -sS -u guest:guest -X DELETE "$api/queues/$gwvhost/$q" >/dev/null 2>&1 || true
+  done
+}
 
-start_waiter backoffice.bench-dest "$tmp/gateway.wait"
-start=$(now_ms)
-"$gw" run --config "$tmp/gateway.toml" >"$tmp/gateway.log" 2>&1 &
-gw_pid=$!
-while kill -0 "$waiter_pid" 2>/dev/null; do
-  if ! kill -0 "$gw_pid" 2>/dev/null; then
-    echo "run.sh: the gateway exited early; its log:" >&2
-    tail -n 20 "$tmp/gateway.log" >&2
-    exit 1
+# ---------------------------------------------------------------- gateway
+# gateway_run NAME SIZE N STORE INSTANCES LATENCY: fills, runs INSTANCES gateways on one
+# fresh store, measures, verifies; then the latency run at half the measured rate if
+# LATENCY=1. Prints NAME_… keys.
+gateway_run() {
+  local name=$1 size=$2 n=$3 store=$4 k=$5 latency=$6 url i pids=() started rss p
+  new_store "$store" "$name"
+  url=$store_url
+  for i in $(seq 1 "$k"); do
+    mkconfig "$tmp/$name-$i.toml" "$tmp/data-$name-$i" "$url" >/dev/null || die "bench_load config failed"
+  done
+  "$load" purge --config "$tmp/$name-1.toml" >/dev/null
+  say "$name: filling the 16 platform queues with $n submissions of $size bytes"
+  "$load" fill --config "$tmp/$name-1.toml" --count "$n" --size "$size" \
+    --expected "$tmp/$name.expected" >"$tmp/$name.fill" || die "$name: fill failed"
+  echo "${name}_fill_msgs_per_s=$(value msgs_per_s <"$tmp/$name.fill")"
+  start_waiter "$tmp/$name.wait" $((${#ingress[@]} * k)) "${ingress[@]}"
+  started=$(now_ms)
+  for i in $(seq 1 "$k"); do
+    ${GW_WRAP:-} "$gw" run --config "$tmp/$name-$i.toml" >"$tmp/$name-$i.log" 2>&1 &
+    pids+=($!)
+    bg_pids+=($!)
+  done
+  start_sampler "$tmp/$name.cpu" "${pids[@]}"
+  while kill -0 "$waiter_pid" 2>/dev/null; do
+    for i in "${!pids[@]}"; do
+      if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+        tail -n 20 "$tmp/$name-$((i + 1)).log" >&2
+        die "$name: gateway $((i + 1)) exited early (its log above)"
+      fi
+    done
+    sleep 0.1
+  done
+  reap "$waiter_pid" || true
+  measured "$name" "$tmp/$name.wait" "$n"
+  sleep 0.05 # one more CPU sample after done
+  kill "$sampler_pid" 2>/dev/null || true
+  reap "$sampler_pid" || true
+  rss=0
+  for p in "${pids[@]}"; do
+    i=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status")
+    if [ "$i" -gt "$rss" ]; then rss=$i; fi
+  done
+  "$load" verify --config "$tmp/$name-1.toml" --expected "$tmp/$name.expected" >/dev/null ||
+    die "$name: the back offices did not receive exactly what was sent (above)"
+  echo "${name}_msgs_per_s=$rate"
+  cpu_per_msg "$name" "$tmp/$name.cpu"
+  echo "${name}_startup_ms=$((up_ms - started))"
+  echo "${name}_peak_rss_mib=$((rss / 1024))"
+  gateway_rate[$name]=$rate
+  if [ "$latency" = 1 ] && [ "$LAT_SECONDS" != 0 ]; then
+    say "$name: latency at $((rate / 2)) msg/s for $LAT_SECONDS s"
+    "$load" paced --config "$tmp/$name-1.toml" --rate $((rate / 2)) --seconds "$LAT_SECONDS" \
+      --size "$size" >"$tmp/$name.latency" || {
+      sed "s/^/${name}_/" "$tmp/$name.latency"
+      die "$name: the latency run lost, duplicated or misrouted submissions"
+    }
+    sed "s/^/${name}_/" "$tmp/$name.latency"
   fi
-  sleep 0.2
-done
-wait "$waiter_pid"
-gateway=$(rate gateway_msgs_per_s "$start" "$tmp/gateway.wait") || { tail -n 20 "$tmp/gateway.log" >&2; exit 1; }
-echo "$gateway"
-# CPU time (user + system, in clock ticks: fields 14 and 15 of /proc/PID/stat) and peak RSS
-# of the gateway process over the whole run, start-up included.
-ticks=$(getconf CLK_TCK)
-read -r cpu_ticks < <(awk '{ print $14 + $15 }' "/proc/$gw_pid/stat")
-peak_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$gw_pid/status")
-awk -v t="$cpu_ticks" -v hz="$ticks" -v n="$N" \
-  'BEGIN { printf "gateway_cpu_us_per_msg=%.1f\n", t * 1000000 / hz / n }'
-echo "gateway_peak_rss_mib=$((peak_kib / 1024))"
-kill -TERM "$gw_pid"
-wait "$gw_pid" || true
-gw_pid=""
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  reap "${pids[@]}" || true
+}
 
-awk -v g="${gateway#*=}" -v s="${shovel#*=}" 'BEGIN { printf "ratio_vs_shovel=%.2f\n", g / s }'
+# ---------------------------------------------------------------- the runs
+first_ratio=""
+for size in $SIZES; do
+  n=$(n_for "$size")
+  echo "n_$size=$n"
+  shovel_run "$size" "$n"
+  if [ "$BARE" = 1 ]; then bare_run "$size" "$n"; fi
+  drop_shovel_queues
+  for store in $STORES; do
+    gateway_run "gateway_${size}_$store" "$size" "$n" "$store" 1 1
+    ratio=$(awk -v g="${gateway_rate[gateway_${size}_$store]}" -v s="${shovel_rate[$size]}" \
+      'BEGIN { printf "%.2f", g / s }')
+    echo "gateway_${size}_${store}_ratio_vs_shovel=$ratio"
+    if [ -z "$first_ratio" ]; then first_ratio=$ratio; fi
+    if [ "$size" = 4096 ] && [ "$store" = sqlite ]; then headline=$ratio; fi
+  done
+done
+for k in $INSTANCES; do
+  gateway_run "instances_$k" "$INSTANCE_SIZE" "$(n_for "$INSTANCE_SIZE")" postgres "$k" 0
+done
+
+if [ -n "${headline:-}" ]; then
+  echo "ratio_vs_shovel=$headline"
+elif [ -n "$first_ratio" ]; then
+  say "4096 bytes with SQLite was not run: ratio_vs_shovel is that of the first size and store"
+  echo "ratio_vs_shovel=$first_ratio"
+fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite against a real RabbitMQ and PostgreSQL (for the PostgreSQL store): the
-# same broker bootstrap as up.sh, then
+# same broker bootstrap and definitions import as up.sh, then
 # cargo test (unit, integration and binary tests). Tests create and delete vhosts of their
 # own (ozgtest-*), so they run in parallel without seeing each other.
 set -euo pipefail
@@ -8,9 +8,18 @@ cd "$(dirname "$0")/../.."
 
 deploy/local/broker.sh
 deploy/local/postgres.sh
+# The example's vhosts and topology from deploy/rabbitmq/definitions.json, as up.sh loads
+# them: a definitions file the broker refuses fails here, before the tests.
+deploy/local/vhosts.sh
 export PATH="$PATH:/usr/sbin"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+# tests/deploy.rs verifies the systemd unit with systemd-analyze (part of systemd).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "test.sh: installing systemd for systemd-analyze"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q systemd
+fi
 
 # Vhosts left behind by an interrupted earlier run.
 for vhost in $($sudo_cmd rabbitmqctl list_vhosts --quiet --no-table-headers 2>/dev/null | grep '^ozgtest-' || true); do

@@ -30,7 +30,7 @@ pub struct LinkView {
 
 impl LinkView {
     pub fn connected(&self) -> bool {
-        matches!(*self.state.borrow(), LinkState::Connected)
+        self.state.borrow().is_connected()
     }
 }
 

@@ -73,10 +73,15 @@ impl pb::stats_service_server::StatsService for Stats {
         let brokers = state
             .links
             .iter()
-            .map(|l| pb::BrokerLink {
-                broker: l.broker.clone(),
-                role: l.role.to_owned(),
-                connected: l.connected(),
+            .map(|l| {
+                let state = l.state.borrow();
+                pb::BrokerLink {
+                    broker: l.broker.clone(),
+                    role: l.role.to_owned(),
+                    connected: state.is_connected(),
+                    node: state.node().unwrap_or_default().to_owned(),
+                    last_error: state.last_error().unwrap_or_default().to_owned(),
+                }
             })
             .collect();
         let pending = state

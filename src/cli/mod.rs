@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
+use ozg_gateway::secret::{self, Secret};
 use ozg_gateway::wire::admin as api;
 use ozg_gateway::wire::admin::dead_letter_service_client::DeadLetterServiceClient;
 use ozg_gateway::wire::admin::directory_service_client::DirectoryServiceClient;
@@ -45,9 +46,15 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     address: String,
-    /// Sent as `authorization: Bearer <token>`. Prefer the environment variable: a flag
-    /// shows in the process list.
-    #[arg(long, global = true, env = "OZG_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the bearer token (one trailing newline is ignored), sent as
+    /// `authorization: Bearer <token>`. Without it, the token comes from the environment
+    /// variable OZG_ADMIN_TOKEN. There is no flag for the token itself: every user can see a
+    /// process's arguments.
+    #[arg(long, global = true, value_name = "FILE", env = "OZG_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Refused with a usage error, so that an old script fails instead of going on
+    /// without its token.
+    #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     token: Option<String>,
     /// PEM file of the CA that signed the admin API's certificate (https only).
     #[arg(long, global = true, value_name = "FILE")]
@@ -284,16 +291,48 @@ enum IngressCommand {
 
 pub async fn run(args: AdminArgs) -> ExitCode {
     let address = args.address.clone();
-    let token = args.token.clone();
-    match execute(args).await {
+    let token = match token(&args) {
+        Ok(token) => token,
+        Err(failure) => {
+            if let Some(line) = failure.message(&address, None) {
+                eprintln!("admin: {line}");
+            }
+            return ExitCode::from(failure.exit_code());
+        }
+    };
+    let shown = token.as_ref().map(Secret::expose);
+    match execute(args, token.as_ref()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            if let Some(line) = failure.message(&address, token.as_deref()) {
+            if let Some(line) = failure.message(&address, shown) {
                 eprintln!("admin: {line}");
             }
             ExitCode::from(failure.exit_code())
         }
     }
+}
+
+/// The token from `--token-file` (or OZG_ADMIN_TOKEN_FILE), else OZG_ADMIN_TOKEN, else none.
+fn token(args: &AdminArgs) -> Result<Option<Secret>, Failure> {
+    if args.token.is_some() {
+        return Err(Failure::Usage(
+            "--token is not accepted: every user can see a process's arguments; \
+             put the token in a file for --token-file FILE, or in OZG_ADMIN_TOKEN"
+                .into(),
+        ));
+    }
+    if let Some(path) = &args.token_file {
+        let read =
+            secret::from_file(path).map_err(|e| Failure::Usage(format!("--token-file: {e}")))?;
+        if let Some(warning) = read.warning {
+            eprintln!("admin: warning: --token-file: {warning}");
+        }
+        return Ok(Some(read.secret));
+    }
+    Ok(std::env::var("OZG_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new))
 }
 
 type Authed = InterceptedService<Channel, Bearer>;
@@ -385,7 +424,7 @@ fn print(bytes: &[u8], newline: bool) -> Result<(), Failure> {
     }
 }
 
-async fn execute(args: AdminArgs) -> Result<(), Failure> {
+async fn execute(args: AdminArgs, token: Option<&Secret>) -> Result<(), Failure> {
     let target = Target {
         address: args.address,
         ca_cert: args.ca_cert,
@@ -395,7 +434,7 @@ async fn execute(args: AdminArgs) -> Result<(), Failure> {
     };
     let api = Api {
         channel: connect::endpoint(&target)?.connect_lazy(),
-        bearer: Bearer::new(args.token.as_deref())?,
+        bearer: Bearer::new(token.map(Secret::expose))?,
         timeout: args.timeout,
     };
     let out = Output { json: args.json };
@@ -927,11 +966,33 @@ mod tests {
                     *justification = " ".into();
                 }
             }
-            match execute(args).await {
+            match execute(args, None).await {
                 Err(Failure::Usage(text)) => assert!(text.contains(expected), "{line}: {text}"),
                 Err(other) => panic!("{line}: {other:?}"),
                 Ok(()) => panic!("{line}: succeeded"),
             }
+        }
+    }
+
+    #[test]
+    fn a_token_on_the_command_line_is_refused_without_repeating_it() {
+        let args = parse("--token s3cr3t-t0ken overview").unwrap();
+        match token(&args) {
+            Err(Failure::Usage(text)) => {
+                assert!(text.contains("--token is not accepted"), "{text}");
+                assert!(text.contains("--token-file"), "{text}");
+                assert!(!text.contains("s3cr3t"), "{text}");
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a token on the command line was accepted"),
+        }
+        let args = parse("--token-file /nonexistent/token overview").unwrap();
+        match token(&args) {
+            Err(Failure::Usage(text)) => assert_eq!(
+                text,
+                "--token-file: cannot read /nonexistent/token: No such file or directory (os error 2)"
+            ),
+            _ => panic!("a missing token file must be a usage error"),
         }
     }
 }

@@ -216,9 +216,14 @@ pub fn overview(o: &api::Overview) -> String {
             &last_error,
         ]);
     }
-    let mut brokers = Table::new(&["BROKER", "ROLE", "CONNECTED"]);
+    let mut brokers = Table::new(&["BROKER", "ROLE", "CONNECTED", "NODE / LAST ERROR"]);
     for b in &o.brokers {
-        brokers.row(&[&b.broker, &b.role, if b.connected { "yes" } else { "no" }]);
+        let (connected, detail) = if b.connected {
+            ("yes", &b.node)
+        } else {
+            ("no", &b.last_error)
+        };
+        brokers.row(&[&b.broker, &b.role, connected, detail]);
     }
     sections(&[
         head,

@@ -7,6 +7,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod node;
+pub mod pki;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,30 +74,24 @@ impl Vhosts {
     /// consumed or reordered).
     pub async fn queue_depth(&self, label: &str, queue: &str) -> u32 {
         let connection = connect(&self.url(label)).await;
-        let channel = connection.create_channel().await.unwrap();
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("queue {queue} on {label}: {e}"));
+        let depth = message_count(&connection, queue).await;
         let _ = connection.close(200, "done".into()).await;
-        q.message_count()
+        depth
     }
 }
 
 impl Drop for Vhosts {
     fn drop(&mut self) {
-        for name in self.names.values() {
-            let _ = ureq::delete(format!("{MANAGEMENT}/vhosts/{name}"))
-                .header("Authorization", AUTH)
-                .call();
-        }
+        // Concurrently: deleting a vhost takes a few hundred ms, and some tests have 17.
+        std::thread::scope(|scope| {
+            for name in self.names.values() {
+                scope.spawn(move || {
+                    let _ = ureq::delete(format!("{MANAGEMENT}/vhosts/{name}"))
+                        .header("Authorization", AUTH)
+                        .call();
+                });
+            }
+        });
     }
 }
 
@@ -114,6 +111,25 @@ fn management(method: &str, path: &str, body: Option<&str>) {
              (run deploy/local/test.sh, which starts one)."
         );
     }
+}
+
+/// Messages ready in `queue`, by a passive declare on a channel of its own (nothing is
+/// consumed or reordered).
+pub async fn message_count(connection: &Connection, queue: &str) -> u32 {
+    let channel = connection.create_channel().await.unwrap();
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+    let _ = channel.close(200, "counted".into()).await;
+    q.message_count()
 }
 
 pub async fn connect(url: &str) -> Connection {
@@ -276,6 +292,11 @@ pub struct Admin {
 impl Admin {
     pub async fn start(config: ozg_gateway::Config) -> Admin {
         declare(&config).await;
+        Admin::launch(config).await
+    }
+
+    /// Starts the gateway on a topology the test declared itself.
+    pub async fn launch(config: ozg_gateway::Config) -> Admin {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let handle = tokio::spawn(ozg_gateway::app::run_reporting(
@@ -636,6 +657,15 @@ pub async fn drain_dead_letters(channel: &Channel, quiet: Duration) -> Vec<Recei
 }
 
 // ---- the real binary -------------------------------------------------------------------------
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a listener the gateway opens).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// Sends a signal (`"-TERM"`, `"-KILL"`) to a child process.
 pub fn signal(child: &std::process::Child, sig: &str) {
