@@ -92,6 +92,13 @@ pub enum Role {
 /// commands is opened here. amqps:// verifies the node against the broker's CA only
 /// (`tls::BrokerTls`), with the node's host or the configured `server_name`; there is no
 /// way to skip that.
+/// The frame size the gateway asks for unless a broker's URL says `?frame_max=`. lapin
+/// keeps a send and a receive buffer of 32 frames per connection, zero-filled: at RabbitMQ's
+/// default of 128 KiB that is 8 MiB per connection, and with one publishing and one consuming
+/// connection per broker the example's 17 brokers held 290 of the idle gateway's 330 MiB.
+/// 8 KiB frames carry a 4 KiB submission in one frame; bigger ones take several.
+pub const DEFAULT_FRAME_MAX: u32 = 8192;
+
 pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connection, ConnectError> {
     let role_name = match role {
         Role::Consume => "consume",
@@ -106,7 +113,10 @@ pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connect
     };
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
-    let uri = target.uri().clone();
+    let mut uri = target.uri().clone();
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(DEFAULT_FRAME_MAX);
+    }
     let connecting = async {
         match &broker.tls {
             None if uri.scheme == AMQPScheme::AMQP => {
