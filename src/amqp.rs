@@ -444,13 +444,18 @@ impl Publisher {
                 Err(self.channel_error("channel is not in confirm mode"))
             }
         };
+        // A nacked channel is retired too: RabbitMQ 3.10 kept nacking every publish on a
+        // channel opened while quorum queues were electing new leaders after a node died
+        // (tests/cluster.rs stalled on it), and a fresh channel is cheap next to that.
         if matches!(
             result,
-            Err(DeliveryError::Channel { .. } | DeliveryError::ConfirmTimeout { .. })
+            Err(DeliveryError::Channel { .. }
+                | DeliveryError::ConfirmTimeout { .. }
+                | DeliveryError::Nacked { .. })
         ) {
             self.discard(&open).await;
         } else if let Some(mut gate) = proving {
-            // Confirmed, or returned or nacked with the channel still open: it works.
+            // Confirmed, or returned with the channel still open: it works.
             *gate = true;
             open.proven
                 .store(true, std::sync::atomic::Ordering::Release);
