@@ -54,7 +54,8 @@
 #
 # Output: `key=value` lines on stdout (progress on stderr):
 #   n_<size>                          messages per run at that size
-#   shovel_<size>_msgs_per_s
+#   shovel_<size>_msgs_per_s, shovel_<size>_broker_cpu_us_per_msg (the broker's CPU, shovel
+#     included, per message moved; every run has its …_broker_cpu_us_per_msg)
 #   bare_<size>_msgs_per_s, bare_<size>_cpu_us_per_msg
 #   gateway_<size>_<store>_msgs_per_s, …_ratio_vs_shovel, …_cpu_us_per_msg,
 #     …_startup_ms (process start until all platform consumers are up), …_peak_rss_mib (VmHWM),
@@ -128,6 +129,9 @@ mkfifo "$tmp/tick" # nobody writes to it: reading it with a timeout sleeps witho
 ready_dir=$(mktemp -d /tmp/ozg-bench-ready.XXXXXX)
 chmod 0777 "$ready_dir"
 hz=$(getconf CLK_TCK)
+# The broker's own CPU per message tells where the limit is when both share two cores.
+broker_pid=$($sudo_cmd rabbitmqctl eval 'os:getpid().' | tr -dc 0-9)
+[ -n "$broker_pid" ] || die "cannot tell the broker's process id (rabbitmqctl eval)"
 bg_pids=()      # every process started in the background, ended in cleanup
 schemas=()      # PostgreSQL schemas created
 vhosts=()
@@ -313,16 +317,22 @@ shovel_run() { # SIZE N
   say "shovel, $size bytes: filling a queue with $n"
   "$load" fill --config "$tmp/base.toml" --queue bench.shovel.src --count "$n" --size "$size" >/dev/null
   start_waiter "$tmp/shovel.wait" 1 "$gwvhost:bench.shovel.src"
+  start_sampler "$tmp/shovel.broker.cpu" "$broker_pid"
+  local broker_sampler=$sampler_pid
   http PUT "/parameters/shovel/$gwvhost/bench" "{\"value\":{
     \"src-protocol\":\"amqp091\",\"src-uri\":\"$amqp_gw\",\"src-queue\":\"bench.shovel.src\",
     \"dest-protocol\":\"amqp091\",\"dest-uri\":\"$amqp_gw\",\"dest-queue\":\"bench.shovel.dst\",
     \"ack-mode\":\"on-confirm\",\"src-prefetch-count\":1000,\"src-delete-after\":\"never\"}}"
   reap "$waiter_pid" || true
   measured "shovel_$size" "$tmp/shovel.wait" "$n"
+  sleep 0.05
+  kill "$broker_sampler" 2>/dev/null || true
+  reap "$broker_sampler" || true
   http DELETE "/parameters/shovel/$gwvhost/bench"
   "$load" count --config "$tmp/base.toml" --broker gateway --queue bench.shovel.dst --expect "$n" >/dev/null ||
     die "shovel, $size bytes: the destination queue does not hold $n"
   echo "shovel_${size}_msgs_per_s=$rate"
+  cpu_per_msg "shovel_${size}_broker" "$tmp/shovel.broker.cpu"
   shovel_rate[$size]=$rate
 }
 
@@ -334,13 +344,18 @@ bare_run() { # SIZE N (moves what the shovel left in bench.shovel.dst)
   "$bare" "$amqp_gw" bench.shovel.dst bench.bare.dst "$n" "$PREFETCH" >"$tmp/bare.log" 2>&1 &
   pid=$!
   bg_pids+=("$pid")
+  start_sampler "$tmp/bare.broker.cpu" "$broker_pid"
+  local broker_sampler=$sampler_pid
   start_sampler "$tmp/bare.cpu" "$pid"
   reap "$waiter_pid" || true
   reap "$pid" || die "the bare forwarder failed: $(tail -n 5 "$tmp/bare.log")"
   reap "$sampler_pid" || true
   measured "bare_$size" "$tmp/bare.wait" "$n"
+  kill "$broker_sampler" 2>/dev/null || true
+  reap "$broker_sampler" || true
   echo "bare_${size}_msgs_per_s=$rate"
   cpu_per_msg "bare_$size" "$tmp/bare.cpu"
+  cpu_per_msg "bare_${size}_broker" "$tmp/bare.broker.cpu"
   "$load" count --config "$tmp/base.toml" --broker gateway --queue bench.bare.dst --expect "$n" >/dev/null ||
     die "bare forwarder, $size bytes: the destination queue does not hold $n"
 }
@@ -375,6 +390,8 @@ gateway_run() {
     pids+=($!)
     bg_pids+=($!)
   done
+  start_sampler "$tmp/$name.broker.cpu" "$broker_pid"
+  local broker_sampler=$sampler_pid
   start_sampler "$tmp/$name.cpu" "${pids[@]}"
   while kill -0 "$waiter_pid" 2>/dev/null; do
     for i in "${!pids[@]}"; do
@@ -388,8 +405,8 @@ gateway_run() {
   reap "$waiter_pid" || true
   measured "$name" "$tmp/$name.wait" "$n"
   sleep 0.05 # one more CPU sample after done
-  kill "$sampler_pid" 2>/dev/null || true
-  reap "$sampler_pid" || true
+  kill "$sampler_pid" "$broker_sampler" 2>/dev/null || true
+  reap "$sampler_pid" "$broker_sampler" || true
   rss=0
   for p in "${pids[@]}"; do
     i=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status")
@@ -399,6 +416,7 @@ gateway_run() {
     die "$name: the back offices did not receive exactly what was sent (above)"
   echo "${name}_msgs_per_s=$rate"
   cpu_per_msg "$name" "$tmp/$name.cpu"
+  cpu_per_msg "${name}_broker" "$tmp/$name.broker.cpu"
   echo "${name}_startup_ms=$((up_ms - started))"
   echo "${name}_peak_rss_mib=$((rss / 1024))"
   gateway_rate[$name]=$rate
