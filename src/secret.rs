@@ -175,14 +175,15 @@ mod tests {
             e.to_string(),
             "cannot read /nonexistent/secret: No such file or directory (os error 2)"
         );
-        let f = file(b"pw\n", 0o644);
+        // Not "pw": a temporary file's random name can contain that.
+        let f = file(b"hunter2-secret\n", 0o644);
         let read = from_file(f.path()).unwrap();
         let warning = read.warning.unwrap();
         assert!(
             warning.contains("readable by every user (mode 0644)"),
             "{warning}"
         );
-        assert!(!warning.contains("pw"), "{warning}");
+        assert!(!warning.contains("hunter2"), "{warning}");
         for mode in [0o400, 0o600, 0o640] {
             assert!(
                 from_file(file(b"pw", mode).path())
