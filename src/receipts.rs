@@ -41,6 +41,11 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Overdue submissions reported per check at most; the next check takes the rest.
 const OVERDUE_BATCH: u32 = 500;
 
+/// How long an instance's claim on overdue submissions keeps the others off them: far
+/// longer than publishing one batch of status events takes, short enough that a platform
+/// hears about them soon when the claiming instance died meanwhile.
+const OVERDUE_CLAIM_LEASE: Duration = Duration::from_secs(5 * 60);
+
 /// What became of one receipt.
 #[derive(Debug)]
 enum Settle {
@@ -510,8 +515,13 @@ pub async fn report_once(
     let cutoff = SystemTime::now()
         .checked_sub(overdue_after)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let overdue = store.unanswered(cutoff, true, OVERDUE_BATCH).await?;
+    // Claimed, not just listed: instances sharing the store each report their own share,
+    // so that a platform hears "overdue" once per submission.
+    let overdue = store
+        .claim_overdue(cutoff, OVERDUE_CLAIM_LEASE, OVERDUE_BATCH)
+        .await?;
     let mut reported = Vec::with_capacity(overdue.len());
+    let mut unsent = Vec::new();
     for fate in &overdue {
         let submission = fate.submission_id.to_string();
         let waited = humantime::format_duration(Duration::from_secs(
@@ -551,11 +561,15 @@ pub async fn report_once(
                     .await;
             }
             // Reported at the next check.
-            Err(e) => tracing::warn!(submission_id = %submission, error = %e,
-                "overdue event not delivered to the platform"),
+            Err(e) => {
+                unsent.push(fate.submission_id);
+                tracing::warn!(submission_id = %submission, error = %e,
+                    "overdue event not delivered to the platform");
+            }
         }
     }
     store.mark_overdue_reported(&reported).await?;
+    store.release_overdue_claims(&unsent).await?;
     if !reported.is_empty() {
         tracing::warn!(
             n = reported.len(),

@@ -159,6 +159,8 @@ macro_rules! store_tests {
 store_tests!(
     answers_are_recorded_only_from_the_destination_and_only_once,
     unanswered_lists_overdue_and_marks_them_reported,
+    overdue_claims_are_disjoint_until_released_or_stale,
+    heartbeats_list_every_instance_with_its_latest_counts,
     new_id_is_new,
     recorded_id_is_delivered_with_its_destination,
     same_id_other_fingerprint_is_a_conflict,
@@ -1583,6 +1585,93 @@ async fn unanswered_lists_overdue_and_marks_them_reported(db: Db) {
     assert_eq!(ids(all.clone()), [older, old]);
     assert!(all[0].overdue_reported_at.is_some());
     assert!(all[1].overdue_reported_at.is_none());
+}
+
+/// Two instances claiming at once get disjoint sets; a released claim, or one older than the
+/// lease (its instance died before reporting), is taken again; a reported one never.
+async fn overdue_claims_are_disjoint_until_released_or_stale(db: Db) {
+    let store = db.open().await;
+    let hour = Duration::from_secs(3600);
+    let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let records: Vec<DeliveryRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| rec(*id, &i.to_string(), "d", now() - hour))
+        .collect();
+    store.record(&records).await.unwrap();
+    let cutoff = now() - hour / 2;
+    let claimed = |fates: Vec<store::Fate>| {
+        let mut ids: Vec<Uuid> = fates.into_iter().map(|f| f.submission_id).collect();
+        ids.sort();
+        ids
+    };
+    let lease = Duration::from_secs(300);
+    let (a, b) = tokio::join!(
+        store.claim_overdue(cutoff, lease, 4),
+        store.claim_overdue(cutoff, lease, 4)
+    );
+    let (a, b) = (claimed(a.unwrap()), claimed(b.unwrap()));
+    assert_eq!(a.len() + b.len(), 6, "{a:?} {b:?}");
+    assert!(
+        a.iter().all(|id| !b.contains(id)),
+        "claimed twice: {a:?} {b:?}"
+    );
+    assert!(claimed(store.claim_overdue(cutoff, lease, 10).await.unwrap()).is_empty());
+
+    store.mark_overdue_reported(&a).await.unwrap();
+    store.release_overdue_claims(&b).await.unwrap();
+    assert_eq!(
+        claimed(store.claim_overdue(cutoff, lease, 10).await.unwrap()),
+        b,
+        "released claims are taken again, reported ones not"
+    );
+    // Claims older than the lease count as abandoned.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        claimed(
+            store
+                .claim_overdue(cutoff, Duration::from_millis(10), 10)
+                .await
+                .unwrap()
+        ),
+        b
+    );
+}
+
+async fn heartbeats_list_every_instance_with_its_latest_counts(db: Db) {
+    let store = db.open().await;
+    let started_at = now() - Duration::from_secs(60);
+    let beat = |id: &str, seen_at: SystemTime, consumed: u64| store::Instance {
+        id: id.to_owned(),
+        host: "gw-host".to_owned(),
+        pid: 4711,
+        version: "0.1.0".to_owned(),
+        started_at,
+        seen_at,
+        directory_version: 3,
+        consumed,
+        forwarded: consumed,
+        rejected: 1,
+        in_flight: 2,
+    };
+    let long_ago = now() - Duration::from_secs(7200);
+    store.heartbeat(&beat("a", now(), 10)).await.unwrap();
+    store.heartbeat(&beat("b", long_ago, 5)).await.unwrap();
+    let latest = beat("a", now(), 25);
+    store.heartbeat(&latest).await.unwrap();
+    let listed = store
+        .instances(now() - Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(listed, [latest]);
+    assert_eq!(
+        store
+            .purge_instances(now() - Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.instances(UNIX_EPOCH).await.unwrap().len(), 1);
 }
 
 async fn event_recorder_flushes_on_shutdown(db: Db) {

@@ -3,7 +3,7 @@
 //! none came in time. Kept on the deduplication record, which already says where the
 //! submission went: a receipt is checked against exactly that.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
@@ -79,6 +79,47 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::mark_overdue_reported(pool, ids, at).await,
             Backend::Postgres(pool) => postgres::mark_overdue_reported(pool, ids, at).await,
+        }
+    }
+
+    /// Takes up to `limit` submissions delivered before `delivered_before`, without an
+    /// answer and not reported overdue yet, for this instance to report, oldest first.
+    /// Instances sharing the store get disjoint sets: a claimed row is passed over until
+    /// its claim is older than `lease`, after which another instance takes it (the claimer
+    /// died before reporting). Report with [`mark_overdue_reported`](Self::mark_overdue_reported)
+    /// or give back with [`release_overdue_claims`](Self::release_overdue_claims).
+    pub async fn claim_overdue(
+        &self,
+        delivered_before: SystemTime,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Fate>, StoreError> {
+        let now = SystemTime::now();
+        let before = to_micros(delivered_before);
+        let stale = to_micros(now.checked_sub(lease).unwrap_or(UNIX_EPOCH));
+        let at = to_micros(now);
+        let mut claimed = match &self.backend {
+            Backend::Sqlite(pool) => sqlite::claim_overdue(pool, before, stale, at, limit).await?,
+            Backend::Postgres(pool) => {
+                postgres::claim_overdue(pool, before, stale, at, limit).await?
+            }
+        };
+        // RETURNING follows no ORDER BY.
+        claimed.sort_by(|a, b| {
+            (a.delivered_at, a.submission_id).cmp(&(b.delivered_at, b.submission_id))
+        });
+        Ok(claimed)
+    }
+
+    /// Gives claims back (the report failed), so that the next check, here or on another
+    /// instance, takes them again at once.
+    pub async fn release_overdue_claims(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::release_overdue_claims(pool, ids).await,
+            Backend::Postgres(pool) => postgres::release_overdue_claims(pool, ids).await,
         }
     }
 }

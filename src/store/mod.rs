@@ -23,6 +23,7 @@ mod admin;
 mod dedup;
 mod events;
 mod fates;
+mod instances;
 mod postgres;
 mod sqlite;
 
@@ -44,6 +45,7 @@ pub use admin::{
 pub use dedup::Deduplicator;
 pub use events::EventRecorder;
 pub use fates::{Answer, Fate};
+pub use instances::Instance;
 
 /// How long a delivered submission id is remembered unless configured otherwise.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);

@@ -47,9 +47,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace on the delivery record",
         include_str!("migrations/postgres/0005_trace_on_record.sql"),
     ),
+    (
+        6,
+        "instances",
+        include_str!("migrations/postgres/0006_instances.sql"),
+    ),
 ];
 
-/// Two batch tasks (checks, records), a purge, and one spare.
+/// Two batch tasks (checks, records), and two for the short rest: trace events, purges, the
+/// heartbeat, the directory poll, admin calls.
 const MAX_CONNECTIONS: u32 = 4;
 
 /// How long a query waits for a pooled connection (and so, while the server is down, how
@@ -274,6 +280,52 @@ pub(super) async fn mark_overdue_reported(
     .execute(pool)
     .await
     .map_err(StoreError::query("mark overdue"))?;
+    Ok(())
+}
+
+/// Claims up to `limit` overdue, unreported submissions whose claim (if any) is older than
+/// `stale_before`. `SKIP LOCKED`: instances checking at the same moment take disjoint rows
+/// instead of waiting for each other.
+pub(super) async fn claim_overdue(
+    pool: &PgPool,
+    delivered_before: i64,
+    stale_before: i64,
+    at: i64,
+    limit: u32,
+) -> Result<Vec<Fate>, StoreError> {
+    const OP: &str = "claim overdue submissions";
+    let rows = sqlx::query(&format!(
+        "UPDATE delivered_submissions \
+         SET overdue_claimed_at = timestamptz 'epoch' + $3 * interval '1 microsecond' \
+         WHERE submission_id IN ( \
+             SELECT submission_id FROM delivered_submissions \
+             WHERE answer IS NULL AND overdue_reported_at IS NULL \
+               AND delivered_at < timestamptz 'epoch' + $1 * interval '1 microsecond' \
+               AND (overdue_claimed_at IS NULL \
+                    OR overdue_claimed_at < timestamptz 'epoch' + $2 * interval '1 microsecond') \
+             ORDER BY delivered_at, submission_id LIMIT $4 \
+             FOR UPDATE SKIP LOCKED) \
+         RETURNING {FATE_COLUMNS}"
+    ))
+    .bind(delivered_before)
+    .bind(stale_before)
+    .bind(at)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    fates(&rows, OP)
+}
+
+pub(super) async fn release_overdue_claims(pool: &PgPool, ids: &[Uuid]) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE delivered_submissions SET overdue_claimed_at = NULL \
+         WHERE submission_id = ANY($1) AND overdue_reported_at IS NULL",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("release overdue claims"))?;
     Ok(())
 }
 

@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace on the delivery record",
         include_str!("migrations/sqlite/0005_trace_on_record.sql"),
     ),
+    (
+        6,
+        "instances",
+        include_str!("migrations/sqlite/0006_instances.sql"),
+    ),
 ];
 
 /// One writer at a time is all SQLite allows; WAL lets the readers (checks) run beside it.
@@ -315,6 +320,51 @@ pub(super) async fn mark_overdue_reported(
     .execute(pool)
     .await
     .map_err(StoreError::query("mark overdue"))?;
+    Ok(())
+}
+
+/// Claims up to `limit` overdue, unreported submissions whose claim (if any) is older than
+/// `stale_before`; one statement, so two gateways on one file cannot both claim a row.
+pub(super) async fn claim_overdue(
+    pool: &SqlitePool,
+    delivered_before: i64,
+    stale_before: i64,
+    at: i64,
+    limit: u32,
+) -> Result<Vec<Fate>, StoreError> {
+    const OP: &str = "claim overdue submissions";
+    let rows = sqlx::query(&format!(
+        "UPDATE delivered_submissions SET overdue_claimed_at = ?3 \
+         WHERE submission_id IN ( \
+             SELECT submission_id FROM delivered_submissions \
+             WHERE answer IS NULL AND overdue_reported_at IS NULL AND delivered_at < ?1 \
+               AND (overdue_claimed_at IS NULL OR overdue_claimed_at < ?2) \
+             ORDER BY delivered_at, submission_id LIMIT ?4) \
+         RETURNING {FATE_COLUMNS}"
+    ))
+    .bind(delivered_before)
+    .bind(stale_before)
+    .bind(at)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::query(OP))?;
+    fates(&rows, OP)
+}
+
+pub(super) async fn release_overdue_claims(
+    pool: &SqlitePool,
+    ids: &[Uuid],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE delivered_submissions SET overdue_claimed_at = NULL \
+         WHERE submission_id IN (SELECT value FROM json_each(?1)) \
+           AND overdue_reported_at IS NULL",
+    )
+    .bind(uuid_json(ids))
+    .execute(pool)
+    .await
+    .map_err(StoreError::query("release overdue claims"))?;
     Ok(())
 }
 
