@@ -295,6 +295,20 @@ pub async fn run_reporting(
         config.receipts.clone(),
         stop_consuming.clone(),
     ));
+    let identity = crate::instances::Identity::new(activity.started);
+    let beat = tokio::spawn(crate::instances::beat(
+        identity.clone(),
+        gateway.clone(),
+        store.clone(),
+        stop_links.clone(),
+    ));
+    tokio::spawn(crate::instances::follow_directory(
+        config.clone(),
+        gateway.clone(),
+        store.clone(),
+        config.store.directory_poll,
+        stop_links.clone(),
+    ));
     let health = admin::Health::start(&config, &links.states(), &activity, &stop_links);
     let admin_server = match &config.admin {
         Some(settings) => Some(
@@ -305,6 +319,7 @@ pub async fn run_reporting(
                     gateway.clone(),
                     store.clone(),
                     links.states(),
+                    identity.id.clone(),
                     stop_links.clone(),
                 ),
                 health,
@@ -354,6 +369,10 @@ pub async fn run_reporting(
     }
     links.close().await;
     purge.abort();
+    // The last heartbeat keeps this instance's final counters in the listing.
+    if let Err(e) = beat.await {
+        tracing::warn!(error = %e, "instance heartbeat task failed");
+    }
     drop(gateway);
     if let Ok(dedup) = Arc::try_unwrap(dedup) {
         dedup.shutdown().await;
@@ -369,7 +388,7 @@ pub async fn run_reporting(
 /// The file's directory merged with the entries stored through the admin API. A stored
 /// entry that no longer fits the file (the file now defines the same id, a broker was
 /// removed) is left out and logged; the gateway still starts.
-async fn load_directory(config: &Config, store: &Store) -> Snapshot {
+pub(crate) async fn load_directory(config: &Config, store: &Store) -> Snapshot {
     let stored = match store.load_directory().await {
         Ok(stored) => crate::admin::stored_entries(&stored),
         Err(e) => {
@@ -435,6 +454,12 @@ async fn purge_periodically(
             "settled dead letters",
             store
                 .purge_dead_letters(cutoff(settings.dead_letter_retention))
+                .await,
+        );
+        report(
+            "instances no longer running",
+            store
+                .purge_instances(cutoff(crate::instances::LISTED_FOR))
                 .await,
         );
         tokio::time::sleep(PURGE_INTERVAL).await;

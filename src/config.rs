@@ -173,6 +173,8 @@ struct RawStore {
     trace_retention: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     dead_letter_retention: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    directory_poll: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -482,6 +484,9 @@ pub struct StoreSettings {
     pub trace_retention: Duration,
     /// How long replayed or discarded dead letters (bodies included) are kept.
     pub dead_letter_retention: Duration,
+    /// How often the stored directory's version is read, so that a change made through
+    /// another instance's admin API is put in use here too.
+    pub directory_poll: Duration,
 }
 
 impl fmt::Debug for StoreSettings {
@@ -491,6 +496,7 @@ impl fmt::Debug for StoreSettings {
             .field("dedup_window", &self.dedup_window)
             .field("trace_retention", &self.trace_retention)
             .field("dead_letter_retention", &self.dead_letter_retention)
+            .field("directory_poll", &self.directory_poll)
             .finish()
     }
 }
@@ -513,6 +519,8 @@ pub const DEFAULT_RECEIPT_RETENTION: Duration = Duration::from_secs(30 * 24 * 36
 
 pub const DEFAULT_TRACE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A route changed on one instance is in use on all within about this long.
+pub const DEFAULT_DIRECTORY_POLL: Duration = Duration::from_secs(2);
 
 /// A name for a LeiKa key, shown to operators next to routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1274,6 +1282,11 @@ impl Validator {
         if dedup_window.is_zero() {
             self.error("store.dedup_window", "must be longer than zero");
         }
+        let directory_poll = raw.store.directory_poll.unwrap_or(DEFAULT_DIRECTORY_POLL);
+        if directory_poll < Duration::from_millis(100) {
+            // Each poll is one query per instance: faster than this only loads the store.
+            self.error("store.directory_poll", "must be at least 100ms");
+        }
 
         // Retries.
         let delays = raw
@@ -1581,6 +1594,7 @@ impl Validator {
                         .store
                         .dead_letter_retention
                         .unwrap_or(DEFAULT_DEAD_LETTER_RETENTION),
+                    directory_poll,
                 },
                 brokers,
                 platforms,
@@ -1961,6 +1975,25 @@ destination = "he-darmstadt"
         }
         assert!(
             errors.starts_with("invalid configuration: 6 errors"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn the_directory_is_polled_every_two_seconds_unless_configured() {
+        assert_eq!(
+            parse(VALID).unwrap().store.directory_poll,
+            DEFAULT_DIRECTORY_POLL
+        );
+        let polled =
+            |every: &str| parse(&format!("{VALID}\n[store]\ndirectory_poll = \"{every}\"\n"));
+        assert_eq!(
+            polled("500ms").unwrap().store.directory_poll,
+            Duration::from_millis(500)
+        );
+        let errors = polled("10ms").unwrap_err().to_string();
+        assert!(
+            errors.contains("test.toml: store.directory_poll: must be at least 100ms"),
             "{errors}"
         );
     }

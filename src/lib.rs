@@ -17,6 +17,7 @@ pub mod config;
 pub mod dead_letters;
 pub mod directory;
 pub mod envelope;
+pub mod instances;
 pub mod link;
 pub mod live;
 pub mod model;

@@ -167,6 +167,8 @@ pub struct Gateway {
     /// meantime (the platform republished it, or the broker redelivered it) must not pass
     /// the deduplication check before the first delivery is confirmed and recorded.
     delivering: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    /// Held by [`Gateway::install_newer`] from its version check to the swap.
+    installing: std::sync::Mutex<()>,
     /// Same index as `config.platforms`, and one more for "?".
     platform_handles: Vec<PlatformHandles>,
 }
@@ -301,6 +303,7 @@ impl Gateway {
             metrics,
             activity,
             delivering: std::sync::Mutex::default(),
+            installing: std::sync::Mutex::default(),
         }
     }
 
@@ -334,6 +337,22 @@ impl Gateway {
         );
         self.live.store(Arc::new(live));
         self.directory_changes.send_replace(());
+    }
+
+    /// [`install`](Self::install) unless the directory in use is at `snapshot`'s version or
+    /// a later one; returns whether it was installed. The admin API and the poll for other
+    /// instances' changes both install: without this, a poll that read the store just
+    /// before a local change could put the older directory back.
+    pub fn install_newer(&self, snapshot: Snapshot) -> bool {
+        let _one_at_a_time = self
+            .installing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if snapshot.version <= self.snapshot().version {
+            return false;
+        }
+        self.install(snapshot);
+        true
     }
 
     /// Changes with every directory put in use.

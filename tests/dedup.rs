@@ -13,7 +13,6 @@ use common::*;
 use ozg_gateway::Config;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample;
-use sqlx::Executor;
 
 fn config(v: &Vhosts, store_url: &str) -> Config {
     TestConfig::new(v)
@@ -120,26 +119,9 @@ async fn sqlite_store_delivers_each_submission_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_delivers_each_submission_once() {
-    let base = std::env::var("OZG_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://ozg:ozg@127.0.0.1:5432/ozg_test".to_owned());
-    let schema = format!("ozgtest_dedup_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL does not answer at {base}: {e} (deploy/local/test.sh starts it)")
-    });
-    admin
-        .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
-        .await
-        .unwrap();
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .unwrap();
-    let url = format!("{base}?options=-csearch_path%3D{schema}");
-    redelivered_and_republished_submissions_are_delivered_once(&url, "dedup-pg").await;
-    admin
-        .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-        .await
-        .unwrap();
+    let schema = PgSchema::create("dedup").await;
+    redelivered_and_republished_submissions_are_delivered_once(&schema.url, "dedup-pg").await;
+    schema.drop().await;
 }
 
 /// The same submission published several times back to back: the copies are taken off the

@@ -71,8 +71,16 @@ impl DirectoryApi {
             )
             .await
             .map_err(store_error)?;
-        snapshot.version = version;
-        state.gateway.install(snapshot);
+        if version == entries.version + 1 {
+            snapshot.version = version;
+            state.gateway.install_newer(snapshot);
+        } else {
+            // Another instance changed the directory between our read and our write: the
+            // store holds both changes, the snapshot built here only ours.
+            state
+                .gateway
+                .install_newer(crate::app::load_directory(&state.config, &state.store).await);
+        }
         tracing::info!(actor = %who.name, action = change.action, object = %change.object,
             version, "routing directory changed");
         Ok(state.gateway.snapshot())

@@ -54,6 +54,8 @@ pub struct State {
     gateway: Arc<Gateway>,
     store: Store,
     links: Vec<LinkView>,
+    /// This instance's id among those sharing the store.
+    instance: String,
     auth: auth::Authenticator,
     /// One directory change at a time: each is validated against the result of the last.
     directory_lock: tokio::sync::Mutex<()>,
@@ -67,6 +69,7 @@ impl State {
         gateway: Arc<Gateway>,
         store: Store,
         links: Vec<LinkView>,
+        instance: String,
         stop: CancellationToken,
     ) -> State {
         let tokens = config
@@ -79,6 +82,7 @@ impl State {
             gateway,
             store,
             links,
+            instance,
             auth: auth::Authenticator::new(tokens),
             directory_lock: tokio::sync::Mutex::new(()),
             stop,

@@ -10,6 +10,7 @@ use super::State;
 use super::auth::Right;
 use super::convert::{store_error, timestamp};
 use crate::activity::Rates;
+use crate::instances::{GONE_AFTER, LISTED_FOR};
 use crate::store::{DeadLetterFilter, DeadLetterState};
 use crate::wire::admin as pb;
 
@@ -92,6 +93,32 @@ impl pb::stats_service_server::StatsService for Stats {
             })
             .await
             .map_err(store_error)?;
+        let now = SystemTime::now();
+        let instances = state
+            .store
+            .instances(
+                now.checked_sub(LISTED_FOR)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            )
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|i| pb::Instance {
+                alive: now.duration_since(i.seen_at).unwrap_or_default() <= GONE_AFTER,
+                current: i.id == state.instance,
+                started_at: Some(timestamp(i.started_at)),
+                seen_at: Some(timestamp(i.seen_at)),
+                id: i.id,
+                host: i.host,
+                pid: i.pid,
+                version: i.version,
+                directory_version: i.directory_version,
+                consumed: i.consumed,
+                forwarded: i.forwarded,
+                rejected: i.rejected,
+                in_flight: i.in_flight,
+            })
+            .collect();
         Ok(Response::new(pb::Overview {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: Some(timestamp(activity.started)),
@@ -107,6 +134,7 @@ impl pb::stats_service_server::StatsService for Stats {
             rejected: rates(activity.rejected.rates()),
             dead_letters_pending: pending,
             directory_version: snapshot.version,
+            instances,
         }))
     }
 }

@@ -225,12 +225,53 @@ pub fn overview(o: &api::Overview) -> String {
         };
         brokers.row(&[&b.broker, &b.role, connected, detail]);
     }
-    sections(&[
+    let mut parts = vec![
         head,
         platforms.render(),
         destinations.render(),
         brokers.render(),
+    ];
+    if !o.instances.is_empty() {
+        parts.push(instances(&o.instances));
+    }
+    sections(&parts)
+}
+
+/// The instances sharing the store; "*" marks the one that answered.
+fn instances(list: &[api::Instance]) -> String {
+    let mut table = Table::new(&[
+        "INSTANCE",
+        "HOST",
+        "PID",
+        "STATE",
+        "LAST SEEN",
+        "DIRECTORY",
+        "CONSUMED",
+        "FORWARDED",
+        "REJECTED",
+        "IN FLIGHT",
     ])
+    .right(&[2, 5, 6, 7, 8, 9]);
+    for i in list {
+        let id = if i.current {
+            format!("{} *", i.id)
+        } else {
+            i.id.clone()
+        };
+        table.row(&[
+            &id,
+            &i.host,
+            &i.pid.to_string(),
+            if i.alive { "running" } else { "gone" },
+            &time(i.seen_at.as_ref()),
+            &i.directory_version.to_string(),
+            &i.consumed.to_string(),
+            &i.forwarded.to_string(),
+            &i.rejected.to_string(),
+            &i.in_flight.to_string(),
+        ]);
+    }
+    table.render()
 }
 
 pub fn destinations(list: &[api::Destination]) -> String {

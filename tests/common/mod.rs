@@ -23,6 +23,7 @@ use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::{backoffice_queue, status_queue};
 use ozg_gateway::wire::v1 as wire;
+use sqlx::Executor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -696,4 +697,43 @@ pub fn terminate(child: &mut std::process::Child, within: Duration) -> std::proc
     signal(child, "-TERM");
     wait_exit(child, within)
         .unwrap_or_else(|| panic!("gateway did not stop on SIGTERM within {within:?}"))
+}
+
+// ---- PostgreSQL ---------------------------------------------------------------------------
+
+/// A schema of its own in the test database (`OZG_TEST_POSTGRES_URL`, or the one
+/// deploy/local/postgres.sh creates), dropped by `drop`.
+pub struct PgSchema {
+    admin: sqlx::PgPool,
+    pub name: String,
+    /// The database URL with the schema as its search path.
+    pub url: String,
+}
+
+impl PgSchema {
+    pub async fn create(test: &str) -> PgSchema {
+        let base = std::env::var("OZG_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://ozg:ozg@127.0.0.1:5432/ozg_test".to_owned());
+        let name = format!("ozgtest_{test}_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL does not answer at {base}: {e} (deploy/local/test.sh starts it)")
+        });
+        admin
+            .execute(format!("DROP SCHEMA IF EXISTS {name} CASCADE").as_str())
+            .await
+            .unwrap();
+        admin
+            .execute(format!("CREATE SCHEMA {name}").as_str())
+            .await
+            .unwrap();
+        let url = format!("{base}?options=-csearch_path%3D{name}");
+        PgSchema { admin, name, url }
+    }
+
+    pub async fn drop(self) {
+        self.admin
+            .execute(format!("DROP SCHEMA {} CASCADE", self.name).as_str())
+            .await
+            .unwrap();
+    }
 }
