@@ -28,15 +28,27 @@ ctl() { $sudo_cmd rabbitmqctl "$@"; }
 say() { echo "migrate-dead-letter-queue.sh: $*"; }
 fail() { say "$*" >&2; exit 1; }
 
-# Type, messages (ready and unacked) and consumers of both queues, in one call: q_type,
-# q_messages, q_consumers for QUEUE, h_… for the holding queue; type empty when absent.
+# Type and consumers of both queues, in one call: q_type, q_consumers for QUEUE, h_… for
+# the holding queue; type empty when absent. Not their messages: list_queues reports a
+# quorum queue's count as of its last tick, seconds old, and a stale 0 would have us delete a
+# queue that still holds letters. count asks the queue itself.
 look() {
   local listing
-  listing=$(ctl list_queues -p "$vhost" --quiet --no-table-headers name type messages consumers)
-  read -r q_type q_messages q_consumers < <(printf '%s\n' "$listing" |
-    awk -F'\t' -v q="$queue" '$1 == q { print $2, $3, $4 } END { print "" }')
-  read -r h_type h_messages h_consumers < <(printf '%s\n' "$listing" |
-    awk -F'\t' -v q="$holding" '$1 == q { print $2, $3, $4 } END { print "" }')
+  listing=$(ctl list_queues -p "$vhost" --quiet --no-table-headers name type consumers)
+  read -r q_type q_consumers < <(printf '%s\n' "$listing" |
+    awk -F'\t' -v q="$queue" '$1 == q { print $2, $3 } END { print "" }')
+  read -r h_type h_consumers < <(printf '%s\n' "$listing" |
+    awk -F'\t' -v q="$holding" '$1 == q { print $2, $3 } END { print "" }')
+}
+
+erlang_binary() { printf '<<"%s"/utf8>>' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+
+count() { # QUEUE: the messages ready in QUEUE now, as its leader knows them; 0 when absent
+  local n
+  n=$(ctl eval --quiet "case rabbit_amqqueue:lookup(rabbit_misc:r($(erlang_binary "$vhost"), queue, $(erlang_binary "$1"))) of {ok, Q} -> {ok, N, _} = rabbit_amqqueue:stat(Q), io:format(\"count=~b~n\", [N]); _ -> io:format(\"count=0~n\") end, ok." |
+    sed -n 's/^count=\([0-9][0-9]*\)$/\1/p')
+  [ -n "$n" ] || fail "could not count the messages in $1"
+  echo "$n"
 }
 
 wait_for() { # DESCRIPTION CONDITION… : look, then CONDITION, until it holds; at most 120 s
@@ -67,23 +79,28 @@ quorum_queue() { # NAME: a queue as the gateway declares it
     "$(json_string "$1")" "$(json_string "$vhost")"
 }
 
-move() { # FROM TO COUNT CONDITION: shovel COUNT messages, acked at FROM only once TO confirmed
-  local from=$1 to=$2 count=$3 drained=$4 uri
-  if [ "$count" -eq 0 ]; then return 0; fi
-  say "moving $count dead letters from $from to $to"
+move() { # FROM TO: shovel every message, each acked at FROM only once TO confirmed it
+  local from=$1 to=$2 n uri
   uri=$(json_string "amqp:///$(uri_vhost "$vhost")")
-  ctl set_parameter -p "$vhost" shovel "$shovel" \
-    '{"src-protocol":"amqp091","src-uri":'"$uri"',"src-queue":'"$(json_string "$from")"',"dest-protocol":"amqp091","dest-uri":'"$uri"',"dest-exchange":"","dest-exchange-key":'"$(json_string "$to")"',"ack-mode":"on-confirm","src-delete-after":"queue-length"}' >/dev/null
-  # Empty counts unacked messages too: every message is confirmed at TO and acked at FROM.
-  wait_for "$from to be empty" "$drained"
-  # The shovel removes itself after queue-length messages; make sure it is gone.
-  ctl clear_parameter -p "$vhost" shovel "$shovel" >/dev/null 2>&1 || true
+  # The shovel stops after the messages FROM held when it started; a message it had in
+  # flight when it stopped goes back to FROM, so go round until FROM is empty.
+  for _ in 1 2 3 4 5; do
+    n=$(count "$from")
+    if [ "$n" -eq 0 ]; then return 0; fi
+    say "moving $n dead letters from $from to $to"
+    ctl set_parameter -p "$vhost" shovel "$shovel" \
+      '{"src-protocol":"amqp091","src-uri":'"$uri"',"src-queue":'"$(json_string "$from")"',"dest-protocol":"amqp091","dest-uri":'"$uri"',"dest-exchange":"","dest-exchange-key":'"$(json_string "$to")"',"ack-mode":"on-confirm","src-delete-after":"queue-length"}' >/dev/null
+    wait_for "the shovel from $from to finish" shovel_gone
+  done
+  fail "$from still holds $(count "$from") messages: is something publishing to it?"
+}
+
+shovel_gone() {
+  ! ctl list_parameters -p "$vhost" --quiet --no-table-headers | awk -F'\t' '{ print $2 }' | grep -qxF "$shovel"
 }
 
 holding_is_quorum() { [ "$h_type" = quorum ]; }
 queue_is_quorum() { [ "$q_type" = quorum ]; }
-queue_drained() { [ "$q_messages" = 0 ]; }
-holding_drained() { [ "$h_messages" = 0 ]; }
 queue_gone() { [ -z "$q_type" ]; }
 holding_gone() { [ -z "$h_type" ]; }
 
@@ -99,14 +116,14 @@ fi
 if [ "${q_consumers:-0}" != 0 ]; then
   fail "$queue has $q_consumers consumers: stop every gateway instance of this broker first"
 fi
-before=$(( ${q_messages:-0} + ${h_messages:-0} ))
+before=$(( $(count "$queue") + $(count "$holding") ))
 
 if [ "$q_type" = classic ]; then
   if [ "$h_type" != quorum ]; then
     import '{"queues":['"$(quorum_queue "$holding")"']}'
     wait_for "quorum queue $holding" holding_is_quorum
   fi
-  move "$queue" "$holding" "${q_messages:-0}" queue_drained
+  move "$queue" "$holding"
   ctl delete_queue -p "$vhost" "$queue" --if-empty >/dev/null
   wait_for "the classic $queue to go (was it empty?)" queue_gone
 fi
@@ -114,9 +131,10 @@ ex=$(json_string "$exchange")
 vh=$(json_string "$vhost")
 import '{"queues":['"$(quorum_queue "$queue")"'],"exchanges":[{"name":'"$ex"',"vhost":'"$vh"',"type":"topic","durable":true,"auto_delete":false,"internal":false,"arguments":{}}],"bindings":[{"source":'"$ex"',"vhost":'"$vh"',"destination":'"$(json_string "$queue")"',"destination_type":"queue","routing_key":"#","arguments":{}}]}'
 wait_for "quorum queue $queue" queue_is_quorum
-move "$holding" "$queue" "${h_messages:-0}" holding_drained
-# Quorum queues know no --if-empty; it is drained, and nothing else publishes to it.
+move "$holding" "$queue"
+# Quorum queues know no --if-empty; move counted it empty, and nothing else publishes to it.
 ctl delete_queue -p "$vhost" "$holding" >/dev/null
 wait_for "$holding to go" holding_gone
-say "$queue on $vhost is a quorum queue with $q_messages dead letters (held $before before)"
-if [ "$q_messages" -lt "$before" ]; then fail "fewer dead letters than before: look at $queue"; fi
+after=$(count "$queue")
+say "$queue on $vhost is a quorum queue with $after dead letters (held $before before)"
+if [ "$after" -lt "$before" ]; then fail "fewer dead letters than before: look at $queue"; fi
