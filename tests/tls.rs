@@ -364,29 +364,36 @@ async fn tls_only_broker_verified_both_ways_and_secrets_never_shown() {
     assert_eq!(depth(&mine, "submissions").await, 1);
 
     // Refused connections: each says why, names the node, and shows no secret.
-    let refused: [(&str, String, &str); 4] = [
+    // Each case lists the reasons a user may see; with TLS 1.3 the node's CertificateRequired
+    // alert can lose the race against its TCP reset, so either one proves the refusal.
+    let refused: [(&str, String, &[&str]); 4] = [
         (
             "a CA that did not sign the node's certificate",
             amqps(
                 FROM_ENV,
                 &GOOD_TLS.replace("\"ca.pem\"", "\"other-ca.pem\""),
             ),
-            "cannot connect to broker land (amqps://gw@localhost:5690/%2f): IO error: invalid peer certificate: UnknownIssuer",
+            &[
+                "cannot connect to broker land (amqps://gw@localhost:5690/%2f): IO error: invalid peer certificate: UnknownIssuer",
+            ],
         ),
         (
             "no client certificate, which the node requires",
             amqps(FROM_ENV, "ca_file = \"ca.pem\""),
-            "cannot connect to broker land (amqps://gw@localhost:5690/%2f): IO error: received fatal alert: CertificateRequired",
+            &[
+                "cannot connect to broker land (amqps://gw@localhost:5690/%2f): IO error: received fatal alert: CertificateRequired",
+                "cannot connect to broker land (amqps://gw@localhost:5690/%2f): IO error: Connection reset by peer",
+            ],
         ),
         (
             "plain amqp:// to the TLS-only node",
             format!("[brokers.land]\nurl = \"amqp://gw@localhost:{TLS_PORT}/%2f\"\n{FROM_ENV}"),
-            "cannot connect to broker land (amqp://gw@localhost:5690/%2f)",
+            &["cannot connect to broker land (amqp://gw@localhost:5690/%2f)"],
         ),
         (
             "a wrong password",
             amqps("password_file = \"wrong-pw\"", GOOD_TLS),
-            "ACCESS_REFUSED",
+            &["ACCESS_REFUSED"],
         ),
     ];
     for (what, broker, expected) in &refused {
@@ -396,7 +403,10 @@ async fn tls_only_broker_verified_both_ways_and_secrets_never_shown() {
             output(&mut gateway(&["declare-topology", "--config", &config]));
         println!("{what}: {} ({:?})", stderr.trim(), began.elapsed());
         assert_eq!(code, Some(1), "{what}: {stdout}{stderr}");
-        assert!(stderr.contains(expected), "{what}: {stderr}");
+        assert!(
+            expected.iter().any(|reason| stderr.contains(reason)),
+            "{what}: expected one of {expected:?}: {stderr}"
+        );
         assert_no_secret(what, &stderr);
     }
 
