@@ -15,6 +15,7 @@
 #                           queues (competing consumers), at INSTANCE_SIZE [4096] bytes
 #   BARE [1, *0]            also the floor: examples/bare_forwarder.rs (lapin, no routing)
 #   LAT_SECONDS [10, *5]    the latency run per size and store (0: none)
+#   LAT_RATE [half the rate just measured]  the latency run's publishing rate, msg/s
 #   PREFETCH [256]          every platform's prefetch (and the bare forwarder's)
 #   WAIT_S [300]            give up on a run after this long
 #   GW=path                 use this ozg-gateway binary, skip its build
@@ -421,11 +422,14 @@ gateway_run() {
   echo "${name}_peak_rss_mib=$((rss / 1024))"
   gateway_rate[$name]=$rate
   if [ "$latency" = 1 ] && [ "$LAT_SECONDS" != 0 ]; then
-    say "$name: latency at $((rate / 2)) msg/s for $LAT_SECONDS s"
-    "$load" paced --config "$tmp/$name-1.toml" --rate $((rate / 2)) --seconds "$LAT_SECONDS" \
+    local lat_rate=${LAT_RATE:-$((rate / 2))}
+    say "$name: latency at $lat_rate msg/s for $LAT_SECONDS s"
+    # Bounded, so that a stalled run fails with its figures instead of hanging the benchmark.
+    timeout "$((LAT_SECONDS + WAIT_S))" \
+      "$load" paced --config "$tmp/$name-1.toml" --rate "$lat_rate" --seconds "$LAT_SECONDS" \
       --size "$size" >"$tmp/$name.latency" || {
       sed "s/^/${name}_/" "$tmp/$name.latency"
-      die "$name: the latency run lost, duplicated or misrouted submissions"
+      die "$name: the latency run failed: lost, duplicated or misrouted submissions, or no end within $((LAT_SECONDS + WAIT_S)) s"
     }
     sed "s/^/${name}_/" "$tmp/$name.latency"
   fi
