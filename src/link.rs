@@ -237,10 +237,12 @@ async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
                 }
                 let connection = Arc::new(connection);
                 let mut events = connection.events_listener();
-                link.connection.send_replace(Some(connection.clone()));
+                // State first: whoever is woken by the connection must find the link
+                // reported as connected to this node, not still connecting.
                 link.state.send_replace(LinkState::Connected {
                     node: address.clone(),
                 });
+                link.connection.send_replace(Some(connection.clone()));
                 let lost = loop {
                     tokio::select! {
                         () = stop.cancelled() => break None,

@@ -986,7 +986,7 @@ pub async fn paced(
         PublisherConfirm,
         tokio::sync::OwnedSemaphorePermit,
     )>();
-    let confirming = {
+    let mut confirming = {
         let confirmed = confirmed.clone();
         tokio::spawn(async move {
             while let Some((confirm, permit)) = confirm_rx.recv().await {
@@ -1039,7 +1039,14 @@ pub async fn paced(
         last = now;
     }
     drop(confirm_tx);
-    let _ = confirming.await;
+    // Confirms have hung in lapin before: those still outstanding after this long count as
+    // not confirmed, so that the run reports instead of waiting for ever.
+    if tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirming)
+        .await
+        .is_err()
+    {
+        confirming.abort();
+    }
     report.confirmed = confirmed.load(std::sync::atomic::Ordering::Relaxed);
     let span = last.duration_since(start).as_secs_f64();
     report.achieved_rate = if report.published > 1 && span > 0.0 {
@@ -1073,6 +1080,8 @@ pub async fn paced(
     report.latencies.sort_unstable();
     Ok(report)
 }
+
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn confirmed_ok(confirm: PublisherConfirm) -> bool {
     matches!(confirm.await, Ok(Confirmation::Ack(None)))

@@ -412,7 +412,16 @@ pub enum TopologyError {
         what: String,
         source: lapin::Error,
     },
+    #[error("broker {broker}: the declarations did not finish within {}s", timeout.as_secs())]
+    Timeout { broker: String, timeout: Duration },
 }
+
+/// Bound on one broker's declarations: a one-off command must end, and a connection that
+/// dies under lapin can leave a request unanswered for ever. Hundreds of declarations take
+/// well under a second on a healthy broker.
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on closing the connection once the declarations are done.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `declare-topology`: declares [`by_broker`] on every broker of the configuration, for
 /// local set-ups and tests.
@@ -445,9 +454,16 @@ pub async fn declare(config: &Config) -> Result<(), TopologyError> {
                         .declare(&channel)
                         .await
                         .map_err(|e| failed(e.what)(e.source))
-                }
-                .await;
-                let _ = connection.close(200, "topology declared".into()).await;
+                };
+                let declared = match tokio::time::timeout(DECLARE_TIMEOUT, declared).await {
+                    Ok(declared) => declared,
+                    Err(_) => Err(TopologyError::Timeout {
+                        broker: broker.name.clone(),
+                        timeout: DECLARE_TIMEOUT,
+                    }),
+                };
+                let close = connection.close(200, "topology declared".into());
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
                 declared
             });
     futures_util::future::try_join_all(per_broker)
