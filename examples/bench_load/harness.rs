@@ -642,11 +642,13 @@ async fn on_each_broker<T, R>(
     Ok((ordered.into_iter().flatten().collect(), connections))
 }
 
+/// Closes every connection, each bounded: lapin's close has been seen never to resolve
+/// after the broker had already dropped the connection, which hung a whole run.
 async fn close_all(connections: Vec<Connection>) {
     futures_util::future::join_all(
-        connections
-            .iter()
-            .map(|c| c.close(200, "bench done".into())),
+        connections.iter().map(|c| {
+            tokio::time::timeout(Duration::from_secs(5), c.close(200, "bench done".into()))
+        }),
     )
     .await;
 }
