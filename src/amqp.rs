@@ -81,6 +81,16 @@ pub enum ConnectError {
 /// gone without a reset (a host down, a dropped route) must not hold up the next node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bound on each step of closing down that waits for the broker: a connection that died
+/// under lapin can leave its close (or a cancel) unanswered for ever.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer; errors
+/// are of no use to a caller that is done with it.
+pub async fn close(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
+}
+
 /// Which connection of a broker: consuming and publishing never share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

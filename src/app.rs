@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::activity::{Activity, ConsumerState};
 use crate::admin;
-use crate::amqp::{self, OwnedTopology, Publisher, Role};
+use crate::amqp::{self, CLOSE_TIMEOUT, OwnedTopology, Publisher, Role};
 use crate::config::{BrokerIndex, Config};
 use crate::dead_letters;
 use crate::link::{self, Link};
@@ -46,8 +46,6 @@ pub enum RunError {
 /// Checks of a batch wait at most this long for more requests to share the query.
 const DEDUP_MAX_DELAY: Duration = Duration::from_millis(2);
 const DEDUP_MAX_BATCH: usize = 256;
-/// Bound on each step of closing down that waits for the broker.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often rows older than their retention are removed.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Trace events are written in groups, like deduplication records.
@@ -137,7 +135,7 @@ impl Links {
             .consume
             .values()
             .chain(self.publish.values())
-            .map(|link| tokio::time::timeout(CLOSE_TIMEOUT, link.close()));
+            .map(|link| link.close());
         futures_util::future::join_all(closing).await;
     }
 }

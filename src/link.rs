@@ -203,7 +203,7 @@ impl Link {
     pub async fn close(&self) {
         let current = self.connection.borrow().clone();
         if let Some(c) = current {
-            let _ = c.close(200, "ozg-gateway shutting down".into()).await;
+            amqp::close(&c, "ozg-gateway shutting down").await;
         }
     }
 }

@@ -606,7 +606,7 @@ async fn receive(
     if received == 0 {
         println!("{queue}: no message within {wait:?}");
     }
-    let _ = connection.close(200, "done".into()).await;
+    ozg_gateway::amqp::close(&connection, "done").await;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use ozg_gateway::Config;
 use ozg_gateway::amqp::{self, Role};
-use ozg_gateway::config::DestinationIndex;
+use ozg_gateway::config::{DEFAULT_CONFIRM_TIMEOUT, DestinationIndex};
 use ozg_gateway::directory::UnitKind;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::model::{Ars, Level, ServiceKey, ServiceSelector};
@@ -645,12 +645,7 @@ async fn on_each_broker<T, R>(
 /// Closes every connection, each bounded: lapin's close has been seen never to resolve
 /// after the broker had already dropped the connection, which hung a whole run.
 async fn close_all(connections: Vec<Connection>) {
-    futures_util::future::join_all(
-        connections.iter().map(|c| {
-            tokio::time::timeout(Duration::from_secs(5), c.close(200, "bench done".into()))
-        }),
-    )
-    .await;
+    futures_util::future::join_all(connections.iter().map(|c| amqp::close(c, "bench done"))).await;
 }
 
 /// Messages ready in a queue, as the broker counts them (passive declare: nothing moves).
@@ -1043,7 +1038,7 @@ pub async fn paced(
     drop(confirm_tx);
     // Confirms have hung in lapin before: those still outstanding after this long count as
     // not confirmed, so that the run reports instead of waiting for ever.
-    if tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirming)
+    if tokio::time::timeout(DEFAULT_CONFIRM_TIMEOUT, &mut confirming)
         .await
         .is_err()
     {
@@ -1082,8 +1077,6 @@ pub async fn paced(
     report.latencies.sort_unstable();
     Ok(report)
 }
-
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn confirmed_ok(confirm: PublisherConfirm) -> bool {
     matches!(confirm.await, Ok(Confirmation::Ack(None)))

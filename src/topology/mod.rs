@@ -420,8 +420,6 @@ pub enum TopologyError {
 /// dies under lapin can leave a request unanswered for ever. Hundreds of declarations take
 /// well under a second on a healthy broker.
 const DECLARE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on closing the connection once the declarations are done.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `declare-topology`: declares [`by_broker`] on every broker of the configuration, for
 /// local set-ups and tests.
@@ -462,8 +460,7 @@ pub async fn declare(config: &Config) -> Result<(), TopologyError> {
                         timeout: DECLARE_TIMEOUT,
                     }),
                 };
-                let close = connection.close(200, "topology declared".into());
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                amqp::close(&connection, "topology declared").await;
                 declared
             });
     futures_util::future::try_join_all(per_broker)
