@@ -633,15 +633,30 @@ impl Config {
     /// Validates configuration text; `source` names it in messages, `base` resolves
     /// relative paths.
     pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigErrors(vec![ConfigError::Syntax {
                 path: source.to_owned(),
                 message: e.to_string().trim_end().replace('\n', "\n    "),
             }])
         })?;
+        let mut validator = Validator::new(source);
+        let raw =
+            read_raw(table, &mut validator).ok_or_else(|| ConfigErrors(validator.take_errors()))?;
         let directory = match &raw.gateway.directory {
             None => Directory::embedded(),
-            Some(p) => Directory::load(&base.join(p)),
+            Some(p) => match Directory::load(&base.join(p)) {
+                Ok(directory) => Ok(directory),
+                Err(e) => {
+                    validator.errors.push(ConfigError::Directory {
+                        path: source.to_owned(),
+                        source: e,
+                    });
+                    // The rest is still checked, against the embedded directory; which
+                    // regions exist is not known, so that is not reported.
+                    validator.unknown_directory = true;
+                    Directory::embedded()
+                }
+            },
         }
         .map_err(|e| {
             ConfigErrors(vec![ConfigError::Directory {
@@ -649,7 +664,7 @@ impl Config {
                 source: e,
             }])
         })?;
-        Validator::new(source).validate(raw, Arc::new(directory), base)
+        validator.validate(raw, Arc::new(directory), base)
     }
 
     pub fn broker(&self, index: BrokerIndex) -> &Broker {
@@ -665,12 +680,142 @@ impl Config {
     }
 }
 
+/// At most this many format-level problems are listed: past them, a file is more likely
+/// not a gateway configuration at all.
+const MAX_FORMAT_ERRORS: usize = 100;
+
+/// Reads the TOML tree into the raw structs, listing every format-level problem (unknown
+/// keys, wrong types, bad durations) instead of stopping at the first: each offending key is
+/// reported and taken out, then the tree is read again. A bad element of an array of tables
+/// is replaced by an empty table rather than removed, so that the entries after it keep
+/// their numbers in every later message. What validation would then say about a key taken
+/// out ("is missing") is suppressed. `None`: a problem that cannot be located (reported).
+fn read_raw(table: toml::Table, validator: &mut Validator) -> Option<RawConfig> {
+    use serde_path_to_error::Segment;
+    let mut tree = toml::Value::Table(table);
+    // Original indices taken out of each array (by its path as reported), so that an error
+    // after a removal still names the element as the file numbers it.
+    let mut removed_indices: HashMap<String, Vec<usize>> = HashMap::new();
+    // The key last replaced by an empty table: failing again, it is no table at all.
+    let mut placeholder: Option<Vec<Segment>> = None;
+    let mut reported = 0;
+    loop {
+        let error = match serde_path_to_error::deserialize::<_, RawConfig>(tree.clone()) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        let path: Vec<Segment> = error.path().iter().cloned().collect();
+        let (key, array_key, original) = original_key(&path, &removed_indices);
+        let again = placeholder.take().is_some_and(|p| same_path(&p, &path));
+        if !again {
+            reported += 1;
+            validator.format_error(&key, error.inner().message());
+            if reported >= MAX_FORMAT_ERRORS {
+                validator.format_error(
+                    "",
+                    format!("stopped after {MAX_FORMAT_ERRORS} problems at the format level"),
+                );
+                return None;
+            }
+        }
+        // An error that names no key cannot be taken out: it is the last one listed.
+        let (last, parents) = path.split_last()?;
+        let parent = node(&mut tree, parents)?;
+        match (last, parent) {
+            (Segment::Map { key: name }, toml::Value::Table(t)) => {
+                t.remove(name)?;
+            }
+            (Segment::Seq { index }, toml::Value::Array(a)) if *index < a.len() => {
+                if again {
+                    a.remove(*index);
+                    let taken = removed_indices.entry(array_key).or_default();
+                    taken.push(original.unwrap_or(*index));
+                    taken.sort_unstable();
+                } else {
+                    a[*index] = toml::Value::Table(toml::Table::new());
+                    placeholder = Some(path);
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn same_path(a: &[serde_path_to_error::Segment], b: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Segment::Seq { index: x }, Segment::Seq { index: y }) => x == y,
+            (Segment::Map { key: x }, Segment::Map { key: y }) => x == y,
+            _ => false,
+        })
+}
+
+/// The node at `path` in the tree.
+fn node<'a>(
+    tree: &'a mut toml::Value,
+    path: &[serde_path_to_error::Segment],
+) -> Option<&'a mut toml::Value> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .try_fold(tree, |node, segment| match (segment, node) {
+            (Segment::Map { key }, toml::Value::Table(t)) => t.get_mut(key),
+            (Segment::Seq { index }, toml::Value::Array(a)) => a.get_mut(*index),
+            _ => None,
+        })
+}
+
+/// The key as the file numbers it (`platforms[2].prefetch`), with the indices removals
+/// have shifted put back; also the key of the array the last index is in, and that
+/// original index (for an element's own path).
+fn original_key(
+    path: &[serde_path_to_error::Segment],
+    removed: &HashMap<String, Vec<usize>>,
+) -> (String, String, Option<usize>) {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    let mut array_key = String::new();
+    let mut last_index = None;
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => {
+                let mut original = *index;
+                for taken in removed.get(&key).map(Vec::as_slice).unwrap_or_default() {
+                    if *taken <= original {
+                        original += 1;
+                    }
+                }
+                array_key = key.clone();
+                last_index = Some(original);
+                key.push_str(&format!("[{original}]"));
+            }
+            Segment::Map { key: name } | Segment::Enum { variant: name } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(name);
+                last_index = None;
+            }
+            Segment::Unknown => {
+                key.push_str(".?");
+                last_index = None;
+            }
+        }
+    }
+    (key, array_key, last_index)
+}
+
 struct Validator {
     path: String,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
     /// Brokers configured but invalid: references to them are not reported again.
     invalid_brokers: HashSet<String>,
+    /// Keys reported at the format level and taken out of the file: what validation would
+    /// say about them next ("is missing") is a consequence, not another problem.
+    taken_out: Vec<String>,
+    /// `gateway.directory` could not be read: which regions exist is unknown.
+    unknown_directory: bool,
 }
 
 impl Validator {
@@ -680,7 +825,51 @@ impl Validator {
             errors: Vec::new(),
             warnings: Vec::new(),
             invalid_brokers: HashSet::new(),
+            taken_out: Vec::new(),
+            unknown_directory: false,
         }
+    }
+
+    fn take_errors(&mut self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.errors)
+    }
+
+    /// A problem found reading the file's structure; the key is taken out of the file.
+    fn format_error(&mut self, key: &str, message: impl Into<String>) {
+        let message = in_toml_words(&message.into());
+        // serde quotes the offending value; under these keys it may be a secret.
+        let last = key.rsplit(['.', '[']).next().unwrap_or(key);
+        let message = if ["url", "urls", "sha256"].contains(&last) || key.contains(".urls[") {
+            without_values(&message)
+        } else {
+            message
+        };
+        if let Some(name) = key
+            .strip_prefix("brokers.")
+            .filter(|name| !name.contains('.'))
+        {
+            self.invalid_brokers.insert(name.to_owned());
+        }
+        self.errors.push(ConfigError::Invalid {
+            path: self.path.clone(),
+            key: if key.is_empty() {
+                "(file)".to_owned()
+            } else {
+                key.to_owned()
+            },
+            message,
+        });
+        self.taken_out.push(key.to_owned());
+    }
+
+    /// Whether `key` is one taken out at the format level, or inside one.
+    fn is_taken_out(&self, key: &str) -> bool {
+        self.taken_out.iter().any(|out| {
+            key == out
+                || key
+                    .strip_prefix(out.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
     }
 
     fn warn(&mut self, key: impl fmt::Display, message: impl fmt::Display) {
@@ -962,9 +1151,13 @@ impl Validator {
     }
 
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        if self.is_taken_out(&key) {
+            return;
+        }
         self.errors.push(ConfigError::Invalid {
             path: self.path.clone(),
-            key: key.into(),
+            key,
             message: message.into(),
         });
     }
@@ -1113,6 +1306,19 @@ impl Validator {
                     self.error(key, format!("{} is not a readable file", path.display()));
                 }
             }
+        }
+        if let Some(address) = address
+            && tls.is_none()
+            && !address.ip().is_loopback()
+        {
+            self.warn(
+                "admin.address",
+                format!(
+                    "{address} is reachable from other machines, without TLS: bearer tokens and \
+                     dead-letter payloads would cross the network in clear text; set \
+                     admin.tls_cert and admin.tls_key, or listen on 127.0.0.1"
+                ),
+            );
         }
         let mut tokens: Vec<AdminToken> = Vec::new();
         for (i, t) in raw.tokens.iter().enumerate() {
@@ -1561,8 +1767,10 @@ impl Validator {
             })
             .map(|(key, _)| format!("{key}.destination"))
             .collect();
+        let unknown_directory = self.unknown_directory;
         let routes = validate_routes(&raw_routes, &destination_ids, &directory, |key, message| {
-            if !left_out.contains(&key) {
+            let unknown_region = unknown_directory && message.contains("municipality directory");
+            if !left_out.contains(&key) && !unknown_region {
                 self.error(key, message)
             }
         });
@@ -1609,6 +1817,42 @@ impl Validator {
             Err(ConfigErrors(self.errors))
         }
     }
+}
+
+/// serde's message without the values it quotes (`invalid type: string "…", expected …`
+/// → `invalid type: a string, expected …`).
+fn without_values(message: &str) -> String {
+    let Some((what, rest)) = message.split_once(": ") else {
+        return message.to_owned();
+    };
+    let expected = rest.find(", expected").map_or("", |at| &rest[at..]);
+    let kind = rest.split([' ', ',']).next().unwrap_or("value");
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{what}: {article} {kind}{expected}")
+}
+
+/// serde's type names in the words of a TOML file.
+fn in_toml_words(message: &str) -> String {
+    let mut out = message.to_owned();
+    if let Some(at) = out.find("expected struct Raw") {
+        let end = out[at..]
+            .find(|c: char| !(c.is_alphanumeric() || c == ' '))
+            .map_or(out.len(), |n| at + n);
+        out.replace_range(at..end, "expected a table");
+    }
+    for (rust, toml) in [
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, toml);
+    }
+    out
 }
 
 /// RabbitMQ's default user: its password is public, and the broker lets it in only over
@@ -2065,14 +2309,100 @@ kind = "castle"
     }
 
     #[test]
-    fn a_missing_directory_file_is_reported() {
-        let text = VALID.replace(
-            "[gateway]",
-            "[gateway]\ndirectory = \"/nonexistent/gv.csv\"",
+    fn every_problem_at_once_also_at_the_format_level() {
+        let text = "routes = [5, { service = \"*\", region = \"0641\", destination = \"he-darmstadt\", colour = \"red\" }, { service = \"*\", region = \"06411\", destination = \"he-darmstadt\" }]\n".to_owned()
+            + &VALID
+            .replace(
+                "dead_letter_broker = \"he\"",
+                "dead_letter_broker = \"he\"\nconfirm_timout = \"5s\"\nshutdown_grace = \"30 parsecs\"\nmax_message_bytes = \"big\"",
+            )
+            .replace("land = \"HE\"", "land = \"XX\"\nprefetch = \"many\"")
+            .replace("kind = \"kreisfreie-stadt\"", "kind = 5")
+            .replace(
+                "[[routes]]\nservice = \"*\"\nregion = \"06411\"\ndestination = \"he-darmstadt\"\n",
+                "",
+            )
+            + "[retry]\ndelays = [\"1s\", \"soon\", \"5s\", 7, \"later\"]\n[telemetery]\nlog_level = \"debug\"\n[brokers.th]\nurl = 5\n";
+        let errors = parse(&text).unwrap_err().to_string();
+        println!("{errors}");
+        let lines: Vec<&str> = errors.lines().skip(1).map(str::trim).collect();
+        let expected = [
+            "test.toml: brokers.th.url: invalid type: an integer, expected a string",
+            "test.toml: destinations[0].kind: invalid type: integer `5`, expected a string",
+            "test.toml: gateway.confirm_timout: unknown field `confirm_timout`, expected one of",
+            "test.toml: gateway.max_message_bytes: invalid type: string \"big\", expected a whole number",
+            "test.toml: gateway.shutdown_grace: ",
+            "test.toml: platforms[0].prefetch: invalid type: string \"many\", expected a whole number",
+            "test.toml: retry.delays[1]: ",
+            "test.toml: retry.delays[3]: invalid type: integer `7`",
+            "test.toml: retry.delays[4]: ",
+            "test.toml: routes[0]: invalid type: integer `5`, expected a table",
+            "test.toml: routes[1].colour: unknown field `colour`",
+            "test.toml: telemetery: unknown field `telemetery`",
+            // And what validation finds besides, with the numbering of the file.
+            "test.toml: platforms[0].land: \"XX\" is not a Land code",
+            "test.toml: routes[1].region: \"0641\" has 4 characters",
+        ];
+        for want in expected {
+            assert!(
+                lines.iter().any(|l| l.starts_with(want)),
+                "missing {want:?} in:\n{errors}"
+            );
+        }
+        assert_eq!(lines.len(), expected.len(), "{errors}");
+        assert!(
+            !errors.contains("is missing"),
+            "consequences are not reported: {errors}"
         );
+        assert!(!errors.contains("secret"), "{errors}");
+    }
+
+    #[test]
+    fn an_admin_api_for_other_machines_without_tls_is_warned_about() {
+        for (address, warned) in [
+            ("127.0.0.1:0", false),
+            ("[::1]:50051", false),
+            ("0.0.0.0:50051", true),
+            ("[::]:50051", true),
+            ("10.1.2.3:50051", true),
+        ] {
+            let config = parse(&format!("{VALID}\n[admin]\naddress = \"{address}\"\n")).unwrap();
+            let warning = config.warnings.iter().find(|w| w.contains("admin.address"));
+            assert_eq!(
+                warning.is_some(),
+                warned,
+                "{address}: {:?}",
+                config.warnings
+            );
+            if let Some(warning) = warning {
+                assert!(
+                    warning.starts_with(&format!(
+                        "test.toml: admin.address: {address} is reachable from other machines, without TLS"
+                    )),
+                    "{warning}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_directory_file_is_reported() {
+        let text = VALID
+            .replace(
+                "[gateway]",
+                "[gateway]\ndirectory = \"/nonexistent/gv.csv\"",
+            )
+            .replace("land = \"HE\"", "land = \"XX\"")
+            .replace("region = \"06411\"", "region = \"069\"");
         let errors = parse(&text).unwrap_err().to_string();
         assert!(
             errors.contains("gateway.directory: /nonexistent/gv.csv: cannot read"),
+            "{errors}"
+        );
+        // The rest is still checked; regions only for their form, the directory unknown.
+        assert!(errors.contains("platforms[0].land: \"XX\""), "{errors}");
+        assert!(
+            errors.starts_with("invalid configuration: 2 errors"),
             "{errors}"
         );
     }
