@@ -206,16 +206,11 @@ fn check_config_lists_format_and_semantic_problems_at_once_in_every_form() {
 fn an_admin_api_on_every_interface_without_tls_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("open.toml");
-    let text = keep_only_lands(&std::fs::read_to_string(example()).unwrap(), &["he"])
-        .replace("127.0.0.1:50051", "0.0.0.0:0")
-        .replacen(
-            "[gateway]\n",
-            &format!(
-                "[gateway]\ndata_dir = \"{}\"\n",
-                dir.path().join("data").display()
-            ),
-            1,
-        );
+    let text = with_data_dir(
+        &keep_only_lands(&std::fs::read_to_string(example()).unwrap(), &["he"])
+            .replace("127.0.0.1:50051", "0.0.0.0:0"),
+        dir.path(),
+    );
     std::fs::write(&path, text).unwrap();
     let file = path.to_str().unwrap();
     let warning = "admin.address: 0.0.0.0:0 is reachable from other machines, without TLS";
@@ -335,14 +330,7 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
         .local_addr()
         .unwrap();
     let text = text.replace("127.0.0.1:50051", &admin.to_string());
-    let config_text = keep_only_lands(&text, &["he", "th"]).replacen(
-        "[gateway]\n",
-        &format!(
-            "[gateway]\ndata_dir = \"{}\"\n",
-            dir.path().join("data").display()
-        ),
-        1,
-    );
+    let config_text = with_data_dir(&keep_only_lands(&text, &["he", "th"]), dir.path());
     std::fs::write(&config, config_text).unwrap();
     let config = config.to_str().unwrap();
 
@@ -487,6 +475,15 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
         stderr.contains("ozg-gateway ready") && stderr.contains("SIGTERM received"),
         "{stderr}"
     );
+}
+
+/// The configuration with its store in `dir`, so that tests share no state.
+fn with_data_dir(text: &str, dir: &Path) -> String {
+    text.replacen(
+        "[gateway]\n",
+        &format!("[gateway]\ndata_dir = \"{}\"\n", dir.join("data").display()),
+        1,
+    )
 }
 
 /// Cuts the example down to the given Länder's brokers, platforms, destinations and routes.
