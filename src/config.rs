@@ -1659,6 +1659,12 @@ impl Validator {
         }
 
         // Destinations.
+        let rules = DestinationRules::new(
+            &brokers,
+            dead_letter_broker
+                .map(|b| (b, dead_letter_exchange.as_str(), dead_letter_queue.as_str())),
+            &platforms,
+        );
         let mut destinations: Vec<Destination> = Vec::new();
         let mut destination_ids: HashMap<String, DestinationIndex> = HashMap::new();
         for (i, d) in raw.destinations.iter().enumerate() {
@@ -1681,7 +1687,7 @@ impl Validator {
                 continue;
             }
             let broker_reported = self.invalid_brokers.contains(&spec.broker);
-            let valid = validate_destination(&key, &spec, &brokers, |k, m| {
+            let valid = validate_destination(&key, &spec, &rules, |k, m| {
                 if !(broker_reported && k.ends_with(".broker")) {
                     self.error(k, m)
                 }
@@ -1876,29 +1882,213 @@ pub struct DestinationSpec {
     pub receipt_queue: String,
 }
 
+/// The longest id (of a destination, a dead letter, a platform in a filter …) anyone may
+/// give: ids go into headers, logs, metrics labels and queue names.
+pub const MAX_ID_CHARS: usize = 128;
+/// The longest name of a destination or a service.
+pub const MAX_NAME_CHARS: usize = 300;
+/// AMQP's limit for exchange, queue and routing key names (a short string).
+pub const MAX_AMQP_NAME_BYTES: usize = 255;
+
+/// A value from outside, for a message: escaped, and cut after a few characters, so that
+/// a message never carries much of what someone sent.
+pub fn quoted(value: &str) -> String {
+    const SHOWN: usize = 40;
+    match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// Text of at most `max_chars` characters without control characters.
+pub fn check_text(value: &str, max_chars: usize) -> Result<(), String> {
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(format!(
+            "has {chars} characters, at most {max_chars} are allowed ({})",
+            quoted(value)
+        ));
+    }
+    match value.char_indices().find(|(_, c)| c.is_control()) {
+        Some((at, c)) => Err(format!(
+            "contains a control character (U+{:04X}) at byte {at}",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An id: 1 to [`MAX_ID_CHARS`] letters, digits, `-`, `_`, `.` and `:`.
+pub fn check_id(value: &str) -> Result<(), String> {
+    check_text(value, MAX_ID_CHARS)?;
+    match value
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        Some(c) => Err(format!(
+            "{} is not an id: letters, digits, '-', '_', '.' and ':' only, not {c:?}",
+            quoted(value)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An exchange, queue or routing key name.
+pub fn check_amqp_name(value: &str) -> Result<(), String> {
+    check_text(value, MAX_AMQP_NAME_BYTES)?;
+    if value.len() > MAX_AMQP_NAME_BYTES {
+        return Err(format!(
+            "has {} bytes, at most {MAX_AMQP_NAME_BYTES} are allowed in an AMQP name",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Exchanges and queues whose names start with this belong to the gateway (dead letters,
+/// retries, replays), on whatever broker.
+pub const GATEWAY_NAMESPACE: &str = "ozg.gateway.";
+
+/// What a destination may not point at, besides its own fields' rules: the gateway's own
+/// exchanges and queues (a delivery into the replay queue would come back for ever), and a
+/// platform's ingress queue (the same loop through the platform).
+#[derive(Debug, Clone)]
+pub struct DestinationRules<'a> {
+    pub brokers: &'a [Broker],
+    /// The broker and names of the dead-letter exchange and queue, which may be outside
+    /// [`GATEWAY_NAMESPACE`].
+    dead_letters: Option<(BrokerIndex, &'a str, &'a str)>,
+    /// (broker, queue, platform id) of every platform.
+    ingress: Vec<(BrokerIndex, &'a str, &'a str)>,
+}
+
+impl<'a> DestinationRules<'a> {
+    pub fn new(
+        brokers: &'a [Broker],
+        dead_letters: Option<(BrokerIndex, &'a str, &'a str)>,
+        platforms: &'a [Platform],
+    ) -> DestinationRules<'a> {
+        DestinationRules {
+            brokers,
+            dead_letters,
+            ingress: platforms
+                .iter()
+                .map(|p| (p.broker, p.ingress_queue.as_str(), p.id.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Why `exchange` on `broker` is none a destination may publish to.
+    fn exchange_taken(&self, broker: BrokerIndex, exchange: &str) -> Option<String> {
+        if exchange.starts_with(GATEWAY_NAMESPACE) {
+            return Some(format!(
+                "{} is the gateway's own (names starting with {GATEWAY_NAMESPACE} are)",
+                quoted(exchange)
+            ));
+        }
+        match self.dead_letters {
+            Some((b, dead, _)) if b == broker && dead == exchange => Some(format!(
+                "{} is the gateway's dead-letter exchange",
+                quoted(exchange)
+            )),
+            _ => None,
+        }
+    }
+
+    /// Why queue `queue` on `broker` is none a destination may deliver to or read from.
+    fn queue_taken(&self, broker: BrokerIndex, queue: &str) -> Option<String> {
+        if queue.starts_with(GATEWAY_NAMESPACE) {
+            return Some(format!(
+                "{} is the gateway's own queue (names starting with {GATEWAY_NAMESPACE} are)",
+                quoted(queue)
+            ));
+        }
+        if let Some((b, _, dead)) = self.dead_letters
+            && b == broker
+            && dead == queue
+        {
+            return Some(format!(
+                "{} is the gateway's dead-letter queue",
+                quoted(queue)
+            ));
+        }
+        self.ingress
+            .iter()
+            .find(|(b, q, _)| *b == broker && *q == queue)
+            .map(|(_, _, platform)| {
+                format!(
+                    "{} is the ingress queue of platform {}",
+                    quoted(queue),
+                    quoted(platform)
+                )
+            })
+    }
+}
+
+impl Config {
+    /// The rules for destinations, for entries that come from elsewhere than the file.
+    pub fn destination_rules(&self) -> DestinationRules<'_> {
+        DestinationRules::new(
+            &self.brokers,
+            Some((
+                self.gateway.dead_letter_broker,
+                self.gateway.dead_letter_exchange.as_str(),
+                self.gateway.dead_letter_queue.as_str(),
+            )),
+            &self.platforms,
+        )
+    }
+}
+
 /// Validates one destination the same way wherever it comes from (file or admin API);
 /// errors go to `report(key, message)` with keys under `key`. Duplicate ids are the
 /// caller's to check: only it knows the other destinations.
 pub fn validate_destination(
     key: &str,
     spec: &DestinationSpec,
-    brokers: &[Broker],
+    rules: &DestinationRules,
     mut report: impl FnMut(String, String),
 ) -> Option<Destination> {
+    let brokers = rules.brokers;
     let k = |field: &str| format!("{key}.{field}");
-    let mut required = |field: &str, value: &str| {
-        if value.trim().is_empty() {
-            report(k(field), "is missing".to_owned());
+    let mut check = |field: &str, result: Result<(), String>| match result {
+        Ok(()) => true,
+        Err(message) => {
+            report(k(field), message);
             false
-        } else {
-            true
         }
     };
-    let has_id = required("id", &spec.id);
-    let has_name = required("name", &spec.name);
-    let has_kind = required("kind", &spec.kind);
-    let has_land = required("land", &spec.land);
-    let has_broker = required("broker", &spec.broker);
+    let present = |value: &str| {
+        if value.trim().is_empty() {
+            Err("is missing".to_owned())
+        } else {
+            Ok(())
+        }
+    };
+    let has_id = check("id", present(&spec.id).and_then(|()| check_id(&spec.id)));
+    let has_name = check(
+        "name",
+        present(&spec.name).and_then(|()| check_text(&spec.name, MAX_NAME_CHARS)),
+    );
+    let [has_kind, has_land, has_broker] = [
+        ("kind", &spec.kind),
+        ("land", &spec.land),
+        ("broker", &spec.broker),
+    ]
+    .map(|(field, value)| {
+        check(
+            field,
+            present(value).and_then(|()| check_text(value, MAX_ID_CHARS)),
+        )
+    });
+    let names_ok = [
+        ("exchange", &spec.exchange),
+        ("routing_key", &spec.routing_key),
+        ("receipt_queue", &spec.receipt_queue),
+    ]
+    .map(|(field, value)| check(field, check_amqp_name(value)))
+    .iter()
+    .all(|ok| *ok);
     let kind = if has_kind {
         match spec.kind.parse::<AuthorityKind>() {
             Ok(kind) => Some(kind),
@@ -1906,8 +2096,8 @@ pub fn validate_destination(
                 report(
                     k("kind"),
                     format!(
-                        "unknown kind {:?} (one of {})",
-                        spec.kind,
+                        "unknown kind {} (one of {})",
+                        quoted(&spec.kind),
                         AuthorityKind::NAMES.join(", ")
                     ),
                 );
@@ -1928,30 +2118,30 @@ pub fn validate_destination(
     } else {
         None
     };
-    let broker = if has_broker {
-        match brokers.iter().position(|b| b.name == spec.broker) {
-            Some(i) => Some(i),
-            None => {
-                let mut known: Vec<&str> = brokers.iter().map(|b| b.name.as_str()).collect();
-                known.sort_unstable();
-                report(
-                    k("broker"),
-                    format!(
-                        "unknown broker {:?} (configured: {})",
-                        spec.broker,
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-                None
-            }
+    let broker = match brokers.iter().position(|b| b.name == spec.broker) {
+        Some(i) => Some(i),
+        None if !has_broker => None,
+        None => {
+            let mut known: Vec<&str> = brokers.iter().map(|b| b.name.as_str()).collect();
+            known.sort_unstable();
+            report(
+                k("broker"),
+                format!(
+                    "unknown broker {} (configured: {})",
+                    quoted(&spec.broker),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+            None
         }
-    } else {
-        None
     };
+    if !names_ok {
+        return None;
+    }
     if spec.exchange.is_empty() && spec.routing_key.is_empty() {
         report(
             k("routing_key"),
@@ -1959,7 +2149,41 @@ pub fn validate_destination(
         );
         return None;
     }
-    match (has_id && has_name, kind, land, broker) {
+    let mut targets_free = true;
+    if let Some(broker) = broker {
+        let receipt_queue = spec.receipt_queue.trim();
+        let taken = [
+            ("exchange", rules.exchange_taken(broker, &spec.exchange)),
+            (
+                "routing_key",
+                // With the default exchange the routing key is the queue delivered to.
+                spec.exchange
+                    .is_empty()
+                    .then(|| rules.queue_taken(broker, &spec.routing_key))
+                    .flatten(),
+            ),
+            (
+                "receipt_queue",
+                if receipt_queue.is_empty() {
+                    None
+                } else if spec.exchange.is_empty() && receipt_queue == spec.routing_key {
+                    Some(format!(
+                        "{} is the queue this destination's submissions are delivered to",
+                        quoted(receipt_queue)
+                    ))
+                } else {
+                    rules.queue_taken(broker, receipt_queue)
+                },
+            ),
+        ];
+        for (field, why) in taken {
+            if let Some(why) = why {
+                report(k(field), format!("{why}: a destination cannot use it"));
+                targets_free = false;
+            }
+        }
+    }
+    match (has_id && has_name && targets_free, kind, land, broker) {
         (true, Some(kind), Some(land), Some(broker)) => Some(Destination {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -2383,6 +2607,99 @@ kind = "castle"
                 );
             }
         }
+    }
+
+    #[test]
+    fn destinations_are_refused_with_bad_ids_long_names_and_the_gateways_own_targets() {
+        let long_name = "x".repeat(1 << 20);
+        let long_key = "k".repeat(256);
+        // (what replaces a line of the destination, the error expected)
+        let cases: Vec<(&str, String, String)> = vec![
+            (
+                "id = \"he-darmstadt\"",
+                "id = \"he\\u0007x\"".into(),
+                "destinations[0].id: contains a control character (U+0007) at byte 2".into(),
+            ),
+            (
+                "id = \"he-darmstadt\"",
+                "id = \"he darmstadt\"".into(),
+                "destinations[0].id: \"he darmstadt\" is not an id: letters, digits, '-', '_', '.' and ':' only, not ' '".into(),
+            ),
+            (
+                "id = \"he-darmstadt\"",
+                format!("id = \"{}\"", "d".repeat(129)),
+                "destinations[0].id: has 129 characters, at most 128 are allowed (\"dddddddddddddddddddddddddddddddddddddddd\"…)".into(),
+            ),
+            (
+                "name = \"Wissenschaftsstadt Darmstadt\"",
+                format!("name = \"{long_name}\""),
+                format!("destinations[0].name: has 1048576 characters, at most 300 are allowed (\"{}\"…)", "x".repeat(40)),
+            ),
+            (
+                "name = \"Wissenschaftsstadt Darmstadt\"",
+                "name = \"Darmstadt\\nBürgeramt\"".into(),
+                "destinations[0].name: contains a control character (U+000A) at byte 9".into(),
+            ),
+            (
+                "routing_key = \"he-darmstadt\"",
+                format!("routing_key = \"{long_key}\""),
+                "destinations[0].routing_key: has 256 characters, at most 255 are allowed".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"",
+                "exchange = \"ozg.gateway.retry\"".into(),
+                "destinations[0].exchange: \"ozg.gateway.retry\" is the gateway's own (names starting with ozg.gateway. are): a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+                "exchange = \"\"\nrouting_key = \"ozg.gateway.replay\"".into(),
+                "destinations[0].routing_key: \"ozg.gateway.replay\" is the gateway's own queue (names starting with ozg.gateway. are): a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+                "exchange = \"\"\nrouting_key = \"ozg.he.submissions\"".into(),
+                "destinations[0].routing_key: \"ozg.he.submissions\" is the ingress queue of platform \"civento-he\": a destination cannot use it".into(),
+            ),
+            (
+                "routing_key = \"he-darmstadt\"",
+                "routing_key = \"he-darmstadt\"\nreceipt_queue = \"ozg.gateway.dead-letters\"".into(),
+                "destinations[0].receipt_queue: \"ozg.gateway.dead-letters\" is the gateway's own queue (names starting with ozg.gateway. are): a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+                "exchange = \"\"\nrouting_key = \"bo.darmstadt\"\nreceipt_queue = \"bo.darmstadt\"".into(),
+                "destinations[0].receipt_queue: \"bo.darmstadt\" is the queue this destination's submissions are delivered to: a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"",
+                "exchange = \"dead\"".into(),
+                "destinations[0].exchange: \"dead\" is the gateway's dead-letter exchange: a destination cannot use it".into(),
+            ),
+        ];
+        for (line, replacement, expected) in cases {
+            assert!(VALID.contains(line), "{line}");
+            let text = VALID.replace(line, &replacement).replace(
+                "dead_letter_broker = \"he\"",
+                "dead_letter_broker = \"he\"\ndead_letter_exchange = \"dead\"",
+            );
+            let errors = parse(&text).unwrap_err().to_string();
+            assert!(
+                errors.contains(&expected),
+                "missing {expected:?} in:\n{}",
+                quoted(&errors)
+            );
+            assert!(
+                errors.len() < 2_000,
+                "nothing long is echoed: {}",
+                errors.len()
+            );
+        }
+        // A back office queue on another broker may have any name but the namespace's.
+        let valid = VALID.replace(
+            "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+            "exchange = \"\"\nrouting_key = \"ozg.gateway-de.darmstadt\"",
+        );
+        parse(&valid).unwrap();
     }
 
     #[test]
