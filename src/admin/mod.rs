@@ -3,9 +3,10 @@
 //! routing outcomes; beside them grpc.health.v1 and server reflection (v1 and v1alpha), so
 //! grpcurl works without proto files.
 //!
-//! Every call but health and reflection is authenticated ([`auth`]) before it does
-//! anything. Changes go through the store (with their audit row, in one transaction) before
-//! the gateway uses them. Generated types stay here: the engine never sees them.
+//! Every call but health and reflection is authenticated ([`auth`]) and has its request's
+//! text fields bounded ([`limits`]) before it does anything (`State::admit`). Changes go
+//! through the store (with their audit row, in one transaction) before the gateway uses
+//! them. Generated types stay here: the engine never sees them.
 
 pub mod auth;
 mod convert;
@@ -89,9 +90,7 @@ impl State {
             stop,
         }
     }
-}
 
-impl State {
     /// Every call's door: the bearer token (a failure answered late, see [`auth`]), the
     /// right the call needs, then the bounds on every text field of the request
     /// ([`limits`]).
