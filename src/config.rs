@@ -633,15 +633,30 @@ impl Config {
     /// Validates configuration text; `source` names it in messages, `base` resolves
     /// relative paths.
     pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigErrors(vec![ConfigError::Syntax {
                 path: source.to_owned(),
                 message: e.to_string().trim_end().replace('\n', "\n    "),
             }])
         })?;
+        let mut validator = Validator::new(source);
+        let raw =
+            read_raw(table, &mut validator).ok_or_else(|| ConfigErrors(validator.take_errors()))?;
         let directory = match &raw.gateway.directory {
             None => Directory::embedded(),
-            Some(p) => Directory::load(&base.join(p)),
+            Some(p) => match Directory::load(&base.join(p)) {
+                Ok(directory) => Ok(directory),
+                Err(e) => {
+                    validator.errors.push(ConfigError::Directory {
+                        path: source.to_owned(),
+                        source: e,
+                    });
+                    // The rest is still checked, against the embedded directory; which
+                    // regions exist is not known, so that is not reported.
+                    validator.unknown_directory = true;
+                    Directory::embedded()
+                }
+            },
         }
         .map_err(|e| {
             ConfigErrors(vec![ConfigError::Directory {
@@ -649,7 +664,7 @@ impl Config {
                 source: e,
             }])
         })?;
-        Validator::new(source).validate(raw, Arc::new(directory), base)
+        validator.validate(raw, Arc::new(directory), base)
     }
 
     pub fn broker(&self, index: BrokerIndex) -> &Broker {
@@ -665,12 +680,142 @@ impl Config {
     }
 }
 
+/// At most this many format-level problems are listed: past them, a file is more likely
+/// not a gateway configuration at all.
+const MAX_FORMAT_ERRORS: usize = 100;
+
+/// Reads the TOML tree into the raw structs, listing every format-level problem (unknown
+/// keys, wrong types, bad durations) instead of stopping at the first: each offending key is
+/// reported and taken out, then the tree is read again. A bad element of an array of tables
+/// is replaced by an empty table rather than removed, so that the entries after it keep
+/// their numbers in every later message. What validation would then say about a key taken
+/// out ("is missing") is suppressed. `None`: a problem that cannot be located (reported).
+fn read_raw(table: toml::Table, validator: &mut Validator) -> Option<RawConfig> {
+    use serde_path_to_error::Segment;
+    let mut tree = toml::Value::Table(table);
+    // Original indices taken out of each array (by its path as reported), so that an error
+    // after a removal still names the element as the file numbers it.
+    let mut removed_indices: HashMap<String, Vec<usize>> = HashMap::new();
+    // The key last replaced by an empty table: failing again, it is no table at all.
+    let mut placeholder: Option<Vec<Segment>> = None;
+    let mut reported = 0;
+    loop {
+        let error = match serde_path_to_error::deserialize::<_, RawConfig>(tree.clone()) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        let path: Vec<Segment> = error.path().iter().cloned().collect();
+        let (key, array_key, original) = original_key(&path, &removed_indices);
+        let again = placeholder.take().is_some_and(|p| same_path(&p, &path));
+        if !again {
+            reported += 1;
+            validator.format_error(&key, error.inner().message());
+            if reported >= MAX_FORMAT_ERRORS {
+                validator.format_error(
+                    "",
+                    format!("stopped after {MAX_FORMAT_ERRORS} problems at the format level"),
+                );
+                return None;
+            }
+        }
+        // An error that names no key cannot be taken out: it is the last one listed.
+        let (last, parents) = path.split_last()?;
+        let parent = node(&mut tree, parents)?;
+        match (last, parent) {
+            (Segment::Map { key: name }, toml::Value::Table(t)) => {
+                t.remove(name)?;
+            }
+            (Segment::Seq { index }, toml::Value::Array(a)) if *index < a.len() => {
+                if again {
+                    a.remove(*index);
+                    let taken = removed_indices.entry(array_key).or_default();
+                    taken.push(original.unwrap_or(*index));
+                    taken.sort_unstable();
+                } else {
+                    a[*index] = toml::Value::Table(toml::Table::new());
+                    placeholder = Some(path);
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn same_path(a: &[serde_path_to_error::Segment], b: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Segment::Seq { index: x }, Segment::Seq { index: y }) => x == y,
+            (Segment::Map { key: x }, Segment::Map { key: y }) => x == y,
+            _ => false,
+        })
+}
+
+/// The node at `path` in the tree.
+fn node<'a>(
+    tree: &'a mut toml::Value,
+    path: &[serde_path_to_error::Segment],
+) -> Option<&'a mut toml::Value> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .try_fold(tree, |node, segment| match (segment, node) {
+            (Segment::Map { key }, toml::Value::Table(t)) => t.get_mut(key),
+            (Segment::Seq { index }, toml::Value::Array(a)) => a.get_mut(*index),
+            _ => None,
+        })
+}
+
+/// The key as the file numbers it (`platforms[2].prefetch`), with the indices removals
+/// have shifted put back; also the key of the array the last index is in, and that
+/// original index (for an element's own path).
+fn original_key(
+    path: &[serde_path_to_error::Segment],
+    removed: &HashMap<String, Vec<usize>>,
+) -> (String, String, Option<usize>) {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    let mut array_key = String::new();
+    let mut last_index = None;
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => {
+                let mut original = *index;
+                for taken in removed.get(&key).map(Vec::as_slice).unwrap_or_default() {
+                    if *taken <= original {
+                        original += 1;
+                    }
+                }
+                array_key = key.clone();
+                last_index = Some(original);
+                key.push_str(&format!("[{original}]"));
+            }
+            Segment::Map { key: name } | Segment::Enum { variant: name } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(name);
+                last_index = None;
+            }
+            Segment::Unknown => {
+                key.push_str(".?");
+                last_index = None;
+            }
+        }
+    }
+    (key, array_key, last_index)
+}
+
 struct Validator {
     path: String,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
     /// Brokers configured but invalid: references to them are not reported again.
     invalid_brokers: HashSet<String>,
+    /// Keys reported at the format level and taken out of the file: what validation would
+    /// say about them next ("is missing") is a consequence, not another problem.
+    taken_out: Vec<String>,
+    /// `gateway.directory` could not be read: which regions exist is unknown.
+    unknown_directory: bool,
 }
 
 impl Validator {
@@ -680,7 +825,51 @@ impl Validator {
             errors: Vec::new(),
             warnings: Vec::new(),
             invalid_brokers: HashSet::new(),
+            taken_out: Vec::new(),
+            unknown_directory: false,
         }
+    }
+
+    fn take_errors(&mut self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.errors)
+    }
+
+    /// A problem found reading the file's structure; the key is taken out of the file.
+    fn format_error(&mut self, key: &str, message: impl Into<String>) {
+        let message = in_toml_words(&message.into());
+        // serde quotes the offending value; under these keys it may be a secret.
+        let last = key.rsplit(['.', '[']).next().unwrap_or(key);
+        let message = if ["url", "urls", "sha256"].contains(&last) || key.contains(".urls[") {
+            without_values(&message)
+        } else {
+            message
+        };
+        if let Some(name) = key
+            .strip_prefix("brokers.")
+            .filter(|name| !name.contains('.'))
+        {
+            self.invalid_brokers.insert(name.to_owned());
+        }
+        self.errors.push(ConfigError::Invalid {
+            path: self.path.clone(),
+            key: if key.is_empty() {
+                "(file)".to_owned()
+            } else {
+                key.to_owned()
+            },
+            message,
+        });
+        self.taken_out.push(key.to_owned());
+    }
+
+    /// Whether `key` is one taken out at the format level, or inside one.
+    fn is_taken_out(&self, key: &str) -> bool {
+        self.taken_out.iter().any(|out| {
+            key == out
+                || key
+                    .strip_prefix(out.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
     }
 
     fn warn(&mut self, key: impl fmt::Display, message: impl fmt::Display) {
@@ -962,9 +1151,13 @@ impl Validator {
     }
 
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        if self.is_taken_out(&key) {
+            return;
+        }
         self.errors.push(ConfigError::Invalid {
             path: self.path.clone(),
-            key: key.into(),
+            key,
             message: message.into(),
         });
     }
@@ -1113,6 +1306,19 @@ impl Validator {
                     self.error(key, format!("{} is not a readable file", path.display()));
                 }
             }
+        }
+        if let Some(address) = address
+            && tls.is_none()
+            && !address.ip().is_loopback()
+        {
+            self.warn(
+                "admin.address",
+                format!(
+                    "{address} is reachable from other machines, without TLS: bearer tokens and \
+                     dead-letter payloads would cross the network in clear text; set \
+                     admin.tls_cert and admin.tls_key, or listen on 127.0.0.1"
+                ),
+            );
         }
         let mut tokens: Vec<AdminToken> = Vec::new();
         for (i, t) in raw.tokens.iter().enumerate() {
@@ -1453,6 +1659,12 @@ impl Validator {
         }
 
         // Destinations.
+        let rules = DestinationRules::new(
+            &brokers,
+            dead_letter_broker
+                .map(|b| (b, dead_letter_exchange.as_str(), dead_letter_queue.as_str())),
+            &platforms,
+        );
         let mut destinations: Vec<Destination> = Vec::new();
         let mut destination_ids: HashMap<String, DestinationIndex> = HashMap::new();
         for (i, d) in raw.destinations.iter().enumerate() {
@@ -1475,7 +1687,7 @@ impl Validator {
                 continue;
             }
             let broker_reported = self.invalid_brokers.contains(&spec.broker);
-            let valid = validate_destination(&key, &spec, &brokers, |k, m| {
+            let valid = validate_destination(&key, &spec, &rules, |k, m| {
                 if !(broker_reported && k.ends_with(".broker")) {
                     self.error(k, m)
                 }
@@ -1561,8 +1773,10 @@ impl Validator {
             })
             .map(|(key, _)| format!("{key}.destination"))
             .collect();
+        let unknown_directory = self.unknown_directory;
         let routes = validate_routes(&raw_routes, &destination_ids, &directory, |key, message| {
-            if !left_out.contains(&key) {
+            let unknown_region = unknown_directory && message.contains("municipality directory");
+            if !left_out.contains(&key) && !unknown_region {
                 self.error(key, message)
             }
         });
@@ -1611,6 +1825,42 @@ impl Validator {
     }
 }
 
+/// serde's message without the values it quotes (`invalid type: string "…", expected …`
+/// → `invalid type: a string, expected …`).
+fn without_values(message: &str) -> String {
+    let Some((what, rest)) = message.split_once(": ") else {
+        return message.to_owned();
+    };
+    let expected = rest.find(", expected").map_or("", |at| &rest[at..]);
+    let kind = rest.split([' ', ',']).next().unwrap_or("value");
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{what}: {article} {kind}{expected}")
+}
+
+/// serde's type names in the words of a TOML file.
+fn in_toml_words(message: &str) -> String {
+    let mut out = message.to_owned();
+    if let Some(at) = out.find("expected struct Raw") {
+        let end = out[at..]
+            .find(|c: char| !(c.is_alphanumeric() || c == ' '))
+            .map_or(out.len(), |n| at + n);
+        out.replace_range(at..end, "expected a table");
+    }
+    for (rust, toml) in [
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, toml);
+    }
+    out
+}
+
 /// RabbitMQ's default user: its password is public, and the broker lets it in only over
 /// loopback, so local set-ups may write it into the URL without a warning.
 fn is_guest(uri: &AMQPUri) -> bool {
@@ -1632,29 +1882,213 @@ pub struct DestinationSpec {
     pub receipt_queue: String,
 }
 
+/// The longest id (of a destination, a dead letter, a platform in a filter …) anyone may
+/// give: ids go into headers, logs, metrics labels and queue names.
+pub const MAX_ID_CHARS: usize = 128;
+/// The longest name of a destination or a service.
+pub const MAX_NAME_CHARS: usize = 300;
+/// AMQP's limit for exchange, queue and routing key names (a short string).
+pub const MAX_AMQP_NAME_BYTES: usize = 255;
+
+/// A value from outside, for a message: escaped, and cut after a few characters, so that
+/// a message never carries much of what someone sent.
+pub fn quoted(value: &str) -> String {
+    const SHOWN: usize = 40;
+    match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// Text of at most `max_chars` characters without control characters.
+pub fn check_text(value: &str, max_chars: usize) -> Result<(), String> {
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(format!(
+            "has {chars} characters, at most {max_chars} are allowed ({})",
+            quoted(value)
+        ));
+    }
+    match value.char_indices().find(|(_, c)| c.is_control()) {
+        Some((at, c)) => Err(format!(
+            "contains a control character (U+{:04X}) at byte {at}",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An id: 1 to [`MAX_ID_CHARS`] letters, digits, `-`, `_`, `.` and `:`.
+pub fn check_id(value: &str) -> Result<(), String> {
+    check_text(value, MAX_ID_CHARS)?;
+    match value
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        Some(c) => Err(format!(
+            "{} is not an id: letters, digits, '-', '_', '.' and ':' only, not {c:?}",
+            quoted(value)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An exchange, queue or routing key name.
+pub fn check_amqp_name(value: &str) -> Result<(), String> {
+    check_text(value, MAX_AMQP_NAME_BYTES)?;
+    if value.len() > MAX_AMQP_NAME_BYTES {
+        return Err(format!(
+            "has {} bytes, at most {MAX_AMQP_NAME_BYTES} are allowed in an AMQP name",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Exchanges and queues whose names start with this belong to the gateway (dead letters,
+/// retries, replays), on whatever broker.
+pub const GATEWAY_NAMESPACE: &str = "ozg.gateway.";
+
+/// What a destination may not point at, besides its own fields' rules: the gateway's own
+/// exchanges and queues (a delivery into the replay queue would come back for ever), and a
+/// platform's ingress queue (the same loop through the platform).
+#[derive(Debug, Clone)]
+pub struct DestinationRules<'a> {
+    pub brokers: &'a [Broker],
+    /// The broker and names of the dead-letter exchange and queue, which may be outside
+    /// [`GATEWAY_NAMESPACE`].
+    dead_letters: Option<(BrokerIndex, &'a str, &'a str)>,
+    /// (broker, queue, platform id) of every platform.
+    ingress: Vec<(BrokerIndex, &'a str, &'a str)>,
+}
+
+impl<'a> DestinationRules<'a> {
+    pub fn new(
+        brokers: &'a [Broker],
+        dead_letters: Option<(BrokerIndex, &'a str, &'a str)>,
+        platforms: &'a [Platform],
+    ) -> DestinationRules<'a> {
+        DestinationRules {
+            brokers,
+            dead_letters,
+            ingress: platforms
+                .iter()
+                .map(|p| (p.broker, p.ingress_queue.as_str(), p.id.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Why `exchange` on `broker` is none a destination may publish to.
+    fn exchange_taken(&self, broker: BrokerIndex, exchange: &str) -> Option<String> {
+        if exchange.starts_with(GATEWAY_NAMESPACE) {
+            return Some(format!(
+                "{} is the gateway's own (names starting with {GATEWAY_NAMESPACE} are)",
+                quoted(exchange)
+            ));
+        }
+        match self.dead_letters {
+            Some((b, dead, _)) if b == broker && dead == exchange => Some(format!(
+                "{} is the gateway's dead-letter exchange",
+                quoted(exchange)
+            )),
+            _ => None,
+        }
+    }
+
+    /// Why queue `queue` on `broker` is none a destination may deliver to or read from.
+    fn queue_taken(&self, broker: BrokerIndex, queue: &str) -> Option<String> {
+        if queue.starts_with(GATEWAY_NAMESPACE) {
+            return Some(format!(
+                "{} is the gateway's own queue (names starting with {GATEWAY_NAMESPACE} are)",
+                quoted(queue)
+            ));
+        }
+        if let Some((b, _, dead)) = self.dead_letters
+            && b == broker
+            && dead == queue
+        {
+            return Some(format!(
+                "{} is the gateway's dead-letter queue",
+                quoted(queue)
+            ));
+        }
+        self.ingress
+            .iter()
+            .find(|(b, q, _)| *b == broker && *q == queue)
+            .map(|(_, _, platform)| {
+                format!(
+                    "{} is the ingress queue of platform {}",
+                    quoted(queue),
+                    quoted(platform)
+                )
+            })
+    }
+}
+
+impl Config {
+    /// The rules for destinations, for entries that come from elsewhere than the file.
+    pub fn destination_rules(&self) -> DestinationRules<'_> {
+        DestinationRules::new(
+            &self.brokers,
+            Some((
+                self.gateway.dead_letter_broker,
+                self.gateway.dead_letter_exchange.as_str(),
+                self.gateway.dead_letter_queue.as_str(),
+            )),
+            &self.platforms,
+        )
+    }
+}
+
 /// Validates one destination the same way wherever it comes from (file or admin API);
 /// errors go to `report(key, message)` with keys under `key`. Duplicate ids are the
 /// caller's to check: only it knows the other destinations.
 pub fn validate_destination(
     key: &str,
     spec: &DestinationSpec,
-    brokers: &[Broker],
+    rules: &DestinationRules,
     mut report: impl FnMut(String, String),
 ) -> Option<Destination> {
+    let brokers = rules.brokers;
     let k = |field: &str| format!("{key}.{field}");
-    let mut required = |field: &str, value: &str| {
-        if value.trim().is_empty() {
-            report(k(field), "is missing".to_owned());
+    let mut check = |field: &str, result: Result<(), String>| match result {
+        Ok(()) => true,
+        Err(message) => {
+            report(k(field), message);
             false
-        } else {
-            true
         }
     };
-    let has_id = required("id", &spec.id);
-    let has_name = required("name", &spec.name);
-    let has_kind = required("kind", &spec.kind);
-    let has_land = required("land", &spec.land);
-    let has_broker = required("broker", &spec.broker);
+    let present = |value: &str| {
+        if value.trim().is_empty() {
+            Err("is missing".to_owned())
+        } else {
+            Ok(())
+        }
+    };
+    let has_id = check("id", present(&spec.id).and_then(|()| check_id(&spec.id)));
+    let has_name = check(
+        "name",
+        present(&spec.name).and_then(|()| check_text(&spec.name, MAX_NAME_CHARS)),
+    );
+    let [has_kind, has_land, has_broker] = [
+        ("kind", &spec.kind),
+        ("land", &spec.land),
+        ("broker", &spec.broker),
+    ]
+    .map(|(field, value)| {
+        check(
+            field,
+            present(value).and_then(|()| check_text(value, MAX_ID_CHARS)),
+        )
+    });
+    let names_ok = [
+        ("exchange", &spec.exchange),
+        ("routing_key", &spec.routing_key),
+        ("receipt_queue", &spec.receipt_queue),
+    ]
+    .map(|(field, value)| check(field, check_amqp_name(value)))
+    .iter()
+    .all(|ok| *ok);
     let kind = if has_kind {
         match spec.kind.parse::<AuthorityKind>() {
             Ok(kind) => Some(kind),
@@ -1662,8 +2096,8 @@ pub fn validate_destination(
                 report(
                     k("kind"),
                     format!(
-                        "unknown kind {:?} (one of {})",
-                        spec.kind,
+                        "unknown kind {} (one of {})",
+                        quoted(&spec.kind),
                         AuthorityKind::NAMES.join(", ")
                     ),
                 );
@@ -1684,30 +2118,30 @@ pub fn validate_destination(
     } else {
         None
     };
-    let broker = if has_broker {
-        match brokers.iter().position(|b| b.name == spec.broker) {
-            Some(i) => Some(i),
-            None => {
-                let mut known: Vec<&str> = brokers.iter().map(|b| b.name.as_str()).collect();
-                known.sort_unstable();
-                report(
-                    k("broker"),
-                    format!(
-                        "unknown broker {:?} (configured: {})",
-                        spec.broker,
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-                None
-            }
+    let broker = match brokers.iter().position(|b| b.name == spec.broker) {
+        Some(i) => Some(i),
+        None if !has_broker => None,
+        None => {
+            let mut known: Vec<&str> = brokers.iter().map(|b| b.name.as_str()).collect();
+            known.sort_unstable();
+            report(
+                k("broker"),
+                format!(
+                    "unknown broker {} (configured: {})",
+                    quoted(&spec.broker),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+            None
         }
-    } else {
-        None
     };
+    if !names_ok {
+        return None;
+    }
     if spec.exchange.is_empty() && spec.routing_key.is_empty() {
         report(
             k("routing_key"),
@@ -1715,7 +2149,41 @@ pub fn validate_destination(
         );
         return None;
     }
-    match (has_id && has_name, kind, land, broker) {
+    let mut targets_free = true;
+    if let Some(broker) = broker {
+        let receipt_queue = spec.receipt_queue.trim();
+        let taken = [
+            ("exchange", rules.exchange_taken(broker, &spec.exchange)),
+            (
+                "routing_key",
+                // With the default exchange the routing key is the queue delivered to.
+                spec.exchange
+                    .is_empty()
+                    .then(|| rules.queue_taken(broker, &spec.routing_key))
+                    .flatten(),
+            ),
+            (
+                "receipt_queue",
+                if receipt_queue.is_empty() {
+                    None
+                } else if spec.exchange.is_empty() && receipt_queue == spec.routing_key {
+                    Some(format!(
+                        "{} is the queue this destination's submissions are delivered to",
+                        quoted(receipt_queue)
+                    ))
+                } else {
+                    rules.queue_taken(broker, receipt_queue)
+                },
+            ),
+        ];
+        for (field, why) in taken {
+            if let Some(why) = why {
+                report(k(field), format!("{why}: a destination cannot use it"));
+                targets_free = false;
+            }
+        }
+    }
+    match (has_id && has_name && targets_free, kind, land, broker) {
         (true, Some(kind), Some(land), Some(broker)) => Some(Destination {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -2065,14 +2533,193 @@ kind = "castle"
     }
 
     #[test]
-    fn a_missing_directory_file_is_reported() {
-        let text = VALID.replace(
-            "[gateway]",
-            "[gateway]\ndirectory = \"/nonexistent/gv.csv\"",
+    fn every_problem_at_once_also_at_the_format_level() {
+        let text = "routes = [5, { service = \"*\", region = \"0641\", destination = \"he-darmstadt\", colour = \"red\" }, { service = \"*\", region = \"06411\", destination = \"he-darmstadt\" }]\n".to_owned()
+            + &VALID
+            .replace(
+                "dead_letter_broker = \"he\"",
+                "dead_letter_broker = \"he\"\nconfirm_timout = \"5s\"\nshutdown_grace = \"30 parsecs\"\nmax_message_bytes = \"big\"",
+            )
+            .replace("land = \"HE\"", "land = \"XX\"\nprefetch = \"many\"")
+            .replace("kind = \"kreisfreie-stadt\"", "kind = 5")
+            .replace(
+                "[[routes]]\nservice = \"*\"\nregion = \"06411\"\ndestination = \"he-darmstadt\"\n",
+                "",
+            )
+            + "[retry]\ndelays = [\"1s\", \"soon\", \"5s\", 7, \"later\"]\n[telemetery]\nlog_level = \"debug\"\n[brokers.th]\nurl = 5\n";
+        let errors = parse(&text).unwrap_err().to_string();
+        println!("{errors}");
+        let lines: Vec<&str> = errors.lines().skip(1).map(str::trim).collect();
+        let expected = [
+            "test.toml: brokers.th.url: invalid type: an integer, expected a string",
+            "test.toml: destinations[0].kind: invalid type: integer `5`, expected a string",
+            "test.toml: gateway.confirm_timout: unknown field `confirm_timout`, expected one of",
+            "test.toml: gateway.max_message_bytes: invalid type: string \"big\", expected a whole number",
+            "test.toml: gateway.shutdown_grace: ",
+            "test.toml: platforms[0].prefetch: invalid type: string \"many\", expected a whole number",
+            "test.toml: retry.delays[1]: ",
+            "test.toml: retry.delays[3]: invalid type: integer `7`",
+            "test.toml: retry.delays[4]: ",
+            "test.toml: routes[0]: invalid type: integer `5`, expected a table",
+            "test.toml: routes[1].colour: unknown field `colour`",
+            "test.toml: telemetery: unknown field `telemetery`",
+            // And what validation finds besides, with the numbering of the file.
+            "test.toml: platforms[0].land: \"XX\" is not a Land code",
+            "test.toml: routes[1].region: \"0641\" has 4 characters",
+        ];
+        for want in expected {
+            assert!(
+                lines.iter().any(|l| l.starts_with(want)),
+                "missing {want:?} in:\n{errors}"
+            );
+        }
+        assert_eq!(lines.len(), expected.len(), "{errors}");
+        assert!(
+            !errors.contains("is missing"),
+            "consequences are not reported: {errors}"
         );
+        assert!(!errors.contains("secret"), "{errors}");
+    }
+
+    #[test]
+    fn an_admin_api_for_other_machines_without_tls_is_warned_about() {
+        for (address, warned) in [
+            ("127.0.0.1:0", false),
+            ("[::1]:50051", false),
+            ("0.0.0.0:50051", true),
+            ("[::]:50051", true),
+            ("10.1.2.3:50051", true),
+        ] {
+            let config = parse(&format!("{VALID}\n[admin]\naddress = \"{address}\"\n")).unwrap();
+            let warning = config.warnings.iter().find(|w| w.contains("admin.address"));
+            assert_eq!(
+                warning.is_some(),
+                warned,
+                "{address}: {:?}",
+                config.warnings
+            );
+            if let Some(warning) = warning {
+                assert!(
+                    warning.starts_with(&format!(
+                        "test.toml: admin.address: {address} is reachable from other machines, without TLS"
+                    )),
+                    "{warning}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn destinations_are_refused_with_bad_ids_long_names_and_the_gateways_own_targets() {
+        let long_name = "x".repeat(1 << 20);
+        let long_key = "k".repeat(256);
+        // (what replaces a line of the destination, the error expected)
+        let cases: Vec<(&str, String, String)> = vec![
+            (
+                "id = \"he-darmstadt\"",
+                "id = \"he\\u0007x\"".into(),
+                "destinations[0].id: contains a control character (U+0007) at byte 2".into(),
+            ),
+            (
+                "id = \"he-darmstadt\"",
+                "id = \"he darmstadt\"".into(),
+                "destinations[0].id: \"he darmstadt\" is not an id: letters, digits, '-', '_', '.' and ':' only, not ' '".into(),
+            ),
+            (
+                "id = \"he-darmstadt\"",
+                format!("id = \"{}\"", "d".repeat(129)),
+                "destinations[0].id: has 129 characters, at most 128 are allowed (\"dddddddddddddddddddddddddddddddddddddddd\"…)".into(),
+            ),
+            (
+                "name = \"Wissenschaftsstadt Darmstadt\"",
+                format!("name = \"{long_name}\""),
+                format!("destinations[0].name: has 1048576 characters, at most 300 are allowed (\"{}\"…)", "x".repeat(40)),
+            ),
+            (
+                "name = \"Wissenschaftsstadt Darmstadt\"",
+                "name = \"Darmstadt\\nBürgeramt\"".into(),
+                "destinations[0].name: contains a control character (U+000A) at byte 9".into(),
+            ),
+            (
+                "routing_key = \"he-darmstadt\"",
+                format!("routing_key = \"{long_key}\""),
+                "destinations[0].routing_key: has 256 characters, at most 255 are allowed".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"",
+                "exchange = \"ozg.gateway.retry\"".into(),
+                "destinations[0].exchange: \"ozg.gateway.retry\" is the gateway's own (names starting with ozg.gateway. are): a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+                "exchange = \"\"\nrouting_key = \"ozg.gateway.replay\"".into(),
+                "destinations[0].routing_key: \"ozg.gateway.replay\" is the gateway's own queue (names starting with ozg.gateway. are): a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+                "exchange = \"\"\nrouting_key = \"ozg.he.submissions\"".into(),
+                "destinations[0].routing_key: \"ozg.he.submissions\" is the ingress queue of platform \"civento-he\": a destination cannot use it".into(),
+            ),
+            (
+                "routing_key = \"he-darmstadt\"",
+                "routing_key = \"he-darmstadt\"\nreceipt_queue = \"ozg.gateway.dead-letters\"".into(),
+                "destinations[0].receipt_queue: \"ozg.gateway.dead-letters\" is the gateway's own queue (names starting with ozg.gateway. are): a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+                "exchange = \"\"\nrouting_key = \"bo.darmstadt\"\nreceipt_queue = \"bo.darmstadt\"".into(),
+                "destinations[0].receipt_queue: \"bo.darmstadt\" is the queue this destination's submissions are delivered to: a destination cannot use it".into(),
+            ),
+            (
+                "exchange = \"ozg.backoffice\"",
+                "exchange = \"dead\"".into(),
+                "destinations[0].exchange: \"dead\" is the gateway's dead-letter exchange: a destination cannot use it".into(),
+            ),
+        ];
+        for (line, replacement, expected) in cases {
+            assert!(VALID.contains(line), "{line}");
+            let text = VALID.replace(line, &replacement).replace(
+                "dead_letter_broker = \"he\"",
+                "dead_letter_broker = \"he\"\ndead_letter_exchange = \"dead\"",
+            );
+            let errors = parse(&text).unwrap_err().to_string();
+            assert!(
+                errors.contains(&expected),
+                "missing {expected:?} in:\n{}",
+                quoted(&errors)
+            );
+            assert!(
+                errors.len() < 2_000,
+                "nothing long is echoed: {}",
+                errors.len()
+            );
+        }
+        // A back office queue on another broker may have any name but the namespace's.
+        let valid = VALID.replace(
+            "exchange = \"ozg.backoffice\"\nrouting_key = \"he-darmstadt\"",
+            "exchange = \"\"\nrouting_key = \"ozg.gateway-de.darmstadt\"",
+        );
+        parse(&valid).unwrap();
+    }
+
+    #[test]
+    fn a_missing_directory_file_is_reported() {
+        let text = VALID
+            .replace(
+                "[gateway]",
+                "[gateway]\ndirectory = \"/nonexistent/gv.csv\"",
+            )
+            .replace("land = \"HE\"", "land = \"XX\"")
+            .replace("region = \"06411\"", "region = \"069\"");
         let errors = parse(&text).unwrap_err().to_string();
         assert!(
             errors.contains("gateway.directory: /nonexistent/gv.csv: cannot read"),
+            "{errors}"
+        );
+        // The rest is still checked; regions only for their form, the directory unknown.
+        assert!(errors.contains("platforms[0].land: \"XX\""), "{errors}");
+        assert!(
+            errors.starts_with("invalid configuration: 2 errors"),
             "{errors}"
         );
     }

@@ -63,10 +63,46 @@ pub enum DecodeError {
     MissingContentType,
     #[error("content_type {0:?} is not supported; use application/x-protobuf or application/json")]
     UnsupportedContentType(String),
-    #[error("not a protobuf ozg.gateway.v1.Submission: {0}")]
-    Protobuf(String),
-    #[error("not a JSON ozg.gateway.v1.Submission: {0}")]
-    Json(String),
+    #[error("not a protobuf {message}: {detail}")]
+    Protobuf {
+        message: &'static str,
+        detail: String,
+    },
+    /// `field` is the path of the offending key as written in the message
+    /// (`origin.platfromId`, `attachments[0].size`), when the problem lies in one.
+    #[error("not a JSON {message}: {}{problem} at line {line}, column {column}",
+        field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Json {
+        message: &'static str,
+        field: Option<String>,
+        problem: &'static str,
+        line: usize,
+        column: usize,
+    },
+}
+
+impl DecodeError {
+    /// The offending field's path, when the error lies in one.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            DecodeError::Json { field, .. } => field.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// A wire message that arrives from outside (a platform's submission, a back office's
+/// receipt), named in decode errors.
+pub trait WireMessage: prost::Message + Default + serde::de::DeserializeOwned {
+    const NAME: &'static str;
+}
+
+impl WireMessage for wire::Submission {
+    const NAME: &'static str = "ozg.gateway.v1.Submission";
+}
+
+impl WireMessage for wire::Receipt {
+    const NAME: &'static str = "ozg.gateway.v1.Receipt";
 }
 
 /// Decodes a body whose size the caller has already checked.
@@ -74,32 +110,123 @@ pub fn decode(encoding: Encoding, body: &[u8]) -> Result<wire::Submission, Decod
     decode_message(encoding, body)
 }
 
-/// Any of the wire messages (a submission, a receipt) in either encoding. JSON errors are
-/// reduced to category and position: serde_json quotes the offending value, which may be
-/// personal data.
-pub fn decode_message<T>(encoding: Encoding, body: &[u8]) -> Result<T, DecodeError>
-where
-    T: prost::Message + Default + serde::de::DeserializeOwned,
-{
+/// Any of the wire messages (a submission, a receipt) in either encoding, by the contract's
+/// rules (README, "The wire contract"):
+///
+/// - protobuf: unknown field numbers are skipped, as every protobuf reader does, so that the
+///   contract can grow; the bytes go on unchanged, so a back office that knows the newer
+///   contract sees them;
+/// - JSON: an unknown field name is refused, as the proto3 JSON mapping prescribes. In JSON
+///   it is usually a misspelt name whose data would otherwise vanish unseen, and the parser
+///   never descends into a value it has no field for: a JSON body can nest no deeper than the
+///   contract's own messages (three levels), whatever a sender puts into it.
+///
+/// JSON errors name the offending key's path and the position, never a value: serde_json
+/// quotes values, which may be personal data, and keys are shown only when they look like
+/// field names.
+pub fn decode_message<T: WireMessage>(encoding: Encoding, body: &[u8]) -> Result<T, DecodeError> {
     match encoding {
-        Encoding::Protobuf => T::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string())),
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
-            use serde_json::error::Category;
-            let what = match e.classify() {
-                Category::Syntax => "malformed JSON",
-                Category::Eof => "JSON ends early",
-                Category::Data => {
-                    "JSON does not match the schema (wrong type, bad value or bad field format)"
-                }
-                Category::Io => "read error",
-            };
-            DecodeError::Json(format!(
-                "{what} at line {}, column {}",
-                e.line(),
-                e.column()
-            ))
+        Encoding::Protobuf => T::decode(body).map_err(|e| DecodeError::Protobuf {
+            message: T::NAME,
+            detail: e.to_string(),
         }),
+        // The plain parser first: tracking the path costs an allocation per key, and only
+        // a failure needs it. Parsing is deterministic, so the second run fails the same way.
+        Encoding::Json => serde_json::from_slice(body).map_err(|_| json_error::<T>(body)),
     }
+}
+
+/// Parses `body` again with the path of every key tracked, for an error that says where.
+fn json_error<T: WireMessage>(body: &[u8]) -> DecodeError {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let (path, error) = match serde_path_to_error::deserialize::<_, T>(&mut deserializer)
+        .map(|_| deserializer.end())
+    {
+        Err(e) => (Some(e.path().clone()), e.into_inner()),
+        Ok(Err(e)) => (None, e),
+        // Not reached: the plain parser refused this body. Reported all the same.
+        Ok(Ok(())) => {
+            return DecodeError::Json {
+                message: T::NAME,
+                field: None,
+                problem: "JSON not accepted",
+                line: 0,
+                column: 0,
+            };
+        }
+    };
+    use serde_json::error::Category;
+    let text = error.to_string();
+    let problem = match error.classify() {
+        Category::Syntax if text.starts_with("recursion limit exceeded") => "nested too deeply",
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "JSON ends early",
+        // serde's own wording for these; the value that follows it is never shown.
+        Category::Data if text.starts_with("unknown field") => {
+            "unknown field (the contract has none of this name; misspelt?)"
+        }
+        Category::Data if text.starts_with("duplicate field") => "given twice",
+        Category::Data if text.starts_with("unknown variant") => {
+            "is not one of the values the contract defines"
+        }
+        Category::Data if text.starts_with("invalid type") => "has the wrong JSON type",
+        Category::Data => "has a bad value or format",
+        Category::Io => "read error",
+    };
+    let mut field = path.map(|p| shown_path(&p)).unwrap_or_default();
+    // A duplicate is found after its key was read, so the path ends at the object; serde
+    // names the field in its message, and that name is the contract's own.
+    if let Some(name) = text
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
+        .filter(|name| looks_like_field_name(name))
+    {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(name);
+    }
+    let field = Some(field).filter(|f| !f.is_empty());
+    DecodeError::Json {
+        message: T::NAME,
+        field,
+        problem,
+        line: error.line(),
+        column: error.column(),
+    }
+}
+
+/// A JSON key path for a header or a detail: keys that look like field names as written,
+/// anything else (which may be personal data put where a name belongs) as `?`.
+fn shown_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if looks_like_field_name(key) { key } else { "?" });
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    out
+}
+
+/// `submissionId`, `form_data`: a lower-case ASCII letter, then letters, digits and `_`.
+fn looks_like_field_name(key: &str) -> bool {
+    key.len() <= 64
+        && key.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -564,6 +691,253 @@ mod tests {
         let from_proto = decode(Encoding::Protobuf, &prost::Message::encode_to_vec(&s)).unwrap();
         assert_eq!(from_json, s);
         assert_eq!(from_proto, s);
+    }
+
+    /// A decode's expected verdict: `Ok`, or the field and (part of) the message.
+    type Verdict = Result<(), (&'static str, &'static str)>;
+
+    /// The JSON of `good()`, changed by `change`, as the decoder sees it: `Ok` or the
+    /// field and the message of its error.
+    fn json_verdict(change: impl FnOnce(&mut serde_json::Value)) -> Result<(), (String, String)> {
+        let mut value = serde_json::to_value(good()).unwrap();
+        change(&mut value);
+        let body = serde_json::to_vec(&value).unwrap();
+        decode(Encoding::Json, &body)
+            .map(|_| ())
+            .map_err(|e| (e.field().unwrap_or_default(), e.to_string()))
+    }
+
+    /// `[[[…]]]`, `depth` arrays deep (serde_json's own `Value` stops at 128; deeper
+    /// texts are built by hand in `json_policy_texts_that_are_no_object_tree`).
+    fn nested(depth: usize) -> serde_json::Value {
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn json_policy_unknown_fields_are_refused_by_their_path() {
+        type Change = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let set = |path: &'static str, value: serde_json::Value| -> Change {
+            Box::new(move |v: &mut serde_json::Value| {
+                let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+                let target = if parent.is_empty() {
+                    v
+                } else {
+                    v.pointer_mut(parent).unwrap()
+                };
+                target[key] = value;
+            })
+        };
+        let rename = |parent: &'static str, from: &'static str, to: &'static str| -> Change {
+            Box::new(move |v: &mut serde_json::Value| {
+                let object = v.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+                let value = object.remove(from).unwrap();
+                object.insert(to.to_owned(), value);
+            })
+        };
+        let unknown = "unknown field (the contract has none of this name; misspelt?)";
+        let cases: Vec<(&str, Change, Verdict)> = vec![
+            ("as it is", Box::new(|_| {}), Ok(())),
+            (
+                "proto field names instead of JSON names",
+                rename("", "submissionId", "submission_id"),
+                Ok(()),
+            ),
+            (
+                "explicit null for an optional message",
+                set("/replyChannel", serde_json::Value::Null),
+                Ok(()),
+            ),
+            (
+                "an unknown top-level field",
+                set("/priority", serde_json::json!({"level": 1})),
+                Err(("priority", unknown)),
+            ),
+            (
+                "a misspelt field whose data would vanish",
+                rename("", "attachments", "attachements"),
+                Err(("attachements", unknown)),
+            ),
+            (
+                "a misspelt nested field",
+                rename("/origin", "land", "lnd"),
+                Err(("origin.lnd", unknown)),
+            ),
+            (
+                "a misspelt field of an attachment",
+                rename("/attachments/0", "fileName", "filename"),
+                Err(("attachments[0].filename", unknown)),
+            ),
+            (
+                "a key that is personal data",
+                set("/Erika Mustermann", serde_json::json!(1)),
+                Err(("?", unknown)),
+            ),
+            (
+                "a key that is a capitalised name",
+                set("/formData/Mustermann", serde_json::json!("x")),
+                Err(("formData.?", unknown)),
+            ),
+            (
+                "a wrong JSON type",
+                set("/submissionId", serde_json::json!(42)),
+                Err(("submissionId", "has the wrong JSON type")),
+            ),
+            (
+                "nested arrays where a string belongs",
+                set("/region", nested(100)),
+                Err(("region", "has the wrong JSON type")),
+            ),
+            (
+                "nested arrays where an attachment belongs",
+                set("/attachments", nested(100)),
+                Err(("attachments[0]", "has the wrong JSON type")),
+            ),
+            (
+                "content that is not base64",
+                set("/formData/content", serde_json::json!("Erika Mustermann!")),
+                Err(("formData.content", "has a bad value or format")),
+            ),
+            (
+                "a time that is none",
+                set("/submittedAt", serde_json::json!("yesterday")),
+                Err(("submittedAt", "has a bad value or format")),
+            ),
+            (
+                "a size that is negative",
+                set("/attachments/0/size", serde_json::json!(-1)),
+                Err(("attachments[0].size", "has a bad value or format")),
+            ),
+        ];
+        for (label, change, expected) in cases {
+            let got = json_verdict(change);
+            match (&got, &expected) {
+                (Ok(()), Ok(())) => {}
+                (Err((field, message)), Err((want_field, want_problem))) => {
+                    assert_eq!(field, want_field, "{label}: {message}");
+                    assert!(
+                        message.starts_with("not a JSON ozg.gateway.v1.Submission: ")
+                            && message
+                                .contains(&format!("{field}: {want_problem} at line 1, column ")),
+                        "{label}: {message}"
+                    );
+                    assert!(!message.contains("Mustermann"), "{label}: {message}");
+                }
+                _ => panic!("{label}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn json_policy_texts_that_are_no_object_tree() {
+        let good = serde_json::to_string(&good()).unwrap();
+        let deep = |depth: usize, at: &str| {
+            good.replacen(
+                "{",
+                &format!("{{\"{at}\":{}{},", "[".repeat(depth), "]".repeat(depth)),
+                1,
+            )
+        };
+        let cases: Vec<(&str, String, Option<&str>, &str)> = vec![
+            // 25,000 nested arrays: refused at the key, the value is never parsed.
+            (
+                "deep arrays in an unknown field",
+                deep(25_000, "extra"),
+                Some("extra"),
+                "unknown field",
+            ),
+            (
+                "deep arrays in a known field",
+                deep(25_000, "region"),
+                Some("region"),
+                "has the wrong JSON type",
+            ),
+            (
+                "a field given twice",
+                good.replacen("{", "{\"region\":\"064110000000\",", 1),
+                Some("region"),
+                "given twice",
+            ),
+            (
+                "text after the object",
+                format!("{good} x"),
+                None,
+                "malformed JSON",
+            ),
+            (
+                "cut short",
+                good[..good.len() / 2].to_owned(),
+                None,
+                "JSON ends early",
+            ),
+            (
+                "not JSON at all",
+                "Erika Mustermann".to_owned(),
+                None,
+                "malformed JSON",
+            ),
+        ];
+        for (label, body, field, problem) in cases {
+            let started = std::time::Instant::now();
+            let err = decode(Encoding::Json, body.as_bytes()).unwrap_err();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "{label}"
+            );
+            let message = err.to_string();
+            if let Some(field) = field {
+                assert_eq!(err.field().as_deref(), Some(field), "{label}: {message}");
+            }
+            assert!(message.contains(problem), "{label}: {message}");
+            assert!(!message.contains("Mustermann"), "{label}: {message}");
+        }
+    }
+
+    #[test]
+    fn protobuf_policy_unknown_field_numbers_are_skipped() {
+        // Field 99, length-delimited: what a newer contract's field looks like to this one.
+        let mut body = prost::Message::encode_to_vec(&good());
+        body.extend_from_slice(&[0x9a, 0x06, 0x03, b'n', b'e', b'w']);
+        assert_eq!(decode(Encoding::Protobuf, &body).unwrap(), good());
+    }
+
+    #[test]
+    fn receipts_follow_the_same_policy() {
+        let cases: &[(&str, Verdict)] = &[
+            (
+                r#"{"submissionId":"x","kind":"RECEIPT_KIND_ACCEPTED"}"#,
+                Ok(()),
+            ),
+            (
+                r#"{"submissionId":"x","kind":"RECEIPT_KIND_ACCEPTED","notes":"a"}"#,
+                Err(("notes", "unknown field")),
+            ),
+            (
+                r#"{"submissionId":"x","kind":"RECEIPT_KIND_ACCEPTD"}"#,
+                Err(("kind", "is not one of the values the contract defines")),
+            ),
+            (
+                r#"{"submissionId":"x","problems":[{"title":"t","detial":"d"}]}"#,
+                Err(("problems[0].detial", "unknown field")),
+            ),
+        ];
+        for (body, expected) in cases {
+            let got = decode_message::<wire::Receipt>(Encoding::Json, body.as_bytes())
+                .map(|_| ())
+                .map_err(|e| (e.field().unwrap_or_default(), e.to_string()));
+            match (&got, expected) {
+                (Ok(()), Ok(())) => {}
+                (Err((field, message)), Err((want_field, problem))) => {
+                    assert_eq!(field, want_field, "{body}: {message}");
+                    assert!(
+                        message.starts_with("not a JSON ozg.gateway.v1.Receipt: ")
+                            && message.contains(problem),
+                        "{body}: {message}"
+                    );
+                }
+                _ => panic!("{body}: got {got:?}, expected {expected:?}"),
+            }
+        }
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl Snapshot {
             .enumerate()
             .map(|(i, d)| (d.id.clone(), i))
             .collect();
+        let rules = config.destination_rules();
         for (key, spec) in &stored.destinations {
             if let Some(&i) = destination_ids.get(&spec.id) {
                 let message = match destination_sources[i] {
@@ -85,7 +86,7 @@ impl Snapshot {
                 problems.push((format!("{key}.id"), message));
                 continue;
             }
-            let valid = config::validate_destination(key, spec, &config.brokers, |k, m| {
+            let valid = config::validate_destination(key, spec, &rules, |k, m| {
                 problems.push((k, m));
             });
             if let Some(destination) = valid {

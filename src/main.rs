@@ -58,7 +58,13 @@ enum Command {
         config: PathBuf,
     },
     /// Validate a configuration file and list every problem; exit 64 if invalid.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        #[arg(long, short, env = "OZG_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The file, given without --config (as older scripts do).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Explain where a submission would go, step by step, without sending anything.
     Resolve {
         #[arg(long, short, env = "OZG_CONFIG")]
@@ -232,7 +238,8 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
     };
     let result = match command {
         Command::Run { .. } | Command::Admin(_) => Ok(()),
-        Command::CheckConfig { file } => load(&file).map(|c| {
+        Command::CheckConfig { config, file } => check_config_file(config, file).and_then(|file| {
+            let c = load(&file)?;
             for warning in &c.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -244,6 +251,7 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
                 c.destinations.len(),
                 c.routes.len()
             );
+            Ok(())
         }),
         Command::Resolve {
             config,
@@ -305,6 +313,29 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
+    }
+}
+
+/// The file `check-config` checks: `--config FILE` (or `OZG_CONFIG`) like every command,
+/// or a plain `FILE` as older scripts give it, which wins over `OZG_CONFIG`.
+fn check_config_file(config: Option<PathBuf>, file: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    let from_env = std::env::var_os("OZG_CONFIG").map(PathBuf::from);
+    match (config, file) {
+        (Some(config), Some(file)) if config != file && Some(&config) != from_env.as_ref() => {
+            eprintln!(
+                "ozg-gateway check-config: two files given ({} and {}): give one, as --config FILE",
+                config.display(),
+                file.display()
+            );
+            Err(ExitCode::from(2))
+        }
+        (_, Some(file)) | (Some(file), None) => Ok(file),
+        (None, None) => {
+            eprintln!(
+                "ozg-gateway check-config: which file? Give --config FILE (or set OZG_CONFIG)"
+            );
+            Err(ExitCode::from(2))
+        }
     }
 }
 

@@ -130,11 +130,11 @@ impl From<DecodeError> for Rejection {
             DecodeError::MissingContentType | DecodeError::UnsupportedContentType(_) => {
                 Reason::UnsupportedContentType
             }
-            DecodeError::Protobuf(_) | DecodeError::Json(_) => Reason::Undecodable,
+            DecodeError::Protobuf { .. } | DecodeError::Json { .. } => Reason::Undecodable,
         };
         Rejection {
             reason,
-            field: None,
+            field: e.field(),
             detail: e.to_string(),
         }
     }

@@ -237,7 +237,7 @@ fn read(
     let encoding = Encoding::from_content_type(content_type.as_ref().map(|c| c.as_str()))
         .map_err(|e| invalid(None, e.to_string()))?;
     let receipt: wire::Receipt = envelope::decode_message(encoding, &delivery.data)
-        .map_err(|e| invalid(None, e.to_string()))?;
+        .map_err(|e| invalid(e.field().as_deref(), e.to_string()))?;
     let id = Uuid::parse_str(receipt.submission_id.trim()).map_err(|_| {
         invalid(
             Some("submission_id"),

@@ -85,6 +85,180 @@ fn invalid_configuration_lists_every_error_and_exits_64_before_connecting() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.toml: cannot read"));
 }
 
+/// `check-config` takes `--config`/`OZG_CONFIG` like every command (and the file alone, as
+/// older scripts give it), and lists format-level problems (unknown keys, bad durations,
+/// wrong types) together with the rest, each as `file: key: what is wrong`.
+#[test]
+fn check_config_lists_format_and_semantic_problems_at_once_in_every_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replacen(
+            "[gateway]\n",
+            "[gateway]\nconfirm_timout = \"5s\"\nstatus_every = 3\n",
+            1,
+        )
+        .replacen(
+            "shutdown_grace = \"30s\"",
+            "shutdown_grace = \"half a minute\"",
+            1,
+        )
+        .replacen("prefetch = 256", "prefetch = \"many\"", 1)
+        .replace("destination = \"th-jena\"", "destination = \"th-jenna\"")
+        .replace("region = \"16051\"", "region = \"1605\"")
+        // A broker nobody can reach: the exit must come from validation, not a timeout.
+        .replace(
+            "127.0.0.1:5672/ozg-gateway",
+            "10.255.255.1:5672/ozg-gateway",
+        );
+    std::fs::write(&path, text).unwrap();
+    let file = path.to_str().unwrap();
+    let expected = [
+        "bad.toml: gateway.confirm_timout: unknown field `confirm_timout`, expected one of",
+        "bad.toml: gateway.shutdown_grace: invalid value: string \"half a minute\", expected a duration",
+        "bad.toml: gateway.status_every: unknown field `status_every`",
+        "bad.toml: platforms[0].prefetch: invalid type: string \"many\", expected a whole number",
+        "bad.toml: routes[21].destination: unknown destination \"th-jenna\"",
+        "bad.toml: routes[26].region: \"1605\" has 4 characters",
+        "bad.toml: routes[29].region: \"1605\" has 4 characters",
+        "bad.toml: routes[30].destination: unknown destination \"th-jenna\"",
+    ];
+    let forms: [(&[&str], Option<&str>); 5] = [
+        (&["check-config", "--config", file], None),
+        (&["check-config", "-c", file], None),
+        (&["check-config", file], None),
+        (&["check-config"], Some(file)),
+        // The file given wins over OZG_CONFIG, as --config does for the other commands.
+        (&["check-config", file], Some("/nonexistent/other.toml")),
+    ];
+    for (args, env) in forms
+        .iter()
+        .copied()
+        .chain([(["run", "--config", file].as_slice(), None)])
+    {
+        let mut command = Command::new(BIN);
+        command.args(args).env_remove("OZG_CONFIG");
+        if let Some(env) = env {
+            command.env("OZG_CONFIG", env);
+        }
+        let started = Instant::now();
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?} {env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().skip(1).map(str::trim).collect();
+        for want in expected {
+            assert!(
+                lines.iter().any(|l| l.contains(want)),
+                "{args:?} {env:?}: missing {want:?} in\n{stderr}"
+            );
+        }
+        assert!(
+            stderr.starts_with(&format!(
+                "invalid configuration: {} errors\n",
+                expected.len()
+            )),
+            "{args:?} {env:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "validation connects to nothing"
+        );
+    }
+
+    // Usage mistakes: exit 2, saying what to give.
+    for args in [
+        vec!["check-config"],
+        vec!["check-config", "--config", file, "/etc/other.toml"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("OZG_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--config FILE"), "{args:?}: {stderr}");
+    }
+
+    // A TOML syntax error is one error, with its line and column.
+    std::fs::write(
+        &path,
+        "[gateway]\ndead_letter_broker = \"gateway\"\nconfirm_timeout = 15s\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", file])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.starts_with("invalid configuration: 1 error\n")
+            && stderr.contains("bad.toml: TOML parse error at line 3, column 19"),
+        "{stderr}"
+    );
+}
+
+/// An admin API that other machines can reach without TLS is allowed (a container needs
+/// 0.0.0.0) but warned about, by check-config and at start.
+#[test]
+fn an_admin_api_on_every_interface_without_tls_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    let text = with_data_dir(
+        &keep_only_lands(&std::fs::read_to_string(example()).unwrap(), &["he"])
+            .replace("127.0.0.1:50051", "0.0.0.0:0"),
+        dir.path(),
+    );
+    std::fs::write(&path, text).unwrap();
+    let file = path.to_str().unwrap();
+    let warning = "admin.address: 0.0.0.0:0 is reachable from other machines, without TLS";
+
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", file])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: {file}: {warning}")),
+        "{stderr}"
+    );
+
+    let mut gateway = Command::new(BIN)
+        .args(["run", "--config", file, "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = gateway.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let warned = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) if line.contains(warning) => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    terminate(&mut gateway, Duration::from_secs(30));
+    let line = warned.unwrap_or_else(|| panic!("no warning at start in:\n{}", seen.join("\n")));
+    assert!(line.contains("\"level\":\"WARN\""), "{line}");
+}
+
 #[test]
 fn resolve_explains_the_walk() {
     let out = Command::new(BIN)
@@ -156,14 +330,7 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
         .local_addr()
         .unwrap();
     let text = text.replace("127.0.0.1:50051", &admin.to_string());
-    let config_text = keep_only_lands(&text, &["he", "th"]).replacen(
-        "[gateway]\n",
-        &format!(
-            "[gateway]\ndata_dir = \"{}\"\n",
-            dir.path().join("data").display()
-        ),
-        1,
-    );
+    let config_text = with_data_dir(&keep_only_lands(&text, &["he", "th"]), dir.path());
     std::fs::write(&config, config_text).unwrap();
     let config = config.to_str().unwrap();
 
@@ -308,6 +475,15 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
         stderr.contains("ozg-gateway ready") && stderr.contains("SIGTERM received"),
         "{stderr}"
     );
+}
+
+/// The configuration with its store in `dir`, so that tests share no state.
+fn with_data_dir(text: &str, dir: &Path) -> String {
+    text.replacen(
+        "[gateway]\n",
+        &format!("[gateway]\ndata_dir = \"{}\"\n", dir.join("data").display()),
+        1,
+    )
 }
 
 /// Cuts the example down to the given Länder's brokers, platforms, destinations and routes.

@@ -11,8 +11,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -23,8 +21,6 @@ use ozg_gateway::topology::{backoffice_queue, status_queue};
 use ozg_gateway::wire::v1 as wire;
 use serde_json::Value;
 use sha2::{Digest, Sha512};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
 
 /// Personal data as a citizen would enter it: name, date of birth, IBAN.
 const MARKER: &str = "Erika Mustermann 1964-08-12 DE89370400440532013000";
@@ -118,28 +114,7 @@ async fn logs_name_every_outcome_and_never_show_payload_content() {
         .await
         .unwrap();
 
-    let mut gateway = Command::new(BIN)
-        .args([
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--log-format",
-            "json",
-        ])
-        .env("OZG_LOG", "debug")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read stderr all the time, so that a full pipe never blocks the gateway.
-    let stderr = gateway.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
+    let (mut gateway, reader) = run_with_json_logs(&path, Some("debug"));
 
     // What should become of each submission: (submission id, outcome, reason).
     let mut expected: Vec<(String, &str, Option<&str>)> = Vec::new();

@@ -306,6 +306,32 @@ async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refuse
         dead[0].header("x-ozg-reason").as_deref(),
         Some("receipt-invalid")
     );
+    // A JSON receipt with a field the contract does not have (a misspelt `note`): refused
+    // by the field's name, as submissions are, and not taken as the answer it looks like.
+    let misspelt = format!(
+        r#"{{"submissionId":"{id}","kind":"RECEIPT_KIND_ACCEPTED","nots":"an Amt 2 weitergeleitet"}}"#
+    );
+    publish(
+        &th,
+        "receipts-erfurt",
+        misspelt.as_bytes(),
+        Some("application/json"),
+        None,
+        None,
+    )
+    .await;
+    let dead = take_dead_letters(&gw_channel, 1, HANG).await;
+    assert_eq!(
+        dead[0].header("x-ozg-reason").as_deref(),
+        Some("receipt-invalid")
+    );
+    assert_eq!(dead[0].header("x-ozg-field").as_deref(), Some("nots"));
+    let detail = dead[0].header("x-ozg-detail").unwrap();
+    assert!(
+        detail.starts_with("not a JSON ozg.gateway.v1.Receipt: nots: unknown field"),
+        "{detail}"
+    );
+    assert!(!detail.contains("weitergeleitet"), "{detail}");
     assert!(statuses(&he, Duration::from_millis(500)).await.is_empty());
 
     // Erfurt accepts, twice: one event.

@@ -78,7 +78,7 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason() {
             br#"{"submissionId": 42}"#.to_vec(),
             Some("application/json"),
             "undecodable",
-            "",
+            "submissionId",
         ),
         (
             "no content type".into(),
@@ -381,6 +381,167 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason() {
         Some(last.submission_id.as_str())
     );
     assert!(gateway.is_running(), "bad input never stops the gateway");
+    gateway.stop().await;
+}
+
+/// The contract's rules for what a sender adds (README, "The wire contract"): in JSON an
+/// unknown field is refused by its path, however deep the value behind it; in protobuf an
+/// unknown field number is a newer contract's field and goes on, bytes unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_policy_unknown_fields_are_dead_lettered_by_name_protobuf_ones_forwarded() {
+    let v = Vhosts::create("json-policy", &["gw", "th", "he"]);
+    let gateway = start_gateway(config(&v)).await;
+
+    let json = |s: &wire::Submission| String::from_utf8(sample::encode(s, Encoding::Json)).unwrap();
+    // `"key": value` put first into the object that starts at the first `{` after `after`.
+    let with = |s: &wire::Submission, after: &str, key: &str, value: &str| {
+        let text = json(s);
+        let at = text.find(after).unwrap() + text[text.find(after).unwrap()..].find('{').unwrap();
+        format!("{}{{\"{key}\":{value},{}", &text[..at], &text[at + 1..]).into_bytes()
+    };
+    let deep = format!("{}{}", "[".repeat(25_000), "]".repeat(25_000));
+    let (good_json, good_proto) = (good(), good());
+    let mut newer_proto = sample::encode(&good_proto, Encoding::Protobuf);
+    // Field 99, length-delimited: a field of a newer contract.
+    newer_proto.extend_from_slice(&[0x9a, 0x06, 0x03, b'n', b'e', b'w']);
+    let (deep_unknown, typo, nested_typo, deep_known) = (good(), good(), good(), good());
+    let typo_body = json(&typo).replacen("\"attachments\"", "\"attachements\"", 1);
+    assert!(typo_body.contains("attachements"));
+
+    // (label, submission, body, encoding, None = delivered | Some(field))
+    type PolicyCase<'a> = (
+        &'a str,
+        &'a wire::Submission,
+        Vec<u8>,
+        Encoding,
+        Option<&'a str>,
+    );
+    let cases: Vec<PolicyCase> = vec![
+        (
+            "good JSON",
+            &good_json,
+            json(&good_json).into_bytes(),
+            Encoding::Json,
+            None,
+        ),
+        (
+            "protobuf with a newer field",
+            &good_proto,
+            newer_proto.clone(),
+            Encoding::Protobuf,
+            None,
+        ),
+        (
+            "25,000 nested arrays in an unknown field",
+            &deep_unknown,
+            with(&deep_unknown, "", "extra", &deep),
+            Encoding::Json,
+            Some("extra"),
+        ),
+        (
+            "a misspelt field",
+            &typo,
+            typo_body.into_bytes(),
+            Encoding::Json,
+            Some("attachements"),
+        ),
+        (
+            "a misspelt nested field",
+            &nested_typo,
+            json(&nested_typo)
+                .replacen("\"land\"", "\"lnd\"", 1)
+                .into_bytes(),
+            Encoding::Json,
+            Some("origin.lnd"),
+        ),
+        (
+            "25,000 nested arrays in a known field",
+            &deep_known,
+            with(&deep_known, "", "region", &deep),
+            Encoding::Json,
+            Some("region"),
+        ),
+    ];
+
+    let th = connect(&v.url("th")).await;
+    let channel = confirm_channel(&th).await;
+    for (_, s, body, encoding, _) in &cases {
+        publish(
+            &channel,
+            "submissions",
+            body,
+            Some(encoding.content_type()),
+            Some(&s.submission_id),
+            None,
+        )
+        .await;
+    }
+    let expected_dead = cases.iter().filter(|c| c.4.is_some()).count();
+    let expected_delivered = cases.len() - expected_dead;
+
+    let gw = connect(&v.url("gw")).await;
+    let gw_channel = gw.create_channel().await.unwrap();
+    let he = connect(&v.url("he")).await;
+    let he_channel = he.create_channel().await.unwrap();
+    let mut dead = take_dead_letters(&gw_channel, expected_dead, Duration::from_secs(30)).await;
+    let mut delivered = take_backoffice(
+        &he_channel,
+        "he-darmstadt",
+        expected_delivered,
+        Duration::from_secs(30),
+    )
+    .await;
+    // Anything more would be a duplicate.
+    dead.extend(drain_dead_letters(&gw_channel, Duration::from_secs(1)).await);
+    delivered
+        .extend(drain_backoffice(&he_channel, "he-darmstadt", Duration::from_millis(300)).await);
+    println!(
+        "published={} delivered={} dead-lettered={}",
+        cases.len(),
+        delivered.len(),
+        dead.len()
+    );
+
+    for (label, s, body, _, field) in &cases {
+        let id = s.submission_id.as_str();
+        let arrived = delivered
+            .iter()
+            .filter(|m| m.message_id().as_deref() == Some(id));
+        let refused: Vec<&Received> = dead
+            .iter()
+            .filter(|m| m.message_id().as_deref() == Some(id))
+            .collect();
+        match field {
+            None => {
+                let arrived: Vec<&Received> = arrived.collect();
+                assert_eq!((arrived.len(), refused.len()), (1, 0), "{label}");
+                assert_eq!(&arrived[0].body, body, "{label}: forwarded byte for byte");
+            }
+            Some(field) => {
+                assert_eq!((arrived.count(), refused.len()), (0, 1), "{label}");
+                let m = refused[0];
+                let detail = m.header("x-ozg-detail").unwrap();
+                println!(
+                    "{label}: {} {field}: {detail}",
+                    m.header("x-ozg-reason").unwrap()
+                );
+                assert_eq!(
+                    m.header("x-ozg-reason").as_deref(),
+                    Some("undecodable"),
+                    "{label}"
+                );
+                assert_eq!(m.header("x-ozg-field").as_deref(), Some(*field), "{label}");
+                assert!(
+                    detail.starts_with(&format!("not a JSON ozg.gateway.v1.Submission: {field}: ")),
+                    "{label}: {detail}"
+                );
+                assert!(!detail.contains("Mustermann"), "{label}: {detail}");
+            }
+        }
+    }
+    assert_eq!(delivered.len(), expected_delivered);
+    assert_eq!(dead.len(), expected_dead);
+    assert!(gateway.is_running());
     gateway.stop().await;
 }
 

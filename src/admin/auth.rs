@@ -1,8 +1,26 @@
 //! Bearer tokens with roles. Tokens are configured as SHA-256 hashes, compared in constant
 //! time, and never logged: only a token's configured name appears in logs and the audit.
+//!
+//! Roles do not imply each other, except that an operator may read what a viewer may: the
+//! payload role reads payloads and nothing else, so a token made for one dead letter's
+//! payload does not also open the directory and the traces.
+//!
+//! A failed authentication is logged (the client's address, never the token; one line per
+//! address per [`LOG_EVERY`]) and answered late: per client address (an IPv6 client by its
+//! /64), failures are answered no faster than one per [`FAILURE_SPACING`] after a burst of
+//! [`FAILURE_BURST`]. A known token is never delayed, so a guesser slows down nobody but
+//! itself. Failures waiting for their answer are bounded per address ([`MAX_WAITING`]):
+//! past that, calls from the address are refused before their token is looked at, so
+//! that opening more calls does not buy faster answers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -11,7 +29,7 @@ use crate::config::{AdminToken, Role};
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Right {
-    /// Any role.
+    /// The viewer role (or operator, which includes it).
     Read,
     /// The operator role.
     Change,
@@ -26,9 +44,82 @@ pub struct Principal {
     pub roles: Vec<Role>,
 }
 
-#[derive(Debug, Clone)]
+/// Failures from one address answered without delay before the spacing applies.
+pub const FAILURE_BURST: u32 = 10;
+/// After the burst, one failure from an address is answered per this long: 40 guesses a
+/// second instead of thousands.
+pub const FAILURE_SPACING: Duration = Duration::from_millis(25);
+/// Failures of one address waiting for their answer at most; past this the address is
+/// refused until they are answered.
+pub const MAX_WAITING: u32 = 16;
+/// At most one log line per address this often; it counts the failures in between.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Addresses tracked at most; beyond, the rest share one entry.
+const MAX_PEERS: usize = 10_000;
+
+#[derive(Debug)]
 pub struct Authenticator {
     tokens: Vec<AdminToken>,
+    peers: Mutex<HashMap<PeerKey, Peer>>,
+}
+
+/// Whom failures are counted for: an IPv4 address, an IPv6 /64 (one customer's network),
+/// or everybody beyond [`MAX_PEERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PeerKey {
+    V4([u8; 4]),
+    V6([u8; 8]),
+    Unknown,
+    Overflow,
+}
+
+impl PeerKey {
+    fn of(peer: Option<SocketAddr>) -> PeerKey {
+        match peer.map(|p| p.ip().to_canonical()) {
+            Some(IpAddr::V4(ip)) => PeerKey::V4(ip.octets()),
+            Some(IpAddr::V6(ip)) => {
+                let mut prefix = [0u8; 8];
+                prefix.copy_from_slice(&ip.octets()[..8]);
+                PeerKey::V6(prefix)
+            }
+            None => PeerKey::Unknown,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Peer {
+    /// The theoretical time of the next failure (GCRA): answers are due at most
+    /// `FAILURE_BURST` spacings before it.
+    next: Instant,
+    waiting: u32,
+    logged_at: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Peer {
+    fn idle(&self, now: Instant) -> bool {
+        self.waiting == 0
+            && self.next <= now
+            && self
+                .logged_at
+                .is_none_or(|at| now.duration_since(at) >= LOG_EVERY)
+    }
+}
+
+/// A failure waiting for its answer; counted until dropped, also when the caller gives up.
+struct Waiting<'a> {
+    auth: &'a Authenticator,
+    key: PeerKey,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut peers = self.auth.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(peer) = peers.get_mut(&self.key) {
+            peer.waiting = peer.waiting.saturating_sub(1);
+        }
+    }
 }
 
 /// The SHA-256 of a token as configured (`ozg-gateway hash-token`).
@@ -38,42 +129,48 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 
 impl Authenticator {
     pub fn new(tokens: Vec<AdminToken>) -> Authenticator {
-        Authenticator { tokens }
+        Authenticator {
+            tokens,
+            peers: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// UNAUTHENTICATED without a known token, PERMISSION_DENIED when its roles lack the
-    /// right.
-    pub fn check(&self, metadata: &MetadataMap, right: Right) -> Result<Principal, Status> {
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("missing bearer token (authorization: Bearer <token>)")
-            })?;
-        let hash = hash_token(presented);
-        // Every configured hash is compared, match or not, so the time taken says nothing
-        // about which or how many bytes matched.
-        let mut found: Option<&AdminToken> = None;
-        for token in &self.tokens {
-            if bool::from(token.sha256.ct_eq(&hash)) {
-                found = Some(token);
-            }
+    /// UNAUTHENTICATED without a known token (after the delay due for the caller's
+    /// address), PERMISSION_DENIED when its roles lack the right, RESOURCE_EXHAUSTED for an
+    /// address with too many failures waiting.
+    pub async fn check(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<SocketAddr>,
+        right: Right,
+    ) -> Result<Principal, Status> {
+        let key = PeerKey::of(peer);
+        if self.saturated(key) {
+            return Err(Status::resource_exhausted(
+                "too many failed authentications from this address; wait and try again",
+            ));
         }
-        let token = found.ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
+        let token = match self.identify(metadata) {
+            Ok(token) => token,
+            Err(why) => {
+                let (wait, waiting) = self.failed(key, peer, why);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                drop(waiting);
+                return Err(Status::unauthenticated(why));
+            }
+        };
         let allowed = match right {
-            Right::Read => !token.roles.is_empty(),
+            Right::Read => {
+                token.roles.contains(&Role::Viewer) || token.roles.contains(&Role::Operator)
+            }
             Right::Change => token.roles.contains(&Role::Operator),
             Right::Payload => token.roles.contains(&Role::Payload),
         };
         if !allowed {
             let needed = match right {
-                Right::Read => "viewer",
+                Right::Read => "viewer (or operator)",
                 Right::Change => "operator",
                 Right::Payload => "payload",
             };
@@ -86,6 +183,82 @@ impl Authenticator {
             name: token.name.clone(),
             roles: token.roles.clone(),
         })
+    }
+
+    /// The configured token presented, or why there is none.
+    fn identify(&self, metadata: &MetadataMap) -> Result<&AdminToken, &'static str> {
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or("missing bearer token (authorization: Bearer <token>)")?;
+        let hash = hash_token(presented);
+        // Every configured hash is compared, match or not, so the time taken says nothing
+        // about which or how many bytes matched.
+        let mut found: Option<&AdminToken> = None;
+        for token in &self.tokens {
+            if bool::from(token.sha256.ct_eq(&hash)) {
+                found = Some(token);
+            }
+        }
+        found.ok_or("unknown bearer token")
+    }
+
+    fn saturated(&self, key: PeerKey) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&key).is_some_and(|p| p.waiting >= MAX_WAITING)
+    }
+
+    /// Books a failure: how long until it may be answered, the guard that counts it as
+    /// waiting meanwhile; logs it if this address's line is due.
+    fn failed(
+        &self,
+        key: PeerKey,
+        peer: Option<SocketAddr>,
+        why: &'static str,
+    ) -> (Duration, Waiting<'_>) {
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() >= MAX_PEERS && !peers.contains_key(&key) {
+            peers.retain(|_, p| !p.idle(now));
+        }
+        let key = if peers.len() >= MAX_PEERS && !peers.contains_key(&key) {
+            PeerKey::Overflow
+        } else {
+            key
+        };
+        let entry = peers.entry(key).or_insert(Peer {
+            next: now,
+            waiting: 0,
+            logged_at: None,
+            unlogged: 0,
+        });
+        let next = entry.next.max(now);
+        let tolerance = FAILURE_SPACING * FAILURE_BURST;
+        let due = next.checked_sub(tolerance).map_or(now, |t| t.max(now));
+        entry.next = next + FAILURE_SPACING;
+        entry.waiting += 1;
+        entry.unlogged += 1;
+        let log = entry
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= LOG_EVERY);
+        let failures = entry.unlogged;
+        if log {
+            entry.logged_at = Some(now);
+            entry.unlogged = 0;
+        }
+        drop(peers);
+        if log {
+            let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+            tracing::warn!(peer = %peer, reason = why, failures,
+                "admin API: authentication failed (failures from this address since the last such line)");
+        }
+        (due - now, Waiting { auth: self, key })
     }
 }
 
@@ -102,7 +275,8 @@ mod tests {
         Authenticator::new(vec![
             token("viewer", "v-secret", &[Role::Viewer]),
             token("operator", "o-secret", &[Role::Operator]),
-            token("auditor", "p-secret", &[Role::Viewer, Role::Payload]),
+            token("auditor", "a-secret", &[Role::Viewer, Role::Payload]),
+            token("payload-only", "p-secret", &[Role::Payload]),
         ])
     }
 
@@ -114,8 +288,12 @@ mod tests {
         m
     }
 
-    #[test]
-    fn access_matrix() {
+    fn from(n: u8) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([192, 0, 2, n], 40000)))
+    }
+
+    #[tokio::test]
+    async fn access_matrix() {
         use tonic::Code::{Ok as Allowed, PermissionDenied, Unauthenticated};
         let cases = [
             (None, Right::Read, Unauthenticated),
@@ -128,12 +306,17 @@ mod tests {
             (Some("Bearer o-secret"), Right::Read, Allowed),
             (Some("Bearer o-secret"), Right::Change, Allowed),
             (Some("Bearer o-secret"), Right::Payload, PermissionDenied),
+            (Some("Bearer a-secret"), Right::Read, Allowed),
+            (Some("Bearer a-secret"), Right::Payload, Allowed),
+            (Some("Bearer a-secret"), Right::Change, PermissionDenied),
+            // The payload role reads payloads, nothing else.
             (Some("Bearer p-secret"), Right::Payload, Allowed),
+            (Some("Bearer p-secret"), Right::Read, PermissionDenied),
             (Some("Bearer p-secret"), Right::Change, PermissionDenied),
         ];
         let auth = auth();
         for (header, right, want) in cases {
-            let got = match auth.check(&request(header), right) {
+            let got = match auth.check(&request(header), from(1), right).await {
                 Ok(_) => Allowed,
                 Err(status) => {
                     assert!(!status.message().contains("secret"), "{status:?}");
@@ -142,7 +325,87 @@ mod tests {
             };
             assert_eq!(got, want, "{header:?} {right:?}");
         }
-        let who = auth.check(&request(Some("Bearer o-secret")), Right::Change);
+        let who = auth
+            .check(&request(Some("Bearer o-secret")), from(1), Right::Change)
+            .await;
         assert_eq!(who.map(|p| p.name).ok(), Some("operator".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn failures_are_spaced_per_address_and_a_known_token_is_not_delayed() {
+        let auth = auth();
+        let wrong = request(Some("Bearer guess"));
+        let started = std::time::Instant::now();
+        for _ in 0..FAILURE_BURST {
+            let _ = auth.check(&wrong, from(1), Right::Read).await;
+        }
+        assert!(
+            started.elapsed() < FAILURE_SPACING * 4,
+            "the burst is not delayed"
+        );
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            let status = auth.check(&wrong, from(1), Right::Read).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        }
+        assert!(
+            started.elapsed() >= FAILURE_SPACING * 19,
+            "{:?}",
+            started.elapsed()
+        );
+        // The right token from the same address, and anything from another, at once.
+        let started = std::time::Instant::now();
+        auth.check(&request(Some("Bearer v-secret")), from(1), Right::Read)
+            .await
+            .unwrap();
+        let _ = auth.check(&wrong, from(2), Right::Read).await;
+        assert!(
+            started.elapsed() < FAILURE_SPACING,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn many_failures_at_once_are_refused_before_the_token_is_looked_at() {
+        let auth = std::sync::Arc::new(auth());
+        let calls: Vec<_> = (0..FAILURE_BURST + MAX_WAITING + 8)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move {
+                    auth.check(&request(Some("Bearer guess")), from(3), Right::Read)
+                        .await
+                        .unwrap_err()
+                        .code()
+                })
+            })
+            .collect();
+        // While they wait, the address is refused even with a known token.
+        tokio::task::yield_now().await;
+        let refused = auth
+            .check(&request(Some("Bearer v-secret")), from(3), Right::Read)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        let mut codes = Vec::new();
+        for call in calls {
+            codes.push(call.await.unwrap());
+        }
+        assert!(codes.contains(&tonic::Code::ResourceExhausted), "{codes:?}");
+        // Once answered, the address is served again.
+        auth.check(&request(Some("Bearer v-secret")), from(3), Right::Read)
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64() {
+        let a: SocketAddr = "[2001:db8:1:2::1]:1".parse().unwrap();
+        let b: SocketAddr = "[2001:db8:1:2:ffff::9]:2".parse().unwrap();
+        let c: SocketAddr = "[2001:db8:1:3::1]:1".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:1".parse().unwrap();
+        assert_eq!(PeerKey::of(Some(a)), PeerKey::of(Some(b)));
+        assert_ne!(PeerKey::of(Some(a)), PeerKey::of(Some(c)));
+        assert_eq!(PeerKey::of(Some(mapped)), PeerKey::V4([192, 0, 2, 7]));
     }
 }

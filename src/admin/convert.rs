@@ -108,16 +108,87 @@ pub fn invalid(key: &str, problems: &[Problem]) -> Option<Status> {
     }
 }
 
+/// A store failure for the client: NOT_FOUND as it is; otherwise the database's own text
+/// goes to the log only (it can name tables, statements, even a value of the request).
+/// UNAVAILABLE, which clients retry, only when the store cannot be reached; INTERNAL for
+/// the rest, which a retry would not mend.
 pub fn store_error(e: StoreError) -> Status {
     match e {
         StoreError::NotFound { what } => Status::not_found(what),
         other => {
             tracing::error!(error = %other, "admin API: store failed");
-            Status::unavailable(format!("store: {other}"))
+            if store_unreachable(&other) {
+                Status::unavailable(
+                    "the store cannot be reached now; try again later (the gateway's log says why)",
+                )
+            } else {
+                Status::internal("the store failed (the gateway's log says why)")
+            }
         }
+    }
+}
+
+fn store_unreachable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Query { source, .. } | StoreError::Open { source, .. } => matches!(
+            **source,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        ),
+        StoreError::Stopped => true,
+        _ => false,
     }
 }
 
 pub fn json<T: serde::Serialize>(value: &T) -> Option<String> {
     serde_json::to_string(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn store_errors_reach_clients_without_the_databases_text() {
+        let query = |source: sqlx::Error| StoreError::Query {
+            operation: "list dead letters",
+            source: Arc::new(source),
+        };
+        let cases = [
+            (
+                query(sqlx::Error::Protocol("connection reset by peer".into())),
+                tonic::Code::Unavailable,
+            ),
+            (query(sqlx::Error::PoolTimedOut), tonic::Code::Unavailable),
+            (
+                query(sqlx::Error::ColumnNotFound("secret_column".into())),
+                tonic::Code::Internal,
+            ),
+            (
+                StoreError::Corrupt {
+                    detail: "row 7: secret_column".into(),
+                },
+                tonic::Code::Internal,
+            ),
+            (
+                StoreError::NotFound {
+                    what: "destination he-x".into(),
+                },
+                tonic::Code::NotFound,
+            ),
+        ];
+        for (error, code) in cases {
+            let shown = error.to_string();
+            let status = store_error(error);
+            assert_eq!(status.code(), code, "{shown}");
+            for word in ["secret_column", "connection reset", "list dead letters"] {
+                assert!(!status.message().contains(word), "{shown}: {status:?}");
+            }
+        }
+    }
 }

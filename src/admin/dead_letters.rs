@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::State;
 use super::auth::{Principal, Right};
 use super::convert::{self, store_error, timestamp};
+use crate::config::quoted;
 use crate::outcome::Reason;
 use crate::store::{DeadLetter, DeadLetterFilter, DeadLetterState, NewAudit, TraceEvent};
 use crate::wire::admin as pb;
@@ -77,8 +78,9 @@ fn view(d: DeadLetter) -> pb::DeadLetter {
 }
 
 fn parse_id(id: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(id.trim())
-        .map_err(|_| Status::invalid_argument(format!("id: {id:?} is not a dead letter id (UUID)")))
+    Uuid::parse_str(id.trim()).map_err(|_| {
+        Status::invalid_argument(format!("id: {} is not a dead letter id (UUID)", quoted(id)))
+    })
 }
 
 fn page_token(d: &DeadLetter) -> String {
@@ -184,7 +186,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let r = request.get_ref();
         let wanted = filter(r.filter.as_ref());
         let limit = super::directory::page_size(r.page_size);
@@ -214,7 +216,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::GetDeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetter>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let id = parse_id(&request.get_ref().id)?;
         self.0
             .store
@@ -229,7 +231,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::GetDeadLetterPayloadRequest>,
     ) -> Result<Response<pb::DeadLetterPayload>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Payload)?;
+        let who = self.0.admit(&request, Right::Payload).await?;
         let r = request.get_ref();
         let id = parse_id(&r.id)?;
         let justification = r.justification.trim();
@@ -270,14 +272,15 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::ReplayDeadLettersRequest>,
     ) -> Result<Response<pb::ReplayDeadLettersResponse>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let r = request.get_ref();
         let destination = Some(r.destination.trim()).filter(|d| !d.is_empty());
         if let Some(d) = destination
             && self.0.gateway.snapshot().destination(d).is_none()
         {
             return Err(Status::invalid_argument(format!(
-                "destination: {d:?} is not in the directory"
+                "destination: {} is not in the directory",
+                quoted(d)
             )));
         }
         let (letters, mut skipped) = self.select(&r.ids, r.filter.as_ref(), r.all).await?;
@@ -334,7 +337,7 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         &self,
         request: Request<pb::DiscardDeadLettersRequest>,
     ) -> Result<Response<pb::DiscardDeadLettersResponse>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let r = request.get_ref();
         let (letters, _) = self.select(&r.ids, r.filter.as_ref(), r.all).await?;
         let ids: Vec<Uuid> = letters.iter().map(|d| d.id).collect();

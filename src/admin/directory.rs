@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::State;
 use super::auth::{Principal, Right};
 use super::convert::{self, invalid, json, store_error, timestamp};
+use crate::config::quoted;
 use crate::config::{RouteSpec, ServiceSpec};
 use crate::live::{EntrySource, Snapshot, StoredEntries};
 use crate::model::{Ags, Ars, RegionPrefix, ServiceKey, ServiceSelector};
@@ -160,7 +161,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListDestinationsRequest>,
     ) -> Result<Response<pb::ListDestinationsResponse>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let snapshot = self.0.gateway.snapshot();
         let mut destinations: Vec<pb::Destination> = snapshot
             .destinations
@@ -182,18 +183,18 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::GetDestinationRequest>,
     ) -> Result<Response<pb::Destination>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let id = &request.get_ref().id;
         self.destination_view(&self.0.gateway.snapshot(), id)
             .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("destination {id:?} does not exist")))
+            .ok_or_else(|| Status::not_found(format!("destination {} does not exist", quoted(id))))
     }
 
     async fn create_destination(
         &self,
         request: Request<pb::CreateDestinationRequest>,
     ) -> Result<Response<pb::Destination>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let wanted = request
             .get_ref()
             .destination
@@ -203,8 +204,8 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         let _one_at_a_time = self.0.directory_lock.lock().await;
         if self.0.gateway.snapshot().destination(&wanted.id).is_some() {
             return Err(Status::already_exists(format!(
-                "destination {:?} exists already",
-                wanted.id
+                "destination {} exists already",
+                quoted(&wanted.id)
             )));
         }
         let mut entries = self.stored().await?;
@@ -236,7 +237,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::UpdateDestinationRequest>,
     ) -> Result<Response<pb::Destination>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let wanted = request
             .get_ref()
             .destination
@@ -247,7 +248,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         let snapshot = self.0.gateway.snapshot();
         Self::changeable(
             snapshot.destination_source(&wanted.id),
-            &format!("destination {:?}", wanted.id),
+            &format!("destination {}", quoted(&wanted.id)),
         )?;
         let mut entries = self.stored().await?;
         let before = replace(
@@ -281,13 +282,13 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeleteDestinationRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let id = request.get_ref().id.trim().to_owned();
         let _one_at_a_time = self.0.directory_lock.lock().await;
         let snapshot = self.0.gateway.snapshot();
         Self::changeable(
             snapshot.destination_source(&id),
-            &format!("destination {id:?}"),
+            &format!("destination {}", quoted(&id)),
         )?;
         if let Some(index) = snapshot.destination_index(&id) {
             let routes: Vec<String> = snapshot
@@ -296,7 +297,8 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
                 .collect();
             if !routes.is_empty() {
                 return Err(Status::failed_precondition(format!(
-                    "destination {id:?} is the target of {} route(s) ({}); delete or change them first",
+                    "destination {} is the target of {} route(s) ({}); delete or change them first",
+                    quoted(&id),
                     routes.len(),
                     routes.join(", ")
                 )));
@@ -326,7 +328,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListRoutesRequest>,
     ) -> Result<Response<pb::ListRoutesResponse>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let filter = request.get_ref();
         let snapshot = self.0.gateway.snapshot();
         let mut routes: Vec<pb::Route> = snapshot
@@ -346,7 +348,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::GetRouteRequest>,
     ) -> Result<Response<pb::Route>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let r = request.get_ref();
         let (service, region) = Self::route_key(&r.service, &r.region)?;
         let snapshot = self.0.gateway.snapshot();
@@ -364,37 +366,29 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateRouteRequest>,
     ) -> Result<Response<pb::Route>, Status> {
+        let who = self.0.admit(&request, Right::Change).await?;
         let r = request.get_ref();
-        self.put_route(
-            r.route.as_ref(),
-            r.expected_directory_version,
-            request.metadata(),
-            true,
-        )
-        .await
-        .map(Response::new)
+        self.put_route(&who, r.route.as_ref(), r.expected_directory_version, true)
+            .await
+            .map(Response::new)
     }
 
     async fn update_route(
         &self,
         request: Request<pb::UpdateRouteRequest>,
     ) -> Result<Response<pb::Route>, Status> {
+        let who = self.0.admit(&request, Right::Change).await?;
         let r = request.get_ref();
-        self.put_route(
-            r.route.as_ref(),
-            r.expected_directory_version,
-            request.metadata(),
-            false,
-        )
-        .await
-        .map(Response::new)
+        self.put_route(&who, r.route.as_ref(), r.expected_directory_version, false)
+            .await
+            .map(Response::new)
     }
 
     async fn delete_route(
         &self,
         request: Request<pb::DeleteRouteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let r = request.get_ref();
         let (service, region) = Self::route_key(&r.service, &r.region)?;
         let _one_at_a_time = self.0.directory_lock.lock().await;
@@ -435,7 +429,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let snapshot = self.0.gateway.snapshot();
         let mut services: Vec<pb::Service> = snapshot
             .services
@@ -454,7 +448,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::PutServiceRequest>,
     ) -> Result<Response<pb::Service>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let wanted = request
             .get_ref()
             .service
@@ -517,7 +511,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeleteServiceRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let who = self.0.auth.check(request.metadata(), Right::Change)?;
+        let who = self.0.admit(&request, Right::Change).await?;
         let key = request.get_ref().key.trim().to_owned();
         let parsed = key
             .parse::<ServiceKey>()
@@ -549,7 +543,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let r = request.get_ref();
         let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let filter = AuditFilter {
@@ -601,7 +595,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveResponse>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let r = request.get_ref();
         let directory = &self.0.config.directory;
         let service = r
@@ -669,12 +663,11 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
 impl DirectoryApi {
     async fn put_route(
         &self,
+        who: &Principal,
         route: Option<&pb::Route>,
         expected: i64,
-        metadata: &tonic::metadata::MetadataMap,
         create: bool,
     ) -> Result<pb::Route, Status> {
-        let who = self.0.auth.check(metadata, Right::Change)?;
         let route = route.ok_or_else(|| Status::invalid_argument("route: is missing"))?;
         let spec = RouteSpec {
             service: route.service.trim().to_owned(),
@@ -717,7 +710,7 @@ impl DirectoryApi {
         let stored = stored_route(&spec);
         let snapshot = self
             .apply(
-                &who,
+                who,
                 "route",
                 entries,
                 Change {

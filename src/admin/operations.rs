@@ -8,8 +8,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::State;
-use super::auth::Right;
+use super::auth::{Principal, Right};
 use super::convert::{store_error, timestamp};
+use crate::config::quoted;
 use crate::store::NewAudit;
 use crate::wire::admin as pb;
 
@@ -21,14 +22,16 @@ const WATCH_BUFFER: usize = 256;
 impl Operations {
     async fn set_paused(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        who: &Principal,
         platform_id: &str,
         paused: bool,
     ) -> Result<pb::IngressState, Status> {
-        let who = self.0.auth.check(metadata, Right::Change)?;
         let activity = self.0.gateway.activity();
         let platform = activity.platform_by_id(platform_id).ok_or_else(|| {
-            Status::not_found(format!("platform {platform_id:?} is not configured"))
+            Status::not_found(format!(
+                "platform {} is not configured",
+                quoted(platform_id)
+            ))
         })?;
         let changed = platform.set_paused(paused);
         let action = if paused {
@@ -63,27 +66,25 @@ impl pb::operations_service_server::OperationsService for Operations {
         &self,
         request: Request<pb::PauseIngressRequest>,
     ) -> Result<Response<pb::IngressState>, Status> {
+        let who = self.0.admit(&request, Right::Change).await?;
         let id = request.get_ref().platform_id.clone();
-        self.set_paused(request.metadata(), &id, true)
-            .await
-            .map(Response::new)
+        self.set_paused(&who, &id, true).await.map(Response::new)
     }
 
     async fn resume_ingress(
         &self,
         request: Request<pb::ResumeIngressRequest>,
     ) -> Result<Response<pb::IngressState>, Status> {
+        let who = self.0.admit(&request, Right::Change).await?;
         let id = request.get_ref().platform_id.clone();
-        self.set_paused(request.metadata(), &id, false)
-            .await
-            .map(Response::new)
+        self.set_paused(&who, &id, false).await.map(Response::new)
     }
 
     async fn get_submission_trace(
         &self,
         request: Request<pb::GetSubmissionTraceRequest>,
     ) -> Result<Response<pb::SubmissionTrace>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let id = request.get_ref().submission_id.trim().to_owned();
         if id.is_empty() {
             return Err(Status::invalid_argument("submission_id: is missing"));
@@ -91,7 +92,8 @@ impl pb::operations_service_server::OperationsService for Operations {
         let events = self.0.store.trace(&id).await.map_err(store_error)?;
         if events.is_empty() {
             return Err(Status::not_found(format!(
-                "no trace of submission {id} (never seen, or older than the trace retention)"
+                "no trace of submission {} (never seen, or older than the trace retention)",
+                quoted(&id)
             )));
         }
         Ok(Response::new(pb::SubmissionTrace {
@@ -113,7 +115,7 @@ impl pb::operations_service_server::OperationsService for Operations {
         &self,
         request: Request<pb::ListOverdueRequest>,
     ) -> Result<Response<pb::ListOverdueResponse>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let limit = super::directory::page_size(request.get_ref().page_size);
         let cutoff = std::time::SystemTime::now()
             .checked_sub(self.0.config.receipts.overdue_after)
@@ -144,7 +146,7 @@ impl pb::operations_service_server::OperationsService for Operations {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.0.auth.check(request.metadata(), Right::Read)?;
+        self.0.admit(&request, Right::Read).await?;
         let filter = request.into_inner();
         let mut events = self.0.gateway.activity().subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);

@@ -31,7 +31,7 @@ impl pb::stats_service_server::StatsService for Stats {
         request: Request<pb::GetOverviewRequest>,
     ) -> Result<Response<pb::Overview>, Status> {
         let state = &self.0;
-        state.auth.check(request.metadata(), Right::Read)?;
+        state.admit(&request, Right::Read).await?;
         let activity = state.gateway.activity();
         let snapshot = state.gateway.snapshot();
         let platforms = state

@@ -190,6 +190,8 @@ pub fn endpoint(target: &Target) -> Result<Endpoint, Failure> {
     let endpoint = Endpoint::from_shared(target.address.clone())
         .map_err(|e| Failure::Usage(format!("--address {:?}: {e}", target.address)))?
         .connect_timeout(target.timeout)
+        // Small requests, each waiting for its answer: Nagle's algorithm would hold them.
+        .tcp_nodelay(true)
         // Notices a vanished server during a long `watch` instead of waiting forever.
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(target.timeout);

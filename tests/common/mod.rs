@@ -668,6 +668,41 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The real binary running `config` with JSON logs at `OZG_LOG` (its default when `None`),
+/// and the thread that reads its stderr all the time, so that a full pipe never blocks it;
+/// the thread returns every line once the process has ended.
+pub fn run_with_json_logs(
+    config: &std::path::Path,
+    log: Option<&str>,
+) -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ozg-gateway"));
+    command
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .env_remove("OZG_LOG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(log) = log {
+        command.env("OZG_LOG", log);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    (child, reader)
+}
+
 /// Sends a signal (`"-TERM"`, `"-KILL"`) to a child process.
 pub fn signal(child: &std::process::Child, sig: &str) {
     let sent = std::process::Command::new("kill")
