@@ -21,8 +21,15 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q systemd
 fi
 
-# Vhosts left behind by an interrupted earlier run.
+# Vhosts left behind by an interrupted earlier run: test vhosts are named
+# ozgtest-<pid of the test process>-..., so only those whose process is gone are removed and a
+# run beside this one keeps its own.
 for vhost in $($sudo_cmd rabbitmqctl list_vhosts --quiet --no-table-headers 2>/dev/null | grep '^ozgtest-' || true); do
+  pid=${vhost#ozgtest-}; pid=${pid%%-*}
+  case "$pid" in
+    ''|*[!0-9]*) ;;
+    *) if kill -0 "$pid" 2>/dev/null; then continue; fi ;;
+  esac
   $sudo_cmd rabbitmqctl delete_vhost "$vhost" >/dev/null || true
 done
 
