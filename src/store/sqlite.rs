@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::admin::{
@@ -85,6 +85,8 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None);
+    } else {
+        pool = pool.after_release(|conn, _| Box::pin(discard_if_in_transaction(conn)));
     }
     let pool = pool
         .connect_with(options)
@@ -103,6 +105,31 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
         });
     }
     Ok(pool)
+}
+
+/// The pool's check on every connection it gets back: one still inside a transaction is
+/// closed (`Ok(false)`), so that the next query gets a fresh connection.
+///
+/// A transaction whose COMMIT failed (SQLITE_FULL, SQLITE_IOERR) may have been rolled back
+/// by SQLite already; the ROLLBACK that sqlx sends when the transaction is dropped then
+/// fails too, and sqlx still counts the connection as inside a transaction. With one
+/// connection in the pool, every later `BEGIN` on it would fail ("begin_with at non-zero
+/// transaction depth") until a restart. Checking here covers every transaction the store
+/// runs, however it ended.
+async fn discard_if_in_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's ROLLBACK is queued on the connection's worker, not done yet:
+    // the ping comes back after it.
+    conn.ping().await?;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    tracing::warn!(
+        "SQLite connection still inside a transaction that failed; closed, the next query opens a fresh one"
+    );
+    Ok(false)
 }
 
 fn create_parent_dir(url: &str, file: &Path) -> Result<(), StoreError> {
