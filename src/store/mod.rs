@@ -23,6 +23,7 @@ mod admin;
 mod dedup;
 mod events;
 mod fates;
+mod health;
 mod instances;
 mod postgres;
 mod sqlite;
@@ -45,6 +46,7 @@ pub use admin::{
 pub use dedup::Deduplicator;
 pub use events::EventRecorder;
 pub use fates::{Answer, Fate};
+pub use health::{StoreHealth, StoreStatus};
 pub use instances::Instance;
 
 /// How long a delivered submission id is remembered unless configured otherwise.
@@ -137,10 +139,12 @@ impl StoreError {
     }
 }
 
-/// A connection pool to one of the backends. Cheap to clone: clones share the pool.
+/// A connection pool to one of the backends. Cheap to clone: clones share the pool and the
+/// health.
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    health: StoreHealth,
 }
 
 #[derive(Debug, Clone)]
@@ -168,7 +172,10 @@ pub async fn open(url: &str) -> Result<Store, StoreError> {
             reason: "unknown scheme; expected sqlite:, postgres:// or postgresql://".into(),
         });
     };
-    Ok(Store { backend })
+    Ok(Store {
+        backend,
+        health: StoreHealth::default(),
+    })
 }
 
 impl Store {
@@ -221,6 +228,11 @@ impl Store {
             Backend::Sqlite(pool) => sqlite::purge(pool, cutoff).await,
             Backend::Postgres(pool) => postgres::purge(pool, cutoff).await,
         }
+    }
+
+    /// Whether the store answers the message path; shared by every clone.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// "sqlite" or "postgres", for logs and metrics.
