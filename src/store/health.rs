@@ -1,9 +1,10 @@
 //! Whether the store answers the message path, for the consumers' gate, health and metrics.
 //!
-//! Two things can make the store unusable for deduplication, each reported by the code
+//! Three things can make the store unusable for deduplication, each reported by the code
 //! that notices it: delivery records that cannot be written (the deduplicator holds them
-//! and tries again) and checks that fail (the deduplicator probes until one succeeds). The
-//! store is up while neither is failing. A change is logged once, when
+//! and tries again), checks that fail (the deduplicator probes until one succeeds), and an
+//! SQLite file that was deleted or replaced under the running gateway (which stays so until
+//! a restart). The store is up while none of them is failing. A change is logged once, when
 //! it happens, not at every failed try.
 
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub(crate) enum Part {
     Records,
     /// Deduplication look-ups.
     Checks,
+    /// The SQLite file is no longer the one the gateway opened.
+    File,
 }
 
 impl Part {
@@ -27,6 +30,7 @@ impl Part {
         match self {
             Part::Records => "delivery records cannot be written",
             Part::Checks => "deduplication checks fail",
+            Part::File => "database file",
         }
     }
 }
@@ -36,6 +40,7 @@ impl Part {
 pub struct StoreStatus {
     records: Option<String>,
     checks: Option<String>,
+    file: Option<String>,
     /// When the store stopped answering (the first part that failed).
     since: Option<SystemTime>,
 }
@@ -43,16 +48,20 @@ pub struct StoreStatus {
 impl StoreStatus {
     /// True while nothing is failing.
     pub fn is_up(&self) -> bool {
-        self.records.is_none() && self.checks.is_none()
+        self.records.is_none() && self.checks.is_none() && self.file.is_none()
     }
 
     /// What is failing, in one line for operators; empty while up.
     pub fn problem(&self) -> String {
-        [(Part::Records, &self.records), (Part::Checks, &self.checks)]
-            .into_iter()
-            .filter_map(|(part, error)| error.as_ref().map(|e| format!("{}: {e}", part.name())))
-            .collect::<Vec<_>>()
-            .join("; ")
+        [
+            (Part::File, &self.file),
+            (Part::Records, &self.records),
+            (Part::Checks, &self.checks),
+        ]
+        .into_iter()
+        .filter_map(|(part, error)| error.as_ref().map(|e| format!("{}: {e}", part.name())))
+        .collect::<Vec<_>>()
+        .join("; ")
     }
 
     /// Since when the store has not been up.
@@ -64,6 +73,7 @@ impl StoreStatus {
         match part {
             Part::Records => &mut self.records,
             Part::Checks => &mut self.checks,
+            Part::File => &mut self.file,
         }
     }
 }
@@ -105,7 +115,10 @@ impl StoreHealth {
 
     /// `part` failed with `error`.
     pub(crate) fn failing(&self, part: Part, error: &StoreError) {
-        let error = error.to_string();
+        self.set_failing(part, error.to_string());
+    }
+
+    pub(crate) fn set_failing(&self, part: Part, error: String) {
         self.status.send_if_modified(|status| {
             let was_up = status.is_up();
             let slot = status.slot(part);

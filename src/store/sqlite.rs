@@ -21,6 +21,7 @@ use super::admin::{
     DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
 use super::fates::{Answer, Fate};
+use super::file::{self, DatabaseFile};
 use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -58,7 +59,7 @@ const MAX_CONNECTIONS: u32 = 1;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
+pub(super) async fn open(url: &str) -> Result<(SqlitePool, Option<DatabaseFile>), StoreError> {
     let bad_url = |source: sqlx::Error| StoreError::BadUrl {
         url: redact_url(url),
         reason: source.to_string(),
@@ -74,9 +75,13 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
         .busy_timeout(BUSY_TIMEOUT);
 
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if !in_memory {
+    let lock = if in_memory {
+        None
+    } else {
         create_parent_dir(url, options.get_filename())?;
-    }
+        // Before the database is opened: a second gateway must not even run migrations.
+        Some(file::Lock::acquire(options.get_filename())?)
+    };
 
     let mut pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
     if in_memory {
@@ -89,7 +94,7 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
         pool = pool.after_release(|conn, _| Box::pin(discard_if_in_transaction(conn)));
     }
     let pool = pool
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
         .map_err(|source| StoreError::Open {
             url: redact_url(url),
@@ -104,7 +109,17 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
             source: Arc::new(source),
         });
     }
-    Ok(pool)
+    let file = match lock {
+        Some(lock) => match DatabaseFile::new(options.get_filename(), lock) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    Ok((pool, file))
 }
 
 /// The pool's check on every connection it gets back: one still inside a transaction is
