@@ -226,6 +226,7 @@ pub async fn run_reporting(
         metrics.clone(),
         activity.clone(),
     ));
+    metrics.follow_store(gateway.store_health(), &stop_links);
 
     let stop_consuming = CancellationToken::new();
     let in_flight = TaskTracker::new();
@@ -307,7 +308,13 @@ pub async fn run_reporting(
         config.store.directory_poll,
         stop_links.clone(),
     ));
-    let health = admin::Health::start(&config, &links.states(), &activity, &stop_links);
+    let health = admin::Health::start(
+        &config,
+        &links.states(),
+        &activity,
+        gateway.store_health(),
+        &stop_links,
+    );
     let admin_server = match &config.admin {
         Some(settings) => Some(
             admin::serve(
@@ -505,6 +512,7 @@ async fn consume(
         }
     };
     let mut paused = platform.map(|p| p.watch_paused());
+    let store = gateway.store_health().clone();
     let mut attempt = 0u32;
     loop {
         up.set(0);
@@ -543,7 +551,7 @@ async fn consume(
                         gateway.process_batch(source, batch, turn).await;
                     }));
                 };
-                let ended = pump(consumer, &mut spawn, &stop, paused.as_mut()).await;
+                let ended = pump(consumer, &mut spawn, &stop, paused.as_mut(), &store).await;
                 match ended {
                     Ended::Stopped => {
                         // Bounded: on a broken connection the cancel may never be answered.
@@ -640,12 +648,15 @@ const MAX_BATCH: usize = 64;
 
 /// Hands deliveries to the pipeline in batches until told to stop or pause, or the consumer
 /// ends. A batch is what the broker has already sent when the first of it is taken, never
-/// waited for: at low load every submission goes on at once.
+/// waited for: at low load every submission goes on at once. Nothing is taken while the
+/// store does not answer: what the broker sent meanwhile waits, unacked, within the
+/// prefetch.
 async fn pump(
     mut consumer: Consumer,
     spawn: &mut impl FnMut(Vec<lapin::message::Delivery>),
     stop: &CancellationToken,
     mut paused: Option<&mut tokio::sync::watch::Receiver<bool>>,
+    store: &store::StoreHealth,
 ) -> Ended {
     use futures_util::FutureExt;
     loop {
@@ -661,13 +672,26 @@ async fn pump(
             biased;
             () = stop.cancelled() => return Ended::Stopped,
             () = pause => return Ended::Paused(consumer),
-            next = consumer.next() => next,
+            next = async {
+                store.wait_up().await;
+                consumer.next().await
+            } => next,
         };
         let first = match next {
             Some(Ok(delivery)) => delivery,
             Some(Err(e)) => return Ended::Lost(e.to_string()),
             None => return Ended::Lost("the broker cancelled the consumer".to_owned()),
         };
+        // The store may have failed while this waited for the delivery. Held, not dropped,
+        // on a pause: a later batch's `multiple` ack would cover a dropped delivery. On
+        // stop nothing later is acked, and it goes back to the queue with the channel.
+        if !store.is_up() {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ended::Stopped,
+                () = store.wait_up() => {}
+            }
+        }
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
         let mut ended = None;

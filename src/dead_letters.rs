@@ -3,8 +3,10 @@
 //! broker queue can only be browsed by taking messages off it, which reorders it).
 //!
 //! Architecture invariant: a dead letter is acked off the queue only after the store has
-//! committed it; a store that fails leaves the batch on the queue (nacked with requeue after
-//! a pause, so a failing store does not spin).
+//! committed it (to the SQLite file the next start opens). A store that fails leaves the
+//! batch unacked: it is held and written again after a pause that grows while the store
+//! keeps failing (no spin, no redelivery of the same bodies), and handed back to the queue
+//! when the gateway stops first. The prefetch bounds what is held.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,8 +28,10 @@ const BATCH: usize = 128;
 /// How long a batch waits for more dead letters to share the statement.
 const BATCH_DELAY: Duration = Duration::from_millis(50);
 const PREFETCH: u16 = 256;
-/// Pause before handing a batch back after the store failed.
-const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Pause before writing a batch again after the store failed; it doubles with every
+/// further failure up to [`MAX_STORE_RETRY_DELAY`].
+const STORE_RETRY_DELAY: Duration = Duration::from_millis(200);
+const MAX_STORE_RETRY_DELAY: Duration = Duration::from_secs(5);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Consumes `queue` on the gateway's broker until `stop`, resubscribing after losses.
@@ -86,32 +90,59 @@ async fn intake(
             }
         }
         let letters: Vec<NewDeadLetter> = batch.iter().map(to_new_dead_letter).collect();
-        match store.insert_dead_letters(&letters).await {
-            Ok(()) => {
-                tracing::debug!(n = batch.len(), "dead letters stored");
-                // One ack for the batch: every earlier delivery on this channel is in it
-                // or already settled. A lost ack redelivers the letters; their ids make
-                // the second insert a no-op.
-                if let Some(last) = batch.last() {
-                    let ack = last.acker.ack(BasicAckOptions { multiple: true });
-                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
-                }
+        if !store_held(store, &letters, stop).await {
+            // Stopping: back to the queue now rather than when the channel closes.
+            for delivery in &batch {
+                let nack = delivery.acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                });
+                let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, n = batch.len(),
-                    "cannot store dead letters; leaving them on the queue");
-                tokio::time::sleep(STORE_RETRY_DELAY).await;
-                for delivery in &batch {
-                    let nack = delivery.acker.nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    });
-                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
-                }
-            }
+            return None;
+        }
+        tracing::debug!(n = batch.len(), "dead letters stored");
+        // One ack for the batch: every earlier delivery on this channel is in it or already
+        // settled. A lost ack redelivers the letters; their ids make the second insert a
+        // no-op.
+        if let Some(last) = batch.last() {
+            let ack = last.acker.ack(BasicAckOptions { multiple: true });
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
         }
         if ended.is_some() {
             return ended;
+        }
+    }
+}
+
+/// Writes `letters` until the store takes them (true) or `stop` fires first (false).
+async fn store_held(store: &Store, letters: &[NewDeadLetter], stop: &CancellationToken) -> bool {
+    let mut failures = 0u32;
+    loop {
+        match store.insert_dead_letters(letters).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(n = letters.len(), failures, "dead letters stored again");
+                }
+                return true;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 {
+                    tracing::error!(error = %e, n = letters.len(),
+                        "cannot store dead letters; holding them unacked and trying again");
+                } else {
+                    tracing::debug!(error = %e, n = letters.len(), failures,
+                        "dead letters still not stored");
+                }
+                let pause = STORE_RETRY_DELAY
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(MAX_STORE_RETRY_DELAY);
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
         }
     }
 }

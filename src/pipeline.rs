@@ -2,9 +2,10 @@
 //!
 //! Architecture invariant: [`Gateway::settle`] is the only code that acks, nacks or
 //! dead-letters a delivery taken off a platform queue. Every delivery ends in exactly one
-//! of: delivered (confirmed by the destination's broker, then acked), dead-lettered with a
-//! reason (confirmed by the dead-letter exchange, then acked), or left on the queue for
-//! redelivery (nacked with requeue, or never acked because the channel went away).
+//! of: delivered (confirmed by the destination's broker, recorded, then acked),
+//! dead-lettered with a reason (confirmed by the dead-letter exchange, then acked), or left
+//! on the queue for redelivery (nacked with requeue, or never acked because the channel
+//! went away).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -310,6 +311,11 @@ impl Gateway {
     /// The routing directory in use.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.live.load().snapshot.clone()
+    }
+
+    /// Whether the store answers deduplication: consumers wait for it before taking more.
+    pub fn store_health(&self) -> &store::StoreHealth {
+        self.dedup.health()
     }
 
     pub fn activity(&self) -> &Arc<Activity> {
@@ -695,12 +701,18 @@ impl Gateway {
             platform: self.config.platforms[platform].id.clone(),
             received_at: arrival.trace_on_record().then_some(arrival.received_at),
         };
-        // The destination has it; a record that cannot be written only weakens
-        // deduplication of a later redelivery, so it is logged, not held against the
-        // submission.
+        // No ack without the record: a redelivery or republish of an acked submission is
+        // recognised only through it. `record` waits while the store fails (the delivery is
+        // held, unacked; the consumers take nothing more meanwhile) and errs only when the
+        // gateway stops first: then the submission goes back to its queue unrecorded, and
+        // the next start delivers it again.
         if let Err(e) = self.dedup.record(record).await {
-            tracing::error!(submission_id = %submission_id, error = %e,
-                "delivered, but the delivery could not be recorded for deduplication");
+            tracing::error!(submission_id = %submission_id, destination = %d.id, error = %e,
+                "delivered, but the delivery could not be recorded; not acked, so it will be delivered again");
+            return Outcome::Requeue {
+                submission_id,
+                error: format!("delivered to {}, but not recorded: {e}", d.id),
+            };
         }
         Outcome::Delivered {
             envelope,

@@ -11,7 +11,8 @@
 //! answer recorded and the status event confirmed (then acked), refused into the dead-letter
 //! exchange with a reason (confirmed, then acked), or left on the queue (nacked) when the
 //! store or a broker does not answer. Receipts of one queue are processed one at a time, so
-//! two answers for one submission cannot race.
+//! two answers for one submission cannot race. While the store's health says it does not
+//! answer, no receipt is taken.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -181,7 +182,12 @@ async fn take_receipts(
         let next = tokio::select! {
             biased;
             () = stop.cancelled() => return None,
-            next = consumer.next() => next,
+            // A receipt needs the delivery record, to read and then to update: while the
+            // store does not answer, receipts wait on their queue like submissions.
+            next = async {
+                gateway.store_health().wait_up().await;
+                consumer.next().await
+            } => next,
         };
         match next {
             Some(Ok(delivery)) => {

@@ -348,6 +348,7 @@ pub struct Metrics {
     pub retry_backlog: Gauge,
     pub broker_connected: Family<LinkLabels, Gauge>,
     pub consumer_up: Family<IngressLabels, Gauge>,
+    pub store_up: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -404,6 +405,12 @@ impl Metrics {
             "1 while the consumer of a platform's queue (or the retry queue) is subscribed, else 0",
             consumer_up.clone(),
         );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 while the store answers (delivery records written, deduplication checks answered, the SQLite file the one opened), else 0: no queue is consumed meanwhile",
+            store_up.clone(),
+        );
         Arc::new(Metrics {
             registry,
             messages,
@@ -413,7 +420,28 @@ impl Metrics {
             retry_backlog,
             broker_connected,
             consumer_up,
+            store_up,
         })
+    }
+
+    /// Keeps `ozg_store_up` in step with `store` until `stop`.
+    pub fn follow_store(
+        &self,
+        store: &crate::store::StoreHealth,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        let gauge = self.store_up.clone();
+        let mut status = store.watch();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                gauge.set(i64::from(status.borrow_and_update().is_up()));
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = status.changed() => if changed.is_err() { return },
+                }
+            }
+        });
     }
 
     pub fn outcome(&self, platform: &str, destination: &str, outcome: &str, reason: &str) {

@@ -355,7 +355,9 @@ impl BinaryUnderLoad {
         let started = Instant::now();
         let v = Vhosts::create(test, &["gw", "th", "he"]);
         let dir = tempfile::tempdir().unwrap();
-        let text = config(&v).text();
+        // A store of its own: tests run side by side, and an SQLite store takes one gateway.
+        let store = format!("sqlite://{}/data/gw.db", dir.path().display());
+        let text = config(&v).store(&store).text();
         declare(&parse_config(&text)).await;
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, text).unwrap();

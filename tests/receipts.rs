@@ -198,7 +198,9 @@ async fn accepted_and_rejected_receipts_travel_back_across_brokers() {
     assert_eq!(e.problem.as_ref(), problems.first());
     assert_eq!(e.destination_id, "th-jena");
 
-    // The store keeps each submission's life; the trace shows it.
+    // The store keeps each submission's life; the trace shows it. Read once the gateway
+    // has stopped: an SQLite store belongs to one gateway at a time.
+    gw.stop().await;
     let store = ozg_gateway::store::open(&s.store_url).await.unwrap();
     assert_eq!(
         trace_events(&store, &accepted, "accepted").await,
@@ -226,7 +228,7 @@ async fn accepted_and_rejected_receipts_travel_back_across_brokers() {
         .await
         .is_empty()
     );
-    gw.stop().await;
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,14 +364,16 @@ async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refuse
         Some("receipt-illegal-transition")
     );
     assert!(statuses(&he, Duration::from_millis(500)).await.is_empty());
+    // Read once the gateway has stopped: an SQLite store belongs to one gateway at a time.
+    gw.stop().await;
     let store = ozg_gateway::store::open(&s.store_url).await.unwrap();
     let fate = store.fate(id.parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(fate.answer.as_deref(), Some("accepted"));
+    store.close().await;
     println!(
         "receipts: wrong-destination, unknown, invalid and contradicting refused; duplicate gave {} event",
         events.len()
     );
-    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! grpc.health.v1 for the gateway: one name per platform ingress
-//! (`ingress/<platform>`) and per broker connection (`broker/<name>/<consume|publish>`),
-//! and the overall service "" which is SERVING only while every one of them is: a
-//! disconnected broker or a paused ingress makes the gateway not ready, the way operators
-//! of shovels wished theirs said so.
+//! (`ingress/<platform>`), per broker connection (`broker/<name>/<consume|publish>`) and
+//! for the store (`store`), and the overall service "" which is SERVING only while every
+//! one of them is: a disconnected broker, a paused ingress or a store that does not answer
+//! makes the gateway not ready, the way operators of shovels wished theirs said so.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::activity::{Activity, ConsumerState};
 use crate::config::Config;
 use crate::link::LinkState;
+use crate::store::StoreHealth;
 
 /// How often the states are looked at; changes are reported to `Watch` callers at once
 /// after that.
@@ -44,10 +45,12 @@ impl Health {
         config: &Config,
         links: &[LinkView],
         activity: &Arc<Activity>,
+        store: &StoreHealth,
         stop: &CancellationToken,
     ) -> Health {
         let reporter = HealthReporter::new();
         let links = links.to_vec();
+        let store = store.clone();
         let platforms: Vec<String> = config.platforms.iter().map(|p| p.id.clone()).collect();
         let activity = activity.clone();
         let stop = stop.clone();
@@ -66,6 +69,7 @@ impl Health {
                     let consuming = activity.platform(i).state() == ConsumerState::Consuming;
                     now.push((format!("ingress/{id}"), serving(consuming)));
                 }
+                now.push(("store".to_owned(), serving(store.is_up())));
                 let all = now.iter().all(|(_, s)| *s == ServingStatus::Serving);
                 now.push((String::new(), serving(all)));
                 for (name, status) in &now {

@@ -8,10 +8,10 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use super::auth::Right;
-use super::convert::{store_error, timestamp};
+use super::convert::timestamp;
 use crate::activity::Rates;
 use crate::instances::{GONE_AFTER, LISTED_FOR};
-use crate::store::{DeadLetterFilter, DeadLetterState};
+use crate::store::{DeadLetterFilter, DeadLetterState, StoreError};
 use crate::wire::admin as pb;
 
 pub struct Stats(pub Arc<State>);
@@ -85,6 +85,14 @@ impl pb::stats_service_server::StatsService for Stats {
                 }
             })
             .collect();
+        // An overview is what an operator asks for when the store fails: what cannot be
+        // read is left out and said in `store_problem` instead of failing the whole call.
+        let store_status = state.gateway.store_health().status();
+        let mut store_problems = vec![store_status.problem()];
+        let mut unread = |what: &str, e: StoreError| {
+            tracing::warn!(error = %e, what, "overview: cannot read from the store");
+            store_problems.push(format!("cannot read {what}: {e}"));
+        };
         let pending = state
             .store
             .count_dead_letters(&DeadLetterFilter {
@@ -92,7 +100,10 @@ impl pb::stats_service_server::StatsService for Stats {
                 ..DeadLetterFilter::default()
             })
             .await
-            .map_err(store_error)?;
+            .unwrap_or_else(|e| {
+                unread("pending dead letters", e);
+                0
+            });
         let now = SystemTime::now();
         let instances = state
             .store
@@ -101,7 +112,10 @@ impl pb::stats_service_server::StatsService for Stats {
                     .unwrap_or(SystemTime::UNIX_EPOCH),
             )
             .await
-            .map_err(store_error)?
+            .unwrap_or_else(|e| {
+                unread("instances", e);
+                Vec::new()
+            })
             .into_iter()
             .map(|i| pb::Instance {
                 alive: now.duration_since(i.seen_at).unwrap_or_default() <= GONE_AFTER,
@@ -135,6 +149,13 @@ impl pb::stats_service_server::StatsService for Stats {
             dead_letters_pending: pending,
             directory_version: snapshot.version,
             instances,
+            store_up: store_problems.iter().all(String::is_empty),
+            store_problem: store_problems
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+            store_down_since: store_status.down_since().map(timestamp),
         }))
     }
 }

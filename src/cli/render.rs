@@ -141,6 +141,21 @@ fn sections(parts: &[String]) -> String {
     parts.join("\n")
 }
 
+/// The store's kind, and what fails while it does not answer.
+fn store(o: &api::Overview) -> String {
+    if o.store_up {
+        return o.store.clone();
+    }
+    let since = match &o.store_down_since {
+        Some(at) => format!(" since {}", time(Some(at))),
+        None => String::new(),
+    };
+    format!(
+        "{} NOT ANSWERING{since}: {} (no queue is consumed meanwhile)",
+        o.store, o.store_problem
+    )
+}
+
 pub fn overview(o: &api::Overview) -> String {
     let head = block(&[
         ("version", o.version.clone()),
@@ -152,7 +167,7 @@ pub fn overview(o: &api::Overview) -> String {
                 humantime::format_duration(Duration::from_secs(o.uptime_seconds))
             ),
         ),
-        ("store", o.store.clone()),
+        ("store", store(o)),
         ("directory version", o.directory_version.to_string()),
         (
             "dead letters",

@@ -19,9 +19,18 @@
 //! the query is what makes removing an entry right after its commit safe: an entry the
 //! first look misses was committed before the query started, so the query sees it.
 //!
+//! A record that cannot be written is not given up: the caller acks its source message
+//! only after the record is committed, and a destination that has the submission must not
+//! get it again. So a failed batch stays in the map (checks keep seeing it) and is written
+//! again, after a pause that grows to [`MAX_RETRY_DELAY`], until the store takes it; the
+//! store's health says records are failing meanwhile, which stops the consumers from taking
+//! more. A failed check is answered with the error (the caller hands its message back) and
+//! the check task probes the store until a check succeeds again. A batch is given up only
+//! when nobody waits for it any more (the gateway stopped): its messages were never acked.
+//!
 //! Memory stays bounded: the channels are bounded, and the map holds only records that are
 //! queued or in the batch being written, so at most the record channel's capacity plus one
-//! batch.
+//! batch; the broker's prefetch bounds the messages waiting behind them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,15 +42,31 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::health::{Part, StoreHealth};
 use super::{DeliveryRecord, Fingerprint, Seen, Store, StoreError, classify, cutoff};
 
 /// Channel capacity in batches: enough for one batch in flight, one filling and some slack
 /// for bursts, without letting a stalled store pile up unbounded work.
 const QUEUED_BATCHES: usize = 4;
 
+/// The first pause after a store call failed; it doubles with every further failure up to
+/// [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a failing store: how long the gateway may take
+/// to notice that the store answers again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// The pause before try number `failures + 1`.
+fn retry_delay(failures: u32) -> Duration {
+    FIRST_RETRY_DELAY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_RETRY_DELAY)
+}
+
 /// Batches checks and records for the hot path; see the module documentation.
 pub struct Deduplicator {
     window: Duration,
+    health: StoreHealth,
     checks: mpsc::Sender<CheckRequest>,
     records: mpsc::Sender<RecordRequest>,
     pending: Arc<Pending>,
@@ -64,12 +89,15 @@ struct CheckRequest {
     reply: oneshot::Sender<Result<Seen, StoreError>>,
 }
 
+/// Where a record's caller hears that it was written.
+type RecordReply = oneshot::Sender<Result<(), StoreError>>;
+
 struct RecordRequest {
     record: DeliveryRecord,
     /// Which map entry this request put there, so that its commit removes that entry and
     /// not a later record's for the same id.
     seq: u64,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: RecordReply,
 }
 
 impl Deduplicator {
@@ -87,6 +115,7 @@ impl Deduplicator {
         let (checks, check_rx) = mpsc::channel(capacity);
         let (records, record_rx) = mpsc::channel(capacity);
         let pending = Arc::new(Pending::default());
+        let health = store.health().clone();
         let batching = Batching {
             max_batch,
             max_delay,
@@ -106,12 +135,18 @@ impl Deduplicator {
         ));
         Deduplicator {
             window,
+            health,
             checks,
             records,
             pending,
             check_task,
             record_task,
         }
+    }
+
+    /// Whether the store answers: the consumers take nothing while it does not.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// What the store (including records not yet committed) knows about `id`.
@@ -132,9 +167,11 @@ impl Deduplicator {
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
-    /// Records a delivery; resolves once the batch holding it is committed. The record is
+    /// Records a delivery; resolves once the batch holding it is committed, however long
+    /// the store takes to answer again (see the module documentation). The record is
     /// visible to [`check`](Self::check) from the moment this is called. Dropping the
-    /// future does not withdraw the record once it has been queued.
+    /// future does not withdraw the record once it has been queued. An error means the
+    /// deduplicator stopped before the record could be written.
     pub async fn record(&self, record: DeliveryRecord) -> Result<(), StoreError> {
         let permit = self
             .records
@@ -183,6 +220,11 @@ impl Batching {
     /// channel also ends the wait early, so that shutdown does not sit out the delay.
     async fn next<T>(&self, rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
         let first = rx.recv().await?;
+        Some(self.gather(first, rx).await)
+    }
+
+    /// A batch starting with `first`, gathered as [`next`](Self::next) does.
+    async fn gather<T>(&self, first: T, rx: &mut mpsc::Receiver<T>) -> Vec<T> {
         let deadline = Instant::now() + self.max_delay;
         let mut batch = Vec::with_capacity(self.max_batch);
         batch.push(first);
@@ -195,7 +237,7 @@ impl Batching {
                 Ok(_) => {}
             }
         }
-        Some(batch)
+        batch
     }
 }
 
@@ -206,7 +248,33 @@ async fn run_checks(
     mut rx: mpsc::Receiver<CheckRequest>,
     batching: Batching,
 ) {
-    while let Some(batch) = batching.next(&mut rx).await {
+    let health = store.health().clone();
+    let mut failures = 0u32;
+    loop {
+        let first = if failures == 0 {
+            rx.recv().await
+        } else {
+            // Checks have been failing: nothing may come (the consumers wait for the store),
+            // so the store is asked on its own now and then until it answers.
+            tokio::select! {
+                first = rx.recv() => first,
+                () = tokio::time::sleep(retry_delay(failures)) => {
+                    match store.check(&[(Uuid::nil(), [0; 32])], window).await {
+                        Ok(_) => {
+                            failures = 0;
+                            health.answering(Part::Checks);
+                        }
+                        Err(error) => {
+                            failures = failures.saturating_add(1);
+                            health.failing(Part::Checks, &error);
+                        }
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
+        let batch = batching.gather(first, &mut rx).await;
         let before: Vec<Option<Seen>> = {
             let cutoff = cutoff(window);
             let map = pending.lock();
@@ -222,6 +290,19 @@ async fn run_checks(
             .map(|(req, _)| (req.id, req.fingerprint))
             .collect();
         let stored = store.check(&ask, window).await;
+        // An empty `ask` ran no query and says nothing about the store.
+        if !ask.is_empty() {
+            match &stored {
+                Ok(_) => {
+                    failures = 0;
+                    health.answering(Part::Checks);
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    health.failing(Part::Checks, error);
+                }
+            }
+        }
 
         let cutoff = cutoff(window);
         let after: Vec<Option<Seen>> = {
@@ -268,12 +349,10 @@ async fn run_records(
             done.push((req.record.submission_id, req.seq, req.reply));
             records.push(req.record);
         }
-        let result = store.record(&records).await;
-        if let Err(error) = &result {
-            tracing::warn!(%error, records = records.len(), "deduplication records not written");
-        }
-        // Out of the map only now: committed, a check's query finds them; failed, the
-        // callers hear so and have not acked, so the broker will hand the messages out again.
+        let result = write_until_taken(&store, &records, &done).await;
+        // Out of the map only now: committed, a check's query finds them; given up, nobody
+        // waits for them and their messages were never acked, so the broker hands them out
+        // again.
         {
             let mut map = pending.lock();
             for (id, seq, _) in &done {
@@ -284,6 +363,37 @@ async fn run_records(
         }
         for (_, _, reply) in done {
             let _ = reply.send(result.clone());
+        }
+    }
+}
+
+/// Writes `records` until the store takes them, or until none of their callers (`done`)
+/// waits any more.
+async fn write_until_taken(
+    store: &Store,
+    records: &[DeliveryRecord],
+    done: &[(Uuid, u64, RecordReply)],
+) -> Result<(), StoreError> {
+    let health = store.health();
+    let mut failures = 0u32;
+    loop {
+        match store.record(records).await {
+            Ok(()) => {
+                health.answering(Part::Records);
+                return Ok(());
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                health.failing(Part::Records, &error);
+                if done.iter().all(|(_, _, reply)| reply.is_closed()) {
+                    tracing::warn!(%error, records = records.len(),
+                        "deduplication records given up: nobody waits for them, their messages were not acked");
+                    return Err(error);
+                }
+                tracing::debug!(%error, records = records.len(), failures,
+                    "deduplication records not written; trying again");
+                tokio::time::sleep(retry_delay(failures)).await;
+            }
         }
     }
 }
@@ -345,4 +455,16 @@ fn lookup(
     map.entries
         .get(id)
         .map(|entry| classify(fingerprint, &entry.record, cutoff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    }
 }

@@ -48,10 +48,11 @@ impl Store {
     /// of two receipts racing, one wins. Returns whether it was recorded.
     pub async fn record_answer(&self, answer: &Answer) -> Result<bool, StoreError> {
         let at = to_micros(SystemTime::now());
-        match &self.backend {
+        let recorded = match &self.backend {
             Backend::Sqlite(pool) => sqlite::record_answer(pool, answer, at).await,
             Backend::Postgres(pool) => postgres::record_answer(pool, answer, at).await,
-        }
+        };
+        self.kept(recorded)
     }
 
     /// Submissions delivered before `delivered_before` without an answer, oldest first;

@@ -23,6 +23,8 @@ mod admin;
 mod dedup;
 mod events;
 mod fates;
+mod file;
+mod health;
 mod instances;
 mod postgres;
 mod sqlite;
@@ -45,6 +47,7 @@ pub use admin::{
 pub use dedup::Deduplicator;
 pub use events::EventRecorder;
 pub use fates::{Answer, Fate};
+pub use health::{StoreHealth, StoreStatus};
 pub use instances::Instance;
 
 /// How long a delivered submission id is remembered unless configured otherwise.
@@ -126,6 +129,24 @@ pub enum StoreError {
     /// A directory change deleted an entry that is not there; nothing was changed.
     #[error("{what} not found")]
     NotFound { what: String },
+    /// Another process holds the SQLite store's lock.
+    #[error(
+        "{} is in use by another process{}; an SQLite store belongs to one gateway at a \
+         time: stop the other one, give this one a data_dir of its own, or let several \
+         instances share a PostgreSQL store",
+        path.display(),
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, holder: Option<u32> },
+    /// The SQLite file or its lock file cannot be opened, locked or looked at.
+    #[error("cannot use {}: {source}", path.display())]
+    Access {
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    /// The SQLite file is no longer the one that was opened: deleted or replaced.
+    #[error("{problem}")]
+    File { problem: String },
 }
 
 impl StoreError {
@@ -137,10 +158,14 @@ impl StoreError {
     }
 }
 
-/// A connection pool to one of the backends. Cheap to clone: clones share the pool.
+/// A connection pool to one of the backends. Cheap to clone: clones share the pool, the
+/// health and the SQLite file's lock.
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    health: StoreHealth,
+    /// An SQLite store in a file: its lock and identity.
+    file: Option<Arc<file::DatabaseFile>>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,23 +177,35 @@ enum Backend {
 /// Opens the store at `url` and brings its schema up to date.
 ///
 /// - `sqlite:///abs/path.db`, `sqlite://relative.db`: the file and its parent directory are
-///   created if missing; WAL journal, `synchronous=NORMAL`.
+///   created if missing; WAL journal, `synchronous=NORMAL`. The file is locked for this
+///   process ([`StoreError::Locked`] names the process holding it) until [`Store::close`],
+///   and watched for being deleted or replaced.
 /// - `postgres://…`, `postgresql://…`: the table goes into the first schema of the
 ///   connection's search_path, which the URL can set with `options=-csearch_path%3D<schema>`.
 ///   That schema must exist. Give the gateway a schema (or database) of its own: sqlx keeps
 ///   its migration bookkeeping in an unqualified `_sqlx_migrations` table.
 pub async fn open(url: &str) -> Result<Store, StoreError> {
-    let backend = if url.starts_with("sqlite:") {
-        Backend::Sqlite(sqlite::open(url).await?)
+    let health = StoreHealth::default();
+    let (backend, file) = if url.starts_with("sqlite:") {
+        let (pool, file) = sqlite::open(url).await?;
+        let file = file.map(Arc::new);
+        if let Some(file) = &file {
+            file::DatabaseFile::watch(Arc::downgrade(file), health.clone());
+        }
+        (Backend::Sqlite(pool), file)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Backend::Postgres(postgres::open(url).await?)
+        (Backend::Postgres(postgres::open(url).await?), None)
     } else {
         return Err(StoreError::BadUrl {
             url: redact_url(url),
             reason: "unknown scheme; expected sqlite:, postgres:// or postgresql://".into(),
         });
     };
-    Ok(Store { backend })
+    Ok(Store {
+        backend,
+        health,
+        file,
+    })
 }
 
 impl Store {
@@ -185,10 +222,11 @@ impl Store {
         let mut distinct: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
         distinct.sort_unstable();
         distinct.dedup();
-        let mut rows = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::fetch(pool, &distinct).await?,
-            Backend::Postgres(pool) => postgres::fetch(pool, &distinct).await?,
+        let rows = match &self.backend {
+            Backend::Sqlite(pool) => sqlite::fetch(pool, &distinct).await,
+            Backend::Postgres(pool) => postgres::fetch(pool, &distinct).await,
         };
+        let mut rows = self.failed_why(rows)?;
         rows.sort_unstable_by_key(|row| row.submission_id);
         Ok(ids
             .iter()
@@ -202,16 +240,19 @@ impl Store {
     }
 
     /// Writes `records` in one statement; a record for an id already stored replaces it,
-    /// and of several records for one id in `records` the last one wins.
+    /// and of several records for one id in `records` the last one wins. Succeeds only
+    /// when the records are in the store the next start opens: written to an SQLite file
+    /// that was deleted or replaced meanwhile is an error.
     pub async fn record(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let records = last_per_id(records);
-        match &self.backend {
+        let written = match &self.backend {
             Backend::Sqlite(pool) => sqlite::upsert(pool, &records).await,
             Backend::Postgres(pool) => postgres::upsert(pool, &records).await,
-        }
+        };
+        self.kept(written)
     }
 
     /// Deletes the records delivered before `older_than`; returns how many.
@@ -223,6 +264,33 @@ impl Store {
         }
     }
 
+    /// Whether the store answers the message path; shared by every clone.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// A write's result, made an error when the SQLite file that took it is no longer
+    /// the one its path names: what it holds would be lost at the next start.
+    fn kept<T>(&self, written: Result<T, StoreError>) -> Result<T, StoreError> {
+        let Some(file) = &self.file else {
+            return written;
+        };
+        let verified = file.verify(&self.health);
+        let value = written?;
+        verified.map(|()| value)
+    }
+
+    /// A failed operation's result, with the SQLite file's identity checked: a deleted
+    /// database directory is a likelier cause of an error than of anything else.
+    fn failed_why<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_err()
+            && let Some(file) = &self.file
+        {
+            let _ = file.verify(&self.health);
+        }
+        result
+    }
+
     /// "sqlite" or "postgres", for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match &self.backend {
@@ -231,12 +299,15 @@ impl Store {
         }
     }
 
-    /// Closes the pool, waiting for checked-out connections to come back. Every clone of
-    /// this store is closed with it.
+    /// Closes the pool, waiting for checked-out connections to come back, and releases
+    /// the SQLite file's lock. Every clone of this store is closed with it.
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(pool) => pool.close().await,
             Backend::Postgres(pool) => pool.close().await,
+        }
+        if let Some(file) = &self.file {
+            file.release();
         }
     }
 }
@@ -274,14 +345,15 @@ impl Store {
         audit: NewAudit,
     ) -> Result<i64, StoreError> {
         let at = to_micros(SystemTime::now());
-        match &self.backend {
+        let applied = match &self.backend {
             Backend::Sqlite(pool) => {
                 sqlite::apply_directory_change(pool, &change, &audit, at).await
             }
             Backend::Postgres(pool) => {
                 postgres::apply_directory_change(pool, &change, &audit, at).await
             }
-        }
+        };
+        self.kept(applied)
     }
 
     /// Writes an audit row on its own (payload access, replay, discard, pause/resume).
@@ -318,12 +390,15 @@ impl Store {
             return Ok(());
         }
         let stored_at = to_micros(SystemTime::now());
-        match &self.backend {
+        // Acked off the queue after this: an SQLite file deleted meanwhile would take the
+        // letters with it.
+        let stored = match &self.backend {
             Backend::Sqlite(pool) => sqlite::insert_dead_letters(pool, letters, stored_at).await,
             Backend::Postgres(pool) => {
                 postgres::insert_dead_letters(pool, letters, stored_at).await
             }
-        }
+        };
+        self.kept(stored)
     }
 
     /// Dead letters matching `filter`, oldest first by `(dead_lettered_at, id)`, at most
@@ -394,14 +469,15 @@ impl Store {
             return Ok(0);
         }
         let at = to_micros(SystemTime::now());
-        match &self.backend {
+        let changed = match &self.backend {
             Backend::Sqlite(pool) => {
                 sqlite::set_dead_letter_state(pool, ids, state, actor, at).await
             }
             Backend::Postgres(pool) => {
                 postgres::set_dead_letter_state(pool, ids, state, actor, at).await
             }
-        }
+        };
+        self.kept(changed)
     }
 
     /// Deletes the letters that left `Pending` before `older_than` (their bodies hold

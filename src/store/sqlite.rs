@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::admin::{
@@ -21,6 +21,7 @@ use super::admin::{
     DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
 use super::fates::{Answer, Fate};
+use super::file::{self, DatabaseFile};
 use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -58,7 +59,7 @@ const MAX_CONNECTIONS: u32 = 1;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
+pub(super) async fn open(url: &str) -> Result<(SqlitePool, Option<DatabaseFile>), StoreError> {
     let bad_url = |source: sqlx::Error| StoreError::BadUrl {
         url: redact_url(url),
         reason: source.to_string(),
@@ -74,9 +75,13 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
         .busy_timeout(BUSY_TIMEOUT);
 
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if !in_memory {
+    let lock = if in_memory {
+        None
+    } else {
         create_parent_dir(url, options.get_filename())?;
-    }
+        // Before the database is opened: a second gateway must not even run migrations.
+        Some(file::Lock::acquire(options.get_filename())?)
+    };
 
     let mut pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
     if in_memory {
@@ -85,9 +90,11 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None);
+    } else {
+        pool = pool.after_release(|conn, _| Box::pin(discard_if_in_transaction(conn)));
     }
     let pool = pool
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
         .map_err(|source| StoreError::Open {
             url: redact_url(url),
@@ -102,7 +109,42 @@ pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
             source: Arc::new(source),
         });
     }
-    Ok(pool)
+    let file = match lock {
+        Some(lock) => match DatabaseFile::new(options.get_filename(), lock) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    Ok((pool, file))
+}
+
+/// The pool's check on every connection it gets back: one still inside a transaction is
+/// closed (`Ok(false)`), so that the next query gets a fresh connection.
+///
+/// A transaction whose COMMIT failed (SQLITE_FULL, SQLITE_IOERR) may have been rolled back
+/// by SQLite already; the ROLLBACK that sqlx sends when the transaction is dropped then
+/// fails too, and sqlx still counts the connection as inside a transaction. With one
+/// connection in the pool, every later `BEGIN` on it would fail ("begin_with at non-zero
+/// transaction depth") until a restart. Checking here covers every transaction the store
+/// runs, however it ended.
+async fn discard_if_in_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's ROLLBACK is queued on the connection's worker, not done yet:
+    // the ping comes back after it.
+    conn.ping().await?;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    tracing::warn!(
+        "SQLite connection still inside a transaction that failed; closed, the next query opens a fresh one"
+    );
+    Ok(false)
 }
 
 fn create_parent_dir(url: &str, file: &Path) -> Result<(), StoreError> {
