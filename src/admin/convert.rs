@@ -117,7 +117,7 @@ pub fn store_error(e: StoreError) -> Status {
         StoreError::NotFound { what } => Status::not_found(what),
         other => {
             tracing::error!(error = %other, "admin API: store failed");
-            if store_unreachable(&other) {
+            if other.is_outage() {
                 Status::unavailable(
                     "the store cannot be reached now; try again later (the gateway's log says why)",
                 )
@@ -125,22 +125,6 @@ pub fn store_error(e: StoreError) -> Status {
                 Status::internal("the store failed (the gateway's log says why)")
             }
         }
-    }
-}
-
-fn store_unreachable(e: &StoreError) -> bool {
-    match e {
-        StoreError::Query { source, .. } | StoreError::Open { source, .. } => matches!(
-            **source,
-            sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-        ),
-        StoreError::Stopped => true,
-        _ => false,
     }
 }
 

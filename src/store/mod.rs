@@ -150,12 +150,57 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the store is out of service rather than refusing this one request: not
+    /// reachable, out of disk, its file gone, its role locked out. A retry later can
+    /// succeed; the same request now would fail the same way.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Query { source, .. } | StoreError::Open { source, .. } => {
+                sqlx_outage(source)
+            }
+            StoreError::Stopped
+            | StoreError::Locked { .. }
+            | StoreError::Access { .. }
+            | StoreError::File { .. }
+            | StoreError::CreateDir { .. } => true,
+            StoreError::BadUrl { .. }
+            | StoreError::Migrate { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::NotFound { .. } => false,
+        }
+    }
+
     fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |source| StoreError::Query {
             operation,
             source: Arc::new(source),
         }
     }
+}
+
+fn sqlx_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| outage_code(&code)),
+        _ => false,
+    }
+}
+
+/// SQLite result codes (primary or extended; the primary code is the low byte) and
+/// PostgreSQL SQLSTATE classes that mean the database is out of service: SQLite busy,
+/// locked, read-only, I/O error, cannot open, disk full; PostgreSQL connection exceptions
+/// (08), authorisation refused (28, e.g. a role set NOLOGIN), insufficient resources (53,
+/// disk full), operator intervention (57, e.g. a terminated backend or a shutdown).
+fn outage_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<u32>() {
+        return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14);
+    }
+    matches!(code.get(..2), Some("08" | "28" | "53" | "57"))
 }
 
 /// A connection pool to one of the backends. Cheap to clone: clones share the pool, the
