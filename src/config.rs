@@ -1431,7 +1431,7 @@ impl Validator {
                     let what = if field.ends_with("_file") { "hold" } else { "be" };
                     self.error(
                         field,
-                        format!("must {what} the SHA-256 of the token as 64 hex digits (printf %s TOKEN | sha256sum)"),
+                        format!("must {what} the SHA-256 of the token as 64 hex digits (ozg-gateway hash-token prints it)"),
                     );
                 }
                 hash

@@ -1,8 +1,10 @@
 //! `ozg-gateway admin`: the operators' client of the admin API
 //! (proto/ozg/gateway/admin/v1/admin.proto), one subcommand per RPC. Tables for people;
 //! `--json` prints the proto3 JSON mapping, one document per response and line, for scripts.
+//! Beside it `hash-token`, which makes a token's entry for the admin API's configuration.
 
 mod connect;
+pub mod hash_token;
 mod render;
 mod request;
 
