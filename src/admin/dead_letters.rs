@@ -54,14 +54,14 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
     ) -> Result<Response<pb::DeadLetterPayload>, Status> {
         let who = self.0.admit(&request).await?;
         let r = request.get_ref();
-        let message = self
+        let (id, message) = self
             .0
             .service
             .dead_letter_payload(&who, &r.id, &r.justification)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeadLetterPayload {
-            id: r.id.trim().to_owned(),
+            id: id.to_string(),
             content_type: message.content_type,
             body: message.body,
         }))

@@ -57,7 +57,7 @@ pub enum AdminError {
 
 /// What the gRPC services share.
 pub struct State {
-    service: Service,
+    service: Arc<Service>,
     auth: auth::Authenticator,
     /// Ends server streams (WatchEvents) when the gateway stops.
     stop: CancellationToken,
@@ -72,13 +72,20 @@ impl State {
         instance: String,
         stop: CancellationToken,
     ) -> State {
+        let service = Service::new(config.clone(), gateway, store, links, instance);
+        State::with_service(Arc::new(service), &config, stop)
+    }
+
+    /// The gRPC API over a service that another face (a web console) shares: one
+    /// service, so that directory changes from both are made one at a time.
+    pub fn with_service(service: Arc<Service>, config: &Config, stop: CancellationToken) -> State {
         let tokens = config
             .admin
             .as_ref()
             .map(|a| a.tokens.clone())
             .unwrap_or_default();
         State {
-            service: Service::new(config, gateway, store, links, instance),
+            service,
             auth: auth::Authenticator::new(tokens),
             stop,
         }

@@ -98,14 +98,14 @@ impl Service {
             .ok_or_else(|| not_found(id))
     }
 
-    /// The letter's content, for the payload role; the read is audited with the
+    /// The letter's id and content, for the payload role; the read is audited with the
     /// justification before the content leaves.
     pub async fn dead_letter_payload(
         &self,
         who: &Principal,
         id: &str,
         justification: &str,
-    ) -> Result<DeadLetterMessage, ServiceError> {
+    ) -> Result<(Uuid, DeadLetterMessage), ServiceError> {
         who.require(Right::Payload)?;
         let id = parse_id("id", id)?;
         let justification = justification.trim();
@@ -140,7 +140,7 @@ impl Service {
             ))
             .await?;
         tracing::info!(actor = %who.name, dead_letter = %id, "dead letter payload read");
-        Ok(message)
+        Ok((id, message))
     }
 
     /// Sends the selected letters through the normal path again: routed afresh, or to
