@@ -721,6 +721,16 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
                 }),
                 expect(reads, true, Code::Ok, want),
             );
+            // The live tail opens for readers; what it shows is the second test's.
+            let result = c
+                .operations
+                .watch_events(as_token(&token, pb::WatchEventsRequest::default()))
+                .await;
+            m.check(
+                &cell("WatchEvents"),
+                got(result, |_| vec![]),
+                expect(reads, true, Code::Ok, BTreeSet::new()),
+            );
         }
     }
 
