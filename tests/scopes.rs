@@ -1138,6 +1138,45 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
             );
         }
     }
+    // A destination's Land is the directory's at the time of the call: Thüringen's letter
+    // for a Hessen destination that does not exist yet is Hessen's once it does.
+    let later = dead_letter("civento-th", "he-later", "later");
+    store
+        .insert_dead_letters(std::slice::from_ref(&later))
+        .await
+        .unwrap();
+    let get = |c: &mut Clients| {
+        let request = as_token(
+            "viewer-he",
+            pb::GetDeadLetterRequest {
+                id: later.id.to_string(),
+            },
+        );
+        let mut dead = c.dead.clone();
+        async move {
+            dead.get_dead_letter(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }
+    };
+    m.check(
+        "viewer-he GetDeadLetter th→he-later before he-later exists",
+        (get(&mut c).await.err().unwrap_or(Code::Ok), BTreeSet::new()),
+        (Code::NotFound, BTreeSet::new()),
+    );
+    c.directory
+        .create_destination(setup(pb::CreateDestinationRequest {
+            destination: Some(destination("he-later", "06", "he")),
+            expected_directory_version: 0,
+        }))
+        .await
+        .unwrap();
+    m.check(
+        "viewer-he GetDeadLetter th→he-later once he-later exists",
+        (get(&mut c).await.err().unwrap_or(Code::Ok), BTreeSet::new()),
+        (Code::Ok, BTreeSet::new()),
+    );
     m.done("access matrix (3 roles × 4 scopes × every RPC)");
     store.close().await;
     gw.stop().await;

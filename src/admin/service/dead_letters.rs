@@ -360,12 +360,14 @@ impl Service {
                 .push(letter);
         }
         for group in groups.into_values() {
+            let Some(first) = group.first() else {
+                continue;
+            };
             let ids: Vec<String> = group.iter().map(|d| d.id.to_string()).collect();
             let mut after = serde_json::json!({ "ids": ids });
             if let Some(to) = replayed_to {
                 after["destination"] = serde_json::json!(to);
             }
-            let first = group[0];
             let row = audit_row(
                 who,
                 action,
