@@ -138,6 +138,10 @@ struct RawToken {
     sha256_file: Option<PathBuf>,
     #[serde(default)]
     roles: Vec<String>,
+    /// Land codes or abbreviations, or `["*"]`; absent: every Land.
+    laender: Option<Vec<String>>,
+    /// Destination ids the token is narrowed to; absent: every destination of its Länder.
+    destinations: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -551,13 +555,72 @@ impl Role {
     }
 }
 
-/// A configured admin token: its name (shown in the audit log) and the SHA-256 of the
-/// token, never the token itself.
+/// Which part of a gateway shared by several Länder a token sees and changes: the
+/// submissions from platforms of its Länder and to destinations of its Länder, optionally
+/// only those to named destinations. What that means for each admin call is decided in
+/// `admin::service::access`; here it is only data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scope {
+    /// `None`: every Land. Otherwise sorted, without repeats, never empty.
+    pub laender: Option<Vec<Land>>,
+    /// `None`: every destination (of those Länder). Otherwise the destination ids, sorted,
+    /// without repeats, never empty; one counts only while its Land is among `laender`.
+    pub destinations: Option<Vec<String>>,
+}
+
+impl Scope {
+    /// Every Land, every destination.
+    pub const ALL: Scope = Scope {
+        laender: None,
+        destinations: None,
+    };
+
+    pub fn is_all(&self) -> bool {
+        self.laender.is_none() && self.destinations.is_none()
+    }
+}
+
+/// "every Land", "Land 06 HE", "Länder 06 HE, 16 TH", "Land 06 HE, destinations he-a":
+/// what the audit log records and the admin API says it applied.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let laender = self.laender.as_ref().map(|laender| {
+            let names: Vec<String> = laender
+                .iter()
+                .map(|l| format!("{l} {}", l.abbreviation()))
+                .collect();
+            let word = if laender.len() == 1 {
+                "Land"
+            } else {
+                "Länder"
+            };
+            format!("{word} {}", names.join(", "))
+        });
+        let destinations = self.destinations.as_ref().map(|ids| {
+            let word = if ids.len() == 1 {
+                "destination"
+            } else {
+                "destinations"
+            };
+            format!("{word} {}", ids.join(", "))
+        });
+        match (laender, destinations) {
+            (None, None) => f.write_str("every Land"),
+            (Some(l), None) => f.write_str(&l),
+            (None, Some(d)) => f.write_str(&d),
+            (Some(l), Some(d)) => write!(f, "{l}; {d}"),
+        }
+    }
+}
+
+/// A configured admin token: its name (shown in the audit log), the SHA-256 of the token
+/// (never the token itself), its roles and its scope.
 #[derive(Clone)]
 pub struct AdminToken {
     pub name: String,
     pub sha256: [u8; 32],
     pub roles: Vec<Role>,
+    pub scope: Scope,
 }
 
 impl fmt::Debug for AdminToken {
@@ -565,6 +628,7 @@ impl fmt::Debug for AdminToken {
         f.debug_struct("AdminToken")
             .field("name", &self.name)
             .field("roles", &self.roles)
+            .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
 }
@@ -1256,7 +1320,13 @@ impl Validator {
         }
     }
 
-    fn admin(&mut self, raw: &RawAdmin, base: &Path) -> Option<AdminSettings> {
+    fn admin(
+        &mut self,
+        raw: &RawAdmin,
+        base: &Path,
+        platforms: &[Platform],
+        destinations: &[Destination],
+    ) -> Option<AdminSettings> {
         let address = match self.required("admin.address", &raw.address) {
             Some(a) => match a.parse::<std::net::SocketAddr>() {
                 Ok(address) => Some(address),
@@ -1361,7 +1431,7 @@ impl Validator {
                     let what = if field.ends_with("_file") { "hold" } else { "be" };
                     self.error(
                         field,
-                        format!("must {what} the SHA-256 of the token as 64 hex digits (printf %s TOKEN | sha256sum)"),
+                        format!("must {what} the SHA-256 of the token as 64 hex digits (ozg-gateway hash-token prints it)"),
                     );
                 }
                 hash
@@ -1384,11 +1454,25 @@ impl Validator {
                     ),
                 }
             }
-            if let (Some(name), Some(sha256)) = (name, sha256) {
+            let scope = self.token_scope(i, t, destinations);
+            let lands: HashSet<Land> = platforms
+                .iter()
+                .map(|p| p.land)
+                .chain(destinations.iter().map(|d| d.land))
+                .collect();
+            if t.laender.is_none() && roles.contains(&Role::Operator) && lands.len() > 1 {
+                self.warn(
+                    key("laender"),
+                    "is not set: this operator token sees and changes every Land's part; \
+                     name its Länder (laender = [\"HE\"]), or write laender = [\"*\"] to say so",
+                );
+            }
+            if let (Some(name), Some(sha256), Some(scope)) = (name, sha256, scope) {
                 tokens.push(AdminToken {
                     name,
                     sha256,
                     roles,
+                    scope,
                 });
             }
         }
@@ -1396,6 +1480,103 @@ impl Validator {
             address: address?,
             tls,
             tokens,
+        })
+    }
+
+    /// The scope of `admin.tokens[i]`; `None` after reporting what is wrong with it.
+    fn token_scope(
+        &mut self,
+        i: usize,
+        t: &RawToken,
+        destinations: &[Destination],
+    ) -> Option<Scope> {
+        let key = |field: &str| format!("admin.tokens[{i}].{field}");
+        let mut valid = true;
+        let laender = match &t.laender {
+            None => None,
+            Some(codes) if codes.iter().any(|c| c.trim() == "*") => {
+                if codes.len() > 1 {
+                    self.error(
+                        key("laender"),
+                        "\"*\" (every Land) stands alone: give it, or the Länder",
+                    );
+                    valid = false;
+                }
+                None
+            }
+            Some(codes) if codes.is_empty() => {
+                self.error(
+                    key("laender"),
+                    "is empty: name the Länder (codes like \"06\" or abbreviations like \"HE\"), or \"*\" for every Land",
+                );
+                valid = false;
+                None
+            }
+            Some(codes) => {
+                let mut laender = Vec::new();
+                for code in codes {
+                    match code.trim().parse::<Land>() {
+                        Ok(land) => laender.push(land),
+                        Err(e) => {
+                            self.error(key("laender"), e.to_string());
+                            valid = false;
+                        }
+                    }
+                }
+                laender.sort();
+                laender.dedup();
+                Some(laender)
+            }
+        };
+        let named = match &t.destinations {
+            None => None,
+            Some(ids) if ids.is_empty() => {
+                self.error(
+                    key("destinations"),
+                    "is empty: name destinations, or leave the key out for every destination of the token's Länder",
+                );
+                valid = false;
+                None
+            }
+            Some(ids) => {
+                let mut named: Vec<String> = Vec::new();
+                for id in ids {
+                    let id = id.trim();
+                    if let Err(message) = check_id(id) {
+                        self.error(key("destinations"), message);
+                        valid = false;
+                        continue;
+                    }
+                    match destinations.iter().find(|d| d.id == id) {
+                        Some(d) if laender.as_ref().is_some_and(|l| !l.contains(&d.land)) => {
+                            self.error(
+                                key("destinations"),
+                                format!(
+                                    "destination {id:?} is of Land {} {}, which is not among laender",
+                                    d.land,
+                                    d.land.abbreviation()
+                                ),
+                            );
+                            valid = false;
+                        }
+                        Some(_) => {}
+                        None => self.warn(
+                            key("destinations"),
+                            format!(
+                                "destination {id:?} is not in this file: it counts once it is created through the admin API"
+                            ),
+                        ),
+                    }
+                    named.push(id.to_owned());
+                }
+                named.sort();
+                named.dedup();
+                Some(named)
+            }
+        };
+        valid.then_some(Scope {
+            laender,
+            destinations: named,
         })
     }
 
@@ -1721,7 +1902,10 @@ impl Validator {
         let services = validate_services(&service_specs, |k, m| self.error(k, m));
 
         // Admin API.
-        let admin = raw.admin.as_ref().and_then(|a| self.admin(a, base));
+        let admin = raw
+            .admin
+            .as_ref()
+            .and_then(|a| self.admin(a, base, &platforms, &destinations));
 
         // Receipts.
         let r = &raw.receipts;
@@ -3167,5 +3351,193 @@ kind = "castle"
             token.sha256.to_vec(),
             <sha2::Sha256 as sha2::Digest>::digest(b"tok").to_vec()
         );
+    }
+
+    /// A second Land's platform and destination beside VALID's Hessen, and a token with
+    /// the given scope keys.
+    fn with_token_scope(keys: &str, roles: &str) -> String {
+        format!(
+            "{VALID}
+[[platforms]]
+id = \"civento-th\"
+land = \"TH\"
+broker = \"he\"
+ingress_queue = \"ozg.th.submissions\"
+status_exchange = \"ozg.th.status\"
+
+[[destinations]]
+id = \"th-erfurt\"
+name = \"Erfurt\"
+kind = \"kreisfreie-stadt\"
+land = \"16\"
+broker = \"he\"
+exchange = \"ozg.backoffice\"
+routing_key = \"th-erfurt\"
+
+[admin]
+address = \"127.0.0.1:0\"
+[[admin.tokens]]
+name = \"ops\"
+sha256 = \"{}\"
+roles = [{roles}]
+{keys}
+",
+            "0".repeat(64)
+        )
+    }
+
+    #[test]
+    fn token_scopes_are_read_and_checked() {
+        let he = Land::from_code(6).unwrap();
+        let th = Land::from_code(16).unwrap();
+        let scope = |laender: Option<Vec<Land>>, destinations: Option<&[&str]>| Scope {
+            laender,
+            destinations: destinations.map(|d| d.iter().map(|s| (*s).to_owned()).collect()),
+        };
+        // (scope keys, the scope, or the start of the error after "test.toml: ")
+        let cases: Vec<(&str, Result<Scope, &str>)> = vec![
+            ("", Ok(Scope::ALL)),
+            ("laender = [\"*\"]", Ok(Scope::ALL)),
+            ("laender = [\"HE\"]", Ok(scope(Some(vec![he]), None))),
+            (
+                "laender = [\"16\", \"he\", \"06\"]",
+                Ok(scope(Some(vec![he, th]), None)),
+            ),
+            (
+                "laender = [\"HE\"]\ndestinations = [\"he-darmstadt\"]",
+                Ok(scope(Some(vec![he]), Some(&["he-darmstadt"]))),
+            ),
+            (
+                "destinations = [\"th-erfurt\", \"he-darmstadt\"]",
+                Ok(scope(None, Some(&["he-darmstadt", "th-erfurt"]))),
+            ),
+            (
+                "laender = [\"HX\"]",
+                Err("admin.tokens[0].laender: \"HX\" is not a Land code (01 … 16, or SH, HH"),
+            ),
+            (
+                "laender = [\"17\"]",
+                Err("admin.tokens[0].laender: \"17\" is not a Land code"),
+            ),
+            (
+                "laender = []",
+                Err("admin.tokens[0].laender: is empty: name the Länder"),
+            ),
+            (
+                "laender = [\"*\", \"HE\"]",
+                Err("admin.tokens[0].laender: \"*\" (every Land) stands alone"),
+            ),
+            (
+                "destinations = []",
+                Err("admin.tokens[0].destinations: is empty"),
+            ),
+            (
+                "destinations = [\"he darmstadt\"]",
+                Err("admin.tokens[0].destinations: \"he darmstadt\" is not an id"),
+            ),
+            (
+                "laender = [\"HE\"]\ndestinations = [\"th-erfurt\"]",
+                Err(
+                    "admin.tokens[0].destinations: destination \"th-erfurt\" is of Land 16 TH, which is not among laender",
+                ),
+            ),
+        ];
+        for (keys, want) in cases {
+            let got = parse(&with_token_scope(keys, "\"operator\""));
+            match (got, want) {
+                (Ok(config), Ok(want)) => {
+                    let tokens = config.admin.unwrap().tokens;
+                    assert_eq!(tokens[0].scope, want, "{keys}");
+                }
+                (Err(errors), Err(start)) => {
+                    let text = errors.to_string();
+                    assert!(
+                        text.contains(&format!("test.toml: {start}")),
+                        "{keys}: missing {start:?} in\n{text}"
+                    );
+                }
+                (got, want) => panic!("{keys}: got {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_operator_token_for_every_land_is_warned_about_only_when_it_is_not_said() {
+        let warned = |keys: &str, roles: &str| {
+            parse(&with_token_scope(keys, roles))
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.contains("admin.tokens[0].laender: is not set"))
+        };
+        assert!(warned("", "\"operator\""));
+        assert!(!warned("laender = [\"*\"]", "\"operator\""));
+        assert!(!warned("laender = [\"HE\"]", "\"operator\""));
+        // A viewer changes nothing; one Land's gateway has nothing to divide.
+        assert!(!warned("", "\"viewer\""));
+        let one_land = format!(
+            "{VALID}\n[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nroles = [\"operator\"]\n",
+            "0".repeat(64)
+        );
+        assert!(
+            !parse(&one_land)
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.contains("laender")),
+        );
+        // A destination not in the file may be one created through the admin API later.
+        let later = parse(&with_token_scope(
+            "laender = [\"HE\"]\ndestinations = [\"he-later\"]",
+            "\"operator\"",
+        ))
+        .unwrap();
+        assert!(
+            later.warnings.iter().any(|w| w.contains(
+                "destinations: destination \"he-later\" is not in this file: it counts once it is created"
+            )),
+            "{:?}",
+            later.warnings
+        );
+    }
+
+    #[test]
+    fn a_scope_says_what_it_covers() {
+        let he = Land::from_code(6).unwrap();
+        let th = Land::from_code(16).unwrap();
+        let cases = [
+            (Scope::ALL, "every Land"),
+            (
+                Scope {
+                    laender: Some(vec![he]),
+                    destinations: None,
+                },
+                "Land 06 HE",
+            ),
+            (
+                Scope {
+                    laender: Some(vec![he, th]),
+                    destinations: None,
+                },
+                "Länder 06 HE, 16 TH",
+            ),
+            (
+                Scope {
+                    laender: Some(vec![he]),
+                    destinations: Some(vec!["he-a".into(), "he-b".into()]),
+                },
+                "Land 06 HE; destinations he-a, he-b",
+            ),
+            (
+                Scope {
+                    laender: None,
+                    destinations: Some(vec!["he-a".into()]),
+                },
+                "destination he-a",
+            ),
+        ];
+        for (scope, text) in cases {
+            assert_eq!(scope.to_string(), text);
+        }
     }
 }

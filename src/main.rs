@@ -120,6 +120,18 @@ enum Command {
         #[arg(long, requires = "raw", default_value = "application/json")]
         content_type: String,
     },
+    /// Print the SHA-256 that `[[admin.tokens]]` expects (`sha256`, or the content of a
+    /// `sha256_file`) for an admin token read from --file or standard input, never from the
+    /// command line.
+    HashToken {
+        /// A file holding the token (one trailing newline is ignored); without it, standard
+        /// input.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Refused without being repeated: every user can see a process's arguments.
+        #[arg(hide = true, value_name = "TOKEN")]
+        token: Option<String>,
+    },
     /// Operate a running gateway through its admin API (gRPC): overview, routing directory,
     /// dead letters, ingress, traces, live events.
     #[command(after_help = cli::EXIT_CODES_HELP)]
@@ -226,6 +238,9 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
     if let Command::Admin(args) = command {
         return cli::run(*args).await;
     }
+    if let Command::HashToken { file, token } = &command {
+        return cli::hash_token::run(file.as_deref(), token.is_some());
+    }
     if let Command::Run { config } = command {
         return match run(config, log_format).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -237,7 +252,7 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
         Err(code) => return code,
     };
     let result = match command {
-        Command::Run { .. } | Command::Admin(_) => Ok(()),
+        Command::Run { .. } | Command::Admin(_) | Command::HashToken { .. } => Ok(()),
         Command::CheckConfig { config, file } => check_config_file(config, file).and_then(|file| {
             let c = load(&file)?;
             for warning in &c.warnings {

@@ -1,7 +1,8 @@
 //! The real binary's `admin` client where the gateway's own admin server is not needed: an
 //! unreachable address, the help, usage errors caught before anything is sent, and
 //! grpc.health.v1 against tonic-health's server (plain, behind a token check, and with mutual
-//! TLS). The calls against a running gateway are tested with the server.
+//! TLS); and `hash-token`, which makes a token's configuration entry. The calls against a
+//! running gateway are tested with the server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -117,6 +118,110 @@ fn help_lists_every_command_and_the_exit_codes_but_not_the_token() {
                 "{group} {command} missing from\n{help}"
             );
         }
+    }
+}
+
+/// `hash-token` with `args`, the token (if any) on standard input.
+fn hash_token(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("hash-token")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hash_token_prints_what_the_configuration_expects_and_never_the_token() {
+    let token = "q7Z9-vX2k-Lm4P-r8Tn-Wc3Y-h6Jd-0aBe";
+    let expected = format!(
+        "{}\n",
+        hex::encode(ozg_gateway::admin::auth::hash_token(token))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("he-ops.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let file = file.display().to_string();
+    // (label, arguments, standard input, exit code, stdout, start of stderr)
+    type Case<'a> = (&'a str, Vec<&'a str>, String, i32, String, &'a str);
+    let cases: Vec<Case> = vec![
+        ("stdin", vec![], token.to_owned(), 0, expected.clone(), ""),
+        (
+            "stdin with a newline",
+            vec![],
+            format!("{token}\n"),
+            0,
+            expected.clone(),
+            "",
+        ),
+        (
+            "a file",
+            vec!["--file", &file],
+            String::new(),
+            0,
+            expected.clone(),
+            "",
+        ),
+        (
+            // The known SHA-256 of "abc": the same as `printf %s abc | sha256sum`.
+            "a short token",
+            vec![],
+            "abc".to_owned(),
+            0,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n".to_owned(),
+            "hash-token: warning: the token has 3 characters",
+        ),
+        (
+            "on the command line",
+            vec![token],
+            String::new(),
+            2,
+            String::new(),
+            "hash-token: a token on the command line is not accepted",
+        ),
+        (
+            "nothing",
+            vec![],
+            String::new(),
+            1,
+            String::new(),
+            "hash-token: the token is empty",
+        ),
+        (
+            "a blank inside",
+            vec![],
+            "half a token".to_owned(),
+            1,
+            String::new(),
+            "hash-token: the token's character 5 is not printable ASCII",
+        ),
+        (
+            "a missing file",
+            vec!["--file", "/nonexistent/he-ops.token"],
+            String::new(),
+            1,
+            String::new(),
+            "hash-token: cannot read /nonexistent/he-ops.token",
+        ),
+    ];
+    for (label, args, stdin, code, stdout, stderr) in cases {
+        let out = hash_token(&args, stdin.as_bytes());
+        let (got_out, got_err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(code), "{label}: {got_err}");
+        assert_eq!(got_out, stdout, "{label}");
+        assert!(got_err.starts_with(stderr), "{label}: {got_err}");
+        assert!(
+            !got_err.contains(token) && !got_err.contains("half a"),
+            "{label}: {got_err}"
+        );
     }
 }
 

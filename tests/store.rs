@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use ozg_gateway::store::{
-    self, AuditEntry, AuditFilter, DEFAULT_WINDOW, DeadLetter, DeadLetterFilter, DeadLetterState,
-    Deduplicator, DeliveryRecord, DirectoryChange, EventRecorder, Fingerprint, NewAudit,
-    NewDeadLetter, Seen, Store, StoreError, StoredDestination, StoredRoute, StoredService,
-    TraceEvent, fingerprint,
+    self, AuditEntry, AuditFilter, AuditVisible, Concerns, DEFAULT_WINDOW, DeadLetter,
+    DeadLetterFilter, DeadLetterState, Deduplicator, DeliveryRecord, DirectoryChange,
+    EventRecorder, Fingerprint, NewAudit, NewDeadLetter, Seen, Store, StoreError,
+    StoredDestination, StoredRoute, StoredService, TraceEvent, Visible, fingerprint,
 };
 use sqlx::{Connection, Executor, PgConnection, Row};
 use uuid::Uuid;
@@ -180,6 +180,9 @@ store_tests!(
     dead_letters_paging_returns_every_row_once_in_order,
     dead_letter_state_changes_only_pending_letters,
     dead_letter_purge_keeps_pending_and_recent,
+    scoped_dead_letters_page_count_and_get_only_what_is_visible,
+    scoped_overdue_lists_only_what_is_visible,
+    scoped_audit_lists_rows_about_the_scope_and_everyone,
     trace_events_come_back_in_order,
     a_first_delivery_s_trace_comes_from_its_record,
     event_recorder_flushes_on_shutdown,
@@ -638,6 +641,8 @@ fn route(service: &str, region: &str, destination: &str) -> StoredRoute {
 fn audit(actor: &str, action: &str, object: &str) -> NewAudit {
     NewAudit {
         actor: actor.to_owned(),
+        actor_scope: "every Land".to_owned(),
+        concerns: Concerns::default(),
         action: action.to_owned(),
         object: object.to_owned(),
         before: None,
@@ -999,6 +1004,99 @@ fn ids(letters: &[DeadLetter]) -> Vec<Uuid> {
     letters.iter().map(|l| l.id).collect()
 }
 
+fn only(platforms: &[&str], destinations: &[&str]) -> Visible {
+    Visible::Only {
+        platforms: platforms.iter().map(|p| (*p).to_owned()).collect(),
+        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+    }
+}
+
+/// A scope is part of the query: a page holds `limit` visible letters (not `limit` letters
+/// filtered down afterwards), the count counts visible ones, and a letter that is not
+/// visible is not there at all.
+async fn scoped_dead_letters_page_count_and_get_only_what_is_visible(db: Db) {
+    let store = db.open().await;
+    // Platforms by, nw alternate; destinations bauamt, ordnungsamt, '' rotate.
+    let letters = insert_letters(&store, 30).await;
+    type Case = (&'static str, Visible, fn(usize) -> bool);
+    let cases: [Case; 6] = [
+        ("everything", Visible::All, |_| true),
+        ("platform by", only(&["by"], &[]), |i| i % 2 == 0),
+        (
+            "destination ordnungsamt",
+            only(&[], &["ordnungsamt"]),
+            |i| i % 3 == 1,
+        ),
+        (
+            "platform by or destination ordnungsamt",
+            only(&["by"], &["ordnungsamt"]),
+            |i| i % 2 == 0 || i % 3 == 1,
+        ),
+        ("nothing named", only(&[], &[]), |_| false),
+        (
+            "names that match no row",
+            only(&["civento-th"], &["th-erfurt"]),
+            |_| false,
+        ),
+    ];
+    for (label, visible, keep) in cases {
+        let want: Vec<Uuid> = letters
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, l)| l.id)
+            .collect();
+        let filter = DeadLetterFilter {
+            visible: visible.clone(),
+            ..DeadLetterFilter::default()
+        };
+        // Pages of 4 give every visible letter once, in order, and full pages while
+        // there are more.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_dead_letters(&filter, after, 4).await.unwrap();
+            if seen.len() + 4 <= want.len() {
+                assert_eq!(page.len(), 4, "{label}: a short page before the end");
+            }
+            let Some(last) = page.last() else { break };
+            after = Some((last.dead_lettered_at, last.id));
+            seen.extend(ids(&page));
+        }
+        assert_eq!(seen, want, "{label}");
+        assert_eq!(
+            store.count_dead_letters(&filter).await.unwrap(),
+            u64::try_from(want.len()).unwrap(),
+            "{label}"
+        );
+        for letter in &letters {
+            let got = store.get_dead_letter(letter.id, &visible).await.unwrap();
+            assert_eq!(
+                got.map(|l| l.id),
+                want.contains(&letter.id).then_some(letter.id),
+                "{label}"
+            );
+        }
+    }
+    // With the other filters: both apply.
+    let filter = DeadLetterFilter {
+        reason: Some("no-route".into()),
+        visible: only(&["by"], &[]),
+        ..DeadLetterFilter::default()
+    };
+    let want: Vec<Uuid> = letters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 6 == 0)
+        .map(|(_, l)| l.id)
+        .collect();
+    assert_eq!(
+        ids(&store.list_dead_letters(&filter, None, 100).await.unwrap()),
+        want
+    );
+    store.close().await;
+}
+
 async fn dead_letters_insert_get_and_message(db: Db) {
     let store = db.open().await;
     let before = now();
@@ -1006,7 +1104,11 @@ async fn dead_letters_insert_get_and_message(db: Db) {
     let after = SystemTime::now();
 
     for new in &letters {
-        let got = store.get_dead_letter(new.id).await.unwrap().unwrap();
+        let got = store
+            .get_dead_letter(new.id, &Visible::All)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(got.stored_at >= before && got.stored_at <= after);
         assert_eq!(got, stored(new, got.stored_at));
         let message = store.dead_letter_message(new.id).await.unwrap().unwrap();
@@ -1016,7 +1118,13 @@ async fn dead_letters_insert_get_and_message(db: Db) {
         assert_eq!(message.headers, new.headers);
         assert_eq!(message.platform, new.platform);
     }
-    assert_eq!(store.get_dead_letter(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_dead_letter(Uuid::new_v4(), &Visible::All)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         store.dead_letter_message(Uuid::new_v4()).await.unwrap(),
         None
@@ -1032,7 +1140,11 @@ async fn dead_letters_insert_get_and_message(db: Db) {
         .insert_dead_letters(&[again.clone(), fresh.clone(), again])
         .await
         .unwrap();
-    let got = store.get_dead_letter(letters[2].id).await.unwrap().unwrap();
+    let got = store
+        .get_dead_letter(letters[2].id, &Visible::All)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.detail, "detail 2");
     assert_eq!(
         store
@@ -1052,7 +1164,7 @@ async fn dead_letters_insert_get_and_message(db: Db) {
     );
     assert_eq!(
         store
-            .get_dead_letter(fresh.id)
+            .get_dead_letter(fresh.id, &Visible::All)
             .await
             .unwrap()
             .unwrap()
@@ -1274,7 +1386,13 @@ async fn dead_letter_state_changes_only_pending_letters(db: Db) {
     let get = |i: usize| {
         let store = store.clone();
         let id = id(i);
-        async move { store.get_dead_letter(id).await.unwrap().unwrap() }
+        async move {
+            store
+                .get_dead_letter(id, &Visible::All)
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
     let replayed = get(0).await;
     assert_eq!(replayed.state, DeadLetterState::Replayed);
@@ -1569,22 +1687,204 @@ async fn unanswered_lists_overdue_and_marks_them_reported(db: Db) {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(store.unanswered(cutoff, true, 10).await.unwrap()),
+        ids(store
+            .unanswered(cutoff, true, &Visible::All, 10)
+            .await
+            .unwrap()),
         [older, old]
     );
     assert_eq!(
-        ids(store.unanswered(cutoff, true, 1).await.unwrap()),
+        ids(store
+            .unanswered(cutoff, true, &Visible::All, 1)
+            .await
+            .unwrap()),
         [older]
     );
     store.mark_overdue_reported(&[older]).await.unwrap();
     assert_eq!(
-        ids(store.unanswered(cutoff, true, 10).await.unwrap()),
+        ids(store
+            .unanswered(cutoff, true, &Visible::All, 10)
+            .await
+            .unwrap()),
         [old]
     );
-    let all = store.unanswered(cutoff, false, 10).await.unwrap();
+    let all = store
+        .unanswered(cutoff, false, &Visible::All, 10)
+        .await
+        .unwrap();
     assert_eq!(ids(all.clone()), [older, old]);
     assert!(all[0].overdue_reported_at.is_some());
     assert!(all[1].overdue_reported_at.is_none());
+}
+
+async fn scoped_overdue_lists_only_what_is_visible(db: Db) {
+    let store = db.open().await;
+    let hour = Duration::from_secs(3600);
+    // (platform, destination) of each delivery, oldest first.
+    let deliveries = [
+        ("civento-he", "he-a"),
+        ("civento-th", "th-a"),
+        ("civento-th", "he-a"),
+        ("civento-he", "th-a"),
+        ("civento-by", "by-a"),
+    ];
+    let ids: Vec<Uuid> = deliveries.iter().map(|_| Uuid::new_v4()).collect();
+    let records: Vec<DeliveryRecord> = deliveries
+        .iter()
+        .zip(&ids)
+        .enumerate()
+        .map(|(i, ((platform, destination), id))| DeliveryRecord {
+            platform: (*platform).to_owned(),
+            ..rec(
+                *id,
+                "body",
+                destination,
+                now() - hour * u32::try_from(10 - i).unwrap(),
+            )
+        })
+        .collect();
+    store.record(&records).await.unwrap();
+    let cutoff = now() - hour / 2;
+    let cases: [(&str, Visible, &[usize]); 5] = [
+        ("everything", Visible::All, &[0, 1, 2, 3, 4]),
+        (
+            "Hessen: its platform, its destination",
+            only(&["civento-he"], &["he-a"]),
+            &[0, 2, 3],
+        ),
+        ("a back office", only(&[], &["th-a"]), &[1, 3]),
+        ("a platform", only(&["civento-by"], &[]), &[4]),
+        ("nothing", only(&[], &[]), &[]),
+    ];
+    for (label, visible, want) in cases {
+        let got: Vec<Uuid> = store
+            .unanswered(cutoff, false, &visible, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.submission_id)
+            .collect();
+        let want: Vec<Uuid> = want.iter().map(|i| ids[*i]).collect();
+        assert_eq!(got, want, "{label}");
+    }
+    // The limit counts visible rows.
+    let first: Vec<Uuid> = store
+        .unanswered(cutoff, false, &only(&[], &["th-a"]), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.submission_id)
+        .collect();
+    assert_eq!(first, [ids[1]]);
+    store.close().await;
+}
+
+async fn scoped_audit_lists_rows_about_the_scope_and_everyone(db: Db) {
+    let store = db.open().await;
+    let concerns = |lands: &[&str], destinations: &[&str]| Concerns {
+        everyone: false,
+        lands: lands.iter().map(|l| (*l).to_owned()).collect(),
+        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    // Written in this order; listed newest first.
+    let rows = [
+        ("he-route", concerns(&["06"], &["he-a"])),
+        ("th-route", concerns(&["16"], &["th-a"])),
+        ("th-to-he", concerns(&["06", "16"], &["he-a"])),
+        (
+            "service",
+            Concerns {
+                everyone: true,
+                ..Concerns::default()
+            },
+        ),
+        ("old", Concerns::default()),
+        ("he-pause", concerns(&["06"], &[])),
+        // A destination id that another one's contains: matched whole, never in part.
+        ("he-ab", concerns(&["06"], &["he-ab"])),
+    ];
+    for (object, concerns) in &rows {
+        store
+            .audit(NewAudit {
+                concerns: concerns.clone(),
+                actor_scope: format!("scope of {object}"),
+                ..audit("ops", "test", object)
+            })
+            .await
+            .unwrap();
+    }
+    let cases: [(&str, AuditVisible, &[&str]); 6] = [
+        (
+            "every Land",
+            AuditVisible::All,
+            &[
+                "he-ab", "he-pause", "old", "service", "th-to-he", "th-route", "he-route",
+            ],
+        ),
+        (
+            "Hessen",
+            AuditVisible::Only {
+                lands: vec!["06".into()],
+                destinations: vec!["he-a".into(), "he-ab".into()],
+            },
+            &["he-ab", "he-pause", "service", "th-to-he", "he-route"],
+        ),
+        (
+            "Thüringen",
+            AuditVisible::Only {
+                lands: vec!["16".into()],
+                destinations: vec!["th-a".into()],
+            },
+            &["service", "th-to-he", "th-route"],
+        ),
+        (
+            "destination he-a only",
+            AuditVisible::Only {
+                lands: vec![],
+                destinations: vec!["he-a".into()],
+            },
+            &["service", "th-to-he", "he-route"],
+        ),
+        (
+            "Land 6 without its leading zero matches nothing of 06",
+            AuditVisible::Only {
+                lands: vec!["6".into()],
+                destinations: vec!["he".into()],
+            },
+            &["service"],
+        ),
+        (
+            "nothing named",
+            AuditVisible::Only {
+                lands: vec![],
+                destinations: vec![],
+            },
+            &["service"],
+        ),
+    ];
+    for (label, visible, want) in cases {
+        let filter = AuditFilter {
+            visible,
+            ..AuditFilter::default()
+        };
+        // Pages of 2: a page holds two visible rows.
+        let mut seen = Vec::new();
+        let mut before_id = None;
+        loop {
+            let page = store.list_audit(&filter, before_id, 2).await.unwrap();
+            if seen.len() + 2 <= want.len() {
+                assert_eq!(page.len(), 2, "{label}: a short page before the end");
+            }
+            let Some(last) = page.last() else { break };
+            before_id = Some(last.id);
+            for entry in page {
+                assert_eq!(entry.actor_scope, format!("scope of {}", entry.object));
+                seen.push(entry.object);
+            }
+        }
+        assert_eq!(seen, want, "{label}");
+    }
+    store.close().await;
 }
 
 /// Two instances claiming at once get disjoint sets; a released claim, or one older than the

@@ -1,9 +1,7 @@
-//! Bearer tokens with roles. Tokens are configured as SHA-256 hashes, compared in constant
+//! Bearer tokens: which configured token a call presents, and so which [`Principal`] (name,
+//! roles, scope) it acts as. Tokens are configured as SHA-256 hashes, compared in constant
 //! time, and never logged: only a token's configured name appears in logs and the audit.
-//!
-//! Roles do not imply each other, except that an operator may read what a viewer may: the
-//! payload role reads payloads and nothing else, so a token made for one dead letter's
-//! payload does not also open the directory and the traces.
+//! What a principal may do is decided by the service layer (`service::access`), not here.
 //!
 //! A failed authentication is logged (the client's address, never the token; one line per
 //! address per [`LOG_EVERY`]) and answered late: per client address (an IPv6 client by its
@@ -24,25 +22,8 @@ use tokio::time::Instant;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use crate::config::{AdminToken, Role};
-
-/// What a call needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Right {
-    /// The viewer role (or operator, which includes it).
-    Read,
-    /// The operator role.
-    Change,
-    /// The payload role.
-    Payload,
-}
-
-/// Who is calling: the token's configured name and roles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub name: String,
-    pub roles: Vec<Role>,
-}
+use super::service::Principal;
+use crate::config::AdminToken;
 
 /// Failures from one address answered without delay before the spacing applies.
 pub const FAILURE_BURST: u32 = 10;
@@ -122,9 +103,10 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// The SHA-256 of a token as configured (`ozg-gateway hash-token`).
+/// The SHA-256 of a token as configured (`ozg-gateway hash-token` prints it). Blanks
+/// around the token do not count: a presented token is trimmed the same way.
 pub fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    Sha256::digest(token.trim().as_bytes()).into()
 }
 
 impl Authenticator {
@@ -135,14 +117,13 @@ impl Authenticator {
         }
     }
 
-    /// UNAUTHENTICATED without a known token (after the delay due for the caller's
-    /// address), PERMISSION_DENIED when its roles lack the right, RESOURCE_EXHAUSTED for an
-    /// address with too many failures waiting.
+    /// The principal of the token presented; UNAUTHENTICATED without a known token (after
+    /// the delay due for the caller's address), RESOURCE_EXHAUSTED for an address with too
+    /// many failures waiting.
     pub async fn check(
         &self,
         metadata: &MetadataMap,
         peer: Option<SocketAddr>,
-        right: Right,
     ) -> Result<Principal, Status> {
         let key = PeerKey::of(peer);
         if self.saturated(key) {
@@ -161,27 +142,10 @@ impl Authenticator {
                 return Err(Status::unauthenticated(why));
             }
         };
-        let allowed = match right {
-            Right::Read => {
-                token.roles.contains(&Role::Viewer) || token.roles.contains(&Role::Operator)
-            }
-            Right::Change => token.roles.contains(&Role::Operator),
-            Right::Payload => token.roles.contains(&Role::Payload),
-        };
-        if !allowed {
-            let needed = match right {
-                Right::Read => "viewer (or operator)",
-                Right::Change => "operator",
-                Right::Payload => "payload",
-            };
-            return Err(Status::permission_denied(format!(
-                "token {:?} lacks the {needed} role",
-                token.name
-            )));
-        }
         Ok(Principal {
             name: token.name.clone(),
             roles: token.roles.clone(),
+            scope: token.scope.clone(),
         })
     }
 
@@ -266,11 +230,14 @@ impl Authenticator {
 mod tests {
     use super::*;
 
+    use crate::config::{Role, Scope};
+
     fn auth() -> Authenticator {
         let token = |name: &str, secret: &str, roles: &[Role]| AdminToken {
             name: name.to_owned(),
             sha256: hash_token(secret),
             roles: roles.to_vec(),
+            scope: Scope::default(),
         };
         Authenticator::new(vec![
             token("viewer", "v-secret", &[Role::Viewer]),
@@ -293,42 +260,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn access_matrix() {
-        use tonic::Code::{Ok as Allowed, PermissionDenied, Unauthenticated};
+    async fn a_known_token_is_its_principal_and_nothing_else_is() {
+        use tonic::Code::{Ok as Known, Unauthenticated};
         let cases = [
-            (None, Right::Read, Unauthenticated),
-            (Some("Bearer "), Right::Read, Unauthenticated),
-            (Some("Basic v-secret"), Right::Read, Unauthenticated),
-            (Some("Bearer wrong"), Right::Read, Unauthenticated),
-            (Some("Bearer v-secret"), Right::Read, Allowed),
-            (Some("Bearer v-secret"), Right::Change, PermissionDenied),
-            (Some("Bearer v-secret"), Right::Payload, PermissionDenied),
-            (Some("Bearer o-secret"), Right::Read, Allowed),
-            (Some("Bearer o-secret"), Right::Change, Allowed),
-            (Some("Bearer o-secret"), Right::Payload, PermissionDenied),
-            (Some("Bearer a-secret"), Right::Read, Allowed),
-            (Some("Bearer a-secret"), Right::Payload, Allowed),
-            (Some("Bearer a-secret"), Right::Change, PermissionDenied),
-            // The payload role reads payloads, nothing else.
-            (Some("Bearer p-secret"), Right::Payload, Allowed),
-            (Some("Bearer p-secret"), Right::Read, PermissionDenied),
-            (Some("Bearer p-secret"), Right::Change, PermissionDenied),
+            (None, Unauthenticated, ""),
+            (Some("Bearer "), Unauthenticated, ""),
+            (Some("Basic v-secret"), Unauthenticated, ""),
+            (Some("Bearer wrong"), Unauthenticated, ""),
+            (Some("Bearer v-secret"), Known, "viewer"),
+            (Some("bearer o-secret"), Known, "operator"),
+            (Some("Bearer  a-secret "), Known, "auditor"),
+            (Some("Bearer p-secret"), Known, "payload-only"),
         ];
         let auth = auth();
-        for (header, right, want) in cases {
-            let got = match auth.check(&request(header), from(1), right).await {
-                Ok(_) => Allowed,
+        for (header, want, name) in cases {
+            let got = match auth.check(&request(header), from(1)).await {
+                Ok(who) => {
+                    assert_eq!(who.name, name, "{header:?}");
+                    Known
+                }
                 Err(status) => {
                     assert!(!status.message().contains("secret"), "{status:?}");
                     status.code()
                 }
             };
-            assert_eq!(got, want, "{header:?} {right:?}");
+            assert_eq!(got, want, "{header:?}");
         }
         let who = auth
-            .check(&request(Some("Bearer o-secret")), from(1), Right::Change)
-            .await;
-        assert_eq!(who.map(|p| p.name).ok(), Some("operator".to_owned()));
+            .check(&request(Some("Bearer a-secret")), from(1))
+            .await
+            .unwrap();
+        assert_eq!(who.roles, [Role::Viewer, Role::Payload]);
     }
 
     #[tokio::test]
@@ -337,7 +299,7 @@ mod tests {
         let wrong = request(Some("Bearer guess"));
         let started = std::time::Instant::now();
         for _ in 0..FAILURE_BURST {
-            let _ = auth.check(&wrong, from(1), Right::Read).await;
+            let _ = auth.check(&wrong, from(1)).await;
         }
         assert!(
             started.elapsed() < FAILURE_SPACING * 4,
@@ -345,7 +307,7 @@ mod tests {
         );
         let started = std::time::Instant::now();
         for _ in 0..20 {
-            let status = auth.check(&wrong, from(1), Right::Read).await.unwrap_err();
+            let status = auth.check(&wrong, from(1)).await.unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated);
         }
         assert!(
@@ -355,10 +317,10 @@ mod tests {
         );
         // The right token from the same address, and anything from another, at once.
         let started = std::time::Instant::now();
-        auth.check(&request(Some("Bearer v-secret")), from(1), Right::Read)
+        auth.check(&request(Some("Bearer v-secret")), from(1))
             .await
             .unwrap();
-        let _ = auth.check(&wrong, from(2), Right::Read).await;
+        let _ = auth.check(&wrong, from(2)).await;
         assert!(
             started.elapsed() < FAILURE_SPACING,
             "{:?}",
@@ -373,7 +335,7 @@ mod tests {
             .map(|_| {
                 let auth = auth.clone();
                 tokio::spawn(async move {
-                    auth.check(&request(Some("Bearer guess")), from(3), Right::Read)
+                    auth.check(&request(Some("Bearer guess")), from(3))
                         .await
                         .unwrap_err()
                         .code()
@@ -383,7 +345,7 @@ mod tests {
         // While they wait, the address is refused even with a known token.
         tokio::task::yield_now().await;
         let refused = auth
-            .check(&request(Some("Bearer v-secret")), from(3), Right::Read)
+            .check(&request(Some("Bearer v-secret")), from(3))
             .await
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
@@ -393,7 +355,7 @@ mod tests {
         }
         assert!(codes.contains(&tonic::Code::ResourceExhausted), "{codes:?}");
         // Once answered, the address is served again.
-        auth.check(&request(Some("Bearer v-secret")), from(3), Right::Read)
+        auth.check(&request(Some("Bearer v-secret")), from(3))
             .await
             .unwrap();
     }

@@ -1,13 +1,38 @@
-//! Between the admin API's generated types and the gateway's own.
+//! Between the admin API's generated types and the service layer's, and the one mapping of
+//! a [`ServiceError`] to a gRPC status.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::Status;
 
-use crate::config::{Destination, DestinationSpec, RouteSpec};
-use crate::live::{EntrySource, Problem};
-use crate::store::{StoreError, StoredDestination, StoredRoute};
+use super::service::{
+    DestinationView, Overview, Replayed, RouteView, Selection, ServiceError, Watched,
+};
+use crate::activity::Rates;
+use crate::config::{DestinationSpec, RouteSpec};
+use crate::live::EntrySource;
+use crate::store::{
+    AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterState, Fate, StoredDestination,
+    StoredRoute, TraceEvent,
+};
 use crate::wire::admin as pb;
+
+/// The status for a service error: its code, and its message as it is (the service's
+/// messages are made for operators and never carry a database's text).
+pub fn status(e: ServiceError) -> Status {
+    let message = e.to_string();
+    match e {
+        ServiceError::NotFound(_) => Status::not_found(message),
+        ServiceError::PermissionDenied(_) => Status::permission_denied(message),
+        ServiceError::InvalidArgument { .. } => Status::invalid_argument(message),
+        ServiceError::AlreadyExists(_) => Status::already_exists(message),
+        ServiceError::Aborted(_) => Status::aborted(message),
+        ServiceError::FailedPrecondition(_) => Status::failed_precondition(message),
+        ServiceError::Unavailable(_) => Status::unavailable(message),
+        ServiceError::Internal(_) => Status::internal(message),
+    }
+}
 
 pub fn timestamp(time: SystemTime) -> pbjson_types::Timestamp {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -31,16 +56,112 @@ pub fn source(source: EntrySource) -> i32 {
     }
 }
 
-pub fn destination(d: &Destination, broker: &str, source: EntrySource) -> pb::Destination {
+fn rates(r: Rates) -> pb::Rates {
+    pb::Rates {
+        m1: r.m1,
+        m5: r.m5,
+        m15: r.m15,
+    }
+}
+
+/// A text field: empty means "not given".
+fn given(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// Overview
+
+pub fn overview(o: Overview) -> pb::Overview {
+    pb::Overview {
+        version: o.version.to_owned(),
+        started_at: Some(timestamp(o.started_at)),
+        uptime_seconds: o.uptime.as_secs(),
+        store: o.store.to_owned(),
+        platforms: o
+            .platforms
+            .into_iter()
+            .map(|p| pb::PlatformStats {
+                platform_id: p.id,
+                land: p.land.to_string(),
+                consumer_state: p.state.as_str().to_owned(),
+                consumed: p.consumed,
+                forwarded: p.forwarded,
+                rejected: p.rejected,
+                in_flight: p.in_flight,
+                consumed_rate: Some(rates(p.consumed_rate)),
+            })
+            .collect(),
+        destinations: o
+            .destinations
+            .into_iter()
+            .map(|d| pb::DestinationStats {
+                destination_id: d.id,
+                name: d.name,
+                delivered: d.delivered,
+                failed: d.failed,
+                retrying: d.retrying,
+                last_error_at: d.last_error.as_ref().map(|(_, at)| timestamp(*at)),
+                last_error: d.last_error.map(|(e, _)| e).unwrap_or_default(),
+                delivered_rate: Some(rates(d.delivered_rate)),
+            })
+            .collect(),
+        brokers: o
+            .brokers
+            .into_iter()
+            .map(|b| pb::BrokerLink {
+                broker: b.broker,
+                role: b.role.to_owned(),
+                connected: b.connected,
+                node: b.node.unwrap_or_default(),
+                last_error: b.last_error.unwrap_or_default(),
+            })
+            .collect(),
+        consumed: o.consumed.map(rates),
+        rejected: o.rejected.map(rates),
+        dead_letters_pending: o.dead_letters_pending,
+        directory_version: o.directory_version,
+        instances: o
+            .instances
+            .into_iter()
+            .map(|i| pb::Instance {
+                alive: i.alive,
+                current: i.current,
+                started_at: Some(timestamp(i.instance.started_at)),
+                seen_at: Some(timestamp(i.instance.seen_at)),
+                id: i.instance.id,
+                host: i.instance.host,
+                pid: i.instance.pid,
+                version: i.instance.version,
+                directory_version: i.instance.directory_version,
+                consumed: i.instance.consumed,
+                forwarded: i.instance.forwarded,
+                rejected: i.instance.rejected,
+                in_flight: i.instance.in_flight,
+            })
+            .collect(),
+        scope: o.scope.to_string(),
+        store_up: o.store_problem.is_none(),
+        store_problem: o.store_problem.unwrap_or_default(),
+        store_down_since: o.store_down_since.map(timestamp),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Directory
+
+pub fn destination(view: &DestinationView) -> pb::Destination {
+    let d = &view.destination;
     pb::Destination {
         id: d.id.clone(),
         name: d.name.clone(),
         kind: d.kind.as_str().to_owned(),
         land: d.land.to_string(),
-        broker: broker.to_owned(),
+        broker: view.broker.clone(),
         exchange: d.exchange.clone(),
         routing_key: d.routing_key.clone(),
-        source: self::source(source),
+        source: source(view.source),
         receipt_queue: d.receipt_queue.clone().unwrap_or_default(),
     }
 }
@@ -58,8 +179,10 @@ pub fn destination_spec(d: &StoredDestination) -> DestinationSpec {
     }
 }
 
-pub fn destination_from_request(d: &pb::Destination) -> DestinationSpec {
-    DestinationSpec {
+/// The destination of a request, `destination: is missing` when there is none.
+pub fn destination_from_request(d: Option<&pb::Destination>) -> Result<DestinationSpec, Status> {
+    let d = d.ok_or_else(|| status(ServiceError::invalid("destination", "is missing")))?;
+    Ok(DestinationSpec {
         id: d.id.trim().to_owned(),
         name: d.name.trim().to_owned(),
         kind: d.kind.trim().to_owned(),
@@ -68,20 +191,7 @@ pub fn destination_from_request(d: &pb::Destination) -> DestinationSpec {
         exchange: d.exchange.clone(),
         routing_key: d.routing_key.clone(),
         receipt_queue: d.receipt_queue.trim().to_owned(),
-    }
-}
-
-pub fn stored_destination(d: &DestinationSpec) -> StoredDestination {
-    StoredDestination {
-        id: d.id.clone(),
-        name: d.name.clone(),
-        kind: d.kind.clone(),
-        land: d.land.clone(),
-        broker: d.broker.clone(),
-        exchange: d.exchange.clone(),
-        routing_key: d.routing_key.clone(),
-        receipt_queue: d.receipt_queue.clone(),
-    }
+    })
 }
 
 pub fn route_spec(r: &StoredRoute) -> RouteSpec {
@@ -92,87 +202,242 @@ pub fn route_spec(r: &StoredRoute) -> RouteSpec {
     }
 }
 
-/// The problems reported under `key` (the entry of the request) as one INVALID_ARGUMENT:
-/// the same messages the configuration file would get.
-pub fn invalid(key: &str, problems: &[Problem]) -> Option<Status> {
-    let prefix = format!("{key}.");
-    let mine: Vec<String> = problems
-        .iter()
-        .filter(|(k, _)| k == key || k.starts_with(&prefix))
-        .map(|(k, m)| format!("{k}: {m}"))
-        .collect();
-    if mine.is_empty() {
-        None
-    } else {
-        Some(Status::invalid_argument(mine.join("; ")))
+/// The route of a request, `route: is missing` when there is none.
+pub fn route_from_request(r: Option<&pb::Route>) -> Result<RouteSpec, Status> {
+    let r = r.ok_or_else(|| status(ServiceError::invalid("route", "is missing")))?;
+    Ok(RouteSpec {
+        service: r.service.trim().to_owned(),
+        region: r.region.trim().to_owned(),
+        destination: r.destination.trim().to_owned(),
+    })
+}
+
+pub fn route(r: RouteView) -> pb::Route {
+    pb::Route {
+        service: r.service.to_string(),
+        region: r.region.to_string(),
+        destination: r.destination,
+        source: source(r.source),
+        service_name: r.service_name,
+        region_name: r.region_name,
+        destination_name: r.destination_name,
     }
 }
 
-/// A store failure for the client: NOT_FOUND as it is; otherwise the database's own text
-/// goes to the log only (it can name tables, statements, even a value of the request).
-/// UNAVAILABLE, which clients retry, only when the store cannot be reached; INTERNAL for
-/// the rest, which a retry would not mend.
-pub fn store_error(e: StoreError) -> Status {
-    match e {
-        StoreError::NotFound { what } => Status::not_found(what),
-        other => {
-            tracing::error!(error = %other, "admin API: store failed");
-            if other.is_outage() {
-                Status::unavailable(
-                    "the store cannot be reached now; try again later (the gateway's log says why)",
-                )
-            } else {
-                Status::internal("the store failed (the gateway's log says why)")
-            }
-        }
+pub fn audit_entry(e: AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        id: e.id,
+        at: Some(timestamp(e.at)),
+        actor: e.actor,
+        action: e.action,
+        object: e.object,
+        before: e.before.unwrap_or_default(),
+        after: e.after.unwrap_or_default(),
+        actor_scope: e.actor_scope,
     }
 }
 
-pub fn json<T: serde::Serialize>(value: &T) -> Option<String> {
-    serde_json::to_string(value).ok()
+// ---------------------------------------------------------------------------------------
+// Dead letters
+
+fn state(state: DeadLetterState) -> i32 {
+    match state {
+        DeadLetterState::Pending => pb::DeadLetterState::Pending as i32,
+        DeadLetterState::Replayed => pb::DeadLetterState::Replayed as i32,
+        DeadLetterState::Discarded => pb::DeadLetterState::Discarded as i32,
+    }
+}
+
+/// A request's filter; none: the pending letters.
+pub fn dead_letter_filter(f: Option<&pb::DeadLetterFilter>) -> DeadLetterFilter {
+    let Some(f) = f else {
+        return DeadLetterFilter {
+            state: Some(DeadLetterState::Pending),
+            ..DeadLetterFilter::default()
+        };
+    };
+    DeadLetterFilter {
+        platform: given(&f.platform),
+        reason: given(&f.reason),
+        service: given(&f.service),
+        destination: given(&f.destination),
+        since: time(f.since.as_ref()),
+        until: time(f.until.as_ref()),
+        state: match pb::DeadLetterState::try_from(f.state) {
+            Ok(pb::DeadLetterState::Replayed) => Some(DeadLetterState::Replayed),
+            Ok(pb::DeadLetterState::Discarded) => Some(DeadLetterState::Discarded),
+            Ok(pb::DeadLetterState::Any) => None,
+            _ => Some(DeadLetterState::Pending),
+        },
+        submission_id: given(&f.submission_id),
+        ..DeadLetterFilter::default()
+    }
+}
+
+/// The letters a replay or discard request selects: its ids, else `all` without a filter,
+/// else its filter (which the service refuses when it has no criterion).
+pub fn selection(ids: &[String], filter: Option<&pb::DeadLetterFilter>, all: bool) -> Selection {
+    if !ids.is_empty() {
+        return Selection::Ids(ids.to_vec());
+    }
+    let unset = filter.is_none_or(|f| *f == pb::DeadLetterFilter::default());
+    if all && unset {
+        return Selection::All;
+    }
+    Selection::Matching(dead_letter_filter(Some(
+        filter.unwrap_or(&pb::DeadLetterFilter::default()),
+    )))
+}
+
+pub fn dead_letter(d: DeadLetter) -> pb::DeadLetter {
+    let headers = serde_json::from_str::<HashMap<String, String>>(&d.headers).unwrap_or_default();
+    pb::DeadLetter {
+        id: d.id.to_string(),
+        submission_id: d.submission_id,
+        platform: d.platform,
+        reason: d.reason,
+        field: d.field,
+        detail: d.detail,
+        service: d.service,
+        ars: d.ars,
+        destination: d.destination,
+        dead_lettered_at: Some(timestamp(d.dead_lettered_at)),
+        content_type: d.content_type,
+        body_bytes: d.body_bytes,
+        state: state(d.state),
+        state_changed_at: d.state_changed_at.map(timestamp),
+        state_changed_by: d.state_changed_by,
+        replays: d.replays,
+        headers,
+    }
+}
+
+pub fn replayed(r: Replayed) -> pb::ReplayDeadLettersResponse {
+    pb::ReplayDeadLettersResponse {
+        replayed: r.replayed,
+        skipped: r.skipped,
+        scope: r.scope.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+pub fn trace_event(e: TraceEvent) -> pb::TraceEvent {
+    pb::TraceEvent {
+        at: Some(timestamp(e.at)),
+        event: e.event,
+        platform: e.platform,
+        destination: e.destination,
+        detail: e.detail,
+    }
+}
+
+pub fn overdue(f: Fate) -> pb::OverdueSubmission {
+    pb::OverdueSubmission {
+        submission_id: f.submission_id.to_string(),
+        platform: f.platform,
+        destination: f.destination,
+        delivered_at: Some(timestamp(f.delivered_at)),
+        reported_at: f.overdue_reported_at.map(timestamp),
+    }
+}
+
+pub fn routing_event(w: Watched) -> pb::RoutingEvent {
+    let e = w.event;
+    pb::RoutingEvent {
+        at: Some(timestamp(e.at)),
+        submission_id: e.submission_id,
+        platform: e.platform,
+        destination: e.destination,
+        outcome: e.outcome,
+        reason: e.reason,
+        missed: w.missed.unwrap_or(0),
+        lagged: w.lagged,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
-    fn store_errors_reach_clients_without_the_databases_text() {
-        let query = |source: sqlx::Error| StoreError::Query {
-            operation: "list dead letters",
-            source: Arc::new(source),
-        };
+    fn every_service_error_keeps_its_message_under_its_code() {
         let cases = [
             (
-                query(sqlx::Error::Protocol("connection reset by peer".into())),
-                tonic::Code::Unavailable,
-            ),
-            (query(sqlx::Error::PoolTimedOut), tonic::Code::Unavailable),
-            (
-                query(sqlx::Error::ColumnNotFound("secret_column".into())),
-                tonic::Code::Internal,
-            ),
-            (
-                StoreError::Corrupt {
-                    detail: "row 7: secret_column".into(),
-                },
-                tonic::Code::Internal,
-            ),
-            (
-                StoreError::NotFound {
-                    what: "destination he-x".into(),
-                },
+                ServiceError::NotFound("dead letter x does not exist".into()),
                 tonic::Code::NotFound,
+                "dead letter x does not exist",
+            ),
+            (
+                ServiceError::PermissionDenied("outside".into()),
+                tonic::Code::PermissionDenied,
+                "outside",
+            ),
+            (
+                ServiceError::invalid("filter.state", "only pending"),
+                tonic::Code::InvalidArgument,
+                "filter.state: only pending",
+            ),
+            (
+                ServiceError::AlreadyExists("exists".into()),
+                tonic::Code::AlreadyExists,
+                "exists",
+            ),
+            (
+                ServiceError::Aborted("meanwhile".into()),
+                tonic::Code::Aborted,
+                "meanwhile",
+            ),
+            (
+                ServiceError::FailedPrecondition("file".into()),
+                tonic::Code::FailedPrecondition,
+                "file",
+            ),
+            (
+                ServiceError::Unavailable("later".into()),
+                tonic::Code::Unavailable,
+                "later",
+            ),
+            (
+                ServiceError::Internal("log".into()),
+                tonic::Code::Internal,
+                "log",
             ),
         ];
-        for (error, code) in cases {
-            let shown = error.to_string();
-            let status = store_error(error);
-            assert_eq!(status.code(), code, "{shown}");
-            for word in ["secret_column", "connection reset", "list dead letters"] {
-                assert!(!status.message().contains(word), "{shown}: {status:?}");
-            }
+        for (error, code, message) in cases {
+            let status = status(error);
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
+    }
+
+    #[test]
+    fn a_selection_is_ids_else_all_else_the_filter() {
+        let some = pb::DeadLetterFilter {
+            reason: "no-route".into(),
+            ..pb::DeadLetterFilter::default()
+        };
+        let empty = pb::DeadLetterFilter::default();
+        let matching = |f: &pb::DeadLetterFilter| Selection::Matching(dead_letter_filter(Some(f)));
+        let cases = [
+            (
+                vec!["a".to_owned()],
+                Some(&some),
+                true,
+                Selection::Ids(vec!["a".into()]),
+            ),
+            (vec![], None, true, Selection::All),
+            (vec![], Some(&empty), true, Selection::All),
+            (vec![], Some(&some), true, matching(&some)),
+            (vec![], Some(&some), false, matching(&some)),
+            (vec![], None, false, matching(&empty)),
+        ];
+        for (ids, filter, all, want) in cases {
+            assert_eq!(
+                selection(&ids, filter, all),
+                want,
+                "{ids:?} {filter:?} {all}"
+            );
         }
     }
 }

@@ -3,10 +3,13 @@
 //! routing outcomes; beside them grpc.health.v1 and server reflection (v1 and v1alpha), so
 //! grpcurl works without proto files.
 //!
-//! Every call but health and reflection is authenticated ([`auth`]) and has its request's
-//! text fields bounded ([`limits`]) before it does anything (`State::admit`). Changes go
-//! through the store (with their audit row, in one transaction) before the gateway uses
-//! them. Generated types stay here: the engine never sees them.
+//! What each call does, and whether the caller may (roles and scope), is the [`service`]
+//! layer's, which a web console shares. The gRPC services here (`stats`, `directory`,
+//! `dead_letters`, `operations`) are thin: every call is authenticated ([`auth`]) and has
+//! its request's text fields bounded ([`limits`]) before anything else (`State::admit`),
+//! then its message is converted ([`convert`]), handed to the service, and the answer or
+//! the [`service::ServiceError`] converted back. Generated types stay here: neither the
+//! engine nor the service layer sees them.
 
 pub mod auth;
 mod convert;
@@ -15,6 +18,7 @@ mod directory;
 mod health;
 mod limits;
 mod operations;
+pub mod service;
 mod stats;
 
 use std::net::SocketAddr;
@@ -28,6 +32,7 @@ use crate::live::StoredEntries;
 use crate::pipeline::Gateway;
 use crate::store::{Store, StoredDirectory};
 use crate::wire::admin as pb;
+use service::{Principal, Service};
 
 pub use health::{Health, LinkView};
 
@@ -50,17 +55,10 @@ pub enum AdminError {
     Reflection(String),
 }
 
-/// What the services share.
+/// What the gRPC services share.
 pub struct State {
-    config: Arc<Config>,
-    gateway: Arc<Gateway>,
-    store: Store,
-    links: Vec<LinkView>,
-    /// This instance's id among those sharing the store.
-    instance: String,
+    service: Arc<Service>,
     auth: auth::Authenticator,
-    /// One directory change at a time: each is validated against the result of the last.
-    directory_lock: tokio::sync::Mutex<()>,
     /// Ends server streams (WatchEvents) when the gateway stops.
     stop: CancellationToken,
 }
@@ -74,34 +72,35 @@ impl State {
         instance: String,
         stop: CancellationToken,
     ) -> State {
+        let service = Service::new(config.clone(), gateway, store, links, instance);
+        State::with_service(Arc::new(service), &config, stop)
+    }
+
+    /// The gRPC API over a service that another face (a web console) shares: one
+    /// service, so that directory changes from both are made one at a time.
+    pub fn with_service(service: Arc<Service>, config: &Config, stop: CancellationToken) -> State {
         let tokens = config
             .admin
             .as_ref()
             .map(|a| a.tokens.clone())
             .unwrap_or_default();
         State {
-            config,
-            gateway,
-            store,
-            links,
-            instance,
+            service,
             auth: auth::Authenticator::new(tokens),
-            directory_lock: tokio::sync::Mutex::new(()),
             stop,
         }
     }
 
-    /// Every call's door: the bearer token (a failure answered late, see [`auth`]), the
-    /// right the call needs, then the bounds on every text field of the request
-    /// ([`limits`]).
+    /// Every call's door: the bearer token (a failure answered late, see [`auth`]), then
+    /// the bounds on every text field of the request ([`limits`]). What the principal may
+    /// do is the service's to decide.
     async fn admit<T: serde::Serialize>(
         &self,
         request: &tonic::Request<T>,
-        right: auth::Right,
-    ) -> Result<auth::Principal, tonic::Status> {
+    ) -> Result<Principal, tonic::Status> {
         let who = self
             .auth
-            .check(request.metadata(), request.remote_addr(), right)
+            .check(request.metadata(), request.remote_addr())
             .await?;
         limits::check(request.get_ref())?;
         Ok(who)

@@ -1,8 +1,10 @@
 //! `ozg-gateway admin`: the operators' client of the admin API
 //! (proto/ozg/gateway/admin/v1/admin.proto), one subcommand per RPC. Tables for people;
 //! `--json` prints the proto3 JSON mapping, one document per response and line, for scripts.
+//! Beside it `hash-token`, which makes a token's entry for the admin API's configuration.
 
 mod connect;
+pub mod hash_token;
 mod render;
 mod request;
 
@@ -487,7 +489,13 @@ async fn execute(args: AdminArgs, token: Option<&Secret>) -> Result<(), Failure>
                 page_size: limit.unwrap_or(0),
             });
             let list = api.operations().list_overdue(request).await?.into_inner();
-            out.show(&list, render::overdue)
+            out.show(&list, render::overdue)?;
+            out.note(&format!(
+                "{} overdue{}",
+                list.submissions.len(),
+                render::within(&list.scope)
+            ));
+            Ok(())
         }
         AdminCommand::Watch {
             platform,
@@ -723,6 +731,11 @@ async fn audit(api: &Api, out: &Output, args: AuditArgs) -> Result<(), Failure> 
     });
     let page = api.directory().list_audit(request).await?.into_inner();
     out.show(&page, |p| render::audit(&p.entries))?;
+    out.note(&format!(
+        "{} entries{}",
+        page.entries.len(),
+        render::within(&page.scope)
+    ));
     out.next_page(&page.next_page_token);
     Ok(())
 }
@@ -787,7 +800,7 @@ async fn dead_letters(api: &Api, out: &Output, command: DeadLettersCommand) -> R
                 all: selection.all,
             });
             let discarded = client.discard_dead_letters(request).await?.into_inner();
-            out.show(&discarded, |d| format!("discarded {}", d.discarded))
+            out.show(&discarded, render::discarded)
         }
     }
 }
@@ -822,7 +835,12 @@ async fn list_dead_letters(
             if !out.json {
                 print(render::dead_letters(&letters).as_bytes(), false)?;
             }
-            out.note(&format!("{} of {} shown", letters.len(), page.total));
+            out.note(&format!(
+                "{} of {} shown{}",
+                letters.len(),
+                page.total,
+                render::within(&page.scope)
+            ));
             out.next_page(&next);
             return Ok(());
         }

@@ -168,6 +168,7 @@ pub fn overview(o: &api::Overview) -> String {
             ),
         ),
         ("store", store(o)),
+        ("scope", or_dash(&o.scope).into()),
         ("directory version", o.directory_version.to_string()),
         (
             "dead letters",
@@ -386,13 +387,16 @@ pub fn service(s: &api::Service) -> String {
 }
 
 pub fn audit(entries: &[api::AuditEntry]) -> String {
-    let mut table =
-        Table::new(&["ID", "AT", "ACTOR", "ACTION", "OBJECT", "BEFORE", "AFTER"]).right(&[0]);
+    let mut table = Table::new(&[
+        "ID", "AT", "ACTOR", "SCOPE", "ACTION", "OBJECT", "BEFORE", "AFTER",
+    ])
+    .right(&[0]);
     for e in entries {
         table.row(&[
             &e.id.to_string(),
             &time(e.at.as_ref()),
             &e.actor,
+            or_dash(&e.actor_scope),
             &e.action,
             &e.object,
             or_dash(&e.before),
@@ -499,15 +503,28 @@ pub fn dead_letter(d: &api::DeadLetter) -> String {
 }
 
 pub fn replayed(r: &api::ReplayDeadLettersResponse) -> String {
-    let mut out = format!("replayed {}\n", r.replayed);
+    let mut out = format!("replayed {}{}\n", r.replayed, within(&r.scope));
     if !r.skipped.is_empty() {
         let _ = writeln!(
             out,
-            "skipped (not pending or not found): {}",
+            "skipped (not pending, or a refused receipt): {}",
             clean(&r.skipped.join(", "))
         );
     }
     out
+}
+
+pub fn discarded(d: &api::DiscardDeadLettersResponse) -> String {
+    format!("discarded {}{}\n", d.discarded, within(&d.scope))
+}
+
+/// " (scope: Land 06 HE)": what a bulk change or a listing was limited to.
+pub fn within(scope: &str) -> String {
+    if scope.is_empty() {
+        String::new()
+    } else {
+        format!(" (scope: {})", clean(scope))
+    }
 }
 
 pub fn ingress(s: &api::IngressState) -> String {
@@ -562,6 +579,8 @@ pub fn event(e: &api::RoutingEvent) -> String {
     let mut line = String::new();
     if e.missed > 0 {
         let _ = writeln!(line, "… {} events missed (reading too slowly)", e.missed);
+    } else if e.lagged {
+        let _ = writeln!(line, "… events missed (reading too slowly)");
     }
     let _ = write!(
         line,
@@ -723,13 +742,22 @@ mod tests {
             outcome: "dead-lettered".into(),
             reason: "no-route".into(),
             missed: 0,
+            lagged: false,
         };
         assert_eq!(
             event(&e),
             "2025-06-15T15:06:40Z dead-lettered s-1 he-portal → - no-route"
         );
-        let missed = event(&api::RoutingEvent { missed: 3, ..e });
+        let missed = event(&api::RoutingEvent {
+            missed: 3,
+            lagged: true,
+            ..e.clone()
+        });
         assert!(missed.starts_with("… 3 events missed"), "{missed}");
         assert_eq!(missed.lines().count(), 2);
+        // A token limited to some Länder learns that it lagged, not how much.
+        let lagged = event(&api::RoutingEvent { lagged: true, ..e });
+        assert!(lagged.starts_with("… events missed"), "{lagged}");
+        assert_eq!(lagged.lines().count(), 2);
     }
 }

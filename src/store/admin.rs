@@ -178,6 +178,10 @@ impl StoredDirectory {
 pub struct NewAudit {
     /// Who did it (the authenticated caller).
     pub actor: String,
+    /// The caller's scope, as the admin API describes it ("every Land", "Land 06 HE").
+    pub actor_scope: String,
+    /// Whom the row concerns: who may list it.
+    pub concerns: Concerns,
     /// What was done, e.g. "directory.put_route", "dead_letter.replay".
     pub action: String,
     /// What it was done to, e.g. "route/99000001/09162".
@@ -187,12 +191,47 @@ pub struct NewAudit {
     pub after: Option<String>,
 }
 
+/// Whom an audit row concerns, so that a token limited to some Länder lists the rows about
+/// its own part only. The default concerns nobody in particular: such a row is listed to
+/// tokens for every Land only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Concerns {
+    /// What every Land shares (the services catalogue): listed to every token.
+    pub everyone: bool,
+    /// Land codes ("06").
+    pub lands: Vec<String>,
+    /// Destination ids.
+    pub destinations: Vec<String>,
+}
+
+impl Concerns {
+    /// The columns `concerns_lands` and `concerns_destinations`: each item between spaces
+    /// (ids and Land codes have none), '*' for everyone.
+    pub(super) fn columns(&self) -> (String, String) {
+        let delimited = |items: &[String]| {
+            if items.is_empty() {
+                String::new()
+            } else {
+                format!(" {} ", items.join(" "))
+            }
+        };
+        let lands = if self.everyone {
+            "*".to_owned()
+        } else {
+            delimited(&self.lands)
+        };
+        (lands, delimited(&self.destinations))
+    }
+}
+
 /// An audit row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: SystemTime,
     pub actor: String,
+    /// The scope of the token that acted.
+    pub actor_scope: String,
     pub action: String,
     pub object: String,
     pub before: Option<String>,
@@ -208,12 +247,36 @@ pub struct AuditFilter {
     pub object_prefix: Option<String>,
     pub since: Option<SystemTime>,
     pub until: Option<SystemTime>,
+    /// The rows the caller may see.
+    pub visible: AuditVisible,
+}
+
+/// Which audit rows a listing returns: all, or those concerning these Länder (codes) or
+/// these destinations, and those that concern everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuditVisible {
+    #[default]
+    All,
+    Only {
+        lands: Vec<String>,
+        destinations: Vec<String>,
+    },
 }
 
 impl AuditFilter {
     /// The filter and the page start (`id < before_id`) as conditions.
     pub(super) fn conditions(&self, before_id: Option<i64>) -> Vec<Condition> {
         let mut out = Vec::new();
+        if let AuditVisible::Only {
+            lands,
+            destinations,
+        } = &self.visible
+        {
+            out.push(Condition::Concerns {
+                lands: lands.clone(),
+                destinations: destinations.clone(),
+            });
+        }
         if let Some(actor) = &self.actor {
             out.push(Condition::Equals("actor", actor.clone()));
         }
@@ -368,6 +431,35 @@ impl fmt::Debug for DeadLetterMessage {
     }
 }
 
+/// Whose rows a listing of dead letters or delivered submissions returns: every row, or
+/// only those from the named platforms or for the named destinations (an admin token's
+/// scope, resolved against the directory in use when it asks).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Visible {
+    #[default]
+    All,
+    Only {
+        platforms: Vec<String>,
+        destinations: Vec<String>,
+    },
+}
+
+impl Visible {
+    /// The condition on the `platform` and `destination` columns; none for `All`.
+    pub(super) fn condition(&self) -> Option<Condition> {
+        match self {
+            Visible::All => None,
+            Visible::Only {
+                platforms,
+                destinations,
+            } => Some(Condition::Subjects {
+                platforms: platforms.clone(),
+                destinations: destinations.clone(),
+            }),
+        }
+    }
+}
+
 /// Which dead letters to list or count; every field that is set must match. `since` and
 /// `until` bound `dead_lettered_at`: `since` inclusive, `until` exclusive.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -380,12 +472,15 @@ pub struct DeadLetterFilter {
     pub until: Option<SystemTime>,
     pub state: Option<DeadLetterState>,
     pub submission_id: Option<String>,
+    /// The letters the caller may see.
+    pub visible: Visible,
 }
 
 impl DeadLetterFilter {
     /// The filter and the page start (after `(dead_lettered_at, id)`) as conditions.
     pub(super) fn conditions(&self, after: Option<(SystemTime, Uuid)>) -> Vec<Condition> {
         let mut out = Vec::new();
+        out.extend(self.visible.condition());
         for (column, value) in [
             ("platform", &self.platform),
             ("reason", &self.reason),
@@ -444,6 +539,18 @@ pub(super) enum Condition {
     IdBelow(i64),
     /// `(dead_lettered_at, id)` is after the pair.
     DeadLetterAfter(i64, Uuid),
+    /// The dead letter's id is this one.
+    DeadLetterId(Uuid),
+    /// `platform` is one of the platforms or `destination` one of the destinations.
+    Subjects {
+        platforms: Vec<String>,
+        destinations: Vec<String>,
+    },
+    /// The audit row concerns everyone, one of the Länder or one of the destinations.
+    Concerns {
+        lands: Vec<String>,
+        destinations: Vec<String>,
+    },
 }
 
 fn push_period(
@@ -540,12 +647,13 @@ where
         })
     }
 
-    /// `id, at, actor, action, object, before_json, after_json`.
+    /// `id, at, actor, actor_scope, action, object, before_json, after_json`.
     pub(super) fn audit_entry(mut self) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
             id: self.get()?,
             at: self.time()?,
             actor: self.text()?,
+            actor_scope: self.text()?,
             action: self.text()?,
             object: self.text()?,
             before: self.get()?,
@@ -693,6 +801,7 @@ mod tests {
             object_prefix: None,
             since: Some(SystemTime::UNIX_EPOCH),
             until: None,
+            visible: AuditVisible::default(),
         };
         assert_eq!(
             filter.conditions(Some(7)),
@@ -716,5 +825,49 @@ mod tests {
             ]
         );
         assert_eq!(DeadLetterFilter::default().conditions(None), []);
+        let filter = DeadLetterFilter {
+            visible: Visible::Only {
+                platforms: vec!["civento-he".into()],
+                destinations: vec![],
+            },
+            ..DeadLetterFilter::default()
+        };
+        assert_eq!(
+            filter.conditions(None),
+            [Condition::Subjects {
+                platforms: vec!["civento-he".into()],
+                destinations: vec![],
+            }]
+        );
+    }
+
+    #[test]
+    fn concerns_are_stored_between_spaces() {
+        let cases = [
+            (Concerns::default(), ("", "")),
+            (
+                Concerns {
+                    everyone: true,
+                    lands: vec!["06".into()],
+                    destinations: vec![],
+                },
+                ("*", ""),
+            ),
+            (
+                Concerns {
+                    everyone: false,
+                    lands: vec!["06".into(), "16".into()],
+                    destinations: vec!["he-a".into()],
+                },
+                (" 06 16 ", " he-a "),
+            ),
+        ];
+        for (concerns, (lands, destinations)) in cases {
+            assert_eq!(
+                concerns.columns(),
+                (lands.to_owned(), destinations.to_owned()),
+                "{concerns:?}"
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use super::{Backend, Store, StoreError, postgres, sqlite, to_micros};
+use super::{Backend, Store, StoreError, Visible, postgres, sqlite, to_micros};
 
 /// A delivered submission and its answer so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,14 @@ pub struct Fate {
     pub answer_digest: Option<Vec<u8>>,
     pub answered_at: Option<SystemTime>,
     pub overdue_reported_at: Option<SystemTime>,
+}
+
+/// What [`Store::unanswered`] asks the backends for.
+pub(super) struct Unanswered<'a> {
+    pub delivered_before: i64,
+    pub unreported_only: bool,
+    pub visible: &'a Visible,
+    pub limit: u32,
 }
 
 /// A receipt's answer, to be recorded.
@@ -55,20 +63,26 @@ impl Store {
         self.kept(recorded)
     }
 
-    /// Submissions delivered before `delivered_before` without an answer, oldest first;
-    /// with `unreported_only`, only those whose platform was not told yet.
+    /// Submissions delivered before `delivered_before` without an answer, oldest first,
+    /// those `visible` lets through; with `unreported_only`, only those whose platform was
+    /// not told yet.
     pub async fn unanswered(
         &self,
         delivered_before: SystemTime,
         unreported_only: bool,
+        visible: &Visible,
         limit: u32,
     ) -> Result<Vec<Fate>, StoreError> {
         let before = to_micros(delivered_before);
+        let query = Unanswered {
+            delivered_before: before,
+            unreported_only,
+            visible,
+            limit,
+        };
         match &self.backend {
-            Backend::Sqlite(pool) => sqlite::unanswered(pool, before, unreported_only, limit).await,
-            Backend::Postgres(pool) => {
-                postgres::unanswered(pool, before, unreported_only, limit).await
-            }
+            Backend::Sqlite(pool) => sqlite::unanswered(pool, &query).await,
+            Backend::Postgres(pool) => postgres::unanswered(pool, &query).await,
         }
     }
 

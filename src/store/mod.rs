@@ -40,9 +40,10 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use uuid::Uuid;
 
 pub use admin::{
-    AuditEntry, AuditFilter, DeadLetter, DeadLetterFilter, DeadLetterMessage, DeadLetterState,
-    DirectoryChange, NewAudit, NewDeadLetter, StoredDestination, StoredDirectory, StoredRoute,
-    StoredService, TraceEvent, UnknownDeadLetterState,
+    AuditEntry, AuditFilter, AuditVisible, Concerns, DeadLetter, DeadLetterFilter,
+    DeadLetterMessage, DeadLetterState, DirectoryChange, NewAudit, NewDeadLetter,
+    StoredDestination, StoredDirectory, StoredRoute, StoredService, TraceEvent,
+    UnknownDeadLetterState, Visible,
 };
 pub use dedup::Deduplicator;
 pub use events::EventRecorder;
@@ -477,12 +478,20 @@ impl Store {
         })
     }
 
-    /// One dead letter without its body; `None` if there is none with `id`.
-    pub async fn get_dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::get_dead_letter(pool, id).await,
-            Backend::Postgres(pool) => postgres::get_dead_letter(pool, id).await,
-        }
+    /// One dead letter without its body; `None` if there is none with `id` that `visible`
+    /// lets through (the same answer either way, so that a caller cannot tell).
+    pub async fn get_dead_letter(
+        &self,
+        id: Uuid,
+        visible: &Visible,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let mut conditions = vec![admin::Condition::DeadLetterId(id)];
+        conditions.extend(visible.condition());
+        let mut found = match &self.backend {
+            Backend::Sqlite(pool) => sqlite::list_dead_letters(pool, &conditions, 1).await?,
+            Backend::Postgres(pool) => postgres::list_dead_letters(pool, &conditions, 1).await?,
+        };
+        Ok(found.pop())
     }
 
     /// The stored body and the AMQP properties needed to publish the letter again. The body

@@ -18,8 +18,8 @@ use super::admin::{
     self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
     DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
-use super::fates::{Answer, Fate};
-use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
+use super::fates::{Answer, Fate, Unanswered};
+use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "instances",
         include_str!("migrations/postgres/0006_instances.sql"),
+    ),
+    (
+        7,
+        "scopes",
+        include_str!("migrations/postgres/0007_scopes.sql"),
     ),
 ];
 
@@ -244,21 +249,31 @@ pub(super) async fn record_answer(
 
 pub(super) async fn unanswered(
     pool: &PgPool,
-    delivered_before: i64,
-    unreported_only: bool,
-    limit: u32,
+    query: &Unanswered<'_>,
 ) -> Result<Vec<Fate>, StoreError> {
     const OP: &str = "list unanswered submissions";
+    let none = Vec::new();
+    let (all, platforms, destinations) = match query.visible {
+        Visible::All => (true, &none, &none),
+        Visible::Only {
+            platforms,
+            destinations,
+        } => (false, platforms, destinations),
+    };
     let rows = sqlx::query(&format!(
         "SELECT {FATE_COLUMNS} FROM delivered_submissions \
          WHERE answer IS NULL \
            AND delivered_at < timestamptz 'epoch' + $1 * interval '1 microsecond' \
            AND (NOT $2 OR overdue_reported_at IS NULL) \
+           AND ($4 OR platform = ANY($5) OR destination = ANY($6)) \
          ORDER BY delivered_at, submission_id LIMIT $3"
     ))
-    .bind(delivered_before)
-    .bind(unreported_only)
-    .bind(i64::from(limit))
+    .bind(query.delivered_before)
+    .bind(query.unreported_only)
+    .bind(i64::from(query.limit))
+    .bind(all)
+    .bind(platforms)
+    .bind(destinations)
     .fetch_all(pool)
     .await
     .map_err(StoreError::query(OP))?;
@@ -421,16 +436,22 @@ async fn insert_audit(
     at: i64,
     operation: &'static str,
 ) -> Result<(), StoreError> {
+    let (lands, destinations) = entry.concerns.columns();
     sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, object, before_json, after_json) \
-         VALUES (timestamptz 'epoch' + $1 * interval '1 microsecond', $2, $3, $4, $5, $6)",
+        "INSERT INTO audit_log (at, actor, actor_scope, action, object, before_json, \
+             after_json, concerns_lands, concerns_destinations) \
+         VALUES (timestamptz 'epoch' + $1 * interval '1 microsecond', \
+             $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(at)
     .bind(&entry.actor)
+    .bind(&entry.actor_scope)
     .bind(&entry.action)
     .bind(&entry.object)
     .bind(&entry.before)
     .bind(&entry.after)
+    .bind(lands)
+    .bind(destinations)
     .execute(conn)
     .await
     .map_err(StoreError::query(operation))?;
@@ -445,8 +466,8 @@ pub(super) async fn list_audit(
     const OP: &str = "list audit";
     let rows = select(
         pool,
-        "SELECT id, (extract(epoch FROM at) * 1000000)::int8, actor, action, object, \
-             before_json, after_json \
+        "SELECT id, (extract(epoch FROM at) * 1000000)::int8, actor, actor_scope, action, \
+             object, before_json, after_json \
          FROM audit_log",
         conditions,
         " ORDER BY id DESC",
@@ -493,6 +514,35 @@ fn push_where(query: &mut QueryBuilder<'_, Postgres>, conditions: &[Condition]) 
                 query.push(", ");
                 query.push_bind(*id);
                 query.push(")");
+            }
+            Condition::DeadLetterId(id) => {
+                query.push("id = ");
+                query.push_bind(*id);
+            }
+            Condition::Subjects {
+                platforms,
+                destinations,
+            } => {
+                query.push("(platform = ANY(");
+                query.push_bind(platforms.clone());
+                query.push(") OR destination = ANY(");
+                query.push_bind(destinations.clone());
+                query.push("))");
+            }
+            Condition::Concerns {
+                lands,
+                destinations,
+            } => {
+                query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM unnest(");
+                query.push_bind(lands.clone());
+                query.push(
+                    "::text[]) AS l(v) WHERE strpos(concerns_lands, ' ' || l.v || ' ') > 0) \
+                     OR EXISTS (SELECT 1 FROM unnest(",
+                );
+                query.push_bind(destinations.clone());
+                query.push(
+                    "::text[]) AS d(v) WHERE strpos(concerns_destinations, ' ' || d.v || ' ') > 0))",
+                );
             }
         }
     }
@@ -627,17 +677,6 @@ pub(super) async fn count_dead_letters(
             detail: "count returned no row".into(),
         }),
     }
-}
-
-pub(super) async fn get_dead_letter(
-    pool: &PgPool,
-    id: Uuid,
-) -> Result<Option<DeadLetter>, StoreError> {
-    let columns = DEAD_LETTER_COLUMNS;
-    dead_letter_by_id(pool, columns, id, "get dead letter", |row| {
-        row.dead_letter()
-    })
-    .await
 }
 
 pub(super) async fn dead_letter_message(

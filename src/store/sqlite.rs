@@ -20,9 +20,9 @@ use super::admin::{
     self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
     DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
-use super::fates::{Answer, Fate};
+use super::fates::{Answer, Fate, Unanswered};
 use super::file::{self, DatabaseFile};
-use super::{DeliveryRecord, StoreError, from_micros, redact_url, to_micros};
+use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "instances",
         include_str!("migrations/sqlite/0006_instances.sql"),
+    ),
+    (
+        7,
+        "scopes",
+        include_str!("migrations/sqlite/0007_scopes.sql"),
     ),
 ];
 
@@ -328,24 +333,39 @@ pub(super) async fn record_answer(
 
 pub(super) async fn unanswered(
     pool: &SqlitePool,
-    delivered_before: i64,
-    unreported_only: bool,
-    limit: u32,
+    query: &Unanswered<'_>,
 ) -> Result<Vec<Fate>, StoreError> {
     const OP: &str = "list unanswered submissions";
+    let (all, platforms, destinations) = match query.visible {
+        Visible::All => (true, "[]".to_owned(), "[]".to_owned()),
+        Visible::Only {
+            platforms,
+            destinations,
+        } => (false, json_texts(platforms), json_texts(destinations)),
+    };
     let rows = sqlx::query(&format!(
         "SELECT {FATE_COLUMNS} FROM delivered_submissions \
          WHERE answer IS NULL AND delivered_at < ?1 \
            AND (?2 = 0 OR overdue_reported_at IS NULL) \
+           AND (?4 OR platform IN (SELECT value FROM json_each(?5)) \
+                OR destination IN (SELECT value FROM json_each(?6))) \
          ORDER BY delivered_at, submission_id LIMIT ?3"
     ))
-    .bind(delivered_before)
-    .bind(i64::from(unreported_only))
-    .bind(i64::from(limit))
+    .bind(query.delivered_before)
+    .bind(i64::from(query.unreported_only))
+    .bind(i64::from(query.limit))
+    .bind(all)
+    .bind(platforms)
+    .bind(destinations)
     .fetch_all(pool)
     .await
     .map_err(StoreError::query(OP))?;
     fates(&rows, OP)
+}
+
+/// `items` as a JSON array of strings, for `json_each`.
+fn json_texts(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
 }
 
 pub(super) async fn mark_overdue_reported(
@@ -497,16 +517,21 @@ async fn insert_audit(
     at: i64,
     operation: &'static str,
 ) -> Result<(), StoreError> {
+    let (lands, destinations) = entry.concerns.columns();
     sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, object, before_json, after_json) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit_log (at, actor, actor_scope, action, object, before_json, \
+             after_json, concerns_lands, concerns_destinations) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(at)
     .bind(&entry.actor)
+    .bind(&entry.actor_scope)
     .bind(&entry.action)
     .bind(&entry.object)
     .bind(&entry.before)
     .bind(&entry.after)
+    .bind(lands)
+    .bind(destinations)
     .execute(conn)
     .await
     .map_err(StoreError::query(operation))?;
@@ -521,7 +546,8 @@ pub(super) async fn list_audit(
     const OP: &str = "list audit";
     let rows = select(
         pool,
-        "SELECT id, at, actor, action, object, before_json, after_json FROM audit_log",
+        "SELECT id, at, actor, actor_scope, action, object, before_json, after_json \
+         FROM audit_log",
         conditions,
         " ORDER BY id DESC",
         Some(limit),
@@ -564,6 +590,33 @@ fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {
                 query.push(", ");
                 query.push_bind(id.hyphenated().to_string());
                 query.push(")");
+            }
+            Condition::DeadLetterId(id) => {
+                query.push("id = ");
+                query.push_bind(id.hyphenated().to_string());
+            }
+            Condition::Subjects {
+                platforms,
+                destinations,
+            } => {
+                query.push("(platform IN (SELECT value FROM json_each(");
+                query.push_bind(json_texts(platforms));
+                query.push(")) OR destination IN (SELECT value FROM json_each(");
+                query.push_bind(json_texts(destinations));
+                query.push(")))");
+            }
+            Condition::Concerns {
+                lands,
+                destinations,
+            } => {
+                query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM json_each(");
+                query.push_bind(json_texts(lands));
+                query.push(
+                    ") WHERE instr(concerns_lands, ' ' || value || ' ') > 0) \
+                     OR EXISTS (SELECT 1 FROM json_each(",
+                );
+                query.push_bind(json_texts(destinations));
+                query.push(") WHERE instr(concerns_destinations, ' ' || value || ' ') > 0))");
             }
         }
     }
@@ -684,17 +737,6 @@ pub(super) async fn count_dead_letters(
             detail: "count returned no row".into(),
         }),
     }
-}
-
-pub(super) async fn get_dead_letter(
-    pool: &SqlitePool,
-    id: Uuid,
-) -> Result<Option<DeadLetter>, StoreError> {
-    let columns = DEAD_LETTER_COLUMNS;
-    dead_letter_by_id(pool, columns, id, "get dead letter", |row| {
-        row.dead_letter()
-    })
-    .await
 }
 
 pub(super) async fn dead_letter_message(

@@ -1,0 +1,845 @@
+//! The routing directory (destinations, routes, the services catalogue), the audit log and
+//! Resolve.
+//!
+//! Reads are open to every reader, whatever its scope: where a submission would go is no
+//! Land's secret. A change is allowed when the caller's scope covers it (see
+//! `access::Reach`), validated against the file's entries and every stored one exactly as
+//! the configuration file is (same functions, same messages), written to the store together
+//! with its audit row, and only then put in use: the pipeline swaps in the new directory,
+//! submissions in flight finish on the old one.
+
+use std::sync::Arc;
+
+use super::access;
+use super::{Principal, Right, Service, ServiceError, audit_row, page_size};
+use crate::config::{Destination, DestinationSpec, Route, RouteSpec, Scope, ServiceSpec, quoted};
+use crate::live::{EntrySource, Problem, Snapshot, StoredEntries};
+use crate::model::{Ags, Ars, Land, RegionPrefix, ServiceKey, ServiceSelector};
+use crate::route::Explanation;
+use crate::store::{
+    AuditEntry, AuditFilter, Concerns, DirectoryChange, StoredDestination, StoredRoute,
+    StoredService,
+};
+
+/// A destination as operators see it.
+#[derive(Debug, Clone)]
+pub struct DestinationView {
+    pub destination: Destination,
+    /// The name of its broker.
+    pub broker: String,
+    pub source: EntrySource,
+}
+
+/// A route as operators see it, with the names that go with its keys.
+#[derive(Debug, Clone)]
+pub struct RouteView {
+    pub service: ServiceSelector,
+    pub region: RegionPrefix,
+    pub destination: String,
+    pub source: EntrySource,
+    /// From the services catalogue; "every service" for `*`; empty when not named.
+    pub service_name: String,
+    /// From the municipality directory.
+    pub region_name: String,
+    pub destination_name: String,
+}
+
+/// Which routes to list; every part that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct RouteFilter {
+    /// A LeiKa key or "*".
+    pub service: Option<String>,
+    pub destination: Option<String>,
+    /// The region starts with this.
+    pub region_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub key: String,
+    pub name: String,
+    pub source: EntrySource,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+    /// The rows were chosen by this scope.
+    pub scope: Scope,
+}
+
+/// Where a submission for a service and region would go, and why.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub service: ServiceKey,
+    pub service_name: String,
+    /// The ARS the walk started from (an AGS converted).
+    pub ars: Ars,
+    pub region_name: String,
+    pub explanation: Explanation,
+    pub destination: Option<DestinationView>,
+}
+
+/// What a change does, for the store and the audit log.
+struct Change {
+    /// The directory version the caller saw; 0: whatever it is now.
+    expected: i64,
+    store: DirectoryChange,
+    action: &'static str,
+    object: String,
+    before: Option<String>,
+    after: Option<String>,
+    concerns: Concerns,
+}
+
+impl Service {
+    pub fn list_destinations(&self, who: &Principal) -> Result<Vec<DestinationView>, ServiceError> {
+        who.require(Right::Read)?;
+        let snapshot = self.gateway.snapshot();
+        let mut destinations: Vec<DestinationView> = snapshot
+            .destinations
+            .iter()
+            .filter_map(|d| self.destination_view(&snapshot, &d.id))
+            .collect();
+        destinations.sort_by(|a, b| a.destination.id.cmp(&b.destination.id));
+        Ok(destinations)
+    }
+
+    pub fn destination(&self, who: &Principal, id: &str) -> Result<DestinationView, ServiceError> {
+        who.require(Right::Read)?;
+        self.destination_view(&self.gateway.snapshot(), id)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("destination {} does not exist", quoted(id)))
+            })
+    }
+
+    pub async fn create_destination(
+        &self,
+        who: &Principal,
+        wanted: DestinationSpec,
+        expected_version: i64,
+    ) -> Result<DestinationView, ServiceError> {
+        who.require(Right::Change)?;
+        let _one_at_a_time = self.directory_lock.lock().await;
+        let snapshot = self.gateway.snapshot();
+        let reach = self.reach(who, &snapshot);
+        reach.change_destination(
+            &wanted.id,
+            &land_of(&wanted).into_iter().collect::<Vec<_>>(),
+        )?;
+        if snapshot.destination(&wanted.id).is_some() {
+            return Err(ServiceError::AlreadyExists(format!(
+                "destination {} exists already",
+                quoted(&wanted.id)
+            )));
+        }
+        let concerns = access::concerns(land_of(&wanted), [wanted.id.as_str()]);
+        let mut entries = self.stored().await?;
+        entries
+            .destinations
+            .push(("destination".to_owned(), wanted.clone()));
+        let stored = stored_destination(&wanted);
+        let snapshot = self
+            .apply(
+                who,
+                "destination",
+                entries,
+                Change {
+                    expected: expected_version,
+                    action: "destination.create",
+                    object: format!("destination {}", wanted.id),
+                    before: None,
+                    after: json(&stored),
+                    store: DirectoryChange::PutDestination(stored),
+                    concerns,
+                },
+            )
+            .await?;
+        self.destination_view(&snapshot, &wanted.id).ok_or_else(|| {
+            ServiceError::Internal("the new destination is not in the directory".into())
+        })
+    }
+
+    pub async fn update_destination(
+        &self,
+        who: &Principal,
+        wanted: DestinationSpec,
+        expected_version: i64,
+    ) -> Result<DestinationView, ServiceError> {
+        who.require(Right::Change)?;
+        let _one_at_a_time = self.directory_lock.lock().await;
+        let snapshot = self.gateway.snapshot();
+        let reach = self.reach(who, &snapshot);
+        let lands: Vec<Land> = snapshot
+            .destination(&wanted.id)
+            .map(|d| d.land)
+            .into_iter()
+            .chain(land_of(&wanted))
+            .collect();
+        reach.change_destination(&wanted.id, &lands)?;
+        changeable(
+            snapshot.destination_source(&wanted.id),
+            &format!("destination {}", quoted(&wanted.id)),
+        )?;
+        let mut entries = self.stored().await?;
+        let before = replace(
+            &mut entries.destinations,
+            |d| d.id == wanted.id,
+            Some(("destination", wanted.clone())),
+        )
+        .map(|d| stored_destination(&d));
+        let stored = stored_destination(&wanted);
+        let snapshot = self
+            .apply(
+                who,
+                "destination",
+                entries,
+                Change {
+                    expected: expected_version,
+                    action: "destination.update",
+                    object: format!("destination {}", wanted.id),
+                    before: before.as_ref().and_then(json),
+                    after: json(&stored),
+                    store: DirectoryChange::PutDestination(stored),
+                    concerns: access::concerns(lands, [wanted.id.as_str()]),
+                },
+            )
+            .await?;
+        self.destination_view(&snapshot, &wanted.id)
+            .ok_or_else(|| ServiceError::Internal("the destination is not in the directory".into()))
+    }
+
+    pub async fn delete_destination(
+        &self,
+        who: &Principal,
+        id: &str,
+        expected_version: i64,
+    ) -> Result<(), ServiceError> {
+        who.require(Right::Change)?;
+        let _one_at_a_time = self.directory_lock.lock().await;
+        let snapshot = self.gateway.snapshot();
+        let reach = self.reach(who, &snapshot);
+        let lands: Vec<Land> = snapshot
+            .destination(id)
+            .map(|d| d.land)
+            .into_iter()
+            .collect();
+        reach.change_destination(id, &lands)?;
+        changeable(
+            snapshot.destination_source(id),
+            &format!("destination {}", quoted(id)),
+        )?;
+        if let Some(index) = snapshot.destination_index(id) {
+            let routes: Vec<String> = snapshot
+                .routes_to(index)
+                .map(|r| format!("{} {}", r.service, r.region))
+                .collect();
+            if !routes.is_empty() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "destination {} is the target of {} route(s) ({}); delete or change them first",
+                    quoted(id),
+                    routes.len(),
+                    routes.join(", ")
+                )));
+            }
+        }
+        let mut entries = self.stored().await?;
+        let before = replace(&mut entries.destinations, |d| d.id == id, None)
+            .map(|d| stored_destination(&d));
+        self.apply(
+            who,
+            "destination",
+            entries,
+            Change {
+                expected: expected_version,
+                action: "destination.delete",
+                object: format!("destination {id}"),
+                before: before.as_ref().and_then(json),
+                after: None,
+                store: DirectoryChange::DeleteDestination { id: id.to_owned() },
+                concerns: access::concerns(lands, [id]),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub fn list_routes(
+        &self,
+        who: &Principal,
+        filter: &RouteFilter,
+    ) -> Result<Vec<RouteView>, ServiceError> {
+        who.require(Right::Read)?;
+        let snapshot = self.gateway.snapshot();
+        let mut routes: Vec<RouteView> = snapshot
+            .table
+            .routes()
+            .iter()
+            .map(|r| self.route_view(&snapshot, r))
+            .filter(|r| {
+                filter
+                    .service
+                    .as_ref()
+                    .is_none_or(|s| r.service.to_string() == *s)
+            })
+            .filter(|r| {
+                filter
+                    .destination
+                    .as_ref()
+                    .is_none_or(|d| r.destination == *d)
+            })
+            .filter(|r| r.region.to_string().starts_with(&filter.region_prefix))
+            .collect();
+        routes.sort_by_key(|r| (r.service.to_string(), r.region.to_string()));
+        Ok(routes)
+    }
+
+    pub fn route(
+        &self,
+        who: &Principal,
+        service: &str,
+        region: &str,
+    ) -> Result<RouteView, ServiceError> {
+        who.require(Right::Read)?;
+        let (service, region) = route_key(service, region)?;
+        let snapshot = self.gateway.snapshot();
+        snapshot
+            .route(service, region)
+            .map(|route| self.route_view(&snapshot, route))
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "no route for service {service} and region {region}"
+                ))
+            })
+    }
+
+    /// Creates the route (`create`), or points an existing one elsewhere.
+    pub async fn put_route(
+        &self,
+        who: &Principal,
+        spec: RouteSpec,
+        expected_version: i64,
+        create: bool,
+    ) -> Result<RouteView, ServiceError> {
+        who.require(Right::Change)?;
+        let _one_at_a_time = self.directory_lock.lock().await;
+        let snapshot = self.gateway.snapshot();
+        let key = route_key(&spec.service, &spec.region).ok();
+        let existing = key.and_then(|(s, r)| snapshot.route(s, r));
+        let before_destination = existing.map(|r| snapshot.destinations[r.destination].id.clone());
+        if let Some((_, region)) = key {
+            let destinations: Vec<&str> = before_destination
+                .iter()
+                .map(String::as_str)
+                .chain([spec.destination.as_str()])
+                .collect();
+            self.reach(who, &snapshot)
+                .change_route(region, &destinations)?;
+        }
+        let what = format!(
+            "the route for service {} and region {}",
+            spec.service, spec.region
+        );
+        let existing = existing.map(|x| snapshot.route_source(x));
+        if create {
+            if existing.is_some() {
+                return Err(ServiceError::AlreadyExists(format!(
+                    "{what} exists already"
+                )));
+            }
+        } else {
+            changeable(existing, &what)?;
+        }
+        // Keys are kept in their canonical form, as the table prints them.
+        let canonical = key.map_or_else(
+            || (spec.service.clone(), spec.region.clone()),
+            |(s, r)| (s.to_string(), r.to_string()),
+        );
+        let spec = RouteSpec {
+            service: canonical.0,
+            region: canonical.1,
+            ..spec
+        };
+        let concerns = {
+            let reach = self.reach(who, &snapshot);
+            let lands = key
+                .and_then(|(_, r)| r.land())
+                .into_iter()
+                .chain(
+                    before_destination
+                        .iter()
+                        .filter_map(|d| reach.destination_land(d)),
+                )
+                .chain(reach.destination_land(&spec.destination));
+            access::concerns(
+                lands,
+                before_destination
+                    .iter()
+                    .map(String::as_str)
+                    .chain([spec.destination.as_str()]),
+            )
+        };
+        let mut entries = self.stored().await?;
+        let before = replace(
+            &mut entries.routes,
+            |r| r.service == spec.service && r.region == spec.region,
+            Some(("route", spec.clone())),
+        )
+        .map(|r| stored_route(&r));
+        let stored = stored_route(&spec);
+        let snapshot = self
+            .apply(
+                who,
+                "route",
+                entries,
+                Change {
+                    expected: expected_version,
+                    action: if create {
+                        "route.create"
+                    } else {
+                        "route.update"
+                    },
+                    object: format!("route {} {}", spec.service, spec.region),
+                    before: before.as_ref().and_then(json),
+                    after: json(&stored),
+                    store: DirectoryChange::PutRoute(stored),
+                    concerns,
+                },
+            )
+            .await?;
+        let (service, region) = route_key(&spec.service, &spec.region)?;
+        snapshot
+            .route(service, region)
+            .map(|r| self.route_view(&snapshot, r))
+            .ok_or_else(|| ServiceError::Internal("the route is not in the directory".into()))
+    }
+
+    pub async fn delete_route(
+        &self,
+        who: &Principal,
+        service: &str,
+        region: &str,
+        expected_version: i64,
+    ) -> Result<(), ServiceError> {
+        who.require(Right::Change)?;
+        let (service, region) = route_key(service, region)?;
+        let _one_at_a_time = self.directory_lock.lock().await;
+        let snapshot = self.gateway.snapshot();
+        let route = snapshot.route(service, region);
+        let destination = route.map(|r| snapshot.destinations[r.destination].id.clone());
+        let reach = self.reach(who, &snapshot);
+        reach.change_route(
+            region,
+            &destination.as_deref().into_iter().collect::<Vec<_>>(),
+        )?;
+        let what = format!("the route for service {service} and region {region}");
+        changeable(route.map(|route| snapshot.route_source(route)), &what)?;
+        let concerns = access::concerns(
+            region.land().into_iter().chain(
+                destination
+                    .as_deref()
+                    .and_then(|d| reach.destination_land(d)),
+            ),
+            destination.as_deref(),
+        );
+        let (service, region) = (service.to_string(), region.to_string());
+        let mut entries = self.stored().await?;
+        let before = replace(
+            &mut entries.routes,
+            |r| r.service == service && r.region == region,
+            None,
+        )
+        .map(|r| stored_route(&r));
+        self.apply(
+            who,
+            "route",
+            entries,
+            Change {
+                expected: expected_version,
+                action: "route.delete",
+                object: format!("route {service} {region}"),
+                before: before.as_ref().and_then(json),
+                after: None,
+                store: DirectoryChange::DeleteRoute { service, region },
+                concerns,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub fn list_services(&self, who: &Principal) -> Result<Vec<ServiceView>, ServiceError> {
+        who.require(Right::Read)?;
+        let snapshot = self.gateway.snapshot();
+        let mut services: Vec<ServiceView> = snapshot
+            .services
+            .iter()
+            .map(|(s, source)| ServiceView {
+                key: s.key.to_string(),
+                name: s.name.clone(),
+                source: *source,
+            })
+            .collect();
+        services.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(services)
+    }
+
+    /// Creates or renames a service of the catalogue, which every Land shares.
+    pub async fn put_service(
+        &self,
+        who: &Principal,
+        wanted: ServiceSpec,
+        expected_version: i64,
+    ) -> Result<ServiceView, ServiceError> {
+        who.require(Right::Change)?;
+        let _one_at_a_time = self.directory_lock.lock().await;
+        let snapshot = self.gateway.snapshot();
+        self.reach(who, &snapshot)
+            .change_shared("the services catalogue")?;
+        let existing = wanted
+            .key
+            .parse::<ServiceKey>()
+            .ok()
+            .and_then(|k| snapshot.service_source(k));
+        if existing == Some(EntrySource::Config) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "service {} is named in the configuration file; change it there and restart",
+                wanted.key
+            )));
+        }
+        let mut entries = self.stored().await?;
+        let before = replace(
+            &mut entries.services,
+            |s| s.key == wanted.key,
+            Some(("service", wanted.clone())),
+        )
+        .map(|s| stored_service(&s));
+        let stored = stored_service(&wanted);
+        self.apply(
+            who,
+            "service",
+            entries,
+            Change {
+                expected: expected_version,
+                action: if before.is_some() {
+                    "service.update"
+                } else {
+                    "service.create"
+                },
+                object: format!("service {}", wanted.key),
+                before: before.as_ref().and_then(json),
+                after: json(&stored),
+                store: DirectoryChange::PutService(stored),
+                concerns: access::concerns_everyone(),
+            },
+        )
+        .await?;
+        Ok(ServiceView {
+            key: wanted.key,
+            name: wanted.name,
+            source: EntrySource::Store,
+        })
+    }
+
+    pub async fn delete_service(
+        &self,
+        who: &Principal,
+        key: &str,
+        expected_version: i64,
+    ) -> Result<(), ServiceError> {
+        who.require(Right::Change)?;
+        let parsed = key
+            .parse::<ServiceKey>()
+            .map_err(|e| ServiceError::invalid("service.key", e.to_string()))?;
+        let _one_at_a_time = self.directory_lock.lock().await;
+        let snapshot = self.gateway.snapshot();
+        self.reach(who, &snapshot)
+            .change_shared("the services catalogue")?;
+        changeable(snapshot.service_source(parsed), &format!("service {key}"))?;
+        let mut entries = self.stored().await?;
+        let before =
+            replace(&mut entries.services, |s| s.key == key, None).map(|s| stored_service(&s));
+        self.apply(
+            who,
+            "service",
+            entries,
+            Change {
+                expected: expected_version,
+                action: "service.delete",
+                object: format!("service {key}"),
+                before: before.as_ref().and_then(json),
+                after: None,
+                store: DirectoryChange::DeleteService {
+                    key: key.to_owned(),
+                },
+                concerns: access::concerns_everyone(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Audit rows matching `filter` that the caller's scope covers (`filter.visible` is
+    /// set from it), newest first; `page_token` from the previous page, or empty.
+    pub async fn list_audit(
+        &self,
+        who: &Principal,
+        mut filter: AuditFilter,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<AuditPage, ServiceError> {
+        who.require(Right::Read)?;
+        let before_id = if page_token.is_empty() {
+            None
+        } else {
+            Some(
+                page_token
+                    .parse::<i64>()
+                    .map_err(|_| ServiceError::invalid("page_token", "not one this API gave"))?,
+            )
+        };
+        filter.visible = self.reach(who, &self.gateway.snapshot()).audit_visible();
+        let limit = self::page_size(page_size);
+        let entries = self.store.list_audit(&filter, before_id, limit).await?;
+        let next_page_token = if entries.len() == limit as usize {
+            entries.last().map(|e| e.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(AuditPage {
+            entries,
+            next_page_token,
+            scope: who.scope.clone(),
+        })
+    }
+
+    /// Where a submission for `service` in `region` (a 12-digit ARS or an 8-digit AGS)
+    /// would go, step by step, sending nothing.
+    pub fn resolve(
+        &self,
+        who: &Principal,
+        service: &str,
+        region: &str,
+    ) -> Result<Resolution, ServiceError> {
+        who.require(Right::Read)?;
+        let directory = &self.config.directory;
+        let service = service
+            .parse::<ServiceKey>()
+            .map_err(|e| ServiceError::invalid("service", e.to_string()))?;
+        let ars = match region.chars().count() {
+            8 => {
+                let ags = region
+                    .parse::<Ags>()
+                    .map_err(|e| ServiceError::invalid("region", e.to_string()))?;
+                directory.ars_for_ags(ags).ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "region: AGS {ags} is not in the municipality directory"
+                    ))
+                })?
+            }
+            _ => region
+                .parse::<Ars>()
+                .map_err(|e| ServiceError::invalid("region", format!("{e}; or an 8-digit AGS")))?,
+        };
+        let snapshot = self.gateway.snapshot();
+        let explanation = snapshot.table.explain(service, ars, directory);
+        let destination = explanation.resolution.and_then(|found| {
+            let id = &snapshot.destinations[found.destination].id;
+            self.destination_view(&snapshot, id)
+        });
+        Ok(Resolution {
+            service,
+            service_name: snapshot
+                .service_name(service)
+                .unwrap_or_default()
+                .to_owned(),
+            ars,
+            region_name: directory
+                .gemeinde(ars)
+                .map(|u| u.name.clone())
+                .unwrap_or_default(),
+            explanation,
+            destination,
+        })
+    }
+
+    /// Validates `entries` (the stored directory with the request applied), writes the
+    /// change with its audit row and puts the new directory in use.
+    async fn apply(
+        &self,
+        who: &Principal,
+        key: &str,
+        entries: StoredEntries,
+        change: Change,
+    ) -> Result<Arc<Snapshot>, ServiceError> {
+        if change.expected != 0 && change.expected != entries.version {
+            return Err(ServiceError::Aborted(format!(
+                "the directory is at version {}, not {}: someone changed it meanwhile; \
+                 read it again and retry",
+                entries.version, change.expected
+            )));
+        }
+        let (mut snapshot, problems) = Snapshot::build(&self.config, &entries);
+        if let Some(error) = invalid(key, &problems) {
+            return Err(error);
+        }
+        let version = self
+            .store
+            .apply_directory_change(
+                change.store,
+                audit_row(
+                    who,
+                    change.action,
+                    change.object.clone(),
+                    change.before,
+                    change.after,
+                    change.concerns,
+                ),
+            )
+            .await?;
+        if version == entries.version + 1 {
+            snapshot.version = version;
+            self.gateway.install_newer(snapshot);
+        } else {
+            // Another instance changed the directory between our read and our write: the
+            // store holds both changes, the snapshot built here only ours.
+            self.gateway
+                .install_newer(crate::app::load_directory(&self.config, &self.store).await);
+        }
+        tracing::info!(actor = %who.name, action = change.action, object = %change.object,
+            version, "routing directory changed");
+        Ok(self.gateway.snapshot())
+    }
+
+    async fn stored(&self) -> Result<StoredEntries, ServiceError> {
+        let stored = self.store.load_directory().await?;
+        Ok(crate::admin::stored_entries(&stored))
+    }
+
+    fn destination_view(&self, snapshot: &Snapshot, id: &str) -> Option<DestinationView> {
+        let i = snapshot.destination_index(id)?;
+        let d = &snapshot.destinations[i];
+        Some(DestinationView {
+            destination: d.clone(),
+            broker: self.config.brokers[d.broker].name.clone(),
+            source: snapshot.destination_sources[i],
+        })
+    }
+
+    fn route_view(&self, snapshot: &Snapshot, route: &Route) -> RouteView {
+        let d = &snapshot.destinations[route.destination];
+        let service_name = match route.service {
+            ServiceSelector::Exact(k) => snapshot.service_name(k).unwrap_or_default().to_owned(),
+            ServiceSelector::Any => "every service".to_owned(),
+        };
+        RouteView {
+            service: route.service,
+            region: route.region,
+            destination: d.id.clone(),
+            source: snapshot.route_source(route),
+            service_name,
+            region_name: self
+                .config
+                .directory
+                .unit(route.region)
+                .map(|u| u.name.clone())
+                .unwrap_or_default(),
+            destination_name: d.name.clone(),
+        }
+    }
+}
+
+/// The Land a destination spec names, if it names one.
+fn land_of(spec: &DestinationSpec) -> Option<Land> {
+    spec.land.parse().ok()
+}
+
+/// The route the request names, parsed; a malformed key is INVALID_ARGUMENT with the
+/// configuration's message.
+fn route_key(service: &str, region: &str) -> Result<(ServiceSelector, RegionPrefix), ServiceError> {
+    let s = service
+        .trim()
+        .parse::<ServiceSelector>()
+        .map_err(|e| ServiceError::invalid("route.service", e.to_string()))?;
+    let r = region
+        .trim()
+        .parse::<RegionPrefix>()
+        .map_err(|e| ServiceError::invalid("route.region", e.to_string()))?;
+    Ok((s, r))
+}
+
+/// NOT_FOUND, or FAILED_PRECONDITION for an entry of the configuration file.
+fn changeable(source: Option<EntrySource>, what: &str) -> Result<(), ServiceError> {
+    match source {
+        None => Err(ServiceError::NotFound(format!("{what} does not exist"))),
+        Some(EntrySource::Config) => Err(ServiceError::FailedPrecondition(format!(
+            "{what} is defined in the configuration file; change it there and restart"
+        ))),
+        Some(EntrySource::Store) => Ok(()),
+    }
+}
+
+/// The problems reported under `key` (the entry of the request) as one INVALID_ARGUMENT:
+/// the same messages the configuration file would get.
+fn invalid(key: &str, problems: &[Problem]) -> Option<ServiceError> {
+    let prefix = format!("{key}.");
+    let mut mine = problems
+        .iter()
+        .filter(|(k, _)| k == key || k.starts_with(&prefix));
+    let (field, first) = mine.next()?;
+    let mut message = first.clone();
+    for (k, m) in mine {
+        message.push_str(&format!("; {k}: {m}"));
+    }
+    Some(ServiceError::invalid(field.clone(), message))
+}
+
+/// Takes the stored entry `matches` picks out of `entries` (returning it, for the audit's
+/// "before") and puts `new` in under its request key, whose errors are then the request's.
+fn replace<T>(
+    entries: &mut Vec<(String, T)>,
+    matches: impl Fn(&T) -> bool,
+    new: Option<(&str, T)>,
+) -> Option<T> {
+    let before = entries
+        .iter()
+        .position(|(_, entry)| matches(entry))
+        .map(|i| entries.remove(i).1);
+    entries.extend(new.map(|(key, entry)| (key.to_owned(), entry)));
+    before
+}
+
+fn stored_destination(d: &DestinationSpec) -> StoredDestination {
+    StoredDestination {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        kind: d.kind.clone(),
+        land: d.land.clone(),
+        broker: d.broker.clone(),
+        exchange: d.exchange.clone(),
+        routing_key: d.routing_key.clone(),
+        receipt_queue: d.receipt_queue.clone(),
+    }
+}
+
+fn stored_service(s: &ServiceSpec) -> StoredService {
+    StoredService {
+        key: s.key.clone(),
+        name: s.name.clone(),
+    }
+}
+
+fn stored_route(r: &RouteSpec) -> StoredRoute {
+    StoredRoute {
+        service: r.service.clone(),
+        region: r.region.clone(),
+        destination: r.destination.clone(),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value).ok()
+}
