@@ -54,7 +54,7 @@ impl DirectoryApi {
                 entries.version, change.expected
             )));
         }
-        let (mut snapshot, problems) = Snapshot::build(&state.config, &entries);
+        let (mut snapshot, problems) = Snapshot::build(&state.gateway.directory_config(), &entries);
         if let Some(status) = invalid(key, &problems) {
             return Err(status);
         }
@@ -78,9 +78,9 @@ impl DirectoryApi {
         } else {
             // Another instance changed the directory between our read and our write: the
             // store holds both changes, the snapshot built here only ours.
-            state
-                .gateway
-                .install_newer(crate::app::load_directory(&state.config, &state.store).await);
+            state.gateway.install_newer(
+                crate::app::load_directory(&state.gateway.directory_config(), &state.store).await,
+            );
         }
         tracing::info!(actor = %who.name, action = change.action, object = %change.object,
             version, "routing directory changed");
