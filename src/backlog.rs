@@ -28,11 +28,8 @@ use crate::outcome::Reason;
 use crate::store::{DeadLetterFilter, DeadLetterState, Store};
 use crate::telemetry::{DestinationLabels, Metrics, QueueLabels, ReasonLabels};
 
-/// How often queue depths are asked for.
-pub const QUEUE_POLL: Duration = Duration::from_secs(15);
-/// How often pending dead letters are counted in the store.
-pub const DEAD_LETTER_POLL: Duration = Duration::from_secs(30);
-/// How often the retry backlog is copied from the pipeline's counters.
+/// How often the retry backlog is copied from the pipeline's counters (queue depths and
+/// dead letters: `telemetry.backlog_interval`).
 pub const RETRY_POLL: Duration = Duration::from_secs(5);
 
 /// A queue whose depth is reported.
@@ -93,6 +90,7 @@ pub fn watch(
         tokio::spawn(poll_dead_letters(
             store.clone(),
             metrics.clone(),
+            config.telemetry.backlog_interval,
             stop.clone(),
         ));
     }
@@ -124,7 +122,7 @@ async fn poll_queues(
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(QUEUE_POLL) => {}
+            () = tokio::time::sleep(config.telemetry.backlog_interval) => {}
         }
     }
 }
@@ -179,7 +177,12 @@ async fn depths(
     }
 }
 
-async fn poll_dead_letters(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
+async fn poll_dead_letters(
+    store: Store,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     loop {
         for reason in Reason::ALL {
             let filter = DeadLetterFilter {
@@ -199,7 +202,7 @@ async fn poll_dead_letters(store: Store, metrics: Arc<Metrics>, stop: Cancellati
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(DEAD_LETTER_POLL) => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }

@@ -147,6 +147,8 @@ struct RawTelemetry {
     otlp_protocol: Option<String>,
     sampling_ratio: Option<f64>,
     metrics_address: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    backlog_interval: Option<Duration>,
     log_level: Option<String>,
     log_format: Option<String>,
 }
@@ -1691,6 +1693,10 @@ impl Validator {
                 }
             },
         };
+        let backlog_interval = t.backlog_interval.unwrap_or(defaults.backlog_interval);
+        if backlog_interval.is_zero() {
+            self.error("telemetry.backlog_interval", "must be longer than zero");
+        }
         let log_level = t.log_level.clone().unwrap_or(defaults.log_level);
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             self.error(
@@ -1714,6 +1720,7 @@ impl Validator {
             otlp_protocol,
             sampling_ratio,
             metrics_address,
+            backlog_interval,
             log_level,
             log_format,
         };

@@ -50,8 +50,10 @@ pub struct TelemetrySettings {
     pub otlp_protocol: OtlpProtocol,
     /// Share of new traces recorded (a platform's sampled trace is always continued).
     pub sampling_ratio: f64,
-    /// Where `/metrics` is served; not served when absent.
+    /// Where `/metrics`, `/live` and `/ready` are served; not served when absent.
     pub metrics_address: Option<SocketAddr>,
+    /// How often queue depths and pending dead letters are asked for (`crate::backlog`).
+    pub backlog_interval: Duration,
     /// Default log filter; `OZG_LOG` (or `RUST_LOG`) overrides it.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -64,6 +66,7 @@ impl Default for TelemetrySettings {
             otlp_protocol: OtlpProtocol::Grpc,
             sampling_ratio: 1.0,
             metrics_address: None,
+            backlog_interval: Duration::from_secs(15),
             // lapin logs an ERROR for every channel the broker closes (a 404 on a missing
             // destination exchange), which the gateway already reports as a failed delivery.
             log_level: "info,lapin=off".to_owned(),

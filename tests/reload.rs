@@ -24,7 +24,10 @@ impl Log {
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if tx.send(line).is_err() {
                     return;
                 }
@@ -80,7 +83,13 @@ async fn sighup_puts_a_changed_route_in_use_and_an_invalid_file_changes_nothing(
     // Both back offices' queues exist from the start.
     declare(&parse_config(&first)).await;
     let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_ozg-gateway"))
-        .args(["run", "--config", path.to_str().unwrap(), "--log-format", "json"])
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
         .env_remove("OZG_LOG")
         .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())
