@@ -1,6 +1,6 @@
 //! What waits, for the metrics: the depth of every queue the gateway consumes or owns, the
 //! dead letters pending in the store, and each destination's retry backlog. Brokers and the
-//! store are asked periodically here, never on a scrape: a scrape reads gauges only, so
+//! store are asked every `telemetry.backlog_interval` here, never on a scrape: a scrape reads gauges only, so
 //! any number of Prometheus servers (or a person reloading a dashboard) costs the brokers
 //! and the store nothing.
 //!
@@ -27,10 +27,6 @@ use crate::link::Link;
 use crate::outcome::Reason;
 use crate::store::{DeadLetterFilter, DeadLetterState, Store};
 use crate::telemetry::{DestinationLabels, Metrics, QueueLabels, ReasonLabels};
-
-/// How often the retry backlog is copied from the pipeline's counters (queue depths and
-/// dead letters: `telemetry.backlog_interval`).
-pub const RETRY_POLL: Duration = Duration::from_secs(5);
 
 /// A queue whose depth is reported.
 #[derive(Debug, Clone)]
@@ -97,6 +93,7 @@ pub fn watch(
     tokio::spawn(poll_retries(
         activity.clone(),
         metrics.clone(),
+        config.telemetry.backlog_interval,
         stop.clone(),
     ));
 }
@@ -207,7 +204,13 @@ async fn poll_dead_letters(
     }
 }
 
-async fn poll_retries(activity: Arc<Activity>, metrics: Arc<Metrics>, stop: CancellationToken) {
+/// Copies each destination's retry backlog from the pipeline's counters.
+async fn poll_retries(
+    activity: Arc<Activity>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     loop {
         for (destination, d) in activity.destinations() {
             let waiting = d.retrying.load(std::sync::atomic::Ordering::Relaxed);
@@ -218,7 +221,7 @@ async fn poll_retries(activity: Arc<Activity>, metrics: Arc<Metrics>, stop: Canc
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(RETRY_POLL) => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }
