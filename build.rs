@@ -8,6 +8,7 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    build_info();
     let protos = [
         "proto/ozg/gateway/v1/submission.proto",
         "proto/ozg/gateway/v1/status.proto",
@@ -43,4 +44,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // vanish unseen. README, "The wire contract".
         .build(&[".ozg"])?;
     Ok(())
+}
+
+/// What `ozg_build_info` reports: the compiler, and the commit built from when it is known:
+/// `OZG_GIT_COMMIT` (a container build has no .git) or the checkout's HEAD.
+fn build_info() {
+    use std::process::Command;
+    let output = |command: &mut Command| {
+        command
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+    };
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let version = output(Command::new(rustc).arg("--version")).unwrap_or_default();
+    println!("cargo:rustc-env=OZG_RUSTC_VERSION={version}");
+    println!("cargo:rerun-if-env-changed=OZG_GIT_COMMIT");
+    let commit = env::var("OZG_GIT_COMMIT").ok().or_else(|| {
+        let git = |args: &[&str]| output(Command::new("git").args(args));
+        let commit = git(&["rev-parse", "HEAD"])?;
+        // Built again when HEAD moves: the files git names for HEAD and the branch.
+        for path in [
+            git(&["rev-parse", "--git-path", "HEAD"]),
+            git(&["rev-parse", "--symbolic-full-name", "HEAD"])
+                .and_then(|branch| git(&["rev-parse", "--git-path", &branch])),
+            git(&["rev-parse", "--git-path", "packed-refs"]),
+        ]
+        .into_iter()
+        .flatten()
+        // A path that does not exist would make cargo run this on every build.
+        .filter(|path| std::path::Path::new(path).exists())
+        {
+            println!("cargo:rerun-if-changed={path}");
+        }
+        Some(commit)
+    });
+    println!(
+        "cargo:rustc-env=OZG_GIT_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".to_owned())
+    );
 }

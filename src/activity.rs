@@ -246,6 +246,16 @@ impl Activity {
         destinations.entry(id.to_owned()).or_default().clone()
     }
 
+    /// Every destination seen so far with its activity.
+    pub fn destinations(&self) -> Vec<(String, Arc<DestinationActivity>)> {
+        self.destinations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, activity)| (id.clone(), activity.clone()))
+            .collect()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<RoutingEvent> {
         self.events.subscribe()
     }

@@ -24,14 +24,16 @@ use tokio_util::task::TaskTracker;
 use crate::activity::{Activity, ConsumerState};
 use crate::admin;
 use crate::amqp::{self, CLOSE_TIMEOUT, OwnedTopology, Publisher, Role};
+use crate::backlog;
 use crate::config::{BrokerIndex, Config};
 use crate::dead_letters;
+use crate::health::Health;
 use crate::link::{self, Link};
 use crate::live::Snapshot;
 use crate::pipeline::{AckOrder, Gateway, Publishers, Source};
 use crate::receipts;
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
-use crate::telemetry::{self, IngressLabels, LinkLabels, Metrics};
+use crate::telemetry::{self, ConsumerLabels, LinkLabels, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -141,10 +143,21 @@ impl Links {
 }
 
 /// What a started gateway tells its caller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Ready {
     /// The admin API's address (the port chosen when the configuration said 0).
     pub admin_address: Option<std::net::SocketAddr>,
+    /// Where `/metrics`, `/live` and `/ready` are served, if they are.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// Liveness and readiness, for a supervisor's watchdog.
+    pub health: Arc<Health>,
+}
+
+/// A configuration file read again (SIGHUP): [`run_controlled`] applies what can change
+/// without a restart and answers on `done` once it is in use.
+pub struct Reload {
+    pub config: Config,
+    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Runs the gateway until `shutdown` completes.
@@ -156,6 +169,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 pub async fn run_reporting(
     config: Config,
     shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Ready),
+) -> Result<(), RunError> {
+    let (_keep, reloads) = tokio::sync::mpsc::channel(1);
+    run_controlled(config, shutdown, reloads, ready).await
+}
+
+/// [`run_reporting`], applying each configuration received on `reloads` as a reload of
+/// the configuration file ([`reload`]).
+pub async fn run_controlled(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<Reload>,
     ready: impl FnOnce(Ready),
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
@@ -185,13 +210,6 @@ pub async fn run_reporting(
     ));
     let stop_links = CancellationToken::new();
     tokio::spawn(activity.clone().tick_rates(stop_links.clone()));
-    if let Some(address) = config.telemetry.metrics_address
-        && let Err(e) = telemetry::serve_metrics(metrics.clone(), address, stop_links.clone()).await
-    {
-        // Metrics are for operators; not having them is no reason to stop moving
-        // submissions.
-        tracing::error!(address = %address, error = %e, "cannot serve metrics");
-    }
     let links = Links::start(&config, &stop_links);
     links.watch(&metrics, &stop_links);
     let gateway_link = || links.publish[&g.dead_letter_broker].clone();
@@ -227,6 +245,43 @@ pub async fn run_reporting(
         activity.clone(),
     ));
     metrics.follow_store(gateway.store_health(), &stop_links);
+    backlog::watch(
+        &config,
+        &links.consume,
+        &store,
+        &activity,
+        &metrics,
+        &stop_links,
+    );
+    let health = Health::new(
+        &config,
+        links.states(),
+        activity.clone(),
+        gateway.store_health().clone(),
+    );
+    health.beat(&stop_links);
+    let metrics_address = match config.telemetry.metrics_address {
+        Some(address) => {
+            match telemetry::serve_http(
+                metrics.clone(),
+                health.clone(),
+                address,
+                stop_links.clone(),
+            )
+            .await
+            {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    // Metrics are for operators; not having them is no reason to stop
+                    // moving submissions.
+                    tracing::error!(address = %address, error = %e,
+                        "cannot serve /metrics, /live and /ready");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     let stop_consuming = CancellationToken::new();
     let in_flight = TaskTracker::new();
@@ -302,19 +357,12 @@ pub async fn run_reporting(
         stop_links.clone(),
     ));
     tokio::spawn(crate::instances::follow_directory(
-        config.clone(),
         gateway.clone(),
         store.clone(),
         config.store.directory_poll,
         stop_links.clone(),
     ));
-    let health = admin::Health::start(
-        &config,
-        &links.states(),
-        &activity,
-        gateway.store_health(),
-        &stop_links,
-    );
+    let grpc_health = admin::Health::start(&health, &stop_links);
     let admin_server = match &config.admin {
         Some(settings) => Some(
             admin::serve(
@@ -327,7 +375,7 @@ pub async fn run_reporting(
                     identity.id.clone(),
                     stop_links.clone(),
                 ),
-                health,
+                grpc_health,
                 stop_links.clone(),
             )
             .await?,
@@ -338,14 +386,28 @@ pub async fn run_reporting(
         platforms = config.platforms.len(),
         destinations = gateway.snapshot().destinations.len(),
         routes = gateway.snapshot().table.routes().len(),
-        admin = ?admin_server.as_ref().map(|a| a.address),
+        admin = %admin_server
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), |a| a.address.to_string()),
+        metrics = %metrics_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "ozg-gateway ready"
     );
     ready(Ready {
         admin_address: admin_server.as_ref().map(|a| a.address),
+        metrics_address,
+        health,
     });
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(Reload { config: new, done }) = reloads.recv() => {
+                reload(&gateway, new);
+                let _ = done.send(());
+            }
+        }
+    }
     tracing::info!("shutdown: stopping consumers, finishing in-flight submissions");
 
     // Stop taking new work; let in-flight submissions finish (bounded); then close the
@@ -408,6 +470,48 @@ pub(crate) async fn load_directory(config: &Config, store: &Store) -> Snapshot {
             "stored routing directory entry left out");
     }
     snapshot
+}
+
+/// Applies a configuration file read again: its routing directory (destinations, routes,
+/// services) is put in use like a change through the admin API, with the entries stored
+/// through the API; what only a restart changes is logged, not applied. A destination on a
+/// broker the gateway does not run with makes the whole reload refused: nothing changes.
+pub fn reload(gateway: &Gateway, new: Config) {
+    let running = gateway.config();
+    let merged = match running.with_directory_of(&new) {
+        Ok(merged) => merged,
+        Err(problems) => {
+            for problem in &problems {
+                tracing::error!(problem = %problem, "configuration not reloaded");
+            }
+            tracing::error!(
+                problems = problems.len(),
+                "configuration not reloaded: nothing changed"
+            );
+            return;
+        }
+    };
+    for section in running.restart_only_changes(&new) {
+        tracing::warn!(
+            section,
+            "configuration reloaded: this section changed in the file and takes effect only after a restart; not applied"
+        );
+    }
+    let before = gateway.snapshot();
+    let left_out = gateway.reload_file(merged);
+    for (key, message) in left_out {
+        tracing::error!(entry = %key, problem = %message,
+            "stored routing directory entry left out");
+    }
+    let after = gateway.snapshot();
+    let changes = crate::live::changes(&before, &after);
+    tracing::info!(
+        destinations = after.destinations.len(),
+        routes = after.table.routes().len(),
+        services = after.services.len(),
+        changes = %changes,
+        "configuration reloaded: routing directory in use"
+    );
 }
 
 /// Opens the store on a blocking thread: sqlx's migration future cannot be proven `Send`
@@ -496,10 +600,16 @@ async fn consume(
     in_flight: TaskTracker,
     stop: CancellationToken,
 ) {
+    let (consumer, platform_id) = match ingress.source {
+        Source::Platform(_) => ("ingress", ingress.name.as_str()),
+        Source::Retry => ("retry", ""),
+        Source::Replay => ("replay", ""),
+    };
     let up = metrics
         .consumer_up
-        .get_or_create(&IngressLabels {
-            ingress: ingress.name.clone(),
+        .get_or_create(&ConsumerLabels {
+            consumer: consumer.to_owned(),
+            platform: platform_id.to_owned(),
         })
         .clone();
     let platform = match ingress.source {

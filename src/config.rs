@@ -151,6 +151,8 @@ struct RawTelemetry {
     otlp_protocol: Option<String>,
     sampling_ratio: Option<f64>,
     metrics_address: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    backlog_interval: Option<Duration>,
     log_level: Option<String>,
     log_format: Option<String>,
 }
@@ -330,6 +332,20 @@ impl BrokerNode {
     /// The URI to connect with, password included.
     pub(crate) fn uri(&self) -> &AMQPUri {
         &self.uri
+    }
+}
+
+/// The password in the URI is zeroed when a node is dropped (as a [`Secret`] is).
+impl Drop for BrokerNode {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.uri.authority.userinfo.password);
+    }
+}
+
+/// The store URL may hold a password: zeroed when dropped (as a [`Secret`] is).
+impl Drop for StoreSettings {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.url);
     }
 }
 
@@ -679,7 +695,110 @@ pub const DEFAULT_PREFETCH: u32 = 256;
 /// Relative to the working directory; services set an absolute path (/var/lib/ozg-gateway).
 pub const DEFAULT_DATA_DIR: &str = "ozg-gateway-data";
 
+/// A section of a configuration file that takes effect only when the gateway starts.
+pub const RESTART_ONLY: [&str; 9] = [
+    "gateway",
+    "gateway.directory",
+    "store",
+    "retry",
+    "telemetry",
+    "brokers",
+    "platforms",
+    "receipts",
+    "admin",
+];
+
 impl Config {
+    /// The sections of [`RESTART_ONLY`] in which `new` differs from `self` (secrets
+    /// included: a changed password counts, without being shown).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let broker_name = |c: &Config, i: BrokerIndex| c.brokers[i].name.clone();
+        let gateway = |c: &Config| {
+            let g = &c.gateway;
+            format!(
+                "{} {} {} {} {:?} {:?} {} {}",
+                broker_name(c, g.dead_letter_broker),
+                g.dead_letter_exchange,
+                g.dead_letter_queue,
+                g.max_message_bytes,
+                g.confirm_timeout,
+                g.shutdown_grace,
+                g.verify_attachment_hashes,
+                g.store_dead_letters
+            )
+        };
+        let store = |c: &Config| (c.store.url.clone(), format!("{:?}", c.store));
+        let brokers = |c: &Config| {
+            c.brokers
+                .iter()
+                .map(|b| {
+                    let uris: Vec<&AMQPUri> = b.nodes.iter().map(BrokerNode::uri).collect();
+                    (b.name.clone(), format!("{uris:?} {:?}", b.tls))
+                })
+                .collect::<Vec<_>>()
+        };
+        let platforms = |c: &Config| {
+            c.platforms
+                .iter()
+                .map(|p| format!("{p:?} on {}", broker_name(c, p.broker)))
+                .collect::<Vec<_>>()
+        };
+        let admin = |c: &Config| {
+            c.admin.as_ref().map(|a| {
+                let tokens: Vec<_> = a
+                    .tokens
+                    .iter()
+                    .map(|t| (t.name.clone(), t.sha256, t.roles.clone()))
+                    .collect();
+                (a.address, format!("{:?}", a.tls), tokens)
+            })
+        };
+        let directory = |c: &Config| (c.directory.n_gemeinden(), c.directory.units().count());
+        let mut changed = Vec::new();
+        for (section, differs) in [
+            ("gateway", gateway(self) != gateway(new)),
+            ("gateway.directory", directory(self) != directory(new)),
+            ("store", store(self) != store(new)),
+            ("retry", self.retry != new.retry),
+            ("telemetry", self.telemetry != new.telemetry),
+            ("brokers", brokers(self) != brokers(new)),
+            ("platforms", platforms(self) != platforms(new)),
+            ("receipts", self.receipts != new.receipts),
+            ("admin", admin(self) != admin(new)),
+        ] {
+            if differs {
+                changed.push(section);
+            }
+        }
+        changed
+    }
+
+    /// This configuration with the routing directory of `new` (its destinations, routes and
+    /// services): what a reload of the configuration file puts in use. A destination on a
+    /// broker this configuration does not have cannot be: brokers change with a restart.
+    pub fn with_directory_of(&self, new: &Config) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut destinations = new.destinations.clone();
+        for (i, d) in destinations.iter_mut().enumerate() {
+            let name = &new.brokers[d.broker].name;
+            match self.broker_index(name) {
+                Some(index) => d.broker = index,
+                None => problems.push(format!(
+                    "{}: destinations[{i}].broker: {name:?} is not a broker of the running gateway; a new broker takes a restart",
+                    new.source
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut merged = self.clone();
+        merged.destinations = destinations;
+        merged.routes = new.routes.clone();
+        merged.services = new.services.clone();
+        Ok(merged)
+    }
+
     /// Reads and validates a configuration file. A relative `gateway.directory` is taken
     /// relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -733,6 +852,10 @@ impl Config {
 
     pub fn broker(&self, index: BrokerIndex) -> &Broker {
         &self.brokers[index]
+    }
+
+    pub fn broker_index(&self, name: &str) -> Option<BrokerIndex> {
+        self.brokers.iter().position(|b| b.name == name)
     }
 
     pub fn platform(&self, id: &str) -> Option<&Platform> {
@@ -1751,6 +1874,10 @@ impl Validator {
                 }
             },
         };
+        let backlog_interval = t.backlog_interval.unwrap_or(defaults.backlog_interval);
+        if backlog_interval.is_zero() {
+            self.error("telemetry.backlog_interval", "must be longer than zero");
+        }
         let log_level = t.log_level.clone().unwrap_or(defaults.log_level);
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             self.error(
@@ -1774,6 +1901,7 @@ impl Validator {
             otlp_protocol,
             sampling_ratio,
             metrics_address,
+            backlog_interval,
             log_level,
             log_format,
         };

@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Config;
 use crate::pipeline::Gateway;
 use crate::store::{Instance, Store};
 
@@ -121,7 +120,6 @@ pub async fn beat(
 /// instance (or anything else writing the store) moved it past the one in use, loads the
 /// directory and puts it in use.
 pub async fn follow_directory(
-    config: Arc<Config>,
     gateway: Arc<Gateway>,
     store: Store,
     interval: Duration,
@@ -148,7 +146,7 @@ pub async fn follow_directory(
         if stored <= gateway.snapshot().version {
             continue;
         }
-        let snapshot = crate::app::load_directory(&config, &store).await;
+        let snapshot = crate::app::load_directory(&gateway.directory_config(), &store).await;
         let version = snapshot.version;
         if gateway.install_newer(snapshot) {
             tracing::info!(

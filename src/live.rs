@@ -50,6 +50,8 @@ pub struct Snapshot {
     config_routes: HashSet<(ServiceSelector, RegionPrefix)>,
     destination_ids: HashMap<String, DestinationIndex>,
     service_names: HashMap<ServiceKey, usize>,
+    /// The stored entries this was built from, to build it again on a reloaded file.
+    stored: StoredEntries,
 }
 
 /// A validation problem: the key of the offending entry (and field) and what is wrong.
@@ -165,7 +167,16 @@ impl Snapshot {
             config_routes,
             destination_ids,
             service_names,
+            stored: stored.clone(),
         };
+        (snapshot, problems)
+    }
+
+    /// The same stored entries on the file entries of `config` (a reloaded configuration
+    /// file), at the same version.
+    pub fn rebuild(&self, config: &Config) -> (Snapshot, Vec<Problem>) {
+        let (mut snapshot, problems) = Snapshot::build(config, &self.stored);
+        snapshot.version = self.version;
         (snapshot, problems)
     }
 
@@ -212,6 +223,63 @@ impl Snapshot {
             .iter()
             .filter(move |r| r.destination == destination)
     }
+}
+
+/// What changed from one directory to the next, in one line for the log:
+/// `destinations +1 -0 ~2, routes +3 -1 ~0, services +0 -0 ~0`, or `none`.
+pub fn changes(before: &Snapshot, after: &Snapshot) -> String {
+    fn count<K: std::hash::Hash + Eq, V: PartialEq>(
+        before: &HashMap<K, V>,
+        after: &HashMap<K, V>,
+    ) -> (usize, usize, usize) {
+        let added = after.keys().filter(|k| !before.contains_key(*k)).count();
+        let removed = before.keys().filter(|k| !after.contains_key(*k)).count();
+        let changed = after
+            .iter()
+            .filter(|(k, v)| before.get(*k).is_some_and(|old| old != *v))
+            .count();
+        (added, removed, changed)
+    }
+    let destinations = |s: &Snapshot| -> HashMap<String, String> {
+        s.destinations
+            .iter()
+            .map(|d| (d.id.clone(), format!("{d:?}")))
+            .collect()
+    };
+    let routes = |s: &Snapshot| -> HashMap<(ServiceSelector, RegionPrefix), String> {
+        s.table
+            .routes()
+            .iter()
+            .map(|r| {
+                (
+                    (r.service, r.region),
+                    s.destinations[r.destination].id.clone(),
+                )
+            })
+            .collect()
+    };
+    let services = |s: &Snapshot| -> HashMap<ServiceKey, String> {
+        s.services
+            .iter()
+            .map(|(n, _)| (n.key, n.name.clone()))
+            .collect()
+    };
+    let counts = [
+        (
+            "destinations",
+            count(&destinations(before), &destinations(after)),
+        ),
+        ("routes", count(&routes(before), &routes(after))),
+        ("services", count(&services(before), &services(after))),
+    ];
+    if counts.iter().all(|(_, c)| *c == (0, 0, 0)) {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(what, (added, removed, changed))| format!("{what} +{added} -{removed} ~{changed}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ struct Cli {
     /// Log format on stderr (default: `telemetry.log_format` of the configuration, or text).
     #[arg(long, global = true, value_enum, env = "OZG_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// More log lines from one-off commands (submit, receive, answer, …): -v info, -vv
+    /// debug. They log warnings and errors only by default; OZG_LOG overrides either.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +56,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway (stops on SIGTERM or SIGINT after finishing in-flight submissions).
+    /// Run the gateway (stops on SIGTERM or SIGINT after finishing in-flight submissions;
+    /// SIGHUP reads the configuration file again and applies its routing directory).
     Run {
         #[arg(long, short, env = "OZG_CONFIG")]
         config: PathBuf,
@@ -152,6 +157,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a running gateway whether it lives or is ready (`/live`, `/ready` on its
+    /// `telemetry.metrics_address`), for container health checks: prints the answer, exit 0
+    /// when it is yes, 1 when no, 5 when nothing answers.
+    Probe {
+        #[arg(value_enum)]
+        what: Probe,
+        /// The gateway's `telemetry.metrics_address`.
+        #[arg(long, env = "OZG_PROBE_ADDRESS", default_value = "127.0.0.1:9464")]
+        address: String,
+    },
     /// Take messages off a local queue and print their metadata (never their content).
     Receive {
         #[arg(long, short, env = "OZG_CONFIG")]
@@ -165,6 +180,14 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Probe {
+    /// The process works: runtime, store, the gateway's own broker.
+    Live,
+    /// It moves submissions: at least one ingress consumes, or all are paused on purpose.
+    Ready,
 }
 
 #[derive(clap::Args)]
@@ -204,7 +227,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(dispatch(cli.command, cli.log_format))
+    runtime.block_on(dispatch(cli.command, cli.log_format, cli.verbose))
 }
 
 /// Logging (and tracing, for `run`) as configured, the command line's format winning.
@@ -233,7 +256,18 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
+/// The log filter of a one-off command: its own output is on stdout, so its log says only
+/// what went wrong unless asked for more.
+fn one_off_log_level(verbose: u8) -> String {
+    match verbose {
+        0 => "warn,lapin=off",
+        1 => "info,lapin=off",
+        _ => "debug",
+    }
+    .to_owned()
+}
+
+async fn dispatch(command: Command, log_format: Option<LogFormat>, verbose: u8) -> ExitCode {
     // A client reports on stdout and in one line on stderr; it needs no log subscriber.
     if let Command::Admin(args) = command {
         return cli::run(*args).await;
@@ -241,18 +275,28 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>) -> ExitCode {
     if let Command::HashToken { file, token } = &command {
         return cli::hash_token::run(file.as_deref(), token.is_some());
     }
+    if let Command::Probe { what, address } = command {
+        return probe(what, &address).await;
+    }
     if let Command::Run { config } = command {
         return match run(config, log_format).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(code) => code,
         };
     }
-    let _telemetry = match init_telemetry(TelemetrySettings::default(), log_format) {
+    let settings = TelemetrySettings {
+        log_level: one_off_log_level(verbose),
+        ..TelemetrySettings::default()
+    };
+    let _telemetry = match init_telemetry(settings, log_format) {
         Ok(guard) => guard,
         Err(code) => return code,
     };
     let result = match command {
-        Command::Run { .. } | Command::Admin(_) | Command::HashToken { .. } => Ok(()),
+        Command::Run { .. }
+        | Command::Admin(_)
+        | Command::HashToken { .. }
+        | Command::Probe { .. } => Ok(()),
         Command::CheckConfig { config, file } => check_config_file(config, file).and_then(|file| {
             let c = load(&file)?;
             for warning in &c.warnings {
@@ -354,28 +398,149 @@ fn check_config_file(config: Option<PathBuf>, file: Option<PathBuf>) -> Result<P
     }
 }
 
+/// Runs the gateway: SIGTERM or SIGINT stop it, SIGHUP reloads the configuration file.
+/// Under systemd (`Type=notify`) it says READY=1 once started, RELOADING=1 … READY=1
+/// around a reload, STOPPING=1 on a stop signal, and pings the watchdog while its runtime
+/// works; without `NOTIFY_SOCKET` these do nothing.
 async fn run(path: PathBuf, log_format: Option<LogFormat>) -> Result<(), ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
     let config = load(&path)?;
     let _telemetry = init_telemetry(config.telemetry.clone(), log_format)?;
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration");
     }
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(path.clone(), hangups, reload_tx));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP; reloading is off"),
+    }
     let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+    };
+    let started = |ready: ozg_gateway::app::Ready| {
+        notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(timeout) = sd_notify::watchdog_enabled() {
+            tokio::spawn(watchdog(ready.health, timeout));
         }
     };
-    ozg_gateway::run(config, shutdown).await.map_err(fail)
+    ozg_gateway::app::run_controlled(config, shutdown, reloads, started)
+        .await
+        .map_err(fail)
+}
+
+/// `probe`: one GET of `/live` or `/ready`, bounded to 5 s.
+async fn probe(what: Probe, address: &str) -> ExitCode {
+    let path = match what {
+        Probe::Live => "live",
+        Probe::Ready => "ready",
+    };
+    let url = format!("http://{address}/{path}");
+    let asked = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok::<_, String>((status, body))
+    })
+    .await;
+    match asked {
+        Ok(Ok((status, body))) => {
+            println!("{body}");
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Err(e)) => {
+            eprintln!("ozg-gateway probe: {e}");
+            ExitCode::from(5)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Tells systemd (`NOTIFY_SOCKET`) about the service's state; nothing without it.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
+/// Pings systemd's watchdog twice per `timeout`, but only while the gateway's runtime runs
+/// its tasks in time: a gateway that hangs is restarted, one that merely waits for a broker
+/// is not.
+async fn watchdog(health: std::sync::Arc<ozg_gateway::health::Health>, timeout: Duration) {
+    let mut stalled = false;
+    loop {
+        tokio::time::sleep(timeout / 2).await;
+        if health.runtime_works() {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            stalled = false;
+        } else if !stalled {
+            stalled = true;
+            tracing::error!("runtime stalled: the watchdog is not pinged");
+        }
+    }
+}
+
+/// Reads the configuration file again at every SIGHUP. An invalid file changes nothing and
+/// every problem is logged; a valid one goes to the running gateway, which applies what can
+/// change without a restart (`app::reload`).
+async fn reload_on_hangup(
+    path: PathBuf,
+    mut hangups: tokio::signal::unix::Signal,
+    reloads: tokio::sync::mpsc::Sender<ozg_gateway::app::Reload>,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!(file = %path.display(), "SIGHUP received: reading the configuration again");
+        let reloading = sd_notify::NotifyState::monotonic_usec_now()
+            .map(|now| vec![sd_notify::NotifyState::Reloading, now])
+            .unwrap_or_else(|_| vec![sd_notify::NotifyState::Reloading]);
+        notify(&reloading);
+        match Config::load(&path) {
+            Err(errors) => {
+                for problem in &errors.0 {
+                    tracing::error!(problem = %problem, "configuration not reloaded");
+                }
+                tracing::error!(
+                    problems = errors.0.len(),
+                    "configuration not reloaded: the file is invalid; nothing changed"
+                );
+            }
+            Ok(config) => {
+                for warning in &config.warnings {
+                    tracing::warn!(warning = %warning, "configuration");
+                }
+                let (done, applied) = tokio::sync::oneshot::channel();
+                let reload = ozg_gateway::app::Reload { config, done };
+                if reloads.send(reload).await.is_err() {
+                    return;
+                }
+                let _ = applied.await;
+            }
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
 }
 
 fn resolve(path: &std::path::Path, service: &str, region: &str) -> Result<(), ExitCode> {

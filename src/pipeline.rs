@@ -137,8 +137,7 @@ impl Live {
     }
 }
 
-/// A platform's metric handles (index `config.platforms.len()` stands for a retry or
-/// replay whose platform is no longer configured, labelled "?").
+/// A platform's metric handles.
 struct PlatformHandles {
     in_flight: Gauge,
     processing_seconds: Histogram,
@@ -168,9 +167,13 @@ pub struct Gateway {
     /// meantime (the platform republished it, or the broker redelivered it) must not pass
     /// the deduplication check before the first delivery is confirmed and recorded.
     delivering: std::sync::Mutex<std::collections::HashSet<Uuid>>,
-    /// Held by [`Gateway::install_newer`] from its version check to the swap.
+    /// Held by [`Gateway::install_newer`] and [`Gateway::reload_file`] from their checks to
+    /// the swap.
     installing: std::sync::Mutex<()>,
-    /// Same index as `config.platforms`, and one more for "?".
+    /// The configuration whose file entries (destinations, routes, services) the directory
+    /// is built on: `config`, or the last configuration file reloaded (SIGHUP).
+    directory_config: ArcSwap<Config>,
+    /// Same index as `config.platforms`.
     platform_handles: Vec<PlatformHandles>,
 }
 
@@ -183,6 +186,8 @@ struct Noted<'a> {
     outcome: &'a str,
     reason: &'a str,
     error: &'a str,
+    /// For a platform no longer configured: `retry` or `replay`.
+    source: &'a str,
 }
 
 /// Takes a submission id out of `Gateway::delivering` when its processing ends, whatever
@@ -279,7 +284,6 @@ impl Gateway {
             .platforms
             .iter()
             .map(|p| p.id.as_str())
-            .chain(["?"])
             .map(|id| {
                 let labels = PlatformLabels {
                     platform: id.to_owned(),
@@ -292,6 +296,7 @@ impl Gateway {
             .collect();
         Gateway {
             platform_handles,
+            directory_config: ArcSwap::new(config.clone()),
             config,
             live: ArcSwap::from_pointee(live),
             directory_changes: tokio::sync::watch::Sender::new(()),
@@ -326,6 +331,10 @@ impl Gateway {
         &self.config
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Puts a new routing directory in use. Destinations that stay keep their publisher
     /// (and its open channel); submissions in flight finish on the directory they started
     /// with.
@@ -349,6 +358,10 @@ impl Gateway {
     /// a later one; returns whether it was installed. The admin API and the poll for other
     /// instances' changes both install: without this, a poll that read the store just
     /// before a local change could put the older directory back.
+    ///
+    /// After a reload of the configuration file, a snapshot built on the file entries of
+    /// before (a change through the admin API that raced the reload) is built again on the
+    /// reloaded ones: a reload is never undone by a change that did not know of it.
     pub fn install_newer(&self, snapshot: Snapshot) -> bool {
         let _one_at_a_time = self
             .installing
@@ -357,8 +370,40 @@ impl Gateway {
         if snapshot.version <= self.snapshot().version {
             return false;
         }
-        self.install(snapshot);
+        let directory_config = self.directory_config.load_full();
+        if Arc::ptr_eq(&directory_config, &self.config) {
+            self.install(snapshot);
+        } else {
+            let (snapshot, problems) = snapshot.rebuild(&directory_config);
+            for (key, message) in problems {
+                tracing::error!(entry = %key, problem = %message,
+                    "stored routing directory entry left out");
+            }
+            self.install(snapshot);
+        }
         true
+    }
+
+    /// The configuration the routing directory's file entries come from: the one the
+    /// gateway started with, or the configuration file reloaded last. Build directories
+    /// to install on this one.
+    pub fn directory_config(&self) -> Arc<Config> {
+        self.directory_config.load_full()
+    }
+
+    /// Puts the file entries of `config` in use, with the stored entries of the directory
+    /// in use: a reloaded configuration file's destinations, routes and services. Returns
+    /// the stored entries that no longer fit and were left out.
+    pub fn reload_file(&self, config: Config) -> Vec<crate::live::Problem> {
+        let _one_at_a_time = self
+            .installing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let config = Arc::new(config);
+        let (snapshot, problems) = self.snapshot().rebuild(&config);
+        self.directory_config.store(config);
+        self.install(snapshot);
+        problems
     }
 
     /// Changes with every directory put in use.
@@ -489,14 +534,15 @@ impl Gateway {
             let _ = span.set_parent(telemetry::extract(headers));
         }
         let started = Instant::now();
-        let handles = &self.platform_handles[platform.unwrap_or(self.config.platforms.len())];
+        // A retry or replay of a platform no longer configured has no platform to count
+        // under; its outcome is counted as orphaned (`record_outcome`).
+        let handles = platform.map(|i| &self.platform_handles[i]);
         match source {
             Source::Platform(i) => {
-                handles.in_flight.inc();
+                self.platform_handles[i].in_flight.inc();
                 self.activity.consumed(i);
             }
             Source::Retry => {
-                self.metrics.retry_backlog.dec();
                 self.activity.retry_returned(
                     &header_text(headers, headers::DESTINATION).unwrap_or_default(),
                 );
@@ -516,11 +562,13 @@ impl Gateway {
             .process_in(&live, arrival, delivery)
             .instrument(span)
             .await;
-        handles
-            .processing_seconds
-            .observe(started.elapsed().as_secs_f64());
+        if let Some(handles) = handles {
+            handles
+                .processing_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         if let Source::Platform(i) = source {
-            handles.in_flight.dec();
+            self.platform_handles[i].in_flight.dec();
             self.activity.settled(i);
         }
         settled
@@ -841,6 +889,7 @@ impl Gateway {
         &self,
         live: &Live,
         platform: Option<usize>,
+        source: &str,
         destination: usize,
         submission_id: &str,
     ) {
@@ -862,7 +911,7 @@ impl Gateway {
                     })
                     .inc();
             }
-            None => self.metrics.outcome("?", &d.id, "delivered", ""),
+            None => self.metrics.orphan(source, "delivered", ""),
         }
         self.activity
             .delivered(platform, submission_id, &d.id, &outlet.activity);
@@ -871,8 +920,12 @@ impl Gateway {
 
     /// Counts the outcome, notes it on the submission's span and tells the live watchers.
     fn record_outcome(&self, o: Noted<'_>) {
-        self.metrics
-            .outcome(o.platform_id, o.destination, o.outcome, o.reason);
+        match o.platform {
+            Some(_) => self
+                .metrics
+                .outcome(o.platform_id, o.destination, o.outcome, o.reason),
+            None => self.metrics.orphan(o.source, o.outcome, o.reason),
+        }
         self.activity.outcome(
             o.platform,
             o.submission_id,
@@ -952,6 +1005,11 @@ impl Gateway {
     ) -> (Disposition, String) {
         let platform = arrival.platform;
         let platform_id = platform.map_or("?", |i| self.config.platforms[i].id.as_str());
+        let source = if arrival.replay.is_some() {
+            "replay"
+        } else {
+            "retry"
+        };
         let noted = |submission_id, destination, outcome, reason, error| Noted {
             platform,
             platform_id,
@@ -960,6 +1018,7 @@ impl Gateway {
             outcome,
             reason,
             error,
+            source,
         };
         match outcome {
             Outcome::Delivered {
@@ -968,7 +1027,7 @@ impl Gateway {
             } => {
                 let d = &live.snapshot.destinations[destination];
                 let submission_id = envelope.submission_id.to_string();
-                self.record_delivered(live, platform, destination, &submission_id);
+                self.record_delivered(live, platform, source, destination, &submission_id);
                 tracing::info!(
                     submission_id = %submission_id,
                     platform = %platform_id,
@@ -1057,7 +1116,6 @@ impl Gateway {
                         "delivery-failed",
                         &error,
                     ));
-                    self.metrics.retry_backlog.inc();
                     tracing::warn!(submission_id = %submission_id, platform = %platform_id,
                         destination = %destination, attempt = attempts.failed, retry_in = ?delay,
                         error = %error, outcome = "retrying", "delivery failed; retrying later");
@@ -1398,9 +1456,14 @@ impl Gateway {
             .with_app_id("ozg-gateway".into())
             .with_timestamp(unix_seconds())
             .with_headers(headers);
-        self.status[platform]
+        let published = self.status[platform]
             .publish(&p.status_exchange, &p.status_routing_key, &body, properties)
-            .await
+            .await;
+        if published.is_err() {
+            self.metrics
+                .status_event_failed(&p.id, status_word(event.status));
+        }
+        published
     }
 
     /// Sends a back office's refused receipt to the dead-letter exchange, for operators.

@@ -192,7 +192,7 @@ async fn take_receipts(
         match next {
             Some(Ok(delivery)) => {
                 let settle = process(gateway, store, destination, &delivery).await;
-                finish(&delivery, settle).await;
+                finish(gateway, destination, &delivery, settle).await;
             }
             Some(Err(e)) => return Some(e.to_string()),
             None => return Some("the broker cancelled the consumer".to_owned()),
@@ -200,13 +200,14 @@ async fn take_receipts(
     }
 }
 
-async fn finish(delivery: &Delivery, settle: Settle) {
+async fn finish(gateway: &Gateway, destination: &str, delivery: &Delivery, settle: Settle) {
     match settle {
         Settle::Ack => {
             let ack = delivery.acker.ack(BasicAckOptions::default());
             let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
         }
         Settle::Requeue(why) => {
+            gateway.metrics().receipt(destination, "requeued", "");
             tracing::warn!(error = %why, "receipt left on its queue for another try");
             tokio::time::sleep(REQUEUE_DELAY).await;
             let nack = delivery.acker.nack(BasicNackOptions {
@@ -365,6 +366,7 @@ async fn handle(
     let digest = digest(answer, &receipt);
     if fate.answer.as_deref() == Some(answer) && fate.answer_digest.as_deref() == Some(&digest[..])
     {
+        gateway.metrics().receipt(destination, "repeated", "");
         tracing::info!(submission_id = %submission, destination = %destination, answer,
             "receipt repeated; the platform was told already");
         return Ok(Settle::Ack);
@@ -430,6 +432,7 @@ async fn handle(
         tracing::warn!(submission_id = %submission, destination = %destination,
             "answer not recorded: the submission's record changed meanwhile");
     }
+    gateway.metrics().receipt(destination, answer, "");
     tracing::info!(submission_id = %submission, platform = %fate.platform,
         destination = %destination, answer, "receipt carried to the platform");
     gateway
@@ -475,6 +478,9 @@ async fn refuse(
     gateway
         .dead_letter_receipt(delivery, rejection, submission, destination)
         .await?;
+    gateway
+        .metrics()
+        .receipt(destination, "refused", rejection.reason.code());
     tracing::warn!(submission_id = %submission, destination = %destination,
         reason = rejection.reason.code(), detail = %rejection.detail, "receipt refused");
     if let Some(fate) = fate {
@@ -554,6 +560,7 @@ pub async fn report_once(
         match gateway.publish_status(None, &event).await {
             Ok(()) => {
                 reported.push(fate.submission_id);
+                gateway.metrics().overdue(&fate.platform, &fate.destination);
                 gateway
                     .activity()
                     .trace(TraceEvent {

@@ -4,24 +4,44 @@
 //!
 //! A [`Secret`] has no `Display` and a `Debug` that prints nothing of it, so that it cannot
 //! end up in a log line, an error message or admin output by accident; only
-//! [`Secret::expose`] gives the text, at the one place that needs it.
+//! [`Secret::expose`] gives the text, at the one place that needs it. It is kept in
+//! `secrecy`'s `SecretString`, which overwrites its memory with zeros when dropped
+//! (`zeroize`), so a password does not linger in freed memory for a core dump or a swapped
+//! page to show.
 
 use std::fmt;
 use std::path::Path;
 
-/// A password or token. Its text is reachable only through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroize;
+
+/// A password or token. Its text is reachable only through [`Secret::expose`]; zeroed
+/// when dropped.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(text: impl Into<String>) -> Secret {
-        Secret(text.into())
+        let mut text = text.into();
+        // Copied into an allocation of its exact size, the original zeroed: turning the
+        // String into a box itself could move it and leave the old bytes behind.
+        let exact: Box<str> = Box::from(text.as_str());
+        text.zeroize();
+        Secret(SecretString::from(exact))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -68,15 +88,20 @@ pub fn from_file(path: &Path) -> Result<FromFile, SecretError> {
         path: shown.clone(),
         source,
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| SecretError::NotText {
-        path: shown.clone(),
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // The bytes are the secret, however mangled: zeroed before they are dropped.
+        e.into_bytes().zeroize();
+        SecretError::NotText {
+            path: shown.clone(),
+        }
     })?;
-    let text = trim_one_newline(text);
-    if text.is_empty() {
+    // Taken into the secret at once, so that every copy is zeroed when dropped.
+    let secret = Secret::new(trim_one_newline(text));
+    if secret.expose().is_empty() {
         return Err(SecretError::EmptyFile { path: shown });
     }
     Ok(FromFile {
-        secret: Secret(text),
+        secret,
         warning: world_readable(path),
     })
 }
@@ -108,7 +133,7 @@ pub fn from_env(name: &str) -> Result<Secret, SecretError> {
         Ok(value) if value.is_empty() => Err(SecretError::EnvEmpty {
             name: name.to_owned(),
         }),
-        Ok(value) => Ok(Secret(value)),
+        Ok(value) => Ok(Secret::new(value)),
         Err(std::env::VarError::NotPresent) => Err(SecretError::EnvMissing {
             name: name.to_owned(),
         }),

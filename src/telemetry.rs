@@ -22,6 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -49,8 +50,10 @@ pub struct TelemetrySettings {
     pub otlp_protocol: OtlpProtocol,
     /// Share of new traces recorded (a platform's sampled trace is always continued).
     pub sampling_ratio: f64,
-    /// Where `/metrics` is served; not served when absent.
+    /// Where `/metrics`, `/live` and `/ready` are served; not served when absent.
     pub metrics_address: Option<SocketAddr>,
+    /// How often queue depths and pending dead letters are asked for (`crate::backlog`).
+    pub backlog_interval: Duration,
     /// Default log filter; `OZG_LOG` (or `RUST_LOG`) overrides it.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -63,6 +66,7 @@ impl Default for TelemetrySettings {
             otlp_protocol: OtlpProtocol::Grpc,
             sampling_ratio: 1.0,
             metrics_address: None,
+            backlog_interval: Duration::from_secs(15),
             // lapin logs an ERROR for every channel the broker closes (a 404 on a missing
             // destination exchange), which the gateway already reports as a failed delivery.
             log_level: "info,lapin=off".to_owned(),
@@ -333,22 +337,82 @@ pub struct LinkLabels {
     pub role: String,
 }
 
+/// A consumer of the gateway: `consumer` is `ingress` (with its `platform`), `retry` or
+/// `replay` (the gateway's own queues; `platform` empty).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IngressLabels {
-    pub ingress: String,
+pub struct ConsumerLabels {
+    pub consumer: String,
+    pub platform: String,
+}
+
+/// A retry or replay whose platform is no longer configured.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrphanLabels {
+    /// retry or replay.
+    pub source: String,
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiptLabels {
+    pub destination: String,
+    /// accepted, rejected, forwarded-onward (carried to the platform), repeated (told
+    /// before), refused (dead-lettered, with `reason`), requeued (left for another try).
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverdueLabels {
+    pub platform: String,
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub platform: String,
+    pub status: String,
+}
+
+/// A queue whose depth the gateway asks its broker for; `platform` is empty for the
+/// gateway's own queues.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub broker: String,
+    pub queue: String,
+    pub platform: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+    rustc: String,
 }
 
 /// Every metric the gateway exposes; names are documented in README.md.
 pub struct Metrics {
     registry: Registry,
     pub messages: Family<OutcomeLabels, Counter>,
+    pub orphaned: Family<OrphanLabels, Counter>,
     pub processing_seconds: Family<PlatformLabels, Histogram>,
     pub confirm_seconds: Family<DestinationLabels, Histogram>,
     pub in_flight: Family<PlatformLabels, Gauge>,
-    pub retry_backlog: Gauge,
+    pub retry_backlog: Family<DestinationLabels, Gauge>,
     pub broker_connected: Family<LinkLabels, Gauge>,
-    pub consumer_up: Family<IngressLabels, Gauge>,
+    pub consumer_up: Family<ConsumerLabels, Gauge>,
     pub store_up: Gauge,
+    pub dead_letters_pending: Family<ReasonLabels, Gauge>,
+    pub queue_ready: Family<QueueLabels, Gauge>,
+    pub receipts: Family<ReceiptLabels, Counter>,
+    pub overdue: Family<OverdueLabels, Counter>,
+    pub status_events_failed: Family<StatusLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -356,14 +420,39 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// The gateway's version, the commit it was built from (when the build knew it) and the
+/// compiler (build.rs).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("OZG_GIT_COMMIT");
+pub const RUSTC: &str = env!("OZG_RUSTC_VERSION");
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("ozg");
+        let mut root = Registry::default();
+        // Process metrics under their conventional names (no prefix), so that dashboards
+        // made for any Prometheus client's process metrics work.
+        root.register_collector(Box::new(ProcessCollector::new()));
+        let registry = root.sub_registry_with_prefix("ozg");
+        registry.register(
+            "build",
+            "The gateway's version, the commit it was built from (unknown when the build did not know it) and the compiler",
+            Info::new(BuildLabels {
+                version: VERSION.to_owned(),
+                commit: COMMIT.to_owned(),
+                rustc: RUSTC.to_owned(),
+            }),
+        );
         let messages = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "messages",
             "Submissions taken off a queue, by platform, destination, outcome (delivered, duplicate, dead-lettered, retrying, requeued) and reason",
             messages.clone(),
+        );
+        let orphaned = Family::<OrphanLabels, Counter>::default();
+        registry.register(
+            "orphaned",
+            "Retries and replays of a platform that is no longer configured (dead-lettered as delivery-failed), by source (retry, replay), outcome and reason",
+            orphaned.clone(),
         );
         let processing_seconds = Family::<PlatformLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -384,13 +473,13 @@ impl Metrics {
         let in_flight = Family::<PlatformLabels, Gauge>::default();
         registry.register(
             "in_flight",
-            "Submissions taken off a platform's queue and not yet settled",
+            "Submissions this process took off a platform's queue and has not settled yet (its unacked share of the queue)",
             in_flight.clone(),
         );
-        let retry_backlog = Gauge::default();
+        let retry_backlog = Family::<DestinationLabels, Gauge>::default();
         registry.register(
             "retry_backlog",
-            "Submissions waiting in the retry delay queues (scheduled by this process and not yet back)",
+            "Submissions for a destination that this process put into the retry delay queues and that have not come back yet",
             retry_backlog.clone(),
         );
         let broker_connected = Family::<LinkLabels, Gauge>::default();
@@ -399,10 +488,10 @@ impl Metrics {
             "1 while the connection to a broker (role consume or publish) is up, else 0",
             broker_connected.clone(),
         );
-        let consumer_up = Family::<IngressLabels, Gauge>::default();
+        let consumer_up = Family::<ConsumerLabels, Gauge>::default();
         registry.register(
             "consumer_up",
-            "1 while the consumer of a platform's queue (or the retry queue) is subscribed, else 0",
+            "1 while a consumer is subscribed, else 0: consumer ingress (a platform's queue, by platform), retry or replay (the gateway's own queues)",
             consumer_up.clone(),
         );
         let store_up = Gauge::default();
@@ -411,9 +500,40 @@ impl Metrics {
             "1 while the store answers (delivery records written, deduplication checks answered, the SQLite file the one opened), else 0: no queue is consumed meanwhile",
             store_up.clone(),
         );
+        let dead_letters_pending = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "dead_letters_pending",
+            "Dead letters in the store waiting for an operator (neither replayed nor discarded), by reason; read from the store periodically, the same for every instance sharing it",
+            dead_letters_pending.clone(),
+        );
+        let queue_ready = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_ready_messages",
+            "Messages ready (not yet delivered to a consumer) in a queue the gateway consumes or owns, as its broker counts them; asked periodically by a passive declare",
+            queue_ready.clone(),
+        );
+        let receipts = Family::<ReceiptLabels, Counter>::default();
+        registry.register(
+            "receipts",
+            "Back offices' receipts taken off their queues, by destination, outcome (accepted, rejected, forwarded-onward, repeated, refused, requeued) and reason (for refused)",
+            receipts.clone(),
+        );
+        let overdue = Family::<OverdueLabels, Counter>::default();
+        registry.register(
+            "overdue",
+            "Delivered submissions reported to their platform as overdue (no answer from the back office in time), by platform and destination",
+            overdue.clone(),
+        );
+        let status_events_failed = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "status_events_failed",
+            "Status events that could not be delivered to their platform's status exchange, by platform and status",
+            status_events_failed.clone(),
+        );
         Arc::new(Metrics {
-            registry,
+            registry: root,
             messages,
+            orphaned,
             processing_seconds,
             confirm_seconds,
             in_flight,
@@ -421,6 +541,11 @@ impl Metrics {
             broker_connected,
             consumer_up,
             store_up,
+            dead_letters_pending,
+            queue_ready,
+            receipts,
+            overdue,
+            status_events_failed,
         })
     }
 
@@ -455,6 +580,45 @@ impl Metrics {
             .inc();
     }
 
+    /// An outcome of a retry or replay whose platform is no longer configured.
+    pub fn orphan(&self, source: &str, outcome: &str, reason: &str) {
+        self.orphaned
+            .get_or_create(&OrphanLabels {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn receipt(&self, destination: &str, outcome: &str, reason: &str) {
+        self.receipts
+            .get_or_create(&ReceiptLabels {
+                destination: destination.to_owned(),
+                outcome: outcome.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn overdue(&self, platform: &str, destination: &str) {
+        self.overdue
+            .get_or_create(&OverdueLabels {
+                platform: platform.to_owned(),
+                destination: destination.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn status_event_failed(&self, platform: &str, status: &str) {
+        self.status_events_failed
+            .get_or_create(&StatusLabels {
+                platform: platform.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -464,38 +628,164 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `address` until `stop` fires.
-pub async fn serve_metrics(
+/// The process's own metrics, read from /proc/self at each scrape (CPU, memory, file
+/// descriptors, threads): a few small reads, no store or broker.
+#[derive(Debug)]
+struct ProcessCollector {
+    /// Unix seconds at start.
+    start_time: f64,
+}
+
+impl ProcessCollector {
+    fn new() -> ProcessCollector {
+        ProcessCollector {
+            start_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let gauge = |encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+                     name: &str,
+                     help: &str,
+                     value: f64|
+         -> Result<(), std::fmt::Error> {
+            let metric = ConstGauge::new(value);
+            let metric_encoder =
+                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            metric.encode(metric_encoder)
+        };
+        gauge(
+            &mut encoder,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            self.start_time,
+        )?;
+        // /proc may be unreadable (another OS, a sandbox hiding it): then these are left out.
+        let Ok(process) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        if let Ok(stat) = process.stat() {
+            let ticks = procfs::ticks_per_second() as f64;
+            let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+            let metric_encoder = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                cpu.metric_type(),
+            )?;
+            cpu.encode(metric_encoder)?;
+            gauge(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                (stat.rss * procfs::page_size()) as f64,
+            )?;
+            gauge(
+                &mut encoder,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                stat.vsize as f64,
+            )?;
+            gauge(
+                &mut encoder,
+                "process_threads",
+                "Number of OS threads in the process",
+                stat.num_threads as f64,
+            )?;
+        }
+        if let Ok(fds) = process.fd_count() {
+            gauge(
+                &mut encoder,
+                "process_open_fds",
+                "Number of open file descriptors",
+                fds as f64,
+            )?;
+        }
+        if let Ok(limits) = process.limits()
+            && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
+        {
+            gauge(
+                &mut encoder,
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                max as f64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves `/metrics`, `/live` and `/ready` on `address` until `stop` fires.
+pub async fn serve_http(
     metrics: Arc<Metrics>,
+    health: Arc<crate::health::Health>,
     address: SocketAddr,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::http::header::CONTENT_TYPE;
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }
-        }),
-    );
+    let json = |ok: bool, body: String| {
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, [(CONTENT_TYPE, "application/json")], body)
+    };
+    let live = health.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/live",
+            axum::routing::get(move || {
+                let report = live.liveness();
+                let body = serde_json::to_string(&report).unwrap_or_default();
+                async move { json(report.live, body) }
+            }),
+        )
+        .route(
+            "/ready",
+            axum::routing::get(move || {
+                let report = health.readiness();
+                let body = serde_json::to_string(&report).unwrap_or_default();
+                async move { json(report.ready, body) }
+            }),
+        );
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         if let Err(e) = served {
-            tracing::error!(error = %e, "metrics endpoint stopped");
+            tracing::error!(error = %e, "metrics and health endpoint stopped");
         }
     });
-    tracing::info!(address = %bound, "metrics endpoint listening on /metrics");
+    tracing::info!(address = %bound, "serving /metrics, /live and /ready");
     Ok(bound)
 }
 

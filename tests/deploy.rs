@@ -279,6 +279,16 @@ fn systemd_analyze_accepts_the_unit_and_it_fits_the_production_configuration() {
 
     let d = directives(&unit);
     let one = |key: &str| d.get(key).and_then(|v| v.last()).map(String::as_str);
+    // The gateway tells systemd when it is ready and pings the watchdog
+    // (tests/health.rs listens as systemd would); a reload is SIGHUP (tests/reload.rs).
+    assert_eq!(one("Type"), Some("notify"));
+    assert_eq!(one("NotifyAccess"), Some("main"));
+    let watchdog = humantime::parse_duration(one("WatchdogSec").unwrap()).unwrap();
+    assert!(
+        watchdog >= 2 * ozg_gateway::health::RUNTIME_STALLED,
+        "WatchdogSec {watchdog:?} must leave the heartbeat room"
+    );
+    assert_eq!(one("ExecReload"), Some("/bin/kill -HUP $MAINPID"));
     assert_eq!(one("Restart"), Some("on-failure"));
     assert_eq!(one("RestartPreventExitStatus"), Some("64"));
     let stop = humantime::parse_duration(one("TimeoutStopSec").unwrap()).unwrap();
@@ -310,6 +320,7 @@ fn the_compose_file_names_its_services_and_everything_it_mounts_exists() {
         names,
         BTreeSet::from([
             "gateway",
+            "grafana",
             "jaeger",
             "otel-collector",
             "postgres",
@@ -385,6 +396,58 @@ fn the_compose_file_names_its_services_and_everything_it_mounts_exists() {
             .as_str()
             .unwrap()
     );
+    // The gateway's health check is its liveness, on the metrics port the configuration opens.
+    let probe: Vec<&str> = gateway["healthcheck"]["test"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        probe,
+        [
+            "CMD",
+            "/usr/local/bin/ozg-gateway",
+            "probe",
+            "live",
+            "--address",
+            "127.0.0.1:9464"
+        ]
+    );
+    assert!(
+        config["telemetry"]["metrics_address"]
+            .as_str()
+            .unwrap()
+            .ends_with(":9464")
+    );
+    // Prometheus scrapes the gateway and RabbitMQ's own exporter, which the broker enables.
+    let prometheus = yaml("deploy/container/prometheus.yml");
+    let targets: BTreeSet<&str> = prometheus["scrape_configs"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job["static_configs"][0]["targets"].as_vec().unwrap())
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(targets, BTreeSet::from(["gateway:9464", "rabbitmq:15692"]));
+    assert!(read("deploy/container/rabbitmq/enabled_plugins").contains("rabbitmq_prometheus"));
+    // Grafana's dashboard is the one in deploy/telemetry, on the data source provisioned.
+    assert_eq!(
+        mounts["../telemetry/grafana-dashboard.json"],
+        format!(
+            "{}/ozg-gateway.json",
+            yaml("deploy/container/grafana/dashboards.yaml")["providers"][0]["options"]["path"]
+                .as_str()
+                .unwrap()
+        )
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/telemetry/grafana-dashboard.json")).unwrap();
+    let source = &yaml("deploy/container/grafana/datasources.yaml")["datasources"][0];
+    assert_eq!(
+        dashboard["panels"][1]["datasource"]["uid"].as_str(),
+        source["uid"].as_str()
+    );
     let stop = humantime::parse_duration(gateway["stop_grace_period"].as_str().unwrap()).unwrap();
     let grace = toml_duration(
         "deploy/container/ozg-gateway.toml",
@@ -425,7 +488,15 @@ fn the_containerfile_builds_in_stages_from_the_locked_sources_and_runs_unprivile
         .collect();
     let user = users.last().expect("a USER instruction");
     assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
-    assert!(instructions.iter().any(|l| l.starts_with("HEALTHCHECK ")));
+    // Liveness, not readiness: one Land's broker down must not get the container restarted.
+    let healthcheck = file
+        .split("HEALTHCHECK ")
+        .nth(1)
+        .expect("a HEALTHCHECK instruction");
+    assert!(
+        healthcheck.contains(r#""probe", "live""#),
+        "HEALTHCHECK {healthcheck}"
+    );
     // The runtime stage takes the binary from the build stage and nothing else.
     let last_from = instructions
         .iter()
@@ -508,6 +579,7 @@ async fn exported_series() -> BTreeSet<String> {
     let v = Vhosts::create("alerts", &["gw", "he"]);
     let config = TestConfig::new(&v)
         .telemetry(&format!("metrics_address = \"127.0.0.1:{port}\""))
+        .telemetry(r#"backlog_interval = "100ms""#)
         .platform("civento-he", "06", "he", None)
         .destination("darmstadt", "06", "he", "Darmstadt")
         .route("*", "06411", "darmstadt")
@@ -522,6 +594,8 @@ async fn exported_series() -> BTreeSet<String> {
     let read = he.create_channel().await.unwrap();
     let events = take_status(&read, "civento-he", 2, Duration::from_secs(20)).await;
     assert_eq!(events.len(), 2);
+    // The backlog gauges are refreshed every backlog_interval.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let text = ureq::get(format!("http://127.0.0.1:{port}/metrics"))
         .call()
         .unwrap()
@@ -554,7 +628,9 @@ async fn every_alert_uses_exported_metrics_and_has_a_runbook_section() {
             for metric in &selectors.0 {
                 // `up` is Prometheus' own, for a target that does not answer.
                 assert!(
-                    exported.contains(metric) || metric == "up",
+                    exported.contains(metric)
+                        || metric == "up"
+                        || ONLY_AFTER_OTHER_PATHS.contains(&metric.as_str()),
                     "{name} uses {metric}, which the gateway does not export ({exported:?})"
                 );
             }
@@ -578,4 +654,70 @@ async fn every_alert_uses_exported_metrics_and_has_a_runbook_section() {
     assert!(alerts.len() >= 8, "{alerts:?}");
     let unique: BTreeSet<_> = alerts.iter().collect();
     assert_eq!(unique.len(), alerts.len(), "alert names repeat: {alerts:?}");
+}
+
+/// Metric names of the dashboard's queries that a short run does not produce but
+/// tests/telemetry.rs's run through every path shows exported, and RabbitMQ's own.
+const ONLY_AFTER_OTHER_PATHS: [&str; 6] = [
+    "ozg_receipts_total",
+    "ozg_overdue_total",
+    "ozg_status_events_failed_total",
+    "ozg_orphaned_total",
+    "ozg_dead_letters_pending",
+    "rabbitmq_queue_messages_unacked",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_parses_and_uses_exported_metrics() {
+    let exported = exported_series().await;
+    let telemetry_test = read("tests/telemetry.rs");
+    for name in ONLY_AFTER_OTHER_PATHS {
+        assert!(
+            name.starts_with("rabbitmq_")
+                || name == "ozg_orphaned_total"
+                || telemetry_test.contains(&format!("\"{name}\"")),
+            "{name} is not checked in tests/telemetry.rs"
+        );
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/telemetry/grafana-dashboard.json")).unwrap();
+    let mut queries = 0;
+    let mut used = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap();
+            // Grafana's own variables, as Prometheus would see them after substitution.
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$instance", ".*");
+            let parsed = promql_parser::parser::parse(&expr)
+                .unwrap_or_else(|e| panic!("{title}: {expr}: {e}"));
+            let mut selectors = Selectors(BTreeSet::new());
+            walk_expr(&mut selectors, &parsed).unwrap();
+            assert!(!selectors.0.is_empty(), "{title}: no metric in {expr}");
+            for metric in selectors.0 {
+                assert!(
+                    exported.contains(&metric) || ONLY_AFTER_OTHER_PATHS.contains(&metric.as_str()),
+                    "{title} uses {metric}, which the gateway does not export ({exported:?})"
+                );
+                used.insert(metric);
+            }
+            queries += 1;
+        }
+    }
+    // What the dashboard is for: rates, backlog, latency, dead letters by reason, links.
+    for needed in [
+        "ozg_messages_total",
+        "ozg_queue_ready_messages",
+        "ozg_retry_backlog",
+        "ozg_processing_seconds_bucket",
+        "ozg_dead_letters_pending",
+        "ozg_broker_connected",
+        "ozg_consumer_up",
+    ] {
+        assert!(used.contains(needed), "the dashboard shows no {needed}");
+    }
+    println!("{queries} dashboard queries over {} metrics", used.len());
 }

@@ -288,6 +288,13 @@ async fn logs_name_every_outcome_and_never_show_payload_content() {
         })
         .collect();
 
+    // The gateway's own lines show values, never Rust's `Some(…)` around them.
+    for line in &parsed {
+        if text(line, "target").is_some_and(|t| t.starts_with("ozg_gateway")) {
+            assert!(!line.to_string().contains("Some("), "{line}");
+        }
+    }
+
     // 3. One final outcome line per submission, naming it, the platform and (delivered,
     //    duplicate) the destination or (dead-lettered) the reason.
     let finals: Vec<&Value> = parsed

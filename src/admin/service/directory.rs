@@ -682,7 +682,7 @@ impl Service {
                 entries.version, change.expected
             )));
         }
-        let (mut snapshot, problems) = Snapshot::build(&self.config, &entries);
+        let (mut snapshot, problems) = Snapshot::build(&self.gateway.directory_config(), &entries);
         if let Some(error) = invalid(key, &problems) {
             return Err(error);
         }
@@ -706,8 +706,9 @@ impl Service {
         } else {
             // Another instance changed the directory between our read and our write: the
             // store holds both changes, the snapshot built here only ours.
-            self.gateway
-                .install_newer(crate::app::load_directory(&self.config, &self.store).await);
+            self.gateway.install_newer(
+                crate::app::load_directory(&self.gateway.directory_config(), &self.store).await,
+            );
         }
         tracing::info!(actor = %who.name, action = change.action, object = %change.object,
             version, "routing directory changed");
