@@ -219,6 +219,10 @@ pub struct Publisher {
 #[derive(Clone)]
 struct OpenChannel {
     channel: Channel,
+    /// The connection the channel is on. Only a publish in progress holds it (see
+    /// [`Link::open_channel`]): a connection the link replaced is closed once its last
+    /// publish is done, and an idle channel on it goes with it.
+    connection: std::sync::Weak<Connection>,
     /// Locked by the one publish allowed while the channel is unproven; `true` once a
     /// publish on it was confirmed.
     gate: Arc<Mutex<bool>>,
@@ -289,49 +293,73 @@ impl Publisher {
         }
     }
 
-    async fn channel(&self) -> Result<OpenChannel, DeliveryError> {
+    /// The channel to publish on, with its connection (held for the publish). A channel on
+    /// a connection the link has replaced is left to the publishes still using it; new
+    /// ones go to a channel on the link's current connection.
+    async fn channel(&self) -> Result<(OpenChannel, Arc<Connection>), DeliveryError> {
         let mut slot = self.channel.lock().await;
         if let Some(open) = slot.as_ref()
             && open.channel.status().connected()
+            && let Some(connection) = open.connection.upgrade()
         {
-            return Ok(open.clone());
+            let replaced = self
+                .link
+                .current()
+                .is_some_and(|current| !Arc::ptr_eq(&current, &connection));
+            if !replaced {
+                return Ok((open.clone(), connection));
+            }
         }
         // Right after start or during a reconnect the link may be down for a moment: wait for
-        // it as long as for a confirm rather than failing the delivery at once.
-        let connection = match self.link.current() {
-            Some(c) => c,
-            None => tokio::time::timeout(
-                self.confirm_timeout,
-                self.link.connected(&CancellationToken::new()),
-            )
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| DeliveryError::NotConnected {
-                broker: self.broker.clone(),
-            })?,
+        // it as long as for a confirm rather than failing the delivery at once. Opening a
+        // channel can hang on a connection that is going away: the same bound.
+        let opened = tokio::time::timeout(
+            self.confirm_timeout,
+            self.link.open_channel(&CancellationToken::new()),
+        )
+        .await;
+        let (connection, channel) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => return Err(self.channel_error(e)),
+            Err(_) if self.link.current().is_none() => {
+                return Err(DeliveryError::NotConnected {
+                    broker: self.broker.clone(),
+                });
+            }
+            Err(_) => {
+                return Err(DeliveryError::ConfirmTimeout {
+                    broker: self.broker.clone(),
+                    timeout: self.confirm_timeout,
+                });
+            }
         };
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| self.channel_error(e))?;
-        if let Some(owned) = &self.owned {
-            owned
-                .declare(&channel)
+        // A channel that fails here is dropped, and lapin closes it with its last handle.
+        let prepared = async {
+            if let Some(owned) = &self.owned {
+                owned.declare(&channel).await?;
+            }
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
                 .await
-                .map_err(|e| self.channel_error(e))?;
+        };
+        match tokio::time::timeout(self.confirm_timeout, prepared).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.channel_error(e)),
+            Err(_) => {
+                return Err(DeliveryError::ConfirmTimeout {
+                    broker: self.broker.clone(),
+                    timeout: self.confirm_timeout,
+                });
+            }
         }
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| self.channel_error(e))?;
         let open = OpenChannel {
             channel,
+            connection: Arc::downgrade(&connection),
             gate: Arc::new(Mutex::new(false)),
             proven: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         *slot = Some(open.clone());
-        Ok(open)
+        Ok((open, connection))
     }
 
     /// Forgets the channel after an error, so that the next publish opens a fresh one.
@@ -379,16 +407,8 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishFailure> {
-        // Opening a channel can hang on a connection that is going away; it counts against
-        // the same bound as the confirm.
-        let open = tokio::time::timeout(self.confirm_timeout, self.channel())
-            .await
-            .map_err(|_| DeliveryError::ConfirmTimeout {
-                broker: self.broker.clone(),
-                timeout: self.confirm_timeout,
-            })
-            .map_err(Failed)?
-            .map_err(Failed)?;
+        // Held until the confirm is in: a replaced connection is closed only after that.
+        let (open, _connection) = self.channel().await.map_err(Failed)?;
         let channel = &open.channel;
         let proving = if open.proven.load(std::sync::atomic::Ordering::Acquire) {
             None

@@ -520,11 +520,11 @@ async fn consume(
             tracing::info!(ingress = %ingress.name, "resumed by an operator");
         }
         set_state(ConsumerState::Connecting);
-        let Some(connection) = link.connected(&stop).await else {
-            return;
-        };
-        match subscribe(&connection, &ingress).await {
-            Ok((channel, consumer)) => {
+        match subscribe(&link, &ingress, &stop).await {
+            Err(link::ChannelError::Stopped { .. }) => return,
+            // The connection is held as long as the subscription: a link that replaced it
+            // closes it only once this consumer is done with it.
+            Ok((_connection, channel, consumer)) => {
                 attempt = 0;
                 up.set(1);
                 set_state(ConsumerState::Consuming);
@@ -600,10 +600,11 @@ enum Ended {
 }
 
 async fn subscribe(
-    connection: &Connection,
+    link: &Link,
     ingress: &Ingress,
-) -> Result<(Channel, Consumer), lapin::Error> {
-    let channel = connection.create_channel().await?;
+    stop: &CancellationToken,
+) -> Result<(Arc<Connection>, Channel, Consumer), link::ChannelError> {
+    let (connection, channel) = link.open_channel(stop).await?;
     match &ingress.owned {
         Some(owned) => owned.declare(&channel).await?,
         None => {
@@ -630,7 +631,7 @@ async fn subscribe(
             FieldTable::default(),
         )
         .await?;
-    Ok((channel, consumer))
+    Ok((connection, channel, consumer))
 }
 
 /// Deliveries handed to the pipeline together at most: a batch shares its store round

@@ -365,6 +365,20 @@ pub fn temp_store_path() -> String {
     dir.join("dedup.db").display().to_string()
 }
 
+/// Deletes an exchange on the broker at `url`, as a back office's operator might.
+pub async fn delete_exchange(url: &str, exchange: &str) {
+    let connection = connect(url).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            exchange.into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("deleting exchange {exchange}: {e}"));
+    let _ = connection.close(200, "done".into()).await;
+}
+
 pub async fn declare(config: &Config) {
     ozg_gateway::topology::declare(config).await.unwrap();
 }
@@ -516,6 +530,23 @@ impl TestConfig {
         ]);
         self.last = Table::Destination;
         self
+    }
+
+    /// Two destinations on the broker `he` for every service: `healthy` (Darmstadt, 06411,
+    /// exchange `backoffice`) and `ghost` (Kassel, 06611, exchange `ghost-exchange`, which
+    /// tests delete with [`delete_exchange`] to make its deliveries fail).
+    pub fn healthy_and_ghost(self) -> Self {
+        self.destination("healthy", "06", "he", "Darmstadt")
+            .destination_with(
+                "ghost",
+                "06",
+                "he",
+                "Kassel",
+                "kreisfreie-stadt",
+                "ghost-exchange",
+            )
+            .route("*", "06411", "healthy")
+            .route("*", "06611", "ghost")
     }
 
     pub fn route(mut self, service: &str, region: &str, destination: &str) -> Self {

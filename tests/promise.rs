@@ -1,0 +1,245 @@
+//! The delivery promise under faults a platform, a broker and an operator really cause,
+//! each reproduced from outside with a real broker and counted the way a user would:
+//! published, delivered, dead-lettered, lost, duplicated.
+//!
+//! - A long destination outage (its exchange deleted: thousands of failed publishes, each
+//!   channel closed by the broker) followed by the exchange's return: the retry backlog
+//!   drains by itself, exactly once, while the other destination on the same broker
+//!   connection and the platform's status events keep flowing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ozg_gateway::envelope::Encoding;
+use ozg_gateway::sample;
+use ozg_gateway::topology::status_queue;
+
+const MELDE: &str = "99115005104000";
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// A valid submission of civento-he for `region`: (id, protobuf body).
+fn submission(region: &str) -> (String, Vec<u8>) {
+    let s = sample_submission("civento-he", "06", MELDE, region, 512);
+    (
+        s.submission_id.clone(),
+        sample::encode(&s, Encoding::Protobuf),
+    )
+}
+
+/// Every value of `ozg_messages_total` with these label values, summed.
+fn messages_total(metrics: &str, destination: &str, outcome: &str) -> u64 {
+    let metrics = ureq::get(format!("http://{metrics}/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ozg_messages_total{"))
+        .filter(|l| l.contains(&format!("destination=\"{destination}\"")))
+        .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+/// The gateway's connections to `vhost` as the broker lists them: (client-given name,
+/// channels open).
+fn gateway_connections(vhost: &str) -> Vec<(String, u64)> {
+    let body = ureq::get(format!(
+        "{MANAGEMENT}/vhosts/{vhost}/connections?columns=user_provided_name,channels"
+    ))
+    .header("Authorization", AUTH)
+    .call()
+    .expect("GET /api/vhosts/…/connections")
+    .body_mut()
+    .read_to_string()
+    .unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    list.iter()
+        .filter_map(|c| {
+            let name = c["user_provided_name"].as_str()?;
+            name.starts_with("ozg-gateway")
+                .then(|| (name.to_owned(), c["channels"].as_u64().unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Counts by id: how often each was seen.
+fn counts<'a>(ids: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for id in ids {
+        *seen.entry(id.to_owned()).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_destination_outage_drains_by_itself_once_the_exchange_is_back() {
+    // Every failed publish is a channel the broker closes (404). RabbitMQ offers 2047 channel
+    // numbers per connection: this many failures use every number up and wrap around.
+    const FAILURES: u64 = 3_000;
+    const WAITING: usize = 200;
+    let started = Instant::now();
+    let v = Vhosts::create("outage", &["gw", "he"]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    // Platform, both destinations and so the status events share one broker: one
+    // publishing connection.
+    let config = TestConfig::new(&v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .retry(r#"delays = ["10ms"]"#)
+        .retry("max_attempts = 1000000")
+        .telemetry(&format!("metrics_address = \"{metrics}\""))
+        .platform("civento-he", "06", "he", Some(256))
+        .healthy_and_ghost()
+        .build();
+    declare(&config).await;
+    delete_exchange(&v.url("he"), "ghost-exchange").await;
+    let he = connect(&v.url("he")).await;
+    let gateway = RunningGateway::start(config.clone());
+
+    let channel = confirm_channel(&he).await;
+    let mut waiting = Vec::new();
+    for _ in 0..WAITING {
+        let (id, body) = submission("066110000000");
+        publish(&channel, "submissions", &body, Some(PROTOBUF), None, None).await;
+        waiting.push(id);
+    }
+
+    // Throughout the outage the healthy destination gets a submission every 20 ms; each
+    // must arrive promptly.
+    let outage_over = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let url = v.url("he");
+        let outage_over = outage_over.clone();
+        tokio::spawn(async move {
+            let connection = connect(&url).await;
+            let channel = confirm_channel(&connection).await;
+            let read = connection.create_channel().await.unwrap();
+            let mut sent = Vec::new();
+            let mut slowest = Duration::ZERO;
+            while !outage_over.load(Ordering::Relaxed) {
+                let (id, body) = submission("064110000000");
+                let at = Instant::now();
+                publish(&channel, "submissions", &body, Some(PROTOBUF), None, None).await;
+                let got = take_backoffice(&read, "healthy", 1, Duration::from_secs(10)).await;
+                assert_eq!(
+                    got.first().and_then(|m| m.message_id()).as_deref(),
+                    Some(id.as_str()),
+                    "a submission for the healthy destination did not arrive within 10 s \
+                     during the other destination's outage ({} sent before it)",
+                    sent.len()
+                );
+                slowest = slowest.max(at.elapsed());
+                sent.push(id);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+            (sent, slowest)
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let failures = loop {
+        let failures = messages_total(&metrics, "ghost", "retrying");
+        if failures >= FAILURES {
+            break failures;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {failures} failed deliveries to the missing exchange in 25 s"
+        );
+        assert!(!trickle.is_finished(), "{:?}", trickle.await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let outage = started.elapsed();
+    outage_over.store(true, Ordering::Relaxed);
+    let (healthy, slowest) = trickle.await.unwrap();
+
+    // The exchange comes back: the waiting submissions arrive by themselves.
+    declare(&config).await;
+    let recreated = Instant::now();
+    let read = he.create_channel().await.unwrap();
+    let arrived = take_backoffice(&read, "ghost", WAITING, Duration::from_secs(15)).await;
+    let drained_in = recreated.elapsed();
+    let mut arrived: Vec<String> = arrived.iter().filter_map(|m| m.message_id()).collect();
+    arrived.extend(
+        drain_backoffice(&read, "ghost", Duration::from_millis(500))
+            .await
+            .iter()
+            .filter_map(|m| m.message_id()),
+    );
+    let gw = connect(&v.url("gw")).await;
+    let gw_read = gw.create_channel().await.unwrap();
+    let dead = drain_dead_letters(&gw_read, Duration::from_millis(300)).await;
+    let events = drain(
+        &read,
+        &status_queue("civento-he"),
+        Duration::from_millis(500),
+    )
+    .await;
+    let healthy_again = drain_backoffice(&read, "healthy", Duration::from_millis(100)).await;
+    // Connections replaced on the way are closed once their last publish is done: the
+    // broker shows the gateway's consuming and publishing connection on this vhost, no more.
+    let vhost = v.name("he").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let connections = loop {
+        let connections = gateway_connections(&vhost);
+        if connections.len() <= 2 || Instant::now() > deadline {
+            break connections;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    gateway.stop().await;
+
+    let delivered = counts(arrived.iter().map(String::as_str));
+    let lost: Vec<&String> = waiting
+        .iter()
+        .filter(|id| !delivered.contains_key(*id))
+        .collect();
+    let duplicated: usize = delivered.values().map(|n| n - 1).sum::<usize>() + healthy_again.len();
+    println!(
+        "outage: {failures} failed deliveries in {outage:?}; healthy destination meanwhile: {} \
+         delivered, slowest {slowest:?}; exchange back: {} of {WAITING} drained in {drained_in:?}",
+        healthy.len(),
+        delivered.len(),
+    );
+    println!(
+        "outage: published={} delivered={} dead-lettered={} lost={} duplicated={}",
+        WAITING + healthy.len(),
+        delivered.len() + healthy.len(),
+        dead.len(),
+        lost.len(),
+        duplicated
+    );
+    println!("outage: the gateway's connections to the broker afterwards: {connections:?}");
+    assert!(lost.is_empty(), "not drained: {} of {WAITING}", lost.len());
+    assert_eq!(duplicated, 0);
+    assert!(dead.is_empty(), "dead-lettered: {}", dead.len());
+    assert!(!healthy.is_empty());
+
+    // The platform heard `forwarded` once for every submission, the retried ones included.
+    let forwarded: Vec<String> = events
+        .iter()
+        .filter(|e| e.header("x-ozg-status").as_deref() == Some("forwarded"))
+        .filter_map(|e| e.header("x-ozg-submission-id"))
+        .collect();
+    let forwarded = counts(forwarded.iter().map(String::as_str));
+    assert_eq!(connections.len(), 2, "{connections:?}");
+    let expected: HashSet<&String> = waiting.iter().chain(&healthy).collect();
+    assert_eq!(
+        events.len(),
+        expected.len(),
+        "one status event per submission"
+    );
+    for id in expected {
+        assert_eq!(forwarded.get(id.as_str()), Some(&1), "forwarded once: {id}");
+    }
+}
