@@ -38,8 +38,11 @@ pub enum DeliveryError {
     },
     #[error("negatively acknowledged (nack) by broker {broker}")]
     Nacked { broker: String },
-    #[error("no confirm from broker {broker} within {timeout:?}")]
+    #[error("no confirm from broker {broker} within {timeout:?}; the message may have arrived")]
     ConfirmTimeout { broker: String, timeout: Duration },
+    /// Sent, but the channel or connection closed before the broker's confirm.
+    #[error("no confirm from broker {broker}: {detail}; the message may have arrived")]
+    ConfirmLost { broker: String, detail: String },
     #[error("channel to broker {broker} failed: {detail}")]
     Channel { broker: String, detail: String },
     #[error("broker {broker} is not connected (reconnecting)")]
@@ -53,6 +56,7 @@ impl DeliveryError {
             DeliveryError::Returned { .. } => "returned",
             DeliveryError::Nacked { .. } => "nacked",
             DeliveryError::ConfirmTimeout { .. } => "confirm-timeout",
+            DeliveryError::ConfirmLost { .. } => "confirm-lost",
             DeliveryError::Channel { .. } => "channel-error",
             DeliveryError::NotConnected { .. } => "not-connected",
         }
@@ -390,10 +394,11 @@ impl Publisher {
                 .publish_once(exchange, routing_key, body, properties.clone())
                 .await
             {
-                // The channel was closed under this publish by another one on it (the broker
-                // closes a channel on a publish to a missing exchange) before this one went
-                // out: nothing was sent, and a fresh channel gives the broker's own answer
-                // for this message instead of a stale "channel closed".
+                // Nothing of this publish reached the broker (its channel was closed under
+                // it, by the broker for another publish on it or with the connection): a
+                // fresh channel gives the broker's own answer for this message instead of
+                // a stale "channel closed", and a failed attempt is not counted for
+                // something that was never sent.
                 Err(Unsent(_)) if Instant::now() < deadline => {}
                 other => return other.map_err(PublishFailure::into_error),
             }
@@ -444,11 +449,26 @@ impl Publisher {
                     properties.with_delivery_mode(2),
                 )
                 .await
-                .map_err(|e| match e.kind() {
-                    lapin::ErrorKind::InvalidChannelState(..) => Unsent(self.channel_error(e)),
-                    _ => Failed(self.channel_error(e)),
-                })?;
-            confirm.await.map_err(|e| Failed(self.channel_error(e)))
+                // lapin answers a publish once all its frames are written: an error here
+                // means the broker never got the whole message (the channel or connection
+                // closed first), so it cannot have arrived.
+                .map_err(|e| Unsent(self.channel_error(e)))?;
+            confirm.await.map_err(|e| {
+                // The broker refused this very publish (a missing exchange: 404) when it
+                // was the only one in flight on the channel; otherwise the channel or the
+                // connection went away after the message was sent: it may have arrived.
+                let refused = proving.is_some()
+                    && matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+                        if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(_)));
+                Failed(if refused {
+                    self.channel_error(e)
+                } else {
+                    DeliveryError::ConfirmLost {
+                        broker: self.broker.clone(),
+                        detail: e.to_string(),
+                    }
+                })
+            })
         };
         let result = match tokio::time::timeout(self.confirm_timeout, sent).await {
             Err(_) => Err(DeliveryError::ConfirmTimeout {
@@ -496,7 +516,8 @@ impl Publisher {
 
 /// Why [`Publisher::publish_once`] failed: whether the message may have reached the broker.
 enum PublishFailure {
-    /// Refused by lapin before anything was sent (the channel had closed meanwhile).
+    /// Not sent whole: lapin refused it or dropped its frames before the last was written
+    /// (the channel or connection had closed meanwhile).
     Unsent(DeliveryError),
     Failed(DeliveryError),
 }
