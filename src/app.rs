@@ -524,15 +524,15 @@ async fn consume(
             Err(link::ChannelError::Stopped { .. }) => return,
             // The connection is held as long as the subscription: a link that replaced it
             // closes it only once this consumer is done with it.
-            Ok((_connection, channel, consumer)) => {
+            Ok((connection, channel, consumer)) => {
                 attempt = 0;
                 up.set(1);
                 set_state(ConsumerState::Consuming);
                 tracing::info!(ingress = %ingress.name, queue = %ingress.queue,
                     prefetch = ingress.prefetch, "consuming");
                 let tag = consumer.tag();
-                // This subscription's own deliveries: a paused channel stays open until
-                // they are settled, since their acks travel on it.
+                // This subscription's own deliveries: its channel stays open until they
+                // are settled, since their acks travel on it.
                 let subscription = TaskTracker::new();
                 let mut order = AckOrder::default();
                 let mut spawn = |batch: Vec<lapin::message::Delivery>| {
@@ -544,36 +544,43 @@ async fn consume(
                     }));
                 };
                 let ended = pump(consumer, &mut spawn, &stop, paused.as_mut()).await;
-                match ended {
-                    Ended::Stopped => {
-                        // Bounded: on a broken connection the cancel may never be answered.
-                        let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
-                        return;
-                    }
-                    Ended::Paused(mut consumer) => {
-                        let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
-                        // Deliveries the broker sent before the cancel took effect are
-                        // processed like any other, not left unacked on a forgotten channel.
-                        let drain = async {
-                            while let Some(Ok(delivery)) = consumer.next().await {
-                                spawn(vec![delivery]);
-                            }
-                        };
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
-                        subscription.close();
-                        tokio::spawn(async move {
-                            subscription.wait().await;
-                            let close = channel.close(200, "paused".into());
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-                        });
-                        continue;
-                    }
+                let (consumer, next) = match ended {
+                    Ended::Stopped(consumer) => (Some(consumer), Next::Return),
+                    Ended::Paused(consumer) => (Some(consumer), Next::Resume),
                     Ended::Lost(reason) => {
                         tracing::warn!(ingress = %ingress.name, error = %reason,
                             "consumer lost; resubscribing");
+                        (None, Next::Resubscribe)
                     }
+                };
+                if let Some(mut consumer) = consumer {
+                    // Bounded: on a broken connection the cancel may never be answered.
+                    let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
+                    // Deliveries the broker sent before the cancel took effect are
+                    // processed like any other, not left unacked on a forgotten channel.
+                    let drain = async {
+                        while let Some(Ok(delivery)) = consumer.next().await {
+                            spawn(vec![delivery]);
+                        }
+                    };
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+                }
+                subscription.close();
+                // The channel stays open until every batch of this subscription has sent
+                // its acks on it (closing it earlier hands settled deliveries back to the
+                // broker, to be settled a second time). Tracked in `in_flight`: a shutdown
+                // waits for it within its grace period, then closes the connections anyway.
+                in_flight.spawn(async move {
+                    subscription.wait().await;
+                    let close = channel.close(200, "subscription ended".into());
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                    drop(connection);
+                });
+                match next {
+                    Next::Return => return,
+                    Next::Resume => continue,
+                    Next::Resubscribe => {}
                 }
             }
             Err(e) => {
@@ -590,13 +597,20 @@ async fn consume(
     }
 }
 
-/// Why [`pump`] returned.
+/// Why [`pump`] returned. A consumer handed back is cancelled and drained.
 enum Ended {
-    Stopped,
-    /// An operator paused the platform; the consumer is handed back to be cancelled and
-    /// drained.
+    /// The gateway is stopping.
+    Stopped(Consumer),
+    /// An operator paused the platform.
     Paused(Consumer),
     Lost(String),
+}
+
+/// What the consumer loop does once a subscription is wound down.
+enum Next {
+    Return,
+    Resume,
+    Resubscribe,
 }
 
 async fn subscribe(
@@ -660,7 +674,7 @@ async fn pump(
         };
         let next = tokio::select! {
             biased;
-            () = stop.cancelled() => return Ended::Stopped,
+            () = stop.cancelled() => return Ended::Stopped(consumer),
             () = pause => return Ended::Paused(consumer),
             next = consumer.next() => next,
         };

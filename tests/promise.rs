@@ -243,3 +243,207 @@ async fn a_long_destination_outage_drains_by_itself_once_the_exchange_is_back() 
         assert_eq!(forwarded.get(id.as_str()), Some(&1), "forwarded once: {id}");
     }
 }
+
+/// What came out of the gateway for a set of submissions, counted by submission id.
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: HashMap<String, usize>,
+    dead: HashMap<String, usize>,
+    /// Status events by submission id, and by status word.
+    events: HashMap<String, usize>,
+    statuses: HashMap<String, usize>,
+}
+
+impl Tally {
+    /// Takes everything off the back-office queue of `destination` (vhost `to`), the
+    /// dead-letter queue (vhost `gw`) and the status queue of `platform` (vhost `from`).
+    async fn collect(v: &Vhosts, from: &str, platform: &str, to: &str, destination: &str) -> Tally {
+        let quiet = Duration::from_millis(500);
+        let to = connect(&v.url(to)).await;
+        let gw = connect(&v.url("gw")).await;
+        let from = connect(&v.url(from)).await;
+        let delivered =
+            drain_backoffice(&to.create_channel().await.unwrap(), destination, quiet).await;
+        let dead = drain_dead_letters(&gw.create_channel().await.unwrap(), quiet).await;
+        let events = drain(
+            &from.create_channel().await.unwrap(),
+            &status_queue(platform),
+            quiet,
+        )
+        .await;
+        for c in [to, gw, from] {
+            let _ = c.close(200, "counted".into()).await;
+        }
+        let id = |m: &Received| m.header("x-ozg-submission-id").or_else(|| m.message_id());
+        let mut tally = Tally::default();
+        for (messages, counts) in [
+            (&delivered, &mut tally.delivered),
+            (&dead, &mut tally.dead),
+            (&events, &mut tally.events),
+        ] {
+            for m in messages {
+                *counts.entry(id(m).unwrap_or_default()).or_default() += 1;
+            }
+        }
+        for e in &events {
+            *tally
+                .statuses
+                .entry(e.header("x-ozg-status").unwrap_or_default())
+                .or_default() += 1;
+        }
+        tally
+    }
+
+    /// Checks that every good submission was delivered once, every bad one dead-lettered
+    /// once, and each heard about once; prints the tally.
+    fn check(&self, what: &str, good: &[String], bad: &[String]) {
+        let published = good.len() + bad.len();
+        let lost = good
+            .iter()
+            .filter(|id| !self.delivered.contains_key(*id))
+            .count()
+            + bad.iter().filter(|id| !self.dead.contains_key(*id)).count();
+        let twice = |counts: &HashMap<String, usize>| -> usize {
+            counts.values().map(|n| n.saturating_sub(1)).sum()
+        };
+        println!(
+            "{what}: published={published} delivered={} dead-lettered={} lost={lost} \
+             duplicated={} (back office {}, dead letters {}, status events {}; events {:?})",
+            self.delivered.len(),
+            self.dead.len(),
+            twice(&self.delivered) + twice(&self.dead) + twice(&self.events),
+            twice(&self.delivered),
+            twice(&self.dead),
+            twice(&self.events),
+            self.statuses,
+        );
+        assert_eq!(lost, 0, "{what}: lost");
+        let strangers = self
+            .delivered
+            .keys()
+            .chain(self.dead.keys())
+            .chain(self.events.keys())
+            .filter(|id| !good.contains(id) && !bad.contains(id))
+            .count();
+        assert_eq!(
+            strangers, 0,
+            "{what}: messages about submissions nobody published"
+        );
+        assert_eq!(twice(&self.delivered), 0, "{what}: back-office duplicates");
+        assert_eq!(twice(&self.dead), 0, "{what}: dead-lettered twice");
+        assert_eq!(twice(&self.events), 0, "{what}: a second status event");
+        assert!(
+            bad.iter().all(|id| !self.delivered.contains_key(id)),
+            "{what}: bad delivered"
+        );
+        assert!(
+            good.iter().all(|id| !self.dead.contains_key(id)),
+            "{what}: good dead-lettered"
+        );
+        assert_eq!(
+            self.events.len(),
+            published,
+            "{what}: one status event each"
+        );
+    }
+}
+
+/// Waits until the back office and the dead-letter queue hold `n` messages between them.
+async fn wait_settled(v: &Vhosts, to: &str, destination: &str, n: u32, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let settled = v
+            .queue_depth(to, &ozg_gateway::topology::backoffice_queue(destination))
+            .await
+            + v.queue_depth("gw", DEAD_LETTERS).await;
+        if settled >= n || Instant::now() > deadline {
+            return settled;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_mid_drain_then_restart_settles_nothing_twice() {
+    const BACKLOG: usize = 4_000;
+    let started = Instant::now();
+    let v = Vhosts::create("term", &["gw", "th", "he"]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = TestConfig::new(&v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .gateway(r#"shutdown_grace = "10s""#)
+        .store(&format!(
+            "sqlite://{}",
+            dir.path().join("store.db").display()
+        ))
+        .platform("civento-th", "16", "th", None)
+        .destination("he-darmstadt", "06", "he", "Darmstadt")
+        .route("*", "06411", "he-darmstadt")
+        .text();
+    declare(&parse_config(&text)).await;
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("gateway.log");
+
+    // The backlog: every tenth submission has a service key that is not a LeiKa key.
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    {
+        let th = connect(&v.url("th")).await;
+        let channel = confirm_channel(&th).await;
+        for i in 0..BACKLOG {
+            let service = if i % 10 == 9 { "12345678901234" } else { MELDE };
+            let s = sample_submission("civento-th", "16", service, "064110000000", 512);
+            publish(
+                &channel,
+                "submissions",
+                &sample::encode(&s, Encoding::Protobuf),
+                Some(PROTOBUF),
+                Some(&s.submission_id),
+                None,
+            )
+            .await;
+            if i % 10 == 9 { &mut bad } else { &mut good }.push(s.submission_id);
+        }
+        let _ = th.close(200, "done".into()).await;
+    }
+
+    let mut gateway = GatewayProcess::spawn(&config, &log);
+    let before = wait_settled(&v, "he", "he-darmstadt", 1_000, Duration::from_secs(30)).await;
+    assert!(
+        before >= 1_000,
+        "only {before} settled in 30 s: {}",
+        log_tail(&log)
+    );
+    gateway.signal("-TERM");
+    let stopping = Instant::now();
+    let status = gateway.wait(Duration::from_secs(15)).await;
+    let took = stopping.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?} after SIGTERM: {}",
+        log_tail(&log)
+    );
+    let at_stop = wait_settled(&v, "he", "he-darmstadt", u32::MAX, Duration::ZERO).await;
+    println!("SIGTERM after {before} settled: exit after {took:?}, {at_stop} settled by then");
+    assert!(
+        (at_stop as usize) < BACKLOG,
+        "the backlog was drained before SIGTERM took effect: nothing tested"
+    );
+
+    let restarted = GatewayProcess::spawn(&config, &log);
+    let after = wait_settled(
+        &v,
+        "he",
+        "he-darmstadt",
+        BACKLOG as u32,
+        Duration::from_secs(40),
+    )
+    .await;
+    // Anything settled twice would come after the rest.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    restarted.stop(&log).await;
+    println!("restarted: {after} settled ({:?})", started.elapsed());
+    let tally = Tally::collect(&v, "th", "civento-th", "he", "he-darmstadt").await;
+    tally.check("sigterm + restart", &good, &bad);
+    assert_eq!(tally.statuses.get("rejected"), Some(&bad.len()));
+}

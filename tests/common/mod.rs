@@ -690,6 +690,73 @@ pub async fn drain_dead_letters(channel: &Channel, quiet: Duration) -> Vec<Recei
 
 // ---- the real binary -------------------------------------------------------------------------
 
+/// The gateway binary as a child process, logging to a file, killed if the test ends early.
+pub struct GatewayProcess {
+    child: std::process::Child,
+}
+
+impl GatewayProcess {
+    /// `ozg-gateway run --config CONFIG`, its log appended to `log`.
+    pub fn spawn(config: &Path, log: &Path) -> GatewayProcess {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ozg-gateway"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        GatewayProcess { child }
+    }
+
+    /// Sends a signal (`"-TERM"`, `"-KILL"`).
+    pub fn signal(&self, sig: &str) {
+        signal(&self.child, sig);
+    }
+
+    /// The exit status, if the process ends within `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM and a clean exit (within 20 s); the log's tail if not.
+    pub async fn stop(mut self, log: &Path) {
+        self.signal("-TERM");
+        let status = self.wait(Duration::from_secs(20)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "gateway exit {status:?} after SIGTERM: {}",
+            log_tail(log)
+        );
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last 30 lines of a log file.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a listener the gateway opens).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
