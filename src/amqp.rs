@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, RustlsConnector, TLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPScheme;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -20,6 +20,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Broker;
+use guard::{FrameLimit, GuardKit, GuardedStream};
+
+pub mod guard;
 use crate::link::Link;
 use crate::topology::{self, Declarations};
 
@@ -47,6 +50,15 @@ pub enum DeliveryError {
     Channel { broker: String, detail: String },
     #[error("broker {broker} is not connected (reconnecting)")]
     NotConnected { broker: String },
+    /// Never sent: the broker closes the whole connection on a frame larger than agreed.
+    #[error(
+        "not sent: its properties take a {size}-byte frame, larger than the frame size of broker {broker} ({frame_max} bytes)"
+    )]
+    HeadersTooLarge {
+        broker: String,
+        size: usize,
+        frame_max: u32,
+    },
 }
 
 impl DeliveryError {
@@ -59,6 +71,7 @@ impl DeliveryError {
             DeliveryError::ConfirmLost { .. } => "confirm-lost",
             DeliveryError::Channel { .. } => "channel-error",
             DeliveryError::NotConnected { .. } => "not-connected",
+            DeliveryError::HeadersTooLarge { .. } => "headers-too-large",
         }
     }
 }
@@ -102,17 +115,25 @@ pub enum Role {
     Publish,
 }
 
+/// The frame size a publishing connection asks for unless a broker's URL says
+/// `?frame_max=`. lapin keeps a send and a receive buffer of 32 frames per connection, and
+/// the gateway fits what it publishes into the frame size (`fit`); bodies are split into
+/// frames of any size. 8 KiB frames carry a 4 KiB submission in one frame.
+pub const PUBLISH_FRAME_MAX: u32 = 8192;
+
+/// The frame size a consuming connection asks for unless a broker's URL says `?frame_max=`:
+/// RabbitMQ's own (and what brokers offer unless configured otherwise), so that a message
+/// any publisher could send to the broker arrives whole; lapin takes the smaller of this and
+/// the broker's offer. Asked for up front, lapin's buffers are allocated at this size and
+/// take memory only as traffic passes through them; asking for less and taking the broker's
+/// larger offer makes lapin grow them, zero-filled, on every connection at once.
+pub const CONSUME_FRAME_MAX: u32 = 131_072;
+
 /// Connects to node `node` of `broker`; every broker connection of the gateway and its
 /// commands is opened here. amqps:// verifies the node against the broker's CA only
 /// (`tls::BrokerTls`), with the node's host or the configured `server_name`; there is no
-/// way to skip that.
-/// The frame size the gateway asks for unless a broker's URL says `?frame_max=`. lapin
-/// keeps a send and a receive buffer of 32 frames per connection, zero-filled: at RabbitMQ's
-/// default of 128 KiB that is 8 MiB per connection, and with one publishing and one consuming
-/// connection per broker the example's 17 brokers held 290 of the idle gateway's 330 MiB.
-/// 8 KiB frames carry a 4 KiB submission in one frame; bigger ones take several.
-pub const DEFAULT_FRAME_MAX: u32 = 8192;
-
+/// way to skip that. A consuming connection is guarded (`guard`): a message whose headers
+/// do not fit its frame size arrives without them instead of closing the connection.
 pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connection, ConnectError> {
     let role_name = match role {
         Role::Consume => "consume",
@@ -129,42 +150,58 @@ pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connect
         .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
     let mut uri = target.uri().clone();
     if uri.query.frame_max.is_none() {
-        uri.query.frame_max = Some(DEFAULT_FRAME_MAX);
+        uri.query.frame_max = Some(match role {
+            Role::Consume => CONSUME_FRAME_MAX,
+            Role::Publish => PUBLISH_FRAME_MAX,
+        });
     }
-    let connecting = async {
-        match &broker.tls {
-            None if uri.scheme == AMQPScheme::AMQP => {
-                Connection::connect_uri(uri, properties).await
-            }
-            // Validation pairs amqps:// with TLS settings; refuse rather than fall back to
-            // lapin's default roots should that ever not hold.
-            None => Err(std::io::Error::other("amqps:// without TLS settings").into()),
-            Some(tls) => {
-                let connector = RustlsConnector::from(tls.client_config());
-                let server_name = tls.name_for(&uri.authority.host).to_owned();
-                let runtime = lapin::runtime::default_runtime()?;
-                Connection::connector(
-                    uri,
-                    runtime,
-                    async move |uri, runtime| {
-                        let mut plain = uri.clone();
-                        plain.scheme = AMQPScheme::AMQP;
-                        let tcp = AMQPUriTcpExt::connect_with_config_async(
-                            &plain,
-                            TLSConfig::default(),
-                            &runtime,
-                        )
-                        .await?;
-                        Ok(tcp.into_rustls(&connector, &server_name).await?)
-                    },
-                    properties,
-                )
-                .await
-            }
-        }
-    };
+    // Validation pairs amqps:// with TLS settings; refuse rather than fall back to lapin's
+    // default roots should that ever not hold.
+    if uri.scheme != AMQPScheme::AMQP && broker.tls.is_none() {
+        return Err(ConnectError::Failed {
+            broker: broker.name.clone(),
+            display: target.display.clone(),
+            source: std::io::Error::other("amqps:// without TLS settings").into(),
+        });
+    }
+    let tls = broker.tls.as_ref().map(|tls| {
+        (
+            RustlsConnector::from(tls.client_config()),
+            tls.name_for(&uri.authority.host).to_owned(),
+        )
+    });
+    let limit = FrameLimit::default();
+    let guard = (role == Role::Consume).then(|| limit.clone());
+    let runtime = async_rs::Runtime::new(GuardKit::current());
+    let connecting = Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let mut plain = uri.clone();
+            plain.scheme = AMQPScheme::AMQP;
+            let tcp =
+                AMQPUriTcpExt::connect_with_config_async(&plain, TLSConfig::default(), &runtime)
+                    .await?;
+            let stream = match &tls {
+                Some((connector, server_name)) => tcp.into_rustls(connector, server_name).await?,
+                None => tcp,
+            };
+            // Above TLS: the guard reads frames, not ciphertext.
+            Ok(match &guard {
+                Some(limit) => {
+                    AsyncTcpStream::Plain(GuardedStream::guarding(stream, limit.clone()))
+                }
+                None => stream,
+            })
+        },
+        properties,
+    );
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(connection)) => Ok(connection),
+        Ok(Ok(connection)) => {
+            // Deliveries come only after a subscription, by when the guard knows this.
+            limit.set(connection.configuration().frame_max());
+            Ok(connection)
+        }
         Ok(Err(source)) => Err(ConnectError::Failed {
             broker: broker.name.clone(),
             display: target.display.clone(),
@@ -386,14 +423,26 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), DeliveryError> {
+        self.publish_fitted(exchange, routing_key, body, |_| properties.clone())
+            .await
+    }
+
+    /// [`publish`](Self::publish) with properties made for the frame size of the connection
+    /// the message goes out on: `fit` gets that frame size and returns the properties to
+    /// send (see [`fit`]). Properties that still take a larger frame are refused unsent
+    /// ([`DeliveryError::HeadersTooLarge`]): the broker would close the whole connection.
+    pub async fn publish_fitted(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        fit: impl Fn(u32) -> BasicProperties,
+    ) -> Result<(), DeliveryError> {
         // Publishes queued behind a failing channel's gate each get a fresh channel in turn,
         // one round trip apiece; together they have as long as one confirm.
         let deadline = Instant::now() + self.confirm_timeout;
         loop {
-            match self
-                .publish_once(exchange, routing_key, body, properties.clone())
-                .await
-            {
+            match self.publish_once(exchange, routing_key, body, &fit).await {
                 // Nothing of this publish reached the broker (its channel was closed under
                 // it, by the broker for another publish on it or with the connection): a
                 // fresh channel gives the broker's own answer for this message instead of
@@ -410,10 +459,20 @@ impl Publisher {
         exchange: &str,
         routing_key: &str,
         body: &[u8],
-        properties: BasicProperties,
+        fit: &impl Fn(u32) -> BasicProperties,
     ) -> Result<(), PublishFailure> {
         // Held until the confirm is in: a replaced connection is closed only after that.
-        let (open, _connection) = self.channel().await.map_err(Failed)?;
+        let (open, connection) = self.channel().await.map_err(Failed)?;
+        let frame_max = connection.configuration().frame_max();
+        let properties = fit(frame_max).with_delivery_mode(2);
+        let size = header_frame_size(&properties);
+        if size > frame_max as usize {
+            return Err(Failed(DeliveryError::HeadersTooLarge {
+                broker: self.broker.clone(),
+                size,
+                frame_max,
+            }));
+        }
         let channel = &open.channel;
         let proving = if open.proven.load(std::sync::atomic::Ordering::Acquire) {
             None
@@ -446,7 +505,7 @@ impl Publisher {
                     ShortString::from(routing_key),
                     options,
                     body,
-                    properties.with_delivery_mode(2),
+                    properties,
                 )
                 .await
                 // lapin answers a publish once all its frames are written: an error here
@@ -531,6 +590,45 @@ impl PublishFailure {
     }
 }
 
+/// How many bytes the content-header frame of a message with these properties takes: the
+/// frame's own 8, class, weight and body size (12), and the encoded properties. AMQP cannot
+/// split it, so it must fit the connection's frame size.
+pub fn header_frame_size(properties: &BasicProperties) -> usize {
+    const FIXED: usize = 8 + 12;
+    let encoded = cookie_factory::r#gen(
+        lapin::protocol::basic::gen_properties(properties),
+        Vec::new(),
+    );
+    // Writing into a Vec does not fail; were it to, the frame counts as too large.
+    encoded.map_or(usize::MAX, |(_, len)| {
+        FIXED + usize::try_from(len).unwrap_or(usize::MAX)
+    })
+}
+
+/// `properties` fitted to `frame_max`: as they are when their content header fits, else
+/// with only the headers `keep` accepts, and the size in bytes of what was left out.
+pub fn fit(
+    properties: &BasicProperties,
+    frame_max: u32,
+    keep: impl Fn(&str) -> bool,
+) -> (BasicProperties, Option<usize>) {
+    let size = header_frame_size(properties);
+    if size <= frame_max as usize {
+        return (properties.clone(), None);
+    }
+    let mut kept = FieldTable::default();
+    if let Some(headers) = properties.headers() {
+        for (name, value) in headers.inner() {
+            if keep(name.as_str()) {
+                kept.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    let fitted = properties.clone().with_headers(kept);
+    let left_out = size.saturating_sub(header_frame_size(&fitted));
+    (fitted, Some(left_out))
+}
+
 /// Exchange through which expired retries come back to the gateway.
 pub const RETRY_EXCHANGE: &str = "ozg.gateway.retry";
 /// Queue the gateway consumes retries from, once their delay is over.
@@ -556,5 +654,86 @@ pub fn value_text(value: &AMQPValue) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_headers(n: usize, value_len: usize) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for i in 0..n {
+            headers.insert(
+                format!("h{i:04}").into(),
+                header_string("v".repeat(value_len)),
+            );
+        }
+        headers.insert("x-ozg-reason".into(), header_string("no-route"));
+        headers.insert(
+            "traceparent".into(),
+            header_string("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id("5f0c".into())
+            .with_delivery_mode(2)
+            .with_headers(headers)
+    }
+
+    #[test]
+    fn the_header_frame_size_is_what_goes_on_the_wire() {
+        use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, gen_frame};
+        for properties in [
+            BasicProperties::default(),
+            with_headers(0, 0),
+            with_headers(3, 10),
+            with_headers(2_500, 1),
+            with_headers(1, 9_000),
+        ] {
+            let frame = AMQPFrame::Header(
+                1,
+                AMQPContentHeader {
+                    class_id: 60,
+                    body_size: 4096,
+                    properties: properties.clone(),
+                },
+            );
+            let (_, wire) = cookie_factory::r#gen(gen_frame(&frame), Vec::new()).unwrap();
+            assert_eq!(header_frame_size(&properties) as u64, wire);
+        }
+    }
+
+    #[test]
+    fn headers_that_do_not_fit_are_left_out_but_the_kept_ones() {
+        let own = |name: &str| name.starts_with("x-ozg-") || name == "traceparent";
+        for (properties, frame_max, left_out) in [
+            (with_headers(3, 10), 8192, false),
+            (with_headers(1, 9_000), 8192, true),
+            (with_headers(1, 9_000), 131_072, false),
+            (with_headers(2_500, 1), 8192, true),
+        ] {
+            let (fitted, dropped) = fit(&properties, frame_max, own);
+            assert_eq!(dropped.is_some(), left_out);
+            assert!(header_frame_size(&fitted) <= frame_max as usize);
+            let names: Vec<String> = fitted
+                .headers()
+                .as_ref()
+                .unwrap()
+                .inner()
+                .keys()
+                .map(|k| k.to_string())
+                .collect();
+            if left_out {
+                assert_eq!(names, ["traceparent", "x-ozg-reason"]);
+                assert_eq!(
+                    dropped,
+                    Some(header_frame_size(&properties) - header_frame_size(&fitted))
+                );
+                assert_eq!(fitted.message_id(), properties.message_id());
+            } else {
+                assert_eq!(fitted, properties);
+            }
+        }
     }
 }

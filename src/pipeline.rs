@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 use crate::activity::Activity;
 use crate::activity::DestinationActivity;
+use crate::amqp;
+use crate::amqp::guard::{self, DROPPED_HEADERS};
 use crate::amqp::{
     DeliveryError, Publisher, REPLAY_QUEUE, RETRY_READY_QUEUE, header_string, header_text,
     retry_wait_queue,
@@ -400,7 +402,9 @@ impl Gateway {
             properties = properties.with_message_id(message.message_id.as_str().into());
         }
         self.replay
-            .publish("", REPLAY_QUEUE, &message.body, properties)
+            .publish_fitted("", REPLAY_QUEUE, &message.body, |frame_max| {
+                fitted(&properties, frame_max)
+            })
             .await
     }
 
@@ -716,6 +720,22 @@ impl Gateway {
         delivery: &Delivery,
     ) -> Result<(Envelope, Encoding, Fingerprint), (Rejection, Option<String>)> {
         let limit = self.config.gateway.max_message_bytes;
+        let content_type = delivery.properties.content_type();
+        let encoding = Encoding::from_content_type(content_type.as_ref().map(|c| c.as_str()));
+        if let Some(left_out) = header_text(delivery.properties.headers().as_ref(), DROPPED_HEADERS)
+            .and_then(|value| guard::left_out(&value))
+        {
+            // The submission id, when the body says it, lets the platform tell which one.
+            let id = encoding
+                .as_ref()
+                .ok()
+                .filter(|_| delivery.data.len() <= limit)
+                .and_then(|encoding| envelope::decode(*encoding, &delivery.data).ok())
+                .and_then(|submission| Uuid::parse_str(&submission.submission_id).ok())
+                .map(|id| id.to_string());
+            let broker = self.config.broker(self.config.platforms[platform].broker);
+            return Err((Rejection::headers_too_large(left_out, &broker.name), id));
+        }
         if delivery.data.len() > limit {
             let e = DecodeError::Oversized {
                 size: delivery.data.len(),
@@ -723,9 +743,7 @@ impl Gateway {
             };
             return Err((e.into(), None));
         }
-        let content_type = delivery.properties.content_type();
-        let encoding = Encoding::from_content_type(content_type.as_ref().map(|c| c.as_str()))
-            .map_err(|e| (e.into(), None))?;
+        let encoding = encoding.map_err(|e| (e.into(), None))?;
         let submission =
             envelope::decode(encoding, &delivery.data).map_err(|e| (e.into(), None))?;
         let envelope = envelope::validate(
@@ -804,7 +822,9 @@ impl Gateway {
             // signed or encrypted.
             let result = outlet
                 .publisher
-                .publish(&d.exchange, &d.routing_key, &delivery.data, properties)
+                .publish_fitted(&d.exchange, &d.routing_key, &delivery.data, |frame_max| {
+                    fitted(&properties, frame_max)
+                })
                 .await;
             if let Err(e) = &result {
                 let span = tracing::Span::current();
@@ -1205,7 +1225,9 @@ impl Gateway {
         headers.insert(headers::DESTINATION.into(), header_string(destination));
         let properties = delivery.properties.clone().with_headers(headers);
         self.retry
-            .publish("", &retry_wait_queue(delay), &delivery.data, properties)
+            .publish_fitted("", &retry_wait_queue(delay), &delivery.data, |frame_max| {
+                fitted(&properties, frame_max)
+            })
             .await
             .map(|()| delay)
     }
@@ -1223,6 +1245,8 @@ impl Gateway {
         // what was received, and add why it ended here.
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         strip_broker_headers(&mut headers);
+        // The guard's marker: the detail of a `headers-too-large` rejection says it.
+        drop_headers(&mut headers, &[DROPPED_HEADERS]);
         headers.insert(
             headers::REASON.into(),
             header_string(rejection.reason.code()),
@@ -1277,12 +1301,27 @@ impl Gateway {
         if properties.message_id().is_none() && !submission_id.is_empty() {
             properties = properties.with_message_id(submission_id.into());
         }
+        let detail = rejection.detail.as_str();
         self.dead_letter
-            .publish(
+            .publish_fitted(
                 &self.config.gateway.dead_letter_exchange,
                 rejection.reason.code(),
                 &delivery.data,
-                properties,
+                |frame_max| {
+                    let (fitted, left_out) = amqp::fit(&properties, frame_max, own_header);
+                    let Some(bytes) = left_out else {
+                        return fitted;
+                    };
+                    // Said where operators look: the detail.
+                    let mut headers = fitted.headers().clone().unwrap_or_default();
+                    headers.insert(
+                        headers::DETAIL.into(),
+                        header_string(format!(
+                            "{detail}; the message's own headers ({bytes} bytes) are left out of this dead letter: with them it did not fit the dead-letter broker's frame size ({frame_max} bytes)"
+                        )),
+                    );
+                    fitted.with_headers(headers)
+                },
             )
             .await
     }
@@ -1387,7 +1426,12 @@ impl Gateway {
             .with_timestamp(unix_seconds())
             .with_headers(headers);
         self.status[platform]
-            .publish(&p.status_exchange, &p.status_routing_key, &body, properties)
+            .publish_fitted(
+                &p.status_exchange,
+                &p.status_routing_key,
+                &body,
+                |frame_max| fitted(&properties, frame_max),
+            )
             .await
     }
 
@@ -1561,6 +1605,17 @@ async fn nack(settled: &Settled) -> bool {
             false
         }
     }
+}
+
+/// The headers the gateway keeps when a message's own headers would not fit the frame size
+/// of the broker it goes to: its own, and the trace context.
+fn own_header(name: &str) -> bool {
+    name.starts_with("x-ozg-") || name == headers::TRACEPARENT
+}
+
+/// `properties` fitted to `frame_max`, keeping only [`own_header`]s if need be.
+fn fitted(properties: &BasicProperties, frame_max: u32) -> BasicProperties {
+    amqp::fit(properties, frame_max, own_header).0
 }
 
 /// Headers the broker adds when it dead-letters (the delay queues do): dropped before the
