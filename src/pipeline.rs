@@ -234,6 +234,8 @@ pub struct Publishers {
 /// Where a delivery came from and what the gateway's own headers said about it.
 struct Arrival {
     platform: Option<usize>,
+    /// The trace every message about this submission carries (`telemetry::submission_trace`).
+    trace: FieldTable,
     attempts: Attempts,
     replay: Option<Replay>,
     received_at: SystemTime,
@@ -486,6 +488,7 @@ impl Gateway {
         if !span.is_disabled() {
             let _ = span.set_parent(telemetry::extract(headers));
         }
+        let trace = telemetry::submission_trace(&span, headers);
         let started = Instant::now();
         let handles = &self.platform_handles[platform.unwrap_or(self.config.platforms.len())];
         match source {
@@ -506,6 +509,7 @@ impl Gateway {
         let live = self.live.load_full();
         let arrival = Arrival {
             platform,
+            trace,
             attempts,
             replay,
             received_at,
@@ -660,9 +664,9 @@ impl Gateway {
         if let Err(e) = self
             .deliver(
                 platform,
+                &arrival.trace,
                 delivery,
-                &envelope,
-                encoding,
+                (&envelope, encoding),
                 d,
                 &live.outlets[destination],
             )
@@ -767,9 +771,9 @@ impl Gateway {
     async fn deliver(
         &self,
         platform: usize,
+        trace: &FieldTable,
         delivery: &Delivery,
-        envelope: &Envelope,
-        encoding: Encoding,
+        (envelope, encoding): (&Envelope, Encoding),
         d: &Destination,
         outlet: &Outlet,
     ) -> Result<(), DeliveryError> {
@@ -806,11 +810,7 @@ impl Gateway {
         let started = Instant::now();
         let published = async {
             // The destination continues the trace from the gateway's publish span.
-            telemetry::inject(
-                &tracing::Span::current(),
-                delivery.properties.headers().as_ref(),
-                &mut headers,
-            );
+            telemetry::inject(&tracing::Span::current(), Some(trace), &mut headers);
             let properties = BasicProperties::default()
                 .with_message_id(id.as_str().into())
                 .with_content_type(encoding.content_type().into())
@@ -1001,7 +1001,7 @@ impl Gateway {
                     None,
                 );
                 if let Some(event) = event {
-                    self.send_status(delivery, event).await;
+                    self.send_status(&arrival.trace, event).await;
                 }
                 (Disposition::Ack, submission_id)
             }
@@ -1037,7 +1037,7 @@ impl Gateway {
                     None,
                 );
                 if let Some(event) = event {
-                    self.send_status(delivery, event).await;
+                    self.send_status(&arrival.trace, event).await;
                 }
                 (Disposition::Ack, submission_id)
             }
@@ -1048,7 +1048,7 @@ impl Gateway {
                 error,
             } => match self
                 .schedule_retry(
-                    platform_id,
+                    arrival,
                     &destination,
                     delivery,
                     &submission_id,
@@ -1126,7 +1126,7 @@ impl Gateway {
                 let reason = rejection.reason.code();
                 match self
                     .dead_letter(
-                        platform,
+                        Some(arrival),
                         delivery,
                         &rejection,
                         &submission_id,
@@ -1169,7 +1169,7 @@ impl Gateway {
                             Some(&rejection),
                         );
                         if let Some(event) = event {
-                            self.send_status(delivery, event).await;
+                            self.send_status(&arrival.trace, event).await;
                         }
                         (Disposition::Ack, submission_id)
                     }
@@ -1200,7 +1200,7 @@ impl Gateway {
     /// retry queue when the delay is over. Returns the delay.
     async fn schedule_retry(
         &self,
-        platform_id: &str,
+        arrival: &Arrival,
         destination: &str,
         delivery: &Delivery,
         submission_id: &str,
@@ -1210,6 +1210,10 @@ impl Gateway {
         let delay = self.config.retry.delay(attempts.failed);
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         strip_broker_headers(&mut headers);
+        carry_trace(&mut headers, &arrival.trace);
+        let platform_id = arrival
+            .platform
+            .map_or("?", |i| self.config.platforms[i].id.as_str());
         headers.insert(headers::ORIGIN_PLATFORM.into(), header_string(platform_id));
         headers.insert(headers::SUBMISSION_ID.into(), header_string(submission_id));
         headers.insert(
@@ -1232,9 +1236,11 @@ impl Gateway {
             .map(|()| delay)
     }
 
+    /// Dead-letters what was taken off a queue: a platform's submission (`arrival`), or a
+    /// back office's receipt (`None`).
     async fn dead_letter(
         &self,
-        platform: Option<usize>,
+        arrival: Option<&Arrival>,
         delivery: &Delivery,
         rejection: &Rejection,
         submission_id: &str,
@@ -1245,6 +1251,10 @@ impl Gateway {
         // what was received, and add why it ended here.
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         strip_broker_headers(&mut headers);
+        if let Some(arrival) = arrival {
+            carry_trace(&mut headers, &arrival.trace);
+        }
+        let platform = arrival.and_then(|a| a.platform);
         // The guard's marker: the detail of a `headers-too-large` rejection says it.
         drop_headers(&mut headers, &[DROPPED_HEADERS]);
         headers.insert(
@@ -1364,9 +1374,8 @@ impl Gateway {
 
     /// Status events are sent with a confirm but do not hold the submission back: the
     /// submission's own fate is already decided when they are sent.
-    async fn send_status(&self, delivery: &Delivery, event: wire::StatusEvent) {
-        let incoming = delivery.properties.headers().as_ref();
-        if let Err(e) = self.publish_status(incoming, &event).await {
+    async fn send_status(&self, trace: &FieldTable, event: wire::StatusEvent) {
+        if let Err(e) = self.publish_status(Some(trace), &event).await {
             tracing::warn!(
                 submission_id = %event.submission_id,
                 platform = %event.platform_id,
@@ -1604,6 +1613,18 @@ async fn nack(settled: &Settled) -> bool {
                 "nack not answered in time; the broker redelivers the submission when the channel closes");
             false
         }
+    }
+}
+
+/// Gives `headers` the submission's trace when the platform sent none (or an invalid one),
+/// so that a retry continues it and a dead letter shows it.
+fn carry_trace(headers: &mut FieldTable, trace: &FieldTable) {
+    if telemetry::has_trace(headers) {
+        return;
+    }
+    drop_headers(headers, &[headers::TRACEPARENT, headers::TRACESTATE]);
+    for (name, value) in trace.inner() {
+        headers.insert(name.clone(), value.clone());
     }
 }
 

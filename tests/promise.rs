@@ -6,6 +6,13 @@
 //!   channel closed by the broker) followed by the exchange's return: the retry backlog
 //!   drains by itself, exactly once, while the other destination on the same broker
 //!   connection and the platform's status events keep flowing.
+//! - SIGTERM to the real binary in the middle of a backlog, then a restart: no submission
+//!   settled twice (delivery, dead letter, status event), none lost.
+//! - Messages whose headers do not fit a frame, mixed into a platform's queue: the good
+//!   ones delivered, each bad one dead-lettered once with its reason, the consuming
+//!   connection never dropped, another Land unaffected.
+//! - Without OTLP and without a platform's traceparent, every message about one submission
+//!   (delivery, status event, dead letter, retry) carries the same trace id.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -666,4 +673,127 @@ async fn messages_whose_headers_do_not_fit_a_frame_never_stop_a_queue() {
             );
         }
     }
+}
+
+/// The trace id of a message's W3C `traceparent`.
+fn trace_id(m: &Received) -> String {
+    let traceparent = m
+        .header("traceparent")
+        .unwrap_or_else(|| panic!("no traceparent on {:?}", m.properties.headers()));
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "traceparent {traceparent:?}");
+    assert_ne!(parts[1], "0".repeat(32));
+    parts[1].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_about_one_submission_carries_its_trace_id() {
+    // No OpenTelemetry layer in this test binary (no OTLP), and the platform sends no
+    // traceparent: the gateway starts each submission's trace itself.
+    let v = Vhosts::create("traces", &["gw", "he"]);
+    let config = TestConfig::new(&v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .retry(r#"delays = ["1s"]"#)
+        .retry("max_attempts = 2")
+        .platform("civento-he", "06", "he", None)
+        .healthy_and_ghost()
+        .build();
+    declare(&config).await;
+    delete_exchange(&v.url("he"), "ghost-exchange").await;
+    let gateway = RunningGateway::start(config);
+    let he = connect(&v.url("he")).await;
+    let channel = confirm_channel(&he).await;
+    let delivered = sample_submission("civento-he", "06", MELDE, "064110000000", 512);
+    let invalid = sample_submission("civento-he", "06", "12345678901234", "064110000000", 512);
+    let retried = sample_submission("civento-he", "06", MELDE, "066110000000", 512);
+    for s in [&delivered, &invalid, &retried] {
+        submit(&channel, s, Encoding::Protobuf).await;
+    }
+
+    let read = he.create_channel().await.unwrap();
+    let gw = connect(&v.url("gw")).await;
+    let gw_read = gw.create_channel().await.unwrap();
+    // The retry waits a second in its delay queue: look at it there and put it back.
+    let waiting = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = gw_read
+                .basic_get(
+                    "ozg.gateway.retry.wait-1000ms".into(),
+                    lapin::options::BasicGetOptions::default(),
+                )
+                .await
+                .unwrap();
+            if let Some(m) = got {
+                let delivery = m.delivery;
+                let seen = Received {
+                    properties: delivery.properties.clone(),
+                    body: delivery.data.clone(),
+                    redelivered: delivery.redelivered,
+                };
+                delivery
+                    .acker
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                break seen;
+            }
+            assert!(Instant::now() < deadline, "no retry in its delay queue");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let backoffice = take_backoffice(&read, "healthy", 1, Duration::from_secs(10)).await;
+    let dead = take_dead_letters(&gw_read, 2, Duration::from_secs(15)).await;
+    let events = take_status(&read, "civento-he", 3, Duration::from_secs(10)).await;
+    gateway.stop().await;
+
+    assert_eq!(backoffice.len(), 1);
+    assert_eq!(dead.len(), 2);
+    assert_eq!(events.len(), 3);
+    let event = |id: &str| {
+        events
+            .iter()
+            .find(|e| e.header("x-ozg-submission-id").as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no status event for {id}"))
+    };
+    let dead_letter = |id: &str| {
+        dead.iter()
+            .find(|m| m.header("x-ozg-submission-id").as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no dead letter for {id}"))
+    };
+    let delivered_trace = trace_id(&backoffice[0]);
+    assert_eq!(
+        trace_id(event(&delivered.submission_id)),
+        delivered_trace,
+        "delivery and forwarded event"
+    );
+    let invalid_trace = trace_id(dead_letter(&invalid.submission_id));
+    assert_eq!(
+        trace_id(event(&invalid.submission_id)),
+        invalid_trace,
+        "dead letter and rejected event"
+    );
+    let retried_trace = trace_id(&waiting);
+    assert_eq!(
+        waiting.header("x-ozg-submission-id").as_deref(),
+        Some(retried.submission_id.as_str())
+    );
+    assert_eq!(
+        trace_id(dead_letter(&retried.submission_id)),
+        retried_trace,
+        "retry and the dead letter after the last attempt"
+    );
+    assert_eq!(
+        trace_id(event(&retried.submission_id)),
+        retried_trace,
+        "retry and rejected event"
+    );
+    let distinct: HashSet<&String> = [&delivered_trace, &invalid_trace, &retried_trace].into();
+    assert_eq!(distinct.len(), 3, "one trace per submission");
+    println!(
+        "traces: delivered {delivered_trace}, dead-lettered {invalid_trace}, retried then dead-lettered {retried_trace}"
+    );
 }
