@@ -442,7 +442,10 @@ impl Publisher {
         // one round trip apiece; together they have as long as one confirm.
         let deadline = Instant::now() + self.confirm_timeout;
         loop {
-            match self.publish_once(exchange, routing_key, body, &fit).await {
+            match self
+                .publish_once(exchange, routing_key, body, &fit, deadline)
+                .await
+            {
                 // Nothing of this publish reached the broker (its channel was closed under
                 // it, by the broker for another publish on it or with the connection): a
                 // fresh channel gives the broker's own answer for this message instead of
@@ -460,9 +463,27 @@ impl Publisher {
         routing_key: &str,
         body: &[u8],
         fit: &impl Fn(u32) -> BasicProperties,
+        deadline: Instant,
     ) -> Result<(), PublishFailure> {
+        // Getting a channel (waiting for the link, or behind other publishes waiting for it)
+        // ends at the publish's deadline: when a broker is down, the publishes queued for
+        // its channel fail together after one confirm timeout, not one after the other.
+        let channel = tokio::time::timeout_at(deadline.into(), self.channel()).await;
         // Held until the confirm is in: a replaced connection is closed only after that.
-        let (open, connection) = self.channel().await.map_err(Failed)?;
+        let (open, connection) = match channel {
+            Ok(opened) => opened.map_err(Failed)?,
+            Err(_) if self.link.current().is_none() => {
+                return Err(Failed(DeliveryError::NotConnected {
+                    broker: self.broker.clone(),
+                }));
+            }
+            Err(_) => {
+                return Err(Failed(DeliveryError::ConfirmTimeout {
+                    broker: self.broker.clone(),
+                    timeout: self.confirm_timeout,
+                }));
+            }
+        };
         let frame_max = connection.configuration().frame_max();
         let properties = fit(frame_max).with_delivery_mode(2);
         let size = header_frame_size(&properties);
