@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, RustlsConnector, TLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPScheme;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -20,6 +20,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Broker;
+use guard::{FrameLimit, GuardKit, GuardedStream};
+
+pub mod guard;
 use crate::link::Link;
 use crate::topology::{self, Declarations};
 
@@ -38,12 +41,24 @@ pub enum DeliveryError {
     },
     #[error("negatively acknowledged (nack) by broker {broker}")]
     Nacked { broker: String },
-    #[error("no confirm from broker {broker} within {timeout:?}")]
+    #[error("no confirm from broker {broker} within {timeout:?}; the message may have arrived")]
     ConfirmTimeout { broker: String, timeout: Duration },
+    /// Sent, but the channel or connection closed before the broker's confirm.
+    #[error("no confirm from broker {broker}: {detail}; the message may have arrived")]
+    ConfirmLost { broker: String, detail: String },
     #[error("channel to broker {broker} failed: {detail}")]
     Channel { broker: String, detail: String },
     #[error("broker {broker} is not connected (reconnecting)")]
     NotConnected { broker: String },
+    /// Never sent: the broker closes the whole connection on a frame larger than agreed.
+    #[error(
+        "not sent: its properties take a {size}-byte frame, larger than the frame size of broker {broker} ({frame_max} bytes)"
+    )]
+    HeadersTooLarge {
+        broker: String,
+        size: usize,
+        frame_max: u32,
+    },
 }
 
 impl DeliveryError {
@@ -53,8 +68,10 @@ impl DeliveryError {
             DeliveryError::Returned { .. } => "returned",
             DeliveryError::Nacked { .. } => "nacked",
             DeliveryError::ConfirmTimeout { .. } => "confirm-timeout",
+            DeliveryError::ConfirmLost { .. } => "confirm-lost",
             DeliveryError::Channel { .. } => "channel-error",
             DeliveryError::NotConnected { .. } => "not-connected",
+            DeliveryError::HeadersTooLarge { .. } => "headers-too-large",
         }
     }
 }
@@ -98,17 +115,25 @@ pub enum Role {
     Publish,
 }
 
+/// The frame size a publishing connection asks for unless a broker's URL says
+/// `?frame_max=`. lapin keeps a send and a receive buffer of 32 frames per connection, and
+/// the gateway fits what it publishes into the frame size (`fit`); bodies are split into
+/// frames of any size. 8 KiB frames carry a 4 KiB submission in one frame.
+pub const PUBLISH_FRAME_MAX: u32 = 8192;
+
+/// The frame size a consuming connection asks for unless a broker's URL says `?frame_max=`:
+/// RabbitMQ's own (and what brokers offer unless configured otherwise), so that a message
+/// any publisher could send to the broker arrives whole; lapin takes the smaller of this and
+/// the broker's offer. Asked for up front, lapin's buffers are allocated at this size and
+/// take memory only as traffic passes through them; asking for less and taking the broker's
+/// larger offer makes lapin grow them, zero-filled, on every connection at once.
+pub const CONSUME_FRAME_MAX: u32 = 131_072;
+
 /// Connects to node `node` of `broker`; every broker connection of the gateway and its
 /// commands is opened here. amqps:// verifies the node against the broker's CA only
 /// (`tls::BrokerTls`), with the node's host or the configured `server_name`; there is no
-/// way to skip that.
-/// The frame size the gateway asks for unless a broker's URL says `?frame_max=`. lapin
-/// keeps a send and a receive buffer of 32 frames per connection, zero-filled: at RabbitMQ's
-/// default of 128 KiB that is 8 MiB per connection, and with one publishing and one consuming
-/// connection per broker the example's 17 brokers held 290 of the idle gateway's 330 MiB.
-/// 8 KiB frames carry a 4 KiB submission in one frame; bigger ones take several.
-pub const DEFAULT_FRAME_MAX: u32 = 8192;
-
+/// way to skip that. A consuming connection is guarded (`guard`): a message whose headers
+/// do not fit its frame size arrives without them instead of closing the connection.
 pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connection, ConnectError> {
     let role_name = match role {
         Role::Consume => "consume",
@@ -125,42 +150,58 @@ pub async fn connect(broker: &Broker, node: usize, role: Role) -> Result<Connect
         .with_connection_name(format!("ozg-gateway {role_name} {}", broker.name).into());
     let mut uri = target.uri().clone();
     if uri.query.frame_max.is_none() {
-        uri.query.frame_max = Some(DEFAULT_FRAME_MAX);
+        uri.query.frame_max = Some(match role {
+            Role::Consume => CONSUME_FRAME_MAX,
+            Role::Publish => PUBLISH_FRAME_MAX,
+        });
     }
-    let connecting = async {
-        match &broker.tls {
-            None if uri.scheme == AMQPScheme::AMQP => {
-                Connection::connect_uri(uri, properties).await
-            }
-            // Validation pairs amqps:// with TLS settings; refuse rather than fall back to
-            // lapin's default roots should that ever not hold.
-            None => Err(std::io::Error::other("amqps:// without TLS settings").into()),
-            Some(tls) => {
-                let connector = RustlsConnector::from(tls.client_config());
-                let server_name = tls.name_for(&uri.authority.host).to_owned();
-                let runtime = lapin::runtime::default_runtime()?;
-                Connection::connector(
-                    uri,
-                    runtime,
-                    async move |uri, runtime| {
-                        let mut plain = uri.clone();
-                        plain.scheme = AMQPScheme::AMQP;
-                        let tcp = AMQPUriTcpExt::connect_with_config_async(
-                            &plain,
-                            TLSConfig::default(),
-                            &runtime,
-                        )
-                        .await?;
-                        Ok(tcp.into_rustls(&connector, &server_name).await?)
-                    },
-                    properties,
-                )
-                .await
-            }
-        }
-    };
+    // Validation pairs amqps:// with TLS settings; refuse rather than fall back to lapin's
+    // default roots should that ever not hold.
+    if uri.scheme != AMQPScheme::AMQP && broker.tls.is_none() {
+        return Err(ConnectError::Failed {
+            broker: broker.name.clone(),
+            display: target.display.clone(),
+            source: std::io::Error::other("amqps:// without TLS settings").into(),
+        });
+    }
+    let tls = broker.tls.as_ref().map(|tls| {
+        (
+            RustlsConnector::from(tls.client_config()),
+            tls.name_for(&uri.authority.host).to_owned(),
+        )
+    });
+    let limit = FrameLimit::default();
+    let guard = (role == Role::Consume).then(|| limit.clone());
+    let runtime = async_rs::Runtime::new(GuardKit::current());
+    let connecting = Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let mut plain = uri.clone();
+            plain.scheme = AMQPScheme::AMQP;
+            let tcp =
+                AMQPUriTcpExt::connect_with_config_async(&plain, TLSConfig::default(), &runtime)
+                    .await?;
+            let stream = match &tls {
+                Some((connector, server_name)) => tcp.into_rustls(connector, server_name).await?,
+                None => tcp,
+            };
+            // Above TLS: the guard reads frames, not ciphertext.
+            Ok(match &guard {
+                Some(limit) => {
+                    AsyncTcpStream::Plain(GuardedStream::guarding(stream, limit.clone()))
+                }
+                None => stream,
+            })
+        },
+        properties,
+    );
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(connection)) => Ok(connection),
+        Ok(Ok(connection)) => {
+            // Deliveries come only after a subscription, by when the guard knows this.
+            limit.set(connection.configuration().frame_max());
+            Ok(connection)
+        }
         Ok(Err(source)) => Err(ConnectError::Failed {
             broker: broker.name.clone(),
             display: target.display.clone(),
@@ -219,6 +260,10 @@ pub struct Publisher {
 #[derive(Clone)]
 struct OpenChannel {
     channel: Channel,
+    /// The connection the channel is on. Only a publish in progress holds it (see
+    /// [`Link::open_channel`]): a connection the link replaced is closed once its last
+    /// publish is done, and an idle channel on it goes with it.
+    connection: std::sync::Weak<Connection>,
     /// Locked by the one publish allowed while the channel is unproven; `true` once a
     /// publish on it was confirmed.
     gate: Arc<Mutex<bool>>,
@@ -289,49 +334,73 @@ impl Publisher {
         }
     }
 
-    async fn channel(&self) -> Result<OpenChannel, DeliveryError> {
+    /// The channel to publish on, with its connection (held for the publish). A channel on
+    /// a connection the link has replaced is left to the publishes still using it; new
+    /// ones go to a channel on the link's current connection.
+    async fn channel(&self) -> Result<(OpenChannel, Arc<Connection>), DeliveryError> {
         let mut slot = self.channel.lock().await;
         if let Some(open) = slot.as_ref()
             && open.channel.status().connected()
+            && let Some(connection) = open.connection.upgrade()
         {
-            return Ok(open.clone());
+            let replaced = self
+                .link
+                .current()
+                .is_some_and(|current| !Arc::ptr_eq(&current, &connection));
+            if !replaced {
+                return Ok((open.clone(), connection));
+            }
         }
         // Right after start or during a reconnect the link may be down for a moment: wait for
-        // it as long as for a confirm rather than failing the delivery at once.
-        let connection = match self.link.current() {
-            Some(c) => c,
-            None => tokio::time::timeout(
-                self.confirm_timeout,
-                self.link.connected(&CancellationToken::new()),
-            )
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| DeliveryError::NotConnected {
-                broker: self.broker.clone(),
-            })?,
+        // it as long as for a confirm rather than failing the delivery at once. Opening a
+        // channel can hang on a connection that is going away: the same bound.
+        let opened = tokio::time::timeout(
+            self.confirm_timeout,
+            self.link.open_channel(&CancellationToken::new()),
+        )
+        .await;
+        let (connection, channel) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => return Err(self.channel_error(e)),
+            Err(_) if self.link.current().is_none() => {
+                return Err(DeliveryError::NotConnected {
+                    broker: self.broker.clone(),
+                });
+            }
+            Err(_) => {
+                return Err(DeliveryError::ConfirmTimeout {
+                    broker: self.broker.clone(),
+                    timeout: self.confirm_timeout,
+                });
+            }
         };
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| self.channel_error(e))?;
-        if let Some(owned) = &self.owned {
-            owned
-                .declare(&channel)
+        // A channel that fails here is dropped, and lapin closes it with its last handle.
+        let prepared = async {
+            if let Some(owned) = &self.owned {
+                owned.declare(&channel).await?;
+            }
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
                 .await
-                .map_err(|e| self.channel_error(e))?;
+        };
+        match tokio::time::timeout(self.confirm_timeout, prepared).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.channel_error(e)),
+            Err(_) => {
+                return Err(DeliveryError::ConfirmTimeout {
+                    broker: self.broker.clone(),
+                    timeout: self.confirm_timeout,
+                });
+            }
         }
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| self.channel_error(e))?;
         let open = OpenChannel {
             channel,
+            connection: Arc::downgrade(&connection),
             gate: Arc::new(Mutex::new(false)),
             proven: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         *slot = Some(open.clone());
-        Ok(open)
+        Ok((open, connection))
     }
 
     /// Forgets the channel after an error, so that the next publish opens a fresh one.
@@ -354,18 +423,34 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), DeliveryError> {
+        self.publish_fitted(exchange, routing_key, body, |_| properties.clone())
+            .await
+    }
+
+    /// [`publish`](Self::publish) with properties made for the frame size of the connection
+    /// the message goes out on: `fit` gets that frame size and returns the properties to
+    /// send (see [`fit`]). Properties that still take a larger frame are refused unsent
+    /// ([`DeliveryError::HeadersTooLarge`]): the broker would close the whole connection.
+    pub async fn publish_fitted(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        fit: impl Fn(u32) -> BasicProperties,
+    ) -> Result<(), DeliveryError> {
         // Publishes queued behind a failing channel's gate each get a fresh channel in turn,
         // one round trip apiece; together they have as long as one confirm.
         let deadline = Instant::now() + self.confirm_timeout;
         loop {
             match self
-                .publish_once(exchange, routing_key, body, properties.clone())
+                .publish_once(exchange, routing_key, body, &fit, deadline)
                 .await
             {
-                // The channel was closed under this publish by another one on it (the broker
-                // closes a channel on a publish to a missing exchange) before this one went
-                // out: nothing was sent, and a fresh channel gives the broker's own answer
-                // for this message instead of a stale "channel closed".
+                // Nothing of this publish reached the broker (its channel was closed under
+                // it, by the broker for another publish on it or with the connection): a
+                // fresh channel gives the broker's own answer for this message instead of
+                // a stale "channel closed", and a failed attempt is not counted for
+                // something that was never sent.
                 Err(Unsent(_)) if Instant::now() < deadline => {}
                 other => return other.map_err(PublishFailure::into_error),
             }
@@ -377,18 +462,38 @@ impl Publisher {
         exchange: &str,
         routing_key: &str,
         body: &[u8],
-        properties: BasicProperties,
+        fit: &impl Fn(u32) -> BasicProperties,
+        deadline: Instant,
     ) -> Result<(), PublishFailure> {
-        // Opening a channel can hang on a connection that is going away; it counts against
-        // the same bound as the confirm.
-        let open = tokio::time::timeout(self.confirm_timeout, self.channel())
-            .await
-            .map_err(|_| DeliveryError::ConfirmTimeout {
+        // Getting a channel (waiting for the link, or behind other publishes waiting for it)
+        // ends at the publish's deadline: when a broker is down, the publishes queued for
+        // its channel fail together after one confirm timeout, not one after the other.
+        let channel = tokio::time::timeout_at(deadline.into(), self.channel()).await;
+        // Held until the confirm is in: a replaced connection is closed only after that.
+        let (open, connection) = match channel {
+            Ok(opened) => opened.map_err(Failed)?,
+            Err(_) if self.link.current().is_none() => {
+                return Err(Failed(DeliveryError::NotConnected {
+                    broker: self.broker.clone(),
+                }));
+            }
+            Err(_) => {
+                return Err(Failed(DeliveryError::ConfirmTimeout {
+                    broker: self.broker.clone(),
+                    timeout: self.confirm_timeout,
+                }));
+            }
+        };
+        let frame_max = connection.configuration().frame_max();
+        let properties = fit(frame_max).with_delivery_mode(2);
+        let size = header_frame_size(&properties);
+        if size > frame_max as usize {
+            return Err(Failed(DeliveryError::HeadersTooLarge {
                 broker: self.broker.clone(),
-                timeout: self.confirm_timeout,
-            })
-            .map_err(Failed)?
-            .map_err(Failed)?;
+                size,
+                frame_max,
+            }));
+        }
         let channel = &open.channel;
         let proving = if open.proven.load(std::sync::atomic::Ordering::Acquire) {
             None
@@ -421,14 +526,29 @@ impl Publisher {
                     ShortString::from(routing_key),
                     options,
                     body,
-                    properties.with_delivery_mode(2),
+                    properties,
                 )
                 .await
-                .map_err(|e| match e.kind() {
-                    lapin::ErrorKind::InvalidChannelState(..) => Unsent(self.channel_error(e)),
-                    _ => Failed(self.channel_error(e)),
-                })?;
-            confirm.await.map_err(|e| Failed(self.channel_error(e)))
+                // lapin answers a publish once all its frames are written: an error here
+                // means the broker never got the whole message (the channel or connection
+                // closed first), so it cannot have arrived.
+                .map_err(|e| Unsent(self.channel_error(e)))?;
+            confirm.await.map_err(|e| {
+                // The broker refused this very publish (a missing exchange: 404) when it
+                // was the only one in flight on the channel; otherwise the channel or the
+                // connection went away after the message was sent: it may have arrived.
+                let refused = proving.is_some()
+                    && matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+                        if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(_)));
+                Failed(if refused {
+                    self.channel_error(e)
+                } else {
+                    DeliveryError::ConfirmLost {
+                        broker: self.broker.clone(),
+                        detail: e.to_string(),
+                    }
+                })
+            })
         };
         let result = match tokio::time::timeout(self.confirm_timeout, sent).await {
             Err(_) => Err(DeliveryError::ConfirmTimeout {
@@ -476,7 +596,8 @@ impl Publisher {
 
 /// Why [`Publisher::publish_once`] failed: whether the message may have reached the broker.
 enum PublishFailure {
-    /// Refused by lapin before anything was sent (the channel had closed meanwhile).
+    /// Not sent whole: lapin refused it or dropped its frames before the last was written
+    /// (the channel or connection had closed meanwhile).
     Unsent(DeliveryError),
     Failed(DeliveryError),
 }
@@ -488,6 +609,45 @@ impl PublishFailure {
             Unsent(e) | Failed(e) => e,
         }
     }
+}
+
+/// How many bytes the content-header frame of a message with these properties takes: the
+/// frame's own 8, class, weight and body size (12), and the encoded properties. AMQP cannot
+/// split it, so it must fit the connection's frame size.
+pub fn header_frame_size(properties: &BasicProperties) -> usize {
+    const FIXED: usize = 8 + 12;
+    let encoded = cookie_factory::r#gen(
+        lapin::protocol::basic::gen_properties(properties),
+        Vec::new(),
+    );
+    // Writing into a Vec does not fail; were it to, the frame counts as too large.
+    encoded.map_or(usize::MAX, |(_, len)| {
+        FIXED + usize::try_from(len).unwrap_or(usize::MAX)
+    })
+}
+
+/// `properties` fitted to `frame_max`: as they are when their content header fits, else
+/// with only the headers `keep` accepts, and the size in bytes of what was left out.
+pub fn fit(
+    properties: &BasicProperties,
+    frame_max: u32,
+    keep: impl Fn(&str) -> bool,
+) -> (BasicProperties, Option<usize>) {
+    let size = header_frame_size(properties);
+    if size <= frame_max as usize {
+        return (properties.clone(), None);
+    }
+    let mut kept = FieldTable::default();
+    if let Some(headers) = properties.headers() {
+        for (name, value) in headers.inner() {
+            if keep(name.as_str()) {
+                kept.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    let fitted = properties.clone().with_headers(kept);
+    let left_out = size.saturating_sub(header_frame_size(&fitted));
+    (fitted, Some(left_out))
 }
 
 /// Exchange through which expired retries come back to the gateway.
@@ -515,5 +675,86 @@ pub fn value_text(value: &AMQPValue) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_headers(n: usize, value_len: usize) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for i in 0..n {
+            headers.insert(
+                format!("h{i:04}").into(),
+                header_string("v".repeat(value_len)),
+            );
+        }
+        headers.insert("x-ozg-reason".into(), header_string("no-route"));
+        headers.insert(
+            "traceparent".into(),
+            header_string("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id("5f0c".into())
+            .with_delivery_mode(2)
+            .with_headers(headers)
+    }
+
+    #[test]
+    fn the_header_frame_size_is_what_goes_on_the_wire() {
+        use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, gen_frame};
+        for properties in [
+            BasicProperties::default(),
+            with_headers(0, 0),
+            with_headers(3, 10),
+            with_headers(2_500, 1),
+            with_headers(1, 9_000),
+        ] {
+            let frame = AMQPFrame::Header(
+                1,
+                AMQPContentHeader {
+                    class_id: 60,
+                    body_size: 4096,
+                    properties: properties.clone(),
+                },
+            );
+            let (_, wire) = cookie_factory::r#gen(gen_frame(&frame), Vec::new()).unwrap();
+            assert_eq!(header_frame_size(&properties) as u64, wire);
+        }
+    }
+
+    #[test]
+    fn headers_that_do_not_fit_are_left_out_but_the_kept_ones() {
+        let own = |name: &str| name.starts_with("x-ozg-") || name == "traceparent";
+        for (properties, frame_max, left_out) in [
+            (with_headers(3, 10), 8192, false),
+            (with_headers(1, 9_000), 8192, true),
+            (with_headers(1, 9_000), 131_072, false),
+            (with_headers(2_500, 1), 8192, true),
+        ] {
+            let (fitted, dropped) = fit(&properties, frame_max, own);
+            assert_eq!(dropped.is_some(), left_out);
+            assert!(header_frame_size(&fitted) <= frame_max as usize);
+            let names: Vec<String> = fitted
+                .headers()
+                .as_ref()
+                .unwrap()
+                .inner()
+                .keys()
+                .map(|k| k.to_string())
+                .collect();
+            if left_out {
+                assert_eq!(names, ["traceparent", "x-ozg-reason"]);
+                assert_eq!(
+                    dropped,
+                    Some(header_frame_size(&properties) - header_frame_size(&fitted))
+                );
+                assert_eq!(fitted.message_id(), properties.message_id());
+            } else {
+                assert_eq!(fitted, properties);
+            }
+        }
     }
 }

@@ -638,19 +638,19 @@ async fn consume(
             tracing::info!(ingress = %ingress.name, "resumed by an operator");
         }
         set_state(ConsumerState::Connecting);
-        let Some(connection) = link.connected(&stop).await else {
-            return;
-        };
-        match subscribe(&connection, &ingress).await {
-            Ok((channel, consumer)) => {
+        match subscribe(&link, &ingress, &stop).await {
+            Err(link::ChannelError::Stopped { .. }) => return,
+            // The connection is held as long as the subscription: a link that replaced it
+            // closes it only once this consumer is done with it.
+            Ok((connection, channel, consumer)) => {
                 attempt = 0;
                 up.set(1);
                 set_state(ConsumerState::Consuming);
                 tracing::info!(ingress = %ingress.name, queue = %ingress.queue,
                     prefetch = ingress.prefetch, "consuming");
                 let tag = consumer.tag();
-                // This subscription's own deliveries: a paused channel stays open until
-                // they are settled, since their acks travel on it.
+                // This subscription's own deliveries: its channel stays open until they
+                // are settled, since their acks travel on it.
                 let subscription = TaskTracker::new();
                 let mut order = AckOrder::default();
                 let mut spawn = |batch: Vec<lapin::message::Delivery>| {
@@ -662,36 +662,43 @@ async fn consume(
                     }));
                 };
                 let ended = pump(consumer, &mut spawn, &stop, paused.as_mut(), &store).await;
-                match ended {
-                    Ended::Stopped => {
-                        // Bounded: on a broken connection the cancel may never be answered.
-                        let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
-                        return;
-                    }
-                    Ended::Paused(mut consumer) => {
-                        let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
-                        // Deliveries the broker sent before the cancel took effect are
-                        // processed like any other, not left unacked on a forgotten channel.
-                        let drain = async {
-                            while let Some(Ok(delivery)) = consumer.next().await {
-                                spawn(vec![delivery]);
-                            }
-                        };
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
-                        subscription.close();
-                        tokio::spawn(async move {
-                            subscription.wait().await;
-                            let close = channel.close(200, "paused".into());
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-                        });
-                        continue;
-                    }
+                let (consumer, next) = match ended {
+                    Ended::Stopped(consumer) => (Some(consumer), Next::Return),
+                    Ended::Paused(consumer) => (Some(consumer), Next::Resume),
                     Ended::Lost(reason) => {
                         tracing::warn!(ingress = %ingress.name, error = %reason,
                             "consumer lost; resubscribing");
+                        (None, Next::Resubscribe)
                     }
+                };
+                if let Some(mut consumer) = consumer {
+                    // Bounded: on a broken connection the cancel may never be answered.
+                    let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
+                    // Deliveries the broker sent before the cancel took effect are
+                    // processed like any other, not left unacked on a forgotten channel.
+                    let drain = async {
+                        while let Some(Ok(delivery)) = consumer.next().await {
+                            spawn(vec![delivery]);
+                        }
+                    };
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+                }
+                subscription.close();
+                // The channel stays open until every batch of this subscription has sent
+                // its acks on it (closing it earlier hands settled deliveries back to the
+                // broker, to be settled a second time). Tracked in `in_flight`: a shutdown
+                // waits for it within its grace period, then closes the connections anyway.
+                in_flight.spawn(async move {
+                    subscription.wait().await;
+                    let close = channel.close(200, "subscription ended".into());
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                    drop(connection);
+                });
+                match next {
+                    Next::Return => return,
+                    Next::Resume => continue,
+                    Next::Resubscribe => {}
                 }
             }
             Err(e) => {
@@ -708,20 +715,28 @@ async fn consume(
     }
 }
 
-/// Why [`pump`] returned.
+/// Why [`pump`] returned. A consumer handed back is cancelled and drained.
 enum Ended {
-    Stopped,
-    /// An operator paused the platform; the consumer is handed back to be cancelled and
-    /// drained.
+    /// The gateway is stopping.
+    Stopped(Consumer),
+    /// An operator paused the platform.
     Paused(Consumer),
     Lost(String),
 }
 
+/// What the consumer loop does once a subscription is wound down.
+enum Next {
+    Return,
+    Resume,
+    Resubscribe,
+}
+
 async fn subscribe(
-    connection: &Connection,
+    link: &Link,
     ingress: &Ingress,
-) -> Result<(Channel, Consumer), lapin::Error> {
-    let channel = connection.create_channel().await?;
+    stop: &CancellationToken,
+) -> Result<(Arc<Connection>, Channel, Consumer), link::ChannelError> {
+    let (connection, channel) = link.open_channel(stop).await?;
     match &ingress.owned {
         Some(owned) => owned.declare(&channel).await?,
         None => {
@@ -748,7 +763,7 @@ async fn subscribe(
             FieldTable::default(),
         )
         .await?;
-    Ok((channel, consumer))
+    Ok((connection, channel, consumer))
 }
 
 /// Deliveries handed to the pipeline together at most: a batch shares its store round
@@ -780,7 +795,7 @@ async fn pump(
         };
         let next = tokio::select! {
             biased;
-            () = stop.cancelled() => return Ended::Stopped,
+            () = stop.cancelled() => return Ended::Stopped(consumer),
             () = pause => return Ended::Paused(consumer),
             next = async {
                 store.wait_up().await;
@@ -792,13 +807,17 @@ async fn pump(
             Some(Err(e)) => return Ended::Lost(e.to_string()),
             None => return Ended::Lost("the broker cancelled the consumer".to_owned()),
         };
-        // The store may have failed while this waited for the delivery. Held, not dropped,
-        // on a pause: a later batch's `multiple` ack would cover a dropped delivery. On
-        // stop nothing later is acked, and it goes back to the queue with the channel.
+        // The store may have failed while this waited for the delivery: held until it
+        // answers. Never dropped: what the broker had already sent is processed on stop and
+        // a later batch's `multiple` ack would cover a dropped delivery, so on stop it goes
+        // into the pipeline like the rest (which hands it back while the store fails).
         if !store.is_up() {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => return Ended::Stopped,
+                () = stop.cancelled() => {
+                    spawn(vec![first]);
+                    return Ended::Stopped(consumer);
+                }
                 () = store.wait_up() => {}
             }
         }

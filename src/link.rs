@@ -7,6 +7,17 @@
 //! A broker given as the nodes of a cluster is connected to one node at a time, the first
 //! at start; when that node fails the link goes on to the next one in the list (not back
 //! to the first), and only after every node failed in turn does it wait out a backoff.
+//!
+//! Every channel is opened through [`Link::open_channel`]. lapin 4.12 keeps the number of
+//! each channel the broker closed (a publish to a missing exchange, a passive declare of a
+//! missing queue: 404) marked as failed for the rest of the connection; once its channel
+//! numbers wrap around it cannot open a channel on such a number and keeps the failed
+//! channel in its registry for good, until no channel can be opened at all ("the maximum
+//! number of channels for this connection has been reached") although the broker shows
+//! only the few in use. A connection on which a channel cannot be opened while it is up is
+//! therefore replaced ([`Link::renew`]): the link connects afresh and hands out the new
+//! connection, and the old one is closed as soon as nobody holds it any more, so that what
+//! runs on it (publishes awaiting their confirms, consumers) finishes there undisturbed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +78,17 @@ pub struct Link {
     role: Role,
     connection: watch::Sender<Option<Arc<Connection>>>,
     state: watch::Sender<LinkState>,
+    /// Wakes the supervisor when [`Link::renew`] took the connection out of service.
+    renewal: tokio::sync::Notify,
+}
+
+/// Why a channel could not be opened through [`Link::open_channel`].
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{0}")]
+    Open(#[from] lapin::Error),
+    #[error("the link to broker {broker} is stopping")]
+    Stopped { broker: String },
 }
 
 /// Delay before reconnect attempt `attempt` (1-based): exponential, capped, with jitter in
@@ -88,6 +110,7 @@ impl Link {
                 attempt: 0,
                 last_error: None,
             }),
+            renewal: tokio::sync::Notify::new(),
         });
         tokio::spawn(supervise(link.clone(), broker, stop));
         link
@@ -117,11 +140,8 @@ impl Link {
     {
         let mut attempt = 0u32;
         loop {
-            let Some(connection) = self.connected(stop).await else {
-                return;
-            };
             let subscribed = async {
-                let channel = connection.create_channel().await?;
+                let (connection, channel) = self.open_channel(stop).await?;
                 prepare(channel.clone()).await?;
                 channel
                     .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
@@ -134,11 +154,13 @@ impl Link {
                         lapin::types::FieldTable::default(),
                     )
                     .await?;
-                Ok::<_, lapin::Error>((channel, consumer))
+                Ok::<_, ChannelError>((connection, channel, consumer))
             };
             match subscribed.await {
-                // The channel is held while the consumer runs: its acks travel on it.
-                Ok((_channel, consumer)) => {
+                Err(ChannelError::Stopped { .. }) => return,
+                // The channel is held while the consumer runs: its acks travel on it; and
+                // the connection, which a renewal closes only once nobody holds it.
+                Ok((_connection, _channel, consumer)) => {
                     attempt = 0;
                     tracing::info!(queue = %queue, broker = %self.broker, "consuming");
                     match run(consumer).await {
@@ -195,6 +217,50 @@ impl Link {
         self.state.borrow().clone()
     }
 
+    /// A new channel on the current connection (waiting for the link to be connected), with
+    /// the connection it is on: whoever uses the channel holds the connection too, so that
+    /// a renewal closes a replaced connection only when its last user is done. A channel
+    /// that cannot be opened on a connection that is still up renews the connection (see
+    /// the module documentation) and is opened on the new one.
+    pub async fn open_channel(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<(Arc<Connection>, lapin::Channel), ChannelError> {
+        let stopped = || ChannelError::Stopped {
+            broker: self.broker.clone(),
+        };
+        let connection = self.connected(stop).await.ok_or_else(stopped)?;
+        match connection.create_channel().await {
+            Ok(channel) => Ok((connection, channel)),
+            Err(e) if connection.status().connected() => {
+                tracing::warn!(broker = %self.broker, role = ?self.role, error = %e,
+                    "cannot open a channel on a connection that is up; replacing the connection");
+                self.renew(&connection);
+                let fresh = self.connected(stop).await.ok_or_else(stopped)?;
+                let channel = fresh.create_channel().await?;
+                Ok((fresh, channel))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes `spent` out of service if it is still the link's connection: nobody is handed
+    /// it any more, the supervisor connects afresh, and `spent` is closed once its last
+    /// user let go of it.
+    pub fn renew(&self, spent: &Arc<Connection>) {
+        let taken = self.connection.send_if_modified(|current| {
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, spent)) {
+                *current = None;
+                true
+            } else {
+                false
+            }
+        });
+        if taken {
+            self.renewal.notify_one();
+        }
+    }
+
     pub fn watch_state(&self) -> watch::Receiver<LinkState> {
         self.state.subscribe()
     }
@@ -243,30 +309,49 @@ async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
                     node: address.clone(),
                 });
                 link.connection.send_replace(Some(connection.clone()));
-                let lost = loop {
+                let ended = loop {
                     tokio::select! {
-                        () = stop.cancelled() => break None,
+                        () = stop.cancelled() => break Ended::Stopped,
+                        // `renew` took this connection out of service (a stale wake-up
+                        // finds it still in place and is ignored).
+                        () = link.renewal.notified() => {
+                            if link.connection.borrow().is_none() {
+                                break Ended::Renewed;
+                            }
+                        }
                         event = events.next() => match event {
                             // Channel errors (a 404 on one destination's channel) come
                             // through here too; only a connection that is gone is lost.
                             Some(lapin::Event::Error(e)) => {
                                 if !connection.status().connected() {
-                                    break Some(e.to_string());
+                                    break Ended::Lost(e.to_string());
                                 }
                                 tracing::debug!(broker = %link.broker, error = %e,
                                     "channel error on a connection that is still up");
                             }
                             Some(_) => {}
-                            None => break Some("connection event stream ended".to_owned()),
+                            None => break Ended::Lost("connection event stream ended".to_owned()),
                         },
                         () = tokio::time::sleep(WATCH_INTERVAL) => {
                             if !connection.status().connected() {
-                                break Some("connection closed".to_owned());
+                                break Ended::Lost("connection closed".to_owned());
                             }
                         }
                     }
                 };
-                let Some(reason) = lost else { break };
+                let reason = match ended {
+                    Ended::Stopped => break,
+                    Ended::Renewed => {
+                        tracing::info!(broker = %link.broker, role = ?link.role, node = %address,
+                            "connection replaced; the old one closes when its last user is done");
+                        drop(events);
+                        tokio::spawn(retire(connection, stop.clone()));
+                        // The same node again, at once: nothing is wrong with it.
+                        attempt = 1;
+                        continue;
+                    }
+                    Ended::Lost(reason) => reason,
+                };
                 link.connection.send_replace(None);
                 // The node that failed is likely to fail again: the next one first.
                 node = (node + 1) % nodes;
@@ -302,6 +387,29 @@ async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
         }
     }
     link.state.send_replace(LinkState::Stopped);
+}
+
+/// How the supervisor stopped watching a connection.
+enum Ended {
+    Stopped,
+    /// Taken out of service by [`Link::renew`].
+    Renewed,
+    Lost(String),
+}
+
+/// How often a replaced connection is looked at until nobody holds it.
+const RETIRE_POLL: Duration = Duration::from_millis(500);
+
+/// Closes a replaced connection once the supervisor's is the last handle on it (its
+/// publishes confirmed, its consumers gone), or when the link stops.
+async fn retire(connection: Arc<Connection>, stop: CancellationToken) {
+    while Arc::strong_count(&connection) > 1 && connection.status().connected() {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(RETIRE_POLL) => {}
+        }
+    }
+    amqp::close(&connection, "ozg-gateway: connection replaced").await;
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! dead-letter headers, status events and logs.
 
 use crate::amqp::DeliveryError;
+use crate::amqp::guard::LeftOut;
 use crate::config::DestinationIndex;
 use crate::envelope::{DecodeError, Envelope, ValidationError};
 use crate::model::{Ars, ServiceKey};
@@ -10,6 +11,9 @@ use crate::model::{Ars, ServiceKey};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     Oversized,
+    /// The message's AMQP headers did not fit the frame size of the gateway's connection:
+    /// it arrived without them.
+    HeadersTooLarge,
     UnsupportedContentType,
     Undecodable,
     MissingField,
@@ -44,8 +48,9 @@ impl Reason {
         )
     }
 
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Oversized,
+        Reason::HeadersTooLarge,
         Reason::UnsupportedContentType,
         Reason::Undecodable,
         Reason::MissingField,
@@ -66,6 +71,7 @@ impl Reason {
     pub fn code(self) -> &'static str {
         match self {
             Reason::Oversized => "oversized",
+            Reason::HeadersTooLarge => "headers-too-large",
             Reason::UnsupportedContentType => "unsupported-content-type",
             Reason::Undecodable => "undecodable",
             Reason::MissingField => "missing-field",
@@ -88,6 +94,7 @@ impl Reason {
     pub fn title(self) -> &'static str {
         match self {
             Reason::Oversized => "Message too large",
+            Reason::HeadersTooLarge => "Message headers too large to receive",
             Reason::UnsupportedContentType => "Unsupported content type",
             Reason::Undecodable => "Message cannot be decoded",
             Reason::MissingField => "Required field missing",
@@ -169,6 +176,18 @@ impl From<DeliveryError> for Rejection {
 }
 
 impl Rejection {
+    /// The guard received the message without its headers (`amqp::guard`).
+    pub fn headers_too_large(left_out: LeftOut, broker: &str) -> Rejection {
+        Rejection {
+            reason: Reason::HeadersTooLarge,
+            field: None,
+            detail: format!(
+                "its AMQP headers ({} bytes) do not fit the frame size of the gateway's connection to broker {broker} ({} bytes): it was received without them, and they are not in this dead letter",
+                left_out.bytes, left_out.frame_max
+            ),
+        }
+    }
+
     pub fn no_route(service: ServiceKey, ars: Ars) -> Rejection {
         Rejection {
             reason: Reason::NoRoute,

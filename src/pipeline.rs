@@ -21,6 +21,8 @@ use uuid::Uuid;
 
 use crate::activity::Activity;
 use crate::activity::DestinationActivity;
+use crate::amqp;
+use crate::amqp::guard::{self, DROPPED_HEADERS};
 use crate::amqp::{
     DeliveryError, Publisher, REPLAY_QUEUE, RETRY_READY_QUEUE, header_string, header_text,
     retry_wait_queue,
@@ -238,6 +240,8 @@ pub struct Publishers {
 /// Where a delivery came from and what the gateway's own headers said about it.
 struct Arrival {
     platform: Option<usize>,
+    /// The trace every message about this submission carries (`telemetry::submission_trace`).
+    trace: FieldTable,
     attempts: Attempts,
     replay: Option<Replay>,
     received_at: SystemTime,
@@ -451,7 +455,9 @@ impl Gateway {
             properties = properties.with_message_id(message.message_id.as_str().into());
         }
         self.replay
-            .publish("", REPLAY_QUEUE, &message.body, properties)
+            .publish_fitted("", REPLAY_QUEUE, &message.body, |frame_max| {
+                fitted(&properties, frame_max)
+            })
             .await
     }
 
@@ -533,6 +539,7 @@ impl Gateway {
         if !span.is_disabled() {
             let _ = span.set_parent(telemetry::extract(headers));
         }
+        let trace = telemetry::submission_trace(&span, headers);
         let started = Instant::now();
         // A retry or replay of a platform no longer configured has no platform to count
         // under; its outcome is counted as orphaned (`record_outcome`).
@@ -554,6 +561,7 @@ impl Gateway {
         let live = self.live.load_full();
         let arrival = Arrival {
             platform,
+            trace,
             attempts,
             replay,
             received_at,
@@ -710,9 +718,9 @@ impl Gateway {
         if let Err(e) = self
             .deliver(
                 platform,
+                &arrival.trace,
                 delivery,
-                &envelope,
-                encoding,
+                (&envelope, encoding),
                 d,
                 &live.outlets[destination],
             )
@@ -776,6 +784,22 @@ impl Gateway {
         delivery: &Delivery,
     ) -> Result<(Envelope, Encoding, Fingerprint), (Rejection, Option<String>)> {
         let limit = self.config.gateway.max_message_bytes;
+        let content_type = delivery.properties.content_type();
+        let encoding = Encoding::from_content_type(content_type.as_ref().map(|c| c.as_str()));
+        if let Some(left_out) = header_text(delivery.properties.headers().as_ref(), DROPPED_HEADERS)
+            .and_then(|value| guard::left_out(&value))
+        {
+            // The submission id, when the body says it, lets the platform tell which one.
+            let id = encoding
+                .as_ref()
+                .ok()
+                .filter(|_| delivery.data.len() <= limit)
+                .and_then(|encoding| envelope::decode(*encoding, &delivery.data).ok())
+                .and_then(|submission| Uuid::parse_str(&submission.submission_id).ok())
+                .map(|id| id.to_string());
+            let broker = self.config.broker(self.config.platforms[platform].broker);
+            return Err((Rejection::headers_too_large(left_out, &broker.name), id));
+        }
         if delivery.data.len() > limit {
             let e = DecodeError::Oversized {
                 size: delivery.data.len(),
@@ -783,9 +807,7 @@ impl Gateway {
             };
             return Err((e.into(), None));
         }
-        let content_type = delivery.properties.content_type();
-        let encoding = Encoding::from_content_type(content_type.as_ref().map(|c| c.as_str()))
-            .map_err(|e| (e.into(), None))?;
+        let encoding = encoding.map_err(|e| (e.into(), None))?;
         let submission =
             envelope::decode(encoding, &delivery.data).map_err(|e| (e.into(), None))?;
         let envelope = envelope::validate(
@@ -809,9 +831,9 @@ impl Gateway {
     async fn deliver(
         &self,
         platform: usize,
+        trace: &FieldTable,
         delivery: &Delivery,
-        envelope: &Envelope,
-        encoding: Encoding,
+        (envelope, encoding): (&Envelope, Encoding),
         d: &Destination,
         outlet: &Outlet,
     ) -> Result<(), DeliveryError> {
@@ -848,11 +870,7 @@ impl Gateway {
         let started = Instant::now();
         let published = async {
             // The destination continues the trace from the gateway's publish span.
-            telemetry::inject(
-                &tracing::Span::current(),
-                delivery.properties.headers().as_ref(),
-                &mut headers,
-            );
+            telemetry::inject(&tracing::Span::current(), Some(trace), &mut headers);
             let properties = BasicProperties::default()
                 .with_message_id(id.as_str().into())
                 .with_content_type(encoding.content_type().into())
@@ -864,7 +882,9 @@ impl Gateway {
             // signed or encrypted.
             let result = outlet
                 .publisher
-                .publish(&d.exchange, &d.routing_key, &delivery.data, properties)
+                .publish_fitted(&d.exchange, &d.routing_key, &delivery.data, |frame_max| {
+                    fitted(&properties, frame_max)
+                })
                 .await;
             if let Err(e) = &result {
                 let span = tracing::Span::current();
@@ -1052,7 +1072,7 @@ impl Gateway {
                     None,
                 );
                 if let Some(event) = event {
-                    self.send_status(delivery, event).await;
+                    self.send_status(&arrival.trace, event).await;
                 }
                 (Disposition::Ack, submission_id)
             }
@@ -1088,7 +1108,7 @@ impl Gateway {
                     None,
                 );
                 if let Some(event) = event {
-                    self.send_status(delivery, event).await;
+                    self.send_status(&arrival.trace, event).await;
                 }
                 (Disposition::Ack, submission_id)
             }
@@ -1099,7 +1119,7 @@ impl Gateway {
                 error,
             } => match self
                 .schedule_retry(
-                    platform_id,
+                    arrival,
                     &destination,
                     delivery,
                     &submission_id,
@@ -1176,7 +1196,7 @@ impl Gateway {
                 let reason = rejection.reason.code();
                 match self
                     .dead_letter(
-                        platform,
+                        Some(arrival),
                         delivery,
                         &rejection,
                         &submission_id,
@@ -1219,7 +1239,7 @@ impl Gateway {
                             Some(&rejection),
                         );
                         if let Some(event) = event {
-                            self.send_status(delivery, event).await;
+                            self.send_status(&arrival.trace, event).await;
                         }
                         (Disposition::Ack, submission_id)
                     }
@@ -1250,7 +1270,7 @@ impl Gateway {
     /// retry queue when the delay is over. Returns the delay.
     async fn schedule_retry(
         &self,
-        platform_id: &str,
+        arrival: &Arrival,
         destination: &str,
         delivery: &Delivery,
         submission_id: &str,
@@ -1260,6 +1280,10 @@ impl Gateway {
         let delay = self.config.retry.delay(attempts.failed);
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         strip_broker_headers(&mut headers);
+        carry_trace(&mut headers, &arrival.trace);
+        let platform_id = arrival
+            .platform
+            .map_or("?", |i| self.config.platforms[i].id.as_str());
         headers.insert(headers::ORIGIN_PLATFORM.into(), header_string(platform_id));
         headers.insert(headers::SUBMISSION_ID.into(), header_string(submission_id));
         headers.insert(
@@ -1275,14 +1299,18 @@ impl Gateway {
         headers.insert(headers::DESTINATION.into(), header_string(destination));
         let properties = delivery.properties.clone().with_headers(headers);
         self.retry
-            .publish("", &retry_wait_queue(delay), &delivery.data, properties)
+            .publish_fitted("", &retry_wait_queue(delay), &delivery.data, |frame_max| {
+                fitted(&properties, frame_max)
+            })
             .await
             .map(|()| delay)
     }
 
+    /// Dead-letters what was taken off a queue: a platform's submission (`arrival`), or a
+    /// back office's receipt (`None`).
     async fn dead_letter(
         &self,
-        platform: Option<usize>,
+        arrival: Option<&Arrival>,
         delivery: &Delivery,
         rejection: &Rejection,
         submission_id: &str,
@@ -1293,6 +1321,12 @@ impl Gateway {
         // what was received, and add why it ended here.
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         strip_broker_headers(&mut headers);
+        if let Some(arrival) = arrival {
+            carry_trace(&mut headers, &arrival.trace);
+        }
+        let platform = arrival.and_then(|a| a.platform);
+        // The guard's marker: the detail of a `headers-too-large` rejection says it.
+        drop_headers(&mut headers, &[DROPPED_HEADERS]);
         headers.insert(
             headers::REASON.into(),
             header_string(rejection.reason.code()),
@@ -1347,12 +1381,27 @@ impl Gateway {
         if properties.message_id().is_none() && !submission_id.is_empty() {
             properties = properties.with_message_id(submission_id.into());
         }
+        let detail = rejection.detail.as_str();
         self.dead_letter
-            .publish(
+            .publish_fitted(
                 &self.config.gateway.dead_letter_exchange,
                 rejection.reason.code(),
                 &delivery.data,
-                properties,
+                |frame_max| {
+                    let (fitted, left_out) = amqp::fit(&properties, frame_max, own_header);
+                    let Some(bytes) = left_out else {
+                        return fitted;
+                    };
+                    // Said where operators look: the detail.
+                    let mut headers = fitted.headers().clone().unwrap_or_default();
+                    headers.insert(
+                        headers::DETAIL.into(),
+                        header_string(format!(
+                            "{detail}; the message's own headers ({bytes} bytes) are left out of this dead letter: with them it did not fit the dead-letter broker's frame size ({frame_max} bytes)"
+                        )),
+                    );
+                    fitted.with_headers(headers)
+                },
             )
             .await
     }
@@ -1395,9 +1444,8 @@ impl Gateway {
 
     /// Status events are sent with a confirm but do not hold the submission back: the
     /// submission's own fate is already decided when they are sent.
-    async fn send_status(&self, delivery: &Delivery, event: wire::StatusEvent) {
-        let incoming = delivery.properties.headers().as_ref();
-        if let Err(e) = self.publish_status(incoming, &event).await {
+    async fn send_status(&self, trace: &FieldTable, event: wire::StatusEvent) {
+        if let Err(e) = self.publish_status(Some(trace), &event).await {
             tracing::warn!(
                 submission_id = %event.submission_id,
                 platform = %event.platform_id,
@@ -1457,7 +1505,12 @@ impl Gateway {
             .with_timestamp(unix_seconds())
             .with_headers(headers);
         let published = self.status[platform]
-            .publish(&p.status_exchange, &p.status_routing_key, &body, properties)
+            .publish_fitted(
+                &p.status_exchange,
+                &p.status_routing_key,
+                &body,
+                |frame_max| fitted(&properties, frame_max),
+            )
             .await;
         if published.is_err() {
             self.metrics
@@ -1636,6 +1689,29 @@ async fn nack(settled: &Settled) -> bool {
             false
         }
     }
+}
+
+/// Gives `headers` the submission's trace when the platform sent none (or an invalid one),
+/// so that a retry continues it and a dead letter shows it.
+fn carry_trace(headers: &mut FieldTable, trace: &FieldTable) {
+    if telemetry::has_trace(headers) {
+        return;
+    }
+    drop_headers(headers, &[headers::TRACEPARENT, headers::TRACESTATE]);
+    for (name, value) in trace.inner() {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// The headers the gateway keeps when a message's own headers would not fit the frame size
+/// of the broker it goes to: its own, and the trace context.
+fn own_header(name: &str) -> bool {
+    name.starts_with("x-ozg-") || name == headers::TRACEPARENT
+}
+
+/// `properties` fitted to `frame_max`, keeping only [`own_header`]s if need be.
+fn fitted(properties: &BasicProperties, frame_max: u32) -> BasicProperties {
+    amqp::fit(properties, frame_max, own_header).0
 }
 
 /// Headers the broker adds when it dead-letters (the delay queues do): dropped before the

@@ -251,6 +251,55 @@ pub fn extract(headers: Option<&FieldTable>) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(&normalised))
 }
 
+/// The trace context every message the gateway sends about one submission carries (its
+/// delivery, status events, dead letter, retries), as `traceparent` (and `tracestate`)
+/// headers: `span`'s when an OpenTelemetry layer records it (its parent is the platform's
+/// context, or it started the trace); else the platform's when it sent a valid one; else a
+/// new trace started here, marked sampled by `telemetry.sampling_ratio`. Without it, each
+/// message would start a trace of its own, and a back office and a platform could not
+/// correlate what they got.
+pub fn submission_trace(span: &tracing::Span, incoming: Option<&FieldTable>) -> FieldTable {
+    let propagator = TraceContextPropagator::new();
+    let mut trace = FieldTable::default();
+    if !span.is_disabled() {
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            propagator.inject_context(&context, &mut HeaderInjector(&mut trace));
+            return trace;
+        }
+    }
+    let platform = extract(incoming);
+    let context = if platform.span().span_context().is_valid() {
+        platform
+    } else {
+        opentelemetry::Context::new().with_remote_span_context(new_trace())
+    };
+    propagator.inject_context(&context, &mut HeaderInjector(&mut trace));
+    trace
+}
+
+/// Whether `headers` carry a valid W3C trace context.
+pub fn has_trace(headers: &FieldTable) -> bool {
+    extract(Some(headers)).span().span_context().is_valid()
+}
+
+/// A new trace's root context, marked sampled by `telemetry.sampling_ratio`.
+fn new_trace() -> SpanContext {
+    let ids = RandomIdGenerator::default();
+    let sampled = rand::random::<f64>() < new_trace_sampling();
+    SpanContext::new(
+        ids.new_trace_id(),
+        ids.new_span_id(),
+        if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        },
+        false,
+        TraceState::default(),
+    )
+}
+
 /// Writes the trace context of `span` into `out`. When `span` is not recorded by an
 /// OpenTelemetry layer (nothing is exported, or the gateway is used as a library without
 /// one), a child of the platform's context in `incoming` is written instead: the same trace
@@ -277,18 +326,7 @@ pub fn inject(span: &tracing::Span, incoming: Option<&FieldTable>, out: &mut Fie
             parent.trace_state().clone(),
         )
     } else {
-        let sampled = rand::random::<f64>() < new_trace_sampling();
-        SpanContext::new(
-            ids.new_trace_id(),
-            ids.new_span_id(),
-            if sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            },
-            false,
-            TraceState::default(),
-        )
+        new_trace()
     };
     let context = opentelemetry::Context::new().with_remote_span_context(child);
     propagator.inject_context(&context, &mut HeaderInjector(out));
@@ -813,6 +851,45 @@ mod tests {
             assert!(sc.is_remote());
         }
         assert!(!extract(None).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn a_submission_keeps_the_platform_s_trace_or_gets_one_of_its_own() {
+        let span = tracing::Span::none();
+        let mut platform = FieldTable::default();
+        platform.insert(
+            TRACEPARENT.into(),
+            AMQPValue::LongString("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        );
+        let mut garbage = FieldTable::default();
+        garbage.insert(TRACEPARENT.into(), AMQPValue::LongString("00-xyz".into()));
+        for (incoming, platform_trace) in [
+            (Some(&platform), Some("4bf92f3577b34da6a3ce929d0e0e4736")),
+            (Some(&garbage), None),
+            (None, None),
+        ] {
+            let trace = submission_trace(&span, incoming);
+            assert!(has_trace(&trace));
+            let id = extract(Some(&trace))
+                .span()
+                .span_context()
+                .trace_id()
+                .to_string();
+            match platform_trace {
+                Some(expected) => assert_eq!(id, expected),
+                None => assert_ne!(id, "0".repeat(32)),
+            }
+            // What the gateway sends continues that trace.
+            let mut out = FieldTable::default();
+            inject(&span, Some(&trace), &mut out);
+            let sent = extract(Some(&out))
+                .span()
+                .span_context()
+                .trace_id()
+                .to_string();
+            assert_eq!(sent, id);
+        }
+        assert!(!has_trace(&garbage));
     }
 
     #[test]

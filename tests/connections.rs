@@ -1,5 +1,6 @@
 //! The gateway's broker connections as RabbitMQ sees them: the frame size it asks for by
-//! default (8 KiB, which keeps lapin's per-connection buffers small) and a URL's own
+//! default (128 KiB for consuming, so that whatever a publisher could send arrives whole;
+//! 8 KiB for publishing, which keeps lapin's per-connection buffers small) and a URL's own
 //! `frame_max` taking precedence.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -47,7 +48,7 @@ fn gateway_connections(vhost: &str, expected: usize) -> BTreeMap<String, u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_use_small_frames_unless_the_url_says_otherwise() {
+async fn connections_use_the_default_frames_unless_the_url_says_otherwise() {
     let v = Vhosts::create("frames", &["gw", "he"]);
     let config = TestConfig::new(&v)
         .platform("civento-he", "06", "he", None)
@@ -63,16 +64,23 @@ async fn connections_use_small_frames_unless_the_url_says_otherwise() {
     declare(&config).await;
     let gateway = RunningGateway::start(config);
 
-    // The platform's broker, consumed and published to: the gateway's default.
+    // The platform's broker, consumed and published to: the gateway's defaults.
     let he = tokio::task::spawn_blocking({
         let vhost = v.name("he").to_owned();
         move || gateway_connections(&vhost, 2)
     })
     .await
     .unwrap();
-    for (name, frame_max) in &he {
-        assert_eq!(*frame_max, 8192, "{name}: the gateway's default frame size");
-    }
+    assert_eq!(
+        he.get("ozg-gateway consume he"),
+        Some(&131_072),
+        "consuming: RabbitMQ's own frame size: {he:?}"
+    );
+    assert_eq!(
+        he.get("ozg-gateway publish he"),
+        Some(&8192),
+        "publishing: small frames: {he:?}"
+    );
     // The gateway's own broker (retries, replays, dead letters): the URL's frame_max.
     let gw = tokio::task::spawn_blocking({
         let vhost = v.name("gw").to_owned();

@@ -7,9 +7,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,7 +15,6 @@ use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample;
 use ozg_gateway::topology::backoffice_queue;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
 const MELDE: &str = "99115005104000";
 const PROTOBUF: &str = "application/x-protobuf";
 const DESTINATION: &str = "he-darmstadt";
@@ -268,74 +265,6 @@ fn close_gateway_connections(vhosts: &[String]) -> usize {
     }
 }
 
-// ---- the real binary --------------------------------------------------------------------
-
-/// The gateway binary as a child process, killed if the test ends early.
-struct Gateway {
-    child: Child,
-}
-
-impl Gateway {
-    fn spawn(config: &Path, log: &Path) -> Gateway {
-        let log = File::options().create(true).append(true).open(log).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Gateway { child }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM and a clean exit.
-    async fn stop(mut self, log: &Path) {
-        self.signal("-TERM");
-        let status = self.wait(Duration::from_secs(20)).await;
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "gateway exit {status:?} after SIGTERM: {}",
-            tail(log)
-        );
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 /// A test of the binary under load: its vhosts, its configuration file and log, and 2000
 /// good submissions being published in the background.
 struct BinaryUnderLoad {
@@ -351,7 +280,7 @@ struct BinaryUnderLoad {
 impl BinaryUnderLoad {
     /// Declares the topology, starts the binary, publishes in the background and waits until
     /// 300 submissions have arrived (returned: the gateway and the back-office depth).
-    async fn start(test: &str) -> (BinaryUnderLoad, Gateway, u32) {
+    async fn start(test: &str) -> (BinaryUnderLoad, GatewayProcess, u32) {
         let started = Instant::now();
         let v = Vhosts::create(test, &["gw", "th", "he"]);
         let dir = tempfile::tempdir().unwrap();
@@ -362,7 +291,7 @@ impl BinaryUnderLoad {
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("gateway.log");
-        let gateway = Gateway::spawn(&config, &log);
+        let gateway = GatewayProcess::spawn(&config, &log);
 
         let messages = goods(2000);
         let published = ids(&messages);
@@ -385,7 +314,7 @@ impl BinaryUnderLoad {
     /// was lost.
     async fn restart_and_collect(self, what: &str) -> Tally {
         self.publisher.await.unwrap();
-        let restarted = Gateway::spawn(&self.config, &self.log);
+        let restarted = GatewayProcess::spawn(&self.config, &self.log);
         let tally = collect(
             &self.v,
             &self.published,
@@ -399,7 +328,7 @@ impl BinaryUnderLoad {
             tally.lost.is_empty(),
             "lost: {:?}\n{}",
             &tally.lost[..tally.lost.len().min(10)],
-            tail(&self.log)
+            log_tail(&self.log)
         );
         tally
     }
@@ -500,7 +429,7 @@ async fn sigterm_under_load_drains_cleanly_without_duplicates() {
     assert!(
         status.is_some_and(|s| s.success()),
         "gateway exit {status:?} after SIGTERM: {}",
-        tail(&load.log)
+        log_tail(&load.log)
     );
     drop(gateway);
 

@@ -90,17 +90,7 @@ async fn logs_name_every_outcome_and_never_show_payload_content() {
         .retry(r#"delays = ["100ms"]"#)
         .retry("max_attempts = 2")
         .platform(PLATFORM, "06", "he", None)
-        .destination("healthy", "06", "he", "Darmstadt")
-        .destination_with(
-            "ghost",
-            "06",
-            "he",
-            "Kassel",
-            "kreisfreie-stadt",
-            "ghost-exchange",
-        )
-        .route("*", "06411", "healthy")
-        .route("*", "06611", "ghost");
+        .healthy_and_ghost();
     let path = dir.path().join("logs.toml");
     std::fs::write(&path, test_config.text()).unwrap();
     declare(&test_config.build()).await;

@@ -23,17 +23,7 @@ fn config(v: &Vhosts, retry: &[&str]) -> ozg_gateway::Config {
         c = c.retry(line);
     }
     c.platform("civento-he", "06", "he", Some(50))
-        .destination("healthy", "06", "he", "Darmstadt")
-        .destination_with(
-            "ghost",
-            "06",
-            "he",
-            "Kassel",
-            "kreisfreie-stadt",
-            "ghost-exchange",
-        )
-        .route("*", "06411", "healthy")
-        .route("*", "06611", "ghost")
+        .healthy_and_ghost()
         .build()
 }
 

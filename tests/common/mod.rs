@@ -365,6 +365,20 @@ pub fn temp_store_path() -> String {
     dir.join("dedup.db").display().to_string()
 }
 
+/// Deletes an exchange on the broker at `url`, as a back office's operator might.
+pub async fn delete_exchange(url: &str, exchange: &str) {
+    let connection = connect(url).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            exchange.into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("deleting exchange {exchange}: {e}"));
+    let _ = connection.close(200, "done".into()).await;
+}
+
 pub async fn declare(config: &Config) {
     ozg_gateway::topology::declare(config).await.unwrap();
 }
@@ -518,6 +532,23 @@ impl TestConfig {
         self
     }
 
+    /// Two destinations on the broker `he` for every service: `healthy` (Darmstadt, 06411,
+    /// exchange `backoffice`) and `ghost` (Kassel, 06611, exchange `ghost-exchange`, which
+    /// tests delete with [`delete_exchange`] to make its deliveries fail).
+    pub fn healthy_and_ghost(self) -> Self {
+        self.destination("healthy", "06", "he", "Darmstadt")
+            .destination_with(
+                "ghost",
+                "06",
+                "he",
+                "Kassel",
+                "kreisfreie-stadt",
+                "ghost-exchange",
+            )
+            .route("*", "06411", "healthy")
+            .route("*", "06611", "ghost")
+    }
+
     pub fn route(mut self, service: &str, region: &str, destination: &str) -> Self {
         self.routes.push(vec![
             format!("service = \"{service}\""),
@@ -658,6 +689,73 @@ pub async fn drain_dead_letters(channel: &Channel, quiet: Duration) -> Vec<Recei
 }
 
 // ---- the real binary -------------------------------------------------------------------------
+
+/// The gateway binary as a child process, logging to a file, killed if the test ends early.
+pub struct GatewayProcess {
+    child: std::process::Child,
+}
+
+impl GatewayProcess {
+    /// `ozg-gateway run --config CONFIG`, its log appended to `log`.
+    pub fn spawn(config: &Path, log: &Path) -> GatewayProcess {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ozg-gateway"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        GatewayProcess { child }
+    }
+
+    /// Sends a signal (`"-TERM"`, `"-KILL"`).
+    pub fn signal(&self, sig: &str) {
+        signal(&self.child, sig);
+    }
+
+    /// The exit status, if the process ends within `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM and a clean exit (within 20 s); the log's tail if not.
+    pub async fn stop(mut self, log: &Path) {
+        self.signal("-TERM");
+        let status = self.wait(Duration::from_secs(20)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "gateway exit {status:?} after SIGTERM: {}",
+            log_tail(log)
+        );
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last 30 lines of a log file.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a listener the gateway opens).
 pub fn free_port() -> u16 {
