@@ -644,6 +644,19 @@ impl Gateway {
             set: &self.delivering,
             id: envelope.submission_id,
         };
+        // Consumers take nothing while the store fails, but a subscription that winds down
+        // (stop, pause, lost channel) processes what the broker had already sent: nothing is
+        // delivered that could not be recorded, or that would be checked against a file
+        // nobody will see again.
+        if !self.store_health().is_up() {
+            return Outcome::Requeue {
+                submission_id,
+                error: format!(
+                    "the store does not answer: {}",
+                    self.store_health().status().problem()
+                ),
+            };
+        }
         match self.dedup.check(envelope.submission_id, fingerprint).await {
             Ok(Seen::New) => {}
             Ok(Seen::Delivered { destination, .. }) => {

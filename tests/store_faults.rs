@@ -959,10 +959,16 @@ async fn sqlite_file_deleted_while_running_stops_taking_submissions() {
         "health `store` never said NOT_SERVING after the deletion"
     );
     assert!(logged, "no error in the log: {}", tail(&world.log()));
+    // The 30 valid ones go back to the queue; the 3 invalid ones may be dead-lettered while
+    // the subscription winds down (the dead-letter queue keeps them until the store is
+    // back, and every one of them is stored in the end: asserted above).
     assert_eq!(
-        (delivered_while_gone, returned),
-        (0, 33),
-        "the gateway went on with submissions while its file was gone"
+        delivered_while_gone, 0,
+        "the gateway delivered submissions while its file was gone"
+    );
+    assert!(
+        (30..=33).contains(&returned),
+        "only {returned} of the 30 valid submissions were back on the queue after SIGTERM"
     );
     assert!(status.success(), "gateway exited {status:?}");
 }
