@@ -36,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ])
         .compile_fds(file_descriptors)?;
 
+    // Unknown JSON fields are refused (pbjson's default, and the proto3 JSON mapping's): in
+    // JSON an unknown name is most often a misspelt one whose data would otherwise vanish
+    // unseen. README, "The wire contract".
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .extern_path(".google.protobuf", "::pbjson_types")

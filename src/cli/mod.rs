@@ -89,8 +89,14 @@ enum AdminCommand {
         #[arg(default_value = "")]
         service: String,
     },
-    /// Version, uptime, store, counters and rates per platform and destination, broker links.
-    Overview,
+    /// Counters, ingress queue depths, retry backlogs and broker links, filtered at will.
+    ///
+    /// Version, uptime and store; per platform its counters and its ingress queue's depth
+    /// (ready as the broker last counted it, in flight: taken by this instance and not yet
+    /// acked); per destination its counters and retry backlog; the broker links. The
+    /// filters narrow the rows within the token's scope: --land to a Land's platforms and
+    /// destinations, --platform and --destination to exactly those.
+    Overview(OverviewArgs),
     /// The routing directory's destinations.
     #[command(subcommand)]
     Destinations(DestinationsCommand),
@@ -132,6 +138,20 @@ enum AdminCommand {
         #[arg(long)]
         destination: Option<String>,
     },
+}
+
+#[derive(Args)]
+struct OverviewArgs {
+    /// Only this Land's platforms and destinations: its code (06) or abbreviation (HE);
+    /// repeatable.
+    #[arg(long = "land", value_name = "LAND")]
+    laender: Vec<String>,
+    /// Only this platform (repeatable); without --destination, no destination rows.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
+    /// Only this destination (repeatable); without --platform, no platform rows.
+    #[arg(long = "destination", value_name = "DESTINATION")]
+    destinations: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -442,8 +462,12 @@ async fn execute(args: AdminArgs, token: Option<&Secret>) -> Result<(), Failure>
     let out = Output { json: args.json };
     match args.command {
         AdminCommand::Health { watch, service } => health(&api, &out, service, watch).await,
-        AdminCommand::Overview => {
-            let request = api.unary(api::GetOverviewRequest {});
+        AdminCommand::Overview(filter) => {
+            let request = api.unary(api::GetOverviewRequest {
+                laender: filter.laender,
+                platforms: filter.platforms,
+                destinations: filter.destinations,
+            });
             let overview = api.stats().get_overview(request).await?.into_inner();
             out.show(&overview, render::overview)
         }

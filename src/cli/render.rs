@@ -3,7 +3,8 @@
 //! platforms and brokers and must not be able to move the cursor or recolour a terminal.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ozg_gateway::wire::admin as api;
 use pbjson_types::Timestamp;
@@ -190,10 +191,19 @@ pub fn overview(o: &api::Overview) -> String {
         "CONSUMED",
         "FORWARDED",
         "REJECTED",
-        "IN FLIGHT",
         "CONSUMED/S",
     ])
-    .right(&[3, 4, 5, 6]);
+    .right(&[3, 4, 5]);
+    let mut queues = Table::new(&[
+        "PLATFORM",
+        "INGRESS QUEUE",
+        "READY",
+        "IN FLIGHT",
+        "CONSUMERS",
+        "COUNTED",
+    ])
+    .right(&[2, 3, 4]);
+    let now = SystemTime::now();
     for p in &o.platforms {
         platforms.row(&[
             &p.platform_id,
@@ -202,8 +212,24 @@ pub fn overview(o: &api::Overview) -> String {
             &p.consumed.to_string(),
             &p.forwarded.to_string(),
             &p.rejected.to_string(),
-            &p.in_flight.to_string(),
             &rates(p.consumed_rate.as_ref()),
+        ]);
+        // Unknown until its broker has answered: "-", not a zero that reads as "empty".
+        let (ready, consumers, counted) = match &p.queue_counted_at {
+            Some(at) => (
+                p.queue_ready.to_string(),
+                p.queue_consumers.to_string(),
+                ago(at, now),
+            ),
+            None => ("-".into(), "-".into(), "not yet".into()),
+        };
+        queues.row(&[
+            &p.platform_id,
+            or_dash(&p.ingress_queue),
+            &ready,
+            &p.in_flight.to_string(),
+            &consumers,
+            &counted,
         ]);
     }
     let mut destinations = Table::new(&[
@@ -211,7 +237,7 @@ pub fn overview(o: &api::Overview) -> String {
         "NAME",
         "DELIVERED",
         "FAILED",
-        "RETRYING",
+        "RETRY BACKLOG",
         "DELIVERED/S",
         "LAST ERROR",
     ])
@@ -241,16 +267,40 @@ pub fn overview(o: &api::Overview) -> String {
         };
         brokers.row(&[&b.broker, &b.role, connected, detail]);
     }
-    let mut parts = vec![
-        head,
-        platforms.render(),
-        destinations.render(),
-        brokers.render(),
-    ];
+    let mut parts = vec![head];
+    // A filtered overview leaves out what it did not ask for rather than showing headings
+    // over nothing.
+    if !o.platforms.is_empty() {
+        parts.push(platforms.render());
+        parts.push(queues.render());
+    }
+    if !o.destinations.is_empty() {
+        parts.push(destinations.render());
+    }
+    if !o.brokers.is_empty() {
+        parts.push(brokers.render());
+    }
     if !o.instances.is_empty() {
         parts.push(instances(&o.instances));
     }
     sections(&parts)
+}
+
+/// "12s ago", to the second; "just now" for a time at or after `now` (another clock).
+fn ago(at: &Timestamp, now: SystemTime) -> String {
+    let Some(then) = u64::try_from(at.seconds)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+    else {
+        return time(Some(at));
+    };
+    match now.duration_since(then) {
+        Ok(d) if d.as_secs() > 0 => format!(
+            "{} ago",
+            humantime::format_duration(Duration::from_secs(d.as_secs()))
+        ),
+        _ => "just now".into(),
+    }
 }
 
 /// The instances sharing the store; "*" marks the one that answered.
