@@ -1,9 +1,11 @@
 //! `ozg-gateway admin`: the operators' client of the admin API
 //! (proto/ozg/gateway/admin/v1/admin.proto), one subcommand per RPC. Tables for people;
 //! `--json` prints the proto3 JSON mapping, one document per response and line, for scripts.
-//! Beside it `hash-token`, which makes a token's entry for the admin API's configuration.
+//! Beside it `hash-token`, which makes a token's entry for the admin API's configuration, and
+//! `docs`: shell completions and manual pages.
 
 mod connect;
+pub mod docs;
 pub mod hash_token;
 mod render;
 mod request;
@@ -263,6 +265,7 @@ enum DeadLettersCommand {
         all_pages: bool,
     },
     /// One dead letter's metadata and headers (not its content).
+    #[command(visible_alias = "show")]
     Get { id: String },
     /// Write a dead letter's content to --out, or to stdout when that is not a terminal.
     /// Needs the payload right; every read is audited with the justification.
@@ -942,6 +945,10 @@ mod tests {
             "health --watch ozg.gateway.admin.v1.DirectoryService",
             "--json overview",
             "overview --json --timeout 2s",
+            "overview --land 06 --land TH --platform civento-he --destination he-darmstadt",
+            "dead-letters show 0b6c5d2e-1f4a-4c43-9e1a-52f0a4b8d7c1",
+            "dead-letters list --reason delivery-failed",
+            "dead-letters list --reason receipt-wrong-destination",
             "destinations create --id x --name X --kind other --land 06 --broker he",
             "destinations update --id x --routing-key q",
             "routes list --service * --region-prefix 06",
@@ -966,6 +973,9 @@ mod tests {
             "destinations create --id x",
             "dead-letters list --limit 0",
             "dead-letters list --state some",
+            "dead-letters list --reason no_route",
+            "dead-letters replay --reason invalid-envelope",
+            "dead-letters discard --reason NO-ROUTE",
             "dead-letters list --all-pages --page-token t",
             "dead-letters list --since 2025-06-15T17:06:40+02:00",
             "dead-letters payload x",
