@@ -36,18 +36,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ])
         .compile_fds(file_descriptors)?;
 
+    // Unknown JSON fields are refused (pbjson's default, and the proto3 JSON mapping's): in
+    // JSON an unknown name is most often a misspelt one whose data would otherwise vanish
+    // unseen. README, "The wire contract".
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .extern_path(".google.protobuf", "::pbjson_types")
-        // Unknown JSON fields are refused (pbjson's default, and the proto3 JSON mapping's):
-        // in JSON an unknown name is most often a misspelt one whose data would otherwise
-        // vanish unseen. README, "The wire contract".
-        .build(&[".ozg"])?;
+        .build(&[".ozg.gateway.v1"])?;
+    // The admin API's JSON (`admin --json`, what scripts read) keeps fields at their default
+    // value, the proto3 mapping's "emit default values" option: a counter at zero reads
+    // `"consumed": "0"`, not a missing key. The platforms' wire contract above stays lean.
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_bytes)?
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .emit_fields()
+        .build(&[".ozg.gateway.admin"])?;
     Ok(())
 }
 
 /// What `ozg_build_info` reports: the compiler, and the commit built from when it is known:
-/// `OZG_GIT_COMMIT` (a container build has no .git) or the checkout's HEAD.
+/// `OZG_GIT_COMMIT` (a container build has no .git) or the checkout's HEAD; and that
+/// commit's date, for the manual pages.
 fn build_info() {
     use std::process::Command;
     let output = |command: &mut Command| {
@@ -82,6 +91,15 @@ fn build_info() {
         }
         Some(commit)
     });
+    // The manual pages' date (`ozg-gateway man`): the commit's, so that a build says the same
+    // whenever it is made.
+    let date = commit
+        .as_deref()
+        .and_then(|c| output(Command::new("git").args(["show", "-s", "--format=%cs", c])));
+    println!(
+        "cargo:rustc-env=OZG_COMMIT_DATE={}",
+        date.unwrap_or_else(|| "unknown".to_owned())
+    );
     println!(
         "cargo:rustc-env=OZG_GIT_COMMIT={}",
         commit.unwrap_or_else(|| "unknown".to_owned())

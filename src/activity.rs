@@ -89,6 +89,15 @@ impl ConsumerState {
     }
 }
 
+/// A queue's depth as its broker last counted it (`crate::backlog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Messages waiting, not yet delivered to any consumer.
+    pub ready: u64,
+    pub consumers: u32,
+    pub counted_at: SystemTime,
+}
+
 #[derive(Debug)]
 pub struct PlatformActivity {
     pub consumed: RatedCounter,
@@ -98,6 +107,8 @@ pub struct PlatformActivity {
     state: AtomicU8,
     /// An operator's pause: the consumer loop watches it.
     paused: watch::Sender<bool>,
+    /// The ingress queue's depth; `None` while its broker has not answered.
+    queue: Mutex<Option<QueueDepth>>,
 }
 
 impl PlatformActivity {
@@ -109,7 +120,17 @@ impl PlatformActivity {
             in_flight: AtomicU64::new(0),
             state: AtomicU8::new(ConsumerState::Connecting as u8),
             paused: watch::channel(false).0,
+            queue: Mutex::new(None),
         }
+    }
+
+    pub fn queue(&self) -> Option<QueueDepth> {
+        *self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The ingress queue's depth as counted now, or `None` when it could not be.
+    pub fn set_queue(&self, depth: Option<QueueDepth>) {
+        *self.queue.lock().unwrap_or_else(PoisonError::into_inner) = depth;
     }
 
     pub fn state(&self) -> ConsumerState {

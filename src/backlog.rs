@@ -1,8 +1,9 @@
-//! What waits, for the metrics: the depth of every queue the gateway consumes or owns, the
-//! dead letters pending in the store, and each destination's retry backlog. Brokers and the
-//! store are asked every `telemetry.backlog_interval` here, never on a scrape: a scrape reads gauges only, so
-//! any number of Prometheus servers (or a person reloading a dashboard) costs the brokers
-//! and the store nothing.
+//! What waits, for the metrics and the admin overview: the depth of every queue the gateway
+//! consumes or owns, the dead letters pending in the store, and each destination's retry
+//! backlog. Brokers and the store are asked every `telemetry.backlog_interval` here, never on
+//! a scrape or an overview: a scrape reads gauges only and an overview the ingress queues'
+//! last figures ([`Activity`]), so any number of Prometheus servers (or a person reloading a
+//! dashboard) costs the brokers and the store nothing.
 //!
 //! Queue depths come from a passive `queue.declare`, which RabbitMQ answers with the count
 //! of *ready* messages (and consumers), with no permission needed and nothing consumed or
@@ -20,7 +21,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::Activity;
+use crate::activity::{Activity, QueueDepth};
 use crate::amqp::{self, CLOSE_TIMEOUT};
 use crate::config::{BrokerIndex, Config};
 use crate::link::Link;
@@ -79,6 +80,7 @@ pub fn watch(
     tokio::spawn(poll_queues(
         config.clone(),
         links.clone(),
+        activity.clone(),
         metrics.clone(),
         stop.clone(),
     ));
@@ -101,6 +103,7 @@ pub fn watch(
 async fn poll_queues(
     config: Arc<Config>,
     links: HashMap<BrokerIndex, Arc<Link>>,
+    activity: Arc<Activity>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -115,7 +118,7 @@ async fn poll_queues(
                 continue;
             };
             let name = &config.broker(*broker).name;
-            depths(&connection, name, queues, &metrics).await;
+            depths(&connection, name, queues, &activity, &metrics).await;
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -126,11 +129,13 @@ async fn poll_queues(
 
 /// Asks one broker for its queues' depths on a channel of their own. A queue that does not
 /// exist closes the channel (404): the next queue gets a fresh one, and the missing one
-/// keeps no stale figure.
+/// keeps no stale figure. A broker that cannot be reached keeps the last figures, which
+/// the overview shows with the time they were counted.
 async fn depths(
     connection: &lapin::Connection,
     broker: &str,
     queues: &[&Watched],
+    activity: &Activity,
     metrics: &Metrics,
 ) {
     let mut channel: Option<lapin::Channel> = None;
@@ -155,15 +160,26 @@ async fn depths(
             },
             FieldTable::default(),
         );
+        let ingress = activity.platform_by_id(&w.platform);
         match tokio::time::timeout(CLOSE_TIMEOUT, declared).await {
             Ok(Ok(q)) => {
                 metrics
                     .queue_ready
                     .get_or_create(&labels)
                     .set(i64::from(q.message_count()));
+                if let Some(platform) = ingress {
+                    platform.set_queue(Some(QueueDepth {
+                        ready: u64::from(q.message_count()),
+                        consumers: q.consumer_count(),
+                        counted_at: std::time::SystemTime::now(),
+                    }));
+                }
             }
             _ => {
                 metrics.queue_ready.remove(&labels);
+                if let Some(platform) = ingress {
+                    platform.set_queue(None);
+                }
             }
         }
     }

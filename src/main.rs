@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -167,6 +167,23 @@ enum Command {
         #[arg(long, env = "OZG_PROBE_ADDRESS", default_value = "127.0.0.1:9464")]
         address: String,
     },
+    /// Print a shell completion script, e.g. `ozg-gateway completions bash >
+    /// /etc/bash_completion.d/ozg-gateway`, or `source <(ozg-gateway completions zsh)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of the program or of one COMMAND (`ozg-gateway man admin
+    /// dead-letters | man -l -`), or with --dir write a page for every command there.
+    Man {
+        /// A command and its subcommands, e.g. `admin overview`.
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
+        /// Write every command's page into this folder (ozg-gateway.1,
+        /// ozg-gateway-admin.1, …) instead of one page to stdout.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        dir: Option<PathBuf>,
+    },
     /// Take messages off a local queue and print their metadata (never their content).
     Receive {
         #[arg(long, short, env = "OZG_CONFIG")]
@@ -275,6 +292,12 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>, verbose: u8) 
     if let Command::HashToken { file, token } = &command {
         return cli::hash_token::run(file.as_deref(), token.is_some());
     }
+    if let Command::Completions { shell } = command {
+        return cli::docs::completions(Cli::command(), shell);
+    }
+    if let Command::Man { command, dir } = &command {
+        return cli::docs::man(Cli::command(), command, dir.as_deref());
+    }
     if let Command::Probe { what, address } = command {
         return probe(what, &address).await;
     }
@@ -296,6 +319,8 @@ async fn dispatch(command: Command, log_format: Option<LogFormat>, verbose: u8) 
         Command::Run { .. }
         | Command::Admin(_)
         | Command::HashToken { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Probe { .. } => Ok(()),
         Command::CheckConfig { config, file } => check_config_file(config, file).and_then(|file| {
             let c = load(&file)?;
@@ -856,13 +881,75 @@ fn describe(kind: &str, properties: &BasicProperties, body: &[u8]) -> String {
 fn headers_json(headers: &FieldTable) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (key, value) in headers.inner() {
-        let shown: serde_json::Value = match value {
-            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into(),
-            AMQPValue::ShortString(s) => s.as_str().into(),
-            AMQPValue::Timestamp(t) => (*t).into(),
-            other => format!("{other:?}").into(),
-        };
-        map.insert(key.as_str().to_owned(), shown);
+        map.insert(key.as_str().to_owned(), amqp_json(value));
     }
     serde_json::Value::Object(map)
+}
+
+/// A header's value as JSON: numbers as numbers, arrays and tables (RabbitMQ's `x-death`)
+/// as arrays and objects, rather than Rust's debug notation.
+fn amqp_json(value: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        AMQPValue::Boolean(b) => (*b).into(),
+        AMQPValue::ShortShortInt(n) => (*n).into(),
+        AMQPValue::ShortShortUInt(n) => (*n).into(),
+        AMQPValue::ShortInt(n) => (*n).into(),
+        AMQPValue::ShortUInt(n) => (*n).into(),
+        AMQPValue::LongInt(n) => (*n).into(),
+        AMQPValue::LongUInt(n) => (*n).into(),
+        AMQPValue::LongLongInt(n) => (*n).into(),
+        AMQPValue::Float(f) => f64::from(*f).into(),
+        AMQPValue::Double(d) => (*d).into(),
+        AMQPValue::DecimalValue(d) => (f64::from(d.value) / 10f64.powi(i32::from(d.scale))).into(),
+        AMQPValue::ShortString(s) => s.as_str().into(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into(),
+        AMQPValue::FieldArray(items) => {
+            Value::Array(items.as_slice().iter().map(amqp_json).collect())
+        }
+        AMQPValue::Timestamp(t) => (*t).into(),
+        AMQPValue::FieldTable(table) => headers_json(table),
+        AMQPValue::ByteArray(bytes) => hex::encode(bytes.as_slice()).into(),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_read_as_json_values() {
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(2));
+        death.insert(
+            "queue".into(),
+            AMQPValue::LongString("ozg.submissions".into()),
+        );
+        let cases = [
+            (AMQPValue::Boolean(true), "true"),
+            (AMQPValue::ShortShortInt(-3), "-3"),
+            (AMQPValue::LongUInt(7), "7"),
+            (AMQPValue::LongLongInt(-9), "-9"),
+            (AMQPValue::Double(0.5), "0.5"),
+            (
+                AMQPValue::DecimalValue(lapin::types::DecimalValue {
+                    scale: 2,
+                    value: 1250,
+                }),
+                "12.5",
+            ),
+            (AMQPValue::ShortString("he".into()), "\"he\""),
+            (AMQPValue::Timestamp(1_750_000_000), "1750000000"),
+            (
+                AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+                r#"[{"count":2,"queue":"ozg.submissions"}]"#,
+            ),
+            (AMQPValue::ByteArray(vec![0xca, 0xfe].into()), "\"cafe\""),
+            (AMQPValue::Void, "null"),
+        ];
+        for (value, json) in cases {
+            assert_eq!(amqp_json(&value).to_string(), json, "{value:?}");
+        }
+    }
 }

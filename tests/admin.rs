@@ -221,7 +221,7 @@ async fn health_reflection_and_the_access_matrix() {
         let code = |r: Result<_, tonic::Status>| r.map_or_else(|s| s.code(), |_: ()| Code::Ok);
         let read = code(
             stats
-                .get_overview(with_token(token, pb::GetOverviewRequest {}))
+                .get_overview(with_token(token, pb::GetOverviewRequest::default()))
                 .await
                 .map(|_| ()),
         );
@@ -292,7 +292,7 @@ async fn health_reflection_and_the_access_matrix() {
     assert_eq!(actions, [("ops".to_owned(), "service.create".to_owned())]);
     // Nothing secret in what the API shows: no token, no broker password.
     let overview = stats
-        .get_overview(op(pb::GetOverviewRequest {}))
+        .get_overview(op(pb::GetOverviewRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -712,7 +712,7 @@ async fn a_route_changed_live_applies_to_the_next_message_and_survives_a_restart
         .unwrap();
     // Optimistic concurrency: a change made against an older version is refused.
     let version = StatsServiceClient::new(channel.clone())
-        .get_overview(op(pb::GetOverviewRequest {}))
+        .get_overview(op(pb::GetOverviewRequest::default()))
         .await
         .unwrap()
         .into_inner()
@@ -839,7 +839,7 @@ async fn pause_stops_consumption_and_resume_continues_with_nothing_lost() {
         "consumed while paused"
     );
     let overview = stats
-        .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest {}))
+        .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -872,7 +872,7 @@ async fn pause_stops_consumption_and_resume_continues_with_nothing_lost() {
     assert_eq!(got, want, "lost or duplicated across pause and resume");
 
     let overview = stats
-        .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest {}))
+        .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -932,7 +932,7 @@ async fn tls_with_client_certificates_refuses_unverified_peers() {
             }
             let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
             StatsServiceClient::new(channel)
-                .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest {}))
+                .get_overview(with_token(Some(VIEWER), pb::GetOverviewRequest::default()))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -984,7 +984,7 @@ async fn admin_calls_answer_in_milliseconds_over_loopback() {
         let started = std::time::Instant::now();
         if i % 2 == 0 {
             stats
-                .get_overview(op(pb::GetOverviewRequest {}))
+                .get_overview(op(pb::GetOverviewRequest::default()))
                 .await
                 .unwrap();
         } else {

@@ -73,7 +73,7 @@ async fn guessed_tokens_are_logged_and_slowed_down_and_the_right_one_is_not() {
         let status = stats
             .get_overview(with_token(
                 &format!("guess-{i:04}"),
-                pb::GetOverviewRequest {},
+                pb::GetOverviewRequest::default(),
             ))
             .await
             .unwrap_err();
@@ -82,7 +82,7 @@ async fn guessed_tokens_are_logged_and_slowed_down_and_the_right_one_is_not() {
     let guessing = started.elapsed();
     let started = Instant::now();
     stats
-        .get_overview(with_token(VIEWER, pb::GetOverviewRequest {}))
+        .get_overview(with_token(VIEWER, pb::GetOverviewRequest::default()))
         .await
         .unwrap();
     let right = started.elapsed();

@@ -1,8 +1,11 @@
-//! The real binary's `admin` client where the gateway's own admin server is not needed: an
-//! unreachable address, the help, usage errors caught before anything is sent, and
-//! grpc.health.v1 against tonic-health's server (plain, behind a token check, and with mutual
-//! TLS); and `hash-token`, which makes a token's configuration entry. The calls against a
-//! running gateway are tested with the server.
+//! The real binary's `admin` client: where the gateway's own admin server is not needed, an
+//! unreachable address, the help, usage errors caught before anything is sent (an unknown
+//! reason code among them), and grpc.health.v1 against tonic-health's server (plain, behind a
+//! token check, and with mutual TLS); against a running gateway, the overview an operator
+//! reads (queue depths, zeros kept in JSON, filters within a token's scope, tables fitted to
+//! the terminal) and a dead letter shown. Beside it `hash-token`, which makes a token's
+//! configuration entry, and the completion scripts and manual pages made from the command
+//! line's definitions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -469,4 +472,628 @@ async fn https_verifies_the_server_against_the_ca_and_presents_the_client_certif
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
     assert_eq!(untrusted.status.code(), Some(5), "{stderr}");
     assert!(!stderr.contains(TOKEN), "{stderr}");
+}
+
+/// `ozg-gateway ARGS` with `env`; stdout, stderr and the exit code.
+fn gateway(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("OZG_ADMIN_ADDRESS")
+        .env_remove("COLUMNS")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn completions_for_each_shell_know_the_commands_and_the_reason_codes() {
+    for (shell, marker) in [
+        ("bash", "complete -F _ozg__gateway"),
+        ("zsh", "#compdef ozg-gateway"),
+        ("fish", "complete -c ozg-gateway"),
+    ] {
+        let (code, script, stderr) = gateway(&["completions", shell], &[]);
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        for word in [
+            "admin",
+            "overview",
+            "dead-letters",
+            "hash-token",
+            "completions",
+        ] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+        // clap_complete's fish scripts stop two commands deep (`admin dead-letters`), so
+        // the reason codes of `admin dead-letters list` are in bash's and zsh's only.
+        if shell != "fish" {
+            assert!(script.contains("delivery-failed"), "{shell}");
+        }
+        // The hidden trap for a token on the command line is never suggested.
+        assert!(
+            !script.contains("--token ")
+                && !script.contains("--token)")
+                && !script.contains("'--token=")
+                && !script.contains("-l token "),
+            "{shell} offers --token"
+        );
+    }
+    // What a user gets at the prompt: bash completes `ozg-gateway admin dead-l<TAB>` and
+    // `… --reason no-<TAB>` from the script.
+    let complete = |words: &str| {
+        let line = format!(
+            "source <({BIN} completions bash)\n\
+             COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n\
+             _ozg__gateway ozg-gateway \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+             echo \"${{COMPREPLY[@]}}\""
+        );
+        let out = Command::new("bash").args(["-c", &line]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(complete("ozg-gateway admin dead-l"), "dead-letters");
+    assert_eq!(complete("ozg-gateway admin --tok"), "--token-file");
+    assert_eq!(complete("ozg-gateway admin dead-letters s"), "show");
+    assert_eq!(
+        complete("ozg-gateway admin dead-letters list --reason no-"),
+        "no-route"
+    );
+    let (code, _, stderr) = gateway(&["completions", "tcsh"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// groff's complaints about `page` (none for a valid manual page), with every warning on.
+fn groff_warnings(page: &[u8]) -> String {
+    use std::io::Write;
+    let mut groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("groff is needed to check manual pages (deploy/local/test.sh installs it)");
+    groff.stdin.take().unwrap().write_all(page).unwrap();
+    let out = groff.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn manual_pages_are_valid_roff_for_the_program_and_every_command() {
+    let (code, page, stderr) = gateway(&["man"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let th = page.lines().find(|l| l.starts_with(".TH ")).unwrap();
+    // Title, section, date, source, manual: all five, the date not empty.
+    assert!(
+        th.starts_with(".TH ozg-gateway 1 ")
+            && th.ends_with(" \"ozg-gateway 0.1.0\" \"ozg-gateway manual\""),
+        "{th}"
+    );
+    for section in [".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS", ".SH SUBCOMMANDS"] {
+        assert!(page.contains(section), "{section} missing");
+    }
+    for command in ["admin", "completions", "man", "hash-token", "check-config"] {
+        assert!(page.contains(&command.replace('-', "\\-")), "{command}");
+    }
+    assert!(page.is_ascii(), "non-ASCII text would need preconv");
+    assert_eq!(groff_warnings(page.as_bytes()), "");
+
+    let (code, page, _) = gateway(&["man", "admin", "dead-letters", "list"], &[]);
+    assert_eq!(code, 0);
+    assert!(page.contains(".TH ozg-gateway-admin-dead-letters-list 1 "));
+    assert!(
+        page.contains("delivery\\-failed"),
+        "reason codes in the page"
+    );
+    assert_eq!(groff_warnings(page.as_bytes()), "");
+
+    let (code, _, stderr) = gateway(&["man", "admin", "nonsense"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("ozg-gateway admin has no command \"nonsense\" (it has: health, overview"),
+        "{stderr}"
+    );
+
+    // One page per command, as `man` finds them in a MANPATH folder.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, listed, stderr) = gateway(&["man", "--dir", &dir.path().display().to_string()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(listed.lines().count(), files.len());
+    for expected in [
+        "ozg-gateway.1",
+        "ozg-gateway-run.1",
+        "ozg-gateway-admin.1",
+        "ozg-gateway-admin-overview.1",
+        "ozg-gateway-admin-dead-letters-get.1",
+        "ozg-gateway-admin-ingress-pause.1",
+        "ozg-gateway-completions.1",
+    ] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} in {files:?}"
+        );
+    }
+    // The hidden and the generated `help` commands get no page.
+    assert!(!files.iter().any(|f| f.contains("help")), "{files:?}");
+    for file in &files {
+        let page = std::fs::read(dir.path().join(file)).unwrap();
+        assert_eq!(groff_warnings(&page), "", "{file}");
+    }
+}
+
+#[test]
+fn an_unknown_reason_is_refused_with_the_valid_codes() {
+    for action in ["list", "replay", "discard"] {
+        let (code, stdout, stderr) = gateway(
+            &[
+                "admin",
+                "--address",
+                "http://127.0.0.1:1",
+                "dead-letters",
+                action,
+                "--reason",
+                "no_route",
+            ],
+            &[],
+        );
+        assert_eq!(code, 2, "{action}: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(
+            stderr.contains("invalid value 'no_route' for '--reason <REASON>'"),
+            "{stderr}"
+        );
+        for reason in ozg_gateway::outcome::Reason::ALL {
+            assert!(
+                stderr.contains(reason.code()),
+                "{action}: {}",
+                reason.code()
+            );
+        }
+    }
+    // The help names the codes too, with what each means.
+    let (code, help, _) = gateway(&["admin", "dead-letters", "list", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(help.contains("- no-route:"), "{help}");
+    assert!(
+        help.contains("- delivery-failed:            Delivery to the responsible authority failed"),
+        "{help}"
+    );
+    assert!(!help.contains("invalid-envelope"), "no such code");
+}
+
+// ---- against a running gateway -----------------------------------------------------------------
+
+const VIEWER: &str = "cli-viewer-token-0123456789";
+const HE_VIEWER: &str = "cli-he-viewer-token-0123456789";
+const OPERATOR: &str = "cli-operator-token-0123456789";
+const MELDE: &str = "99115005104000";
+/// Offenbach am Main: no route, so a submission for it is dead-lettered (no-route).
+const OFFENBACH: &str = "064130000000";
+
+/// Hessen and Thüringen, each with its platform and back offices, and three tokens: a
+/// viewer and an operator for every Land, a viewer for Hessen.
+fn two_laender(v: &common::Vhosts) -> common::TestConfig {
+    use ozg_gateway::admin::auth::hash_token;
+    let token = |name: &str, secret: &str, roles: &str, laender: &str| {
+        format!(
+            "[[admin.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [{roles}]\nlaender = [{laender}]\n",
+            hex::encode(hash_token(secret))
+        )
+    };
+    common::TestConfig::new(v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .telemetry(r#"backlog_interval = "200ms""#)
+        .platform("civento-he", "06", "he", None)
+        .platform("civento-th", "16", "th", None)
+        .destination(
+            "he-darmstadt",
+            "06",
+            "he",
+            "Wissenschaftsstadt Darmstadt, Bürgeramt",
+        )
+        .destination("he-kassel", "06", "he", "Stadt Kassel, Bürgerbüro Mitte")
+        .destination(
+            "th-erfurt",
+            "16",
+            "th",
+            "Landeshauptstadt Erfurt, Bürgerservice",
+        )
+        .route(MELDE, "06411", "he-darmstadt")
+        .dead_letters_into_store()
+        .extra(&format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n{}\n{}\n{}",
+            token("viewer", VIEWER, "\"viewer\"", "\"*\""),
+            token("he-viewer", HE_VIEWER, "\"viewer\"", "\"HE\""),
+            token("ops", OPERATOR, "\"operator\"", "\"*\""),
+        ))
+}
+
+/// `ozg-gateway admin --address ADDRESS ARGS` with `token`, off the test's runtime.
+async fn admin_at(
+    address: SocketAddr,
+    token: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let address = format!("http://{address}");
+    let mut line = strings(&["admin", "--address", &address]);
+    line.extend(strings(args));
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push(("OZG_ADMIN_TOKEN".into(), token.to_owned()));
+    let shown = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = line.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        gateway(&args, &env)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !shown.1.contains("Some(") && !shown.2.contains("Some("),
+        "{args:?}: {shown:?}"
+    );
+    shown
+}
+
+/// The `--json` overview for `token` and the filter `args`.
+async fn overview_json(address: SocketAddr, token: &str, args: &[&str]) -> serde_json::Value {
+    let mut line = vec!["--json", "overview"];
+    line.extend_from_slice(args);
+    let (code, stdout, stderr) = admin_at(address, token, &[], &line).await;
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// The ids in `overview[list][*][key]`.
+fn ids(overview: &serde_json::Value, list: &str, key: &str) -> Vec<String> {
+    overview[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[key].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_queue_depths_keeps_zeros_filters_rows_and_fits_the_terminal() {
+    use ozg_gateway::envelope::Encoding;
+    let v = common::Vhosts::create("cli-overview", &["he", "th", "gw"]);
+    let gw = common::Admin::start(two_laender(&v).build()).await;
+    let address = gw.address;
+
+    // Thüringen's ingress paused, then three submissions wait in its queue; one from
+    // Hessen finds no route and becomes a dead letter.
+    let (code, _, stderr) =
+        admin_at(address, OPERATOR, &[], &["ingress", "pause", "civento-th"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let th = common::connect(&v.url("th")).await;
+    let th_channel = common::confirm_channel(&th).await;
+    for _ in 0..3 {
+        let s = common::sample_submission("civento-th", "16", MELDE, "160510000000", 512);
+        common::submit(&th_channel, &s, Encoding::Protobuf).await;
+    }
+    let he = common::connect(&v.url("he")).await;
+    let he_channel = common::confirm_channel(&he).await;
+    let lost = common::sample_submission("civento-he", "06", MELDE, OFFENBACH, 512);
+    common::submit(&he_channel, &lost, Encoding::Protobuf).await;
+
+    // The depth comes from the periodic passive declare (every 200 ms here); the letter
+    // from the store.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let overview = loop {
+        let o = overview_json(address, VIEWER, &[]).await;
+        let th_row = o["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["platformId"] == "civento-th")
+            .cloned()
+            .unwrap();
+        if (th_row["queueReady"] == "3" && o["deadLettersPending"] == "1")
+            || Instant::now() > deadline
+        {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let platform = |id: &str| {
+        overview["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["platformId"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let (he_row, th_row) = (platform("civento-he"), platform("civento-th"));
+    assert_eq!(th_row["queueReady"], "3", "{overview}");
+    assert_eq!(th_row["queueConsumers"], 0, "paused: {th_row}");
+    assert_eq!(th_row["ingressQueue"], "submissions");
+    assert_eq!(th_row["consumerState"], "paused");
+    assert!(th_row["queueCountedAt"].is_string(), "{th_row}");
+    assert_eq!(he_row["queueReady"], "0", "{he_row}");
+    assert_eq!(he_row["queueConsumers"], 1, "{he_row}");
+    assert_eq!(he_row["consumed"], "1", "{he_row}");
+    assert_eq!(overview["deadLettersPending"], "1", "{overview}");
+    // Zeros and empty values are there, not left out: a script reads every key.
+    assert_eq!(th_row["consumed"], "0", "{th_row}");
+    assert_eq!(th_row["inFlight"], "0", "{th_row}");
+    let kassel = overview["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destinationId"] == "he-kassel")
+        .cloned()
+        .unwrap();
+    for (key, zero) in [
+        ("delivered", "\"0\""),
+        ("failed", "\"0\""),
+        ("retrying", "\"0\""),
+        ("lastError", "\"\""),
+    ] {
+        assert_eq!(kassel[key].to_string(), zero, "{key} in {kassel}");
+    }
+    let (_, raw, _) = admin_at(address, VIEWER, &[], &["--json", "overview"]).await;
+    assert!(raw.contains(r#""consumed":"0""#), "{raw}");
+    assert!(raw.contains(r#""retrying":"0""#), "{raw}");
+
+    // Filters: only the rows asked for, within the token's scope.
+    let every_destination = ["he-darmstadt", "he-kassel", "th-erfurt"];
+    // (token, filter, platforms, destinations, brokers, pending dead letters)
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            VIEWER,
+            &[],
+            &["civento-he", "civento-th"],
+            &every_destination,
+            &["gw", "he", "th"],
+            "1",
+        ),
+        (
+            VIEWER,
+            &["--land", "HE"],
+            &["civento-he"],
+            &["he-darmstadt", "he-kassel"],
+            &["he"],
+            "1",
+        ),
+        (
+            VIEWER,
+            &["--land", "16"],
+            &["civento-th"],
+            &["th-erfurt"],
+            &["th"],
+            "0",
+        ),
+        (VIEWER, &["--land", "09"], &[], &[], &[], "0"),
+        (
+            VIEWER,
+            &["--platform", "civento-th"],
+            &["civento-th"],
+            &[],
+            &["th"],
+            "0",
+        ),
+        (
+            VIEWER,
+            &["--platform", "civento-he"],
+            &["civento-he"],
+            &[],
+            &["he"],
+            "1",
+        ),
+        (
+            VIEWER,
+            &["--destination", "th-erfurt"],
+            &[],
+            &["th-erfurt"],
+            &["th"],
+            "0",
+        ),
+        (
+            VIEWER,
+            &["--platform", "civento-th", "--destination", "he-kassel"],
+            &["civento-th"],
+            &["he-kassel"],
+            &["he", "th"],
+            "0",
+        ),
+        (
+            VIEWER,
+            &[
+                "--land",
+                "TH",
+                "--destination",
+                "he-kassel",
+                "--destination",
+                "th-erfurt",
+            ],
+            &[],
+            &["th-erfurt"],
+            &["th"],
+            "0",
+        ),
+        // Hessen's viewer: its own rows only, whatever it asks for.
+        (
+            HE_VIEWER,
+            &[],
+            &["civento-he"],
+            &["he-darmstadt", "he-kassel"],
+            &["gw", "he", "th"],
+            "1",
+        ),
+        (HE_VIEWER, &["--land", "TH"], &[], &[], &[], "0"),
+        (
+            HE_VIEWER,
+            &["--destination", "he-kassel"],
+            &[],
+            &["he-kassel"],
+            &["he"],
+            "0",
+        ),
+    ];
+    for (token, filter, platforms, destinations, brokers, pending) in cases {
+        let o = overview_json(address, token, filter).await;
+        let mut links = ids(&o, "brokers", "broker");
+        links.sort();
+        links.dedup();
+        assert_eq!(
+            (
+                ids(&o, "platforms", "platformId"),
+                ids(&o, "destinations", "destinationId"),
+                links,
+                o["deadLettersPending"].as_str().unwrap(),
+            ),
+            (
+                strings(platforms),
+                strings(destinations),
+                strings(brokers),
+                *pending
+            ),
+            "{filter:?} as {}",
+            if *token == VIEWER {
+                "viewer"
+            } else {
+                "he-viewer"
+            }
+        );
+    }
+    // A platform or destination the token cannot see is NOT_FOUND, exactly as one that
+    // does not exist; a Land that is none is a bad argument.
+    for (token, filter, code, message) in [
+        (
+            HE_VIEWER,
+            &["--platform", "civento-th"][..],
+            4,
+            "admin: NOT_FOUND: no platform \"civento-th\" within the token's scope (Land 06 HE)",
+        ),
+        (
+            HE_VIEWER,
+            &["--platform", "civento-xx"],
+            4,
+            "admin: NOT_FOUND: no platform \"civento-xx\" within the token's scope (Land 06 HE)",
+        ),
+        (
+            HE_VIEWER,
+            &["--destination", "th-erfurt"],
+            4,
+            "admin: NOT_FOUND: no destination \"th-erfurt\" within the token's scope (Land 06 HE)",
+        ),
+        (
+            VIEWER,
+            &["--destination", "he-nowhere"],
+            4,
+            "admin: NOT_FOUND: no destination \"he-nowhere\"",
+        ),
+        (
+            VIEWER,
+            &["--land", "17"],
+            1,
+            "admin: INVALID_ARGUMENT: laender[0]: ",
+        ),
+    ] {
+        let mut line = vec!["overview"];
+        line.extend_from_slice(filter);
+        let (got, stdout, stderr) = admin_at(address, token, &[], &line).await;
+        assert_eq!(got, code, "{filter:?}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.starts_with(message), "{filter:?}: {stderr}");
+    }
+
+    // Tables for a person. Into a pipe, one line per row for grep and awk.
+    let (code, table, stderr) = admin_at(address, VIEWER, &[], &["overview"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let queue_line = table
+        .lines()
+        .find(|l| l.starts_with("civento-th") && l.contains("submissions"))
+        .unwrap_or_else(|| panic!("no queue row for civento-th in\n{table}"));
+    let cells: Vec<&str> = queue_line.split_whitespace().collect();
+    assert_eq!(
+        cells[..5],
+        ["civento-th", "submissions", "3", "0", "0"],
+        "{queue_line}"
+    );
+    // Within 60 columns when the terminal (COLUMNS) has 60: cells wrap, ids stay whole.
+    let (code, table, stderr) =
+        admin_at(address, VIEWER, &[("COLUMNS", "60")], &["overview"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    for line in table.lines() {
+        assert!(line.chars().count() <= 60, "{line:?} in\n{table}");
+    }
+    for id in [
+        "civento-he",
+        "civento-th",
+        "he-darmstadt",
+        "he-kassel",
+        "th-erfurt",
+    ] {
+        assert!(table.lines().any(|l| l.starts_with(id)), "{id} in\n{table}");
+    }
+    let (code, table, _) = admin_at(
+        address,
+        VIEWER,
+        &[("COLUMNS", "60")],
+        &["destinations", "list"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    for line in table.lines() {
+        assert!(line.chars().count() <= 60, "{line:?} in\n{table}");
+    }
+    for id in every_destination {
+        assert!(table.lines().any(|l| l.starts_with(id)), "{id} in\n{table}");
+    }
+    // Into a pipe without COLUMNS, one line per row for grep and awk.
+    let (_, table, _) = admin_at(address, VIEWER, &[], &["destinations", "list"]).await;
+    assert_eq!(
+        table.lines().count(),
+        1 + every_destination.len(),
+        "{table}"
+    );
+
+    // `dead-letters show` is `get`.
+    let (_, listed, _) = admin_at(address, VIEWER, &[], &["--json", "dead-letters", "list"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let letter = listed["deadLetters"][0]["id"].as_str().unwrap().to_owned();
+    let (code, shown, stderr) =
+        admin_at(address, VIEWER, &[], &["dead-letters", "show", &letter]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let field = |name: &str| {
+        shown
+            .lines()
+            .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with(' ')))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    assert_eq!(field("submission"), lost.submission_id, "{shown}");
+    assert_eq!(field("reason"), "no-route", "{shown}");
+    let (_, got, _) = admin_at(address, VIEWER, &[], &["dead-letters", "get", &letter]).await;
+    assert_eq!(got, shown);
+
+    let _ = th.close(200, "done".into()).await;
+    let _ = he.close(200, "done".into()).await;
+    gw.stop().await;
 }

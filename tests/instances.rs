@@ -101,7 +101,7 @@ impl Instance {
 
     async fn overview(&self) -> pb::Overview {
         StatsServiceClient::new(self.channel().await)
-            .get_overview(op(pb::GetOverviewRequest {}))
+            .get_overview(op(pb::GetOverviewRequest::default()))
             .await
             .unwrap()
             .into_inner()

@@ -490,7 +490,7 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
             // counts (the fixed ones).
             let result = c
                 .stats
-                .get_overview(as_token(&token, pb::GetOverviewRequest {}))
+                .get_overview(as_token(&token, pb::GetOverviewRequest::default()))
                 .await;
             let platforms = [
                 ("civento-he", [true, true, true, false]),

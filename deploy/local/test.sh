@@ -20,6 +20,12 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q systemd
 fi
+# tests/admin_cli.rs checks the manual pages of `ozg-gateway man` with groff.
+if ! command -v groff >/dev/null 2>&1; then
+  echo "test.sh: installing groff-base for groff"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q groff-base
+fi
 
 # Vhosts left behind by an interrupted earlier run: test vhosts are named
 # ozgtest-<pid of the test process>-..., so only those whose process is gone are removed and a

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Status;
 
 use super::service::{
-    DestinationView, Overview, Replayed, RouteView, Selection, ServiceError, Watched,
+    DestinationView, Overview, OverviewFilter, Replayed, RouteView, Selection, ServiceError,
+    Watched,
 };
 use crate::activity::Rates;
 use crate::config::{DestinationSpec, RouteSpec};
@@ -73,6 +74,29 @@ fn given(s: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------
 // Overview
 
+/// The rows asked for; a Land that is none is INVALID_ARGUMENT, naming the entry.
+pub fn overview_filter(r: &pb::GetOverviewRequest) -> Result<OverviewFilter, ServiceError> {
+    let laender = r
+        .laender
+        .iter()
+        .enumerate()
+        .map(|(i, land)| {
+            land.trim().parse().map_err(|e| {
+                ServiceError::invalid(
+                    format!("laender[{i}]"),
+                    format!("{e}; a Land is its code (06) or abbreviation (HE)"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let ids = |list: &[String]| list.iter().filter_map(|id| given(id)).collect();
+    Ok(OverviewFilter {
+        laender,
+        platforms: ids(&r.platforms),
+        destinations: ids(&r.destinations),
+    })
+}
+
 pub fn overview(o: Overview) -> pb::Overview {
     pb::Overview {
         version: o.version.to_owned(),
@@ -91,6 +115,10 @@ pub fn overview(o: Overview) -> pb::Overview {
                 rejected: p.rejected,
                 in_flight: p.in_flight,
                 consumed_rate: Some(rates(p.consumed_rate)),
+                ingress_queue: p.ingress_queue,
+                queue_ready: p.queue.map_or(0, |q| q.ready),
+                queue_consumers: p.queue.map_or(0, |q| q.consumers),
+                queue_counted_at: p.queue.map(|q| timestamp(q.counted_at)),
             })
             .collect(),
         destinations: o

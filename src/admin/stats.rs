@@ -1,4 +1,5 @@
-//! StatsService: version, uptime, counters and rates (`Service::overview`).
+//! StatsService: version, uptime, counters, rates and queue depths, filtered as asked
+//! (`Service::overview_of`).
 
 use std::sync::Arc;
 
@@ -17,7 +18,13 @@ impl pb::stats_service_server::StatsService for Stats {
         request: Request<pb::GetOverviewRequest>,
     ) -> Result<Response<pb::Overview>, Status> {
         let who = self.0.admit(&request).await?;
-        let overview = self.0.service.overview(&who).await.map_err(status)?;
+        let filter = convert::overview_filter(request.get_ref()).map_err(status)?;
+        let overview = self
+            .0
+            .service
+            .overview_of(&who, &filter)
+            .await
+            .map_err(status)?;
         Ok(Response::new(convert::overview(overview)))
     }
 }

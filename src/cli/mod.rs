@@ -1,9 +1,11 @@
 //! `ozg-gateway admin`: the operators' client of the admin API
 //! (proto/ozg/gateway/admin/v1/admin.proto), one subcommand per RPC. Tables for people;
 //! `--json` prints the proto3 JSON mapping, one document per response and line, for scripts.
-//! Beside it `hash-token`, which makes a token's entry for the admin API's configuration.
+//! Beside it `hash-token`, which makes a token's entry for the admin API's configuration, and
+//! `docs`: shell completions and manual pages.
 
 mod connect;
+pub mod docs;
 pub mod hash_token;
 mod render;
 mod request;
@@ -89,8 +91,14 @@ enum AdminCommand {
         #[arg(default_value = "")]
         service: String,
     },
-    /// Version, uptime, store, counters and rates per platform and destination, broker links.
-    Overview,
+    /// Counters, ingress queue depths, retry backlogs and broker links, filtered at will.
+    ///
+    /// Version, uptime and store; per platform its counters and its ingress queue's depth
+    /// (ready as the broker last counted it, in flight: taken by this instance and not yet
+    /// acked); per destination its counters and retry backlog; the broker links. The
+    /// filters narrow the rows within the token's scope: --land to a Land's platforms and
+    /// destinations, --platform and --destination to exactly those.
+    Overview(OverviewArgs),
     /// The routing directory's destinations.
     #[command(subcommand)]
     Destinations(DestinationsCommand),
@@ -132,6 +140,20 @@ enum AdminCommand {
         #[arg(long)]
         destination: Option<String>,
     },
+}
+
+#[derive(Args)]
+struct OverviewArgs {
+    /// Only this Land's platforms and destinations: its code (06) or abbreviation (HE);
+    /// repeatable.
+    #[arg(long = "land", value_name = "LAND")]
+    laender: Vec<String>,
+    /// Only this platform (repeatable); without --destination, no destination rows.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
+    /// Only this destination (repeatable); without --platform, no platform rows.
+    #[arg(long = "destination", value_name = "DESTINATION")]
+    destinations: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -243,6 +265,7 @@ enum DeadLettersCommand {
         all_pages: bool,
     },
     /// One dead letter's metadata and headers (not its content).
+    #[command(visible_alias = "show")]
     Get { id: String },
     /// Write a dead letter's content to --out, or to stdout when that is not a terminal.
     /// Needs the payload right; every read is audited with the justification.
@@ -442,8 +465,12 @@ async fn execute(args: AdminArgs, token: Option<&Secret>) -> Result<(), Failure>
     let out = Output { json: args.json };
     match args.command {
         AdminCommand::Health { watch, service } => health(&api, &out, service, watch).await,
-        AdminCommand::Overview => {
-            let request = api.unary(api::GetOverviewRequest {});
+        AdminCommand::Overview(filter) => {
+            let request = api.unary(api::GetOverviewRequest {
+                laender: filter.laender,
+                platforms: filter.platforms,
+                destinations: filter.destinations,
+            });
             let overview = api.stats().get_overview(request).await?.into_inner();
             out.show(&overview, render::overview)
         }
@@ -918,6 +945,10 @@ mod tests {
             "health --watch ozg.gateway.admin.v1.DirectoryService",
             "--json overview",
             "overview --json --timeout 2s",
+            "overview --land 06 --land TH --platform civento-he --destination he-darmstadt",
+            "dead-letters show 0b6c5d2e-1f4a-4c43-9e1a-52f0a4b8d7c1",
+            "dead-letters list --reason delivery-failed",
+            "dead-letters list --reason receipt-wrong-destination",
             "destinations create --id x --name X --kind other --land 06 --broker he",
             "destinations update --id x --routing-key q",
             "routes list --service * --region-prefix 06",
@@ -942,6 +973,9 @@ mod tests {
             "destinations create --id x",
             "dead-letters list --limit 0",
             "dead-letters list --state some",
+            "dead-letters list --reason no_route",
+            "dead-letters replay --reason invalid-envelope",
+            "dead-letters discard --reason NO-ROUTE",
             "dead-letters list --all-pages --page-token t",
             "dead-letters list --since 2025-06-15T17:06:40+02:00",
             "dead-letters payload x",

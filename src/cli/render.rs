@@ -3,7 +3,8 @@
 //! platforms and brokers and must not be able to move the cursor or recolour a terminal.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ozg_gateway::wire::admin as api;
 use pbjson_types::Timestamp;
@@ -21,17 +22,93 @@ pub fn clean(text: &str) -> String {
     shown
 }
 
-/// Columns padded to their widest cell, two spaces apart; right-aligned where asked.
+/// Which columns a table keeps whole (none wraps) and at what width, for a table at most
+/// `width` wide: the first column (it names the row: an id to copy) and the numbers, best
+/// under unbroken header words, while every other column keeps ten characters; in a
+/// narrower terminal without the header words; narrower still, the first column alone
+/// while the others keep four; else none. Widths are without padding.
+fn kept_whole(
+    widest: &[usize],
+    header_words: &[usize],
+    numbers: &[usize],
+    paddings: &[usize],
+    width: Option<usize>,
+) -> Vec<Option<usize>> {
+    let columns = paddings.len();
+    let widest = |i: usize| widest.get(i).copied().unwrap_or(0);
+    let word = |i: usize| header_words.get(i).copied().unwrap_or(0);
+    let whole = |i: usize| i == 0 || numbers.contains(&i);
+    // (the width kept whole, or None; the least a wrapped column keeps)
+    type Level<'a> = (&'a dyn Fn(usize) -> Option<usize>, usize);
+    let levels: [Level; 3] = [
+        (&|i| whole(i).then(|| widest(i).max(word(i))), 10),
+        (&|i| whole(i).then(|| widest(i)), 10),
+        (&|i| (i == 0).then(|| widest(i)), 4),
+    ];
+    for (keep, least) in levels {
+        let needed: usize = (0..columns)
+            .map(|i| paddings[i] + keep(i).unwrap_or_else(|| widest(i).min(least)))
+            .sum();
+        if width.is_none_or(|width| needed <= width) {
+            return (0..columns).map(keep).collect();
+        }
+    }
+    vec![None; columns]
+}
+
+/// How wide a table may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// At most this many columns: cells wrap to fit.
+    Columns(u16),
+    /// The terminal's width when stdout is one; unlimited otherwise (a pipe or a file).
+    Terminal,
+    /// Every cell on one line, however wide.
+    Unlimited,
+}
+
+impl Width {
+    /// `COLUMNS` when it holds a width (so `COLUMNS=80 … | less` and scripts can ask for
+    /// one), else the terminal's; into a pipe or a file, whole lines for `grep` and `awk`.
+    pub fn from_environment() -> Width {
+        let columns = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.trim().parse::<u16>().ok())
+            .filter(|c| *c > 0);
+        match columns {
+            Some(columns) => Width::Columns(columns),
+            None if std::io::stdout().is_terminal() => Width::Terminal,
+            None => Width::Unlimited,
+        }
+    }
+}
+
+/// Columns two spaces apart, numbers right-aligned where asked, no borders. When the table
+/// would be wider than [`Width`] allows, the cells of text columns wrap (at spaces where they
+/// can); the first column and the numbers stay whole.
 pub struct Table {
-    rows: Vec<Vec<String>>,
+    table: comfy_table::Table,
     right: Vec<usize>,
+    /// The widest cell of each column below the header.
+    widest: Vec<usize>,
+    /// The longest word of each column's header.
+    header_words: Vec<usize>,
 }
 
 impl Table {
     pub fn new(headers: &[&str]) -> Self {
+        let mut table = comfy_table::Table::new();
+        table
+            .load_style(comfy_table::presets::NOTHING)
+            .set_header(headers.iter().map(|h| clean(h)).collect::<Vec<_>>());
         Table {
-            rows: vec![headers.iter().map(|h| clean(h)).collect()],
+            table,
             right: Vec::new(),
+            widest: vec![0; headers.len()],
+            header_words: headers
+                .iter()
+                .map(|h| h.split(' ').map(|w| w.chars().count()).max().unwrap_or(0))
+                .collect(),
         }
     }
 
@@ -42,33 +119,70 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: &[&str]) {
-        self.rows.push(cells.iter().map(|c| clean(c)).collect());
+        let cells: Vec<String> = cells.iter().map(|c| clean(c)).collect();
+        for (i, cell) in cells.iter().enumerate() {
+            let width = cell.chars().count();
+            match self.widest.get_mut(i) {
+                Some(widest) => *widest = (*widest).max(width),
+                None => self.widest.push(width),
+            }
+        }
+        self.table.add_row(cells);
     }
 
-    pub fn render(&self) -> String {
-        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut widths = vec![0; columns];
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate() {
-                widths[i] = widths[i].max(cell.chars().count());
+    /// As wide as `COLUMNS` or the terminal allow.
+    pub fn render(self) -> String {
+        self.render_within(Width::from_environment())
+    }
+
+    pub fn render_within(mut self, width: Width) -> String {
+        use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement};
+        match width {
+            Width::Columns(columns) => {
+                self.table
+                    .set_width(columns)
+                    .set_content_arrangement(ContentArrangement::Dynamic);
+            }
+            Width::Terminal => {
+                self.table
+                    .set_content_arrangement(ContentArrangement::Dynamic);
+            }
+            Width::Unlimited => {
+                self.table.force_no_tty();
+            }
+        }
+        let columns = self.table.column_count();
+        let padding = |i: usize| -> u16 { if i + 1 == columns { 0 } else { 2 } };
+        let paddings: Vec<usize> = (0..columns).map(|i| usize::from(padding(i))).collect();
+        let whole = kept_whole(
+            &self.widest,
+            &self.header_words,
+            &self.right,
+            &paddings,
+            self.table.width().map(usize::from),
+        );
+        // comfy-table counts a column's padding in its bounds.
+        let lower: Vec<Option<u16>> =
+            (0..columns)
+                .map(|i| {
+                    whole.get(i).copied().flatten().map(|w| {
+                        u16::try_from(w).map_or(u16::MAX, |w| w.saturating_add(padding(i)))
+                    })
+                })
+                .collect();
+        for (i, column) in self.table.column_iter_mut().enumerate() {
+            column.set_padding((0, padding(i)));
+            if self.right.contains(&i) {
+                column.set_cell_alignment(CellAlignment::Right);
+            }
+            if let Some(Some(lower)) = lower.get(i) {
+                column.set_constraint(ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(
+                    *lower,
+                )));
             }
         }
         let mut out = String::new();
-        for row in &self.rows {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate() {
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                let pad = widths[i] - cell.chars().count();
-                if self.right.contains(&i) {
-                    line.extend(std::iter::repeat_n(' ', pad));
-                    line.push_str(cell);
-                } else {
-                    line.push_str(cell);
-                    line.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
+        for line in self.table.lines() {
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -190,10 +304,19 @@ pub fn overview(o: &api::Overview) -> String {
         "CONSUMED",
         "FORWARDED",
         "REJECTED",
-        "IN FLIGHT",
         "CONSUMED/S",
     ])
-    .right(&[3, 4, 5, 6]);
+    .right(&[3, 4, 5]);
+    let mut queues = Table::new(&[
+        "PLATFORM",
+        "INGRESS QUEUE",
+        "READY",
+        "IN FLIGHT",
+        "CONSUMERS",
+        "COUNTED",
+    ])
+    .right(&[2, 3, 4]);
+    let now = SystemTime::now();
     for p in &o.platforms {
         platforms.row(&[
             &p.platform_id,
@@ -202,8 +325,24 @@ pub fn overview(o: &api::Overview) -> String {
             &p.consumed.to_string(),
             &p.forwarded.to_string(),
             &p.rejected.to_string(),
-            &p.in_flight.to_string(),
             &rates(p.consumed_rate.as_ref()),
+        ]);
+        // Unknown until its broker has answered: "-", not a zero that reads as "empty".
+        let (ready, consumers, counted) = match &p.queue_counted_at {
+            Some(at) => (
+                p.queue_ready.to_string(),
+                p.queue_consumers.to_string(),
+                ago(at, now),
+            ),
+            None => ("-".into(), "-".into(), "not yet".into()),
+        };
+        queues.row(&[
+            &p.platform_id,
+            or_dash(&p.ingress_queue),
+            &ready,
+            &p.in_flight.to_string(),
+            &consumers,
+            &counted,
         ]);
     }
     let mut destinations = Table::new(&[
@@ -211,7 +350,7 @@ pub fn overview(o: &api::Overview) -> String {
         "NAME",
         "DELIVERED",
         "FAILED",
-        "RETRYING",
+        "RETRY BACKLOG",
         "DELIVERED/S",
         "LAST ERROR",
     ])
@@ -241,16 +380,40 @@ pub fn overview(o: &api::Overview) -> String {
         };
         brokers.row(&[&b.broker, &b.role, connected, detail]);
     }
-    let mut parts = vec![
-        head,
-        platforms.render(),
-        destinations.render(),
-        brokers.render(),
-    ];
+    let mut parts = vec![head];
+    // A filtered overview leaves out what it did not ask for rather than showing headings
+    // over nothing.
+    if !o.platforms.is_empty() {
+        parts.push(platforms.render());
+        parts.push(queues.render());
+    }
+    if !o.destinations.is_empty() {
+        parts.push(destinations.render());
+    }
+    if !o.brokers.is_empty() {
+        parts.push(brokers.render());
+    }
     if !o.instances.is_empty() {
         parts.push(instances(&o.instances));
     }
     sections(&parts)
+}
+
+/// "12s ago", to the second; "just now" for a time at or after `now` (another clock).
+fn ago(at: &Timestamp, now: SystemTime) -> String {
+    let Some(then) = u64::try_from(at.seconds)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+    else {
+        return time(Some(at));
+    };
+    match now.duration_since(then) {
+        Ok(d) if d.as_secs() > 0 => format!(
+            "{} ago",
+            humantime::format_duration(Duration::from_secs(d.as_secs()))
+        ),
+        _ => "just now".into(),
+    }
 }
 
 /// The instances sharing the store; "*" marks the one that answered.
@@ -640,7 +803,69 @@ mod tests {
             for row in *rows {
                 table.row(row);
             }
-            assert_eq!(table.render(), *expected, "{headers:?}");
+            assert_eq!(
+                table.render_within(Width::Unlimited),
+                *expected,
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_narrow_width_wraps_text_and_keeps_numbers_whole() {
+        let table = || {
+            let mut table =
+                Table::new(&["DESTINATION", "NAME", "DELIVERED", "LAST ERROR"]).right(&[2]);
+            table.row(&[
+                "he-darmstadt",
+                "Wissenschaftsstadt Darmstadt, Bürgeramt",
+                "1234567",
+                "2025-06-15T15:06:40Z connection refused by broker he",
+            ]);
+            table
+        };
+        for columns in [40, 60] {
+            let shown = table().render_within(Width::Columns(columns));
+            for line in shown.lines() {
+                assert!(
+                    line.chars().count() <= usize::from(columns),
+                    "{columns}: {line:?} in\n{shown}"
+                );
+            }
+            for whole in ["he-darmstadt", "1234567"] {
+                assert!(shown.contains(whole), "{columns}: {whole} in\n{shown}");
+            }
+        }
+        let shown = table().render_within(Width::Columns(60));
+        for word in ["Bürgeramt", "refused"] {
+            assert!(shown.contains(word), "{word} in\n{shown}");
+        }
+        // Without a limit every row stays on one line.
+        assert_eq!(table().render_within(Width::Unlimited).lines().count(), 2);
+    }
+
+    #[test]
+    fn what_is_kept_whole_depends_on_the_width() {
+        // ID (12 wide), NAME (38), DELIVERED (a 1-digit number under a 9-letter header),
+        // LAST ERROR (1): paddings 2, 2, 2, 0.
+        let widest = [12, 38, 1, 1];
+        let words = [11, 4, 9, 5];
+        let paddings = [2, 2, 2, 0];
+        // (width, kept whole)
+        let cases: [(Option<usize>, [Option<usize>; 4]); 6] = [
+            (None, [Some(12), None, Some(9), None]),
+            (Some(200), [Some(12), None, Some(9), None]),
+            (Some(38), [Some(12), None, Some(9), None]),
+            (Some(37), [Some(12), None, Some(1), None]),
+            (Some(24), [Some(12), None, None, None]),
+            (Some(23), [None, None, None, None]),
+        ];
+        for (width, want) in cases {
+            assert_eq!(
+                kept_whole(&widest, &words, &[2], &paddings, width),
+                want,
+                "{width:?}"
+            );
         }
     }
 

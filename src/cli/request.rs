@@ -4,6 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
+use ozg_gateway::outcome::Reason;
 use ozg_gateway::wire::admin as api;
 use pbjson_types::Timestamp;
 
@@ -84,8 +85,8 @@ pub struct FilterArgs {
     /// Platform id.
     #[arg(long)]
     pub platform: Option<String>,
-    /// Reason code (no-route, invalid-envelope, …).
-    #[arg(long)]
+    /// Reason code, e.g. no-route, delivery-failed, unknown-region, invalid-field.
+    #[arg(long, value_name = "REASON", value_parser = reasons())]
     pub reason: Option<String>,
     /// LeiKa key.
     #[arg(long)]
@@ -102,6 +103,14 @@ pub struct FilterArgs {
     /// The submission's id (one submission may be dead-lettered more than once).
     #[arg(long)]
     pub submission_id: Option<String>,
+}
+
+/// `--reason`: the gateway's reason codes, each with its title, so that a misspelt one is
+/// refused with the list rather than matching nothing.
+fn reasons() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        Reason::ALL.map(|r| clap::builder::PossibleValue::new(r.code()).help(r.title())),
+    )
 }
 
 pub fn dead_letter_filter(

@@ -22,7 +22,9 @@ pub use dead_letters::{DeadLetterPage, Discarded, Replayed, Selection};
 pub use directory::{AuditPage, DestinationView, Resolution, RouteFilter, RouteView, ServiceView};
 pub use error::ServiceError;
 pub use operations::{IngressState, Overdue, Watch, WatchFilter, Watched};
-pub use stats::{BrokerLinkStats, DestinationStats, InstanceStats, Overview, PlatformStats};
+pub use stats::{
+    BrokerLinkStats, DestinationStats, InstanceStats, Overview, OverviewFilter, PlatformStats,
+};
 
 use crate::config::Config;
 use crate::pipeline::Gateway;

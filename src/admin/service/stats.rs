@@ -1,17 +1,54 @@
-//! The overview: this instance's counters and rates, its broker links, the instances
-//! sharing the store, pending dead letters. A scoped caller gets the rows of its own
-//! platforms and destinations; figures that sum up every Land (the gateway's overall rates,
-//! the instances' counters) only a caller for every Land gets.
+//! The overview: this instance's counters and rates, its ingress queues' depths, its broker
+//! links, the instances sharing the store, pending dead letters. A scoped caller gets the
+//! rows of its own platforms and destinations; figures that sum up every Land (the
+//! gateway's overall rates, the instances' counters) only a caller for every Land gets. An
+//! [`OverviewFilter`] narrows the rows further, never beyond the scope.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::{Principal, Right, Service, ServiceError};
-use crate::activity::{ConsumerState, Rates};
+use crate::activity::{ConsumerState, QueueDepth, Rates};
 use crate::config::Scope;
 use crate::instances::{GONE_AFTER, LISTED_FOR};
 use crate::model::Land;
-use crate::store::{DeadLetterFilter, DeadLetterState, Instance, StoreError};
+use crate::store::{DeadLetterFilter, DeadLetterState, Instance, StoreError, Visible};
+
+/// Which rows of the overview to show; empty: all in the caller's scope. A platform is
+/// shown when its Land is among `laender` (if any are given) and it is among `platforms`,
+/// or, without `platforms`, when no `destinations` are asked for either; the same for a
+/// destination. So `platforms` alone shows those platforms and no destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverviewFilter {
+    pub laender: Vec<Land>,
+    pub platforms: Vec<String>,
+    pub destinations: Vec<String>,
+}
+
+impl OverviewFilter {
+    fn is_empty(&self) -> bool {
+        self.laender.is_empty() && self.platforms.is_empty() && self.destinations.is_empty()
+    }
+
+    /// A row of Land `land` named `id`, where `named` lists the ids asked for of its kind
+    /// and `others` those of the other kind.
+    fn shows(&self, land: Land, id: &str, named: &[String], others: &[String]) -> bool {
+        (self.laender.is_empty() || self.laender.contains(&land))
+            && if named.is_empty() {
+                others.is_empty()
+            } else {
+                named.iter().any(|n| n == id)
+            }
+    }
+
+    fn platform(&self, id: &str, land: Land) -> bool {
+        self.shows(land, id, &self.platforms, &self.destinations)
+    }
+
+    fn destination(&self, id: &str, land: Land) -> bool {
+        self.shows(land, id, &self.destinations, &self.platforms)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Overview {
@@ -49,6 +86,9 @@ pub struct PlatformStats {
     pub rejected: u64,
     pub in_flight: u64,
     pub consumed_rate: Rates,
+    pub ingress_queue: String,
+    /// `None` while its broker has not answered.
+    pub queue: Option<QueueDepth>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,17 +121,50 @@ pub struct InstanceStats {
 }
 
 impl Service {
+    /// Everything in the caller's scope.
     pub async fn overview(&self, who: &Principal) -> Result<Overview, ServiceError> {
+        self.overview_of(who, &OverviewFilter::default()).await
+    }
+
+    /// The rows `filter` asks for, within the caller's scope. A platform or destination it
+    /// names that does not exist or lies outside the scope is NOT_FOUND, the same for both.
+    pub async fn overview_of(
+        &self,
+        who: &Principal,
+        filter: &OverviewFilter,
+    ) -> Result<Overview, ServiceError> {
         who.require(Right::Read)?;
         let activity = self.gateway.activity();
         let snapshot = self.gateway.snapshot();
         let reach = self.reach(who, &snapshot);
-        let platforms = self
+        let outside = |what: &str, id: &str| {
+            let within = if reach.is_all() {
+                String::new()
+            } else {
+                format!(" within the token's scope ({})", who.scope)
+            };
+            ServiceError::NotFound(format!("no {what} {id:?}{within}"))
+        };
+        if let Some(id) = filter
+            .platforms
+            .iter()
+            .find(|id| self.config.platform(id).is_none() || !reach.platform(id))
+        {
+            return Err(outside("platform", id));
+        }
+        if let Some(id) = filter
+            .destinations
+            .iter()
+            .find(|id| snapshot.destination(id).is_none() || !reach.destination(id))
+        {
+            return Err(outside("destination", id));
+        }
+        let platforms: Vec<PlatformStats> = self
             .config
             .platforms
             .iter()
             .zip(activity.platforms())
-            .filter(|(p, _)| reach.platform(&p.id))
+            .filter(|(p, _)| reach.platform(&p.id) && filter.platform(&p.id, p.land))
             .map(|(p, (_, a))| PlatformStats {
                 id: p.id.clone(),
                 land: p.land,
@@ -101,12 +174,17 @@ impl Service {
                 rejected: a.rejected.load(Ordering::Relaxed),
                 in_flight: a.in_flight.load(Ordering::Relaxed),
                 consumed_rate: a.consumed.rates(),
+                ingress_queue: p.ingress_queue.clone(),
+                queue: a.queue(),
             })
             .collect();
-        let destinations = snapshot
+        let shown_destinations: Vec<&crate::config::Destination> = snapshot
             .destinations
             .iter()
-            .filter(|d| reach.destination(&d.id))
+            .filter(|d| reach.destination(&d.id) && filter.destination(&d.id, d.land))
+            .collect();
+        let destinations = shown_destinations
+            .iter()
             .map(|d| {
                 let a = activity.destination(&d.id);
                 DestinationStats {
@@ -120,9 +198,24 @@ impl Service {
                 }
             })
             .collect();
+        // A filtered overview shows the links its rows depend on.
+        let used: Option<Vec<&str>> = (!filter.is_empty()).then(|| {
+            let platform_brokers = self
+                .config
+                .platforms
+                .iter()
+                .filter(|p| platforms.iter().any(|shown| shown.id == p.id))
+                .map(|p| p.broker);
+            let destination_brokers = shown_destinations.iter().map(|d| d.broker);
+            platform_brokers
+                .chain(destination_brokers)
+                .map(|b| self.config.broker(b).name.as_str())
+                .collect()
+        });
         let brokers = self
             .links
             .iter()
+            .filter(|l| used.as_ref().is_none_or(|u| u.contains(&l.broker.as_str())))
             .map(|l| {
                 let state = l.state.borrow();
                 BrokerLinkStats {
@@ -142,11 +235,20 @@ impl Service {
             tracing::warn!(error = %e, what, "overview: cannot read from the store");
             store_problems.push(format!("cannot read {what} (the gateway's log says why)"));
         };
+        let visible = if filter.is_empty() {
+            reach.visible()
+        } else {
+            // The rows shown are in the scope already: their letters are the caller's.
+            Visible::Only {
+                platforms: platforms.iter().map(|p| p.id.clone()).collect(),
+                destinations: shown_destinations.iter().map(|d| d.id.clone()).collect(),
+            }
+        };
         let pending = self
             .store
             .count_dead_letters(&DeadLetterFilter {
                 state: Some(DeadLetterState::Pending),
-                visible: reach.visible(),
+                visible,
                 ..DeadLetterFilter::default()
             })
             .await
@@ -206,5 +308,97 @@ impl Service {
             .filter(|p| !p.is_empty()),
             store_down_since: store_status.down_since(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_shows_the_rows_asked_for() {
+        let land = |code: u8| Land::from_code(code).unwrap();
+        let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // Platforms civento-he (06) and civento-th (16); destinations he-a (06), th-a (16).
+        let platforms = [("civento-he", land(6)), ("civento-th", land(16))];
+        let destinations = [("he-a", land(6)), ("th-a", land(16))];
+        // (laender, platforms, destinations) → platform rows, destination rows
+        type Case = (
+            Vec<Land>,
+            Vec<String>,
+            Vec<String>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec![],
+                vec![],
+                vec![],
+                vec!["civento-he", "civento-th"],
+                vec!["he-a", "th-a"],
+            ),
+            (
+                vec![land(6)],
+                vec![],
+                vec![],
+                vec!["civento-he"],
+                vec!["he-a"],
+            ),
+            (
+                vec![land(6), land(16)],
+                vec![],
+                vec![],
+                vec!["civento-he", "civento-th"],
+                vec!["he-a", "th-a"],
+            ),
+            (vec![land(9)], vec![], vec![], vec![], vec![]),
+            (
+                vec![],
+                ids(&["civento-th"]),
+                vec![],
+                vec!["civento-th"],
+                vec![],
+            ),
+            (vec![], vec![], ids(&["he-a"]), vec![], vec!["he-a"]),
+            (
+                vec![],
+                ids(&["civento-th"]),
+                ids(&["he-a"]),
+                vec!["civento-th"],
+                vec!["he-a"],
+            ),
+            // The Land narrows what is named.
+            (vec![land(6)], ids(&["civento-th"]), vec![], vec![], vec![]),
+            (
+                vec![land(16)],
+                ids(&["civento-th"]),
+                ids(&["he-a", "th-a"]),
+                vec!["civento-th"],
+                vec!["th-a"],
+            ),
+        ];
+        for (laender, p, d, want_platforms, want_destinations) in cases {
+            let filter = OverviewFilter {
+                laender,
+                platforms: p,
+                destinations: d,
+            };
+            let got_platforms: Vec<&str> = platforms
+                .iter()
+                .filter(|(id, land)| filter.platform(id, *land))
+                .map(|(id, _)| *id)
+                .collect();
+            let got_destinations: Vec<&str> = destinations
+                .iter()
+                .filter(|(id, land)| filter.destination(id, *land))
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(
+                (got_platforms, got_destinations),
+                (want_platforms, want_destinations),
+                "{filter:?}"
+            );
+        }
     }
 }
