@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::Broker;
 use guard::{FrameLimit, GuardKit, GuardedStream};
 
+pub mod declare;
 pub mod guard;
 use crate::link::Link;
 use crate::topology::{self, Declarations};
@@ -649,15 +650,6 @@ pub fn fit(
     let left_out = size.saturating_sub(header_frame_size(&fitted));
     (fitted, Some(left_out))
 }
-
-/// Exchange through which expired retries come back to the gateway.
-pub const RETRY_EXCHANGE: &str = "ozg.gateway.retry";
-/// Queue the gateway consumes retries from, once their delay is over.
-pub const RETRY_READY_QUEUE: &str = "ozg.gateway.retry.ready";
-pub use crate::topology::retry_wait_queue;
-
-/// Queue of dead letters an operator replayed; the gateway consumes it like a platform's.
-pub const REPLAY_QUEUE: &str = "ozg.gateway.replay";
 
 pub fn header_string(value: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))

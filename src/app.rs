@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::activity::{Activity, ConsumerState};
 use crate::admin;
-use crate::amqp::{self, CLOSE_TIMEOUT, OwnedTopology, Publisher, Role};
+use crate::amqp::{CLOSE_TIMEOUT, OwnedTopology, Publisher, Role};
 use crate::backlog;
 use crate::config::Config;
 use crate::dead_letters;
@@ -32,9 +32,9 @@ use crate::link::{self, Link};
 use crate::model::BrokerIndex;
 use crate::pipeline::{AckOrder, Gateway, Publishers, Source};
 use crate::receipts;
-use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
 use crate::telemetry::{self, ConsumerLabels, LinkLabels, Metrics};
+use crate::topology;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -194,7 +194,7 @@ pub async fn run_controlled(
         DEDUP_MAX_BATCH,
         DEDUP_MAX_DELAY,
     ));
-    let snapshot = load_directory(&config, &store).await;
+    let snapshot = crate::routing::live::load(&config, &store).await;
     let purge = tokio::spawn(purge_periodically(
         store.clone(),
         config.store.clone(),
@@ -300,7 +300,7 @@ pub async fn run_controlled(
     let retries = Ingress {
         source: Source::Retry,
         name: "retry".to_owned(),
-        queue: amqp::RETRY_READY_QUEUE.to_owned(),
+        queue: topology::RETRY_READY_QUEUE.to_owned(),
         prefetch: config.retry.prefetch,
         owned: Some(OwnedTopology::Retry {
             delays: config.retry.delays.clone(),
@@ -309,7 +309,7 @@ pub async fn run_controlled(
     let replays = Ingress {
         source: Source::Replay,
         name: "replay".to_owned(),
-        queue: amqp::REPLAY_QUEUE.to_owned(),
+        queue: topology::REPLAY_QUEUE.to_owned(),
         prefetch: config.retry.prefetch,
         owned: Some(OwnedTopology::Replay),
     };
@@ -451,26 +451,6 @@ pub async fn run_controlled(
     store.close().await;
     tracing::info!("ozg-gateway stopped");
     result
-}
-
-/// The file's directory merged with the entries stored through the admin API. A stored
-/// entry that no longer fits the file (the file now defines the same id, a broker was
-/// removed) is left out and logged; the gateway still starts.
-pub(crate) async fn load_directory(config: &Config, store: &Store) -> Snapshot {
-    let stored = match store.load_directory().await {
-        Ok(stored) => crate::admin::stored_entries(&stored),
-        Err(e) => {
-            tracing::error!(error = %e,
-                "cannot read the stored routing directory; routing with the configuration file's entries only");
-            return Snapshot::from_config(config);
-        }
-    };
-    let (snapshot, problems) = Snapshot::build(config, &stored);
-    for (key, message) in problems {
-        tracing::error!(entry = %key, problem = %message,
-            "stored routing directory entry left out");
-    }
-    snapshot
 }
 
 /// Applies a configuration file read again: its routing directory (destinations, routes,

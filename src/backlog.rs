@@ -22,13 +22,14 @@ use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, QueueDepth};
-use crate::amqp::{self, CLOSE_TIMEOUT};
+use crate::amqp::CLOSE_TIMEOUT;
 use crate::config::Config;
 use crate::link::Link;
 use crate::model::BrokerIndex;
 use crate::outcome::Reason;
 use crate::store::{DeadLetterFilter, DeadLetterState, Store};
 use crate::telemetry::{DestinationLabels, Metrics, QueueLabels, ReasonLabels};
+use crate::topology;
 
 /// A queue whose depth is reported.
 #[derive(Debug, Clone)]
@@ -50,8 +51,8 @@ fn watched(config: &Config) -> Vec<Watched> {
     });
     let gateway_queues = [
         config.gateway.dead_letter_queue.clone(),
-        amqp::RETRY_READY_QUEUE.to_owned(),
-        amqp::REPLAY_QUEUE.to_owned(),
+        topology::RETRY_READY_QUEUE.to_owned(),
+        topology::REPLAY_QUEUE.to_owned(),
     ]
     .into_iter()
     .chain(
@@ -59,7 +60,7 @@ fn watched(config: &Config) -> Vec<Watched> {
             .retry
             .delays
             .iter()
-            .map(|d| amqp::retry_wait_queue(*d)),
+            .map(|d| topology::retry_wait_queue(*d)),
     )
     .map(|queue| Watched {
         broker: own,
@@ -284,8 +285,8 @@ status_exchange = "ozg.status"
                 own("ozg.gateway.dead-letters"),
                 own("ozg.gateway.retry.ready"),
                 own("ozg.gateway.replay"),
-                own(&amqp::retry_wait_queue(Duration::from_secs(1))),
-                own(&amqp::retry_wait_queue(Duration::from_secs(30))),
+                own(&topology::retry_wait_queue(Duration::from_secs(1))),
+                own(&topology::retry_wait_queue(Duration::from_secs(30))),
             ]
         );
     }

@@ -146,7 +146,7 @@ pub async fn follow_directory(
         if stored <= gateway.snapshot().version {
             continue;
         }
-        let snapshot = crate::app::load_directory(&gateway.directory_config(), &store).await;
+        let snapshot = crate::routing::live::load(&gateway.directory_config(), &store).await;
         let version = snapshot.version;
         if gateway.install_newer(snapshot) {
             tracing::info!(

@@ -23,10 +23,7 @@ use crate::activity::Activity;
 use crate::activity::DestinationActivity;
 use crate::amqp;
 use crate::amqp::guard::{self, DROPPED_HEADERS};
-use crate::amqp::{
-    DeliveryError, Publisher, REPLAY_QUEUE, RETRY_READY_QUEUE, header_string, header_text,
-    retry_wait_queue,
-};
+use crate::amqp::{DeliveryError, Publisher, header_string, header_text};
 use crate::config::Config;
 use crate::envelope::{self, DecodeError, Encoding, Envelope};
 use crate::link::Link;
@@ -35,6 +32,7 @@ use crate::outcome::{Outcome, Reason, Rejection};
 use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen, TraceEvent};
 use crate::telemetry::{self, DestinationLabels, Metrics, OutcomeLabels, PlatformLabels};
+use crate::topology::{REPLAY_QUEUE, RETRY_READY_QUEUE, retry_wait_queue};
 use crate::wire::v1 as wire;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use std::sync::OnceLock;

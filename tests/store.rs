@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
@@ -15,16 +17,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
+use ozg_gateway::model::{DestinationSpec, RouteSpec, ServiceSpec};
 use ozg_gateway::store::{
     self, AuditEntry, AuditFilter, AuditVisible, Concerns, DEFAULT_WINDOW, DeadLetter,
     DeadLetterFilter, DeadLetterState, Deduplicator, DeliveryRecord, DirectoryChange,
-    EventRecorder, Fingerprint, NewAudit, NewDeadLetter, Seen, Store, StoreError,
-    StoredDestination, StoredRoute, StoredService, TraceEvent, Visible, fingerprint,
+    EventRecorder, Fingerprint, NewAudit, NewDeadLetter, Seen, Store, StoreError, TraceEvent,
+    Visible, fingerprint,
 };
-use sqlx::{Connection, Executor, PgConnection, Row};
+use sqlx::{Connection, Row};
 use uuid::Uuid;
 
-const POSTGRES: &str = "postgres://ozg:ozg@127.0.0.1:5432/ozg_test";
+use common::{PgSchema, postgres_admin, postgres_url, with_search_path};
+
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Guards against a hang, not a performance claim: generous on a loaded 2-core machine.
 const HANG: Duration = Duration::from_secs(60);
@@ -61,24 +65,6 @@ impl Db {
     }
 }
 
-fn postgres_url() -> String {
-    std::env::var("OZG_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES.to_owned())
-}
-
-async fn postgres_admin() -> PgConnection {
-    let url = postgres_url();
-    match PgConnection::connect(&url).await {
-        Ok(conn) => conn,
-        Err(e) => panic!(
-            "\n\nPostgreSQL does not answer at {}: {e}\n\
-             The store tests run against a real PostgreSQL (trust auth, database `test`); \
-             start one (e.g. `service postgresql start`) or point OZG_TEST_POSTGRES_URL at \
-             one. These tests are never skipped.\n",
-            store::redact_url(&url)
-        ),
-    }
-}
-
 static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `test` against a fresh store of `backend` and removes the store afterwards, also
@@ -102,31 +88,16 @@ where
             drop(dir);
         }
         Backend::Postgres => {
-            let schema = format!(
-                "ozgtest_{}_{}",
-                std::process::id(),
-                SCHEMAS.fetch_add(1, Ordering::SeqCst)
-            );
-            let mut admin = postgres_admin().await;
-            admin
-                .execute(format!("CREATE SCHEMA {schema}").as_str())
-                .await
-                .unwrap();
-            let base = postgres_url();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+            let schema =
+                PgSchema::create(&format!("store{}", SCHEMAS.fetch_add(1, Ordering::SeqCst))).await;
             let outcome = AssertUnwindSafe(test(Db {
                 backend,
-                url,
-                schema: Some(schema.clone()),
+                url: schema.url.clone(),
+                schema: Some(schema.name.clone()),
             }))
             .catch_unwind()
             .await;
-            admin
-                .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-                .await
-                .unwrap();
-            let _ = admin.close().await;
+            schema.drop().await;
             if let Err(panic) = outcome {
                 std::panic::resume_unwind(panic);
             }
@@ -617,8 +588,8 @@ async fn deduplicator_shutdown_flushes_queued_records(db: Db) {
 // ---------------------------------------------------------------------------------------
 // Admin API: directory and audit
 
-fn destination(id: &str, name: &str) -> StoredDestination {
-    StoredDestination {
+fn destination(id: &str, name: &str) -> DestinationSpec {
+    DestinationSpec {
         id: id.to_owned(),
         name: name.to_owned(),
         kind: "amqp".to_owned(),
@@ -630,8 +601,8 @@ fn destination(id: &str, name: &str) -> StoredDestination {
     }
 }
 
-fn route(service: &str, region: &str, destination: &str) -> StoredRoute {
-    StoredRoute {
+fn route(service: &str, region: &str, destination: &str) -> RouteSpec {
+    RouteSpec {
         service: service.to_owned(),
         region: region.to_owned(),
         destination: destination.to_owned(),
@@ -670,7 +641,7 @@ async fn directory_changes_round_trip_with_version_and_audit(db: Db) {
         DirectoryChange::PutRoute(route("99000001", "09162", "bauamt")),
         DirectoryChange::PutRoute(route("99000001", "09", "ordnungsamt")),
         DirectoryChange::PutRoute(route("10000000", "09162", "bauamt")),
-        DirectoryChange::PutService(StoredService {
+        DirectoryChange::PutService(ServiceSpec {
             key: "99000001".into(),
             name: "Baugenehmigung".into(),
         }),
@@ -702,7 +673,7 @@ async fn directory_changes_round_trip_with_version_and_audit(db: Db) {
                 route("99000001", "09", "ordnungsamt"),
                 route("99000001", "09162", "bauamt"),
             ],
-            services: vec![StoredService {
+            services: vec![ServiceSpec {
                 key: "99000001".into(),
                 name: "Baugenehmigung".into(),
             }],
@@ -2102,15 +2073,7 @@ async fn postgres_store_lives_in_the_search_path_schema() {
 
 #[tokio::test]
 async fn postgres_missing_schema_fails_to_open() {
-    let url = format!(
-        "{}{}options=-csearch_path%3Dozgtest_does_not_exist",
-        postgres_url(),
-        if postgres_url().contains('?') {
-            '&'
-        } else {
-            '?'
-        }
-    );
+    let url = with_search_path(&postgres_url(), "ozgtest_does_not_exist");
     // Make sure the server is there, so that the failure below is the schema's.
     let _ = postgres_admin().await.close().await;
     let error = store::open(&url).await.unwrap_err();

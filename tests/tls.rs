@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use common::node::{Listener, Node};
 use common::pki::Pki;
-use common::{message_count, terminate, wait_exit};
+use common::{message_count, postgres_admin, terminate, wait_exit};
 use ozg_gateway::amqp::{self, Role};
 use serde_json::Value;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::Executor;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
 /// The node's TLS listener; it has no other.
@@ -33,7 +33,6 @@ const BROKER_PASSWORD: &str = "br0ker-Pw-never-shown";
 const STORE_PASSWORD: &str = "st0re-Pw-never-shown";
 const WRONG_PASSWORD: &str = "wr0ng-Pw-never-shown";
 const TOKEN: &str = "adm1n-T0ken-never-shown";
-const POSTGRES: &str = "postgres://ozg:ozg@127.0.0.1:5432/ozg_test";
 
 fn secrets() -> [&'static str; 4] {
     [BROKER_PASSWORD, STORE_PASSWORD, WRONG_PASSWORD, TOKEN]
@@ -263,16 +262,6 @@ fn submit(config: &str) -> String {
     ]));
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     stdout.split_whitespace().nth(1).unwrap().to_owned()
-}
-
-fn postgres_url() -> String {
-    std::env::var("OZG_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES.to_owned())
-}
-
-async fn postgres_admin() -> PgConnection {
-    PgConnection::connect(&postgres_url()).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL does not answer at 127.0.0.1:5432 ({e}); this test needs it (deploy/local/postgres.sh)")
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

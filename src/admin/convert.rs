@@ -13,10 +13,7 @@ use super::service::{
 use crate::activity::Rates;
 use crate::model::{DestinationSpec, RouteSpec};
 use crate::routing::live::EntrySource;
-use crate::store::{
-    AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterState, Fate, StoredDestination,
-    StoredRoute, TraceEvent,
-};
+use crate::store::{AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterState, Fate, TraceEvent};
 use crate::wire::admin as pb;
 
 /// The status for a service error: its code, and its message as it is (the service's
@@ -194,19 +191,6 @@ pub fn destination(view: &DestinationView) -> pb::Destination {
     }
 }
 
-pub fn destination_spec(d: &StoredDestination) -> DestinationSpec {
-    DestinationSpec {
-        id: d.id.clone(),
-        name: d.name.clone(),
-        kind: d.kind.clone(),
-        land: d.land.clone(),
-        broker: d.broker.clone(),
-        exchange: d.exchange.clone(),
-        routing_key: d.routing_key.clone(),
-        receipt_queue: d.receipt_queue.clone(),
-    }
-}
-
 /// The destination of a request, `destination: is missing` when there is none.
 pub fn destination_from_request(d: Option<&pb::Destination>) -> Result<DestinationSpec, Status> {
     let d = d.ok_or_else(|| status(ServiceError::invalid("destination", "is missing")))?;
@@ -220,14 +204,6 @@ pub fn destination_from_request(d: Option<&pb::Destination>) -> Result<Destinati
         routing_key: d.routing_key.clone(),
         receipt_queue: d.receipt_queue.trim().to_owned(),
     })
-}
-
-pub fn route_spec(r: &StoredRoute) -> RouteSpec {
-    RouteSpec {
-        service: r.service.clone(),
-        region: r.region.clone(),
-        destination: r.destination.clone(),
-    }
 }
 
 /// The route of a request, `route: is missing` when there is none.

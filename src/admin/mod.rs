@@ -29,8 +29,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{AdminSettings, Config};
 use crate::pipeline::Gateway;
-use crate::routing::live::StoredEntries;
-use crate::store::{Store, StoredDirectory};
+use crate::store::Store;
 use crate::wire::admin as pb;
 use service::{Principal, Service};
 
@@ -204,45 +203,4 @@ pub async fn serve(
     });
     tracing::info!(address = %address, tls = settings.tls.is_some(), "admin API listening");
     Ok(Running { address, task })
-}
-
-/// The stored directory as entries for [`crate::routing::live::Snapshot::build`], each under a key
-/// that names it for operators.
-pub fn stored_entries(stored: &StoredDirectory) -> StoredEntries {
-    StoredEntries {
-        destinations: stored
-            .destinations
-            .iter()
-            .map(|d| {
-                (
-                    format!("stored destination {}", d.id),
-                    convert::destination_spec(d),
-                )
-            })
-            .collect(),
-        routes: stored
-            .routes
-            .iter()
-            .map(|r| {
-                (
-                    format!("stored route {} {}", r.service, r.region),
-                    convert::route_spec(r),
-                )
-            })
-            .collect(),
-        services: stored
-            .services
-            .iter()
-            .map(|s| {
-                (
-                    format!("stored service {}", s.key),
-                    crate::model::ServiceSpec {
-                        key: s.key.clone(),
-                        name: s.name.clone(),
-                    },
-                )
-            })
-            .collect(),
-        version: stored.version,
-    }
 }

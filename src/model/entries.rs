@@ -3,13 +3,17 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{
     AuthorityKind, Broker, BrokerIndex, Destination, DestinationIndex, Land, MAX_ID_CHARS,
     MAX_NAME_CHARS, Platform, RegionPrefix, Route, ServiceKey, ServiceName, ServiceSelector,
     check_amqp_name, check_id, check_text, quoted,
 };
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A destination as an operator writes it, before validation: what the admin API takes and
+/// the store keeps (as JSON too, in the audit log).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationSpec {
     pub id: String,
     pub name: String,
@@ -19,6 +23,7 @@ pub struct DestinationSpec {
     pub exchange: String,
     pub routing_key: String,
     /// Empty: the back office sends no receipts.
+    #[serde(default)]
     pub receipt_queue: String,
 }
 
@@ -310,7 +315,7 @@ fn targets_free(
 }
 
 /// A service catalogue entry as an operator writes it, before validation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub key: String,
     pub name: String,
@@ -351,8 +356,9 @@ pub fn validate_services(
     out
 }
 
-/// A route as an operator writes it, before validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A route as an operator writes it, before validation. `destination` may name a
+/// destination of the configuration file, so the store does not check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
     pub service: String,
     pub region: String,

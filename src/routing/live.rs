@@ -18,6 +18,7 @@ use crate::model::{
 };
 use crate::model::{RegionPrefix, ServiceKey, ServiceSelector};
 use crate::routing::table::RoutingTable;
+use crate::store::{Store, StoredDirectory};
 
 /// Where a directory entry comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,98 +69,10 @@ impl Snapshot {
     /// out of the snapshot and reported; the file's entries are valid already.
     pub fn build(config: &Config, stored: &StoredEntries) -> (Snapshot, Vec<Problem>) {
         let mut problems: Vec<Problem> = Vec::new();
-        let mut destinations = config.destinations.clone();
-        let mut destination_sources = vec![EntrySource::Config; destinations.len()];
-        let mut destination_ids: HashMap<String, DestinationIndex> = destinations
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.id.clone(), i))
-            .collect();
-        let rules = config.destination_rules();
-        for (key, spec) in &stored.destinations {
-            if let Some(&i) = destination_ids.get(&spec.id) {
-                let message = match destination_sources[i] {
-                    EntrySource::Config => format!(
-                        "destination {:?} is defined in the configuration file",
-                        spec.id
-                    ),
-                    EntrySource::Store => format!("destination {:?} exists already", spec.id),
-                };
-                problems.push((format!("{key}.id"), message));
-                continue;
-            }
-            let valid = crate::model::validate_destination(key, spec, &rules, |k, m| {
-                problems.push((k, m));
-            });
-            if let Some(destination) = valid {
-                destination_ids.insert(destination.id.clone(), destinations.len());
-                destinations.push(destination);
-                destination_sources.push(EntrySource::Store);
-            }
-        }
-
-        let mut route_specs: Vec<(String, RouteSpec)> = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                (
-                    format!("routes[{i}]"),
-                    RouteSpec {
-                        service: r.service.to_string(),
-                        region: r.region.to_string(),
-                        destination: config.destinations[r.destination].id.clone(),
-                    },
-                )
-            })
-            .collect();
-        let config_routes: HashSet<(ServiceSelector, RegionPrefix)> = config
-            .routes
-            .iter()
-            .map(|r| (r.service, r.region))
-            .collect();
-        route_specs.extend(stored.routes.iter().cloned());
-        let routes: Vec<Route> = crate::model::validate_routes(
-            &route_specs,
-            &destination_ids,
-            &|r| config.municipalities.contains(r),
-            |k, m| problems.push((k, m)),
-        );
-
-        let mut service_specs: Vec<(String, ServiceSpec)> = config
-            .services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    format!("services[{i}]"),
-                    ServiceSpec {
-                        key: s.key.to_string(),
-                        name: s.name.clone(),
-                    },
-                )
-            })
-            .collect();
-        service_specs.extend(stored.services.iter().cloned());
-        let named = crate::model::validate_services(&service_specs, |k, m| problems.push((k, m)));
-        let config_services: HashSet<ServiceKey> = config.services.iter().map(|s| s.key).collect();
-        let services: Vec<(ServiceName, EntrySource)> = named
-            .into_iter()
-            .map(|s| {
-                let source = if config_services.contains(&s.key) {
-                    EntrySource::Config
-                } else {
-                    EntrySource::Store
-                };
-                (s, source)
-            })
-            .collect();
-        let service_names = services
-            .iter()
-            .enumerate()
-            .map(|(i, (s, _))| (s.key, i))
-            .collect();
-
+        let (destinations, destination_sources, destination_ids) =
+            merge_destinations(config, stored, &mut problems);
+        let (routes, config_routes) = merge_routes(config, stored, &destination_ids, &mut problems);
+        let (services, service_names) = merge_services(config, stored, &mut problems);
         let snapshot = Snapshot {
             version: stored.version,
             destinations,
@@ -282,6 +195,181 @@ pub fn changes(before: &Snapshot, after: &Snapshot) -> String {
         .map(|(what, (added, removed, changed))| format!("{what} +{added} -{removed} ~{changed}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The file's destinations and the valid stored ones, with where each comes from and the
+/// index of each by its id.
+fn merge_destinations(
+    config: &Config,
+    stored: &StoredEntries,
+    problems: &mut Vec<Problem>,
+) -> (
+    Vec<Destination>,
+    Vec<EntrySource>,
+    HashMap<String, DestinationIndex>,
+) {
+    let mut destinations = config.destinations.clone();
+    let mut destination_sources = vec![EntrySource::Config; destinations.len()];
+    let mut destination_ids: HashMap<String, DestinationIndex> = destinations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.clone(), i))
+        .collect();
+    let rules = config.destination_rules();
+    for (key, spec) in &stored.destinations {
+        if let Some(&i) = destination_ids.get(&spec.id) {
+            let message = match destination_sources[i] {
+                EntrySource::Config => format!(
+                    "destination {:?} is defined in the configuration file",
+                    spec.id
+                ),
+                EntrySource::Store => format!("destination {:?} exists already", spec.id),
+            };
+            problems.push((format!("{key}.id"), message));
+            continue;
+        }
+        let valid = crate::model::validate_destination(key, spec, &rules, |k, m| {
+            problems.push((k, m));
+        });
+        if let Some(destination) = valid {
+            destination_ids.insert(destination.id.clone(), destinations.len());
+            destinations.push(destination);
+            destination_sources.push(EntrySource::Store);
+        }
+    }
+    (destinations, destination_sources, destination_ids)
+}
+
+/// The file's routes and the stored ones, validated together (so that a stored route for
+/// the same service and region as the file's is refused with the same message), and which
+/// came from the file.
+fn merge_routes(
+    config: &Config,
+    stored: &StoredEntries,
+    destination_ids: &HashMap<String, DestinationIndex>,
+    problems: &mut Vec<Problem>,
+) -> (Vec<Route>, HashSet<(ServiceSelector, RegionPrefix)>) {
+    let mut route_specs: Vec<(String, RouteSpec)> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                format!("routes[{i}]"),
+                RouteSpec {
+                    service: r.service.to_string(),
+                    region: r.region.to_string(),
+                    destination: config.destinations[r.destination].id.clone(),
+                },
+            )
+        })
+        .collect();
+    let config_routes: HashSet<(ServiceSelector, RegionPrefix)> = config
+        .routes
+        .iter()
+        .map(|r| (r.service, r.region))
+        .collect();
+    route_specs.extend(stored.routes.iter().cloned());
+    let routes: Vec<Route> = crate::model::validate_routes(
+        &route_specs,
+        destination_ids,
+        &|r| config.municipalities.contains(r),
+        |k, m| problems.push((k, m)),
+    );
+    (routes, config_routes)
+}
+
+/// The file's service names and the stored ones, validated together, with where each
+/// comes from and the index of each by its key.
+fn merge_services(
+    config: &Config,
+    stored: &StoredEntries,
+    problems: &mut Vec<Problem>,
+) -> (Vec<(ServiceName, EntrySource)>, HashMap<ServiceKey, usize>) {
+    let mut service_specs: Vec<(String, ServiceSpec)> = config
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                format!("services[{i}]"),
+                ServiceSpec {
+                    key: s.key.to_string(),
+                    name: s.name.clone(),
+                },
+            )
+        })
+        .collect();
+    service_specs.extend(stored.services.iter().cloned());
+    let named = crate::model::validate_services(&service_specs, |k, m| problems.push((k, m)));
+    let config_services: HashSet<ServiceKey> = config.services.iter().map(|s| s.key).collect();
+    let services: Vec<(ServiceName, EntrySource)> = named
+        .into_iter()
+        .map(|s| {
+            let source = if config_services.contains(&s.key) {
+                EntrySource::Config
+            } else {
+                EntrySource::Store
+            };
+            (s, source)
+        })
+        .collect();
+    let service_names = services
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| (s.key, i))
+        .collect();
+    (services, service_names)
+}
+
+impl StoredEntries {
+    /// The stored directory as entries for [`Snapshot::build`], each under a key that names
+    /// it for operators.
+    pub fn from_store(stored: &StoredDirectory) -> StoredEntries {
+        StoredEntries {
+            destinations: stored
+                .destinations
+                .iter()
+                .map(|d| (format!("stored destination {}", d.id), d.clone()))
+                .collect(),
+            routes: stored
+                .routes
+                .iter()
+                .map(|r| {
+                    (
+                        format!("stored route {} {}", r.service, r.region),
+                        r.clone(),
+                    )
+                })
+                .collect(),
+            services: stored
+                .services
+                .iter()
+                .map(|s| (format!("stored service {}", s.key), s.clone()))
+                .collect(),
+            version: stored.version,
+        }
+    }
+}
+
+/// The file's directory merged with the entries stored through the admin API. A stored
+/// entry that no longer fits the file (the file now defines the same id, a broker was
+/// removed) is left out and logged; the gateway still starts.
+pub async fn load(config: &Config, store: &Store) -> Snapshot {
+    let stored = match store.load_directory().await {
+        Ok(stored) => StoredEntries::from_store(&stored),
+        Err(e) => {
+            tracing::error!(error = %e,
+                "cannot read the stored routing directory; routing with the configuration file's entries only");
+            return Snapshot::from_config(config);
+        }
+    };
+    let (snapshot, problems) = Snapshot::build(config, &stored);
+    for (key, message) in problems {
+        tracing::error!(entry = %key, problem = %message,
+            "stored routing directory entry left out");
+    }
+    snapshot
 }
 
 #[cfg(test)]

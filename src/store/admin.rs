@@ -15,53 +15,22 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
 use super::{StoreError, from_micros, to_micros};
+use crate::model::{DestinationSpec, RouteSpec, ServiceSpec};
 
 // ---------------------------------------------------------------------------------------
 // Routing directory
-
-/// A destination added through the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredDestination {
-    pub id: String,
-    pub name: String,
-    pub kind: String,
-    pub land: String,
-    pub broker: String,
-    pub exchange: String,
-    pub routing_key: String,
-    /// Where its back office sends receipts; empty: none.
-    #[serde(default)]
-    pub receipt_queue: String,
-}
-
-/// A route added through the admin API; `(service, region)` is its key. `destination` may
-/// name a destination of the configuration file, so the store does not check it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredRoute {
-    pub service: String,
-    pub region: String,
-    pub destination: String,
-}
-
-/// A service added through the admin API; `key` is its key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredService {
-    pub key: String,
-    pub name: String,
-}
 
 /// Everything the directory tables hold, sorted by key (byte order), and the directory
 /// version they belong to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredDirectory {
-    pub destinations: Vec<StoredDestination>,
-    pub routes: Vec<StoredRoute>,
-    pub services: Vec<StoredService>,
+    pub destinations: Vec<DestinationSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub services: Vec<ServiceSpec>,
     pub version: i64,
 }
 
@@ -69,11 +38,11 @@ pub struct StoredDirectory {
 /// there fails with [`StoreError::NotFound`] and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirectoryChange {
-    PutDestination(StoredDestination),
+    PutDestination(DestinationSpec),
     DeleteDestination { id: String },
-    PutRoute(StoredRoute),
+    PutRoute(RouteSpec),
     DeleteRoute { service: String, region: String },
-    PutService(StoredService),
+    PutService(ServiceSpec),
     DeleteService { key: String },
 }
 
@@ -619,8 +588,8 @@ where
         self.get()
     }
 
-    pub(super) fn destination(mut self) -> Result<StoredDestination, StoreError> {
-        Ok(StoredDestination {
+    pub(super) fn destination(mut self) -> Result<DestinationSpec, StoreError> {
+        Ok(DestinationSpec {
             id: self.text()?,
             name: self.text()?,
             kind: self.text()?,
@@ -632,16 +601,16 @@ where
         })
     }
 
-    pub(super) fn route(mut self) -> Result<StoredRoute, StoreError> {
-        Ok(StoredRoute {
+    pub(super) fn route(mut self) -> Result<RouteSpec, StoreError> {
+        Ok(RouteSpec {
             service: self.text()?,
             region: self.text()?,
             destination: self.text()?,
         })
     }
 
-    pub(super) fn service(mut self) -> Result<StoredService, StoreError> {
-        Ok(StoredService {
+    pub(super) fn service(mut self) -> Result<ServiceSpec, StoreError> {
+        Ok(ServiceSpec {
             key: self.text()?,
             name: self.text()?,
         })

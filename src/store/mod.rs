@@ -20,6 +20,7 @@
 //! in the binary and run at [`open`].
 
 mod admin;
+mod common;
 mod dedup;
 mod events;
 mod fates;
@@ -41,9 +42,8 @@ use uuid::Uuid;
 
 pub use admin::{
     AuditEntry, AuditFilter, AuditVisible, Concerns, DeadLetter, DeadLetterFilter,
-    DeadLetterMessage, DeadLetterState, DirectoryChange, NewAudit, NewDeadLetter,
-    StoredDestination, StoredDirectory, StoredRoute, StoredService, TraceEvent,
-    UnknownDeadLetterState, Visible,
+    DeadLetterMessage, DeadLetterState, DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory,
+    TraceEvent, UnknownDeadLetterState, Visible,
 };
 pub use dedup::Deduplicator;
 pub use events::EventRecorder;

@@ -212,18 +212,6 @@ fn fates(rows: &[sqlx::postgres::PgRow], op: &'static str) -> Result<Vec<Fate>, 
         .collect()
 }
 
-pub(super) async fn fate(pool: &PgPool, id: Uuid) -> Result<Option<Fate>, StoreError> {
-    const OP: &str = "read submission fate";
-    let rows = sqlx::query(&format!(
-        "SELECT {FATE_COLUMNS} FROM delivered_submissions WHERE submission_id = $1"
-    ))
-    .bind(id)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    Ok(fates(&rows, OP)?.pop())
-}
-
 pub(super) async fn record_answer(
     pool: &PgPool,
     answer: &Answer,
@@ -352,46 +340,6 @@ pub(super) async fn release_overdue_claims(pool: &PgPool, ids: &[Uuid]) -> Resul
 /// `… $n` followed by this.
 const MICROS: &str = " * interval '1 microsecond'";
 
-pub(super) async fn load_directory(pool: &PgPool) -> Result<StoredDirectory, StoreError> {
-    const OP: &str = "load directory";
-    // One snapshot for the lists and the version, so that they agree.
-    let mut tx = pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(StoreError::query(OP))?;
-    let destinations = sqlx::query(admin::SELECT_DESTINATIONS)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let routes = sqlx::query(admin::SELECT_ROUTES)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let services = sqlx::query(admin::SELECT_SERVICES)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let version = sqlx::query(admin::SELECT_VERSION)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    tx.commit().await.map_err(StoreError::query(OP))?;
-    Ok(StoredDirectory {
-        destinations: admin::read_all(&destinations, OP, Columns::destination)?,
-        routes: admin::read_all(&routes, OP, Columns::route)?,
-        services: admin::read_all(&services, OP, Columns::service)?,
-        version: Columns::new(&version, OP).int()?,
-    })
-}
-
-pub(super) async fn directory_version(pool: &PgPool) -> Result<i64, StoreError> {
-    let row = sqlx::query(admin::SELECT_VERSION)
-        .fetch_one(pool)
-        .await
-        .map_err(StoreError::query("directory version"))?;
-    Columns::new(&row, "directory version").int()
-}
-
 pub(super) async fn apply_directory_change(
     pool: &PgPool,
     change: &DirectoryChange,
@@ -423,59 +371,6 @@ pub(super) async fn apply_directory_change(
     insert_audit(&mut tx, audit, at, OP).await?;
     tx.commit().await.map_err(StoreError::query(OP))?;
     Ok(version)
-}
-
-pub(super) async fn audit(pool: &PgPool, entry: &NewAudit, at: i64) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await.map_err(StoreError::query("audit"))?;
-    insert_audit(&mut conn, entry, at, "audit").await
-}
-
-async fn insert_audit(
-    conn: &mut PgConnection,
-    entry: &NewAudit,
-    at: i64,
-    operation: &'static str,
-) -> Result<(), StoreError> {
-    let (lands, destinations) = entry.concerns.columns();
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, actor_scope, action, object, before_json, \
-             after_json, concerns_lands, concerns_destinations) \
-         VALUES (timestamptz 'epoch' + $1 * interval '1 microsecond', \
-             $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(at)
-    .bind(&entry.actor)
-    .bind(&entry.actor_scope)
-    .bind(&entry.action)
-    .bind(&entry.object)
-    .bind(&entry.before)
-    .bind(&entry.after)
-    .bind(lands)
-    .bind(destinations)
-    .execute(conn)
-    .await
-    .map_err(StoreError::query(operation))?;
-    Ok(())
-}
-
-pub(super) async fn list_audit(
-    pool: &PgPool,
-    conditions: &[Condition],
-    limit: u32,
-) -> Result<Vec<AuditEntry>, StoreError> {
-    const OP: &str = "list audit";
-    let rows = select(
-        pool,
-        "SELECT id, (extract(epoch FROM at) * 1000000)::int8, actor, actor_scope, action, \
-             object, before_json, after_json \
-         FROM audit_log",
-        conditions,
-        " ORDER BY id DESC",
-        Some(limit),
-        OP,
-    )
-    .await?;
-    admin::read_all(&rows, OP, Columns::audit_entry)
 }
 
 /// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
@@ -553,47 +448,6 @@ fn column<T>(rows: &[T], field: fn(&T) -> &String) -> Vec<&str> {
     rows.iter().map(|row| field(row).as_str()).collect()
 }
 
-/// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
-async fn select(
-    pool: &PgPool,
-    head: &str,
-    conditions: &[Condition],
-    tail: &str,
-    limit: Option<u32>,
-    operation: &'static str,
-) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
-    let mut query = QueryBuilder::new(head);
-    push_where(&mut query, conditions);
-    query.push(tail);
-    if let Some(limit) = limit {
-        query.push(" LIMIT ");
-        query.push_bind(i64::from(limit));
-    }
-    query
-        .build()
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::query(operation))
-}
-
-/// The `columns` of dead letter `id`, read with `read`.
-async fn dead_letter_by_id<T>(
-    pool: &PgPool,
-    columns: &str,
-    id: Uuid,
-    operation: &'static str,
-    read: for<'r> fn(Columns<'r, sqlx::postgres::PgRow>) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {columns} FROM dead_letters WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::query(operation))?;
-    row.as_ref()
-        .map(|row| read(Columns::new(row, operation)))
-        .transpose()
-}
-
 pub(super) async fn insert_dead_letters(
     pool: &PgPool,
     letters: &[NewDeadLetter],
@@ -651,42 +505,6 @@ const DEAD_LETTER_COLUMNS: &str = "id::text, submission_id, platform, reason, fi
      content_type, message_id, headers, body_bytes, \
      (extract(epoch FROM stored_at) * 1000000)::int8, state, \
      (extract(epoch FROM state_changed_at) * 1000000)::int8, state_changed_by, replays::int8";
-
-pub(super) async fn list_dead_letters(
-    pool: &PgPool,
-    conditions: &[Condition],
-    limit: u32,
-) -> Result<Vec<DeadLetter>, StoreError> {
-    const OP: &str = "list dead letters";
-    let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
-    let order = " ORDER BY dead_lettered_at, id";
-    let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
-    admin::read_all(&rows, OP, Columns::dead_letter)
-}
-
-pub(super) async fn count_dead_letters(
-    pool: &PgPool,
-    conditions: &[Condition],
-) -> Result<i64, StoreError> {
-    const OP: &str = "count dead letters";
-    let head = "SELECT count(*) FROM dead_letters";
-    let rows = select(pool, head, conditions, "", None, OP).await?;
-    match rows.first() {
-        Some(row) => Columns::new(row, OP).int(),
-        None => Err(StoreError::Corrupt {
-            detail: "count returned no row".into(),
-        }),
-    }
-}
-
-pub(super) async fn dead_letter_message(
-    pool: &PgPool,
-    id: Uuid,
-) -> Result<Option<DeadLetterMessage>, StoreError> {
-    let columns = "body, content_type, message_id, headers, platform";
-    let op = "read dead letter message";
-    dead_letter_by_id(pool, columns, id, op, |row| row.dead_letter_message()).await
-}
 
 pub(super) async fn set_dead_letter_state(
     pool: &PgPool,
@@ -750,23 +568,6 @@ pub(super) async fn record_events(pool: &PgPool, events: &[TraceEvent]) -> Resul
     Ok(())
 }
 
-pub(super) async fn trace(
-    pool: &PgPool,
-    submission_id: &str,
-) -> Result<Vec<TraceEvent>, StoreError> {
-    const OP: &str = "trace";
-    let rows = sqlx::query(
-        "SELECT submission_id, (extract(epoch FROM at) * 1000000)::int8, event, platform, \
-             destination, detail \
-         FROM trace_events WHERE submission_id = $1 ORDER BY at, seq",
-    )
-    .bind(submission_id)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    admin::read_all(&rows, OP, Columns::trace_event)
-}
-
 pub(super) async fn purge_events(pool: &PgPool, cutoff_micros: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "DELETE FROM trace_events \
@@ -777,4 +578,33 @@ pub(super) async fn purge_events(pool: &PgPool, cutoff_micros: i64) -> Result<u6
     .await
     .map_err(StoreError::query("purge events"))?;
     Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------
+// What the shared queries (`common::queries!`) need that differs on PostgreSQL
+
+super::common::queries!(PgPool, sqlx::postgres::PgRow, PgConnection);
+
+/// Times are timestamptz columns, exchanged as microseconds since the epoch.
+const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, actor_scope, action, object, \
+     before_json, after_json, concerns_lands, concerns_destinations) \
+     VALUES (timestamptz 'epoch' + $1 * interval '1 microsecond', \
+     $2, $3, $4, $5, $6, $7, $8, $9)";
+const SELECT_AUDIT: &str = "SELECT id, (extract(epoch FROM at) * 1000000)::int8, actor, \
+     actor_scope, action, object, before_json, after_json FROM audit_log";
+const SELECT_TRACE: &str = "SELECT submission_id, (extract(epoch FROM at) * 1000000)::int8, \
+     event, platform, destination, detail \
+     FROM trace_events WHERE submission_id = $1 ORDER BY at, seq";
+
+/// UUIDs are uuid columns.
+fn db_uuid(id: Uuid) -> Uuid {
+    id
+}
+
+/// One snapshot for every statement of the transaction.
+async fn begin_snapshot(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
 }

@@ -297,18 +297,6 @@ fn fates(rows: &[sqlx::sqlite::SqliteRow], op: &'static str) -> Result<Vec<Fate>
         .collect()
 }
 
-pub(super) async fn fate(pool: &SqlitePool, id: Uuid) -> Result<Option<Fate>, StoreError> {
-    const OP: &str = "read submission fate";
-    let rows = sqlx::query(&format!(
-        "SELECT {FATE_COLUMNS} FROM delivered_submissions WHERE submission_id = ?1"
-    ))
-    .bind(id.hyphenated().to_string())
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    Ok(fates(&rows, OP)?.pop())
-}
-
 pub(super) async fn record_answer(
     pool: &SqlitePool,
     answer: &Answer,
@@ -433,43 +421,6 @@ pub(super) async fn release_overdue_claims(
 // ---------------------------------------------------------------------------------------
 // Admin API (see admin.rs)
 
-pub(super) async fn load_directory(pool: &SqlitePool) -> Result<StoredDirectory, StoreError> {
-    const OP: &str = "load directory";
-    // One read transaction: WAL gives it one snapshot, so the lists and the version agree.
-    let mut tx = pool.begin().await.map_err(StoreError::query(OP))?;
-    let destinations = sqlx::query(admin::SELECT_DESTINATIONS)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let routes = sqlx::query(admin::SELECT_ROUTES)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let services = sqlx::query(admin::SELECT_SERVICES)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let version = sqlx::query(admin::SELECT_VERSION)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    tx.commit().await.map_err(StoreError::query(OP))?;
-    Ok(StoredDirectory {
-        destinations: admin::read_all(&destinations, OP, Columns::destination)?,
-        routes: admin::read_all(&routes, OP, Columns::route)?,
-        services: admin::read_all(&services, OP, Columns::service)?,
-        version: Columns::new(&version, OP).int()?,
-    })
-}
-
-pub(super) async fn directory_version(pool: &SqlitePool) -> Result<i64, StoreError> {
-    let row = sqlx::query(admin::SELECT_VERSION)
-        .fetch_one(pool)
-        .await
-        .map_err(StoreError::query("directory version"))?;
-    Columns::new(&row, "directory version").int()
-}
-
 pub(super) async fn apply_directory_change(
     pool: &SqlitePool,
     change: &DirectoryChange,
@@ -504,57 +455,6 @@ pub(super) async fn apply_directory_change(
     insert_audit(&mut tx, audit, at, OP).await?;
     tx.commit().await.map_err(StoreError::query(OP))?;
     Ok(version)
-}
-
-pub(super) async fn audit(pool: &SqlitePool, entry: &NewAudit, at: i64) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await.map_err(StoreError::query("audit"))?;
-    insert_audit(&mut conn, entry, at, "audit").await
-}
-
-async fn insert_audit(
-    conn: &mut sqlx::SqliteConnection,
-    entry: &NewAudit,
-    at: i64,
-    operation: &'static str,
-) -> Result<(), StoreError> {
-    let (lands, destinations) = entry.concerns.columns();
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, actor_scope, action, object, before_json, \
-             after_json, concerns_lands, concerns_destinations) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(at)
-    .bind(&entry.actor)
-    .bind(&entry.actor_scope)
-    .bind(&entry.action)
-    .bind(&entry.object)
-    .bind(&entry.before)
-    .bind(&entry.after)
-    .bind(lands)
-    .bind(destinations)
-    .execute(conn)
-    .await
-    .map_err(StoreError::query(operation))?;
-    Ok(())
-}
-
-pub(super) async fn list_audit(
-    pool: &SqlitePool,
-    conditions: &[Condition],
-    limit: u32,
-) -> Result<Vec<AuditEntry>, StoreError> {
-    const OP: &str = "list audit";
-    let rows = select(
-        pool,
-        "SELECT id, at, actor, actor_scope, action, object, before_json, after_json \
-         FROM audit_log",
-        conditions,
-        " ORDER BY id DESC",
-        Some(limit),
-        OP,
-    )
-    .await?;
-    admin::read_all(&rows, OP, Columns::audit_entry)
 }
 
 /// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
@@ -622,47 +522,6 @@ fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {
     }
 }
 
-/// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
-async fn select(
-    pool: &SqlitePool,
-    head: &str,
-    conditions: &[Condition],
-    tail: &str,
-    limit: Option<u32>,
-    operation: &'static str,
-) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
-    let mut query = QueryBuilder::new(head);
-    push_where(&mut query, conditions);
-    query.push(tail);
-    if let Some(limit) = limit {
-        query.push(" LIMIT ");
-        query.push_bind(i64::from(limit));
-    }
-    query
-        .build()
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::query(operation))
-}
-
-/// The `columns` of dead letter `id`, read with `read`.
-async fn dead_letter_by_id<T>(
-    pool: &SqlitePool,
-    columns: &str,
-    id: Uuid,
-    operation: &'static str,
-    read: for<'r> fn(Columns<'r, sqlx::sqlite::SqliteRow>) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {columns} FROM dead_letters WHERE id = $1"))
-        .bind(id.hyphenated().to_string())
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::query(operation))?;
-    row.as_ref()
-        .map(|row| read(Columns::new(row, operation)))
-        .transpose()
-}
-
 pub(super) async fn insert_dead_letters(
     pool: &SqlitePool,
     letters: &[NewDeadLetter],
@@ -711,42 +570,6 @@ pub(super) async fn insert_dead_letters(
 const DEAD_LETTER_COLUMNS: &str = "id, submission_id, platform, reason, field, detail, \
      service, ars, destination, dead_lettered_at, content_type, message_id, headers, \
      body_bytes, stored_at, state, state_changed_at, state_changed_by, replays";
-
-pub(super) async fn list_dead_letters(
-    pool: &SqlitePool,
-    conditions: &[Condition],
-    limit: u32,
-) -> Result<Vec<DeadLetter>, StoreError> {
-    const OP: &str = "list dead letters";
-    let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
-    let order = " ORDER BY dead_lettered_at, id";
-    let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
-    admin::read_all(&rows, OP, Columns::dead_letter)
-}
-
-pub(super) async fn count_dead_letters(
-    pool: &SqlitePool,
-    conditions: &[Condition],
-) -> Result<i64, StoreError> {
-    const OP: &str = "count dead letters";
-    let head = "SELECT count(*) FROM dead_letters";
-    let rows = select(pool, head, conditions, "", None, OP).await?;
-    match rows.first() {
-        Some(row) => Columns::new(row, OP).int(),
-        None => Err(StoreError::Corrupt {
-            detail: "count returned no row".into(),
-        }),
-    }
-}
-
-pub(super) async fn dead_letter_message(
-    pool: &SqlitePool,
-    id: Uuid,
-) -> Result<Option<DeadLetterMessage>, StoreError> {
-    let columns = "body, content_type, message_id, headers, platform";
-    let op = "read dead letter message";
-    dead_letter_by_id(pool, columns, id, op, |row| row.dead_letter_message()).await
-}
 
 pub(super) async fn set_dead_letter_state(
     pool: &SqlitePool,
@@ -818,22 +641,6 @@ pub(super) async fn record_events(
     Ok(())
 }
 
-pub(super) async fn trace(
-    pool: &SqlitePool,
-    submission_id: &str,
-) -> Result<Vec<TraceEvent>, StoreError> {
-    const OP: &str = "trace";
-    let rows = sqlx::query(
-        "SELECT submission_id, at, event, platform, destination, detail FROM trace_events \
-         WHERE submission_id = $1 ORDER BY at, seq",
-    )
-    .bind(submission_id)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    admin::read_all(&rows, OP, Columns::trace_event)
-}
-
 pub(super) async fn purge_events(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, StoreError> {
     let done = sqlx::query("DELETE FROM trace_events WHERE at < $1")
         .bind(cutoff_micros)
@@ -841,4 +648,30 @@ pub(super) async fn purge_events(pool: &SqlitePool, cutoff_micros: i64) -> Resul
         .await
         .map_err(StoreError::query("purge events"))?;
     Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------
+// What the shared queries (`common::queries!`) need that differs on SQLite
+
+super::common::queries!(SqlitePool, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection);
+
+/// Times are microseconds since the epoch in INTEGER columns.
+const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, actor_scope, action, object, \
+     before_json, after_json, concerns_lands, concerns_destinations) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const SELECT_AUDIT: &str =
+    "SELECT id, at, actor, actor_scope, action, object, before_json, after_json FROM audit_log";
+const SELECT_TRACE: &str = "SELECT submission_id, at, event, platform, destination, detail \
+     FROM trace_events WHERE submission_id = $1 ORDER BY at, seq";
+
+/// UUIDs are TEXT in their hyphenated form.
+fn db_uuid(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+/// One read transaction: WAL gives it one snapshot.
+async fn begin_snapshot(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin().await
 }

@@ -6,7 +6,7 @@
 //! queues).
 //!
 //! Everything that declares reads it: the gateway's own declarations
-//! ([`crate::amqp::OwnedTopology`]), `declare-topology` ([`declare`]) and the RabbitMQ
+//! ([`crate::amqp::OwnedTopology`]), `declare-topology` ([`crate::amqp::declare`]) and the RabbitMQ
 //! definitions export ([`definitions`], `ozg-gateway definitions`). A queue's arguments are
 //! written down once, so an imported definitions file cannot drift from what the gateway
 //! declares (a drift would be a PRECONDITION_FAILED on the gateway's next channel).
@@ -20,7 +20,6 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
-use crate::amqp::{self, ConnectError, REPLAY_QUEUE, RETRY_EXCHANGE, RETRY_READY_QUEUE, Role};
 use crate::config::Config;
 use crate::model::{Destination, Platform};
 
@@ -36,6 +35,13 @@ pub fn status_queue(platform_id: &str) -> String {
 pub fn backoffice_queue(destination_id: &str) -> String {
     format!("backoffice.{destination_id}")
 }
+
+/// Exchange through which expired retries come back to the gateway.
+pub const RETRY_EXCHANGE: &str = "ozg.gateway.retry";
+/// Queue the gateway consumes retries from, once their delay is over.
+pub const RETRY_READY_QUEUE: &str = "ozg.gateway.retry.ready";
+/// Queue of dead letters an operator replayed; the gateway consumes it like a platform's.
+pub const REPLAY_QUEUE: &str = "ozg.gateway.replay";
 
 /// The delay queue for one delay; named by the delay so that changing the configured delays
 /// adds queues instead of clashing with the arguments of existing ones.
@@ -401,70 +407,4 @@ pub fn by_broker(config: &Config) -> Vec<Declarations> {
     }
     out[config.gateway.dead_letter_broker].extend(gateway_owned(config));
     out
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TopologyError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("broker {broker}: {what}: {source}")]
-    Declare {
-        broker: String,
-        what: String,
-        source: lapin::Error,
-    },
-    #[error("broker {broker}: the declarations did not finish within {}s", timeout.as_secs())]
-    Timeout { broker: String, timeout: Duration },
-}
-
-/// Bound on one broker's declarations: a one-off command must end, and a connection that
-/// dies under lapin can leave a request unanswered for ever. Hundreds of declarations take
-/// well under a second on a healthy broker.
-const DECLARE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `declare-topology`: declares [`by_broker`] on every broker of the configuration, for
-/// local set-ups and tests.
-///
-/// The brokers one after another would cost a round trip per declaration in sequence: with
-/// 17 vhosts and ~400 destinations (the benchmark's topology) seconds instead of a few hundred
-/// milliseconds. Each broker's declarations stay in order on its own channel.
-pub async fn declare(config: &Config) -> Result<(), TopologyError> {
-    let per_broker =
-        config
-            .brokers
-            .iter()
-            .zip(by_broker(config))
-            .map(async |(broker, declarations)| {
-                let failed = |what: String| {
-                    let broker = broker.name.clone();
-                    move |source| TopologyError::Declare {
-                        broker,
-                        what,
-                        source,
-                    }
-                };
-                let connection = amqp::connect_any(broker, Role::Publish).await?;
-                let declared = async {
-                    let channel = connection
-                        .create_channel()
-                        .await
-                        .map_err(failed("open channel".into()))?;
-                    declarations
-                        .declare(&channel)
-                        .await
-                        .map_err(|e| failed(e.what)(e.source))
-                };
-                let declared = match tokio::time::timeout(DECLARE_TIMEOUT, declared).await {
-                    Ok(declared) => declared,
-                    Err(_) => Err(TopologyError::Timeout {
-                        broker: broker.name.clone(),
-                        timeout: DECLARE_TIMEOUT,
-                    }),
-                };
-                amqp::close(&connection, "topology declared").await;
-                declared
-            });
-    futures_util::future::try_join_all(per_broker)
-        .await
-        .map(|_| ())
 }

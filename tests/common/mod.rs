@@ -380,7 +380,7 @@ pub async fn delete_exchange(url: &str, exchange: &str) {
 }
 
 pub async fn declare(config: &Config) {
-    ozg_gateway::topology::declare(config).await.unwrap();
+    ozg_gateway::amqp::declare::declare(config).await.unwrap();
 }
 
 /// Declares the topology of `config`, then starts the gateway on it.
@@ -834,10 +834,38 @@ pub fn terminate(child: &mut std::process::Child, within: Duration) -> std::proc
 
 // ---- PostgreSQL ---------------------------------------------------------------------------
 
-/// A schema of its own in the test database (`OZG_TEST_POSTGRES_URL`, or the one
-/// deploy/local/postgres.sh creates), dropped by `drop`.
+/// The test database: `OZG_TEST_POSTGRES_URL`, or the one deploy/local/postgres.sh creates.
+pub fn postgres_url() -> String {
+    std::env::var("OZG_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://ozg:ozg@127.0.0.1:5432/ozg_test".to_owned())
+}
+
+/// A connection to the test database, or a failure that says how to get one: the tests that
+/// need PostgreSQL are never skipped.
+pub async fn postgres_admin() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let url = postgres_url();
+    match sqlx::PgConnection::connect(&url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "\n\nPostgreSQL does not answer at {}: {e}\n\
+             The tests run against a real PostgreSQL (deploy/local/postgres.sh, which \
+             deploy/local/test.sh runs, starts one), or point OZG_TEST_POSTGRES_URL at one. \
+             These tests are never skipped.\n",
+            ozg_gateway::store::redact_url(&url)
+        ),
+    }
+}
+
+/// `url` with `schema` as the search path of its connections.
+pub fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
+}
+
+/// A schema of its own in the test database ([`postgres_url`]), dropped by `drop`.
 pub struct PgSchema {
-    admin: sqlx::PgPool,
+    admin: sqlx::PgConnection,
     pub name: String,
     /// The database URL with the schema as its search path.
     pub url: String,
@@ -845,12 +873,8 @@ pub struct PgSchema {
 
 impl PgSchema {
     pub async fn create(test: &str) -> PgSchema {
-        let base = std::env::var("OZG_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://ozg:ozg@127.0.0.1:5432/ozg_test".to_owned());
         let name = format!("ozgtest_{test}_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL does not answer at {base}: {e} (deploy/local/test.sh starts it)")
-        });
+        let mut admin = postgres_admin().await;
         admin
             .execute(format!("DROP SCHEMA IF EXISTS {name} CASCADE").as_str())
             .await
@@ -859,14 +883,15 @@ impl PgSchema {
             .execute(format!("CREATE SCHEMA {name}").as_str())
             .await
             .unwrap();
-        let url = format!("{base}?options=-csearch_path%3D{name}");
+        let url = with_search_path(&postgres_url(), &name);
         PgSchema { admin, name, url }
     }
 
-    pub async fn drop(self) {
+    pub async fn drop(mut self) {
         self.admin
             .execute(format!("DROP SCHEMA {} CASCADE", self.name).as_str())
             .await
             .unwrap();
+        let _ = sqlx::Connection::close(self.admin).await;
     }
 }

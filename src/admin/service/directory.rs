@@ -17,10 +17,7 @@ use crate::model::{Ags, Ars, Land, RegionPrefix, ServiceKey, ServiceSelector};
 use crate::model::{Destination, DestinationSpec, Route, RouteSpec, ServiceSpec, quoted};
 use crate::routing::live::{EntrySource, Problem, Snapshot, StoredEntries};
 use crate::routing::table::Explanation;
-use crate::store::{
-    AuditEntry, AuditFilter, Concerns, DirectoryChange, StoredDestination, StoredRoute,
-    StoredService,
-};
+use crate::store::{AuditEntry, AuditFilter, Concerns, DirectoryChange};
 
 /// A destination as operators see it.
 #[derive(Debug, Clone)]
@@ -142,7 +139,7 @@ impl Service {
         entries
             .destinations
             .push(("destination".to_owned(), wanted.clone()));
-        let stored = stored_destination(&wanted);
+        let stored = wanted.clone();
         let snapshot = self
             .apply(
                 who,
@@ -190,9 +187,8 @@ impl Service {
             &mut entries.destinations,
             |d| d.id == wanted.id,
             Some(("destination", wanted.clone())),
-        )
-        .map(|d| stored_destination(&d));
-        let stored = stored_destination(&wanted);
+        );
+        let stored = wanted.clone();
         let snapshot = self
             .apply(
                 who,
@@ -248,8 +244,7 @@ impl Service {
             }
         }
         let mut entries = self.stored().await?;
-        let before = replace(&mut entries.destinations, |d| d.id == id, None)
-            .map(|d| stored_destination(&d));
+        let before = replace(&mut entries.destinations, |d| d.id == id, None);
         self.apply(
             who,
             "destination",
@@ -388,9 +383,8 @@ impl Service {
             &mut entries.routes,
             |r| r.service == spec.service && r.region == spec.region,
             Some(("route", spec.clone())),
-        )
-        .map(|r| stored_route(&r));
-        let stored = stored_route(&spec);
+        );
+        let stored = spec.clone();
         let snapshot = self
             .apply(
                 who,
@@ -452,8 +446,7 @@ impl Service {
             &mut entries.routes,
             |r| r.service == service && r.region == region,
             None,
-        )
-        .map(|r| stored_route(&r));
+        );
         self.apply(
             who,
             "route",
@@ -516,9 +509,8 @@ impl Service {
             &mut entries.services,
             |s| s.key == wanted.key,
             Some(("service", wanted.clone())),
-        )
-        .map(|s| stored_service(&s));
-        let stored = stored_service(&wanted);
+        );
+        let stored = wanted.clone();
         self.apply(
             who,
             "service",
@@ -561,8 +553,7 @@ impl Service {
             .change_shared("the services catalogue")?;
         changeable(snapshot.service_source(parsed), &format!("service {key}"))?;
         let mut entries = self.stored().await?;
-        let before =
-            replace(&mut entries.services, |s| s.key == key, None).map(|s| stored_service(&s));
+        let before = replace(&mut entries.services, |s| s.key == key, None);
         self.apply(
             who,
             "service",
@@ -708,7 +699,7 @@ impl Service {
             // Another instance changed the directory between our read and our write: the
             // store holds both changes, the snapshot built here only ours.
             self.gateway.install_newer(
-                crate::app::load_directory(&self.gateway.directory_config(), &self.store).await,
+                crate::routing::live::load(&self.gateway.directory_config(), &self.store).await,
             );
         }
         tracing::info!(actor = %who.name, action = change.action, object = %change.object,
@@ -718,7 +709,7 @@ impl Service {
 
     async fn stored(&self) -> Result<StoredEntries, ServiceError> {
         let stored = self.store.load_directory().await?;
-        Ok(crate::admin::stored_entries(&stored))
+        Ok(StoredEntries::from_store(&stored))
     }
 
     fn destination_view(&self, snapshot: &Snapshot, id: &str) -> Option<DestinationView> {
@@ -812,34 +803,6 @@ fn replace<T>(
         .map(|i| entries.remove(i).1);
     entries.extend(new.map(|(key, entry)| (key.to_owned(), entry)));
     before
-}
-
-fn stored_destination(d: &DestinationSpec) -> StoredDestination {
-    StoredDestination {
-        id: d.id.clone(),
-        name: d.name.clone(),
-        kind: d.kind.clone(),
-        land: d.land.clone(),
-        broker: d.broker.clone(),
-        exchange: d.exchange.clone(),
-        routing_key: d.routing_key.clone(),
-        receipt_queue: d.receipt_queue.clone(),
-    }
-}
-
-fn stored_service(s: &ServiceSpec) -> StoredService {
-    StoredService {
-        key: s.key.clone(),
-        name: s.name.clone(),
-    }
-}
-
-fn stored_route(r: &RouteSpec) -> StoredRoute {
-    StoredRoute {
-        service: r.service.clone(),
-        region: r.region.clone(),
-        destination: r.destination.clone(),
-    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Option<String> {

@@ -1,0 +1,200 @@
+//! The queries that are the same on both backends but for their pool, row and connection
+//! types, written once: `queries!` expands them inside `sqlite` and `postgres`, where the
+//! parts that differ stand beside it: the SQL that differs (`INSERT_AUDIT`, `SELECT_AUDIT`,
+//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`), how a UUID is bound (`db_uuid`),
+//! how a consistent read begins (`begin_snapshot`), and `push_where`.
+
+macro_rules! queries {
+    ($pool:ty, $row:ty, $conn:ty) => {
+        pub(super) async fn load_directory(pool: &$pool) -> Result<StoredDirectory, StoreError> {
+            const OP: &str = "load directory";
+            // One snapshot for the lists and the version, so that they agree.
+            let mut tx = begin_snapshot(pool).await.map_err(StoreError::query(OP))?;
+            let destinations = sqlx::query(admin::SELECT_DESTINATIONS)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            let routes = sqlx::query(admin::SELECT_ROUTES)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            let services = sqlx::query(admin::SELECT_SERVICES)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            let version = sqlx::query(admin::SELECT_VERSION)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            tx.commit().await.map_err(StoreError::query(OP))?;
+            Ok(StoredDirectory {
+                destinations: admin::read_all(&destinations, OP, Columns::destination)?,
+                routes: admin::read_all(&routes, OP, Columns::route)?,
+                services: admin::read_all(&services, OP, Columns::service)?,
+                version: Columns::new(&version, OP).int()?,
+            })
+        }
+
+        pub(super) async fn directory_version(pool: &$pool) -> Result<i64, StoreError> {
+            let row = sqlx::query(admin::SELECT_VERSION)
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::query("directory version"))?;
+            Columns::new(&row, "directory version").int()
+        }
+
+        pub(super) async fn audit(
+            pool: &$pool,
+            entry: &NewAudit,
+            at: i64,
+        ) -> Result<(), StoreError> {
+            let mut conn = pool.acquire().await.map_err(StoreError::query("audit"))?;
+            insert_audit(&mut conn, entry, at, "audit").await
+        }
+
+        async fn insert_audit(
+            conn: &mut $conn,
+            entry: &NewAudit,
+            at: i64,
+            operation: &'static str,
+        ) -> Result<(), StoreError> {
+            let (lands, destinations) = entry.concerns.columns();
+            sqlx::query(INSERT_AUDIT)
+                .bind(at)
+                .bind(&entry.actor)
+                .bind(&entry.actor_scope)
+                .bind(&entry.action)
+                .bind(&entry.object)
+                .bind(&entry.before)
+                .bind(&entry.after)
+                .bind(lands)
+                .bind(destinations)
+                .execute(conn)
+                .await
+                .map_err(StoreError::query(operation))?;
+            Ok(())
+        }
+
+        pub(super) async fn list_audit(
+            pool: &$pool,
+            conditions: &[Condition],
+            limit: u32,
+        ) -> Result<Vec<AuditEntry>, StoreError> {
+            const OP: &str = "list audit";
+            let rows = select(
+                pool,
+                SELECT_AUDIT,
+                conditions,
+                " ORDER BY id DESC",
+                Some(limit),
+                OP,
+            )
+            .await?;
+            admin::read_all(&rows, OP, Columns::audit_entry)
+        }
+
+        /// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
+        async fn select(
+            pool: &$pool,
+            head: &str,
+            conditions: &[Condition],
+            tail: &str,
+            limit: Option<u32>,
+            operation: &'static str,
+        ) -> Result<Vec<$row>, StoreError> {
+            let mut query = QueryBuilder::new(head);
+            push_where(&mut query, conditions);
+            query.push(tail);
+            if let Some(limit) = limit {
+                query.push(" LIMIT ");
+                query.push_bind(i64::from(limit));
+            }
+            query
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::query(operation))
+        }
+
+        /// The `columns` of dead letter `id`, read with `read`.
+        async fn dead_letter_by_id<T>(
+            pool: &$pool,
+            columns: &str,
+            id: Uuid,
+            operation: &'static str,
+            read: for<'r> fn(Columns<'r, $row>) -> Result<T, StoreError>,
+        ) -> Result<Option<T>, StoreError> {
+            let row = sqlx::query(&format!("SELECT {columns} FROM dead_letters WHERE id = $1"))
+                .bind(db_uuid(id))
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::query(operation))?;
+            row.as_ref()
+                .map(|row| read(Columns::new(row, operation)))
+                .transpose()
+        }
+
+        pub(super) async fn list_dead_letters(
+            pool: &$pool,
+            conditions: &[Condition],
+            limit: u32,
+        ) -> Result<Vec<DeadLetter>, StoreError> {
+            const OP: &str = "list dead letters";
+            let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
+            let order = " ORDER BY dead_lettered_at, id";
+            let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
+            admin::read_all(&rows, OP, Columns::dead_letter)
+        }
+
+        pub(super) async fn count_dead_letters(
+            pool: &$pool,
+            conditions: &[Condition],
+        ) -> Result<i64, StoreError> {
+            const OP: &str = "count dead letters";
+            let head = "SELECT count(*) FROM dead_letters";
+            let rows = select(pool, head, conditions, "", None, OP).await?;
+            match rows.first() {
+                Some(row) => Columns::new(row, OP).int(),
+                None => Err(StoreError::Corrupt {
+                    detail: "count returned no row".into(),
+                }),
+            }
+        }
+
+        pub(super) async fn dead_letter_message(
+            pool: &$pool,
+            id: Uuid,
+        ) -> Result<Option<DeadLetterMessage>, StoreError> {
+            let columns = "body, content_type, message_id, headers, platform";
+            let op = "read dead letter message";
+            dead_letter_by_id(pool, columns, id, op, |row| row.dead_letter_message()).await
+        }
+
+        pub(super) async fn trace(
+            pool: &$pool,
+            submission_id: &str,
+        ) -> Result<Vec<TraceEvent>, StoreError> {
+            const OP: &str = "trace";
+            let rows = sqlx::query(SELECT_TRACE)
+                .bind(submission_id)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::query(OP))?;
+            admin::read_all(&rows, OP, Columns::trace_event)
+        }
+
+        pub(super) async fn fate(pool: &$pool, id: Uuid) -> Result<Option<Fate>, StoreError> {
+            const OP: &str = "read submission fate";
+            let rows = sqlx::query(&format!(
+                "SELECT {FATE_COLUMNS} FROM delivered_submissions WHERE submission_id = $1"
+            ))
+            .bind(db_uuid(id))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+            Ok(fates(&rows, OP)?.pop())
+        }
+    };
+}
+
+pub(super) use queries;
