@@ -1,8 +1,10 @@
 //! The queries that are the same on both backends but for their pool, row and connection
 //! types, written once: `queries!` expands them inside `sqlite` and `postgres`, where the
 //! parts that differ stand beside it: the SQL that differs (`INSERT_AUDIT`, `SELECT_AUDIT`,
-//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`), how a UUID is bound (`db_uuid`),
-//! how a consistent read begins (`begin_snapshot`), and `push_where`.
+//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`, `push_where`), how times and
+//! UUIDs are bound, compared and read (`time_param`, `db_uuid`, `db_uuids`, `among_uuids`,
+//! `row_uuid`), and how a consistent read and a change begin (`begin_snapshot`,
+//! `begin_write`).
 
 macro_rules! queries {
     ($pool:ty, $row:ty, $conn:ty) => {
@@ -193,6 +195,147 @@ macro_rules! queries {
             .await
             .map_err(StoreError::query(OP))?;
             Ok(fates(&rows, OP)?.pop())
+        }
+
+        pub(super) async fn record_answer(
+            pool: &$pool,
+            answer: &Answer,
+            at: i64,
+        ) -> Result<bool, StoreError> {
+            let done = sqlx::query(&format!(
+                "UPDATE delivered_submissions \
+                 SET answer = $1, answer_digest = $2, answered_at = {} \
+                 WHERE submission_id = $4 AND destination = $5 \
+                   AND (answer IS NULL OR answer = 'forwarded-onward')",
+                time_param(3)
+            ))
+            .bind(&answer.answer)
+            .bind(answer.digest.as_slice())
+            .bind(at)
+            .bind(db_uuid(answer.submission_id))
+            .bind(&answer.destination)
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("record answer"))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        pub(super) async fn mark_overdue_reported(
+            pool: &$pool,
+            ids: &[Uuid],
+            at: i64,
+        ) -> Result<(), StoreError> {
+            sqlx::query(&format!(
+                "UPDATE delivered_submissions SET overdue_reported_at = {} WHERE {}",
+                time_param(1),
+                among_uuids("submission_id", 2)
+            ))
+            .bind(at)
+            .bind(db_uuids(ids))
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("mark overdue"))?;
+            Ok(())
+        }
+
+        pub(super) async fn release_overdue_claims(
+            pool: &$pool,
+            ids: &[Uuid],
+        ) -> Result<(), StoreError> {
+            sqlx::query(&format!(
+                "UPDATE delivered_submissions SET overdue_claimed_at = NULL \
+                 WHERE {} AND overdue_reported_at IS NULL",
+                among_uuids("submission_id", 1)
+            ))
+            .bind(db_uuids(ids))
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("release overdue claims"))?;
+            Ok(())
+        }
+
+        pub(super) async fn purge_dead_letters(
+            pool: &$pool,
+            cutoff_micros: i64,
+        ) -> Result<u64, StoreError> {
+            let done = sqlx::query(&format!(
+                "DELETE FROM dead_letters WHERE state <> 'pending' AND state_changed_at < {}",
+                time_param(1)
+            ))
+            .bind(cutoff_micros)
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("purge dead letters"))?;
+            Ok(done.rows_affected())
+        }
+
+        pub(super) async fn purge_events(
+            pool: &$pool,
+            cutoff_micros: i64,
+        ) -> Result<u64, StoreError> {
+            let done = sqlx::query(&format!(
+                "DELETE FROM trace_events WHERE at < {}",
+                time_param(1)
+            ))
+            .bind(cutoff_micros)
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("purge events"))?;
+            Ok(done.rows_affected())
+        }
+
+        pub(super) async fn apply_directory_change(
+            pool: &$pool,
+            change: &DirectoryChange,
+            audit: &NewAudit,
+            at: i64,
+        ) -> Result<i64, StoreError> {
+            const OP: &str = "apply directory change";
+            let mut tx = begin_write(pool).await.map_err(StoreError::query(OP))?;
+            let (sql, params) = change.statement();
+            let mut query = sqlx::query(sql);
+            for param in params {
+                query = query.bind(param);
+            }
+            let done = query
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            if done.rows_affected() == 0 {
+                // Dropping the transaction rolls it back: no version bump, no audit row.
+                return Err(change.not_found());
+            }
+            let version = sqlx::query(admin::BUMP_VERSION)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            let version = Columns::new(&version, OP).int()?;
+            insert_audit(&mut tx, audit, at, OP).await?;
+            tx.commit().await.map_err(StoreError::query(OP))?;
+            Ok(version)
+        }
+
+        fn fates(rows: &[$row], op: &'static str) -> Result<Vec<Fate>, StoreError> {
+            rows.iter()
+                .map(|row| {
+                    Ok(Fate {
+                        submission_id: row_uuid(row, 0, op)?,
+                        platform: row.try_get(1).map_err(StoreError::query(op))?,
+                        destination: row.try_get(2).map_err(StoreError::query(op))?,
+                        delivered_at: from_micros(row.try_get(3).map_err(StoreError::query(op))?),
+                        answer: row.try_get(4).map_err(StoreError::query(op))?,
+                        answer_digest: row.try_get(5).map_err(StoreError::query(op))?,
+                        answered_at: row
+                            .try_get::<Option<i64>, _>(6)
+                            .map_err(StoreError::query(op))?
+                            .map(from_micros),
+                        overdue_reported_at: row
+                            .try_get::<Option<i64>, _>(7)
+                            .map_err(StoreError::query(op))?
+                            .map(from_micros),
+                    })
+                })
+                .collect()
         }
     };
 }

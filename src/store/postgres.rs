@@ -189,52 +189,6 @@ const FATE_COLUMNS: &str = "submission_id, platform, destination, \
      (extract(epoch FROM answered_at) * 1000000)::int8, \
      (extract(epoch FROM overdue_reported_at) * 1000000)::int8";
 
-fn fates(rows: &[sqlx::postgres::PgRow], op: &'static str) -> Result<Vec<Fate>, StoreError> {
-    rows.iter()
-        .map(|row| {
-            Ok(Fate {
-                submission_id: row.try_get(0).map_err(StoreError::query(op))?,
-                platform: row.try_get(1).map_err(StoreError::query(op))?,
-                destination: row.try_get(2).map_err(StoreError::query(op))?,
-                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query(op))?),
-                answer: row.try_get(4).map_err(StoreError::query(op))?,
-                answer_digest: row.try_get(5).map_err(StoreError::query(op))?,
-                answered_at: row
-                    .try_get::<Option<i64>, _>(6)
-                    .map_err(StoreError::query(op))?
-                    .map(from_micros),
-                overdue_reported_at: row
-                    .try_get::<Option<i64>, _>(7)
-                    .map_err(StoreError::query(op))?
-                    .map(from_micros),
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn record_answer(
-    pool: &PgPool,
-    answer: &Answer,
-    at: i64,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE delivered_submissions \
-         SET answer = $1, answer_digest = $2, \
-             answered_at = timestamptz 'epoch' + $3 * interval '1 microsecond' \
-         WHERE submission_id = $4 AND destination = $5 \
-           AND (answer IS NULL OR answer = 'forwarded-onward')",
-    )
-    .bind(&answer.answer)
-    .bind(answer.digest.as_slice())
-    .bind(at)
-    .bind(answer.submission_id)
-    .bind(&answer.destination)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("record answer"))?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(super) async fn unanswered(
     pool: &PgPool,
     query: &Unanswered<'_>,
@@ -266,24 +220,6 @@ pub(super) async fn unanswered(
     .await
     .map_err(StoreError::query(OP))?;
     fates(&rows, OP)
-}
-
-pub(super) async fn mark_overdue_reported(
-    pool: &PgPool,
-    ids: &[Uuid],
-    at: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE delivered_submissions \
-         SET overdue_reported_at = timestamptz 'epoch' + $1 * interval '1 microsecond' \
-         WHERE submission_id = ANY($2)",
-    )
-    .bind(at)
-    .bind(ids)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("mark overdue"))?;
-    Ok(())
 }
 
 /// Claims up to `limit` overdue, unreported submissions whose claim (if any) is older than
@@ -320,18 +256,6 @@ pub(super) async fn claim_overdue(
     fates(&rows, OP)
 }
 
-pub(super) async fn release_overdue_claims(pool: &PgPool, ids: &[Uuid]) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE delivered_submissions SET overdue_claimed_at = NULL \
-         WHERE submission_id = ANY($1) AND overdue_reported_at IS NULL",
-    )
-    .bind(ids)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("release overdue claims"))?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
 // Admin API (see admin.rs). Times are selected as microseconds (int8) and UUIDs as text, so
 // that admin.rs's `Columns` reads rows of both backends.
@@ -339,39 +263,6 @@ pub(super) async fn release_overdue_claims(pool: &PgPool, ids: &[Uuid]) -> Resul
 /// The SQL that turns the microseconds in the parameter before it into a timestamptz:
 /// `… $n` followed by this.
 const MICROS: &str = " * interval '1 microsecond'";
-
-pub(super) async fn apply_directory_change(
-    pool: &PgPool,
-    change: &DirectoryChange,
-    audit: &NewAudit,
-    at: i64,
-) -> Result<i64, StoreError> {
-    const OP: &str = "apply directory change";
-    // The version row's lock, taken by the bump, orders concurrent changes from several
-    // instances; each sees its own new version.
-    let mut tx = pool.begin().await.map_err(StoreError::query(OP))?;
-    let (sql, params) = change.statement();
-    let mut query = sqlx::query(sql);
-    for param in params {
-        query = query.bind(param);
-    }
-    let done = query
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    if done.rows_affected() == 0 {
-        // Dropping the transaction rolls it back: no version bump, no audit row.
-        return Err(change.not_found());
-    }
-    let version = sqlx::query(admin::BUMP_VERSION)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let version = Columns::new(&version, OP).int()?;
-    insert_audit(&mut tx, audit, at, OP).await?;
-    tx.commit().await.map_err(StoreError::query(OP))?;
-    Ok(version)
-}
 
 /// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
 fn push_where(query: &mut QueryBuilder<'_, Postgres>, conditions: &[Condition]) {
@@ -530,21 +421,6 @@ pub(super) async fn set_dead_letter_state(
     Ok(done.rows_affected())
 }
 
-pub(super) async fn purge_dead_letters(
-    pool: &PgPool,
-    cutoff_micros: i64,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "DELETE FROM dead_letters WHERE state <> 'pending' \
-         AND state_changed_at < timestamptz 'epoch' + $1 * interval '1 microsecond'",
-    )
-    .bind(cutoff_micros)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("purge dead letters"))?;
-    Ok(done.rows_affected())
-}
-
 pub(super) async fn record_events(pool: &PgPool, events: &[TraceEvent]) -> Result<(), StoreError> {
     let at: Vec<i64> = events.iter().map(|e| to_micros(e.at)).collect();
     // Ordered by position so that seq follows the order given.
@@ -566,18 +442,6 @@ pub(super) async fn record_events(pool: &PgPool, events: &[TraceEvent]) -> Resul
     .await
     .map_err(StoreError::query("record events"))?;
     Ok(())
-}
-
-pub(super) async fn purge_events(pool: &PgPool, cutoff_micros: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "DELETE FROM trace_events \
-         WHERE at < timestamptz 'epoch' + $1 * interval '1 microsecond'",
-    )
-    .bind(cutoff_micros)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("purge events"))?;
-    Ok(done.rows_affected())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -607,4 +471,30 @@ async fn begin_snapshot(
 ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
+}
+
+/// A bound time, microseconds since the epoch, as a timestamptz.
+fn time_param(n: u8) -> String {
+    format!("timestamptz 'epoch' + ${n} * interval '1 microsecond'")
+}
+
+/// `column` is one of the UUIDs bound as `$n` ([`db_uuids`]).
+fn among_uuids(column: &str, n: u8) -> String {
+    format!("{column} = ANY(${n})")
+}
+
+/// UUIDs bound as a uuid array.
+fn db_uuids(ids: &[Uuid]) -> &[Uuid] {
+    ids
+}
+
+/// A uuid column.
+fn row_uuid(row: &sqlx::postgres::PgRow, i: usize, op: &'static str) -> Result<Uuid, StoreError> {
+    row.try_get(i).map_err(StoreError::query(op))
+}
+
+/// The version row's lock, taken by the bump, orders concurrent changes from several
+/// instances; each sees its own new version.
+async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin().await
 }

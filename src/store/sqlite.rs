@@ -271,54 +271,6 @@ pub(super) async fn purge(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, 
 const FATE_COLUMNS: &str = "submission_id, platform, destination, delivered_at, answer, \
      answer_digest, answered_at, overdue_reported_at";
 
-fn fates(rows: &[sqlx::sqlite::SqliteRow], op: &'static str) -> Result<Vec<Fate>, StoreError> {
-    rows.iter()
-        .map(|row| {
-            let id: String = row.try_get(0).map_err(StoreError::query(op))?;
-            Ok(Fate {
-                submission_id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt {
-                    detail: format!("submission id {id:?}: {e}"),
-                })?,
-                platform: row.try_get(1).map_err(StoreError::query(op))?,
-                destination: row.try_get(2).map_err(StoreError::query(op))?,
-                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query(op))?),
-                answer: row.try_get(4).map_err(StoreError::query(op))?,
-                answer_digest: row.try_get(5).map_err(StoreError::query(op))?,
-                answered_at: row
-                    .try_get::<Option<i64>, _>(6)
-                    .map_err(StoreError::query(op))?
-                    .map(from_micros),
-                overdue_reported_at: row
-                    .try_get::<Option<i64>, _>(7)
-                    .map_err(StoreError::query(op))?
-                    .map(from_micros),
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn record_answer(
-    pool: &SqlitePool,
-    answer: &Answer,
-    at: i64,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE delivered_submissions \
-         SET answer = ?1, answer_digest = ?2, answered_at = ?3 \
-         WHERE submission_id = ?4 AND destination = ?5 \
-           AND (answer IS NULL OR answer = 'forwarded-onward')",
-    )
-    .bind(&answer.answer)
-    .bind(answer.digest.as_slice())
-    .bind(at)
-    .bind(answer.submission_id.hyphenated().to_string())
-    .bind(&answer.destination)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("record answer"))?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub(super) async fn unanswered(
     pool: &SqlitePool,
     query: &Unanswered<'_>,
@@ -356,23 +308,6 @@ fn json_texts(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
 }
 
-pub(super) async fn mark_overdue_reported(
-    pool: &SqlitePool,
-    ids: &[Uuid],
-    at: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE delivered_submissions SET overdue_reported_at = ?1 \
-         WHERE submission_id IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(at)
-    .bind(uuid_json(ids))
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("mark overdue"))?;
-    Ok(())
-}
-
 /// Claims up to `limit` overdue, unreported submissions whose claim (if any) is older than
 /// `stale_before`; one statement, so two gateways on one file cannot both claim a row.
 pub(super) async fn claim_overdue(
@@ -402,60 +337,8 @@ pub(super) async fn claim_overdue(
     fates(&rows, OP)
 }
 
-pub(super) async fn release_overdue_claims(
-    pool: &SqlitePool,
-    ids: &[Uuid],
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE delivered_submissions SET overdue_claimed_at = NULL \
-         WHERE submission_id IN (SELECT value FROM json_each(?1)) \
-           AND overdue_reported_at IS NULL",
-    )
-    .bind(uuid_json(ids))
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("release overdue claims"))?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
 // Admin API (see admin.rs)
-
-pub(super) async fn apply_directory_change(
-    pool: &SqlitePool,
-    change: &DirectoryChange,
-    audit: &NewAudit,
-    at: i64,
-) -> Result<i64, StoreError> {
-    const OP: &str = "apply directory change";
-    // IMMEDIATE: take the write lock at the start (waiting up to the busy timeout), rather
-    // than failing on the upgrade from reader to writer halfway through.
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::query(OP))?;
-    let (sql, params) = change.statement();
-    let mut query = sqlx::query(sql);
-    for param in params {
-        query = query.bind(param);
-    }
-    let done = query
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    if done.rows_affected() == 0 {
-        // Dropping the transaction rolls it back: no version bump, no audit row.
-        return Err(change.not_found());
-    }
-    let version = sqlx::query(admin::BUMP_VERSION)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-    let version = Columns::new(&version, OP).int()?;
-    insert_audit(&mut tx, audit, at, OP).await?;
-    tx.commit().await.map_err(StoreError::query(OP))?;
-    Ok(version)
-}
 
 /// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
 fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {
@@ -594,19 +477,6 @@ pub(super) async fn set_dead_letter_state(
     Ok(done.rows_affected())
 }
 
-pub(super) async fn purge_dead_letters(
-    pool: &SqlitePool,
-    cutoff_micros: i64,
-) -> Result<u64, StoreError> {
-    let done =
-        sqlx::query("DELETE FROM dead_letters WHERE state <> 'pending' AND state_changed_at < $1")
-            .bind(cutoff_micros)
-            .execute(pool)
-            .await
-            .map_err(StoreError::query("purge dead letters"))?;
-    Ok(done.rows_affected())
-}
-
 pub(super) async fn record_events(
     pool: &SqlitePool,
     events: &[TraceEvent],
@@ -641,15 +511,6 @@ pub(super) async fn record_events(
     Ok(())
 }
 
-pub(super) async fn purge_events(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM trace_events WHERE at < $1")
-        .bind(cutoff_micros)
-        .execute(pool)
-        .await
-        .map_err(StoreError::query("purge events"))?;
-    Ok(done.rows_affected())
-}
-
 // ---------------------------------------------------------------------------------------
 // What the shared queries (`common::queries!`) need that differs on SQLite
 
@@ -674,4 +535,33 @@ async fn begin_snapshot(
     pool: &SqlitePool,
 ) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
     pool.begin().await
+}
+
+/// A bound time, microseconds since the epoch: INTEGER columns take it as it is.
+fn time_param(n: u8) -> String {
+    format!("${n}")
+}
+
+/// `column` is one of the UUIDs bound as `$n` ([`db_uuids`]).
+fn among_uuids(column: &str, n: u8) -> String {
+    format!("{column} IN (SELECT value FROM json_each(${n}))")
+}
+
+/// UUIDs bound as one JSON array of their text.
+fn db_uuids(ids: &[Uuid]) -> String {
+    uuid_json(ids)
+}
+
+/// A UUID column, TEXT here.
+fn row_uuid(row: &sqlx::sqlite::SqliteRow, i: usize, op: &'static str) -> Result<Uuid, StoreError> {
+    let id: String = row.try_get(i).map_err(StoreError::query(op))?;
+    Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt {
+        detail: format!("submission id {id:?}: {e}"),
+    })
+}
+
+/// IMMEDIATE: take the write lock at the start (waiting up to the busy timeout), rather
+/// than failing on the upgrade from reader to writer halfway through.
+async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
 }
