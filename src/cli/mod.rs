@@ -815,6 +815,7 @@ async fn dead_letters(api: &Api, out: &Output, command: DeadLettersCommand) -> R
                 filter: selection.filter,
                 destination: to.unwrap_or_default(),
                 all: selection.all,
+                ..Default::default()
             });
             let replayed = client.replay_dead_letters(request).await?.into_inner();
             out.show(&replayed, render::replayed)
@@ -825,6 +826,7 @@ async fn dead_letters(api: &Api, out: &Output, command: DeadLettersCommand) -> R
                 ids: selection.ids,
                 filter: selection.filter,
                 all: selection.all,
+                ..Default::default()
             });
             let discarded = client.discard_dead_letters(request).await?.into_inner();
             out.show(&discarded, render::discarded)
