@@ -94,23 +94,7 @@ impl Municipalities {
         };
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
         let header = reader.headers().map_err(csv_error)?.clone();
-        let column = |name: &'static str| {
-            header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-                MunicipalitiesError::MissingColumn {
-                    origin: origin.to_owned(),
-                    column: name,
-                }
-            })
-        };
-        let c_satzart = column("satzart")?;
-        let c_text = column("textkennzeichen")?;
-        let c_land = column("land")?;
-        let c_rb = column("rb")?;
-        let c_kreis = column("kreis")?;
-        let c_vb = column("vb")?;
-        let c_gemeinde = column("gemeinde")?;
-        let c_name = column("gemeindename")?;
-        let c_population = column("bevoelkerung")?;
+        let c = Columns::find(&header, origin)?;
 
         let mut units = HashMap::with_capacity(16_384);
         let mut ags_to_ars = HashMap::with_capacity(11_264);
@@ -125,50 +109,11 @@ impl Municipalities {
                 column,
                 detail,
             };
-            let satzart = field(c_satzart);
-            let textkennzeichen: u8 = field(c_text).parse().unwrap_or(0);
-            let (level, kind, key) = match satzart {
-                "10" => (Level::Land, UnitKind::Land, field(c_land).to_owned()),
-                "20" => (
-                    Level::Regierungsbezirk,
-                    UnitKind::Regierungsbezirk,
-                    format!("{}{}", field(c_land), field(c_rb)),
-                ),
-                // Regions exist in Baden-Württemberg only and are not part of the ARS.
-                "30" => continue,
-                "40" => (
-                    Level::Kreis,
-                    UnitKind::Kreis {
-                        kreisfrei: matches!(textkennzeichen, 41 | 42),
-                    },
-                    format!("{}{}{}", field(c_land), field(c_rb), field(c_kreis)),
-                ),
-                "50" => (
-                    Level::Gemeindeverband,
-                    UnitKind::Gemeindeverband,
-                    format!(
-                        "{}{}{}{}",
-                        field(c_land),
-                        field(c_rb),
-                        field(c_kreis),
-                        field(c_vb)
-                    ),
-                ),
-                "60" => (
-                    Level::Gemeinde,
-                    UnitKind::Gemeinde {
-                        kreisfrei: textkennzeichen == 61,
-                    },
-                    format!(
-                        "{}{}{}{}{}",
-                        field(c_land),
-                        field(c_rb),
-                        field(c_kreis),
-                        field(c_vb),
-                        field(c_gemeinde)
-                    ),
-                ),
-                other => return Err(bad("satzart", format!("unknown record type {other:?}"))),
+            let satzart = field(c.satzart);
+            let Some((level, kind, key)) = unit_key(&field, &c)
+                .map_err(|other| bad("satzart", format!("unknown record type {other:?}")))?
+            else {
+                continue;
             };
             let prefix: RegionPrefix = key
                 .parse()
@@ -180,16 +125,8 @@ impl Municipalities {
                 ));
             }
             let population = if level == Level::Gemeinde {
-                let raw: String = field(c_population)
-                    .chars()
-                    .filter(|c| !c.is_whitespace())
-                    .collect();
-                if raw.is_empty() {
-                    0
-                } else {
-                    raw.parse()
-                        .map_err(|_| bad("bevoelkerung", format!("not a number: {raw:?}")))?
-                }
+                parse_population(field(c.population))
+                    .map_err(|raw| bad("bevoelkerung", format!("not a number: {raw:?}")))?
             } else {
                 0
             };
@@ -215,7 +152,7 @@ impl Municipalities {
                 prefix,
                 Unit {
                     prefix,
-                    name: field(c_name).to_owned(),
+                    name: field(c.name).to_owned(),
                     kind,
                     population,
                 },
@@ -257,6 +194,100 @@ impl Municipalities {
 
     pub fn units(&self) -> impl Iterator<Item = &Unit> {
         self.units.values()
+    }
+}
+
+/// The positions of the columns the directory reads, found by their header names.
+struct Columns {
+    satzart: usize,
+    text: usize,
+    land: usize,
+    rb: usize,
+    kreis: usize,
+    vb: usize,
+    gemeinde: usize,
+    name: usize,
+    population: usize,
+}
+
+impl Columns {
+    fn find(header: &csv::StringRecord, origin: &str) -> Result<Columns, MunicipalitiesError> {
+        let column = |name: &'static str| {
+            header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+                MunicipalitiesError::MissingColumn {
+                    origin: origin.to_owned(),
+                    column: name,
+                }
+            })
+        };
+        Ok(Columns {
+            satzart: column("satzart")?,
+            text: column("textkennzeichen")?,
+            land: column("land")?,
+            rb: column("rb")?,
+            kreis: column("kreis")?,
+            vb: column("vb")?,
+            gemeinde: column("gemeinde")?,
+            name: column("gemeindename")?,
+            population: column("bevoelkerung")?,
+        })
+    }
+}
+
+/// A record's level, kind and key (its ARS prefix as text); `None` for a record that is no
+/// part of the ARS; `Err` with the record type when that is unknown.
+fn unit_key<'a>(
+    field: &dyn Fn(usize) -> &'a str,
+    c: &Columns,
+) -> Result<Option<(Level, UnitKind, String)>, String> {
+    let textkennzeichen: u8 = field(c.text).parse().unwrap_or(0);
+    let (land, rb, kreis, vb, gemeinde) = (
+        field(c.land),
+        field(c.rb),
+        field(c.kreis),
+        field(c.vb),
+        field(c.gemeinde),
+    );
+    Ok(Some(match field(c.satzart) {
+        "10" => (Level::Land, UnitKind::Land, land.to_owned()),
+        "20" => (
+            Level::Regierungsbezirk,
+            UnitKind::Regierungsbezirk,
+            format!("{land}{rb}"),
+        ),
+        // Regions exist in Baden-Württemberg only and are not part of the ARS.
+        "30" => return Ok(None),
+        "40" => (
+            Level::Kreis,
+            UnitKind::Kreis {
+                kreisfrei: matches!(textkennzeichen, 41 | 42),
+            },
+            format!("{land}{rb}{kreis}"),
+        ),
+        "50" => (
+            Level::Gemeindeverband,
+            UnitKind::Gemeindeverband,
+            format!("{land}{rb}{kreis}{vb}"),
+        ),
+        "60" => (
+            Level::Gemeinde,
+            UnitKind::Gemeinde {
+                kreisfrei: textkennzeichen == 61,
+            },
+            format!("{land}{rb}{kreis}{vb}{gemeinde}"),
+        ),
+        other => return Err(other.to_owned()),
+    }))
+}
+
+/// A Gemeinde's population, digits with any spaces between them; none given is 0. `Err`
+/// with the text when that is no number.
+fn parse_population(text: &str) -> Result<u64, String> {
+    let raw: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if raw.is_empty() {
+        Ok(0)
+    } else {
+        raw.parse().map_err(|_| raw)
     }
 }
 
