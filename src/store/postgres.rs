@@ -21,43 +21,7 @@ use super::admin::{
 use super::fates::{Answer, Fate, Unanswered};
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "delivered submissions",
-        include_str!("migrations/postgres/0001_delivered_submissions.sql"),
-    ),
-    (
-        2,
-        "admin",
-        include_str!("migrations/postgres/0002_admin.sql"),
-    ),
-    (
-        3,
-        "receipts",
-        include_str!("migrations/postgres/0003_receipts.sql"),
-    ),
-    (
-        4,
-        "receipt queues",
-        include_str!("migrations/postgres/0004_receipt_queues.sql"),
-    ),
-    (
-        5,
-        "trace on the delivery record",
-        include_str!("migrations/postgres/0005_trace_on_record.sql"),
-    ),
-    (
-        6,
-        "instances",
-        include_str!("migrations/postgres/0006_instances.sql"),
-    ),
-    (
-        7,
-        "scopes",
-        include_str!("migrations/postgres/0007_scopes.sql"),
-    ),
-];
+const MIGRATIONS: &[(i64, &str, &str)] = super::common::migrations!("postgres");
 
 /// Two batch tasks (checks, records), and two for the short rest: trace events, purges, the
 /// heartbeat, the directory poll, admin calls.

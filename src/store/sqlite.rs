@@ -24,39 +24,7 @@ use super::fates::{Answer, Fate, Unanswered};
 use super::file::{self, DatabaseFile};
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "delivered submissions",
-        include_str!("migrations/sqlite/0001_delivered_submissions.sql"),
-    ),
-    (2, "admin", include_str!("migrations/sqlite/0002_admin.sql")),
-    (
-        3,
-        "receipts",
-        include_str!("migrations/sqlite/0003_receipts.sql"),
-    ),
-    (
-        4,
-        "receipt queues",
-        include_str!("migrations/sqlite/0004_receipt_queues.sql"),
-    ),
-    (
-        5,
-        "trace on the delivery record",
-        include_str!("migrations/sqlite/0005_trace_on_record.sql"),
-    ),
-    (
-        6,
-        "instances",
-        include_str!("migrations/sqlite/0006_instances.sql"),
-    ),
-    (
-        7,
-        "scopes",
-        include_str!("migrations/sqlite/0007_scopes.sql"),
-    ),
-];
+const MIGRATIONS: &[(i64, &str, &str)] = super::common::migrations!("sqlite");
 
 /// One writer at a time is all SQLite allows; WAL lets the readers (checks) run beside it.
 const MAX_CONNECTIONS: u32 = 1;
