@@ -143,25 +143,11 @@ pub fn definitions(config: &Config, only: &[String]) -> Result<Definitions, Defi
     {
         return Err(DefinitionsError::UnknownBroker(unknown.clone()));
     }
-    let mut per_vhost: BTreeMap<String, Declarations> = BTreeMap::new();
-    let mut users: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut status_queues: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (index, declarations) in by_broker(config).into_iter().enumerate() {
-        let broker = config.broker(index);
-        if !only.is_empty() && !only.contains(&broker.name) {
-            continue;
-        }
-        let (vhost, user) = vhost_and_user(broker)?;
-        users.insert((user, vhost.clone()));
-        for p in config.platforms.iter().filter(|p| p.broker == index) {
-            status_queues
-                .entry(vhost.clone())
-                .or_default()
-                .insert(status_queue(&p.id));
-        }
-        per_vhost.entry(vhost).or_default().extend(declarations);
-    }
-
+    let Vhosts {
+        declarations: per_vhost,
+        users,
+        status_queues,
+    } = by_vhost(config, only)?;
     let mut out = Definitions {
         vhosts: per_vhost
             .keys()
@@ -198,35 +184,7 @@ pub fn definitions(config: &Config, only: &[String]) -> Result<Definitions, Defi
         bindings: Vec::new(),
     };
     for (vhost, d) in per_vhost {
-        if let Some(conflict) = d.conflicts().into_iter().next() {
-            return Err(DefinitionsError::Conflict { vhost, conflict });
-        }
-        out.exchanges
-            .extend(d.exchanges.iter().map(|e| ExchangeDefinition {
-                name: e.name.clone(),
-                vhost: vhost.clone(),
-                kind: e.kind.name(),
-                durable: true,
-                auto_delete: false,
-                internal: false,
-                arguments: BTreeMap::new(),
-            }));
-        out.queues.extend(d.queues.iter().map(|q| QueueDefinition {
-            name: q.name.clone(),
-            vhost: vhost.clone(),
-            durable: true,
-            auto_delete: false,
-            arguments: q.arguments(),
-        }));
-        out.bindings
-            .extend(d.bindings.iter().map(|b| BindingDefinition {
-                source: b.exchange.clone(),
-                vhost: vhost.clone(),
-                destination: b.queue.clone(),
-                destination_type: "queue",
-                routing_key: b.routing_key.clone(),
-                arguments: BTreeMap::new(),
-            }));
+        out.add(vhost, &d)?;
     }
     out.exchanges
         .sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
@@ -241,6 +199,79 @@ pub fn definitions(config: &Config, only: &[String]) -> Result<Definitions, Defi
         ))
     });
     Ok(out)
+}
+
+/// What the brokers of a definitions file hold, merged per vhost.
+struct Vhosts {
+    declarations: BTreeMap<String, Declarations>,
+    /// (user, vhost) of each broker.
+    users: BTreeSet<(String, String)>,
+    status_queues: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The declarations of the brokers in `only` (all when empty) merged per vhost, with each
+/// vhost's user and the status queues on it.
+fn by_vhost(config: &Config, only: &[String]) -> Result<Vhosts, DefinitionsError> {
+    let mut per_vhost: BTreeMap<String, Declarations> = BTreeMap::new();
+    let mut users: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut status_queues: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (index, declarations) in by_broker(config).into_iter().enumerate() {
+        let broker = config.broker(index);
+        if !only.is_empty() && !only.contains(&broker.name) {
+            continue;
+        }
+        let (vhost, user) = vhost_and_user(broker)?;
+        users.insert((user, vhost.clone()));
+        for p in config.platforms.iter().filter(|p| p.broker == index) {
+            status_queues
+                .entry(vhost.clone())
+                .or_default()
+                .insert(status_queue(&p.id));
+        }
+        per_vhost.entry(vhost).or_default().extend(declarations);
+    }
+    Ok(Vhosts {
+        declarations: per_vhost,
+        users,
+        status_queues,
+    })
+}
+
+impl Definitions {
+    /// The exchanges, queues and bindings of one vhost; a name declared twice differently is
+    /// an error, as it would be on the broker.
+    fn add(&mut self, vhost: String, d: &Declarations) -> Result<(), DefinitionsError> {
+        if let Some(conflict) = d.conflicts().into_iter().next() {
+            return Err(DefinitionsError::Conflict { vhost, conflict });
+        }
+        self.exchanges
+            .extend(d.exchanges.iter().map(|e| ExchangeDefinition {
+                name: e.name.clone(),
+                vhost: vhost.clone(),
+                kind: e.kind.name(),
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: BTreeMap::new(),
+            }));
+        self.queues.extend(d.queues.iter().map(|q| QueueDefinition {
+            name: q.name.clone(),
+            vhost: vhost.clone(),
+            durable: true,
+            auto_delete: false,
+            arguments: q.arguments(),
+        }));
+        self.bindings
+            .extend(d.bindings.iter().map(|b| BindingDefinition {
+                source: b.exchange.clone(),
+                vhost: vhost.clone(),
+                destination: b.queue.clone(),
+                destination_type: "queue",
+                routing_key: b.routing_key.clone(),
+                arguments: BTreeMap::new(),
+            }));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
