@@ -60,44 +60,7 @@ impl BrokerTls {
         client: Option<(&Path, &Path)>,
         server_name: Option<String>,
     ) -> Result<BrokerTls, TlsError> {
-        let read = |key: &'static str, path: &Path| {
-            std::fs::read(path)
-                .map_err(|e| error(key, format!("cannot read {}: {e}", path.display())))
-        };
-        let certificates = |key: &'static str, path: &Path, pem: &[u8]| {
-            let certs = CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    error(
-                        key,
-                        format!("{} is not PEM certificates: {e}", path.display()),
-                    )
-                })?;
-            if certs.is_empty() {
-                return Err(error(
-                    key,
-                    format!("{} holds no PEM certificate", path.display()),
-                ));
-            }
-            Ok(certs)
-        };
-        let ca_pem = read("ca_file", ca_file)?;
-        let mut roots = RootCertStore::empty();
-        for (i, cert) in certificates("ca_file", ca_file, &ca_pem)?
-            .into_iter()
-            .enumerate()
-        {
-            roots.add(cert).map_err(|e| {
-                error(
-                    "ca_file",
-                    format!(
-                        "certificate {} in {} cannot be a trust anchor: {e}",
-                        i + 1,
-                        ca_file.display()
-                    ),
-                )
-            })?;
-        }
+        let roots = trust_anchors(ca_file)?;
         let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -150,6 +113,55 @@ impl BrokerTls {
     pub fn name_for<'a>(&'a self, host: &'a str) -> &'a str {
         self.server_name.as_deref().unwrap_or(host)
     }
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| error(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// The PEM certificates in `pem` (read from `path`), at least one.
+fn certificates(
+    key: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            error(
+                key,
+                format!("{} is not PEM certificates: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(error(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The certificates of `ca_file`, each one a trust anchor.
+fn trust_anchors(ca_file: &Path) -> Result<RootCertStore, TlsError> {
+    let ca_pem = read("ca_file", ca_file)?;
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in certificates("ca_file", ca_file, &ca_pem)?
+        .into_iter()
+        .enumerate()
+    {
+        roots.add(cert).map_err(|e| {
+            error(
+                "ca_file",
+                format!(
+                    "certificate {} in {} cannot be a trust anchor: {e}",
+                    i + 1,
+                    ca_file.display()
+                ),
+            )
+        })?;
+    }
+    Ok(roots)
 }
 
 /// Whether `name` can be checked against a certificate (a DNS name or an IP address).
