@@ -29,6 +29,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::amqp::header_text;
+use crate::outcome::Ending;
 
 /// How traces leave the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,23 +608,23 @@ impl Metrics {
         });
     }
 
-    pub fn outcome(&self, platform: &str, destination: &str, outcome: &str, reason: &str) {
+    pub fn outcome(&self, platform: &str, destination: &str, outcome: Ending, reason: &str) {
         self.messages
             .get_or_create(&OutcomeLabels {
                 platform: platform.to_owned(),
                 destination: destination.to_owned(),
-                outcome: outcome.to_owned(),
+                outcome: outcome.as_str().to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();
     }
 
     /// An outcome of a retry or replay whose platform is no longer configured.
-    pub fn orphan(&self, source: &str, outcome: &str, reason: &str) {
+    pub fn orphan(&self, source: &str, outcome: Ending, reason: &str) {
         self.orphaned
             .get_or_create(&OrphanLabels {
                 source: source.to_owned(),
-                outcome: outcome.to_owned(),
+                outcome: outcome.as_str().to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();
@@ -895,8 +896,8 @@ mod tests {
     #[test]
     fn metrics_are_exposed_in_the_text_format() {
         let m = Metrics::new();
-        m.outcome("civento-he", "he-darmstadt", "delivered", "");
-        m.outcome("civento-he", "he-darmstadt", "delivered", "");
+        m.outcome("civento-he", "he-darmstadt", Ending::Delivered, "");
+        m.outcome("civento-he", "he-darmstadt", Ending::Delivered, "");
         let text = m.encode();
         assert!(
             text.contains(r#"ozg_messages_total{platform="civento-he",destination="he-darmstadt",outcome="delivered",reason=""} 2"#),
