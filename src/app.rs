@@ -19,12 +19,13 @@ use crate::activity::Activity;
 use crate::admin;
 use crate::amqp::{self, OwnedTopology, Publisher, Role};
 use crate::backlog;
-use crate::config::{BrokerIndex, Config};
+use crate::config::Config;
 use crate::health::Health;
 use crate::ingress::{self, Ingress, dead_letters, receipts};
 use crate::link::Link;
-use crate::live::Snapshot;
+use crate::model::BrokerIndex;
 use crate::pipeline::{Gateway, Publishers, Source};
+use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
 use crate::telemetry::{self, LinkLabels, Metrics};
 
@@ -497,7 +498,7 @@ pub fn reload(gateway: &Gateway, new: Config) {
             "stored routing directory entry left out");
     }
     let after = gateway.snapshot();
-    let changes = crate::live::changes(&before, &after);
+    let changes = crate::routing::live::changes(&before, &after);
     tracing::info!(
         destinations = after.destinations.len(),
         routes = after.table.routes().len(),

@@ -116,7 +116,7 @@ impl Gateway {
         let envelope = envelope::validate(
             &submission,
             &self.config.platforms[platform],
-            &self.config.directory,
+            &self.config.municipalities,
             self.config.gateway.verify_attachment_hashes,
         )
         .map_err(|e| NotAccepted {

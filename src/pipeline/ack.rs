@@ -8,8 +8,8 @@ use lapin::message::Delivery;
 use super::report::{Counted, Noted};
 use super::settle::Disposition;
 use super::{Arrival, Attempts, Gateway, Live};
-use crate::config::DestinationIndex;
 use crate::envelope::Envelope;
+use crate::model::DestinationIndex;
 use crate::outcome::{Ending, Outcome, Rejection};
 use crate::wire::v1 as wire;
 

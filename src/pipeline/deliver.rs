@@ -15,8 +15,8 @@ use super::headers::{
 use super::{Arrival, Attempts, Gateway, Outlet};
 use crate::amqp::guard::DROPPED_HEADERS;
 use crate::amqp::{self, DeliveryError, REPLAY_QUEUE, header_string, retry_wait_queue};
-use crate::config::Destination;
 use crate::envelope::{Encoding, Envelope};
+use crate::model::Destination;
 use crate::outcome::{Outcome, Rejection};
 use crate::store;
 use crate::telemetry;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Gateway, Live, OutletParts};
 use crate::config::Config;
-use crate::live::Snapshot;
+use crate::routing::live::Snapshot;
 
 impl Gateway {
     /// Puts a new routing directory in use. Destinations that stay keep their publisher
@@ -67,7 +67,7 @@ impl Gateway {
     /// Puts the file entries of `config` in use, with the stored entries of the directory
     /// in use: a reloaded configuration file's destinations, routes and services. Returns
     /// the stored entries that no longer fit and were left out.
-    pub fn reload_file(&self, config: Config) -> Vec<crate::live::Problem> {
+    pub fn reload_file(&self, config: Config) -> Vec<crate::routing::live::Problem> {
         let _one_at_a_time = self
             .installing
             .lock()

@@ -36,10 +36,11 @@ use uuid::Uuid;
 
 use crate::activity::{Activity, DestinationActivity};
 use crate::amqp::{Publisher, REPLAY_QUEUE, RETRY_READY_QUEUE, header_text};
-use crate::config::{BrokerIndex, Config};
+use crate::config::Config;
 use crate::link::Link;
-use crate::live::Snapshot;
+use crate::model::BrokerIndex;
 use crate::outcome::{Outcome, Reason, Rejection};
+use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator};
 use crate::telemetry::{self, DestinationLabels, Metrics, PlatformLabels};
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::accept::Accepted;
 use super::{Arrival, Gateway};
-use crate::config::{Destination, DestinationIndex};
+use crate::model::{Destination, DestinationIndex};
 use crate::outcome::{Outcome, Rejection};
 use crate::store::{DeliveryRecord, Seen};
 

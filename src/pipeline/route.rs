@@ -2,10 +2,10 @@
 //! I/O.
 
 use super::Replay;
-use crate::config::DestinationIndex;
 use crate::envelope::Envelope;
-use crate::live::Snapshot;
+use crate::model::DestinationIndex;
 use crate::outcome::{Reason, Rejection};
+use crate::routing::live::Snapshot;
 
 /// The index of the destination in `snapshot`: the one an operator named for a replay, or
 /// the jurisdiction walk's answer for the service and region.
