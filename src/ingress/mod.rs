@@ -248,9 +248,15 @@ async fn subscribe(
 /// once (up to the prefetch), so that the broker is never left waiting for a whole batch.
 const MAX_BATCH: usize = 64;
 
+/// A batch smaller than this waits up to [`COMPANY_WAIT`] for more deliveries: at moderate
+/// load submissions then share a batch's ack and store round trips, as they do when a
+/// backlog drains, for a millisecond of latency.
+const SMALL_BATCH: usize = 8;
+const COMPANY_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Hands deliveries to the pipeline in batches until told to stop or pause, or the consumer
-/// ends. A batch is what the broker has already sent when the first of it is taken, never
-/// waited for: at low load every submission goes on at once. Nothing is taken while the
+/// ends. A batch is what the broker has already sent when the first of it is taken; a small
+/// one waits at most [`COMPANY_WAIT`] for more. Nothing is taken while the
 /// store does not answer: what the broker sent meanwhile waits, unacked, within the
 /// prefetch.
 async fn pump(
@@ -260,7 +266,6 @@ async fn pump(
     mut paused: Option<&mut tokio::sync::watch::Receiver<bool>>,
     store: &store::StoreHealth,
 ) -> Ended {
-    use futures_util::FutureExt;
     loop {
         let pause = async {
             match paused.as_mut() {
@@ -300,24 +305,52 @@ async fn pump(
         }
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
-        let mut ended = None;
-        while batch.len() < MAX_BATCH {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => batch.push(delivery),
-                Some(Some(Err(e))) => {
-                    ended = Some(Ended::Lost(e.to_string()));
-                    break;
+        let mut ended = take_sent(&mut consumer, &mut batch);
+        if ended.is_none() && batch.len() < SMALL_BATCH {
+            let company = tokio::time::Instant::now() + COMPANY_WAIT;
+            while ended.is_none() && batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(company, consumer.next()).await {
+                    Err(_) => break,
+                    Ok(next) => {
+                        ended = added(next, &mut batch);
+                        if ended.is_none() {
+                            ended = take_sent(&mut consumer, &mut batch);
+                        }
+                    }
                 }
-                Some(None) => {
-                    ended = Some(Ended::Lost("the broker cancelled the consumer".to_owned()));
-                    break;
-                }
-                None => break,
             }
         }
         spawn(batch);
         if let Some(ended) = ended {
             return ended;
         }
+    }
+}
+
+/// Adds what the broker has already sent to `batch`, up to [`MAX_BATCH`], without waiting;
+/// how the consumer ended, if it did.
+fn take_sent(consumer: &mut Consumer, batch: &mut Vec<lapin::message::Delivery>) -> Option<Ended> {
+    use futures_util::FutureExt;
+    while batch.len() < MAX_BATCH {
+        let next = consumer.next().now_or_never()?;
+        if let Some(ended) = added(next, batch) {
+            return Some(ended);
+        }
+    }
+    None
+}
+
+/// Adds one item of the consumer's stream to `batch`, or says how the consumer ended.
+fn added(
+    next: Option<lapin::Result<lapin::message::Delivery>>,
+    batch: &mut Vec<lapin::message::Delivery>,
+) -> Option<Ended> {
+    match next {
+        Some(Ok(delivery)) => {
+            batch.push(delivery);
+            None
+        }
+        Some(Err(e)) => Some(Ended::Lost(e.to_string())),
+        None => Some(Ended::Lost("the broker cancelled the consumer".to_owned())),
     }
 }
