@@ -40,7 +40,8 @@ impl Gateway {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id);
-        claimed.then_some(DeliveringGuard {
+        // Built only for a claim that succeeded: its drop releases the id.
+        claimed.then(|| DeliveringGuard {
             set: &self.delivering,
             id,
         })
