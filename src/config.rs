@@ -95,6 +95,15 @@ struct RawConfig {
     receipts: RawReceipts,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default)]
+    address: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -657,6 +666,13 @@ pub struct AdminSettings {
     pub tokens: Vec<AdminToken>,
 }
 
+/// The web console (`src/console/`); absent means none. Operators log in with an admin
+/// token, so it needs `[admin]` tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    pub address: std::net::SocketAddr,
+}
+
 #[derive(Debug, Clone)]
 pub struct AdminTls {
     pub cert: PathBuf,
@@ -683,6 +699,7 @@ pub struct Config {
     pub services: Vec<ServiceName>,
     pub receipts: ReceiptSettings,
     pub admin: Option<AdminSettings>,
+    pub console: Option<ConsoleSettings>,
     pub directory: Arc<Directory>,
 }
 
@@ -696,7 +713,7 @@ pub const DEFAULT_PREFETCH: u32 = 256;
 pub const DEFAULT_DATA_DIR: &str = "ozg-gateway-data";
 
 /// A section of a configuration file that takes effect only when the gateway starts.
-pub const RESTART_ONLY: [&str; 9] = [
+pub const RESTART_ONLY: [&str; 10] = [
     "gateway",
     "gateway.directory",
     "store",
@@ -706,6 +723,7 @@ pub const RESTART_ONLY: [&str; 9] = [
     "platforms",
     "receipts",
     "admin",
+    "console",
 ];
 
 impl Config {
@@ -765,6 +783,7 @@ impl Config {
             ("platforms", platforms(self) != platforms(new)),
             ("receipts", self.receipts != new.receipts),
             ("admin", admin(self) != admin(new)),
+            ("console", self.console != new.console),
         ] {
             if differs {
                 changed.push(section);
@@ -1443,6 +1462,35 @@ impl Validator {
         }
     }
 
+    fn console(&mut self, raw: &RawConsole, has_tokens: bool) -> Option<ConsoleSettings> {
+        let a = self.required("console.address", &raw.address)?;
+        let Ok(address) = a.parse::<std::net::SocketAddr>() else {
+            self.error(
+                "console.address",
+                format!("{a:?} is not an address like 127.0.0.1:8080"),
+            );
+            return None;
+        };
+        if !has_tokens {
+            self.error(
+                "console",
+                "operators log in with an admin token: configure [admin] with [[admin.tokens]]",
+            );
+            return None;
+        }
+        if !address.ip().is_loopback() {
+            self.warn(
+                "console.address",
+                format!(
+                    "{address} is reachable from other machines over plain HTTP: tokens and \
+                     session cookies cross the network readable; put a TLS-terminating proxy \
+                     in front, or listen on loopback"
+                ),
+            );
+        }
+        Some(ConsoleSettings { address })
+    }
+
     fn admin(
         &mut self,
         raw: &RawAdmin,
@@ -2034,6 +2082,11 @@ impl Validator {
             .admin
             .as_ref()
             .and_then(|a| self.admin(a, base, &platforms, &destinations));
+        let has_tokens = raw.admin.as_ref().is_some_and(|a| !a.tokens.is_empty());
+        let console = raw
+            .console
+            .as_ref()
+            .and_then(|c| self.console(c, has_tokens));
 
         // Receipts.
         let r = &raw.receipts;
@@ -2129,6 +2182,7 @@ impl Validator {
                 services,
                 receipts,
                 admin,
+                console,
                 directory,
             })
         } else {
@@ -2891,6 +2945,53 @@ kind = "castle"
             "consequences are not reported: {errors}"
         );
         assert!(!errors.contains("secret"), "{errors}");
+    }
+
+    #[test]
+    fn a_console_needs_admin_tokens_and_is_warned_about_off_loopback() {
+        let admin = "[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\n\
+                     sha256 = \"0e0f32b32f222d209c23da5994f02cd3caf03a883ad8c0f491339d3f058bf34a\"\n\
+                     roles = [\"operator\"]\n";
+        let config = parse(&format!(
+            "{VALID}\n{admin}\n[console]\naddress = \"127.0.0.1:8080\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.console.map(|c| c.address.port()),
+            Some(8080),
+            "{:?}",
+            config.warnings
+        );
+        assert!(parse(VALID).unwrap().console.is_none());
+        let errors = parse(&format!(
+            "{VALID}\n[console]\naddress = \"127.0.0.1:8080\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("test.toml: console: operators log in with an admin token"),
+            "{errors}"
+        );
+        let errors = parse(&format!(
+            "{VALID}\n{admin}\n[console]\naddress = \"localhost\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("console.address: \"localhost\" is not an address"),
+            "{errors}"
+        );
+        let open = parse(&format!(
+            "{VALID}\n{admin}\n[console]\naddress = \"0.0.0.0:8080\"\n"
+        ))
+        .unwrap();
+        assert!(
+            open.warnings
+                .iter()
+                .any(|w| w.contains("console.address: 0.0.0.0:8080 is reachable")),
+            "{:?}",
+            open.warnings
+        );
     }
 
     #[test]

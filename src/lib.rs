@@ -15,6 +15,7 @@ pub mod amqp;
 pub mod app;
 pub mod backlog;
 pub mod config;
+pub mod console;
 pub mod dead_letters;
 pub mod directory;
 pub mod envelope;

@@ -1,0 +1,49 @@
+// The web console's only script: parts of a page that refresh themselves, and asking
+// before a change. Pages work without it, except for the refreshing.
+(function () {
+  'use strict';
+
+  // <div data-refresh="/path" data-interval="ms">: its content is fetched again every
+  // interval. The server renders and escapes it, like the page.
+  function refresh(el) {
+    var url = el.getAttribute('data-refresh');
+    var every = parseInt(el.getAttribute('data-interval') || '5000', 10);
+    var status = document.getElementById('refresh-status');
+    function tick() {
+      fetch(url, { credentials: 'same-origin', headers: { Accept: 'text/html' } })
+        .then(function (r) {
+          if (r.status === 401) {
+            window.location.assign('/login');
+            return null;
+          }
+          if (!r.ok) throw new Error('HTTP ' + r.status);
+          return r.text();
+        })
+        .then(function (html) {
+          if (html === null) return;
+          el.innerHTML = html;
+          if (status) {
+            status.textContent = status.getAttribute('data-ok') + ' ' +
+              new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+          }
+        })
+        .catch(function () {
+          if (status) status.textContent = status.getAttribute('data-failed');
+        })
+        .then(function () { setTimeout(tick, every); });
+    }
+    setTimeout(tick, every);
+  }
+
+  // <form data-confirm="question">: submitted only when the operator agrees.
+  function confirmed(form) {
+    form.addEventListener('submit', function (event) {
+      if (!window.confirm(form.getAttribute('data-confirm'))) event.preventDefault();
+    });
+  }
+
+  document.addEventListener('DOMContentLoaded', function () {
+    document.querySelectorAll('[data-refresh]').forEach(refresh);
+    document.querySelectorAll('form[data-confirm]').forEach(confirmed);
+  });
+})();

@@ -1,0 +1,202 @@
+//! The web console end to end: the real gateway in-process (console and admin API on
+//! 127.0.0.1:0) against the real RabbitMQ, driven in Debian's headless chromium through
+//! chromedriver as an operator would use it. Screenshots of the pages go to
+//! target/console-screenshots/, or to docs/console/ (which the README shows) when
+//! OZG_SCREENSHOTS=docs is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
+
+use std::time::Duration;
+
+use common::*;
+use ozg_gateway::admin::auth::hash_token;
+use ozg_gateway::envelope::Encoding;
+use ozg_gateway::wire::v1 as wire;
+use webdriver::Browser;
+
+const MELDE: &str = "99115005104000";
+const VIEWER: &str = "console-viewer-token-0123456789";
+const OPERATOR: &str = "console-operator-token-0123456789";
+/// Put into every submission's form data and attachment name: no page may ever show it.
+const MARKER: &str = "PAYLOAD-MARKER-9c1f";
+/// Darmstadt (Kreis 06411).
+const DARMSTADT: &str = "064110000000";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(v: &Vhosts) -> ozg_gateway::Config {
+    let token = |name: &str, secret: &str, roles: &str| {
+        format!(
+            "[[admin.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [{roles}]\n",
+            hex::encode(hash_token(secret))
+        )
+    };
+    let admin = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n{}\n{}\n[console]\naddress = \"127.0.0.1:0\"\n",
+        token("watcher", VIEWER, "\"viewer\""),
+        token("ops", OPERATOR, "\"operator\""),
+    );
+    TestConfig::new(v)
+        .gateway(r#"confirm_timeout = "5s""#)
+        .platform("civento-he", "06", "he", Some(50))
+        .destination("he-a", "06", "he", "Bürgeramt Darmstadt")
+        .destination("he-b", "06", "he", "Bürgeramt Kassel")
+        .route(MELDE, "06411", "he-a")
+        .dead_letters_into_store()
+        .extra(&admin)
+        .build()
+}
+
+/// A submission for `region` whose payload carries [`MARKER`].
+fn marked(region: &str) -> wire::Submission {
+    let mut s = sample_submission("civento-he", "06", MELDE, region, 512);
+    if let Some(form) = s.form_data.as_mut() {
+        form.content = format!("{{\"name\":\"{MARKER}\"}}").into_bytes();
+    }
+    for a in &mut s.attachments {
+        a.file_name = format!("{MARKER}.pdf");
+    }
+    s
+}
+
+fn save_screenshot(browser: &Browser, name: &str) {
+    let dir = match std::env::var("OZG_SCREENSHOTS").as_deref() {
+        Ok("docs") => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console"),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots"),
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, browser.screenshot()).unwrap();
+    println!("screenshot: {}", path.display());
+}
+
+/// Every page the browser shows is checked for the payload marker.
+fn assert_no_payload(browser: &Browser) {
+    let html = browser.source();
+    assert!(
+        !html.contains(MARKER),
+        "{} shows payload content",
+        browser.url()
+    );
+}
+
+/// An HTTP client that does not follow redirects, for what a browser would hide.
+fn raw() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_logs_in_and_watches_the_overview_move() {
+    let v = Vhosts::create("console", &["gw", "he"]);
+    let gw = Admin::start(config(&v)).await;
+    let console = format!("http://{}", gw.console.expect("console configured"));
+
+    // Without a session: sent to the login; every answer carries the strict policy.
+    let http = raw();
+    let answer =
+        tokio::task::block_in_place(|| http.get(format!("{console}/overview")).call()).unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/login");
+    let csp = answer.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // A forged logout (no session, no CSRF token) is refused.
+    let forged = tokio::task::block_in_place(|| {
+        http.post(format!("{console}/logout"))
+            .send_form([("csrf", "guess")])
+    })
+    .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    let browser = Browser::start(free_port(), 1400, 1100);
+    browser.go(&format!("{console}/overview"));
+    assert!(browser.url().ends_with("/login"), "{}", browser.url());
+    let html = browser.source();
+    assert!(html.contains("<html lang=\"de\""), "German first");
+    assert!(html.contains("Anmelden"));
+
+    // A wrong token is refused and said so.
+    browser.type_into("#token", "not-a-token");
+    browser.click("#log-in");
+    let problem = browser.wait_for("the login's refusal", WAIT, |b| {
+        b.find("#login-problem").map(|_| b.text("#login-problem"))
+    });
+    assert!(problem.contains("Token unbekannt"), "{problem}");
+    save_screenshot(&browser, "login");
+
+    browser.type_into("#token", OPERATOR);
+    browser.click("#log-in");
+    browser.wait_for("the overview", WAIT, |b| {
+        b.url().ends_with("/overview").then_some(())
+    });
+    assert_eq!(browser.text("#who"), "ops");
+    assert_eq!(browser.text("#platform-civento-he .consumed"), "0");
+    // The session cookie is not readable by scripts.
+    let cookies = browser.run("return document.cookie;", serde_json::json!([]));
+    assert!(
+        !cookies.as_str().unwrap_or_default().contains("ozg_session"),
+        "{cookies}"
+    );
+
+    // Submissions arrive; the page shows them without being loaded again.
+    browser.run("window.stayed = true;", serde_json::json!([]));
+    let he = connect(&v.url("he")).await;
+    let channel = confirm_channel(&he).await;
+    const SENT: usize = 20;
+    for _ in 0..SENT {
+        submit(&channel, &marked(DARMSTADT), Encoding::Protobuf).await;
+    }
+    let delivered = take_backoffice(&channel, "he-a", SENT, WAIT).await;
+    let (consumed, rate) = browser.wait_for("the platform's rate to move", WAIT, |b| {
+        let consumed = b.text("#platform-civento-he .consumed");
+        let rate: f64 = b
+            .text("#platform-civento-he .rate-1")
+            .parse()
+            .unwrap_or(0.0);
+        (consumed == SENT.to_string() && rate > 0.0).then_some((consumed, rate))
+    });
+    let stayed = browser.run("return window.stayed === true;", serde_json::json!([]));
+    assert_eq!(stayed, serde_json::json!(true), "the page was loaded again");
+    println!(
+        "sent {SENT}, delivered {}, console shows consumed {consumed}, 1-min rate {rate}/s",
+        delivered.len()
+    );
+    assert_eq!(delivered.len(), SENT);
+    assert_no_payload(&browser);
+    save_screenshot(&browser, "overview");
+
+    // English on request, and back.
+    browser.click("button[lang='en']");
+    browser.wait_for("the English overview", WAIT, |b| {
+        b.source().contains("<html lang=\"en\"").then_some(())
+    });
+    assert_eq!(browser.text("h1"), "Overview");
+    browser.click("button[lang='de']");
+    browser.wait_for("the German overview", WAIT, |b| {
+        (b.text("h1") == "Übersicht").then_some(())
+    });
+
+    // Logging out ends the session: the overview sends to the login again.
+    browser.click("header form[action='/logout'] button");
+    browser.wait_for("the login", WAIT, |b| {
+        b.url().ends_with("/login").then_some(())
+    });
+    browser.go(&format!("{console}/overview"));
+    assert!(browser.url().ends_with("/login"), "{}", browser.url());
+
+    drop(browser);
+    let _ = he.close(200, "done".into()).await;
+    gw.stop().await;
+}
