@@ -11,10 +11,10 @@ use std::collections::HashSet;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ozg_gateway::config::Route;
-use ozg_gateway::directory::{Directory, UnitKind};
+use ozg_gateway::model::Route;
 use ozg_gateway::model::{Ars, RegionPrefix, ServiceKey, ServiceSelector};
-use ozg_gateway::route::RoutingTable;
+use ozg_gateway::municipalities::{Municipalities, UnitKind};
+use ozg_gateway::routing::table::RoutingTable;
 
 const RULES: usize = 10_000;
 const LOOKUPS: usize = 4_096;
@@ -42,13 +42,13 @@ fn service(n: u64) -> ServiceKey {
 }
 
 struct Fixture {
-    directory: Directory,
+    directory: Municipalities,
     table: RoutingTable,
     lookups: Vec<(ServiceKey, Ars)>,
 }
 
 fn fixture() -> Fixture {
-    let directory = Directory::embedded().expect("embedded directory");
+    let directory = Municipalities::embedded().expect("embedded directory");
     let mut laender = Vec::new();
     let mut kreise = Vec::new();
     let mut verbaende = Vec::new();

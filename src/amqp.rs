@@ -19,7 +19,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Broker;
+use crate::model::Broker;
 use guard::{FrameLimit, GuardKit, GuardedStream};
 
 pub mod guard;

@@ -25,13 +25,14 @@ use crate::activity::{Activity, ConsumerState};
 use crate::admin;
 use crate::amqp::{self, CLOSE_TIMEOUT, OwnedTopology, Publisher, Role};
 use crate::backlog;
-use crate::config::{BrokerIndex, Config};
+use crate::config::Config;
 use crate::dead_letters;
 use crate::health::Health;
 use crate::link::{self, Link};
-use crate::live::Snapshot;
+use crate::model::BrokerIndex;
 use crate::pipeline::{AckOrder, Gateway, Publishers, Source};
 use crate::receipts;
+use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
 use crate::telemetry::{self, ConsumerLabels, LinkLabels, Metrics};
 
@@ -524,7 +525,7 @@ pub fn reload(gateway: &Gateway, new: Config) {
             "stored routing directory entry left out");
     }
     let after = gateway.snapshot();
-    let changes = crate::live::changes(&before, &after);
+    let changes = crate::routing::live::changes(&before, &after);
     tracing::info!(
         destinations = after.destinations.len(),
         routes = after.table.routes().len(),

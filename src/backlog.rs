@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, QueueDepth};
 use crate::amqp::{self, CLOSE_TIMEOUT};
-use crate::config::{BrokerIndex, Config};
+use crate::config::Config;
 use crate::link::Link;
+use crate::model::BrokerIndex;
 use crate::outcome::Reason;
 use crate::store::{DeadLetterFilter, DeadLetterState, Store};
 use crate::telemetry::{DestinationLabels, Metrics, QueueLabels, ReasonLabels};

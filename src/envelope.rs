@@ -10,9 +10,9 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha512};
 use uuid::Uuid;
 
-use crate::config::Platform;
-use crate::directory::Directory;
+use crate::model::Platform;
 use crate::model::{Ags, Ars, KeyError, Land, ServiceKey};
+use crate::municipalities::Municipalities;
 use crate::wire::v1 as wire;
 
 /// How the body is encoded, told by the AMQP content type.
@@ -295,7 +295,7 @@ fn invalid(field: impl Into<String>, detail: impl Into<String>) -> ValidationErr
 pub fn validate(
     submission: &wire::Submission,
     platform: &Platform,
-    directory: &Directory,
+    directory: &Municipalities,
     verify_attachment_hashes: bool,
 ) -> Result<Envelope, ValidationError> {
     if submission.submission_id.is_empty() {
@@ -460,7 +460,7 @@ mod tests {
             ingress_queue: "q".into(),
             status_exchange: "s".into(),
             status_routing_key: "civento-he".into(),
-            status_format: crate::config::StatusFormat::Json,
+            status_format: crate::model::StatusFormat::Json,
             prefetch: 1,
         }
     }
@@ -503,7 +503,7 @@ mod tests {
     }
 
     fn check(change: impl FnOnce(&mut wire::Submission), expected: &str) {
-        let directory = Directory::embedded().unwrap();
+        let directory = Municipalities::embedded().unwrap();
         let mut s = good();
         change(&mut s);
         let err = validate(&s, &platform(), &directory, true).unwrap_err();
@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_good_submission_validates() {
-        let directory = Directory::embedded().unwrap();
+        let directory = Municipalities::embedded().unwrap();
         let e = validate(&good(), &platform(), &directory, true).unwrap();
         assert_eq!(e.ars.to_string(), "160510000000");
         assert_eq!(e.service.to_string(), "99115005104000");
@@ -522,7 +522,7 @@ mod tests {
 
     #[test]
     fn an_ags_is_converted_through_the_directory() {
-        let directory = Directory::embedded().unwrap();
+        let directory = Municipalities::embedded().unwrap();
         let mut s = good();
         s.region = "06431001".into();
         let e = validate(&s, &platform(), &directory, true).unwrap();

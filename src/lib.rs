@@ -3,7 +3,7 @@
 //!
 //! For each submission it decodes and validates the envelope ([`envelope`]), resolves the
 //! responsible authority from the service key and region by walking up the administrative
-//! hierarchy ([`route`], [`directory`]), publishes it to that authority's exchange with a
+//! hierarchy ([`routing`], [`municipalities`]), publishes it to that authority's exchange with a
 //! publisher confirm ([`amqp`]) and only then acks the source; what cannot be delivered goes
 //! to the dead-letter exchange with a reason ([`pipeline`], [`outcome`]). The platform hears
 //! what became of it through a status event. [`app::run`] wires it together; see
@@ -17,17 +17,16 @@ pub mod backlog;
 pub mod config;
 pub mod console;
 pub mod dead_letters;
-pub mod directory;
 pub mod envelope;
 pub mod health;
 pub mod instances;
 pub mod link;
-pub mod live;
 pub mod model;
+pub mod municipalities;
 pub mod outcome;
 pub mod pipeline;
 pub mod receipts;
-pub mod route;
+pub mod routing;
 pub mod sample;
 pub mod secret;
 pub mod store;

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{self, Role};
-use crate::config::Broker;
+use crate::model::Broker;
 
 /// First retry after this long, doubling up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);

@@ -19,12 +19,13 @@ use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use ozg_gateway::amqp::{self, Publisher, Role};
+use ozg_gateway::config::{self as settings, TelemetrySettings};
 use ozg_gateway::config::{Config, EXIT_INVALID_CONFIG};
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::link::{Link, LinkState};
 use ozg_gateway::model::{Ags, Ars, ServiceKey};
-use ozg_gateway::route::RoutingTable;
-use ozg_gateway::telemetry::{self, TelemetryGuard, TelemetrySettings};
+use ozg_gateway::routing::table::RoutingTable;
+use ozg_gateway::telemetry::{self, TelemetryGuard};
 use ozg_gateway::wire::v1 as wire;
 use ozg_gateway::{sample, topology};
 use tokio_util::sync::CancellationToken;
@@ -254,8 +255,8 @@ fn init_telemetry(
 ) -> Result<TelemetryGuard, ExitCode> {
     if let Some(format) = format {
         settings.log_format = match format {
-            LogFormat::Text => telemetry::LogFormat::Text,
-            LogFormat::Json => telemetry::LogFormat::Json,
+            LogFormat::Text => settings::LogFormat::Text,
+            LogFormat::Json => settings::LogFormat::Json,
         };
     }
     telemetry::init(&settings).map_err(fail)
@@ -574,20 +575,20 @@ fn resolve(path: &std::path::Path, service: &str, region: &str) -> Result<(), Ex
     let ars: Ars = if region.len() == 8 {
         let ags: Ags = region.parse().map_err(|e| fail(format!("region {e}")))?;
         config
-            .directory
+            .municipalities
             .ars_for_ags(ags)
             .ok_or_else(|| fail(format!("AGS {ags} is not in the municipality directory")))?
     } else {
         region.parse().map_err(|e| fail(format!("region {e}")))?
     };
-    let Some(gemeinde) = config.directory.gemeinde(ars) else {
+    let Some(gemeinde) = config.municipalities.gemeinde(ars) else {
         return Err(fail(format!(
             "ARS {ars} is not in the municipality directory"
         )));
     };
     println!("service {service}, region {ars} ({})", gemeinde.name);
     let table = RoutingTable::new(config.routes.clone());
-    let explanation = table.explain(service, ars, &config.directory);
+    let explanation = table.explain(service, ars, &config.municipalities);
     for step in &explanation.steps {
         let unit = step
             .unit_name

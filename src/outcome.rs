@@ -3,8 +3,8 @@
 
 use crate::amqp::DeliveryError;
 use crate::amqp::guard::LeftOut;
-use crate::config::DestinationIndex;
 use crate::envelope::{DecodeError, Envelope, ValidationError};
+use crate::model::DestinationIndex;
 use crate::model::{Ars, ServiceKey};
 
 /// Reason codes. Stable: platforms and operators filter on them.

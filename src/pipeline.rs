@@ -27,11 +27,12 @@ use crate::amqp::{
     DeliveryError, Publisher, REPLAY_QUEUE, RETRY_READY_QUEUE, header_string, header_text,
     retry_wait_queue,
 };
-use crate::config::{BrokerIndex, Config, Destination, StatusFormat};
+use crate::config::Config;
 use crate::envelope::{self, DecodeError, Encoding, Envelope};
 use crate::link::Link;
-use crate::live::Snapshot;
+use crate::model::{BrokerIndex, Destination, StatusFormat};
 use crate::outcome::{Outcome, Reason, Rejection};
+use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator, DeliveryRecord, Fingerprint, Seen, TraceEvent};
 use crate::telemetry::{self, DestinationLabels, Metrics, OutcomeLabels, PlatformLabels};
 use crate::wire::v1 as wire;
@@ -398,7 +399,7 @@ impl Gateway {
     /// Puts the file entries of `config` in use, with the stored entries of the directory
     /// in use: a reloaded configuration file's destinations, routes and services. Returns
     /// the stored entries that no longer fit and were left out.
-    pub fn reload_file(&self, config: Config) -> Vec<crate::live::Problem> {
+    pub fn reload_file(&self, config: Config) -> Vec<crate::routing::live::Problem> {
         let _one_at_a_time = self
             .installing
             .lock()
@@ -826,7 +827,7 @@ impl Gateway {
         let envelope = envelope::validate(
             &submission,
             &self.config.platforms[platform],
-            &self.config.directory,
+            &self.config.municipalities,
             self.config.gateway.verify_attachment_hashes,
         )
         .map_err(|e| {

@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::amqp::Role;
-use crate::config::{BrokerIndex, ReceiptSettings};
+use crate::config::ReceiptSettings;
 use crate::envelope::{self, Encoding};
 use crate::link::Link;
+use crate::model::BrokerIndex;
 use crate::outcome::{Reason, Rejection};
 use crate::pipeline::Gateway;
 use crate::store::{Answer, Fate, Store, StoreError, TraceEvent};

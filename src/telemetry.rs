@@ -29,51 +29,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::amqp::header_text;
-
-/// How traces leave the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    Grpc,
-    HttpProtobuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TelemetrySettings {
-    /// OTLP endpoint; no export when absent.
-    pub otlp_endpoint: Option<String>,
-    pub otlp_protocol: OtlpProtocol,
-    /// Share of new traces recorded (a platform's sampled trace is always continued).
-    pub sampling_ratio: f64,
-    /// Where `/metrics`, `/live` and `/ready` are served; not served when absent.
-    pub metrics_address: Option<SocketAddr>,
-    /// How often queue depths and pending dead letters are asked for (`crate::backlog`).
-    pub backlog_interval: Duration,
-    /// Default log filter; `OZG_LOG` (or `RUST_LOG`) overrides it.
-    pub log_level: String,
-    pub log_format: LogFormat,
-}
-
-impl Default for TelemetrySettings {
-    fn default() -> TelemetrySettings {
-        TelemetrySettings {
-            otlp_endpoint: None,
-            otlp_protocol: OtlpProtocol::Grpc,
-            sampling_ratio: 1.0,
-            metrics_address: None,
-            backlog_interval: Duration::from_secs(15),
-            // lapin logs an ERROR for every channel the broker closes (a 404 on a missing
-            // destination exchange), which the gateway already reports as a failed delivery.
-            log_level: "info,lapin=off".to_owned(),
-            log_format: LogFormat::Text,
-        }
-    }
-}
+use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

@@ -22,7 +22,7 @@ use harness::{ConfigOptions, FillTarget, Mix, PacedOptions};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use ozg_gateway::Config;
-use ozg_gateway::directory::UnitKind;
+use ozg_gateway::municipalities::UnitKind;
 
 fn example() -> (String, &'static Path) {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config"));
@@ -91,7 +91,7 @@ async fn fill_routes_across_16_platforms_and_the_latency_run_counts_every_submis
     ours.sort();
     assert_eq!(made_vhosts, ours);
     let kreise = config
-        .directory
+        .municipalities
         .units()
         .filter(|u| matches!(u.kind, UnitKind::Kreis { .. }))
         .count();

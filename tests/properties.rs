@@ -11,12 +11,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ozg_gateway::config::{Platform, StatusFormat};
-use ozg_gateway::directory::Directory;
 use ozg_gateway::envelope::{self, Encoding, Envelope};
 use ozg_gateway::model::{
     Ags, Ars, KeyError, Land, Level, RegionPrefix, ServiceKey, ServiceSelector,
 };
+use ozg_gateway::model::{Platform, StatusFormat};
+use ozg_gateway::municipalities::Municipalities;
 use ozg_gateway::sample;
 use ozg_gateway::wire::v1 as wire;
 use proptest::prelude::*;
@@ -36,9 +36,9 @@ const CONTENT_TYPES: [Option<&str>; 8] = [
     Some(""),
 ];
 
-fn directory() -> &'static Directory {
-    static DIRECTORY: OnceLock<Directory> = OnceLock::new();
-    DIRECTORY.get_or_init(|| Directory::embedded().expect("the embedded directory loads"))
+fn directory() -> &'static Municipalities {
+    static DIRECTORY: OnceLock<Municipalities> = OnceLock::new();
+    DIRECTORY.get_or_init(|| Municipalities::embedded().expect("the embedded directory loads"))
 }
 
 fn platform() -> &'static Platform {

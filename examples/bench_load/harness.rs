@@ -28,11 +28,12 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use ozg_gateway::Config;
 use ozg_gateway::amqp::{self, Role};
-use ozg_gateway::config::{DEFAULT_CONFIRM_TIMEOUT, DestinationIndex};
-use ozg_gateway::directory::UnitKind;
+use ozg_gateway::config::DEFAULT_CONFIRM_TIMEOUT;
 use ozg_gateway::envelope::Encoding;
+use ozg_gateway::model::DestinationIndex;
 use ozg_gateway::model::{Ars, Level, ServiceKey, ServiceSelector};
-use ozg_gateway::route::RoutingTable;
+use ozg_gateway::municipalities::UnitKind;
+use ozg_gateway::routing::table::RoutingTable;
 use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::{Declarations, Queue, backoffice_queue, status_queue};
 use rand::rngs::StdRng;
@@ -128,7 +129,7 @@ pub fn bench_config(
         .map(|p| (p.land.to_string(), parsed.broker(p.broker).name.clone()))
         .collect();
     let mut kreise: Vec<_> = parsed
-        .directory
+        .municipalities
         .units()
         .filter(|u| matches!(u.kind, UnitKind::Kreis { .. }))
         .collect();
@@ -248,7 +249,7 @@ impl Mix {
         let mut gemeinden = Vec::new();
         let mut total = 0u64;
         let mut units: Vec<_> = config
-            .directory
+            .municipalities
             .units()
             .filter(|u| u.prefix.level() == Level::Gemeinde && u.population > 0)
             .collect();

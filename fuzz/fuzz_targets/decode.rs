@@ -9,8 +9,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ozg_gateway::config::{Platform, StatusFormat};
-use ozg_gateway::directory::Directory;
+use ozg_gateway::model::{Platform, StatusFormat};
+use ozg_gateway::municipalities::Municipalities;
 use ozg_gateway::envelope::{self, Encoding};
 
 /// Indexed by the first input byte modulo the length.
@@ -25,9 +25,9 @@ const CONTENT_TYPES: [Option<&str>; 8] = [
     Some(""),
 ];
 
-fn directory() -> &'static Directory {
-    static DIRECTORY: OnceLock<Directory> = OnceLock::new();
-    DIRECTORY.get_or_init(|| Directory::embedded().expect("the embedded directory loads"))
+fn directory() -> &'static Municipalities {
+    static DIRECTORY: OnceLock<Municipalities> = OnceLock::new();
+    DIRECTORY.get_or_init(|| Municipalities::embedded().expect("the embedded directory loads"))
 }
 
 fn platform() -> &'static Platform {

@@ -11,8 +11,8 @@ use super::service::{
     Watched,
 };
 use crate::activity::Rates;
-use crate::config::{DestinationSpec, RouteSpec};
-use crate::live::EntrySource;
+use crate::model::{DestinationSpec, RouteSpec};
+use crate::routing::live::EntrySource;
 use crate::store::{
     AuditEntry, DeadLetter, DeadLetterFilter, DeadLetterState, Fate, StoredDestination,
     StoredRoute, TraceEvent,

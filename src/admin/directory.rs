@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::State;
 use super::convert::{self, status};
 use super::service::RouteFilter;
-use crate::config::ServiceSpec;
+use crate::model::ServiceSpec;
 use crate::store::AuditFilter;
 use crate::wire::admin as pb;
 

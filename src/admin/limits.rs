@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tonic::Status;
 
-use crate::config::{MAX_ID_CHARS, MAX_NAME_CHARS, check_amqp_name, check_text};
+use crate::model::{MAX_ID_CHARS, MAX_NAME_CHARS, check_amqp_name, check_text};
 
 /// The longest justification for reading a payload.
 pub const MAX_JUSTIFICATION_CHARS: usize = 1000;

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{AdminSettings, Config};
-use crate::live::StoredEntries;
 use crate::pipeline::Gateway;
+use crate::routing::live::StoredEntries;
 use crate::store::{Store, StoredDirectory};
 use crate::wire::admin as pb;
 use service::{Principal, Service};
@@ -206,7 +206,7 @@ pub async fn serve(
     Ok(Running { address, task })
 }
 
-/// The stored directory as entries for [`crate::live::Snapshot::build`], each under a key
+/// The stored directory as entries for [`crate::routing::live::Snapshot::build`], each under a key
 /// that names it for operators.
 pub fn stored_entries(stored: &StoredDirectory) -> StoredEntries {
     StoredEntries {
@@ -236,7 +236,7 @@ pub fn stored_entries(stored: &StoredDirectory) -> StoredEntries {
             .map(|s| {
                 (
                     format!("stored service {}", s.key),
-                    crate::config::ServiceSpec {
+                    crate::model::ServiceSpec {
                         key: s.key.clone(),
                         name: s.name.clone(),
                     },

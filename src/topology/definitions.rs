@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{Argument, Declarations, by_broker, status_queue};
-use crate::config::{Broker, Config};
+use crate::config::Config;
+use crate::model::Broker;
 
 /// Status events a platform's stand-in status queue holds at most; further events are
 /// refused (the gateway logs each), never dropped silently. See docs/operations.md.

@@ -21,7 +21,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
 use crate::amqp::{self, ConnectError, REPLAY_QUEUE, RETRY_EXCHANGE, RETRY_READY_QUEUE, Role};
-use crate::config::{Config, Destination, Platform};
+use crate::config::Config;
+use crate::model::{Destination, Platform};
 
 /// Routing key from the retry exchange to the ready queue.
 const RETRY_READY_KEY: &str = "ready";

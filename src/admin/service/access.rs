@@ -10,9 +10,10 @@
 use std::collections::BTreeSet;
 
 use super::ServiceError;
-use crate::config::{Config, Platform, Role, Scope};
-use crate::live::Snapshot;
+use crate::config::{Config, Role, Scope};
+use crate::model::Platform;
 use crate::model::{Land, RegionPrefix};
+use crate::routing::live::Snapshot;
 use crate::store::{AuditVisible, Concerns, Visible};
 
 /// What a call needs.

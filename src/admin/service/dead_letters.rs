@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::access::Reach;
 use super::{Principal, Right, Service, ServiceError, audit_row, page_size};
-use crate::config::{Scope, quoted};
+use crate::config::Scope;
 use crate::model::Land;
+use crate::model::quoted;
 use crate::outcome::Reason;
 use crate::store::{
     DeadLetter, DeadLetterFilter, DeadLetterMessage, DeadLetterState, TraceEvent, Visible,

@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use super::access;
 use super::{Principal, Right, Service, ServiceError, audit_row, page_size};
-use crate::config::{Destination, DestinationSpec, Route, RouteSpec, Scope, ServiceSpec, quoted};
-use crate::live::{EntrySource, Problem, Snapshot, StoredEntries};
+use crate::config::Scope;
 use crate::model::{Ags, Ars, Land, RegionPrefix, ServiceKey, ServiceSelector};
-use crate::route::Explanation;
+use crate::model::{Destination, DestinationSpec, Route, RouteSpec, ServiceSpec, quoted};
+use crate::routing::live::{EntrySource, Problem, Snapshot, StoredEntries};
+use crate::routing::table::Explanation;
 use crate::store::{
     AuditEntry, AuditFilter, Concerns, DirectoryChange, StoredDestination, StoredRoute,
     StoredService,
@@ -625,7 +626,7 @@ impl Service {
         region: &str,
     ) -> Result<Resolution, ServiceError> {
         who.require(Right::Read)?;
-        let directory = &self.config.directory;
+        let directory = &self.config.municipalities;
         let service = service
             .parse::<ServiceKey>()
             .map_err(|e| ServiceError::invalid("service", e.to_string()))?;
@@ -744,7 +745,7 @@ impl Service {
             service_name,
             region_name: self
                 .config
-                .directory
+                .municipalities
                 .unit(route.region)
                 .map(|u| u.name.clone())
                 .unwrap_or_default(),

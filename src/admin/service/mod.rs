@@ -70,7 +70,11 @@ impl Service {
     }
 
     /// The caller's scope against the directory in use now.
-    fn reach<'a>(&'a self, who: &'a Principal, snapshot: &'a crate::live::Snapshot) -> Reach<'a> {
+    fn reach<'a>(
+        &'a self,
+        who: &'a Principal,
+        snapshot: &'a crate::routing::live::Snapshot,
+    ) -> Reach<'a> {
         Reach::new(&who.scope, &self.config, snapshot)
     }
 

@@ -9,7 +9,8 @@ use tokio::sync::broadcast::error::RecvError;
 use super::access::{self, Reach};
 use super::{Principal, Right, Service, ServiceError, audit_row, page_size};
 use crate::activity::{ConsumerState, RoutingEvent};
-use crate::config::{Config, Scope, quoted};
+use crate::config::{Config, Scope};
+use crate::model::quoted;
 use crate::pipeline::Gateway;
 use crate::store::{Fate, TraceEvent};
 

@@ -178,7 +178,7 @@ impl Service {
                 queue: a.queue(),
             })
             .collect();
-        let shown_destinations: Vec<&crate::config::Destination> = snapshot
+        let shown_destinations: Vec<&crate::model::Destination> = snapshot
             .destinations
             .iter()
             .filter(|d| reach.destination(&d.id) && filter.destination(&d.id, d.land))

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use crate::config::{DestinationIndex, Route};
-use crate::directory::Directory;
 use crate::model::{Ars, Level, RegionPrefix, ServiceKey, ServiceSelector};
+use crate::model::{DestinationIndex, Route};
+use crate::municipalities::Municipalities;
 
 /// The rules, indexed for lookups of (service selector, region prefix).
 #[derive(Debug, Clone, Default)]
@@ -89,7 +89,12 @@ impl RoutingTable {
     }
 
     /// The same walk as [`resolve`](Self::resolve), recording every step tried.
-    pub fn explain(&self, service: ServiceKey, ars: Ars, directory: &Directory) -> Explanation {
+    pub fn explain(
+        &self,
+        service: ServiceKey,
+        ars: Ars,
+        directory: &Municipalities,
+    ) -> Explanation {
         let mut steps = Vec::new();
         for selector in [ServiceSelector::Exact(service), ServiceSelector::Any] {
             for level in Level::WALK {
@@ -189,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_explanation_lists_every_step_tried() {
-        let directory = Directory::embedded().unwrap();
+        let directory = Municipalities::embedded().unwrap();
         let t = table();
         let e = t.explain(
             PASS.parse().unwrap(),

@@ -4,20 +4,20 @@
 //!
 //! The file's entries are fixed for the life of the process (change the file and restart);
 //! the stored ones change live. Both are validated together by the same functions as the
-//! file alone ([`config::validate_destination`], [`config::validate_routes`],
-//! [`config::validate_services`]), so an entry the API accepts is one the file would have
+//! file alone ([`crate::model::validate_destination`], [`crate::model::validate_routes`],
+//! [`crate::model::validate_services`]), so an entry the API accepts is one the file would have
 //! accepted, with the same messages. A [`Snapshot`] is immutable: a change builds a new one
 //! and the pipeline swaps it in, while submissions in flight finish on the one they
 //! started with.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{
-    self, Config, Destination, DestinationIndex, DestinationSpec, Route, RouteSpec, ServiceName,
-    ServiceSpec,
+use crate::config::Config;
+use crate::model::{
+    Destination, DestinationIndex, DestinationSpec, Route, RouteSpec, ServiceName, ServiceSpec,
 };
 use crate::model::{RegionPrefix, ServiceKey, ServiceSelector};
-use crate::route::RoutingTable;
+use crate::routing::table::RoutingTable;
 
 /// Where a directory entry comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl Snapshot {
                 problems.push((format!("{key}.id"), message));
                 continue;
             }
-            let valid = config::validate_destination(key, spec, &rules, |k, m| {
+            let valid = crate::model::validate_destination(key, spec, &rules, |k, m| {
                 problems.push((k, m));
             });
             if let Some(destination) = valid {
@@ -119,10 +119,12 @@ impl Snapshot {
             .map(|r| (r.service, r.region))
             .collect();
         route_specs.extend(stored.routes.iter().cloned());
-        let routes: Vec<Route> =
-            config::validate_routes(&route_specs, &destination_ids, &config.directory, |k, m| {
-                problems.push((k, m))
-            });
+        let routes: Vec<Route> = crate::model::validate_routes(
+            &route_specs,
+            &destination_ids,
+            &|r| config.municipalities.contains(r),
+            |k, m| problems.push((k, m)),
+        );
 
         let mut service_specs: Vec<(String, ServiceSpec)> = config
             .services
@@ -139,7 +141,7 @@ impl Snapshot {
             })
             .collect();
         service_specs.extend(stored.services.iter().cloned());
-        let named = config::validate_services(&service_specs, |k, m| problems.push((k, m)));
+        let named = crate::model::validate_services(&service_specs, |k, m| problems.push((k, m)));
         let config_services: HashSet<ServiceKey> = config.services.iter().map(|s| s.key).collect();
         let services: Vec<(ServiceName, EntrySource)> = named
             .into_iter()

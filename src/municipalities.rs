@@ -18,7 +18,7 @@ pub const ATTRIBUTION: &str = "Gemeindeverzeichnis: © Statistisches Bundesamt (
 Datenlizenz Deutschland – Namensnennung – Version 2.0 (dl-de/by-2-0), Gebietsstand 31.12.2020";
 
 #[derive(Debug, thiserror::Error)]
-pub enum DirectoryError {
+pub enum MunicipalitiesError {
     #[error("{path}: cannot read: {source}")]
     Io {
         path: String,
@@ -66,29 +66,29 @@ pub struct Unit {
 }
 
 #[derive(Debug)]
-pub struct Directory {
+pub struct Municipalities {
     units: HashMap<RegionPrefix, Unit>,
     ags_to_ars: HashMap<Ags, Ars>,
     n_gemeinden: usize,
 }
 
-impl Directory {
+impl Municipalities {
     /// The copy carried in the binary.
-    pub fn embedded() -> Result<Directory, DirectoryError> {
-        Directory::parse(EMBEDDED_CSV.as_bytes(), "embedded Gemeindeverzeichnis")
+    pub fn embedded() -> Result<Municipalities, MunicipalitiesError> {
+        Municipalities::parse(EMBEDDED_CSV.as_bytes(), "embedded Gemeindeverzeichnis")
     }
 
-    pub fn load(path: &Path) -> Result<Directory, DirectoryError> {
-        let bytes = std::fs::read(path).map_err(|source| DirectoryError::Io {
+    pub fn load(path: &Path) -> Result<Municipalities, MunicipalitiesError> {
+        let bytes = std::fs::read(path).map_err(|source| MunicipalitiesError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        Directory::parse(&bytes, &path.display().to_string())
+        Municipalities::parse(&bytes, &path.display().to_string())
     }
 
-    pub fn parse(bytes: &[u8], origin: &str) -> Result<Directory, DirectoryError> {
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<Municipalities, MunicipalitiesError> {
         let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
-        let csv_error = |source| DirectoryError::Csv {
+        let csv_error = |source| MunicipalitiesError::Csv {
             origin: origin.to_owned(),
             source,
         };
@@ -96,7 +96,7 @@ impl Directory {
         let header = reader.headers().map_err(csv_error)?.clone();
         let column = |name: &'static str| {
             header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-                DirectoryError::MissingColumn {
+                MunicipalitiesError::MissingColumn {
                     origin: origin.to_owned(),
                     column: name,
                 }
@@ -119,7 +119,7 @@ impl Directory {
             let record = record.map_err(csv_error)?;
             let line = record.position().map_or(0, |p| p.line());
             let field = |i: usize| record.get(i).unwrap_or("").trim();
-            let bad = |column: &'static str, detail: String| DirectoryError::BadRow {
+            let bad = |column: &'static str, detail: String| MunicipalitiesError::BadRow {
                 origin: origin.to_owned(),
                 line,
                 column,
@@ -222,11 +222,11 @@ impl Directory {
             );
         }
         if n_gemeinden == 0 {
-            return Err(DirectoryError::Empty {
+            return Err(MunicipalitiesError::Empty {
                 origin: origin.to_owned(),
             });
         }
-        Ok(Directory {
+        Ok(Municipalities {
             units,
             ags_to_ars,
             n_gemeinden,
@@ -264,8 +264,8 @@ impl Directory {
 mod tests {
     use super::*;
 
-    fn directory() -> Directory {
-        Directory::embedded().unwrap()
+    fn directory() -> Municipalities {
+        Municipalities::embedded().unwrap()
     }
 
     #[test]
@@ -336,7 +336,7 @@ mod tests {
 50,50,01,0,01,0000,,\"Flensburg, Stadt\",,,,,,,,,,,,
 60,61,01,0,01,0000,000,\"Flensburg, Stadt\", 53.02, 90 164, 44 904, 45 260, 1 701,24937,\"9,43751\",\"54,78252\",F02,Ostsee,01,dicht besiedelt
 ";
-        let d = Directory::parse(official.as_bytes(), "official").unwrap();
+        let d = Municipalities::parse(official.as_bytes(), "official").unwrap();
         assert_eq!(d.n_gemeinden(), 1);
         let flensburg = d.gemeinde("010010000000".parse().unwrap()).unwrap();
         assert_eq!(flensburg.name, "Flensburg, Stadt");
@@ -359,7 +359,7 @@ mod tests {
             "satzart,textkennzeichen,land,rb,kreis,vb,gemeinde,gemeindename,bevoelkerung\n";
         let row = "60,64,06,4,31,0001,001,Abtsteinach,2400\n";
         let repeated = format!("{header}{row}{row}");
-        let d = Directory::parse(repeated.as_bytes(), "x.csv").unwrap();
+        let d = Municipalities::parse(repeated.as_bytes(), "x.csv").unwrap();
         assert_eq!(d.n_gemeinden(), 1);
         assert_eq!(
             d.ars_for_ags("06431001".parse().unwrap())
@@ -369,7 +369,7 @@ mod tests {
         );
 
         let conflicting = format!("{header}{row}60,64,06,4,31,0002,001,Anderswo,10\n");
-        let err = Directory::parse(conflicting.as_bytes(), "x.csv")
+        let err = Municipalities::parse(conflicting.as_bytes(), "x.csv")
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn broken_files_are_refused_with_line_and_column() {
-        let missing = Directory::parse(b"satzart,land\n10,01\n", "x.csv").unwrap_err();
+        let missing = Municipalities::parse(b"satzart,land\n10,01\n", "x.csv").unwrap_err();
         assert!(
             missing
                 .to_string()
@@ -391,7 +391,7 @@ mod tests {
         let header =
             "satzart,textkennzeichen,land,rb,kreis,vb,gemeinde,gemeindename,bevoelkerung\n";
         let bad_key = format!("{header}60,64,06,4,11,0000,0x0,Foo,12\n");
-        let err = Directory::parse(bad_key.as_bytes(), "x.csv")
+        let err = Municipalities::parse(bad_key.as_bytes(), "x.csv")
             .unwrap_err()
             .to_string();
         assert!(
@@ -399,11 +399,11 @@ mod tests {
             "{err}"
         );
         let bad_population = format!("{header}60,64,06,4,11,0000,001,Foo,zwölf\n");
-        let err = Directory::parse(bad_population.as_bytes(), "x.csv")
+        let err = Municipalities::parse(bad_population.as_bytes(), "x.csv")
             .unwrap_err()
             .to_string();
         assert!(err.contains("bevoelkerung: not a number"), "{err}");
-        let empty = Directory::parse(header.as_bytes(), "x.csv")
+        let empty = Municipalities::parse(header.as_bytes(), "x.csv")
             .unwrap_err()
             .to_string();
         assert!(empty.contains("no Gemeinde records"), "{empty}");
