@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::pki::Pki;
@@ -332,6 +333,37 @@ async fn declare_backoffice(v: &Vhosts, label: &str, id: &str) {
         .unwrap();
 }
 
+/// A back office for Kassel, created through the API as a store entry, and the route of
+/// MELDE in Kassel to it.
+async fn add_kassel(v: &Vhosts, directory: &mut DirectoryServiceClient<GrpcChannel>) {
+    declare_backoffice(v, "he", "he-kassel").await;
+    let created = directory
+        .create_destination(op(pb::CreateDestinationRequest {
+            destination: Some(pb::Destination {
+                id: "he-kassel".into(),
+                name: "Stadt Kassel, Bürgerbüro".into(),
+                kind: "kreisfreie-stadt".into(),
+                land: "06".into(),
+                broker: "he".into(),
+                exchange: "backoffice".into(),
+                routing_key: "he-kassel".into(),
+                ..pb::Destination::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.source, pb::Source::Store as i32);
+    directory
+        .create_route(op(pb::CreateRouteRequest {
+            route: Some(route(MELDE, "06611", "he-kassel")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_without_route_is_replayed_after_the_route_is_added_and_arrives() {
     let v = Vhosts::create("admin-replay", &["he", "gw"]);
@@ -444,32 +476,7 @@ async fn a_dead_letter_without_route_is_replayed_after_the_route_is_added_and_ar
     assert_eq!(payload.body, body);
 
     // The operator adds a back office for Kassel and a route to it, then replays.
-    declare_backoffice(&v, "he", "he-kassel").await;
-    let created = directory
-        .create_destination(op(pb::CreateDestinationRequest {
-            destination: Some(pb::Destination {
-                id: "he-kassel".into(),
-                name: "Stadt Kassel, Bürgerbüro".into(),
-                kind: "kreisfreie-stadt".into(),
-                land: "06".into(),
-                broker: "he".into(),
-                exchange: "backoffice".into(),
-                routing_key: "he-kassel".into(),
-                ..pb::Destination::default()
-            }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(created.source, pb::Source::Store as i32);
-    directory
-        .create_route(op(pb::CreateRouteRequest {
-            route: Some(route(MELDE, "06611", "he-kassel")),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    add_kassel(&v, &mut directory).await;
     let replayed = dead
         .replay_dead_letters(op(pb::ReplayDeadLettersRequest {
             ids: vec![letter.id.clone()],
@@ -1165,4 +1172,347 @@ async fn bad_input_is_refused_by_field_and_never_echoed_at_length() {
         .into_inner();
     assert_eq!(audit.entries.len(), 1, "{audit:?}");
     gw.stop().await;
+}
+
+/// A dead letter of civento-he for `destination`, stored directly, an hour old, with a
+/// submission for Darmstadt as its body.
+fn stored_letter(reason: &str, destination: &str) -> ozg_gateway::store::NewDeadLetter {
+    let s = sample_submission("civento-he", "06", MELDE, DARMSTADT, 256);
+    ozg_gateway::store::NewDeadLetter {
+        id: uuid::Uuid::new_v4(),
+        submission_id: s.submission_id.clone(),
+        platform: "civento-he".into(),
+        reason: reason.into(),
+        field: String::new(),
+        detail: "stored by the test".into(),
+        service: MELDE.into(),
+        ars: DARMSTADT.into(),
+        destination: destination.into(),
+        dead_lettered_at: std::time::SystemTime::now() - Duration::from_secs(3600),
+        content_type: Encoding::Protobuf.content_type().into(),
+        message_id: s.submission_id.clone(),
+        headers: "{}".into(),
+        body: sample::encode(&s, Encoding::Protobuf),
+    }
+}
+
+fn counts(list: &[pb::DeadLetterCount]) -> Vec<(String, u64)> {
+    list.iter().map(|c| (c.key.clone(), c.count)).collect()
+}
+
+fn reason(reason: &str) -> Option<pb::DeadLetterFilter> {
+    Some(pb::DeadLetterFilter {
+        reason: reason.into(),
+        ..pb::DeadLetterFilter::default()
+    })
+}
+
+/// Dead-letter triage as an operator does it: counts by reason, platform and destination;
+/// a dry run that touches nothing; a confirmed count that no longer holds is refused and
+/// touches nothing; a replay whose outcomes say which letters arrived and which were
+/// dead-lettered again, and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_counts_dry_runs_confirms_and_follows_what_replays_became() {
+    let v = Vhosts::create("admin-triage", &["he", "gw"]);
+    let schema = PgSchema::create("admin_triage").await;
+    let store = ozg_gateway::store::open(&schema.url).await.unwrap();
+    // An hour old: three that failed at he-a, two with a bad service key.
+    let old: Vec<_> = (0..3)
+        .map(|_| stored_letter("delivery-failed", "he-a"))
+        .chain((0..2).map(|_| stored_letter("invalid-service-key", "")))
+        .collect();
+    store.insert_dead_letters(&old).await.unwrap();
+    let gw = Admin::start(
+        config(&v, &[("*", "06411", "he-a")])
+            .store(&schema.url)
+            .build(),
+    )
+    .await;
+    let channel = gw.channel().await;
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let mut dead = DeadLetterServiceClient::new(channel.clone());
+    let he = connect(&v.url("he")).await;
+    let he = confirm_channel(&he).await;
+
+    // Now: two for Kassel and one for Offenbach, neither with a route.
+    const OFFENBACH: &str = "064130000000";
+    let mut kassel = vec![submit_for(&he, KASSEL).await, submit_for(&he, KASSEL).await];
+    let offenbach = submit_for(&he, OFFENBACH).await;
+    let deadline = tokio::time::Instant::now() + HANG;
+    let fresh = loop {
+        let list = dead
+            .list_dead_letters(op(pb::ListDeadLettersRequest {
+                filter: reason("no-route"),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        if list.total == 3 {
+            break list.dead_letters;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 3 no-route letters stored",
+            list.total
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Counts, for a viewer: every pending letter, then a reason, then a time range.
+    let reader = dead.clone();
+    let summary = |filter: Option<pb::DeadLetterFilter>| {
+        let mut dead = reader.clone();
+        async move {
+            dead.summarize_dead_letters(with_token(
+                Some(VIEWER),
+                pb::SummarizeDeadLettersRequest { filter },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let all = summary(None).await;
+    println!("summary: {all:?}");
+    assert_eq!(all.total, 8);
+    assert_eq!(
+        counts(&all.by_reason),
+        [
+            ("delivery-failed".into(), 3),
+            ("no-route".into(), 3),
+            ("invalid-service-key".into(), 2)
+        ]
+    );
+    assert_eq!(counts(&all.by_platform), [("civento-he".into(), 8)]);
+    assert_eq!(
+        counts(&all.by_destination),
+        [(String::new(), 5), ("he-a".into(), 3)]
+    );
+    assert_eq!(all.scope, "every Land");
+    let no_route = summary(reason("no-route")).await;
+    assert_eq!(no_route.total, 3);
+    assert_eq!(counts(&no_route.by_destination), [(String::new(), 3)]);
+    let half_hour_ago = std::time::SystemTime::now() - Duration::from_secs(1800);
+    let older = summary(Some(pb::DeadLetterFilter {
+        until: Some(pbjson_types::Timestamp {
+            seconds: half_hour_ago
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!(
+        (older.total, counts(&older.by_reason)),
+        (
+            5,
+            vec![
+                ("delivery-failed".into(), 3),
+                ("invalid-service-key".into(), 2)
+            ]
+        )
+    );
+    let none = summary(Some(pb::DeadLetterFilter {
+        platform: "civento-th".into(),
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!((none.total, none.by_reason.len()), (0, 0));
+
+    // A dry run of a discard: the two bad service keys, and nothing changes.
+    let bad_key: BTreeSet<String> = old[3..].iter().map(|l| l.id.to_string()).collect();
+    let dry = dead
+        .discard_dead_letters(op(pb::DiscardDeadLettersRequest {
+            filter: reason("invalid-service-key"),
+            dry_run: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dry.dry_run);
+    assert_eq!((dry.discarded, dry.matched), (2, 2));
+    assert_eq!(dry.ids.iter().cloned().collect::<BTreeSet<_>>(), bad_key);
+    // A count that is not the selection's is refused, naming the actual one.
+    let refused = dead
+        .discard_dead_letters(op(pb::DiscardDeadLettersRequest {
+            filter: reason("invalid-service-key"),
+            expected_count: Some(3),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("holds 2") && refused.message().contains("not the 3"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        summary(None).await.total,
+        8,
+        "the dry run or refusal touched letters"
+    );
+    let discarded = dead
+        .discard_dead_letters(op(pb::DiscardDeadLettersRequest {
+            filter: reason("invalid-service-key"),
+            expected_count: Some(2),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((discarded.discarded, discarded.dry_run), (2, false));
+    assert_eq!(summary(None).await.total, 6);
+
+    // A dry run of the replay: the three no-route letters; nothing is sent.
+    let no_route_ids: BTreeSet<String> = fresh.iter().map(|d| d.id.clone()).collect();
+    let dry = dead
+        .replay_dead_letters(op(pb::ReplayDeadLettersRequest {
+            filter: reason("no-route"),
+            dry_run: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((dry.replayed, dry.matched, dry.dry_run), (3, 3, true));
+    assert_eq!(
+        dry.ids.iter().cloned().collect::<BTreeSet<_>>(),
+        no_route_ids
+    );
+
+    // Kassel gets its back office and route; Offenbach still has none.
+    add_kassel(&v, &mut directory).await;
+    // The operator confirmed two, but three match: refused, nothing replayed.
+    let refused = dead
+        .replay_dead_letters(op(pb::ReplayDeadLettersRequest {
+            filter: reason("no-route"),
+            expected_count: Some(2),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("holds 3"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(summary(reason("no-route")).await.total, 3);
+    assert_eq!(
+        drain_backoffice(&he, "he-kassel", Duration::from_millis(500))
+            .await
+            .len(),
+        0,
+        "a refused replay sent something"
+    );
+    let replayed = dead
+        .replay_dead_letters(op(pb::ReplayDeadLettersRequest {
+            filter: reason("no-route"),
+            expected_count: Some(3),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((replayed.replayed, replayed.dry_run), (3, false));
+    assert_eq!(
+        replayed.ids.iter().cloned().collect::<BTreeSet<_>>(),
+        no_route_ids
+    );
+
+    // What became of each: Kassel's delivered to he-kassel, Offenbach's dead-lettered
+    // again as no-route, as a new letter. A letter never replayed and a discarded one say
+    // so. Asked by a viewer, as a console would.
+    let mut asked = replayed.ids.clone();
+    asked.push(old[0].id.to_string());
+    asked.push(old[3].id.to_string());
+    let deadline = tokio::time::Instant::now() + HANG;
+    let outcomes = loop {
+        let outcomes = dead
+            .get_replay_outcomes(with_token(
+                Some(VIEWER),
+                pb::GetReplayOutcomesRequest { ids: asked.clone() },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcomes;
+        let done = outcomes.iter().all(|o| o.settled)
+            && outcomes.iter().all(|o| {
+                o.outcome != pb::ReplayOutcomeKind::DeadLettered as i32
+                    || !o.dead_letter_id.is_empty()
+            });
+        if done {
+            break outcomes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replays not settled: {outcomes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("outcomes: {outcomes:?}");
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, asked.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut delivered = Vec::new();
+    let mut again = Vec::new();
+    for o in &outcomes[..3] {
+        assert_eq!(o.replayed_by, "ops");
+        assert!(o.replayed_at.is_some());
+        match pb::ReplayOutcomeKind::try_from(o.outcome) {
+            Ok(pb::ReplayOutcomeKind::Delivered) => {
+                assert_eq!(o.destination, "he-kassel");
+                delivered.push(o.submission_id.clone());
+            }
+            Ok(pb::ReplayOutcomeKind::DeadLettered) => {
+                assert_eq!(o.reason, "no-route");
+                again.push((o.submission_id.clone(), o.dead_letter_id.clone()));
+            }
+            other => panic!("unexpected outcome {other:?}: {o:?}"),
+        }
+    }
+    delivered.sort();
+    kassel.sort();
+    assert_eq!(delivered, kassel);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, offenbach);
+    let new_letter = dead
+        .get_dead_letter(op(pb::GetDeadLetterRequest {
+            id: again[0].1.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (new_letter.reason.as_str(), new_letter.state),
+        ("no-route", pb::DeadLetterState::Pending as i32)
+    );
+    assert_eq!(
+        outcomes[3].outcome,
+        pb::ReplayOutcomeKind::NotReplayed as i32
+    );
+    assert_eq!(outcomes[4].outcome, pb::ReplayOutcomeKind::Discarded as i32);
+    let arrived = take_backoffice(&he, "he-kassel", 2, HANG).await;
+    println!(
+        "published 3, delivered {} to he-kassel, dead-lettered again {}",
+        arrived.len(),
+        again.len()
+    );
+    assert_eq!(arrived.len(), 2);
+    // One id the caller cannot find makes the whole answer NOT_FOUND.
+    let unknown = dead
+        .get_replay_outcomes(op(pb::GetReplayOutcomesRequest {
+            ids: vec![replayed.ids[0].clone(), uuid::Uuid::new_v4().to_string()],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    gw.stop().await;
+    store.close().await;
+    schema.drop().await;
 }

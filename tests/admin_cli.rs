@@ -3,7 +3,8 @@
 //! reason code among them), and grpc.health.v1 against tonic-health's server (plain, behind a
 //! token check, and with mutual TLS); against a running gateway, the overview an operator
 //! reads (queue depths, zeros kept in JSON, filters within a token's scope, tables fitted to
-//! the terminal) and a dead letter shown. Beside it `hash-token`, which makes a token's
+//! the terminal), a dead letter shown, and dead-letter triage (summary, dry run,
+//! confirmation, each replay's outcome). Beside it `hash-token`, which makes a token's
 //! configuration entry, and the completion scripts and manual pages made from the command
 //! line's definitions.
 
@@ -542,7 +543,7 @@ fn completions_for_each_shell_know_the_commands_and_the_reason_codes() {
     };
     assert_eq!(complete("ozg-gateway admin dead-l"), "dead-letters");
     assert_eq!(complete("ozg-gateway admin --tok"), "--token-file");
-    assert_eq!(complete("ozg-gateway admin dead-letters s"), "show");
+    assert_eq!(complete("ozg-gateway admin dead-letters s"), "show summary");
     assert_eq!(
         complete("ozg-gateway admin dead-letters list --reason no-"),
         "no-route"
@@ -1095,5 +1096,247 @@ async fn the_overview_shows_queue_depths_keeps_zeros_filters_rows_and_fits_the_t
 
     let _ = th.close(200, "done".into()).await;
     let _ = he.close(200, "done".into()).await;
+    gw.stop().await;
+}
+
+/// The rows of a `--json` outcomes answer: (submission id, outcome, destination, reason).
+fn outcome_rows(json: &serde_json::Value) -> Vec<(String, String, String, String)> {
+    json["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let text = |k: &str| o[k].as_str().unwrap_or_default().to_owned();
+            (
+                text("submissionId"),
+                text("outcome"),
+                text("destination"),
+                text("reason"),
+            )
+        })
+        .collect()
+}
+
+/// Dead-letter triage as an operator types it: the summary (table and JSON, within a
+/// scope), a dry run that sends nothing, a bulk replay that wants its count confirmed and
+/// refuses a count that no longer holds, and the replay's outcomes per letter: delivered
+/// once the route exists, dead-lettered again (no-route) where it still does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_triage_summary_dry_run_confirmation_and_outcomes() {
+    use ozg_gateway::envelope::Encoding;
+    const KASSEL: &str = "066110000000";
+    let v = common::Vhosts::create("cli-triage", &["he", "th", "gw"]);
+    let gw = common::Admin::start(two_laender(&v).build()).await;
+    let address = gw.address;
+    let he = common::connect(&v.url("he")).await;
+    let he_channel = common::confirm_channel(&he).await;
+    let th = common::connect(&v.url("th")).await;
+    let th_channel = common::confirm_channel(&th).await;
+    // No route for any of them: two for Kassel, one for Offenbach, one from Thüringen.
+    let mut kassel = Vec::new();
+    for region in [KASSEL, KASSEL, OFFENBACH] {
+        let s = common::sample_submission("civento-he", "06", MELDE, region, 512);
+        common::submit(&he_channel, &s, Encoding::Protobuf).await;
+        if region == KASSEL {
+            kassel.push(s.submission_id);
+        }
+    }
+    let s = common::sample_submission("civento-th", "16", MELDE, "160510000000", 512);
+    common::submit(&th_channel, &s, Encoding::Protobuf).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let summary = loop {
+        let (code, stdout, stderr) =
+            admin_at(address, VIEWER, &[], &["--json", "dead-letters", "summary"]).await;
+        assert_eq!(code, 0, "{stderr}");
+        let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        if summary["total"] == "4" {
+            break summary;
+        }
+        assert!(Instant::now() < deadline, "dead letters so far: {summary}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        summary["byPlatform"],
+        serde_json::json!([
+            {"key": "civento-he", "count": "3"},
+            {"key": "civento-th", "count": "1"}
+        ])
+    );
+    assert_eq!(
+        summary["byReason"],
+        serde_json::json!([{"key": "no-route", "count": "4"}])
+    );
+    let (code, table, _) = admin_at(address, VIEWER, &[], &["dead-letters", "summary"]).await;
+    assert_eq!(code, 0);
+    println!("{table}");
+    assert!(
+        table.starts_with("4 dead letter(s) (scope: every Land)"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["no-route", "4"])),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.split_whitespace().eq(["-", "4"])),
+        "no destination shown as -: {table}"
+    );
+    // Hessen's viewer counts Hessen's letters only.
+    let (code, stdout, _) = admin_at(
+        address,
+        HE_VIEWER,
+        &[],
+        &["--json", "dead-letters", "summary"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let scoped: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (scoped["total"].as_str(), scoped["scope"].as_str()),
+        (Some("3"), Some("Land 06 HE"))
+    );
+
+    let select = ["--reason", "no-route", "--platform", "civento-he"];
+    let with = |head: &[&'static str], tail: &[&'static str]| -> Vec<&'static str> {
+        head.iter().chain(&select).chain(tail).copied().collect()
+    };
+    // The dry run counts and shows the ids; nothing is sent.
+    let (code, stdout, stderr) = admin_at(
+        address,
+        OPERATOR,
+        &[],
+        &with(&["dead-letters", "replay"], &["--dry-run"]),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    println!("{stdout}");
+    assert!(
+        stdout.starts_with("would replay 3 (scope: every Land)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("  ")).count(),
+        3,
+        "{stdout}"
+    );
+    // Without a terminal and without a confirmation: refused, naming the count.
+    let (code, _, stderr) = admin_at(
+        address,
+        OPERATOR,
+        &[],
+        &with(&["dead-letters", "replay"], &[]),
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--expect 3"), "{stderr}");
+
+    // Kassel gets its route; the operator confirms a count that is not the selection's.
+    let (code, _, stderr) = admin_at(
+        address,
+        OPERATOR,
+        &[],
+        &["routes", "create", MELDE, "06611", "he-kassel"],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = admin_at(
+        address,
+        OPERATOR,
+        &[],
+        &with(&["dead-letters", "replay"], &["--expect", "2"]),
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("FAILED_PRECONDITION") && stderr.contains("holds 3"),
+        "{stderr}"
+    );
+    let (_, stdout, _) =
+        admin_at(address, VIEWER, &[], &["--json", "dead-letters", "summary"]).await;
+    assert!(stdout.contains("\"total\":\"4\""), "touched: {stdout}");
+
+    // Confirmed right, and waited for: each letter's outcome.
+    let (code, stdout, stderr) = admin_at(
+        address,
+        OPERATOR,
+        &[],
+        &with(
+            &["--json", "dead-letters", "replay"],
+            &["--expect", "3", "--wait", "30s"],
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut documents = stdout.lines();
+    let replayed: serde_json::Value = serde_json::from_str(documents.next().unwrap()).unwrap();
+    assert_eq!(replayed["replayed"], 3, "{replayed}");
+    let outcomes: serde_json::Value = serde_json::from_str(documents.next().unwrap()).unwrap();
+    let mut rows = outcome_rows(&outcomes);
+    rows.sort();
+    println!("outcomes: {rows:?}");
+    let mut delivered: Vec<String> = rows
+        .iter()
+        .filter(|r| r.1 == "REPLAY_OUTCOME_KIND_DELIVERED" && r.2 == "he-kassel")
+        .map(|r| r.0.clone())
+        .collect();
+    delivered.sort();
+    kassel.sort();
+    assert_eq!(delivered, kassel, "{rows:?}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.1 == "REPLAY_OUTCOME_KIND_DEAD_LETTERED" && r.3 == "no-route")
+            .count(),
+        1,
+        "{rows:?}"
+    );
+    let arrived =
+        common::take_backoffice(&he_channel, "he-kassel", 2, Duration::from_secs(30)).await;
+    println!(
+        "replayed 3: delivered {}, dead-lettered again 1",
+        arrived.len()
+    );
+    assert_eq!(arrived.len(), 2);
+
+    // Later, as a table, by id.
+    let ids: Vec<String> = replayed["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    let mut line = vec!["dead-letters", "outcomes"];
+    line.extend(ids.iter().map(String::as_str));
+    let (code, table, stderr) = admin_at(address, VIEWER, &[], &line).await;
+    assert_eq!(code, 0, "{stderr}");
+    println!("{table}");
+    assert_eq!(table.matches("delivered").count(), 2, "{table}");
+    assert!(
+        table.contains("dead-lettered") && table.contains("no-route"),
+        "{table}"
+    );
+    assert!(
+        stderr.contains("2 delivered") && stderr.contains("0 not settled"),
+        "{stderr}"
+    );
+
+    // A discard confirmed with --yes: Thüringen's letter.
+    let (code, stdout, stderr) = admin_at(
+        address,
+        OPERATOR,
+        &[],
+        &[
+            "dead-letters",
+            "discard",
+            "--platform",
+            "civento-th",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("discarded 1"), "{stdout}");
     gw.stop().await;
 }

@@ -6,7 +6,9 @@
 //! holding dead letters, traces and overdue deliveries from and to several Länder. Each
 //! cell asserts the exact status and the exact set of ids it returns. Among them: a replay
 //! by id of another Land's dead letter, a bulk discard by a filter that matches other
-//! Länder's letters too, and route changes for a region of a neighbouring Land. A second
+//! Länder's letters too (after dry runs and a wrong confirmed count, which count the
+//! scope's letters only and touch none), grouped counts and replay outcomes within the
+//! scope, and route changes for a region of a neighbouring Land. A second
 //! test follows a live tail per scope while submissions of every Land pass.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -654,9 +656,79 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
                 }),
                 expect(reads, true, Code::Ok, want),
             );
+            // Grouped counts: the scope's letters only.
+            let result = c
+                .dead
+                .summarize_dead_letters(as_token(
+                    &token,
+                    pb::SummarizeDeadLettersRequest {
+                        filter: Some(pb::DeadLetterFilter {
+                            reason: "fixed".into(),
+                            ..Default::default()
+                        }),
+                    },
+                ))
+                .await;
+            let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+            for (_, platform, destination, seen) in SUBMISSIONS {
+                if seen[s] {
+                    *by.entry(format!("platform {platform}")).or_default() += 1;
+                    *by.entry(format!("destination {destination}")).or_default() += 1;
+                    *by.entry("reason fixed".into()).or_default() += 1;
+                }
+            }
+            let mut want: BTreeSet<String> = by.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            want.insert(format!("total {}", scoped.len()));
+            want.insert(format!("scope {}", SCOPE_TEXT[s]));
+            m.check(
+                &cell("SummarizeDeadLetters"),
+                got(result, |r| {
+                    let mut ids = vec![format!("total {}", r.total), format!("scope {}", r.scope)];
+                    for (group, counts) in [
+                        ("reason", &r.by_reason),
+                        ("platform", &r.by_platform),
+                        ("destination", &r.by_destination),
+                    ] {
+                        ids.extend(
+                            counts
+                                .iter()
+                                .map(|c| format!("{group} {} {}", c.key, c.count)),
+                        );
+                    }
+                    ids
+                }),
+                expect(reads, true, Code::Ok, want),
+            );
             for (i, (label, ..)) in SUBMISSIONS.iter().enumerate() {
                 let seen = SUBMISSIONS[i].3[s];
                 let id = &letter_ids[i];
+                let result = c
+                    .dead
+                    .get_replay_outcomes(as_token(
+                        &token,
+                        pb::GetReplayOutcomesRequest {
+                            ids: vec![id.clone()],
+                        },
+                    ))
+                    .await;
+                m.check(
+                    &cell(&format!("GetReplayOutcomes {label}")),
+                    got(result, |r| {
+                        r.outcomes
+                            .into_iter()
+                            .map(|o| format!("{} {}", o.id, o.outcome))
+                            .collect()
+                    }),
+                    expect(
+                        reads,
+                        seen,
+                        Code::NotFound,
+                        set([format!(
+                            "{id} {}",
+                            pb::ReplayOutcomeKind::NotReplayed as i32
+                        )]),
+                    ),
+                );
                 let result = c
                     .dead
                     .get_dead_letter(as_token(
@@ -1084,15 +1156,102 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
             let reason = format!("discard-{k}");
             let fresh = store_letters(&store, &reason).await;
             let fresh_ids: Vec<String> = fresh.iter().map(|l| l.id.to_string()).collect();
+            let scoped = in_scope(&fresh_ids, s);
+            // First a dry run of the replay and of the discard, and a discard confirmed
+            // with a count one too high: the scope's letters are counted, none is touched.
+            let filter = Some(pb::DeadLetterFilter {
+                reason: reason.clone(),
+                ..Default::default()
+            });
+            let result = c
+                .dead
+                .replay_dead_letters(as_token(
+                    &token,
+                    pb::ReplayDeadLettersRequest {
+                        filter: filter.clone(),
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                ))
+                .await;
+            m.check(
+                &cell("ReplayDeadLetters dry run by filter"),
+                got(result, |r| {
+                    r.ids
+                        .into_iter()
+                        .chain([format!("dry run {}", r.dry_run)])
+                        .collect()
+                }),
+                expect(changes, true, Code::Ok, {
+                    let mut want = scoped.clone();
+                    want.insert("dry run true".into());
+                    want
+                }),
+            );
             let result = c
                 .dead
                 .discard_dead_letters(as_token(
                     &token,
                     pb::DiscardDeadLettersRequest {
-                        filter: Some(pb::DeadLetterFilter {
-                            reason: reason.clone(),
-                            ..Default::default()
-                        }),
+                        filter: filter.clone(),
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                ))
+                .await;
+            m.check(
+                &cell("DiscardDeadLetters dry run by filter"),
+                got(result, |r| {
+                    r.ids
+                        .into_iter()
+                        .chain([format!("would discard {}", r.discarded)])
+                        .collect()
+                }),
+                expect(changes, true, Code::Ok, {
+                    let mut want = scoped.clone();
+                    want.insert(format!("would discard {}", scoped.len()));
+                    want
+                }),
+            );
+            let result = c
+                .dead
+                .discard_dead_letters(as_token(
+                    &token,
+                    pb::DiscardDeadLettersRequest {
+                        filter: filter.clone(),
+                        expected_count: Some(scoped.len() as u32 + 1),
+                        ..Default::default()
+                    },
+                ))
+                .await;
+            m.check(
+                &cell("DiscardDeadLetters by filter, a wrong count"),
+                got(result, |r| vec![format!("discarded {}", r.discarded)]),
+                expect(changes, false, Code::FailedPrecondition, BTreeSet::new()),
+            );
+            let pending = c
+                .dead
+                .list_dead_letters(setup(pb::ListDeadLettersRequest {
+                    filter: filter.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .total;
+            m.check(
+                &cell("dry runs and a wrong count touched nothing"),
+                (Code::Ok, set([format!("pending {pending}")])),
+                (Code::Ok, set([format!("pending {}", fresh_ids.len())])),
+            );
+            let result = c
+                .dead
+                .discard_dead_letters(as_token(
+                    &token,
+                    pb::DiscardDeadLettersRequest {
+                        filter,
+                        // What the dry run said, confirmed.
+                        expected_count: Some(scoped.len() as u32),
                         ..Default::default()
                     },
                 ))
@@ -1103,7 +1262,6 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
                     format!("scope {}", r.scope),
                 ]
             });
-            let scoped = in_scope(&fresh_ids, s);
             m.check(
                 &cell("DiscardDeadLetters by filter"),
                 answer,

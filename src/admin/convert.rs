@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Status;
 
 use super::service::{
-    DestinationView, Overview, OverviewFilter, Replayed, RouteView, Selection, ServiceError,
-    Watched,
+    Commit, DeadLetterSummary, DestinationView, Discarded, Overview, OverviewFilter, ReplayFate,
+    ReplayOutcome, Replayed, RouteView, Selection, ServiceError, Watched,
 };
 use crate::activity::Rates;
 use crate::model::{DestinationSpec, RouteSpec};
@@ -340,12 +340,105 @@ pub fn dead_letter(d: DeadLetter) -> pb::DeadLetter {
     }
 }
 
+/// A dry run, else a run guarded by the count the operator confirmed, if given.
+pub fn commit(dry_run: bool, expected_count: Option<u32>) -> Commit {
+    match (dry_run, expected_count) {
+        (true, _) => Commit::DryRun,
+        (false, Some(n)) => Commit::IfCount(u64::from(n)),
+        (false, None) => Commit::Now,
+    }
+}
+
 pub fn replayed(r: Replayed) -> pb::ReplayDeadLettersResponse {
     pb::ReplayDeadLettersResponse {
         replayed: r.replayed,
         skipped: r.skipped,
         scope: r.scope.to_string(),
+        dry_run: r.dry_run,
+        ids: r.ids,
+        matched: r.matched,
     }
+}
+
+pub fn discarded(d: Discarded) -> pb::DiscardDeadLettersResponse {
+    pb::DiscardDeadLettersResponse {
+        discarded: u32::try_from(d.discarded).unwrap_or(u32::MAX),
+        scope: d.scope.to_string(),
+        dry_run: d.dry_run,
+        ids: d.ids,
+        matched: d.matched,
+    }
+}
+
+pub fn summary(s: DeadLetterSummary) -> pb::DeadLetterSummary {
+    let counts = |counts: Vec<(String, u64)>| {
+        counts
+            .into_iter()
+            .map(|(key, count)| pb::DeadLetterCount { key, count })
+            .collect()
+    };
+    pb::DeadLetterSummary {
+        total: s.total,
+        by_reason: counts(s.by_reason),
+        by_platform: counts(s.by_platform),
+        by_destination: counts(s.by_destination),
+        scope: s.scope.to_string(),
+    }
+}
+
+pub fn replay_outcome(o: ReplayOutcome) -> pb::ReplayOutcome {
+    use pb::ReplayOutcomeKind as Kind;
+    let settled = o.fate.settled();
+    let mut out = pb::ReplayOutcome {
+        id: o.letter.id.to_string(),
+        submission_id: o.letter.submission_id,
+        settled,
+        replayed_at: match o.letter.state {
+            DeadLetterState::Replayed => o.letter.state_changed_at.map(timestamp),
+            _ => None,
+        },
+        replayed_by: match o.letter.state {
+            DeadLetterState::Replayed => o.letter.state_changed_by,
+            _ => String::new(),
+        },
+        ..pb::ReplayOutcome::default()
+    };
+    let (kind, at) = match o.fate {
+        ReplayFate::NotReplayed => (Kind::NotReplayed, None),
+        ReplayFate::Discarded => (Kind::Discarded, o.letter.state_changed_at),
+        ReplayFate::Waiting => (Kind::Waiting, None),
+        ReplayFate::Delivered { destination, at } => {
+            out.destination = destination;
+            (Kind::Delivered, Some(at))
+        }
+        ReplayFate::Duplicate { destination, at } => {
+            out.destination = destination;
+            (Kind::Duplicate, Some(at))
+        }
+        ReplayFate::Retrying {
+            destination,
+            detail,
+            at,
+        } => {
+            out.destination = destination;
+            out.detail = detail;
+            (Kind::Retrying, Some(at))
+        }
+        ReplayFate::DeadLettered {
+            dead_letter,
+            reason,
+            detail,
+            at,
+        } => {
+            out.dead_letter_id = dead_letter.map(|id| id.to_string()).unwrap_or_default();
+            out.reason = reason;
+            out.detail = detail;
+            (Kind::DeadLettered, Some(at))
+        }
+    };
+    out.outcome = kind as i32;
+    out.at = at.map(timestamp);
+    out
 }
 
 // ---------------------------------------------------------------------------------------

@@ -78,7 +78,12 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         let replayed = self
             .0
             .service
-            .replay_dead_letters(&who, &selection, destination)
+            .replay_dead_letters(
+                &who,
+                &selection,
+                destination,
+                convert::commit(r.dry_run, r.expected_count),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(convert::replayed(replayed)))
@@ -94,12 +99,49 @@ impl pb::dead_letter_service_server::DeadLetterService for DeadLetters {
         let discarded = self
             .0
             .service
-            .discard_dead_letters(&who, &selection)
+            .discard_dead_letters(
+                &who,
+                &selection,
+                convert::commit(r.dry_run, r.expected_count),
+            )
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::DiscardDeadLettersResponse {
-            discarded: u32::try_from(discarded.discarded).unwrap_or(u32::MAX),
-            scope: discarded.scope.to_string(),
+        Ok(Response::new(convert::discarded(discarded)))
+    }
+
+    async fn summarize_dead_letters(
+        &self,
+        request: Request<pb::SummarizeDeadLettersRequest>,
+    ) -> Result<Response<pb::DeadLetterSummary>, Status> {
+        let who = self.0.admit(&request).await?;
+        let filter = convert::dead_letter_filter(request.get_ref().filter.as_ref());
+        let summary = self
+            .0
+            .service
+            .summarize_dead_letters(&who, filter)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::summary(summary)))
+    }
+
+    async fn get_replay_outcomes(
+        &self,
+        request: Request<pb::GetReplayOutcomesRequest>,
+    ) -> Result<Response<pb::GetReplayOutcomesResponse>, Status> {
+        let who = self.0.admit(&request).await?;
+        let outcomes = self
+            .0
+            .service
+            .replay_outcomes(&who, &request.get_ref().ids)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::GetReplayOutcomesResponse {
+            outcomes: outcomes
+                .outcomes
+                .into_iter()
+                .map(convert::replay_outcome)
+                .collect(),
+            scope: outcomes.scope.to_string(),
         }))
     }
 }

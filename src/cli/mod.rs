@@ -278,21 +278,68 @@ enum DeadLettersCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// How many dead letters there are, by reason, platform and destination (pending ones
+    /// unless --state).
+    Summary {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Which state; default pending.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+    },
     /// Send dead letters through the normal path again (deduplication included): the given
-    /// ids, the pending ones matching the filters, or with --all every pending one.
+    /// ids, the pending ones matching the filters, or with --all every pending one; then
+    /// show what became of each.
+    ///
+    /// A selection by filter or --all is counted first and needs a confirmation: answer the
+    /// prompt, or give --yes or --expect N. The replay is refused, and nothing is sent, when
+    /// the selection no longer holds the number confirmed.
     Replay {
         #[command(flatten)]
         select: Select,
         /// Deliver to this destination instead of the freshly resolved route.
         #[arg(long, value_name = "DESTINATION")]
         to: Option<String>,
+        #[command(flatten)]
+        confirm: Confirm,
+        /// Wait up to this long (e.g. 30s) for every replayed letter to be delivered or
+        /// dead-lettered again, then show the outcomes; without it they are shown at once.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "dry_run")]
+        wait: Option<Duration>,
     },
     /// Mark dead letters discarded: the given ids, the pending ones matching the filters, or
     /// with --all every pending one.
+    ///
+    /// A selection by filter or --all is counted first and needs a confirmation: answer the
+    /// prompt, or give --yes or --expect N.
     Discard {
         #[command(flatten)]
         select: Select,
+        #[command(flatten)]
+        confirm: Confirm,
     },
+    /// What became of replayed dead letters: delivered (where), dead-lettered again (the new
+    /// letter and its reason), still retrying or waiting.
+    Outcomes {
+        /// Dead-letter ids (as `replay` printed them).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct Confirm {
+    /// Only count the dead letters that would be touched and show some of their ids; touch
+    /// none.
+    #[arg(long, conflicts_with_all = ["yes", "expect"])]
+    dry_run: bool,
+    /// Go ahead without asking.
+    #[arg(long, short = 'y', conflicts_with = "expect")]
+    yes: bool,
+    /// Go ahead only if exactly N dead letters are selected (the count a --dry-run showed);
+    /// otherwise nothing is done.
+    #[arg(long, value_name = "N")]
+    expect: Option<u32>,
 }
 
 #[derive(Args)]
@@ -808,27 +855,211 @@ async fn dead_letters(api: &Api, out: &Output, command: DeadLettersCommand) -> R
             let payload = client.get_dead_letter_payload(request).await?.into_inner();
             write_payload(&payload, out.json, file.as_deref())
         }
-        DeadLettersCommand::Replay { select, to } => {
+        DeadLettersCommand::Summary { filter, state } => {
+            let request = api.unary(api::SummarizeDeadLettersRequest {
+                filter: Some(request::dead_letter_filter(&filter, state).map_err(Failure::Usage)?),
+            });
+            let summary = client.summarize_dead_letters(request).await?.into_inner();
+            out.show(&summary, render::summary)
+        }
+        DeadLettersCommand::Replay {
+            select,
+            to,
+            confirm,
+            wait,
+        } => {
+            let bulk = select.ids.is_empty();
             let selection = select_letters(select)?;
-            let request = api.unary(api::ReplayDeadLettersRequest {
+            let mut request = api::ReplayDeadLettersRequest {
                 ids: selection.ids,
                 filter: selection.filter,
                 destination: to.unwrap_or_default(),
                 all: selection.all,
-            });
-            let replayed = client.replay_dead_letters(request).await?.into_inner();
-            out.show(&replayed, render::replayed)
+                dry_run: true,
+                expected_count: None,
+            };
+            let dry = {
+                let (request, mut client) = (api.unary(request.clone()), client.clone());
+                || async move { Ok(client.replay_dead_letters(request).await?.into_inner()) }
+            };
+            let counted =
+                |d: &api::ReplayDeadLettersResponse| (d.replayed, d.matched, d.scope.clone());
+            let Some(expected) = confirmation(
+                out,
+                &confirm,
+                bulk,
+                "replay",
+                dry,
+                counted,
+                render::replayed,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
+            request.dry_run = false;
+            request.expected_count = expected;
+            let replayed = client
+                .replay_dead_letters(api.unary(request))
+                .await?
+                .into_inner();
+            out.show(&replayed, render::replayed)?;
+            outcomes(api, out, &mut client, &replayed.ids, wait).await
         }
-        DeadLettersCommand::Discard { select } => {
+        DeadLettersCommand::Discard { select, confirm } => {
+            let bulk = select.ids.is_empty();
             let selection = select_letters(select)?;
-            let request = api.unary(api::DiscardDeadLettersRequest {
+            let mut request = api::DiscardDeadLettersRequest {
                 ids: selection.ids,
                 filter: selection.filter,
                 all: selection.all,
-            });
-            let discarded = client.discard_dead_letters(request).await?.into_inner();
+                dry_run: true,
+                expected_count: None,
+            };
+            let dry = {
+                let (request, mut client) = (api.unary(request.clone()), client.clone());
+                || async move { Ok(client.discard_dead_letters(request).await?.into_inner()) }
+            };
+            let counted =
+                |d: &api::DiscardDeadLettersResponse| (d.discarded, d.matched, d.scope.clone());
+            let Some(expected) = confirmation(
+                out,
+                &confirm,
+                bulk,
+                "discard",
+                dry,
+                counted,
+                render::discarded,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
+            request.dry_run = false;
+            request.expected_count = expected;
+            let discarded = client
+                .discard_dead_letters(api.unary(request))
+                .await?
+                .into_inner();
             out.show(&discarded, render::discarded)
         }
+        DeadLettersCommand::Outcomes { ids } => outcomes(api, out, &mut client, &ids, None).await,
+    }
+}
+
+/// The count a replay or discard goes ahead with (`Some(None)`: unguarded, for ids named
+/// without `--expect`), or `None` when it is not to go ahead: it was a dry run, or nothing
+/// is selected. A selection by filter or `--all` is counted by `dry_run` first and
+/// confirmed (`confirm_count`); `counted` reads (letters to act on, letters matching, scope)
+/// from the dry run's answer.
+async fn confirmation<M, F, Fut>(
+    out: &Output,
+    confirm: &Confirm,
+    bulk: bool,
+    action: &str,
+    dry_run: F,
+    counted: impl FnOnce(&M) -> (u32, u64, String),
+    render: fn(&M) -> String,
+) -> Result<Option<Option<u32>>, Failure>
+where
+    M: serde::Serialize,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<M, Failure>>,
+{
+    if !confirm.dry_run && (!bulk || confirm.expect.is_some()) {
+        return Ok(Some(confirm.expect));
+    }
+    let dry = dry_run().await?;
+    if confirm.dry_run {
+        out.show(&dry, render)?;
+        return Ok(None);
+    }
+    let (n, matched, scope) = counted(&dry);
+    if n == 0 {
+        out.note(&format!("nothing to {action}{}", render::within(&scope)));
+        return Ok(None);
+    }
+    confirm_count(confirm, action, n, matched, &scope)?;
+    Ok(Some(Some(n)))
+}
+
+/// Asks the person at the terminal whether `n` letters are to be acted on, unless --yes
+/// said so already; without a terminal, a confirmation must be given as an argument.
+fn confirm_count(
+    confirm: &Confirm,
+    action: &str,
+    n: u32,
+    matched: u64,
+    scope: &str,
+) -> Result<(), Failure> {
+    if confirm.yes {
+        return Ok(());
+    }
+    let more = if matched > u64::from(n) {
+        format!(" (of {matched} matching; one call takes at most {n})")
+    } else {
+        String::new()
+    };
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Failure::Usage(format!(
+            "this would {action} {n} dead letter(s){more}{}; confirm with --yes or --expect {n}, \
+             or see them first with --dry-run",
+            render::within(scope)
+        )));
+    }
+    eprint!(
+        "{action} {n} dead letter(s){more}{}? [y/N] ",
+        render::within(scope)
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .read_line(&mut answer)
+        .map_err(|e| Failure::Local(format!("stdin: {e}")))?;
+    if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        eprintln!("nothing done");
+        Err(Failure::Quiet(1))
+    }
+}
+
+/// Asks for the outcomes of `ids`, a page of ids at a time; with `wait`, again until every
+/// one is settled or the time is up. Prints them and a tally.
+async fn outcomes(
+    api: &Api,
+    out: &Output,
+    client: &mut DeadLetterServiceClient<Authed>,
+    ids: &[String],
+    wait: Option<Duration>,
+) -> Result<(), Failure> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+    loop {
+        let mut all = api::GetReplayOutcomesResponse::default();
+        for chunk in ids.chunks(1000) {
+            let request = api.unary(api::GetReplayOutcomesRequest {
+                ids: chunk.to_vec(),
+            });
+            let page = client.get_replay_outcomes(request).await?.into_inner();
+            all.outcomes.extend(page.outcomes);
+            all.scope = page.scope;
+        }
+        let settled = all.outcomes.iter().all(|o| o.settled);
+        if settled || tokio::time::Instant::now() >= deadline {
+            out.show(&all, render::outcomes)?;
+            out.note(&render::outcome_tally(&all.outcomes));
+            if !settled && wait.is_some() {
+                out.note(
+                    "not every replay settled in time: ask again with `dead-letters outcomes ID…`",
+                );
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

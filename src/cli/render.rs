@@ -665,8 +665,23 @@ pub fn dead_letter(d: &api::DeadLetter) -> String {
     block(&pairs)
 }
 
+/// How many ids a dry run shows; `--json` has them all.
+const SAMPLE_IDS: usize = 10;
+
 pub fn replayed(r: &api::ReplayDeadLettersResponse) -> String {
-    let mut out = format!("replayed {}{}\n", r.replayed, within(&r.scope));
+    let mut out = if r.dry_run {
+        format!(
+            "would replay {}{}{} (dry run: nothing sent)\n",
+            r.replayed,
+            of_matched(r.replayed, r.matched),
+            within(&r.scope)
+        )
+    } else {
+        format!("replayed {}{}\n", r.replayed, within(&r.scope))
+    };
+    if r.dry_run {
+        out += &sample(&r.ids);
+    }
     if !r.skipped.is_empty() {
         let _ = writeln!(
             out,
@@ -678,7 +693,104 @@ pub fn replayed(r: &api::ReplayDeadLettersResponse) -> String {
 }
 
 pub fn discarded(d: &api::DiscardDeadLettersResponse) -> String {
-    format!("discarded {}{}\n", d.discarded, within(&d.scope))
+    if !d.dry_run {
+        return format!("discarded {}{}\n", d.discarded, within(&d.scope));
+    }
+    format!(
+        "would discard {}{}{} (dry run: nothing changed)\n{}",
+        d.discarded,
+        of_matched(d.discarded, d.matched),
+        within(&d.scope),
+        sample(&d.ids)
+    )
+}
+
+/// " of 25000 matching" when one call takes fewer than match.
+fn of_matched(taken: u32, matched: u64) -> String {
+    if matched > u64::from(taken) {
+        format!(" of {matched} matching")
+    } else {
+        String::new()
+    }
+}
+
+/// The first ids, one a line, and how many more there are.
+fn sample(ids: &[String]) -> String {
+    let mut out = String::new();
+    for id in ids.iter().take(SAMPLE_IDS) {
+        let _ = writeln!(out, "  {}", clean(id));
+    }
+    if ids.len() > SAMPLE_IDS {
+        let _ = writeln!(out, "  … and {} more", ids.len() - SAMPLE_IDS);
+    }
+    out
+}
+
+pub fn summary(s: &api::DeadLetterSummary) -> String {
+    let group = |title: &str, counts: &[api::DeadLetterCount]| {
+        let mut table = Table::new(&[title, "COUNT"]).right(&[1]);
+        for c in counts {
+            table.row(&[or_dash(&c.key), &c.count.to_string()]);
+        }
+        table.render()
+    };
+    sections(&[
+        format!("{} dead letter(s){}\n", s.total, within(&s.scope)),
+        group("REASON", &s.by_reason),
+        group("PLATFORM", &s.by_platform),
+        group("DESTINATION", &s.by_destination),
+    ])
+}
+
+fn outcome_word(outcome: i32) -> &'static str {
+    use api::ReplayOutcomeKind as Kind;
+    match Kind::try_from(outcome) {
+        Ok(Kind::NotReplayed) => "not replayed",
+        Ok(Kind::Discarded) => "discarded",
+        Ok(Kind::Waiting) => "waiting",
+        Ok(Kind::Delivered) => "delivered",
+        Ok(Kind::Duplicate) => "duplicate",
+        Ok(Kind::Retrying) => "retrying",
+        Ok(Kind::DeadLettered) => "dead-lettered",
+        Ok(Kind::Unspecified) | Err(_) => "?",
+    }
+}
+
+pub fn outcomes(r: &api::GetReplayOutcomesResponse) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "SUBMISSION",
+        "OUTCOME",
+        "AT",
+        "DESTINATION",
+        "REASON",
+        "NEW DEAD LETTER",
+        "DETAIL",
+    ]);
+    for o in &r.outcomes {
+        table.row(&[
+            &o.id,
+            or_dash(&o.submission_id),
+            outcome_word(o.outcome),
+            &time(o.at.as_ref()),
+            or_dash(&o.destination),
+            or_dash(&o.reason),
+            or_dash(&o.dead_letter_id),
+            or_dash(&o.detail),
+        ]);
+    }
+    table.render()
+}
+
+/// "2 delivered, 1 dead-lettered; 0 still pending".
+pub fn outcome_tally(outcomes: &[api::ReplayOutcome]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in outcomes {
+        *counts.entry(outcome_word(o.outcome)).or_default() += 1;
+    }
+    let open = outcomes.iter().filter(|o| !o.settled).count();
+    let words: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    format!("{}; {open} not settled yet", words.join(", "))
 }
 
 /// " (scope: Land 06 HE)": what a bulk change or a listing was limited to.

@@ -503,6 +503,25 @@ impl DeadLetterFilter {
     }
 }
 
+/// What dead letters are counted by in a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterGroup {
+    Reason,
+    Platform,
+    /// `""` for letters that found no destination.
+    Destination,
+}
+
+impl DeadLetterGroup {
+    pub(super) fn column(self) -> &'static str {
+        match self {
+            DeadLetterGroup::Reason => "reason",
+            DeadLetterGroup::Platform => "platform",
+            DeadLetterGroup::Destination => "destination",
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Submission trace
 
@@ -695,6 +714,11 @@ where
             state_changed_by: self.text()?,
             replays: self.number("replays")?,
         })
+    }
+
+    /// `key, count(*)` of a grouped count.
+    pub(super) fn group_count(mut self) -> Result<(String, u64), StoreError> {
+        Ok((self.text()?, self.number("count")?))
     }
 
     /// `body, content_type, message_id, headers, platform`.

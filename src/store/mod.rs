@@ -40,7 +40,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use uuid::Uuid;
 
 pub use admin::{
-    AuditEntry, AuditFilter, AuditVisible, Concerns, DeadLetter, DeadLetterFilter,
+    AuditEntry, AuditFilter, AuditVisible, Concerns, DeadLetter, DeadLetterFilter, DeadLetterGroup,
     DeadLetterMessage, DeadLetterState, DirectoryChange, NewAudit, NewDeadLetter,
     StoredDestination, StoredDirectory, StoredRoute, StoredService, TraceEvent,
     UnknownDeadLetterState, Visible,
@@ -476,6 +476,27 @@ impl Store {
         u64::try_from(count).map_err(|_| StoreError::Corrupt {
             detail: format!("dead letter count {count} is negative"),
         })
+    }
+
+    /// How many dead letters match `filter`, per value of `group`, most first (then by
+    /// value, byte order).
+    pub async fn count_dead_letters_by(
+        &self,
+        filter: &DeadLetterFilter,
+        group: DeadLetterGroup,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let conditions = filter.conditions(None);
+        let column = group.column();
+        let mut counts = match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlite::count_dead_letters_by(pool, &conditions, column).await?
+            }
+            Backend::Postgres(pool) => {
+                postgres::count_dead_letters_by(pool, &conditions, column).await?
+            }
+        };
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(counts)
     }
 
     /// One dead letter without its body; `None` if there is none with `id` that `visible`

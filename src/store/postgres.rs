@@ -679,6 +679,19 @@ pub(super) async fn count_dead_letters(
     }
 }
 
+/// `(key, count)` of the letters matching `conditions`, grouped by `column`.
+pub(super) async fn count_dead_letters_by(
+    pool: &PgPool,
+    conditions: &[Condition],
+    column: &'static str,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    const OP: &str = "count dead letters by group";
+    let head = format!("SELECT {column}, count(*) FROM dead_letters");
+    let tail = format!(" GROUP BY {column}");
+    let rows = select(pool, &head, conditions, &tail, None, OP).await?;
+    admin::read_all(&rows, OP, Columns::group_count)
+}
+
 pub(super) async fn dead_letter_message(
     pool: &PgPool,
     id: Uuid,

@@ -15,7 +15,8 @@ use crate::model::Land;
 use crate::model::quoted;
 use crate::outcome::Reason;
 use crate::store::{
-    DeadLetter, DeadLetterFilter, DeadLetterMessage, DeadLetterState, TraceEvent, Visible,
+    DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterMessage, DeadLetterState, TraceEvent,
+    Visible,
 };
 
 /// A replay or discard by filter takes at most this many letters in one call; the operator
@@ -46,18 +47,110 @@ pub enum Selection {
     All,
 }
 
+/// How a replay or discard goes about its selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Commit {
+    /// Do it.
+    #[default]
+    Now,
+    /// Do it only if the selection holds exactly this many letters (what the operator was
+    /// shown and confirmed); otherwise FAILED_PRECONDITION with the actual number, and
+    /// nothing is done.
+    IfCount(u64),
+    /// Only say what would be done; nothing is touched.
+    DryRun,
+}
+
 #[derive(Debug, Clone)]
 pub struct Replayed {
+    /// How many were replayed (in a dry run: would be).
     pub replayed: u32,
+    /// Their ids, oldest first.
+    pub ids: Vec<String>,
     /// Ids that were not pending, or refused receipts (no submissions to route).
     pub skipped: Vec<String>,
+    /// How many pending letters the selection matches in all; more than `replayed` (plus
+    /// the receipts skipped) when a filter matches more than one call takes
+    /// ([`MAX_SELECTED`]).
+    pub matched: u64,
+    pub dry_run: bool,
     /// The letters were chosen within this scope only.
     pub scope: Scope,
 }
 
 #[derive(Debug, Clone)]
 pub struct Discarded {
+    /// How many were discarded (in a dry run: would be).
     pub discarded: u64,
+    /// Their ids, oldest first.
+    pub ids: Vec<String>,
+    /// As for [`Replayed::matched`].
+    pub matched: u64,
+    pub dry_run: bool,
+    pub scope: Scope,
+}
+
+/// Dead letters counted by reason, by platform and by destination, most first.
+#[derive(Debug, Clone)]
+pub struct DeadLetterSummary {
+    pub total: u64,
+    pub by_reason: Vec<(String, u64)>,
+    pub by_platform: Vec<(String, u64)>,
+    /// `""` for the letters that found no destination.
+    pub by_destination: Vec<(String, u64)>,
+    pub scope: Scope,
+}
+
+/// What became of a dead letter that was replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayFate {
+    /// Still pending: never replayed.
+    NotReplayed,
+    Discarded,
+    /// Replayed, and nothing recorded since: on the replay queue, or being processed.
+    Waiting,
+    Delivered {
+        destination: String,
+        at: SystemTime,
+    },
+    /// Delivered before; not delivered twice.
+    Duplicate {
+        destination: String,
+        at: SystemTime,
+    },
+    /// The destination did not take it yet; the gateway retries.
+    Retrying {
+        destination: String,
+        detail: String,
+        at: SystemTime,
+    },
+    /// Dead-lettered again: the new letter (once the intake has stored it, and if the
+    /// caller may see it) and why.
+    DeadLettered {
+        dead_letter: Option<Uuid>,
+        reason: String,
+        detail: String,
+        at: SystemTime,
+    },
+}
+
+impl ReplayFate {
+    /// Whether it is over: nothing more will happen to the letter without an operator.
+    pub fn settled(&self) -> bool {
+        !matches!(self, ReplayFate::Waiting | ReplayFate::Retrying { .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayOutcome {
+    pub letter: DeadLetter,
+    pub fate: ReplayFate,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayOutcomes {
+    /// In the order of the ids asked for.
+    pub outcomes: Vec<ReplayOutcome>,
     pub scope: Scope,
 }
 
@@ -144,6 +237,131 @@ impl Service {
         Ok((id, message))
     }
 
+    /// The letters matching `filter` in the caller's scope, counted by reason, platform and
+    /// destination.
+    pub async fn summarize_dead_letters(
+        &self,
+        who: &Principal,
+        mut filter: DeadLetterFilter,
+    ) -> Result<DeadLetterSummary, ServiceError> {
+        who.require(Right::Read)?;
+        filter.visible = self.visible(who);
+        let total = self.store.count_dead_letters(&filter).await?;
+        let by_reason = self
+            .store
+            .count_dead_letters_by(&filter, DeadLetterGroup::Reason)
+            .await?;
+        let by_platform = self
+            .store
+            .count_dead_letters_by(&filter, DeadLetterGroup::Platform)
+            .await?;
+        let by_destination = self
+            .store
+            .count_dead_letters_by(&filter, DeadLetterGroup::Destination)
+            .await?;
+        Ok(DeadLetterSummary {
+            total,
+            by_reason,
+            by_platform,
+            by_destination,
+            scope: who.scope.clone(),
+        })
+    }
+
+    /// What became of each of the letters `ids` (at most [`super::MAX_PAGE`]), in the
+    /// caller's scope: one outside it, or unknown, makes the call NOT_FOUND.
+    pub async fn replay_outcomes(
+        &self,
+        who: &Principal,
+        ids: &[String],
+    ) -> Result<ReplayOutcomes, ServiceError> {
+        who.require(Right::Read)?;
+        if ids.is_empty() {
+            return Err(ServiceError::invalid("ids", "is empty (dead-letter ids)"));
+        }
+        if ids.len() > super::MAX_PAGE as usize {
+            return Err(ServiceError::invalid(
+                "ids",
+                format!("{} ids; at most {} at once", ids.len(), super::MAX_PAGE),
+            ));
+        }
+        let visible = self.visible(who);
+        let mut letters = Vec::with_capacity(ids.len());
+        for (i, given) in ids.iter().enumerate() {
+            let id = parse_id(&format!("ids[{i}]"), given)?;
+            let letter = self
+                .store
+                .get_dead_letter(id, &visible)
+                .await?
+                .ok_or_else(|| not_found(id))?;
+            letters.push(letter);
+        }
+        let mut outcomes = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let fate = self.replay_fate(&letter, &visible).await?;
+            outcomes.push(ReplayOutcome { letter, fate });
+        }
+        Ok(ReplayOutcomes {
+            outcomes,
+            scope: who.scope.clone(),
+        })
+    }
+
+    /// Follows a replayed letter: first a later dead letter of the same replay (its
+    /// headers name the letter in `x-ozg-replay-of`, also after retries), then the
+    /// submission's trace after the replay, then its delivery record.
+    async fn replay_fate(
+        &self,
+        letter: &DeadLetter,
+        visible: &Visible,
+    ) -> Result<ReplayFate, ServiceError> {
+        match letter.state {
+            DeadLetterState::Pending => return Ok(ReplayFate::NotReplayed),
+            DeadLetterState::Discarded => return Ok(ReplayFate::Discarded),
+            DeadLetterState::Replayed => {}
+        }
+        let id = letter.id.to_string();
+        let later = DeadLetterFilter {
+            submission_id: Some(letter.submission_id.clone()),
+            since: Some(letter.dead_lettered_at),
+            visible: visible.clone(),
+            ..DeadLetterFilter::default()
+        };
+        let found = self
+            .store
+            .list_dead_letters(&later, None, super::MAX_PAGE)
+            .await?;
+        if let Some(again) = found
+            .iter()
+            .rev()
+            .find(|d| d.id != letter.id && replay_of(&d.headers).as_deref() == Some(id.as_str()))
+        {
+            return Ok(ReplayFate::DeadLettered {
+                dead_letter: Some(again.id),
+                reason: again.reason.clone(),
+                detail: again.detail.clone(),
+                at: again.dead_lettered_at,
+            });
+        }
+        // An empty submission id names no one submission's trace.
+        if !letter.submission_id.is_empty() {
+            let events = self.store.trace(&letter.submission_id).await?;
+            if let Some(fate) = fate_in_trace(&events, &id) {
+                return Ok(fate);
+            }
+        }
+        if let Ok(submission) = Uuid::parse_str(&letter.submission_id)
+            && let Some(record) = self.store.fate(submission).await?
+            && record.delivered_at >= letter.dead_lettered_at
+        {
+            return Ok(ReplayFate::Delivered {
+                destination: record.destination,
+                at: record.delivered_at,
+            });
+        }
+        Ok(ReplayFate::Waiting)
+    }
+
     /// Sends the selected letters through the normal path again: routed afresh, or to
     /// `destination`, which must be in the caller's scope.
     pub async fn replay_dead_letters(
@@ -151,6 +369,7 @@ impl Service {
         who: &Principal,
         selection: &Selection,
         destination: Option<&str>,
+        commit: Commit,
     ) -> Result<Replayed, ServiceError> {
         who.require(Right::Change)?;
         if let Some(d) = destination {
@@ -163,21 +382,32 @@ impl Service {
             }
             self.reach(who, &snapshot).send_to(d)?;
         }
-        let (letters, mut skipped) = self.select(who, selection).await?;
+        let (selected, mut skipped, matched) = self.select(who, selection).await?;
+        // A refused receipt is the back office's message, not a submission: there is
+        // nothing to route.
+        let (receipts, letters): (Vec<DeadLetter>, Vec<DeadLetter>) =
+            selected.into_iter().partition(|letter| {
+                Reason::ALL
+                    .iter()
+                    .any(|r| r.is_receipt() && r.code() == letter.reason)
+            });
+        skipped.extend(receipts.iter().map(|d| d.id.to_string()));
+        let dry_run = confirmed(commit, letters.len(), "replayed")?;
+        if dry_run {
+            return Ok(Replayed {
+                replayed: u32::try_from(letters.len()).unwrap_or(u32::MAX),
+                ids: letters.iter().map(|d| d.id.to_string()).collect(),
+                skipped,
+                matched,
+                dry_run,
+                scope: who.scope.clone(),
+            });
+        }
         // Traced as of before the first publish, so that the trace lists the replay before
         // the gateway receives the submission again.
         let started = SystemTime::now();
         let mut replayed = Vec::new();
         for letter in letters {
-            // A refused receipt is the back office's message, not a submission: there is
-            // nothing to route.
-            if Reason::ALL
-                .iter()
-                .any(|r| r.is_receipt() && r.code() == letter.reason)
-            {
-                skipped.push(letter.id.to_string());
-                continue;
-            }
             let Some(message) = self.store.dead_letter_message(letter.id).await? else {
                 skipped.push(letter.id.to_string());
                 continue;
@@ -202,7 +432,10 @@ impl Service {
             .await?;
         Ok(Replayed {
             replayed: u32::try_from(replayed.len()).unwrap_or(u32::MAX),
+            ids: replayed.iter().map(|d| d.id.to_string()).collect(),
             skipped,
+            matched,
+            dry_run,
             scope: who.scope.clone(),
         })
     }
@@ -211,18 +444,28 @@ impl Service {
         &self,
         who: &Principal,
         selection: &Selection,
+        commit: Commit,
     ) -> Result<Discarded, ServiceError> {
         who.require(Right::Change)?;
-        let (letters, _) = self.select(who, selection).await?;
+        let (letters, _, matched) = self.select(who, selection).await?;
+        let dry_run = confirmed(commit, letters.len(), "discarded")?;
         let ids: Vec<Uuid> = letters.iter().map(|d| d.id).collect();
-        let n = self
-            .store
-            .set_dead_letter_state(&ids, DeadLetterState::Discarded, &who.name)
-            .await?;
-        self.audit_letters(who, "dead-letter.discard", &letters, None)
-            .await;
+        let discarded = if dry_run {
+            ids.len() as u64
+        } else {
+            let n = self
+                .store
+                .set_dead_letter_state(&ids, DeadLetterState::Discarded, &who.name)
+                .await?;
+            self.audit_letters(who, "dead-letter.discard", &letters, None)
+                .await;
+            n
+        };
         Ok(Discarded {
-            discarded: n,
+            discarded,
+            ids: ids.iter().map(Uuid::to_string).collect(),
+            matched,
+            dry_run,
             scope: who.scope.clone(),
         })
     }
@@ -231,13 +474,14 @@ impl Service {
         self.reach(who, &self.gateway.snapshot()).visible()
     }
 
-    /// The letters a replay or discard is about (see [`Selection`]), and the ids given
-    /// that are skipped because they are not pending.
+    /// The letters a replay or discard is about (see [`Selection`]), at most
+    /// [`MAX_SELECTED`]; the ids given that are skipped because they are not pending; and
+    /// how many pending letters the selection matches in all.
     async fn select(
         &self,
         who: &Principal,
         selection: &Selection,
-    ) -> Result<(Vec<DeadLetter>, Vec<String>), ServiceError> {
+    ) -> Result<(Vec<DeadLetter>, Vec<String>, u64), ServiceError> {
         let visible = self.visible(who);
         let mut found = Vec::new();
         let mut skipped = Vec::new();
@@ -254,7 +498,8 @@ impl Service {
                         None => return Err(not_found(id)),
                     }
                 }
-                return Ok((found, skipped));
+                let matched = found.len() as u64;
+                return Ok((found, skipped, matched));
             }
             Selection::All => DeadLetterFilter::default(),
             Selection::Matching(filter) => {
@@ -286,6 +531,7 @@ impl Service {
         };
         wanted.state = Some(DeadLetterState::Pending);
         wanted.visible = visible;
+        let matched = self.store.count_dead_letters(&wanted).await?;
         let mut after = None;
         loop {
             let page = self.store.list_dead_letters(&wanted, after, 1000).await?;
@@ -297,7 +543,7 @@ impl Service {
             }
         }
         found.truncate(MAX_SELECTED);
-        Ok((found, skipped))
+        Ok((found, skipped, matched))
     }
 
     /// Marks what went to the replay queue and notes it in the audit log and the
@@ -327,7 +573,7 @@ impl Service {
                 platform: d.platform.clone(),
                 destination: destination.unwrap_or_default().to_owned(),
                 detail: format!(
-                    "dead letter {} replayed by {}{}",
+                    "{REPLAYED_PREFIX}{} replayed by {}{}",
                     d.id,
                     who.name,
                     destination.map_or(String::new(), |d| format!(" to {d}"))
@@ -380,6 +626,92 @@ impl Service {
             self.audit_done(row).await;
         }
     }
+}
+
+/// Whether `commit` lets a replay or discard of `count` letters go ahead: `Ok(true)` for a
+/// dry run, `Ok(false)` to do it, FAILED_PRECONDITION when the count is not the one
+/// confirmed.
+fn confirmed(commit: Commit, count: usize, done: &str) -> Result<bool, ServiceError> {
+    match commit {
+        Commit::Now => Ok(false),
+        Commit::DryRun => Ok(true),
+        Commit::IfCount(expected) if expected == count as u64 => Ok(false),
+        Commit::IfCount(expected) => Err(ServiceError::FailedPrecondition(format!(
+            "the selection holds {count} dead letter(s) now, not the {expected} confirmed; \
+             nothing was {done}"
+        ))),
+    }
+}
+
+/// How the "replayed" trace event that [`Service::replay_dead_letters`] writes begins,
+/// followed by the letter's id.
+const REPLAYED_PREFIX: &str = "dead letter ";
+/// How the pipeline's "received" event of a replayed letter reads, followed by its id.
+const RECEIVED_PREFIX: &str = "replay of dead letter ";
+
+/// The letter a dead letter's headers say it was replayed from.
+fn replay_of(headers: &str) -> Option<String> {
+    let headers: BTreeMap<String, serde_json::Value> = serde_json::from_str(headers).ok()?;
+    match headers.get(crate::pipeline::headers::REPLAY_OF)? {
+        serde_json::Value::String(id) => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// The dead letter whose replay a trace event marks: the "replayed" event, or the
+/// "received" one when the gateway took the replay.
+fn replay_marked(event: &TraceEvent) -> Option<&str> {
+    let id = match event.event.as_str() {
+        "replayed" => event
+            .detail
+            .strip_prefix(REPLAYED_PREFIX)?
+            .split(' ')
+            .next(),
+        "received" => event.detail.strip_prefix(RECEIVED_PREFIX),
+        _ => None,
+    }?;
+    Some(id)
+}
+
+/// The last outcome in `events` after the replay of letter `id` and before any replay of
+/// another letter of the same submission; `None` when there is none yet.
+fn fate_in_trace(events: &[TraceEvent], id: &str) -> Option<ReplayFate> {
+    let start = events.iter().position(|e| replay_marked(e) == Some(id))?;
+    let mut fate = None;
+    for e in &events[start + 1..] {
+        match replay_marked(e) {
+            Some(other) if other != id => break,
+            _ => {}
+        }
+        let destination = e.destination.clone();
+        fate = match e.event.as_str() {
+            "forwarded" => Some(ReplayFate::Delivered {
+                destination,
+                at: e.at,
+            }),
+            "duplicate" => Some(ReplayFate::Duplicate {
+                destination,
+                at: e.at,
+            }),
+            "retrying" => Some(ReplayFate::Retrying {
+                destination,
+                detail: e.detail.clone(),
+                at: e.at,
+            }),
+            "dead-lettered" => {
+                // The pipeline writes "<reason>: <detail>".
+                let (reason, detail) = e.detail.split_once(": ").unwrap_or((&e.detail, ""));
+                Some(ReplayFate::DeadLettered {
+                    dead_letter: None,
+                    reason: reason.to_owned(),
+                    detail: detail.to_owned(),
+                    at: e.at,
+                })
+            }
+            _ => continue,
+        };
+    }
+    fate
 }
 
 fn not_found(id: Uuid) -> ServiceError {

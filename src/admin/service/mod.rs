@@ -18,7 +18,10 @@ mod stats;
 use std::sync::Arc;
 
 pub use access::{Principal, Right};
-pub use dead_letters::{DeadLetterPage, Discarded, Replayed, Selection};
+pub use dead_letters::{
+    Commit, DeadLetterPage, DeadLetterSummary, Discarded, ReplayFate, ReplayOutcome,
+    ReplayOutcomes, Replayed, Selection,
+};
 pub use directory::{AuditPage, DestinationView, Resolution, RouteFilter, RouteView, ServiceView};
 pub use error::ServiceError;
 pub use operations::{IngressState, Overdue, Watch, WatchFilter, Watched};
