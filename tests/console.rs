@@ -23,8 +23,9 @@ const VIEWER: &str = "console-viewer-token-0123456789";
 const OPERATOR: &str = "console-operator-token-0123456789";
 /// Put into every submission's form data and attachment name: no page may ever show it.
 const MARKER: &str = "PAYLOAD-MARKER-9c1f";
-/// Darmstadt (Kreis 06411).
+/// Darmstadt (Kreis 06411), routed to he-a; Kassel (Kreis 06611), routed nowhere.
 const DARMSTADT: &str = "064110000000";
+const KASSEL: &str = "066110000000";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config(v: &Vhosts) -> ozg_gateway::Config {
@@ -195,6 +196,204 @@ async fn an_operator_logs_in_and_watches_the_overview_move() {
     });
     browser.go(&format!("{console}/overview"));
     assert!(browser.url().ends_with("/login"), "{}", browser.url());
+
+    drop(browser);
+    let _ = he.close(200, "done".into()).await;
+    gw.stop().await;
+}
+
+/// Logs in through the form and waits for the overview.
+fn login(browser: &Browser, console: &str, token: &str) {
+    browser.go(&format!("{console}/login"));
+    browser.type_into("#token", token);
+    browser.click("#log-in");
+    browser.wait_for("the overview after login", WAIT, |b| {
+        b.url().ends_with("/overview").then_some(())
+    });
+}
+
+/// Loads `url` until `css` shows `text`.
+fn reload_until(browser: &Browser, url: &str, css: &str, text: &str) {
+    browser.wait_for(&format!("{text:?} in {css} of {url}"), WAIT, |b| {
+        b.go(url);
+        b.find(css)
+            .and_then(|_| b.text(css).contains(text).then_some(()))
+    });
+}
+
+/// A form POST as a forger would send it, with `cookie` (if any); the answer's status.
+fn forge(url: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> u16 {
+    let http = raw();
+    let mut request = http.post(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", format!("ozg_session={cookie}"));
+    }
+    tokio::task::block_in_place(|| request.send_form(fields.iter().copied()))
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_route_letter_is_replayed_from_the_console_once_its_route_is_added() {
+    let v = Vhosts::create("console-replay", &["gw", "he"]);
+    let gw = Admin::start(config(&v)).await;
+    let console = format!("http://{}", gw.console.expect("console configured"));
+    let he = connect(&v.url("he")).await;
+    let channel = confirm_channel(&he).await;
+    // Kassel (06611) has no route: only Darmstadt (06411) goes to he-a.
+    let lost = marked(KASSEL);
+    let sid = lost.submission_id.clone();
+    submit(&channel, &lost, Encoding::Protobuf).await;
+
+    let browser = Browser::start(free_port(), 1400, 1100);
+    login(&browser, &console, OPERATOR);
+    let list = format!("{console}/dead-letters?reason=no-route");
+    reload_until(&browser, &list, "#letters", &sid);
+    assert_no_payload(&browser);
+    let letter = browser
+        .run(
+            "return Array.from(document.querySelectorAll('#letters tbody tr'))\
+               .find(tr => tr.innerText.includes(arguments[0])).id.slice('letter-'.length);",
+            serde_json::json!([sid]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(browser.text("#h-groups"), "Anzahl nach Gruppen (1)");
+    save_screenshot(&browser, "dead-letters");
+
+    // Its details: reason and headers, never the payload.
+    browser.go(&format!("{console}/dead-letters/{letter}"));
+    assert_eq!(browser.text("#letter-reason"), "no-route");
+    assert_no_payload(&browser);
+    save_screenshot(&browser, "dead-letter");
+
+    // The route, added in the console.
+    browser.go(&format!("{console}/routing"));
+    let version_before = browser.text("#version");
+    browser.type_into("#r-service", MELDE);
+    browser.type_into("#r-region", "06611");
+    browser.run(
+        "document.getElementById('r-destination').value = arguments[0];",
+        serde_json::json!(["he-b"]),
+    );
+    browser.click("#save-route");
+    browser.wait_for("the route saved", WAIT, |b| b.find("#notice").map(|_| ()));
+    assert_ne!(browser.text("#version"), version_before);
+    let routes = browser.text("#routes");
+    assert!(
+        routes.contains("066110000000") || routes.contains("06611"),
+        "{routes}"
+    );
+
+    // Replayed from the console: selected, confirmed with its count, followed.
+    browser.go(&list);
+    browser.click(&format!("#select-{letter}"));
+    browser.click("#replay-selected");
+    browser.wait_for("the confirmation", WAIT, |b| b.find("#count").map(|_| ()));
+    assert_eq!(browser.text("#count"), "1");
+    save_screenshot(&browser, "confirm");
+    browser.click("#confirm");
+    let fate = browser.wait_for("the replay's outcome", WAIT, |b| {
+        let css = format!("#outcome-{letter} .fate");
+        b.find(&css)
+            .map(|_| b.text(&css))
+            .filter(|fate| fate.contains("zugestellt an he-b"))
+    });
+    save_screenshot(&browser, "outcomes");
+    let arrived = take_backoffice(&channel, "he-b", 1, WAIT).await;
+    assert_eq!(
+        arrived.len(),
+        1,
+        "the replayed submission at he-b's back office"
+    );
+    assert_eq!(
+        arrived[0].body,
+        ozg_gateway::sample::encode(&lost, Encoding::Protobuf),
+        "delivered unchanged"
+    );
+
+    // The trace says it was replayed.
+    reload_until(
+        &browser,
+        &format!("{console}/trace?id={sid}"),
+        "#timeline",
+        "replayed",
+    );
+    assert_no_payload(&browser);
+    save_screenshot(&browser, "trace");
+
+    // Forged changes are refused: no session, the operator's session without its CSRF token.
+    let cookie = browser.cookie("ozg_session").expect("session cookie");
+    let apply = format!("{console}/dead-letters/apply");
+    let replay = |csrf: &'static str| [("csrf", csrf), ("action", "replay-all"), ("expected", "1")];
+    assert_eq!(forge(&apply, None, &replay("x")), 403);
+    assert_eq!(forge(&apply, Some(&cookie), &replay("")), 403);
+    assert_eq!(forge(&apply, Some(&cookie), &replay("0123")), 403);
+
+    // A viewer sees the letters but no way to change them, and its own POST is refused.
+    browser.click("header form[action='/logout'] button");
+    browser.wait_for("the login", WAIT, |b| {
+        b.url().ends_with("/login").then_some(())
+    });
+    login(&browser, &console, VIEWER);
+    browser.go(&format!("{console}/dead-letters?state=all"));
+    assert!(browser.text("#letters").contains(&sid));
+    for control in [
+        "#replay-selected",
+        "#replay-all",
+        "#discard-selected",
+        "input[name=id]",
+    ] {
+        assert!(browser.find(control).is_none(), "a viewer sees {control}");
+    }
+    browser.go(&format!("{console}/routing"));
+    assert!(
+        browser.find("#add-route").is_none(),
+        "a viewer sees the route form"
+    );
+    let viewer_cookie = browser.cookie("ozg_session").expect("session cookie");
+    let viewer_csrf = browser
+        .run(
+            "return document.querySelector('input[name=csrf]').value;",
+            serde_json::json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = forge(
+        &apply,
+        Some(&viewer_cookie),
+        &[
+            ("csrf", viewer_csrf.as_str()),
+            ("action", "replay"),
+            ("id", letter.as_str()),
+            ("expected", "1"),
+        ],
+    );
+    assert_eq!(refused, 403, "a viewer's replay");
+    let refused = forge(
+        &format!("{console}/routing/routes"),
+        Some(&viewer_cookie),
+        &[
+            ("csrf", viewer_csrf.as_str()),
+            ("service", MELDE),
+            ("region", "06"),
+            ("destination", "he-a"),
+            ("version", "0"),
+        ],
+    );
+    assert_eq!(refused, 403, "a viewer's route");
+    assert_no_payload(&browser);
+    let late = drain_backoffice(&channel, "he-b", Duration::from_millis(500)).await;
+    println!(
+        "submitted 1 (no route), dead-lettered 1, replayed 1 from the console, delivered {} to he-b ({fate}), \
+         delivered twice {}",
+        arrived.len(),
+        late.len()
+    );
+    assert!(late.is_empty(), "delivered twice");
 
     drop(browser);
     let _ = he.close(200, "done".into()).await;

@@ -9,6 +9,9 @@
 //! admin token ([`session`]); every response carries a strict Content-Security-Policy (no
 //! inline script or style, nothing from other origins, no framing).
 
+mod dead_letters;
+mod directory;
+mod forms;
 mod i18n;
 mod pages;
 mod session;
@@ -99,6 +102,18 @@ fn router(console: Arc<Console>) -> Router {
         .route("/lang", get(pages::switch_language))
         .route("/overview", get(pages::overview))
         .route("/overview/live", get(pages::overview_live))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/confirm", post(dead_letters::confirm))
+        .route("/dead-letters/apply", post(dead_letters::apply))
+        .route("/dead-letters/outcomes", get(dead_letters::outcomes))
+        .route(
+            "/dead-letters/outcomes/live",
+            get(dead_letters::outcomes_live),
+        )
+        .route("/dead-letters/{id}", get(dead_letters::detail))
+        .route("/trace", get(dead_letters::trace))
+        .route("/routing", get(directory::page))
+        .route("/routing/routes", post(directory::put_route))
         .route(
             "/static/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),

@@ -67,13 +67,23 @@ impl Chrome {
         }
     }
 
+    /// The session's CSRF token, for the forms of the page.
+    pub fn csrf(&self) -> &str {
+        self.user.as_ref().map_or("", |u| u.csrf.as_str())
+    }
+
     pub fn current(&self, href: &str) -> bool {
         self.page == href
     }
 
     /// The navigation: path and label of each page.
     pub fn nav(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("/overview", self.t.overview)]
+        vec![
+            ("/overview", self.t.overview),
+            ("/dead-letters", self.t.dead_letters),
+            ("/routing", self.t.routing),
+            ("/trace", self.t.trace),
+        ]
     }
 }
 

@@ -196,6 +196,14 @@ impl Browser {
         .unwrap_or_else(|e| panic!("{}", e.0))
     }
 
+    /// The value of the browser's cookie `name` for the current page (HttpOnly ones too,
+    /// which page scripts cannot read).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.call("GET", &format!("/cookie/{name}"), None)
+            .ok()
+            .and_then(|c| c["value"].as_str().map(str::to_owned))
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self) -> Vec<u8> {
         use base64::Engine;

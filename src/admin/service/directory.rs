@@ -97,6 +97,13 @@ struct Change {
 }
 
 impl Service {
+    /// The version of the directory in use, which a change sends back as the version it
+    /// was made on.
+    pub fn directory_version(&self, who: &Principal) -> Result<i64, ServiceError> {
+        who.require(Right::Read)?;
+        Ok(self.gateway.snapshot().version)
+    }
+
     pub fn list_destinations(&self, who: &Principal) -> Result<Vec<DestinationView>, ServiceError> {
         who.require(Right::Read)?;
         let snapshot = self.gateway.snapshot();

@@ -22,6 +22,8 @@
         .then(function (html) {
           if (html === null) return;
           el.innerHTML = html;
+          // A part that says it is final stops refreshing.
+          if (el.querySelector('[data-settled]')) every = 0;
           if (status) {
             status.textContent = status.getAttribute('data-ok') + ' ' +
               new Date().toISOString().replace(/\.\d+Z$/, 'Z');
@@ -30,7 +32,7 @@
         .catch(function () {
           if (status) status.textContent = status.getAttribute('data-failed');
         })
-        .then(function () { setTimeout(tick, every); });
+        .then(function () { if (every > 0) setTimeout(tick, every); });
     }
     setTimeout(tick, every);
   }
