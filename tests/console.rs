@@ -399,3 +399,136 @@ async fn a_no_route_letter_is_replayed_from_the_console_once_its_route_is_added(
     let _ = he.close(200, "done".into()).await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_finds_municipalities_explains_routes_and_the_tail_shows_outcomes() {
+    let v = Vhosts::create("console-directory", &["gw", "he"]);
+    let gw = Admin::start(config(&v)).await;
+    let console = format!("http://{}", gw.console.expect("console configured"));
+    let browser = Browser::start(free_port(), 1400, 1100);
+    login(&browser, &console, OPERATOR);
+
+    // A part of a name finds the municipality, and its AGS does too.
+    browser.go(&format!("{console}/routing?q=Abtst"));
+    let regions = browser.text("#regions");
+    assert!(
+        regions.contains("Abtsteinach") && regions.contains("064310001001"),
+        "{regions}"
+    );
+    browser.go(&format!("{console}/routing?q=06431001"));
+    assert!(browser.text("#regions").contains("Abtsteinach"));
+
+    // Where would it go, step by step: Darmstadt through its Kreis' route; Abtsteinach nowhere.
+    browser.go(&format!(
+        "{console}/routing/explain?service={MELDE}&region={DARMSTADT}"
+    ));
+    let walk = browser.text("#walk");
+    assert!(
+        walk.contains("064110000000") && walk.contains("06411"),
+        "{walk}"
+    );
+    assert!(browser.text("#walk-result").contains("he-a"));
+    save_screenshot(&browser, "explain");
+    browser.go(&format!(
+        "{console}/routing/explain?service={MELDE}&region=06431001"
+    ));
+    assert!(browser.text("#walk-result").contains("no-route"));
+
+    // A route added, pointed elsewhere and deleted, each with the version the page showed,
+    // each in the audit trail.
+    let add = |region: &str, destination: &str, mode: &str| {
+        browser.go(&format!("{console}/routing"));
+        browser.type_into("#r-service", MELDE);
+        browser.type_into("#r-region", region);
+        browser.run(
+            "document.getElementById('r-destination').value = arguments[0];\
+             document.getElementById('r-mode').value = arguments[1];",
+            serde_json::json!([destination, mode]),
+        );
+        browser.click("#save-route");
+        browser.wait_for("the route saved", WAIT, |b| b.find("#notice").map(|_| ()));
+    };
+    add("06431", "he-b", "create");
+    add("06431", "he-a", "update");
+    browser.go(&format!(
+        "{console}/routing/explain?service={MELDE}&region=06431001"
+    ));
+    assert!(browser.text("#walk-result").contains("he-a"));
+    // A stale page's change is refused, not applied over the newer one.
+    let stale = forge(
+        &format!("{console}/routing/routes"),
+        browser.cookie("ozg_session").as_deref(),
+        &[
+            (
+                "csrf",
+                browser
+                    .run(
+                        "return document.querySelector('input[name=csrf]').value;",
+                        serde_json::json!([]),
+                    )
+                    .as_str()
+                    .unwrap(),
+            ),
+            ("service", MELDE),
+            ("region", "06431"),
+            ("destination", "he-b"),
+            ("mode", "update"),
+            ("version", "1"),
+        ],
+    );
+    assert_eq!(stale, 409, "a change on an old version");
+    browser.go(&format!("{console}/routing?q=06431"));
+    browser.click("#routes button.danger");
+    browser.wait_for("the route deleted", WAIT, |b| b.find("#notice").map(|_| ()));
+    let audit = browser.text("#audit");
+    for action in ["route.create", "route.update", "route.delete"] {
+        assert!(audit.contains(action), "{action} in {audit}");
+    }
+    assert!(audit.contains("ops"));
+    browser.go(&format!("{console}/routing?q=Abtst"));
+    save_screenshot(&browser, "routing");
+
+    // The live tail shows what happens as it happens.
+    browser.go(&format!("{console}/tail?platform=civento-he"));
+    browser.wait_for("the tail to connect", WAIT, |b| {
+        b.text("#tail-status")
+            .starts_with("Verbunden")
+            .then_some(())
+    });
+    let he = connect(&v.url("he")).await;
+    let channel = confirm_channel(&he).await;
+    let s = marked(DARMSTADT);
+    submit(&channel, &s, Encoding::Protobuf).await;
+    browser.wait_for("the delivery in the tail", WAIT, |b| {
+        let tail = b.text("#tail");
+        (tail.contains(&s.submission_id) && tail.contains("delivered")).then_some(())
+    });
+    assert_no_payload(&browser);
+    save_screenshot(&browser, "tail");
+    let delivered = take_backoffice(&channel, "he-a", 1, WAIT).await;
+    assert_eq!(delivered.len(), 1);
+
+    // Payloads: not for a token without the payload role, whatever it sends.
+    let refused = forge(
+        &format!("{console}/dead-letters/00000000-0000-4000-8000-000000000000/payload"),
+        browser.cookie("ozg_session").as_deref(),
+        &[
+            (
+                "csrf",
+                browser
+                    .run(
+                        "return document.querySelector('input[name=csrf]').value;",
+                        serde_json::json!([]),
+                    )
+                    .as_str()
+                    .unwrap(),
+            ),
+            ("justification", "checking"),
+        ],
+    );
+    assert_eq!(refused, 403, "payload without the payload role");
+
+    drop(browser);
+    let _ = he.close(200, "done".into()).await;
+    gw.stop().await;
+}

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::LOCATION;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -328,6 +328,7 @@ struct DetailPage {
     changed: Option<String>,
     trace: Vec<TraceRow>,
     can_change: bool,
+    can_read_payload: bool,
     pending: bool,
     destinations: Vec<(String, String)>,
 }
@@ -374,6 +375,7 @@ pub async fn detail(
             .state_changed_at
             .map(|at| format!("{} ({})", when(at), letter.state_changed_by)),
         can_change: who.require(Right::Change).is_ok(),
+        can_read_payload: who.require(Right::Payload).is_ok(),
         pending: letter.state == DeadLetterState::Pending,
         d: row(&letter),
         trace,
@@ -768,4 +770,61 @@ pub async fn trace(
         trace,
         problem,
     })
+}
+
+#[derive(Template)]
+#[template(path = "payload.html")]
+struct PayloadPage {
+    c: Chrome,
+    t: &'static Texts,
+    id: String,
+}
+
+/// The form that asks for a justification before a payload is read.
+pub async fn payload_form(
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut c = Chrome::new(&headers, Some(&session), "/dead-letters");
+    c.back = format!("/dead-letters/{id}/payload");
+    if let Err(e) = session.principal.require(Right::Payload) {
+        return service_error(c, e);
+    }
+    let t = c.t;
+    render(&PayloadPage { c, t, id })
+}
+
+/// A letter's payload as a download, never as a page: for the payload role, with the
+/// justification the service writes to the audit log before the content leaves.
+pub async fn payload(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let f = Fields::parse(&body);
+    let session = match changing(&console, &headers, f.get("csrf"), "/dead-letters") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let c = Chrome::new(&headers, Some(&session), "/dead-letters");
+    match console
+        .service
+        .dead_letter_payload(&session.principal, &id, f.get("justification"))
+        .await
+    {
+        Ok((id, message)) => (
+            [
+                (CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (
+                    CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"dead-letter-{id}.bin\""),
+                ),
+            ],
+            message.body,
+        )
+            .into_response(),
+        Err(e) => service_error(c, e),
+    }
 }

@@ -15,6 +15,7 @@ mod forms;
 mod i18n;
 mod pages;
 mod session;
+mod tail;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct Console {
     service: Arc<Service>,
     auth: Authenticator,
     sessions: session::Sessions,
+    /// Ends the live tails' streams when the gateway stops.
+    stop: CancellationToken,
 }
 
 /// Binds the console's address and serves until `stop`; returns the address bound.
@@ -77,6 +80,7 @@ pub async fn serve(
         service,
         auth: Authenticator::new(tokens),
         sessions: session::Sessions::default(),
+        stop: stop.clone(),
     });
     let app = router(console);
     tokio::spawn(async move {
@@ -114,6 +118,14 @@ fn router(console: Arc<Console>) -> Router {
         .route("/trace", get(dead_letters::trace))
         .route("/routing", get(directory::page))
         .route("/routing/routes", post(directory::put_route))
+        .route("/routing/routes/delete", post(directory::delete_route))
+        .route("/routing/explain", get(directory::explain))
+        .route(
+            "/dead-letters/{id}/payload",
+            get(dead_letters::payload_form).post(dead_letters::payload),
+        )
+        .route("/tail", get(tail::page))
+        .route("/tail/events", get(tail::events))
         .route(
             "/static/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),

@@ -83,6 +83,7 @@ impl Chrome {
             ("/dead-letters", self.t.dead_letters),
             ("/routing", self.t.routing),
             ("/trace", self.t.trace),
+            ("/tail", self.t.live_tail),
         ]
     }
 }

@@ -44,8 +44,36 @@
     });
   }
 
+
+  // <tbody data-tail="/path">: a row per server-sent event, newest first; text only.
+  function tail(body) {
+    var status = document.getElementById('tail-status');
+    var source = new EventSource(body.getAttribute('data-tail'));
+    source.onopen = function () {
+      if (status) status.textContent = status.getAttribute('data-open');
+    };
+    source.onerror = function () {
+      if (status) status.textContent = status.getAttribute('data-closed');
+    };
+    source.onmessage = function (message) {
+      var e = JSON.parse(message.data);
+      var row = document.createElement('tr');
+      row.className = 'outcome-' + e.outcome;
+      [e.at, e.outcome, e.submission, e.platform, e.destination,
+       e.reason + (e.missed ? ' (' + body.getAttribute('data-missed') + ' ' + e.missed + ')' : '')]
+        .forEach(function (text) {
+          var cell = document.createElement('td');
+          cell.textContent = text;
+          row.appendChild(cell);
+        });
+      body.insertBefore(row, body.firstChild);
+      while (body.children.length > 500) body.removeChild(body.lastChild);
+    };
+  }
+
   document.addEventListener('DOMContentLoaded', function () {
     document.querySelectorAll('[data-refresh]').forEach(refresh);
+    document.querySelectorAll('[data-tail]').forEach(tail);
     document.querySelectorAll('form[data-confirm]').forEach(confirmed);
   });
 })();
