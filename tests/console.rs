@@ -63,7 +63,9 @@ fn marked(region: &str) -> wire::Submission {
     s
 }
 
+/// Each page that gets a screenshot is checked for accessibility first.
 fn save_screenshot(browser: &Browser, name: &str) {
+    assert_accessible(browser);
     let dir = match std::env::var("OZG_SCREENSHOTS").as_deref() {
         Ok("docs") => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console"),
         _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots"),
@@ -72,6 +74,53 @@ fn save_screenshot(browser: &Browser, name: &str) {
     let path = dir.join(format!("{name}.png"));
     std::fs::write(&path, browser.screenshot()).unwrap();
     println!("screenshot: {}", path.display());
+}
+
+/// axe-core, run in the browser on each page the tests visit.
+const AXE: &str = include_str!("axe/axe.min.js");
+
+/// axe-core's WCAG 2.0/2.1 A and AA findings on the page shown: id, impact, help, nodes.
+fn axe_violations(browser: &Browser) -> Vec<serde_json::Value> {
+    let loaded = browser.run(
+        &format!("{AXE}\nreturn typeof window.axe === 'object';"),
+        serde_json::json!([]),
+    );
+    assert_eq!(loaded, serde_json::json!(true), "axe-core did not load");
+    let violations = browser.run_async(
+        "var done = arguments[arguments.length - 1];\
+         axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})\
+           .then(function (r) { done(r.violations.map(function (v) {\
+             return {id: v.id, impact: v.impact, help: v.help,\
+                     nodes: v.nodes.slice(0, 3).map(function (n) { return n.target.join(' '); })};\
+           })); }, function (e) { done([{id: 'axe-failed', impact: 'critical', help: String(e), nodes: []}]); });",
+        serde_json::json!([]),
+    );
+    violations.as_array().cloned().unwrap_or_default()
+}
+
+/// Fails on any serious or critical accessibility violation of the page shown; prints
+/// every violation found.
+fn assert_accessible(browser: &Browser) {
+    let violations = axe_violations(browser);
+    let url = browser.url();
+    for v in &violations {
+        println!(
+            "axe on {url}: {} ({}): {} {}",
+            v["id"], v["impact"], v["help"], v["nodes"]
+        );
+    }
+    let serious: Vec<_> = violations
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(
+        serious.is_empty(),
+        "accessibility violations on {url}: {serious:#?}"
+    );
+    println!(
+        "axe on {url}: {} violation(s), none serious",
+        violations.len()
+    );
 }
 
 /// Every page the browser shows is checked for the payload marker.
@@ -136,9 +185,20 @@ async fn an_operator_logs_in_and_watches_the_overview_move() {
     });
     assert!(problem.contains("Token unbekannt"), "{problem}");
     save_screenshot(&browser, "login");
+    // The check can fail: an unlabelled field put into the page is found.
+    browser.run(
+        "var i = document.createElement('input'); document.getElementById('main').appendChild(i);",
+        serde_json::json!([]),
+    );
+    let found = axe_violations(&browser);
+    assert!(
+        found.iter().any(|v| v["id"] == "label"),
+        "axe-core missed an unlabelled field: {found:?}"
+    );
 
-    browser.type_into("#token", OPERATOR);
-    browser.click("#log-in");
+    // Logged in by keyboard: the token typed, Enter pressed.
+    browser.go(&format!("{console}/login"));
+    browser.type_into("#token", &format!("{OPERATOR}\u{E007}"));
     browser.wait_for("the overview", WAIT, |b| {
         b.url().ends_with("/overview").then_some(())
     });

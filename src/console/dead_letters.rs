@@ -18,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
-use super::pages::{Chrome, SignedIn, changing, render, service_error, when};
+use super::pages::{
+    Chrome, SignedIn, changing, destination_choices, platform_choices, render, service_error, when,
+};
 use crate::admin::service::{Commit, Principal, ReplayFate, Right, Selection, ServiceError};
 use crate::outcome::Reason;
 use crate::store::{DeadLetter, DeadLetterFilter, DeadLetterState};
@@ -239,14 +241,7 @@ pub async fn list(
         Ok(p) => p,
         Err(e) => return service_error(c, e),
     };
-    let destinations = service
-        .list_destinations(who)
-        .map(|ds| {
-            ds.into_iter()
-                .map(|d| (d.destination.id.clone(), d.destination.name.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let destinations = destination_choices(&console, who);
     let group = |caption, key: &'static str, rows: Vec<(String, u64)>| Group {
         caption,
         rows: rows
@@ -276,12 +271,7 @@ pub async fn list(
     render(&ListPage {
         t,
         can_change: who.require(Right::Change).is_ok(),
-        platforms: console
-            .service
-            .overview(who)
-            .await
-            .map(|o| o.platforms.into_iter().map(|p| p.id).collect())
-            .unwrap_or_default(),
+        platforms: platform_choices(&console, who).await,
         reasons: Reason::ALL.iter().map(|r| r.code()).collect(),
         destinations,
         total: summary.total,
@@ -357,14 +347,7 @@ pub async fn detail(
             .map(|events| trace_rows(&events))
             .unwrap_or_default()
     };
-    let destinations = service
-        .list_destinations(who)
-        .map(|ds| {
-            ds.into_iter()
-                .map(|d| (d.destination.id.clone(), d.destination.name.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let destinations = destination_choices(&console, who);
     render(&DetailPage {
         t,
         detail: letter.detail.clone(),

@@ -96,6 +96,29 @@ fn scope_text(who: &Principal, t: &Texts) -> String {
     }
 }
 
+/// The platforms in the principal's scope, for a filter's choices.
+pub async fn platform_choices(console: &Console, who: &Principal) -> Vec<String> {
+    console
+        .service
+        .overview(who)
+        .await
+        .map(|o| o.platforms.into_iter().map(|p| p.id).collect())
+        .unwrap_or_default()
+}
+
+/// The destinations in the principal's scope (id, name), for a form's choices.
+pub fn destination_choices(console: &Console, who: &Principal) -> Vec<(String, String)> {
+    console
+        .service
+        .list_destinations(who)
+        .map(|ds| {
+            ds.into_iter()
+                .map(|d| (d.destination.id, d.destination.name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn render(template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),

@@ -15,7 +15,9 @@ use futures_util::stream::{self, StreamExt};
 use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
-use super::pages::{Chrome, SignedIn, render, service_error, when};
+use super::pages::{
+    Chrome, SignedIn, destination_choices, platform_choices, render, service_error, when,
+};
 use crate::admin::service::WatchFilter;
 
 #[derive(Template)]
@@ -61,21 +63,8 @@ pub async fn page(
     if let Err(e) = console.service.watch(who, filter(&f)) {
         return service_error(c, e);
     }
-    let platforms = console
-        .service
-        .overview(who)
-        .await
-        .map(|o| o.platforms.into_iter().map(|p| p.id).collect())
-        .unwrap_or_default();
-    let destinations = console
-        .service
-        .list_destinations(who)
-        .map(|ds| {
-            ds.into_iter()
-                .map(|d| (d.destination.id, d.destination.name))
-                .collect()
-        })
-        .unwrap_or_default();
+    let platforms = platform_choices(&console, who).await;
+    let destinations = destination_choices(&console, who);
     render(&TailPage {
         t,
         events: format!("/tail/events?{}", query(pairs)),

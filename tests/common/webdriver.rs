@@ -204,6 +204,17 @@ impl Browser {
             .and_then(|c| c["value"].as_str().map(str::to_owned))
     }
 
+    /// Runs an asynchronous `script`, which calls `arguments[arguments.length - 1]` with
+    /// its result.
+    pub fn run_async(&self, script: &str, args: Value) -> Value {
+        self.call(
+            "POST",
+            "/execute/async",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .unwrap_or_else(|e| panic!("{}", e.0))
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self) -> Vec<u8> {
         use base64::Engine;
