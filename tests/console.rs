@@ -21,6 +21,8 @@ use webdriver::Browser;
 const MELDE: &str = "99115005104000";
 const VIEWER: &str = "console-viewer-token-0123456789";
 const OPERATOR: &str = "console-operator-token-0123456789";
+/// An operator of Thüringen only.
+const TH_OPERATOR: &str = "console-th-operator-token-0123456789";
 /// Put into every submission's form data and attachment name: no page may ever show it.
 const MARKER: &str = "PAYLOAD-MARKER-9c1f";
 /// Darmstadt (Kreis 06411), routed to he-a; Kassel (Kreis 06611), routed nowhere.
@@ -36,9 +38,10 @@ fn config(v: &Vhosts) -> ozg_gateway::Config {
         )
     };
     let admin = format!(
-        "[admin]\naddress = \"127.0.0.1:0\"\n\n{}\n{}\n[console]\naddress = \"127.0.0.1:0\"\n",
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n{}\n{}\n{}laender = [\"TH\"]\n\n[console]\naddress = \"127.0.0.1:0\"\n",
         token("watcher", VIEWER, "\"viewer\""),
         token("ops", OPERATOR, "\"operator\""),
+        token("th-ops", TH_OPERATOR, "\"operator\""),
     );
     TestConfig::new(v)
         .gateway(r#"confirm_timeout = "5s""#)
@@ -587,6 +590,78 @@ async fn the_directory_finds_municipalities_explains_routes_and_the_tail_shows_o
         ],
     );
     assert_eq!(refused, 403, "payload without the payload role");
+
+    drop(browser);
+    let _ = he.close(200, "done".into()).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_another_land_sees_and_changes_nothing_of_hessen() {
+    let v = Vhosts::create("console-scope", &["gw", "he"]);
+    let gw = Admin::start(config(&v)).await;
+    let console = format!("http://{}", gw.console.expect("console configured"));
+    let he = connect(&v.url("he")).await;
+    let channel = confirm_channel(&he).await;
+    let lost = marked(KASSEL);
+    let sid = lost.submission_id.clone();
+    submit(&channel, &lost, Encoding::Protobuf).await;
+
+    let browser = Browser::start(free_port(), 1400, 1100);
+    login(&browser, &console, OPERATOR);
+    reload_until(
+        &browser,
+        &format!("{console}/dead-letters"),
+        "#letters",
+        &sid,
+    );
+    browser.click("header form[action='/logout'] button");
+    browser.wait_for("the login", WAIT, |b| {
+        b.url().ends_with("/login").then_some(())
+    });
+
+    // Thüringen's operators: Hessen's platform, letters and traces are not theirs.
+    login(&browser, &console, TH_OPERATOR);
+    assert!(
+        browser.find("#platform-civento-he").is_none(),
+        "a TH token sees Hessen's platform"
+    );
+    browser.go(&format!("{console}/dead-letters?state=all"));
+    assert!(
+        browser.find("#letters").is_none(),
+        "a TH token sees Hessen's letters"
+    );
+    assert_eq!(browser.text("#h-groups"), "Anzahl nach Gruppen (0)");
+    browser.go(&format!("{console}/trace?id={sid}"));
+    assert!(
+        !browser.text("main").contains("received"),
+        "a TH token sees Hessen's trace"
+    );
+    // A Hessian route is not theirs to make: the service refuses it.
+    browser.go(&format!("{console}/routing"));
+    let csrf = browser
+        .run(
+            "return document.querySelector('input[name=csrf]').value;",
+            serde_json::json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = forge(
+        &format!("{console}/routing/routes"),
+        browser.cookie("ozg_session").as_deref(),
+        &[
+            ("csrf", csrf.as_str()),
+            ("service", MELDE),
+            ("region", "06611"),
+            ("destination", "he-b"),
+            ("version", "0"),
+        ],
+    );
+    assert_eq!(refused, 403, "a TH token's Hessian route");
+    assert_accessible(&browser);
+    assert_no_payload(&browser);
+    println!("a TH token: 0 of 1 Hessian dead letters seen, its Hessian route refused (403)");
 
     drop(browser);
     let _ = he.close(200, "done".into()).await;
