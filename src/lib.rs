@@ -15,7 +15,6 @@ pub mod amqp;
 pub mod app;
 pub mod backlog;
 pub mod config;
-pub mod console;
 pub mod dead_letters;
 pub mod envelope;
 pub mod health;
@@ -34,6 +33,9 @@ pub mod telemetry;
 pub mod tls;
 pub mod topology;
 pub mod wire;
+
+// The operators' web pages, over the same service layer as the admin API.
+pub mod console;
 
 pub use app::{RunError, run};
 pub use config::Config;
