@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::outcome::Ending;
 use crate::store::{EventRecorder, TraceEvent};
 
 /// How often the moving averages are updated.
@@ -305,13 +306,13 @@ impl Activity {
         platform: Option<usize>,
         submission_id: &str,
         destination: &str,
-        outcome: &str,
+        outcome: Ending,
         reason: &str,
         error: &str,
     ) {
         let platform_activity = platform.map(|i| self.platform(i));
         match outcome {
-            "delivered" => {
+            Ending::Delivered => {
                 self.delivered(
                     platform,
                     submission_id,
@@ -320,7 +321,7 @@ impl Activity {
                 );
                 return;
             }
-            "dead-lettered" => {
+            Ending::DeadLettered => {
                 if let Some(p) = platform_activity {
                     p.rejected.fetch_add(1, Ordering::Relaxed);
                 }
@@ -329,12 +330,12 @@ impl Activity {
                     self.destination(destination).failed_with(error);
                 }
             }
-            "retrying" => {
+            Ending::Retrying => {
                 let d = self.destination(destination);
                 d.failed_with(error);
                 d.retrying.fetch_add(1, Ordering::Relaxed);
             }
-            _ => {}
+            Ending::Duplicate | Ending::Requeued => {}
         }
         self.tell(platform, submission_id, destination, outcome, reason);
     }
@@ -352,7 +353,7 @@ impl Activity {
             p.forwarded.fetch_add(1, Ordering::Relaxed);
         }
         activity.delivered.inc();
-        self.tell(platform, submission_id, destination, "delivered", "");
+        self.tell(platform, submission_id, destination, Ending::Delivered, "");
     }
 
     /// Tells the live watchers of an outcome.
@@ -361,7 +362,7 @@ impl Activity {
         platform: Option<usize>,
         submission_id: &str,
         destination: &str,
-        outcome: &str,
+        outcome: Ending,
         reason: &str,
     ) {
         // Nobody watching is the normal case: then the event is not even built.
@@ -375,7 +376,7 @@ impl Activity {
                 .map(|i| self.platforms[i].0.clone())
                 .unwrap_or_default(),
             destination: destination.to_owned(),
-            outcome: outcome.to_owned(),
+            outcome: outcome.as_str().to_owned(),
             reason: reason.to_owned(),
         });
     }

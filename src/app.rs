@@ -12,29 +12,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::activity::{Activity, ConsumerState};
+use crate::activity::Activity;
 use crate::admin;
-use crate::amqp::{self, CLOSE_TIMEOUT, OwnedTopology, Publisher, Role};
+use crate::amqp::{self, OwnedTopology, Publisher, Role};
 use crate::backlog;
 use crate::config::Config;
-use crate::dead_letters;
 use crate::health::Health;
-use crate::link::{self, Link};
+use crate::ingress::{self, Ingress, dead_letters, receipts};
+use crate::link::Link;
 use crate::model::BrokerIndex;
-use crate::pipeline::{AckOrder, Gateway, Publishers, Source};
-use crate::receipts;
+use crate::pipeline::{Gateway, Publishers, Source};
 use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
-use crate::telemetry::{self, ConsumerLabels, LinkLabels, Metrics};
+use crate::telemetry::{self, LinkLabels, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -322,7 +315,7 @@ pub async fn run_controlled(
         (replays, g.dead_letter_broker),
     ];
     for (ingress, broker) in platforms.chain(own) {
-        consumers.spawn(consume(
+        consumers.spawn(ingress::consume(
             gateway.clone(),
             metrics.clone(),
             ingress,
@@ -593,275 +586,5 @@ async fn purge_periodically(
                 .await,
         );
         tokio::time::sleep(PURGE_INTERVAL).await;
-    }
-}
-
-/// A queue the gateway consumes: a platform's ingress queue, or its own retry queue.
-#[derive(Clone)]
-struct Ingress {
-    source: Source,
-    /// For logs: the platform id, or "retry".
-    name: String,
-    queue: String,
-    prefetch: u16,
-    /// The gateway's own queues are declared before subscribing; platforms' queues are only
-    /// checked (passively): a missing one is an error the operator must see, not a queue
-    /// the gateway silently invents.
-    owned: Option<OwnedTopology>,
-}
-
-/// Keeps one consumer subscribed: waits for its broker link, subscribes, pumps deliveries
-/// into the pipeline, and after a lost channel or connection starts over. A platform's
-/// consumer also follows the operator's pause switch.
-async fn consume(
-    gateway: Arc<Gateway>,
-    metrics: Arc<Metrics>,
-    ingress: Ingress,
-    link: Arc<Link>,
-    in_flight: TaskTracker,
-    stop: CancellationToken,
-) {
-    let (consumer, platform_id) = match ingress.source {
-        Source::Platform(_) => ("ingress", ingress.name.as_str()),
-        Source::Retry => ("retry", ""),
-        Source::Replay => ("replay", ""),
-    };
-    let up = metrics
-        .consumer_up
-        .get_or_create(&ConsumerLabels {
-            consumer: consumer.to_owned(),
-            platform: platform_id.to_owned(),
-        })
-        .clone();
-    let platform = match ingress.source {
-        Source::Platform(i) => Some(gateway.activity().platform(i)),
-        Source::Retry | Source::Replay => None,
-    };
-    let set_state = |state: ConsumerState| {
-        if let Some(p) = platform {
-            p.set_state(state);
-        }
-    };
-    let mut paused = platform.map(|p| p.watch_paused());
-    let store = gateway.store_health().clone();
-    let mut attempt = 0u32;
-    loop {
-        up.set(0);
-        if let Some(paused) = paused.as_mut()
-            && *paused.borrow_and_update()
-        {
-            set_state(ConsumerState::Paused);
-            tracing::info!(ingress = %ingress.name, "paused by an operator");
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = paused.wait_for(|p| !*p) => {}
-            }
-            tracing::info!(ingress = %ingress.name, "resumed by an operator");
-        }
-        set_state(ConsumerState::Connecting);
-        match subscribe(&link, &ingress, &stop).await {
-            Err(link::ChannelError::Stopped { .. }) => return,
-            // The connection is held as long as the subscription: a link that replaced it
-            // closes it only once this consumer is done with it.
-            Ok((connection, channel, consumer)) => {
-                attempt = 0;
-                up.set(1);
-                set_state(ConsumerState::Consuming);
-                tracing::info!(ingress = %ingress.name, queue = %ingress.queue,
-                    prefetch = ingress.prefetch, "consuming");
-                let tag = consumer.tag();
-                // This subscription's own deliveries: its channel stays open until they
-                // are settled, since their acks travel on it.
-                let subscription = TaskTracker::new();
-                let mut order = AckOrder::default();
-                let mut spawn = |batch: Vec<lapin::message::Delivery>| {
-                    let gateway = gateway.clone();
-                    let source = ingress.source;
-                    let turn = order.next_turn();
-                    in_flight.spawn(subscription.track_future(async move {
-                        gateway.process_batch(source, batch, turn).await;
-                    }));
-                };
-                let ended = pump(consumer, &mut spawn, &stop, paused.as_mut(), &store).await;
-                let (consumer, next) = match ended {
-                    Ended::Stopped(consumer) => (Some(consumer), Next::Return),
-                    Ended::Paused(consumer) => (Some(consumer), Next::Resume),
-                    Ended::Lost(reason) => {
-                        tracing::warn!(ingress = %ingress.name, error = %reason,
-                            "consumer lost; resubscribing");
-                        (None, Next::Resubscribe)
-                    }
-                };
-                if let Some(mut consumer) = consumer {
-                    // Bounded: on a broken connection the cancel may never be answered.
-                    let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
-                    // Deliveries the broker sent before the cancel took effect are
-                    // processed like any other, not left unacked on a forgotten channel.
-                    let drain = async {
-                        while let Some(Ok(delivery)) = consumer.next().await {
-                            spawn(vec![delivery]);
-                        }
-                    };
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
-                }
-                subscription.close();
-                // The channel stays open until every batch of this subscription has sent
-                // its acks on it (closing it earlier hands settled deliveries back to the
-                // broker, to be settled a second time). Tracked in `in_flight`: a shutdown
-                // waits for it within its grace period, then closes the connections anyway.
-                in_flight.spawn(async move {
-                    subscription.wait().await;
-                    let close = channel.close(200, "subscription ended".into());
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-                    drop(connection);
-                });
-                match next {
-                    Next::Return => return,
-                    Next::Resume => continue,
-                    Next::Resubscribe => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!(ingress = %ingress.name, queue = %ingress.queue,
-                    broker = %link.broker(), error = %e, "cannot subscribe; retrying");
-            }
-        }
-        set_state(ConsumerState::Connecting);
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(link::backoff(attempt)) => {}
-        }
-    }
-}
-
-/// Why [`pump`] returned. A consumer handed back is cancelled and drained.
-enum Ended {
-    /// The gateway is stopping.
-    Stopped(Consumer),
-    /// An operator paused the platform.
-    Paused(Consumer),
-    Lost(String),
-}
-
-/// What the consumer loop does once a subscription is wound down.
-enum Next {
-    Return,
-    Resume,
-    Resubscribe,
-}
-
-async fn subscribe(
-    link: &Link,
-    ingress: &Ingress,
-    stop: &CancellationToken,
-) -> Result<(Arc<Connection>, Channel, Consumer), link::ChannelError> {
-    let (connection, channel) = link.open_channel(stop).await?;
-    match &ingress.owned {
-        Some(owned) => owned.declare(&channel).await?,
-        None => {
-            channel
-                .queue_declare(
-                    ingress.queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-    }
-    channel
-        .basic_qos(ingress.prefetch, BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            ingress.queue.as_str().into(),
-            format!("ozg-gateway {}", ingress.name).into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((connection, channel, consumer))
-}
-
-/// Deliveries handed to the pipeline together at most: a batch shares its store round
-/// trips and settles with one ack, and several batches of one consumer are in flight at
-/// once (up to the prefetch), so that the broker is never left waiting for a whole batch.
-const MAX_BATCH: usize = 64;
-
-/// Hands deliveries to the pipeline in batches until told to stop or pause, or the consumer
-/// ends. A batch is what the broker has already sent when the first of it is taken, never
-/// waited for: at low load every submission goes on at once. Nothing is taken while the
-/// store does not answer: what the broker sent meanwhile waits, unacked, within the
-/// prefetch.
-async fn pump(
-    mut consumer: Consumer,
-    spawn: &mut impl FnMut(Vec<lapin::message::Delivery>),
-    stop: &CancellationToken,
-    mut paused: Option<&mut tokio::sync::watch::Receiver<bool>>,
-    store: &store::StoreHealth,
-) -> Ended {
-    use futures_util::FutureExt;
-    loop {
-        let pause = async {
-            match paused.as_mut() {
-                Some(p) => {
-                    let _ = p.wait_for(|p| *p).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let next = tokio::select! {
-            biased;
-            () = stop.cancelled() => return Ended::Stopped(consumer),
-            () = pause => return Ended::Paused(consumer),
-            next = async {
-                store.wait_up().await;
-                consumer.next().await
-            } => next,
-        };
-        let first = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(e)) => return Ended::Lost(e.to_string()),
-            None => return Ended::Lost("the broker cancelled the consumer".to_owned()),
-        };
-        // The store may have failed while this waited for the delivery: held until it
-        // answers. Never dropped: what the broker had already sent is processed on stop and
-        // a later batch's `multiple` ack would cover a dropped delivery, so on stop it goes
-        // into the pipeline like the rest (which hands it back while the store fails).
-        if !store.is_up() {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => {
-                    spawn(vec![first]);
-                    return Ended::Stopped(consumer);
-                }
-                () = store.wait_up() => {}
-            }
-        }
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        batch.push(first);
-        let mut ended = None;
-        while batch.len() < MAX_BATCH {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => batch.push(delivery),
-                Some(Some(Err(e))) => {
-                    ended = Some(Ended::Lost(e.to_string()));
-                    break;
-                }
-                Some(None) => {
-                    ended = Some(Ended::Lost("the broker cancelled the consumer".to_owned()));
-                    break;
-                }
-                None => break,
-            }
-        }
-        spawn(batch);
-        if let Some(ended) = ended {
-            return ended;
-        }
     }
 }

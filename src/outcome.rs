@@ -266,6 +266,43 @@ pub enum Outcome {
     },
 }
 
+/// How a delivery taken off a queue ended, as metrics, the live tail, spans and logs name
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Confirmed by the destination, recorded, acked.
+    Delivered,
+    /// Delivered before; acked without delivering again.
+    Duplicate,
+    /// Handed to a delay queue (confirmed), acked; tried again later.
+    Retrying,
+    /// Left on its queue for redelivery.
+    Requeued,
+    /// Confirmed by the dead-letter exchange with a reason, acked.
+    DeadLettered,
+}
+
+impl Ending {
+    /// The word of the `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Delivered => "delivered",
+            Ending::Duplicate => "duplicate",
+            Ending::Retrying => "retrying",
+            Ending::Requeued => "requeued",
+            Ending::DeadLettered => "dead-lettered",
+        }
+    }
+
+    /// Whether a span ends in error with this outcome.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            Ending::DeadLettered | Ending::Retrying | Ending::Requeued
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::amqp::header_text;
 use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings};
+use crate::outcome::Ending;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -41,10 +42,12 @@ pub enum TelemetryError {
     Subscriber(String),
 }
 
-/// Keeps the tracer provider (when traces are exported) alive; flushes and shuts it down
-/// when dropped.
+/// Keeps the tracer provider (when traces are exported) and the log writer's thread alive;
+/// flushes both and shuts them down when dropped.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// Dropped after the provider: the log lines still buffered are written out.
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Drop for TelemetryGuard {
@@ -57,6 +60,10 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber: the log layer (text or JSON on stderr) and, when traces
 /// are exported, the OpenTelemetry layer.
+///
+/// Log lines go to stderr through a buffer written by a thread of its own, so that a
+/// submission's task never waits on a slow terminal, pipe or journal. The buffer is not
+/// lossy: when it is full (128,000 lines), logging waits rather than drops lines.
 ///
 /// Without an OTLP endpoint there is no OpenTelemetry layer and the log layer takes events
 /// only, so the per-submission spans are disabled at their call sites and cost nothing;
@@ -87,11 +94,15 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     // paid per submission.
     let events_only = || tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event());
     let registry = tracing_subscriber::registry().with(filter_layer).with(otel);
+    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("ozg-gateway-log")
+        .finish(std::io::stderr());
     let installed = match settings.log_format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     // Colour codes only for a person at a terminal: into a file or journal
                     // they are noise, and writing them was a tenth of a log line's cost.
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -105,13 +116,16 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
                     .flatten_event(true)
                     .with_current_span(false)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     .with_filter(events_only()),
             )
             .try_init(),
     };
     installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider,
+        _log_writer: log_writer,
+    })
 }
 
 /// The tracer provider: OTLP batch export when an endpoint is configured, none otherwise.
@@ -563,23 +577,23 @@ impl Metrics {
         });
     }
 
-    pub fn outcome(&self, platform: &str, destination: &str, outcome: &str, reason: &str) {
+    pub fn outcome(&self, platform: &str, destination: &str, outcome: Ending, reason: &str) {
         self.messages
             .get_or_create(&OutcomeLabels {
                 platform: platform.to_owned(),
                 destination: destination.to_owned(),
-                outcome: outcome.to_owned(),
+                outcome: outcome.as_str().to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();
     }
 
     /// An outcome of a retry or replay whose platform is no longer configured.
-    pub fn orphan(&self, source: &str, outcome: &str, reason: &str) {
+    pub fn orphan(&self, source: &str, outcome: Ending, reason: &str) {
         self.orphaned
             .get_or_create(&OrphanLabels {
                 source: source.to_owned(),
-                outcome: outcome.to_owned(),
+                outcome: outcome.as_str().to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();
@@ -851,8 +865,8 @@ mod tests {
     #[test]
     fn metrics_are_exposed_in_the_text_format() {
         let m = Metrics::new();
-        m.outcome("civento-he", "he-darmstadt", "delivered", "");
-        m.outcome("civento-he", "he-darmstadt", "delivered", "");
+        m.outcome("civento-he", "he-darmstadt", Ending::Delivered, "");
+        m.outcome("civento-he", "he-darmstadt", Ending::Delivered, "");
         let text = m.encode();
         assert!(
             text.contains(r#"ozg_messages_total{platform="civento-he",destination="he-darmstadt",outcome="delivered",reason=""} 2"#),

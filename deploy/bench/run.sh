@@ -16,6 +16,7 @@
 #   BARE [1, *0]            also the floor: examples/bare_forwarder.rs (lapin, no routing)
 #   LAT_SECONDS [10, *5]    the latency run per size and store (0: none)
 #   LAT_RATE [half the rate just measured]  the latency run's publishing rate, msg/s
+#   P99_RATE [2000]         a second latency run at this fixed rate (0: none), for p99_ms_at_<rate>
 #   PREFETCH [256]          every platform's prefetch (and the bare forwarder's)
 #   WAIT_S [300]            give up on a run after this long
 #   GW=path                 use this ozg-gateway binary, skip its build
@@ -65,6 +66,12 @@
 #     duplicated,misrouted,unexpected,p50_ms,p99_ms,p999_ms,max_ms}
 #   instances_<k>_msgs_per_s, instances_<k>_cpu_us_per_msg (all instances together),
 #     instances_<k>_startup_ms, instances_<k>_peak_rss_mib (the largest), instances_<k>_fill_msgs_per_s
+#   gateway_<size>_<store>_at_<P99_RATE>_{…the latency keys…}: the run at the fixed rate
+#   then the headline figures, each when its runs were made (4 KiB, SQLite):
+#     cpu_vs_bare        gateway CPU per submission / bare forwarder CPU per message
+#     broker_vs_shovel   broker CPU per gateway submission / per shovel message
+#     peak_rss_mib_4096, peak_rss_mib_262144   the gateway's peak RSS (SQLite) at those sizes
+#     p99_ms_at_<P99_RATE>  end-to-end p99 of the fixed-rate latency run
 #   and last, exactly: ratio_vs_shovel=X.XX (4 KiB, SQLite; else the first size and store run)
 set -euo pipefail
 
@@ -79,6 +86,7 @@ INSTANCES=${INSTANCES-"1 2 3"}
 INSTANCE_SIZE=${INSTANCE_SIZE:-4096}
 BARE=${BARE:-1}
 LAT_SECONDS=${LAT_SECONDS:-10}
+P99_RATE=${P99_RATE:-2000}
 PREFETCH=${PREFETCH:-256}
 WAIT_S=${WAIT_S:-300}
 PG_URL=${PG_URL:-postgres://ozg:ozg@127.0.0.1:5432/ozg_test}
@@ -285,10 +293,13 @@ measured() {
   rate=$(awk -v n="$left" -v ms="$((done_ms - up_ms))" 'BEGIN { printf "%.0f", n * 1000 / (ms > 0 ? ms : 1) }')
 }
 
-cpu_per_msg() { # NAME SAMPLES
-  awk -v t="$(cpu_between "$2" "$up_ms" "$done_ms")" -v hz="$hz" -v n="$left" -v name="$1" \
-    'BEGIN { printf "%s_cpu_us_per_msg=%.1f\n", name, t * 1000000 / hz / n }'
+cpu_per_msg() { # NAME SAMPLES: prints NAME_cpu_us_per_msg, keeps it in cpu[NAME]
+  cpu[$1]=$(awk -v t="$(cpu_between "$2" "$up_ms" "$done_ms")" -v hz="$hz" -v n="$left" \
+    'BEGIN { printf "%.1f", t * 1000000 / hz / n }')
+  echo "$1_cpu_us_per_msg=${cpu[$1]}"
 }
+
+quotient() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 
 value() { sed -n "s/^$1=//p"; } # KEY < key=value lines
 
@@ -304,7 +315,7 @@ say "declaring the topology on ${#vhosts[@]} vhosts ($prefix-*)"
 mapfile -t ingress < <("$load" ingress --config "$tmp/base.toml")
 amqp_gw="amqp://guest:guest@127.0.0.1:5672/$gwvhost"
 
-declare -A shovel_rate gateway_rate
+declare -A shovel_rate gateway_rate cpu rss_mib p99_at
 
 n_for() { # SIZE
   local cap=$((MAX_MIB * 1048576 / $1))
@@ -421,6 +432,7 @@ gateway_run() {
   echo "${name}_startup_ms=$((up_ms - started))"
   echo "${name}_peak_rss_mib=$((rss / 1024))"
   gateway_rate[$name]=$rate
+  rss_mib[$name]=$((rss / 1024))
   if [ "$latency" = 1 ] && [ "$LAT_SECONDS" != 0 ]; then
     local lat_rate=${LAT_RATE:-$((rate / 2))}
     say "$name: latency at $lat_rate msg/s for $LAT_SECONDS s"
@@ -432,6 +444,17 @@ gateway_run() {
       die "$name: the latency run failed: lost, duplicated or misrouted submissions, or no end within $((LAT_SECONDS + WAIT_S)) s"
     }
     sed "s/^/${name}_/" "$tmp/$name.latency"
+  fi
+  if [ "$latency" = 1 ] && [ "$P99_RATE" != 0 ] && [ "$LAT_SECONDS" != 0 ]; then
+    say "$name: latency at $P99_RATE msg/s for $LAT_SECONDS s"
+    timeout "$((LAT_SECONDS + WAIT_S))" \
+      "$load" paced --config "$tmp/$name-1.toml" --rate "$P99_RATE" --seconds "$LAT_SECONDS" \
+      --size "$size" >"$tmp/$name.latency-fixed" || {
+      sed "s/^/${name}_at_${P99_RATE}_/" "$tmp/$name.latency-fixed"
+      die "$name: the latency run at $P99_RATE msg/s failed: lost, duplicated or misrouted submissions, or no end"
+    }
+    sed "s/^/${name}_at_${P99_RATE}_/" "$tmp/$name.latency-fixed"
+    p99_at[$name]=$(value latency_p99_ms <"$tmp/$name.latency-fixed")
   fi
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   reap "${pids[@]}" || true
@@ -458,6 +481,23 @@ for k in $INSTANCES; do
   gateway_run "instances_$k" "$INSTANCE_SIZE" "$(n_for "$INSTANCE_SIZE")" postgres "$k" 0
 done
 
+# The headline figures: 4 KiB with SQLite against the shovel and the bare forwarder of the
+# same run; peak RSS at 4 KiB and 256 KiB (SQLite).
+h=gateway_4096_sqlite
+if [ -n "${cpu[$h]:-}" ] && [ -n "${cpu[bare_4096]:-}" ]; then
+  echo "cpu_vs_bare=$(quotient "${cpu[$h]}" "${cpu[bare_4096]}")"
+fi
+if [ -n "${cpu[${h}_broker]:-}" ] && [ -n "${cpu[shovel_4096_broker]:-}" ]; then
+  echo "broker_vs_shovel=$(quotient "${cpu[${h}_broker]}" "${cpu[shovel_4096_broker]}")"
+fi
+for size in 4096 262144; do
+  if [ -n "${rss_mib[gateway_${size}_sqlite]:-}" ]; then
+    echo "peak_rss_mib_$size=${rss_mib[gateway_${size}_sqlite]}"
+  fi
+done
+if [ -n "${p99_at[$h]:-}" ]; then
+  echo "p99_ms_at_$P99_RATE=${p99_at[$h]}"
+fi
 if [ -n "${headline:-}" ]; then
   echo "ratio_vs_shovel=$headline"
 elif [ -n "$first_ratio" ]; then

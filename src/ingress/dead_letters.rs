@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,6 +20,7 @@ use uuid::Uuid;
 use crate::amqp::{OwnedTopology, header_text, value_text};
 use crate::link::Link;
 use crate::pipeline::headers;
+use crate::pipeline::settle;
 use crate::store::{NewDeadLetter, Store};
 
 /// Dead letters written to the store in one statement at most.
@@ -32,7 +32,6 @@ const PREFETCH: u16 = 256;
 /// further failure up to [`MAX_STORE_RETRY_DELAY`].
 const STORE_RETRY_DELAY: Duration = Duration::from_millis(200);
 const MAX_STORE_RETRY_DELAY: Duration = Duration::from_secs(5);
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Consumes `queue` on the gateway's broker until `stop`, resubscribing after losses.
 pub async fn take_into_store(
@@ -93,11 +92,9 @@ async fn intake(
         if !store_held(store, &letters, stop).await {
             // Stopping: back to the queue now rather than when the channel closes.
             for delivery in &batch {
-                let nack = delivery.acker.nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                });
-                let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
+                if let Err(e) = settle::requeue_now(&delivery.acker).await {
+                    tracing::debug!(error = %e, "dead letter not handed back; the channel's close does");
+                }
             }
             return None;
         }
@@ -105,9 +102,11 @@ async fn intake(
         // One ack for the batch: every earlier delivery on this channel is in it or already
         // settled. A lost ack redelivers the letters; their ids make the second insert a
         // no-op.
-        if let Some(last) = batch.last() {
-            let ack = last.acker.ack(BasicAckOptions { multiple: true });
-            let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
+        if let Some(last) = batch.last()
+            && let Err(e) = settle::ack(&last.acker, true).await
+        {
+            tracing::warn!(error = %e, n = batch.len(),
+                "dead letters stored but not acked; the broker redelivers them and the store keeps one of each");
         }
         if ended.is_some() {
             return ended;

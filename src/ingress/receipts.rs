@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -32,14 +32,12 @@ use crate::envelope::{self, Encoding};
 use crate::link::Link;
 use crate::model::BrokerIndex;
 use crate::outcome::{Reason, Rejection};
-use crate::pipeline::Gateway;
+use crate::pipeline::settle::{self, Disposition, SETTLE_TIMEOUT};
+use crate::pipeline::{Gateway, now_timestamp};
 use crate::store::{Answer, Fate, Store, StoreError, TraceEvent};
 use crate::wire::v1 as wire;
 
 const PREFETCH: u16 = 32;
-/// Pause before a receipt goes back to its queue after the store or a broker failed.
-const REQUEUE_DELAY: Duration = Duration::from_secs(1);
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Overdue submissions reported per check at most; the next check takes the rest.
 const OVERDUE_BATCH: u32 = 500;
 
@@ -48,16 +46,13 @@ const OVERDUE_BATCH: u32 = 500;
 /// hears about them soon when the claiming instance died meanwhile.
 const OVERDUE_CLAIM_LEASE: Duration = Duration::from_secs(5 * 60);
 
-/// What became of one receipt.
-#[derive(Debug)]
-enum Settle {
-    Ack,
-    Requeue(String),
-}
-
 /// Why a receipt was not processed now.
 #[derive(Debug, thiserror::Error)]
 enum ReceiptError {
+    /// The back office may answer before the gateway's record of the delivery is
+    /// committed (milliseconds after the confirm): a first unknown is given one more try.
+    #[error("receipt for {0} came before the delivery was recorded, or is unknown")]
+    NotYetRecorded(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("broker: {0}")]
@@ -192,7 +187,7 @@ async fn take_receipts(
         };
         match next {
             Some(Ok(delivery)) => {
-                let settle = process(gateway, store, destination, &delivery).await;
+                let settle = handle(gateway, store, destination, &delivery).await;
                 finish(gateway, destination, &delivery, settle).await;
             }
             Some(Err(e)) => return Some(e.to_string()),
@@ -201,22 +196,23 @@ async fn take_receipts(
     }
 }
 
-async fn finish(gateway: &Gateway, destination: &str, delivery: &Delivery, settle: Settle) {
-    match settle {
-        Settle::Ack => {
-            let ack = delivery.acker.ack(BasicAckOptions::default());
-            let _ = tokio::time::timeout(SETTLE_TIMEOUT, ack).await;
-        }
-        Settle::Requeue(why) => {
+async fn finish(
+    gateway: &Gateway,
+    destination: &str,
+    delivery: &Delivery,
+    settle: Result<(), ReceiptError>,
+) {
+    let disposition = match settle {
+        Ok(()) => Disposition::Ack,
+        Err(why) => {
             gateway.metrics().receipt(destination, "requeued", "");
             tracing::warn!(error = %why, "receipt left on its queue for another try");
-            tokio::time::sleep(REQUEUE_DELAY).await;
-            let nack = delivery.acker.nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            });
-            let _ = tokio::time::timeout(SETTLE_TIMEOUT, nack).await;
+            Disposition::Requeue
         }
+    };
+    if let Err(e) = settle::one(delivery, disposition).await {
+        tracing::warn!(error = %e, ?disposition,
+            "receipt not settled; the broker redelivers it when the channel closes");
     }
 }
 
@@ -288,24 +284,12 @@ fn event_id(submission: Uuid, answer: &str) -> Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-async fn process(
-    gateway: &Gateway,
-    store: &Store,
-    destination: &str,
-    delivery: &Delivery,
-) -> Settle {
-    match handle(gateway, store, destination, delivery).await {
-        Ok(settle) => settle,
-        Err(e) => Settle::Requeue(e.to_string()),
-    }
-}
-
 async fn handle(
     gateway: &Gateway,
     store: &Store,
     destination: &str,
     delivery: &Delivery,
-) -> Result<Settle, ReceiptError> {
+) -> Result<(), ReceiptError> {
     let (receipt, id, answer, status) = match read(delivery) {
         Ok(read) => read,
         Err(rejection) => {
@@ -328,49 +312,84 @@ async fn handle(
     };
     let submission = id.to_string();
     let fate = store.fate(id).await?;
-    let fate = match fate {
-        // The back office may answer before the gateway's record of the delivery is
-        // committed (milliseconds after the confirm): a first unknown is given one more try.
-        None if !delivery.redelivered => {
-            return Ok(Settle::Requeue(format!(
-                "receipt for {submission} came before the delivery was recorded, or is unknown"
-            )));
-        }
-        None => {
-            let rejection =
-                not_delivered_here(Reason::ReceiptUnknownSubmission, &submission, destination);
+    let digest = digest(answer, &receipt);
+    let fate = match judge(
+        fate,
+        delivery.redelivered,
+        answer,
+        &digest,
+        (&submission, destination),
+    ) {
+        Judged::NotYetRecorded => return Err(ReceiptError::NotYetRecorded(submission)),
+        Judged::Refused(rejection, fate) => {
             return refuse(
                 gateway,
                 delivery,
                 &rejection,
                 &submission,
                 destination,
-                None,
+                fate.as_ref(),
             )
             .await;
+        }
+        Judged::Repeated => {
+            gateway.metrics().receipt(destination, "repeated", "");
+            tracing::info!(submission_id = %submission, destination = %destination, answer,
+                "receipt repeated; the platform was told already");
+            return Ok(());
+        }
+        Judged::New(fate) => fate,
+    };
+    carry(
+        gateway,
+        store,
+        destination,
+        delivery,
+        (receipt, id, answer, status),
+        fate,
+    )
+    .await
+}
+
+/// What a receipt's answer means against the submission's delivery record.
+enum Judged {
+    /// No record yet, on a first delivery of the receipt: one more try.
+    NotYetRecorded,
+    /// Refused, with the record when there is one (for the submission's trace).
+    Refused(Rejection, Option<Fate>),
+    /// The same answer as before: the platform was told already.
+    Repeated,
+    /// A new, legal answer.
+    New(Fate),
+}
+
+/// A back office can answer only what was delivered to it, once per answer, and only in
+/// a legal order. The back office may answer before the gateway's record of the delivery
+/// is committed (milliseconds after the confirm): a first unknown is given one more try.
+fn judge(
+    fate: Option<Fate>,
+    redelivered: bool,
+    answer: &str,
+    digest: &[u8; 32],
+    (submission, destination): (&str, &str),
+) -> Judged {
+    let fate = match fate {
+        None if !redelivered => return Judged::NotYetRecorded,
+        None => {
+            let rejection =
+                not_delivered_here(Reason::ReceiptUnknownSubmission, submission, destination);
+            return Judged::Refused(rejection, None);
         }
         Some(f) if f.destination != destination => {
             let rejection =
-                not_delivered_here(Reason::ReceiptWrongDestination, &submission, destination);
-            return refuse(
-                gateway,
-                delivery,
-                &rejection,
-                &submission,
-                destination,
-                Some(&f),
-            )
-            .await;
+                not_delivered_here(Reason::ReceiptWrongDestination, submission, destination);
+            return Judged::Refused(rejection, Some(f));
         }
         Some(f) => f,
     };
-    let digest = digest(answer, &receipt);
     if fate.answer.as_deref() == Some(answer) && fate.answer_digest.as_deref() == Some(&digest[..])
     {
-        gateway.metrics().receipt(destination, "repeated", "");
-        tracing::info!(submission_id = %submission, destination = %destination, answer,
-            "receipt repeated; the platform was told already");
-        return Ok(Settle::Ack);
+        return Judged::Repeated;
     }
     let allowed = match fate.answer.as_deref() {
         None => true,
@@ -378,29 +397,33 @@ async fn handle(
         Some("forwarded-onward") => answer != "forwarded-onward",
         Some(_) => false,
     };
-    if !allowed {
-        let rejection = Rejection {
-            reason: Reason::ReceiptIllegalTransition,
-            field: Some("kind".to_owned()),
-            detail: format!(
-                "submission {submission} was answered {} before; {answer} now contradicts it",
-                fate.answer.as_deref().unwrap_or("")
-            ),
-        };
-        return refuse(
-            gateway,
-            delivery,
-            &rejection,
-            &submission,
-            destination,
-            Some(&fate),
-        )
-        .await;
+    if allowed {
+        return Judged::New(fate);
     }
+    let rejection = Rejection {
+        reason: Reason::ReceiptIllegalTransition,
+        field: Some("kind".to_owned()),
+        detail: format!(
+            "submission {submission} was answered {} before; {answer} now contradicts it",
+            fate.answer.as_deref().unwrap_or("")
+        ),
+    };
+    Judged::Refused(rejection, Some(fate))
+}
 
-    // Told first, recorded second: should the gateway stop in between, the receipt comes
-    // again and the platform gets the event twice, with the same event id, rather than
-    // never.
+/// Tells the platform a receipt's answer and records it. Told first, recorded second:
+/// should the gateway stop in between, the receipt comes again and the platform gets the
+/// event twice, with the same event id, rather than never.
+async fn carry(
+    gateway: &Gateway,
+    store: &Store,
+    destination: &str,
+    delivery: &Delivery,
+    (receipt, id, answer, status): (wire::Receipt, Uuid, &'static str, wire::Status),
+    fate: Fate,
+) -> Result<(), ReceiptError> {
+    let submission = id.to_string();
+    let digest = digest(answer, &receipt);
     let snapshot = gateway.snapshot();
     let event = wire::StatusEvent {
         event_id: event_id(id, answer).to_string(),
@@ -411,7 +434,7 @@ async fn handle(
             .destination(destination)
             .map(|d| d.name.clone())
             .unwrap_or_default(),
-        time: Some(crate::pipeline::now_timestamp()),
+        time: Some(now_timestamp()),
         problem: receipt.problems.first().cloned(),
         platform_id: fate.platform.clone(),
         case_id: String::new(),
@@ -453,7 +476,7 @@ async fn handle(
                 .join("; "),
         })
         .await;
-    Ok(Settle::Ack)
+    Ok(())
 }
 
 /// An unknown id and another authority's submission get the same words, so a back office
@@ -475,7 +498,7 @@ async fn refuse(
     submission: &str,
     destination: &str,
     fate: Option<&Fate>,
-) -> Result<Settle, ReceiptError> {
+) -> Result<(), ReceiptError> {
     gateway
         .dead_letter_receipt(delivery, rejection, submission, destination)
         .await?;
@@ -497,7 +520,7 @@ async fn refuse(
             })
             .await;
     }
-    Ok(Settle::Ack)
+    Ok(())
 }
 
 /// Every `check_interval`, tells platforms about delivered submissions that got no answer
@@ -553,7 +576,7 @@ pub async fn report_once(
                 .destination(&fate.destination)
                 .map(|d| d.name.clone())
                 .unwrap_or_default(),
-            time: Some(crate::pipeline::now_timestamp()),
+            time: Some(now_timestamp()),
             platform_id: fate.platform.clone(),
             note: format!("no answer from {} after {waited}", fate.destination),
             ..wire::StatusEvent::default()
