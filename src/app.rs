@@ -35,6 +35,8 @@ pub enum RunError {
     Store { url: String, source: StoreError },
     #[error("admin API: {0}")]
     Admin(#[from] crate::admin::AdminError),
+    #[error("web console: {0}")]
+    Console(#[from] crate::console::ConsoleError),
     #[error("a consumer task failed: {0}")]
     Task(String),
 }
@@ -143,6 +145,8 @@ pub struct Ready {
     pub admin_address: Option<std::net::SocketAddr>,
     /// Where `/metrics`, `/live` and `/ready` are served, if they are.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The web console's address, if it is served.
+    pub console_address: Option<std::net::SocketAddr>,
     /// Liveness and readiness, for a supervisor's watchdog.
     pub health: Arc<Health>,
 }
@@ -357,24 +361,38 @@ pub async fn run_controlled(
         stop_links.clone(),
     ));
     let grpc_health = admin::Health::start(&health, &stop_links);
+    // One service for the gRPC API and the console: directory changes from both are made
+    // one at a time, and both decide access alike.
+    let service = Arc::new(admin::service::Service::new(
+        config.clone(),
+        gateway.clone(),
+        store.clone(),
+        links.states(),
+        identity.id.clone(),
+    ));
     let admin_server = match &config.admin {
         Some(settings) => Some(
             admin::serve(
                 settings,
-                admin::State::new(
-                    config.clone(),
-                    gateway.clone(),
-                    store.clone(),
-                    links.states(),
-                    identity.id.clone(),
-                    stop_links.clone(),
-                ),
+                admin::State::with_service(service.clone(), &config, stop_links.clone()),
                 grpc_health,
                 stop_links.clone(),
             )
             .await?,
         ),
         None => None,
+    };
+    let console_address = match (&config.console, &config.admin) {
+        (Some(settings), Some(admin)) => Some(
+            crate::console::serve(
+                settings,
+                service.clone(),
+                admin.tokens.clone(),
+                stop_links.clone(),
+            )
+            .await?,
+        ),
+        _ => None,
     };
     tracing::info!(
         platforms = config.platforms.len(),
@@ -384,11 +402,13 @@ pub async fn run_controlled(
             .as_ref()
             .map_or_else(|| "off".to_owned(), |a| a.address.to_string()),
         metrics = %metrics_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        console = %console_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "ozg-gateway ready"
     );
     ready(Ready {
         admin_address: admin_server.as_ref().map(|a| a.address),
         metrics_address,
+        console_address,
         health,
     });
 

@@ -33,5 +33,8 @@ pub mod tls;
 pub mod topology;
 pub mod wire;
 
+// The operators' web pages, over the same service layer as the admin API.
+pub mod console;
+
 pub use app::{RunError, run};
 pub use config::Config;

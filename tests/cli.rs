@@ -208,7 +208,8 @@ fn an_admin_api_on_every_interface_without_tls_is_warned_about() {
     let path = dir.path().join("open.toml");
     let text = with_data_dir(
         &keep_only_lands(&std::fs::read_to_string(example()).unwrap(), &["he"])
-            .replace("127.0.0.1:50051", "0.0.0.0:0"),
+            .replace("127.0.0.1:50051", "0.0.0.0:0")
+            .replace("127.0.0.1:8080", "127.0.0.1:0"),
         dir.path(),
     );
     std::fs::write(&path, text).unwrap();
@@ -329,7 +330,10 @@ async fn walkthrough_run_submit_receive_and_stop_with_sigterm() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let text = text.replace("127.0.0.1:50051", &admin.to_string());
+    // The console's port too, for the same reason.
+    let text = text
+        .replace("127.0.0.1:50051", &admin.to_string())
+        .replace("127.0.0.1:8080", "127.0.0.1:0");
     let config_text = with_data_dir(&keep_only_lands(&text, &["he", "th"]), dir.path());
     std::fs::write(&config, config_text).unwrap();
     let config = config.to_str().unwrap();

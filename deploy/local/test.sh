@@ -27,6 +27,14 @@ if ! command -v groff >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q groff-base
 fi
 
+# tests/console.rs drives the web console in Debian's headless chromium through chromedriver;
+# without them it fails (it is never skipped).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test.sh: installing chromium and chromium-driver for the console's browser test"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q chromium chromium-driver
+fi
+
 # Vhosts left behind by an interrupted earlier run: test vhosts are named
 # ozgtest-<pid of the test process>-..., so only those whose process is gone are removed and a
 # run beside this one keeps its own.

@@ -82,9 +82,9 @@ pub struct BenchConfig {
 }
 
 /// The benchmark's configuration from the example's text (`base` resolves its relative
-/// paths). No admin API and no metrics port (so that several instances can run side by
-/// side), dead letters left on their queue (so that a run can count them), every broker on a
-/// vhost of the run's own. The result is validated as the gateway would.
+/// paths). No admin API, no console and no metrics port (so that several instances can run
+/// side by side), dead letters left on their queue (so that a run can count them), every
+/// broker on a vhost of the run's own. The result is validated as the gateway would.
 pub fn bench_config(
     example: &str,
     base: &Path,
@@ -95,6 +95,7 @@ pub fn bench_config(
     let mut table: toml::Table =
         toml::from_str(example).map_err(|e| BenchError::Config(e.to_string()))?;
     table.remove("admin");
+    table.remove("console");
     if let Some(toml::Value::Table(telemetry)) = table.get_mut("telemetry") {
         telemetry.remove("metrics_address");
         telemetry.remove("otlp_endpoint");

@@ -103,6 +103,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The bearer token of a call's metadata, trimmed, or why there is none.
+fn bearer(metadata: &MetadataMap) -> Result<&str, &'static str> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or("missing bearer token (authorization: Bearer <token>)")
+}
+
 /// The SHA-256 of a token as configured (`ozg-gateway hash-token` prints it). Blanks
 /// around the token do not count: a presented token is trimmed the same way.
 pub fn hash_token(token: &str) -> [u8; 32] {
@@ -125,13 +139,34 @@ impl Authenticator {
         metadata: &MetadataMap,
         peer: Option<SocketAddr>,
     ) -> Result<Principal, Status> {
+        self.admit(bearer(metadata), peer).await
+    }
+
+    /// [`check`](Self::check) for a token typed into the web console's login form: the
+    /// same tokens, the same delays for the same client address.
+    pub async fn check_token(
+        &self,
+        token: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<Principal, Status> {
+        let presented = Some(token.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or("missing token");
+        self.admit(presented, peer).await
+    }
+
+    async fn admit(
+        &self,
+        presented: Result<&str, &'static str>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Principal, Status> {
         let key = PeerKey::of(peer);
         if self.saturated(key) {
             return Err(Status::resource_exhausted(
                 "too many failed authentications from this address; wait and try again",
             ));
         }
-        let token = match self.identify(metadata) {
+        let token = match presented.and_then(|p| self.identify(p)) {
             Ok(token) => token,
             Err(why) => {
                 let (wait, waiting) = self.failed(key, peer, why);
@@ -150,17 +185,7 @@ impl Authenticator {
     }
 
     /// The configured token presented, or why there is none.
-    fn identify(&self, metadata: &MetadataMap) -> Result<&AdminToken, &'static str> {
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or("missing bearer token (authorization: Bearer <token>)")?;
+    fn identify(&self, presented: &str) -> Result<&AdminToken, &'static str> {
         let hash = hash_token(presented);
         // Every configured hash is compared, match or not, so the time taken says nothing
         // about which or how many bytes matched.

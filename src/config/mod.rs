@@ -90,11 +90,12 @@ pub struct Config {
     pub services: Vec<ServiceName>,
     pub receipts: ReceiptSettings,
     pub admin: Option<AdminSettings>,
+    pub console: Option<ConsoleSettings>,
     pub municipalities: Arc<Municipalities>,
 }
 
 /// A section of a configuration file that takes effect only when the gateway starts.
-pub const RESTART_ONLY: [&str; 9] = [
+pub const RESTART_ONLY: [&str; 10] = [
     "gateway",
     "gateway.directory",
     "store",
@@ -104,6 +105,7 @@ pub const RESTART_ONLY: [&str; 9] = [
     "platforms",
     "receipts",
     "admin",
+    "console",
 ];
 
 impl Config {
@@ -168,6 +170,7 @@ impl Config {
             ("platforms", platforms(self) != platforms(new)),
             ("receipts", self.receipts != new.receipts),
             ("admin", admin(self) != admin(new)),
+            ("console", self.console != new.console),
         ] {
             if differs {
                 changed.push(section);

@@ -36,6 +36,15 @@ pub(super) struct RawConfig {
     pub(super) receipts: RawReceipts,
     #[serde(default)]
     pub(super) admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub(super) console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    #[serde(default)]
+    pub(super) address: String,
 }
 
 #[derive(Debug, Deserialize, Default)]

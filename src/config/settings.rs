@@ -217,6 +217,13 @@ pub struct AdminSettings {
     pub tokens: Vec<AdminToken>,
 }
 
+/// The web console (`src/console/`); absent means none. Operators log in with an admin
+/// token, so it needs `[admin]` tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    pub address: std::net::SocketAddr,
+}
+
 #[derive(Debug, Clone)]
 pub struct AdminTls {
     pub cert: PathBuf,

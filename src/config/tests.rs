@@ -238,6 +238,53 @@ fn every_problem_at_once_also_at_the_format_level() {
 }
 
 #[test]
+fn a_console_needs_admin_tokens_and_is_warned_about_off_loopback() {
+    let admin = "[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\n\
+                 sha256 = \"0e0f32b32f222d209c23da5994f02cd3caf03a883ad8c0f491339d3f058bf34a\"\n\
+                 roles = [\"operator\"]\n";
+    let config = parse(&format!(
+        "{VALID}\n{admin}\n[console]\naddress = \"127.0.0.1:8080\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.console.map(|c| c.address.port()),
+        Some(8080),
+        "{:?}",
+        config.warnings
+    );
+    assert!(parse(VALID).unwrap().console.is_none());
+    let errors = parse(&format!(
+        "{VALID}\n[console]\naddress = \"127.0.0.1:8080\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("test.toml: console: operators log in with an admin token"),
+        "{errors}"
+    );
+    let errors = parse(&format!(
+        "{VALID}\n{admin}\n[console]\naddress = \"localhost\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("console.address: \"localhost\" is not an address"),
+        "{errors}"
+    );
+    let open = parse(&format!(
+        "{VALID}\n{admin}\n[console]\naddress = \"0.0.0.0:8080\"\n"
+    ))
+    .unwrap();
+    assert!(
+        open.warnings
+            .iter()
+            .any(|w| w.contains("console.address: 0.0.0.0:8080 is reachable")),
+        "{:?}",
+        open.warnings
+    );
+}
+
+#[test]
 fn an_admin_api_for_other_machines_without_tls_is_warned_about() {
     for (address, warned) in [
         ("127.0.0.1:0", false),

@@ -286,6 +286,8 @@ impl RunningGateway {
 /// The gateway in-process, its admin address learned from `run_reporting`.
 pub struct Admin {
     pub address: std::net::SocketAddr,
+    /// The web console's address, when the configuration has `[console]`.
+    pub console: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Result<(), ozg_gateway::RunError>>,
 }
@@ -315,6 +317,7 @@ impl Admin {
             .expect("gateway ended before it was ready");
         Admin {
             address: ready.admin_address.expect("admin API configured"),
+            console: ready.console_address,
             stop: Some(stop),
             handle,
         }

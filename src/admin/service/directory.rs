@@ -69,6 +69,14 @@ pub struct AuditPage {
     pub scope: Scope,
 }
 
+/// A unit of the municipality directory that a search found.
+#[derive(Debug, Clone)]
+pub struct RegionMatch {
+    pub prefix: RegionPrefix,
+    pub name: String,
+    pub kind: crate::municipalities::UnitKind,
+}
+
 /// Where a submission for a service and region would go, and why.
 #[derive(Debug, Clone)]
 pub struct Resolution {
@@ -94,6 +102,65 @@ struct Change {
 }
 
 impl Service {
+    /// The version of the directory in use, which a change sends back as the version it
+    /// was made on.
+    pub fn directory_version(&self, who: &Principal) -> Result<i64, ServiceError> {
+        who.require(Right::Read)?;
+        Ok(self.gateway.snapshot().version)
+    }
+
+    /// Units of the municipality directory whose name contains `text` (any case) or
+    /// whose ARS starts with it, and the municipality of an 8-digit AGS; at most `limit`,
+    /// names that begin with `text` first, then higher levels and larger municipalities.
+    pub fn find_regions(
+        &self,
+        who: &Principal,
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<RegionMatch>, ServiceError> {
+        who.require(Right::Read)?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let directory = &self.config.municipalities;
+        let lower = text.to_lowercase();
+        let digits = text.chars().all(|c| c.is_ascii_digit());
+        let by_ags = text
+            .parse::<Ags>()
+            .ok()
+            .and_then(|ags| directory.ars_for_ags(ags))
+            .and_then(|ars| directory.gemeinde(ars));
+        let mut found: Vec<&crate::municipalities::Unit> = directory
+            .units()
+            .filter(|u| {
+                if digits {
+                    u.prefix.to_string().starts_with(text)
+                } else {
+                    u.name.to_lowercase().contains(&lower)
+                }
+            })
+            .collect();
+        found.sort_by_key(|u| {
+            (
+                !u.name.to_lowercase().starts_with(&lower),
+                u.prefix.level().digits(),
+                std::cmp::Reverse(u.population),
+                u.name.clone(),
+            )
+        });
+        Ok(by_ags
+            .into_iter()
+            .chain(found)
+            .take(limit)
+            .map(|u| RegionMatch {
+                prefix: u.prefix,
+                name: u.name.clone(),
+                kind: u.kind,
+            })
+            .collect())
+    }
+
     pub fn list_destinations(&self, who: &Principal) -> Result<Vec<DestinationView>, ServiceError> {
         who.require(Right::Read)?;
         let snapshot = self.gateway.snapshot();

@@ -22,7 +22,9 @@ pub use dead_letters::{
     Commit, DeadLetterPage, DeadLetterSummary, Discarded, ReplayFate, ReplayOutcome,
     ReplayOutcomes, Replayed, Selection,
 };
-pub use directory::{AuditPage, DestinationView, Resolution, RouteFilter, RouteView, ServiceView};
+pub use directory::{
+    AuditPage, DestinationView, RegionMatch, Resolution, RouteFilter, RouteView, ServiceView,
+};
 pub use error::ServiceError;
 pub use operations::{IngressState, Overdue, Watch, WatchFilter, Watched};
 pub use stats::{

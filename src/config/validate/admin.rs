@@ -1,15 +1,49 @@
-//! `[admin]`: address, TLS and tokens with their roles and scopes.
+//! `[admin]`: address, TLS and tokens with their roles and scopes; `[console]`, whose
+//! operators log in with those tokens.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use super::Validator;
-use crate::config::raw::{RawAdmin, RawToken};
-use crate::config::{AdminSettings, AdminTls, AdminToken, Role, Scope};
+use crate::config::raw::{RawAdmin, RawConsole, RawToken};
+use crate::config::{AdminSettings, AdminTls, AdminToken, ConsoleSettings, Role, Scope};
 use crate::model::{Destination, Land, Platform, check_id};
 use crate::secret::{self, Secret};
 
 impl Validator {
+    pub(super) fn console(
+        &mut self,
+        raw: &RawConsole,
+        has_tokens: bool,
+    ) -> Option<ConsoleSettings> {
+        let a = self.required("console.address", &raw.address)?;
+        let Ok(address) = a.parse::<std::net::SocketAddr>() else {
+            self.error(
+                "console.address",
+                format!("{a:?} is not an address like 127.0.0.1:8080"),
+            );
+            return None;
+        };
+        if !has_tokens {
+            self.error(
+                "console",
+                "operators log in with an admin token: configure [admin] with [[admin.tokens]]",
+            );
+            return None;
+        }
+        if !address.ip().is_loopback() {
+            self.warn(
+                "console.address",
+                format!(
+                    "{address} is reachable from other machines over plain HTTP: tokens and \
+                     session cookies cross the network readable; put a TLS-terminating proxy \
+                     in front, or listen on loopback"
+                ),
+            );
+        }
+        Some(ConsoleSettings { address })
+    }
+
     pub(super) fn admin(
         &mut self,
         raw: &RawAdmin,

@@ -227,6 +227,11 @@ impl Validator {
             .admin
             .as_ref()
             .and_then(|a| self.admin(a, base, &platforms, &destinations));
+        let has_tokens = raw.admin.as_ref().is_some_and(|a| !a.tokens.is_empty());
+        let console = raw
+            .console
+            .as_ref()
+            .and_then(|c| self.console(c, has_tokens));
         let receipts = self.receipts(&raw.receipts);
         let routes = self.routes(&raw, &destination_ids, &municipalities);
         match gateway {
@@ -244,6 +249,7 @@ impl Validator {
                 services,
                 receipts,
                 admin,
+                console,
                 municipalities,
             }),
             _ => Err(ConfigErrors(self.errors)),

@@ -1,0 +1,386 @@
+//! The routing directory: destinations and routes with their names, a route added or
+//! pointed elsewhere with the directory version the page showed (a change made meanwhile
+//! by someone else is refused, not overwritten), as the gRPC API does it.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::Console;
+use super::forms::{Fields, query};
+use super::i18n::Texts;
+use super::pages::when;
+use super::pages::{Chrome, SignedIn, changing, render, service_error};
+use crate::admin::service::{Principal, Right, RouteFilter, ServiceError};
+use crate::model::RouteSpec;
+use crate::municipalities::UnitKind;
+use crate::routing::live::EntrySource;
+use crate::store::AuditFilter;
+
+pub struct DestinationRow {
+    pub id: String,
+    pub name: String,
+    pub land: String,
+    pub broker: String,
+    pub exchange: String,
+    pub from_file: bool,
+}
+
+pub struct RouteRow {
+    pub service: String,
+    pub service_name: String,
+    pub region: String,
+    pub region_name: String,
+    pub destination: String,
+    pub destination_name: String,
+    pub from_file: bool,
+}
+
+/// Regions a search lists at most.
+const REGIONS_SHOWN: usize = 25;
+/// Audit rows read, and shown at most.
+const AUDIT_READ: u32 = 200;
+const AUDIT_SHOWN: usize = 25;
+
+#[derive(Template)]
+#[template(path = "routing.html")]
+struct RoutingPage {
+    c: Chrome,
+    t: &'static Texts,
+    q: String,
+    version: i64,
+    destinations: Vec<DestinationRow>,
+    routes: Vec<RouteRow>,
+    can_change: bool,
+    notice: Option<String>,
+    regions: Vec<RegionRow>,
+    audit: Vec<AuditRow>,
+    /// The route form filled in to change this route.
+    edit: (String, String, String),
+}
+
+/// Whether `row` matches the search `q` (any part of an id, name, key or region code).
+fn matches(q: &str, parts: &[&str]) -> bool {
+    let q = q.to_lowercase();
+    q.is_empty() || parts.iter().any(|p| p.to_lowercase().contains(&q))
+}
+
+pub async fn page(
+    State(console): State<Arc<Console>>,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
+    let q = f.get("q").to_owned();
+    let mut c = Chrome::new(&headers, Some(&session), "/routing");
+    c.back = format!("/routing?{}", query([("q", q.as_str())]));
+    let t = c.t;
+    let who = &session.principal;
+    let service = &console.service;
+    let listed = service.directory_version(who).and_then(|version| {
+        Ok((
+            version,
+            service.list_destinations(who)?,
+            service.list_routes(who, &RouteFilter::default())?,
+        ))
+    });
+    let (version, destinations, routes) = match listed {
+        Ok(listed) => listed,
+        Err(e) => return service_error(c, e),
+    };
+    let destinations = destinations
+        .into_iter()
+        .filter(|d| matches(&q, &[&d.destination.id, &d.destination.name]))
+        .map(|d| DestinationRow {
+            id: d.destination.id.clone(),
+            name: d.destination.name.clone(),
+            land: d.destination.land.to_string(),
+            broker: d.broker.clone(),
+            exchange: d.destination.exchange.clone(),
+            from_file: d.source == EntrySource::Config,
+        })
+        .collect();
+    let routes = routes
+        .into_iter()
+        .map(|r| RouteRow {
+            service: r.service.to_string(),
+            service_name: r.service_name,
+            region: r.region.to_string(),
+            region_name: r.region_name,
+            destination: r.destination,
+            destination_name: r.destination_name,
+            from_file: r.source == EntrySource::Config,
+        })
+        .filter(|r| {
+            matches(
+                &q,
+                &[
+                    &r.service,
+                    &r.service_name,
+                    &r.region,
+                    &r.region_name,
+                    &r.destination,
+                    &r.destination_name,
+                ],
+            )
+        })
+        .collect();
+    let notice = match f.get("done") {
+        "route" => Some(t.route_saved.to_owned()),
+        "deleted" => Some(t.route_deleted.to_owned()),
+        _ => None,
+    };
+    let regions = region_rows(&console, who, &q, t);
+    let audit = audit_rows(&console, who, &q).await;
+    let edit = (
+        f.get("service").to_owned(),
+        f.get("region").to_owned(),
+        f.get("destination").to_owned(),
+    );
+    render(&RoutingPage {
+        regions,
+        audit,
+        edit,
+        t,
+        q,
+        version,
+        destinations,
+        routes,
+        can_change: who.require(Right::Change).is_ok(),
+        notice,
+        c,
+    })
+}
+
+/// Adds a route, or points an existing one elsewhere.
+pub async fn put_route(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = Fields::parse(&body);
+    let session = match changing(&console, &headers, f.get("csrf"), "/routing") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let c = Chrome::new(&headers, Some(&session), "/routing");
+    let Ok(version) = f.get("version").parse::<i64>() else {
+        let e = ServiceError::invalid("version", "is not the directory version shown".to_owned());
+        return service_error(c, e);
+    };
+    let spec = RouteSpec {
+        service: f.get("service").to_owned(),
+        region: f.get("region").to_owned(),
+        destination: f.get("destination").to_owned(),
+    };
+    let create = f.get("mode") != "update";
+    match console
+        .service
+        .put_route(&session.principal, spec, version, create)
+        .await
+    {
+        Ok(_) => (
+            StatusCode::SEE_OTHER,
+            [(LOCATION, "/routing?done=route".to_owned())],
+        )
+            .into_response(),
+        Err(e) => service_error(c, e),
+    }
+}
+
+pub struct RegionRow {
+    pub code: String,
+    pub name: String,
+    pub kind: &'static str,
+    /// A municipality: "where would it go?" can start here.
+    pub municipality: bool,
+}
+
+fn kind_text(kind: UnitKind, t: &Texts) -> &'static str {
+    match kind {
+        UnitKind::Land => t.kind_land,
+        UnitKind::Regierungsbezirk => t.kind_regierungsbezirk,
+        UnitKind::Kreis { kreisfrei: true } => t.kind_kreisfreie_stadt,
+        UnitKind::Kreis { kreisfrei: false } => t.kind_kreis,
+        UnitKind::Gemeindeverband => t.kind_gemeindeverband,
+        UnitKind::Gemeinde { .. } => t.kind_gemeinde,
+    }
+}
+
+pub fn region_rows(console: &Console, who: &Principal, q: &str, t: &Texts) -> Vec<RegionRow> {
+    console
+        .service
+        .find_regions(who, q, REGIONS_SHOWN)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| RegionRow {
+            code: r.prefix.to_string(),
+            name: r.name,
+            kind: kind_text(r.kind, t),
+            municipality: matches!(r.kind, UnitKind::Gemeinde { .. }),
+        })
+        .collect()
+}
+
+pub struct AuditRow {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    pub before: String,
+    pub after: String,
+}
+
+pub async fn audit_rows(console: &Console, who: &Principal, q: &str) -> Vec<AuditRow> {
+    let page = console
+        .service
+        .list_audit(who, AuditFilter::default(), "", AUDIT_READ)
+        .await;
+    page.map(|p| p.entries)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| matches(q, &[&e.object, &e.actor, &e.action]))
+        .take(AUDIT_SHOWN)
+        .map(|e| AuditRow {
+            at: when(e.at),
+            actor: e.actor,
+            action: e.action,
+            object: e.object,
+            before: e.before.unwrap_or_default(),
+            after: e.after.unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Deletes a route made through the API or the console.
+pub async fn delete_route(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = Fields::parse(&body);
+    let session = match changing(&console, &headers, f.get("csrf"), "/routing") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let c = Chrome::new(&headers, Some(&session), "/routing");
+    let Ok(version) = f.get("version").parse::<i64>() else {
+        let e = ServiceError::invalid("version", "is not the directory version shown".to_owned());
+        return service_error(c, e);
+    };
+    match console
+        .service
+        .delete_route(
+            &session.principal,
+            f.get("service"),
+            f.get("region"),
+            version,
+        )
+        .await
+    {
+        Ok(()) => (
+            StatusCode::SEE_OTHER,
+            [(LOCATION, "/routing?done=deleted".to_owned())],
+        )
+            .into_response(),
+        Err(e) => service_error(c, e),
+    }
+}
+
+pub struct StepRow {
+    pub service: String,
+    pub region: String,
+    pub unit: String,
+    pub found: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "explain.html")]
+struct ExplainPage {
+    c: Chrome,
+    t: &'static Texts,
+    service: String,
+    region: String,
+    heading: Option<String>,
+    steps: Vec<StepRow>,
+    result: Option<String>,
+    problem: Option<String>,
+}
+
+/// "Where would it go?": the jurisdiction walk for a service and a municipality, step by
+/// step, sending nothing.
+pub async fn explain(
+    State(console): State<Arc<Console>>,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
+    let (service, region) = (f.get("service").to_owned(), f.get("region").to_owned());
+    let mut c = Chrome::new(&headers, Some(&session), "/routing");
+    c.back = format!(
+        "/routing/explain?{}",
+        query([("service", service.as_str()), ("region", region.as_str())])
+    );
+    let t = c.t;
+    let mut page = ExplainPage {
+        t,
+        service: service.clone(),
+        region: region.clone(),
+        heading: None,
+        steps: Vec::new(),
+        result: None,
+        problem: None,
+        c,
+    };
+    if service.is_empty() || region.is_empty() {
+        return render(&page);
+    }
+    let resolution = match console
+        .service
+        .resolve(&session.principal, &service, &region)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            page.problem = Some(e.to_string());
+            return render(&page);
+        }
+    };
+    page.heading = Some(format!(
+        "{} {}{} · {} {} ({})",
+        t.service,
+        resolution.service,
+        if resolution.service_name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", resolution.service_name)
+        },
+        t.region,
+        resolution.ars,
+        resolution.region_name
+    ));
+    page.steps = resolution
+        .explanation
+        .steps
+        .iter()
+        .map(|s| StepRow {
+            service: s.service.to_string(),
+            region: s.region.to_string(),
+            unit: s.unit_name.clone().unwrap_or_default(),
+            found: s
+                .matched
+                .as_ref()
+                .map(|m| format!("{} {}", m.service, m.region)),
+        })
+        .collect();
+    page.result = resolution
+        .destination
+        .map(|d| format!("{} – {}", d.destination.id, d.destination.name));
+    render(&page)
+}
