@@ -101,36 +101,10 @@ impl Municipalities {
         let mut n_gemeinden = 0;
         for record in reader.records() {
             let record = record.map_err(csv_error)?;
-            let line = record.position().map_or(0, |p| p.line());
-            let field = |i: usize| record.get(i).unwrap_or("").trim();
-            let bad = |column: &'static str, detail: String| MunicipalitiesError::BadRow {
-                origin: origin.to_owned(),
-                line,
-                column,
-                detail,
-            };
-            let satzart = field(c.satzart);
-            let Some((level, kind, key)) = unit_key(&field, &c)
-                .map_err(|other| bad("satzart", format!("unknown record type {other:?}")))?
-            else {
+            let Some(unit) = read_row(&record, &c, origin)? else {
                 continue;
             };
-            let prefix: RegionPrefix = key
-                .parse()
-                .map_err(|e| bad("land/rb/kreis/vb/gemeinde", format!("key {e}")))?;
-            if prefix.level() != level {
-                return Err(bad(
-                    "land/rb/kreis/vb/gemeinde",
-                    format!("key {key:?} does not fit record type {satzart}"),
-                ));
-            }
-            let population = if level == Level::Gemeinde {
-                parse_population(field(c.population))
-                    .map_err(|raw| bad("bevoelkerung", format!("not a number: {raw:?}")))?
-            } else {
-                0
-            };
-            if let Some(ars) = prefix.as_ars() {
+            if let Some(ars) = unit.prefix.as_ars() {
                 // The AGS lacks the Gemeindeverband digits, so it must name one Gemeinde
                 // only: two ARS with the same AGS would route AGS submissions silently to
                 // whichever came last. A repeated row is the same Gemeinde, counted once.
@@ -138,7 +112,9 @@ impl Municipalities {
                     None => n_gemeinden += 1,
                     Some(earlier) if earlier == ars => {}
                     Some(earlier) => {
-                        return Err(bad(
+                        return Err(bad_row(
+                            &record,
+                            origin,
                             "land/rb/kreis/vb/gemeinde",
                             format!(
                                 "AGS {} names both {earlier} and {ars}; an AGS must name one Gemeinde",
@@ -148,15 +124,7 @@ impl Municipalities {
                     }
                 }
             }
-            units.insert(
-                prefix,
-                Unit {
-                    prefix,
-                    name: field(c.name).to_owned(),
-                    kind,
-                    population,
-                },
-            );
+            units.insert(unit.prefix, unit);
         }
         if n_gemeinden == 0 {
             return Err(MunicipalitiesError::Empty {
@@ -194,6 +162,56 @@ impl Municipalities {
 
     pub fn units(&self) -> impl Iterator<Item = &Unit> {
         self.units.values()
+    }
+}
+/// One row as a unit of the directory; `None` for a record type that is none.
+fn read_row(
+    record: &csv::StringRecord,
+    c: &Columns,
+    origin: &str,
+) -> Result<Option<Unit>, MunicipalitiesError> {
+    let field = |i: usize| record.get(i).unwrap_or("").trim();
+    let bad = |column: &'static str, detail: String| bad_row(record, origin, column, detail);
+    let satzart = field(c.satzart);
+    let Some((level, kind, key)) = unit_key(&field, c)
+        .map_err(|other| bad("satzart", format!("unknown record type {other:?}")))?
+    else {
+        return Ok(None);
+    };
+    let prefix: RegionPrefix = key
+        .parse()
+        .map_err(|e| bad("land/rb/kreis/vb/gemeinde", format!("key {e}")))?;
+    if prefix.level() != level {
+        return Err(bad(
+            "land/rb/kreis/vb/gemeinde",
+            format!("key {key:?} does not fit record type {satzart}"),
+        ));
+    }
+    let population = if level == Level::Gemeinde {
+        parse_population(field(c.population))
+            .map_err(|raw| bad("bevoelkerung", format!("not a number: {raw:?}")))?
+    } else {
+        0
+    };
+    Ok(Some(Unit {
+        prefix,
+        name: field(c.name).to_owned(),
+        kind,
+        population,
+    }))
+}
+
+fn bad_row(
+    record: &csv::StringRecord,
+    origin: &str,
+    column: &'static str,
+    detail: String,
+) -> MunicipalitiesError {
+    MunicipalitiesError::BadRow {
+        origin: origin.to_owned(),
+        line: record.position().map_or(0, |p| p.line()),
+        column,
+        detail,
     }
 }
 

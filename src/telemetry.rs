@@ -32,6 +32,9 @@ use crate::amqp::header_text;
 use crate::config::{LogFormat, OtlpProtocol, TelemetrySettings};
 use crate::outcome::Ending;
 
+mod process;
+use process::ProcessCollector;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("OTLP exporter for {endpoint}: {detail}")]
@@ -436,6 +439,27 @@ pub const RUSTC: &str = env!("OZG_RUSTC_VERSION");
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            messages: Family::<OutcomeLabels, Counter>::default(),
+            orphaned: Family::<OrphanLabels, Counter>::default(),
+            processing_seconds: Family::<PlatformLabels, Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
+            confirm_seconds: Family::<DestinationLabels, Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
+            in_flight: Family::<PlatformLabels, Gauge>::default(),
+            retry_backlog: Family::<DestinationLabels, Gauge>::default(),
+            broker_connected: Family::<LinkLabels, Gauge>::default(),
+            consumer_up: Family::<ConsumerLabels, Gauge>::default(),
+            store_up: Gauge::default(),
+            dead_letters_pending: Family::<ReasonLabels, Gauge>::default(),
+            queue_ready: Family::<QueueLabels, Gauge>::default(),
+            receipts: Family::<ReceiptLabels, Counter>::default(),
+            overdue: Family::<OverdueLabels, Counter>::default(),
+            status_events_failed: Family::<StatusLabels, Counter>::default(),
+        };
         let mut root = Registry::default();
         // Process metrics under their conventional names (no prefix), so that dashboards
         // made for any Prometheus client's process metrics work.
@@ -450,111 +474,45 @@ impl Metrics {
                 rustc: RUSTC.to_owned(),
             }),
         );
-        let messages = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "messages",
-            "Submissions taken off a queue, by platform, destination, outcome (delivered, duplicate, dead-lettered, retrying, requeued) and reason",
-            messages.clone(),
-        );
-        let orphaned = Family::<OrphanLabels, Counter>::default();
-        registry.register(
-            "orphaned",
-            "Retries and replays of a platform that is no longer configured (dead-lettered as delivery-failed), by source (retry, replay), outcome and reason",
-            orphaned.clone(),
-        );
-        let processing_seconds = Family::<PlatformLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
-            "processing_seconds",
-            "Time from taking a submission off a queue to settling it (ack after the destination's confirm)",
-            processing_seconds.clone(),
-        );
-        let confirm_seconds = Family::<DestinationLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
+        metrics.register_message_path(registry);
+        metrics.register_state(registry);
+        metrics.register_receipts(registry);
+        metrics.registry = root;
+        Arc::new(metrics)
+    }
+
+    /// The message path: outcomes, latencies, what is in flight or waiting to be retried.
+    fn register_message_path(&self, registry: &mut Registry) {
+        registry.register("messages", "Submissions taken off a queue, by platform, destination, outcome (delivered, duplicate, dead-lettered, retrying, requeued) and reason", self.messages.clone());
+        registry.register("orphaned", "Retries and replays of a platform that is no longer configured (dead-lettered as delivery-failed), by source (retry, replay), outcome and reason", self.orphaned.clone());
+        registry.register("processing_seconds", "Time from taking a submission off a queue to settling it (ack after the destination's confirm)", self.processing_seconds.clone());
         registry.register(
             "confirm_seconds",
             "Time from publishing to a destination to its broker's confirm",
-            confirm_seconds.clone(),
+            self.confirm_seconds.clone(),
         );
-        let in_flight = Family::<PlatformLabels, Gauge>::default();
-        registry.register(
-            "in_flight",
-            "Submissions this process took off a platform's queue and has not settled yet (its unacked share of the queue)",
-            in_flight.clone(),
-        );
-        let retry_backlog = Family::<DestinationLabels, Gauge>::default();
-        registry.register(
-            "retry_backlog",
-            "Submissions for a destination that this process put into the retry delay queues and that have not come back yet",
-            retry_backlog.clone(),
-        );
-        let broker_connected = Family::<LinkLabels, Gauge>::default();
+        registry.register("in_flight", "Submissions this process took off a platform's queue and has not settled yet (its unacked share of the queue)", self.in_flight.clone());
+        registry.register("retry_backlog", "Submissions for a destination that this process put into the retry delay queues and that have not come back yet", self.retry_backlog.clone());
+    }
+
+    /// The state of links, consumers, the store and the queues.
+    fn register_state(&self, registry: &mut Registry) {
         registry.register(
             "broker_connected",
             "1 while the connection to a broker (role consume or publish) is up, else 0",
-            broker_connected.clone(),
+            self.broker_connected.clone(),
         );
-        let consumer_up = Family::<ConsumerLabels, Gauge>::default();
-        registry.register(
-            "consumer_up",
-            "1 while a consumer is subscribed, else 0: consumer ingress (a platform's queue, by platform), retry or replay (the gateway's own queues)",
-            consumer_up.clone(),
-        );
-        let store_up = Gauge::default();
-        registry.register(
-            "store_up",
-            "1 while the store answers (delivery records written, deduplication checks answered, the SQLite file the one opened), else 0: no queue is consumed meanwhile",
-            store_up.clone(),
-        );
-        let dead_letters_pending = Family::<ReasonLabels, Gauge>::default();
-        registry.register(
-            "dead_letters_pending",
-            "Dead letters in the store waiting for an operator (neither replayed nor discarded), by reason; read from the store periodically, the same for every instance sharing it",
-            dead_letters_pending.clone(),
-        );
-        let queue_ready = Family::<QueueLabels, Gauge>::default();
-        registry.register(
-            "queue_ready_messages",
-            "Messages ready (not yet delivered to a consumer) in a queue the gateway consumes or owns, as its broker counts them; asked periodically by a passive declare",
-            queue_ready.clone(),
-        );
-        let receipts = Family::<ReceiptLabels, Counter>::default();
-        registry.register(
-            "receipts",
-            "Back offices' receipts taken off their queues, by destination, outcome (accepted, rejected, forwarded-onward, repeated, refused, requeued) and reason (for refused)",
-            receipts.clone(),
-        );
-        let overdue = Family::<OverdueLabels, Counter>::default();
-        registry.register(
-            "overdue",
-            "Delivered submissions reported to their platform as overdue (no answer from the back office in time), by platform and destination",
-            overdue.clone(),
-        );
-        let status_events_failed = Family::<StatusLabels, Counter>::default();
-        registry.register(
-            "status_events_failed",
-            "Status events that could not be delivered to their platform's status exchange, by platform and status",
-            status_events_failed.clone(),
-        );
-        Arc::new(Metrics {
-            registry: root,
-            messages,
-            orphaned,
-            processing_seconds,
-            confirm_seconds,
-            in_flight,
-            retry_backlog,
-            broker_connected,
-            consumer_up,
-            store_up,
-            dead_letters_pending,
-            queue_ready,
-            receipts,
-            overdue,
-            status_events_failed,
-        })
+        registry.register("consumer_up", "1 while a consumer is subscribed, else 0: consumer ingress (a platform's queue, by platform), retry or replay (the gateway's own queues)", self.consumer_up.clone());
+        registry.register("store_up", "1 while the store answers (delivery records written, deduplication checks answered, the SQLite file the one opened), else 0: no queue is consumed meanwhile", self.store_up.clone());
+        registry.register("dead_letters_pending", "Dead letters in the store waiting for an operator (neither replayed nor discarded), by reason; read from the store periodically, the same for every instance sharing it", self.dead_letters_pending.clone());
+        registry.register("queue_ready_messages", "Messages ready (not yet delivered to a consumer) in a queue the gateway consumes or owns, as its broker counts them; asked periodically by a passive declare", self.queue_ready.clone());
+    }
+
+    /// Back offices' receipts and what was reported to platforms.
+    fn register_receipts(&self, registry: &mut Registry) {
+        registry.register("receipts", "Back offices' receipts taken off their queues, by destination, outcome (accepted, rejected, forwarded-onward, repeated, refused, requeued) and reason (for refused)", self.receipts.clone());
+        registry.register("overdue", "Delivered submissions reported to their platform as overdue (no answer from the back office in time), by platform and destination", self.overdue.clone());
+        registry.register("status_events_failed", "Status events that could not be delivered to their platform's status exchange, by platform and status", self.status_events_failed.clone());
     }
 
     /// Keeps `ozg_store_up` in step with `store` until `stop`.
@@ -633,103 +591,6 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// The process's own metrics, read from /proc/self at each scrape (CPU, memory, file
-/// descriptors, threads): a few small reads, no store or broker.
-#[derive(Debug)]
-struct ProcessCollector {
-    /// Unix seconds at start.
-    start_time: f64,
-}
-
-impl ProcessCollector {
-    fn new() -> ProcessCollector {
-        ProcessCollector {
-            start_time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-        }
-    }
-}
-
-impl prometheus_client::collector::Collector for ProcessCollector {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::gauge::ConstGauge;
-        let gauge = |encoder: &mut prometheus_client::encoding::DescriptorEncoder,
-                     name: &str,
-                     help: &str,
-                     value: f64|
-         -> Result<(), std::fmt::Error> {
-            let metric = ConstGauge::new(value);
-            let metric_encoder =
-                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-            metric.encode(metric_encoder)
-        };
-        gauge(
-            &mut encoder,
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch in seconds",
-            self.start_time,
-        )?;
-        // /proc may be unreadable (another OS, a sandbox hiding it): then these are left out.
-        let Ok(process) = procfs::process::Process::myself() else {
-            return Ok(());
-        };
-        if let Ok(stat) = process.stat() {
-            let ticks = procfs::ticks_per_second() as f64;
-            let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
-            let metric_encoder = encoder.encode_descriptor(
-                "process_cpu_seconds",
-                "Total user and system CPU time spent in seconds",
-                None,
-                cpu.metric_type(),
-            )?;
-            cpu.encode(metric_encoder)?;
-            gauge(
-                &mut encoder,
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes",
-                (stat.rss * procfs::page_size()) as f64,
-            )?;
-            gauge(
-                &mut encoder,
-                "process_virtual_memory_bytes",
-                "Virtual memory size in bytes",
-                stat.vsize as f64,
-            )?;
-            gauge(
-                &mut encoder,
-                "process_threads",
-                "Number of OS threads in the process",
-                stat.num_threads as f64,
-            )?;
-        }
-        if let Ok(fds) = process.fd_count() {
-            gauge(
-                &mut encoder,
-                "process_open_fds",
-                "Number of open file descriptors",
-                fds as f64,
-            )?;
-        }
-        if let Ok(limits) = process.limits()
-            && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
-        {
-            gauge(
-                &mut encoder,
-                "process_max_fds",
-                "Maximum number of open file descriptors",
-                max as f64,
-            )?;
-        }
-        Ok(())
     }
 }
 

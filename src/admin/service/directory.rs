@@ -1,5 +1,4 @@
-//! The routing directory (destinations, routes, the services catalogue), the audit log and
-//! Resolve.
+//! The routing directory (destinations, routes, the services catalogue) and the audit log.
 //!
 //! Reads are open to every reader, whatever its scope: where a submission would go is no
 //! Land's secret. A change is allowed when the caller's scope covers it (see
@@ -13,10 +12,9 @@ use std::sync::Arc;
 use super::access;
 use super::{Principal, Right, Service, ServiceError, audit_row, page_size};
 use crate::config::Scope;
-use crate::model::{Ags, Ars, Land, RegionPrefix, ServiceKey, ServiceSelector};
 use crate::model::{Destination, DestinationSpec, Route, RouteSpec, ServiceSpec, quoted};
+use crate::model::{Land, RegionPrefix, ServiceKey, ServiceSelector};
 use crate::routing::live::{EntrySource, Problem, Snapshot, StoredEntries};
-use crate::routing::table::Explanation;
 use crate::store::{AuditEntry, AuditFilter, Concerns, DirectoryChange};
 
 /// A destination as operators see it.
@@ -69,26 +67,6 @@ pub struct AuditPage {
     pub scope: Scope,
 }
 
-/// A unit of the municipality directory that a search found.
-#[derive(Debug, Clone)]
-pub struct RegionMatch {
-    pub prefix: RegionPrefix,
-    pub name: String,
-    pub kind: crate::municipalities::UnitKind,
-}
-
-/// Where a submission for a service and region would go, and why.
-#[derive(Debug, Clone)]
-pub struct Resolution {
-    pub service: ServiceKey,
-    pub service_name: String,
-    /// The ARS the walk started from (an AGS converted).
-    pub ars: Ars,
-    pub region_name: String,
-    pub explanation: Explanation,
-    pub destination: Option<DestinationView>,
-}
-
 /// What a change does, for the store and the audit log.
 struct Change {
     /// The directory version the caller saw; 0: whatever it is now.
@@ -107,58 +85,6 @@ impl Service {
     pub fn directory_version(&self, who: &Principal) -> Result<i64, ServiceError> {
         who.require(Right::Read)?;
         Ok(self.gateway.snapshot().version)
-    }
-
-    /// Units of the municipality directory whose name contains `text` (any case) or
-    /// whose ARS starts with it, and the municipality of an 8-digit AGS; at most `limit`,
-    /// names that begin with `text` first, then higher levels and larger municipalities.
-    pub fn find_regions(
-        &self,
-        who: &Principal,
-        text: &str,
-        limit: usize,
-    ) -> Result<Vec<RegionMatch>, ServiceError> {
-        who.require(Right::Read)?;
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(Vec::new());
-        }
-        let directory = &self.config.municipalities;
-        let lower = text.to_lowercase();
-        let digits = text.chars().all(|c| c.is_ascii_digit());
-        let by_ags = text
-            .parse::<Ags>()
-            .ok()
-            .and_then(|ags| directory.ars_for_ags(ags))
-            .and_then(|ars| directory.gemeinde(ars));
-        let mut found: Vec<&crate::municipalities::Unit> = directory
-            .units()
-            .filter(|u| {
-                if digits {
-                    u.prefix.to_string().starts_with(text)
-                } else {
-                    u.name.to_lowercase().contains(&lower)
-                }
-            })
-            .collect();
-        found.sort_by_key(|u| {
-            (
-                !u.name.to_lowercase().starts_with(&lower),
-                u.prefix.level().digits(),
-                std::cmp::Reverse(u.population),
-                u.name.clone(),
-            )
-        });
-        Ok(by_ags
-            .into_iter()
-            .chain(found)
-            .take(limit)
-            .map(|u| RegionMatch {
-                prefix: u.prefix,
-                name: u.name.clone(),
-                kind: u.kind,
-            })
-            .collect())
     }
 
     pub fn list_destinations(&self, who: &Principal) -> Result<Vec<DestinationView>, ServiceError> {
@@ -406,45 +332,23 @@ impl Service {
             "the route for service {} and region {}",
             spec.service, spec.region
         );
-        let existing = existing.map(|x| snapshot.route_source(x));
-        if create {
-            if existing.is_some() {
-                return Err(ServiceError::AlreadyExists(format!(
-                    "{what} exists already"
-                )));
-            }
-        } else {
-            changeable(existing, &what)?;
-        }
+        puttable(existing.map(|x| snapshot.route_source(x)), &what, create)?;
         // Keys are kept in their canonical form, as the table prints them.
-        let canonical = key.map_or_else(
-            || (spec.service.clone(), spec.region.clone()),
-            |(s, r)| (s.to_string(), r.to_string()),
+        let spec = match key {
+            Some((service, region)) => RouteSpec {
+                service: service.to_string(),
+                region: region.to_string(),
+                ..spec
+            },
+            None => spec,
+        };
+        let concerns = self.route_concerns(
+            who,
+            &snapshot,
+            key.map(|(_, r)| r),
+            before_destination.as_deref(),
+            &spec.destination,
         );
-        let spec = RouteSpec {
-            service: canonical.0,
-            region: canonical.1,
-            ..spec
-        };
-        let concerns = {
-            let reach = self.reach(who, &snapshot);
-            let lands = key
-                .and_then(|(_, r)| r.land())
-                .into_iter()
-                .chain(
-                    before_destination
-                        .iter()
-                        .filter_map(|d| reach.destination_land(d)),
-                )
-                .chain(reach.destination_land(&spec.destination));
-            access::concerns(
-                lands,
-                before_destination
-                    .iter()
-                    .map(String::as_str)
-                    .chain([spec.destination.as_str()]),
-            )
-        };
         let mut entries = self.stored().await?;
         let before = replace(
             &mut entries.routes,
@@ -477,6 +381,25 @@ impl Service {
             .route(service, region)
             .map(|r| self.route_view(&snapshot, r))
             .ok_or_else(|| ServiceError::Internal("the route is not in the directory".into()))
+    }
+
+    /// Whom a route change concerns: the Land of its region and of the destinations it
+    /// pointed to and points to now.
+    fn route_concerns(
+        &self,
+        who: &Principal,
+        snapshot: &Snapshot,
+        region: Option<RegionPrefix>,
+        before_destination: Option<&str>,
+        destination: &str,
+    ) -> Concerns {
+        let reach = self.reach(who, snapshot);
+        let lands = region
+            .and_then(|r| r.land())
+            .into_iter()
+            .chain(before_destination.and_then(|d| reach.destination_land(d)))
+            .chain(reach.destination_land(destination));
+        access::concerns(lands, before_destination.into_iter().chain([destination]))
     }
 
     pub async fn delete_route(
@@ -675,56 +598,6 @@ impl Service {
         })
     }
 
-    /// Where a submission for `service` in `region` (a 12-digit ARS or an 8-digit AGS)
-    /// would go, step by step, sending nothing.
-    pub fn resolve(
-        &self,
-        who: &Principal,
-        service: &str,
-        region: &str,
-    ) -> Result<Resolution, ServiceError> {
-        who.require(Right::Read)?;
-        let directory = &self.config.municipalities;
-        let service = service
-            .parse::<ServiceKey>()
-            .map_err(|e| ServiceError::invalid("service", e.to_string()))?;
-        let ars = match region.chars().count() {
-            8 => {
-                let ags = region
-                    .parse::<Ags>()
-                    .map_err(|e| ServiceError::invalid("region", e.to_string()))?;
-                directory.ars_for_ags(ags).ok_or_else(|| {
-                    ServiceError::NotFound(format!(
-                        "region: AGS {ags} is not in the municipality directory"
-                    ))
-                })?
-            }
-            _ => region
-                .parse::<Ars>()
-                .map_err(|e| ServiceError::invalid("region", format!("{e}; or an 8-digit AGS")))?,
-        };
-        let snapshot = self.gateway.snapshot();
-        let explanation = snapshot.table.explain(service, ars, directory);
-        let destination = explanation.resolution.and_then(|found| {
-            let id = &snapshot.destinations[found.destination].id;
-            self.destination_view(&snapshot, id)
-        });
-        Ok(Resolution {
-            service,
-            service_name: snapshot
-                .service_name(service)
-                .unwrap_or_default()
-                .to_owned(),
-            ars,
-            region_name: directory
-                .gemeinde(ars)
-                .map(|u| u.name.clone())
-                .unwrap_or_default(),
-            explanation,
-            destination,
-        })
-    }
-
     /// Validates `entries` (the stored directory with the request applied), writes the
     /// change with its audit row and puts the new directory in use.
     async fn apply(
@@ -779,7 +652,11 @@ impl Service {
         Ok(StoredEntries::from_store(&stored))
     }
 
-    fn destination_view(&self, snapshot: &Snapshot, id: &str) -> Option<DestinationView> {
+    pub(super) fn destination_view(
+        &self,
+        snapshot: &Snapshot,
+        id: &str,
+    ) -> Option<DestinationView> {
         let i = snapshot.destination_index(id)?;
         let d = &snapshot.destinations[i];
         Some(DestinationView {
@@ -840,6 +717,20 @@ fn changeable(source: Option<EntrySource>, what: &str) -> Result<(), ServiceErro
         ))),
         Some(EntrySource::Store) => Ok(()),
     }
+}
+
+/// A route is created only where none is, and changed only where one stored through the
+/// API is.
+fn puttable(existing: Option<EntrySource>, what: &str, create: bool) -> Result<(), ServiceError> {
+    if !create {
+        return changeable(existing, what);
+    }
+    if existing.is_some() {
+        return Err(ServiceError::AlreadyExists(format!(
+            "{what} exists already"
+        )));
+    }
+    Ok(())
 }
 
 /// The problems reported under `key` (the entry of the request) as one INVALID_ARGUMENT:

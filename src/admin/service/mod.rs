@@ -13,6 +13,7 @@ mod dead_letters;
 mod directory;
 mod error;
 mod operations;
+mod regions;
 mod stats;
 
 use std::sync::Arc;
@@ -22,11 +23,10 @@ pub use dead_letters::{
     Commit, DeadLetterPage, DeadLetterSummary, Discarded, ReplayFate, ReplayOutcome,
     ReplayOutcomes, Replayed, Selection,
 };
-pub use directory::{
-    AuditPage, DestinationView, RegionMatch, Resolution, RouteFilter, RouteView, ServiceView,
-};
+pub use directory::{AuditPage, DestinationView, RouteFilter, RouteView, ServiceView};
 pub use error::ServiceError;
 pub use operations::{IngressState, Overdue, Watch, WatchFilter, Watched};
+pub use regions::{RegionMatch, Resolution};
 pub use stats::{
     BrokerLinkStats, DestinationStats, InstanceStats, Overview, OverviewFilter, PlatformStats,
 };

@@ -7,11 +7,13 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use super::access::Reach;
 use super::{Principal, Right, Service, ServiceError};
-use crate::activity::{ConsumerState, QueueDepth, Rates};
+use crate::activity::{Activity, ConsumerState, QueueDepth, Rates};
 use crate::config::Scope;
 use crate::instances::{GONE_AFTER, LISTED_FOR};
-use crate::model::Land;
+use crate::model::{Destination, Land};
+use crate::routing::live::Snapshot;
 use crate::store::{DeadLetterFilter, DeadLetterState, Instance, StoreError, Visible};
 
 /// Which rows of the overview to show; empty: all in the caller's scope. A platform is
@@ -137,104 +139,22 @@ impl Service {
         let activity = self.gateway.activity();
         let snapshot = self.gateway.snapshot();
         let reach = self.reach(who, &snapshot);
-        let outside = |what: &str, id: &str| {
-            let within = if reach.is_all() {
-                String::new()
-            } else {
-                format!(" within the token's scope ({})", who.scope)
-            };
-            ServiceError::NotFound(format!("no {what} {id:?}{within}"))
-        };
-        if let Some(id) = filter
-            .platforms
-            .iter()
-            .find(|id| self.config.platform(id).is_none() || !reach.platform(id))
-        {
-            return Err(outside("platform", id));
-        }
-        if let Some(id) = filter
-            .destinations
-            .iter()
-            .find(|id| snapshot.destination(id).is_none() || !reach.destination(id))
-        {
-            return Err(outside("destination", id));
-        }
-        let platforms: Vec<PlatformStats> = self
-            .config
-            .platforms
-            .iter()
-            .zip(activity.platforms())
-            .filter(|(p, _)| reach.platform(&p.id) && filter.platform(&p.id, p.land))
-            .map(|(p, (_, a))| PlatformStats {
-                id: p.id.clone(),
-                land: p.land,
-                state: a.state(),
-                consumed: a.consumed.get(),
-                forwarded: a.forwarded.load(Ordering::Relaxed),
-                rejected: a.rejected.load(Ordering::Relaxed),
-                in_flight: a.in_flight.load(Ordering::Relaxed),
-                consumed_rate: a.consumed.rates(),
-                ingress_queue: p.ingress_queue.clone(),
-                queue: a.queue(),
-            })
-            .collect();
-        let shown_destinations: Vec<&crate::model::Destination> = snapshot
+        self.check_named(who, filter, &reach, &snapshot)?;
+        let platforms = self.platform_rows(activity, &reach, filter);
+        let shown_destinations: Vec<&Destination> = snapshot
             .destinations
             .iter()
             .filter(|d| reach.destination(&d.id) && filter.destination(&d.id, d.land))
             .collect();
         let destinations = shown_destinations
             .iter()
-            .map(|d| {
-                let a = activity.destination(&d.id);
-                DestinationStats {
-                    id: d.id.clone(),
-                    name: d.name.clone(),
-                    delivered: a.delivered.get(),
-                    failed: a.failed.load(Ordering::Relaxed),
-                    retrying: a.retrying.load(Ordering::Relaxed),
-                    last_error: a.last_error(),
-                    delivered_rate: a.delivered.rates(),
-                }
-            })
+            .map(|d| destination_row(activity, d))
             .collect();
-        // A filtered overview shows the links its rows depend on.
-        let used: Option<Vec<&str>> = (!filter.is_empty()).then(|| {
-            let platform_brokers = self
-                .config
-                .platforms
-                .iter()
-                .filter(|p| platforms.iter().any(|shown| shown.id == p.id))
-                .map(|p| p.broker);
-            let destination_brokers = shown_destinations.iter().map(|d| d.broker);
-            platform_brokers
-                .chain(destination_brokers)
-                .map(|b| self.config.broker(b).name.as_str())
-                .collect()
-        });
-        let brokers = self
-            .links
-            .iter()
-            .filter(|l| used.as_ref().is_none_or(|u| u.contains(&l.broker.as_str())))
-            .map(|l| {
-                let state = l.state.borrow();
-                BrokerLinkStats {
-                    broker: l.broker.clone(),
-                    role: l.role,
-                    connected: state.is_connected(),
-                    node: state.node().map(str::to_owned),
-                    last_error: state.last_error().map(str::to_owned),
-                }
-            })
-            .collect();
+        let brokers = self.broker_rows(filter, &platforms, &shown_destinations);
         // An overview is what an operator asks for when the store fails: what cannot be
         // read is left out and said in `store_problem` instead of failing the whole call.
         let store_status = self.gateway.store_health().status();
         let mut store_problems = vec![store_status.problem()];
-        let mut unread = |what: &str, e: StoreError| {
-            tracing::warn!(error = %e, what, "overview: cannot read from the store");
-            store_problems.push(format!("cannot read {what} (the gateway's log says why)"));
-        };
         let visible = if filter.is_empty() {
             reach.visible()
         } else {
@@ -253,37 +173,14 @@ impl Service {
             })
             .await
             .unwrap_or_else(|e| {
-                unread("pending dead letters", e);
+                unread(&mut store_problems, "pending dead letters", e);
                 0
             });
         let now = SystemTime::now();
         let every_land = reach.is_all();
         let instances = self
-            .store
-            .instances(
-                now.checked_sub(LISTED_FOR)
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-            )
-            .await
-            .unwrap_or_else(|e| {
-                unread("instances", e);
-                Vec::new()
-            })
-            .into_iter()
-            .map(|mut instance| {
-                if !every_land {
-                    instance.consumed = 0;
-                    instance.forwarded = 0;
-                    instance.rejected = 0;
-                    instance.in_flight = 0;
-                }
-                InstanceStats {
-                    alive: now.duration_since(instance.seen_at).unwrap_or_default() <= GONE_AFTER,
-                    current: instance.id == self.instance,
-                    instance,
-                }
-            })
-            .collect();
+            .instance_rows(now, every_land, &mut store_problems)
+            .await;
         Ok(Overview {
             version: env!("CARGO_PKG_VERSION"),
             started_at: activity.started,
@@ -309,6 +206,155 @@ impl Service {
             store_down_since: store_status.down_since(),
         })
     }
+
+    /// Every platform and destination the filter names must exist within the scope.
+    fn check_named(
+        &self,
+        who: &Principal,
+        filter: &OverviewFilter,
+        reach: &Reach<'_>,
+        snapshot: &Snapshot,
+    ) -> Result<(), ServiceError> {
+        let outside = |what: &str, id: &str| {
+            let within = if reach.is_all() {
+                String::new()
+            } else {
+                format!(" within the token's scope ({})", who.scope)
+            };
+            ServiceError::NotFound(format!("no {what} {id:?}{within}"))
+        };
+        if let Some(id) = filter
+            .platforms
+            .iter()
+            .find(|id| self.config.platform(id).is_none() || !reach.platform(id))
+        {
+            return Err(outside("platform", id));
+        }
+        if let Some(id) = filter
+            .destinations
+            .iter()
+            .find(|id| snapshot.destination(id).is_none() || !reach.destination(id))
+        {
+            return Err(outside("destination", id));
+        }
+        Ok(())
+    }
+
+    fn platform_rows(
+        &self,
+        activity: &Activity,
+        reach: &Reach<'_>,
+        filter: &OverviewFilter,
+    ) -> Vec<PlatformStats> {
+        self.config
+            .platforms
+            .iter()
+            .zip(activity.platforms())
+            .filter(|(p, _)| reach.platform(&p.id) && filter.platform(&p.id, p.land))
+            .map(|(p, (_, a))| PlatformStats {
+                id: p.id.clone(),
+                land: p.land,
+                state: a.state(),
+                consumed: a.consumed.get(),
+                forwarded: a.forwarded.load(Ordering::Relaxed),
+                rejected: a.rejected.load(Ordering::Relaxed),
+                in_flight: a.in_flight.load(Ordering::Relaxed),
+                consumed_rate: a.consumed.rates(),
+                ingress_queue: p.ingress_queue.clone(),
+                queue: a.queue(),
+            })
+            .collect()
+    }
+
+    /// The broker links; a filtered overview shows the links its rows depend on.
+    fn broker_rows(
+        &self,
+        filter: &OverviewFilter,
+        platforms: &[PlatformStats],
+        shown_destinations: &[&Destination],
+    ) -> Vec<BrokerLinkStats> {
+        let used: Option<Vec<&str>> = (!filter.is_empty()).then(|| {
+            let platform_brokers = self
+                .config
+                .platforms
+                .iter()
+                .filter(|p| platforms.iter().any(|shown| shown.id == p.id))
+                .map(|p| p.broker);
+            let destination_brokers = shown_destinations.iter().map(|d| d.broker);
+            platform_brokers
+                .chain(destination_brokers)
+                .map(|b| self.config.broker(b).name.as_str())
+                .collect()
+        });
+        self.links
+            .iter()
+            .filter(|l| used.as_ref().is_none_or(|u| u.contains(&l.broker.as_str())))
+            .map(|l| {
+                let state = l.state.borrow();
+                BrokerLinkStats {
+                    broker: l.broker.clone(),
+                    role: l.role,
+                    connected: state.is_connected(),
+                    node: state.node().map(str::to_owned),
+                    last_error: state.last_error().map(str::to_owned),
+                }
+            })
+            .collect()
+    }
+
+    /// The instances sharing the store; their counters sum up every Land, so only a caller
+    /// for every Land sees them.
+    async fn instance_rows(
+        &self,
+        now: SystemTime,
+        every_land: bool,
+        store_problems: &mut Vec<String>,
+    ) -> Vec<InstanceStats> {
+        self.store
+            .instances(
+                now.checked_sub(LISTED_FOR)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                unread(store_problems, "instances", e);
+                Vec::new()
+            })
+            .into_iter()
+            .map(|mut instance| {
+                if !every_land {
+                    instance.consumed = 0;
+                    instance.forwarded = 0;
+                    instance.rejected = 0;
+                    instance.in_flight = 0;
+                }
+                InstanceStats {
+                    alive: now.duration_since(instance.seen_at).unwrap_or_default() <= GONE_AFTER,
+                    current: instance.id == self.instance,
+                    instance,
+                }
+            })
+            .collect()
+    }
+}
+
+fn destination_row(activity: &Activity, d: &Destination) -> DestinationStats {
+    let a = activity.destination(&d.id);
+    DestinationStats {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        delivered: a.delivered.get(),
+        failed: a.failed.load(Ordering::Relaxed),
+        retrying: a.retrying.load(Ordering::Relaxed),
+        last_error: a.last_error(),
+        delivered_rate: a.delivered.rates(),
+    }
+}
+
+/// What the overview could not read from the store, said instead of failing the call.
+fn unread(store_problems: &mut Vec<String>, what: &str, e: StoreError) {
+    tracing::warn!(error = %e, what, "overview: cannot read from the store");
+    store_problems.push(format!("cannot read {what} (the gateway's log says why)"));
 }
 
 #[cfg(test)]
