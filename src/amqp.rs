@@ -24,8 +24,9 @@ use guard::{FrameLimit, GuardKit, GuardedStream};
 
 pub mod declare;
 pub mod guard;
-use crate::link::Link;
+pub mod link;
 use crate::topology::{self, Declarations};
+use link::Link;
 
 /// Why a publish did not end in a positive confirm. Every variant is a failed delivery.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

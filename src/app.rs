@@ -17,12 +17,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::activity::Activity;
 use crate::admin;
+use crate::amqp::link::Link;
 use crate::amqp::{OwnedTopology, Publisher, Role};
 use crate::backlog;
 use crate::config::Config;
 use crate::health::Health;
 use crate::ingress::{self, Ingress, dead_letters, receipts};
-use crate::link::Link;
 use crate::model::BrokerIndex;
 use crate::pipeline::{Gateway, Publishers, Source};
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, QueueDepth};
 use crate::amqp::CLOSE_TIMEOUT;
+use crate::amqp::link::Link;
 use crate::config::Config;
-use crate::link::Link;
 use crate::model::BrokerIndex;
 use crate::outcome::Reason;
 use crate::store::{DeadLetterFilter, DeadLetterState, Store};

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, ConsumerState};
+use crate::amqp::link::LinkState;
 use crate::config::Config;
-use crate::link::LinkState;
 use crate::store::StoreHealth;
 
 /// How often the heartbeat ticks.

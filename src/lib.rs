@@ -19,7 +19,6 @@ pub mod envelope;
 pub mod health;
 pub mod ingress;
 pub mod instances;
-pub mod link;
 pub mod model;
 pub mod municipalities;
 pub mod outcome;

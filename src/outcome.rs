@@ -7,6 +7,15 @@ use crate::envelope::{DecodeError, Envelope, ValidationError};
 use crate::model::DestinationIndex;
 use crate::model::{Ars, ServiceKey};
 
+/// How often delivery of this submission failed before, read from the headers the gateway
+/// set when it scheduled the retry (never from a platform's own headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attempts {
+    pub failed: u32,
+    /// Unix seconds of the first failure.
+    pub first_failure: Option<u64>,
+}
+
 /// Reason codes. Stable: platforms and operators filter on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -244,7 +253,7 @@ pub enum Outcome {
         submission_id: String,
         /// The destination that failed (the retry routes afresh).
         destination: String,
-        attempts: crate::pipeline::Attempts,
+        attempts: Attempts,
         error: String,
     },
     /// The gateway cannot finish now (the store does not answer, the destination's broker

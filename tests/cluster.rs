@@ -493,8 +493,11 @@ async fn refusing_nodes_are_passed_over_without_a_backoff() {
     assert_eq!(broker.nodes.len(), 6);
     let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
-    let link =
-        ozg_gateway::link::Link::start(broker, ozg_gateway::amqp::Role::Consume, stop.clone());
+    let link = ozg_gateway::amqp::link::Link::start(
+        broker,
+        ozg_gateway::amqp::Role::Consume,
+        stop.clone(),
+    );
     let connected = tokio::time::timeout(Duration::from_secs(10), link.connected(&stop)).await;
     let took = started.elapsed();
     assert!(matches!(connected, Ok(Some(_))), "{:?}", link.state());

@@ -17,8 +17,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::amqp::link::Link;
 use crate::amqp::{OwnedTopology, header_text, value_text};
-use crate::link::Link;
 use crate::pipeline::headers;
 use crate::pipeline::settle;
 use crate::store::{NewDeadLetter, Store};

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activity::ConsumerState;
+use crate::amqp::link::{self, Link};
 use crate::amqp::{CLOSE_TIMEOUT, OwnedTopology};
-use crate::link::{self, Link};
 use crate::pipeline::{AckOrder, Gateway, Source};
 use crate::store;
 use crate::telemetry::{ConsumerLabels, Metrics};

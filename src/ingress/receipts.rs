@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::amqp::Role;
+use crate::amqp::link::Link;
 use crate::config::ReceiptSettings;
 use crate::envelope::{self, Encoding};
-use crate::link::Link;
 use crate::model::BrokerIndex;
 use crate::outcome::{Reason, Rejection};
 use crate::pipeline::settle::{self, Disposition, SETTLE_TIMEOUT};

@@ -35,11 +35,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::activity::{Activity, DestinationActivity};
+use crate::amqp::link::Link;
 use crate::amqp::{Publisher, header_text};
 use crate::config::Config;
-use crate::link::Link;
 use crate::model::BrokerIndex;
-use crate::outcome::{Outcome, Reason, Rejection};
+use crate::outcome::{Attempts, Outcome, Reason, Rejection};
 use crate::routing::live::Snapshot;
 use crate::store::{self, Deduplicator};
 use crate::telemetry::{self, DestinationLabels, Metrics, PlatformLabels};
@@ -202,15 +202,6 @@ impl Arrival {
     fn trace_on_record(&self) -> bool {
         self.replay.is_none() && self.attempts.failed == 0
     }
-}
-
-/// How often delivery of this submission failed before, read from the headers the gateway
-/// set when it scheduled the retry (never from a platform's own headers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Attempts {
-    pub failed: u32,
-    /// Unix seconds of the first failure.
-    pub first_failure: Option<u64>,
 }
 
 impl Gateway {
