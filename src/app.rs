@@ -181,109 +181,289 @@ pub async fn run_controlled(
     mut reloads: tokio::sync::mpsc::Receiver<Reload>,
     ready: impl FnOnce(Ready),
 ) -> Result<(), RunError> {
-    let config = Arc::new(config);
-    let g = &config.gateway;
-    let store = open_store(&config).await?;
-    tracing::info!(store = %config.store.display, kind = store.kind(), "store opened");
-    let dedup = Arc::new(Deduplicator::start(
-        store.clone(),
-        config.store.dedup_window,
-        DEDUP_MAX_BATCH,
-        DEDUP_MAX_DELAY,
-    ));
-    let snapshot = crate::routing::live::load(&config, &store).await;
-    let purge = tokio::spawn(purge_periodically(
-        store.clone(),
-        config.store.clone(),
-        config.receipts.retention,
-    ));
-    let metrics = Metrics::new();
-    let activity = Arc::new(Activity::new(
-        &config,
-        Some(EventRecorder::start(
+    let core = Core::start(Arc::new(config)).await?;
+    let metrics_address = core.serve_metrics().await;
+    let consumers = Consumers::start(&core);
+    let operators = Operators::start(&core).await?;
+    tracing::info!(
+        platforms = core.config.platforms.len(),
+        destinations = core.gateway.snapshot().destinations.len(),
+        routes = core.gateway.snapshot().table.routes().len(),
+        admin = %operators
+            .admin_server
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), |a| a.address.to_string()),
+        metrics = %metrics_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        console = %operators
+            .console_address
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        "ozg-gateway ready"
+    );
+    ready(Ready {
+        admin_address: operators.admin_server.as_ref().map(|a| a.address),
+        metrics_address,
+        console_address: operators.console_address,
+        health: core.health.clone(),
+    });
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(Reload { config: new, done }) = reloads.recv() => {
+                reload(&core.gateway, new);
+                let _ = done.send(());
+            }
+        }
+    }
+    tracing::info!("shutdown: stopping consumers, finishing in-flight submissions");
+    let result = consumers.stop(core.config.gateway.shutdown_grace).await;
+    core.stop(operators).await;
+    result
+}
+
+/// What lives as long as the gateway: the store and its writers, the broker links, the
+/// pipeline, metrics and health.
+struct Core {
+    config: Arc<Config>,
+    store: Store,
+    dedup: Arc<Deduplicator>,
+    purge: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
+    /// Stops the links and the background tasks; cancelled after the consumers are done.
+    stop_links: CancellationToken,
+    links: Links,
+    gateway: Arc<Gateway>,
+    health: Arc<Health>,
+}
+
+impl Core {
+    async fn start(config: Arc<Config>) -> Result<Core, RunError> {
+        let store = open_store(&config).await?;
+        tracing::info!(store = %config.store.display, kind = store.kind(), "store opened");
+        let dedup = Arc::new(Deduplicator::start(
             store.clone(),
-            TRACE_MAX_BATCH,
-            TRACE_MAX_DELAY,
-        )),
-    ));
-    let stop_links = CancellationToken::new();
-    tokio::spawn(activity.clone().tick_rates(stop_links.clone()));
-    let links = Links::start(&config, &stop_links);
-    links.watch(&metrics, &stop_links);
+            config.store.dedup_window,
+            DEDUP_MAX_BATCH,
+            DEDUP_MAX_DELAY,
+        ));
+        let snapshot = crate::routing::live::load(&config, &store).await;
+        let purge = tokio::spawn(purge_periodically(
+            store.clone(),
+            config.store.clone(),
+            config.receipts.retention,
+        ));
+        let metrics = Metrics::new();
+        let activity = Arc::new(Activity::new(
+            &config,
+            Some(EventRecorder::start(
+                store.clone(),
+                TRACE_MAX_BATCH,
+                TRACE_MAX_DELAY,
+            )),
+        ));
+        let stop_links = CancellationToken::new();
+        tokio::spawn(activity.clone().tick_rates(stop_links.clone()));
+        let links = Links::start(&config, &stop_links);
+        links.watch(&metrics, &stop_links);
+        let gateway = Arc::new(Gateway::new(
+            config.clone(),
+            snapshot,
+            publishers(&config, &links),
+            dedup.clone(),
+            metrics.clone(),
+            activity.clone(),
+        ));
+        metrics.follow_store(gateway.store_health(), &stop_links);
+        backlog::watch(
+            &config,
+            &links.consume,
+            &store,
+            &activity,
+            &metrics,
+            &stop_links,
+        );
+        let health = Health::new(
+            &config,
+            links.states(),
+            activity.clone(),
+            gateway.store_health().clone(),
+        );
+        health.beat(&stop_links);
+        Ok(Core {
+            config,
+            store,
+            dedup,
+            purge,
+            metrics,
+            activity,
+            stop_links,
+            links,
+            gateway,
+            health,
+        })
+    }
+
+    /// `/metrics`, `/live` and `/ready`, if the configuration asks for them.
+    async fn serve_metrics(&self) -> Option<std::net::SocketAddr> {
+        let address = self.config.telemetry.metrics_address?;
+        match telemetry::serve_http(
+            self.metrics.clone(),
+            self.health.clone(),
+            address,
+            self.stop_links.clone(),
+        )
+        .await
+        {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                // Metrics are for operators; not having them is no reason to stop
+                // moving submissions.
+                tracing::error!(address = %address, error = %e,
+                    "cannot serve /metrics, /live and /ready");
+                None
+            }
+        }
+    }
+
+    /// After the consumers: closes the connections, which hands anything unacked back to
+    /// the brokers, and lets the store's writers finish.
+    async fn stop(self, operators: Operators) {
+        self.stop_links.cancel();
+        if let Some(server) = operators.admin_server {
+            server.stopped().await;
+        }
+        self.links.close().await;
+        self.purge.abort();
+        // The last heartbeat keeps this instance's final counters in the listing.
+        if let Err(e) = operators.beat.await {
+            tracing::warn!(error = %e, "instance heartbeat task failed");
+        }
+        drop(self.gateway);
+        if let Ok(dedup) = Arc::try_unwrap(self.dedup) {
+            dedup.shutdown().await;
+        }
+        if let Ok(activity) = Arc::try_unwrap(self.activity) {
+            activity.shutdown().await;
+        }
+        self.store.close().await;
+        tracing::info!("ozg-gateway stopped");
+    }
+}
+
+/// The pipeline's publishers: status events to each platform's broker, dead letters,
+/// retries and replays to the gateway's own.
+fn publishers(config: &Config, links: &Links) -> Publishers {
+    let g = &config.gateway;
     let gateway_link = || links.publish[&g.dead_letter_broker].clone();
-    let gateway = Arc::new(Gateway::new(
-        config.clone(),
-        snapshot,
-        Publishers {
-            links: links.publish.clone(),
-            status: config
-                .platforms
-                .iter()
-                .map(|p| Publisher::new(links.publish[&p.broker].clone(), g.confirm_timeout))
-                .collect(),
-            dead_letter: Publisher::owning(
-                gateway_link(),
-                g.confirm_timeout,
+    Publishers {
+        links: links.publish.clone(),
+        status: config
+            .platforms
+            .iter()
+            .map(|p| Publisher::new(links.publish[&p.broker].clone(), g.confirm_timeout))
+            .collect(),
+        dead_letter: Publisher::owning(
+            gateway_link(),
+            g.confirm_timeout,
+            OwnedTopology::DeadLetter {
+                exchange: g.dead_letter_exchange.clone(),
+                queue: g.dead_letter_queue.clone(),
+            },
+        ),
+        retry: Publisher::owning(
+            gateway_link(),
+            g.confirm_timeout,
+            OwnedTopology::Retry {
+                delays: config.retry.delays.clone(),
+            },
+        ),
+        replay: Publisher::owning(gateway_link(), g.confirm_timeout, OwnedTopology::Replay),
+    }
+}
+
+/// Every consumer of the gateway: the platforms' queues, retries and replays, dead-letter
+/// intake, receipts and the overdue watch.
+struct Consumers {
+    stop: CancellationToken,
+    in_flight: TaskTracker,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Consumers {
+    fn start(core: &Core) -> Consumers {
+        let (config, g) = (&core.config, &core.config.gateway);
+        let stop = CancellationToken::new();
+        let in_flight = TaskTracker::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (ingress, broker) in ingresses(config) {
+            tasks.spawn(ingress::consume(
+                core.gateway.clone(),
+                core.metrics.clone(),
+                ingress,
+                core.links.consume[&broker].clone(),
+                in_flight.clone(),
+                stop.clone(),
+            ));
+        }
+        if g.store_dead_letters {
+            tasks.spawn(dead_letters::take_into_store(
+                core.links.consume[&g.dead_letter_broker].clone(),
                 OwnedTopology::DeadLetter {
                     exchange: g.dead_letter_exchange.clone(),
                     queue: g.dead_letter_queue.clone(),
                 },
-            ),
-            retry: Publisher::owning(
-                gateway_link(),
-                g.confirm_timeout,
-                OwnedTopology::Retry {
-                    delays: config.retry.delays.clone(),
-                },
-            ),
-            replay: Publisher::owning(gateway_link(), g.confirm_timeout, OwnedTopology::Replay),
-        },
-        dedup.clone(),
-        metrics.clone(),
-        activity.clone(),
-    ));
-    metrics.follow_store(gateway.store_health(), &stop_links);
-    backlog::watch(
-        &config,
-        &links.consume,
-        &store,
-        &activity,
-        &metrics,
-        &stop_links,
-    );
-    let health = Health::new(
-        &config,
-        links.states(),
-        activity.clone(),
-        gateway.store_health().clone(),
-    );
-    health.beat(&stop_links);
-    let metrics_address = match config.telemetry.metrics_address {
-        Some(address) => {
-            match telemetry::serve_http(
-                metrics.clone(),
-                health.clone(),
-                address,
-                stop_links.clone(),
-            )
-            .await
-            {
-                Ok(bound) => Some(bound),
-                Err(e) => {
-                    // Metrics are for operators; not having them is no reason to stop
-                    // moving submissions.
-                    tracing::error!(address = %address, error = %e,
-                        "cannot serve /metrics, /live and /ready");
-                    None
-                }
+                g.dead_letter_queue.clone(),
+                core.store.clone(),
+                stop.clone(),
+            ));
+        }
+        tasks.spawn(receipts::supervise(
+            core.gateway.clone(),
+            core.store.clone(),
+            stop.clone(),
+        ));
+        tasks.spawn(receipts::report_overdue(
+            core.gateway.clone(),
+            core.store.clone(),
+            config.receipts.clone(),
+            stop.clone(),
+        ));
+        Consumers {
+            stop,
+            in_flight,
+            tasks,
+        }
+    }
+
+    /// Stops taking new work and lets in-flight submissions finish, for at most `grace`.
+    async fn stop(mut self, grace: Duration) -> Result<(), RunError> {
+        self.stop.cancel();
+        let mut result = Ok(());
+        while let Some(ended) = self.tasks.join_next().await {
+            if let Err(e) = ended {
+                result = Err(RunError::Task(e.to_string()));
             }
         }
-        None => None,
-    };
+        self.in_flight.close();
+        if tokio::time::timeout(grace, self.in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace = ?grace,
+                in_flight = self.in_flight.len(),
+                "shutdown grace period over; unfinished submissions stay unacked and will be redelivered"
+            );
+        }
+        result
+    }
+}
 
-    let stop_consuming = CancellationToken::new();
-    let in_flight = TaskTracker::new();
-    let mut consumers = tokio::task::JoinSet::new();
+/// The queues the pipeline consumes, with the broker of each: every platform's ingress
+/// queue, and the gateway's own retry and replay queues.
+fn ingresses(config: &Config) -> Vec<(Ingress, BrokerIndex)> {
     let platforms = config.platforms.iter().enumerate().map(|(index, p)| {
         let ingress = Ingress {
             source: Source::Platform(index),
@@ -310,160 +490,79 @@ pub async fn run_controlled(
         prefetch: config.retry.prefetch,
         owned: Some(OwnedTopology::Replay),
     };
-    let own = [
-        (retries, g.dead_letter_broker),
-        (replays, g.dead_letter_broker),
-    ];
-    for (ingress, broker) in platforms.chain(own) {
-        consumers.spawn(ingress::consume(
-            gateway.clone(),
-            metrics.clone(),
-            ingress,
-            links.consume[&broker].clone(),
-            in_flight.clone(),
-            stop_consuming.clone(),
-        ));
-    }
-    if g.store_dead_letters {
-        consumers.spawn(dead_letters::take_into_store(
-            links.consume[&g.dead_letter_broker].clone(),
-            OwnedTopology::DeadLetter {
-                exchange: g.dead_letter_exchange.clone(),
-                queue: g.dead_letter_queue.clone(),
-            },
-            g.dead_letter_queue.clone(),
-            store.clone(),
-            stop_consuming.clone(),
-        ));
-    }
-    consumers.spawn(receipts::supervise(
-        gateway.clone(),
-        store.clone(),
-        stop_consuming.clone(),
-    ));
-    consumers.spawn(receipts::report_overdue(
-        gateway.clone(),
-        store.clone(),
-        config.receipts.clone(),
-        stop_consuming.clone(),
-    ));
-    let identity = crate::instances::Identity::new(activity.started);
-    let beat = tokio::spawn(crate::instances::beat(
-        identity.clone(),
-        gateway.clone(),
-        store.clone(),
-        stop_links.clone(),
-    ));
-    tokio::spawn(crate::instances::follow_directory(
-        gateway.clone(),
-        store.clone(),
-        config.store.directory_poll,
-        stop_links.clone(),
-    ));
-    let grpc_health = admin::Health::start(&health, &stop_links);
-    // One service for the gRPC API and the console: directory changes from both are made
-    // one at a time, and both decide access alike.
-    let service = Arc::new(admin::service::Service::new(
-        config.clone(),
-        gateway.clone(),
-        store.clone(),
-        links.states(),
-        identity.id.clone(),
-    ));
-    let admin_server = match &config.admin {
-        Some(settings) => Some(
-            admin::serve(
-                settings,
-                admin::State::with_service(service.clone(), &config, stop_links.clone()),
-                grpc_health,
-                stop_links.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let console_address = match (&config.console, &config.admin) {
-        (Some(settings), Some(admin)) => Some(
-            crate::console::serve(
-                settings,
-                service.clone(),
-                admin.tokens.clone(),
-                stop_links.clone(),
-            )
-            .await?,
-        ),
-        _ => None,
-    };
-    tracing::info!(
-        platforms = config.platforms.len(),
-        destinations = gateway.snapshot().destinations.len(),
-        routes = gateway.snapshot().table.routes().len(),
-        admin = %admin_server
-            .as_ref()
-            .map_or_else(|| "off".to_owned(), |a| a.address.to_string()),
-        metrics = %metrics_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-        console = %console_address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-        "ozg-gateway ready"
-    );
-    ready(Ready {
-        admin_address: admin_server.as_ref().map(|a| a.address),
-        metrics_address,
-        console_address,
-        health,
-    });
+    let broker = config.gateway.dead_letter_broker;
+    platforms
+        .chain([(retries, broker), (replays, broker)])
+        .collect()
+}
 
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(Reload { config: new, done }) = reloads.recv() => {
-                reload(&gateway, new);
-                let _ = done.send(());
-            }
-        }
-    }
-    tracing::info!("shutdown: stopping consumers, finishing in-flight submissions");
+/// What operators use: the instance heartbeat and directory polling, the admin API and the
+/// web console.
+struct Operators {
+    admin_server: Option<admin::Running>,
+    console_address: Option<std::net::SocketAddr>,
+    beat: tokio::task::JoinHandle<()>,
+    /// Held, like the servers' own handles, until the gateway has stopped.
+    _service: Arc<admin::service::Service>,
+}
 
-    // Stop taking new work; let in-flight submissions finish (bounded); then close the
-    // connections, which hands anything unacked back to the brokers.
-    stop_consuming.cancel();
-    let mut result = Ok(());
-    while let Some(ended) = consumers.join_next().await {
-        if let Err(e) = ended {
-            result = Err(RunError::Task(e.to_string()));
-        }
+impl Operators {
+    async fn start(core: &Core) -> Result<Operators, RunError> {
+        let config = &core.config;
+        let identity = crate::instances::Identity::new(core.activity.started);
+        let beat = tokio::spawn(crate::instances::beat(
+            identity.clone(),
+            core.gateway.clone(),
+            core.store.clone(),
+            core.stop_links.clone(),
+        ));
+        tokio::spawn(crate::instances::follow_directory(
+            core.gateway.clone(),
+            core.store.clone(),
+            config.store.directory_poll,
+            core.stop_links.clone(),
+        ));
+        let grpc_health = admin::Health::start(&core.health, &core.stop_links);
+        // One service for the gRPC API and the console: directory changes from both are made
+        // one at a time, and both decide access alike.
+        let service = Arc::new(admin::service::Service::new(
+            config.clone(),
+            core.gateway.clone(),
+            core.store.clone(),
+            core.links.states(),
+            identity.id.clone(),
+        ));
+        let admin_server = match &config.admin {
+            Some(settings) => Some(
+                admin::serve(
+                    settings,
+                    admin::State::with_service(service.clone(), config, core.stop_links.clone()),
+                    grpc_health,
+                    core.stop_links.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let console_address = match (&config.console, &config.admin) {
+            (Some(settings), Some(admin)) => Some(
+                crate::console::serve(
+                    settings,
+                    service.clone(),
+                    admin.tokens.clone(),
+                    core.stop_links.clone(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        Ok(Operators {
+            admin_server,
+            console_address,
+            beat,
+            _service: service,
+        })
     }
-    in_flight.close();
-    if tokio::time::timeout(g.shutdown_grace, in_flight.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace = ?g.shutdown_grace,
-            in_flight = in_flight.len(),
-            "shutdown grace period over; unfinished submissions stay unacked and will be redelivered"
-        );
-    }
-    stop_links.cancel();
-    if let Some(server) = admin_server {
-        server.stopped().await;
-    }
-    links.close().await;
-    purge.abort();
-    // The last heartbeat keeps this instance's final counters in the listing.
-    if let Err(e) = beat.await {
-        tracing::warn!(error = %e, "instance heartbeat task failed");
-    }
-    drop(gateway);
-    if let Ok(dedup) = Arc::try_unwrap(dedup) {
-        dedup.shutdown().await;
-    }
-    if let Ok(activity) = Arc::try_unwrap(activity) {
-        activity.shutdown().await;
-    }
-    store.close().await;
-    tracing::info!("ozg-gateway stopped");
-    result
 }
 
 /// Applies a configuration file read again: its routing directory (destinations, routes,
