@@ -16,7 +16,9 @@ use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::when;
 use super::pages::{Chrome, SignedIn, changing, render, service_error};
-use crate::admin::service::{Principal, Right, RouteFilter, ServiceError};
+use crate::admin::service::{
+    DestinationView, Principal, Right, RouteFilter, RouteView, ServiceError,
+};
 use crate::model::RouteSpec;
 use crate::municipalities::UnitKind;
 use crate::routing::live::EntrySource;
@@ -94,43 +96,8 @@ pub async fn page(
         Ok(listed) => listed,
         Err(e) => return service_error(c, e),
     };
-    let destinations = destinations
-        .into_iter()
-        .filter(|d| matches(&q, &[&d.destination.id, &d.destination.name]))
-        .map(|d| DestinationRow {
-            id: d.destination.id.clone(),
-            name: d.destination.name.clone(),
-            land: d.destination.land.to_string(),
-            broker: d.broker.clone(),
-            exchange: d.destination.exchange.clone(),
-            from_file: d.source == EntrySource::Config,
-        })
-        .collect();
-    let routes = routes
-        .into_iter()
-        .map(|r| RouteRow {
-            service: r.service.to_string(),
-            service_name: r.service_name,
-            region: r.region.to_string(),
-            region_name: r.region_name,
-            destination: r.destination,
-            destination_name: r.destination_name,
-            from_file: r.source == EntrySource::Config,
-        })
-        .filter(|r| {
-            matches(
-                &q,
-                &[
-                    &r.service,
-                    &r.service_name,
-                    &r.region,
-                    &r.region_name,
-                    &r.destination,
-                    &r.destination_name,
-                ],
-            )
-        })
-        .collect();
+    let destinations = destination_rows(destinations, &q);
+    let routes = route_rows(routes, &q);
     let notice = match f.get("done") {
         "route" => Some(t.route_saved.to_owned()),
         "deleted" => Some(t.route_deleted.to_owned()),
@@ -156,6 +123,51 @@ pub async fn page(
         notice,
         c,
     })
+}
+
+/// The destinations whose id or name contains `q`.
+fn destination_rows(destinations: Vec<DestinationView>, q: &str) -> Vec<DestinationRow> {
+    destinations
+        .into_iter()
+        .filter(|d| matches(q, &[&d.destination.id, &d.destination.name]))
+        .map(|d| DestinationRow {
+            id: d.destination.id.clone(),
+            name: d.destination.name.clone(),
+            land: d.destination.land.to_string(),
+            broker: d.broker.clone(),
+            exchange: d.destination.exchange.clone(),
+            from_file: d.source == EntrySource::Config,
+        })
+        .collect()
+}
+
+/// The routes with `q` in their service, region or destination, by key or by name.
+fn route_rows(routes: Vec<RouteView>, q: &str) -> Vec<RouteRow> {
+    routes
+        .into_iter()
+        .map(|r| RouteRow {
+            service: r.service.to_string(),
+            service_name: r.service_name,
+            region: r.region.to_string(),
+            region_name: r.region_name,
+            destination: r.destination,
+            destination_name: r.destination_name,
+            from_file: r.source == EntrySource::Config,
+        })
+        .filter(|r| {
+            matches(
+                q,
+                &[
+                    &r.service,
+                    &r.service_name,
+                    &r.region,
+                    &r.region_name,
+                    &r.destination,
+                    &r.destination_name,
+                ],
+            )
+        })
+        .collect()
 }
 
 /// Adds a route, or points an existing one elsewhere.

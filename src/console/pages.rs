@@ -18,7 +18,7 @@ use super::Console;
 use super::i18n::{self, Lang, Texts};
 use super::session::{self, Session};
 use crate::activity::{ConsumerState, Rates};
-use crate::admin::service::{Overview, Principal, ServiceError};
+use crate::admin::service::{DestinationStats, Overview, PlatformStats, Principal, ServiceError};
 use crate::outcome::Reason;
 use crate::store::{DeadLetterFilter, DeadLetterState};
 
@@ -426,19 +426,7 @@ async fn overview_view(
 ) -> Result<OverviewView, ServiceError> {
     let service = &console.service;
     let o: Overview = service.overview(who).await?;
-    let mut pending = Vec::new();
-    for reason in Reason::ALL {
-        let filter = DeadLetterFilter {
-            reason: Some(reason.code().to_owned()),
-            state: Some(DeadLetterState::Pending),
-            ..DeadLetterFilter::default()
-        };
-        let n = service.list_dead_letters(who, filter, "", 1).await?.total;
-        if n > 0 {
-            pending.push((reason.code(), n));
-        }
-    }
-    pending.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let pending = pending_by_reason(console, who).await?;
     let overdue = service
         .overdue(who, OVERDUE_SHOWN)
         .await?
@@ -462,48 +450,8 @@ async fn overview_view(
             o.scope.to_string()
         },
         store_problem: o.store_problem,
-        platforms: o
-            .platforms
-            .iter()
-            .map(|p| {
-                let (state_class, state_text) = match p.state {
-                    ConsumerState::Consuming => ("ok", t.state_consuming),
-                    ConsumerState::Connecting => ("bad", t.state_connecting),
-                    ConsumerState::Paused => ("warn", t.state_paused),
-                };
-                PlatformRow {
-                    id: p.id.clone(),
-                    land: p.land.to_string(),
-                    state_class,
-                    state_text,
-                    consumed: p.consumed,
-                    forwarded: p.forwarded,
-                    rejected: p.rejected,
-                    in_flight: p.in_flight,
-                    rates: rates(&p.consumed_rate),
-                    backlog: p
-                        .queue
-                        .as_ref()
-                        .map_or_else(|| t.not_counted_yet.to_owned(), |q| q.ready.to_string()),
-                }
-            })
-            .collect(),
-        destinations: o
-            .destinations
-            .iter()
-            .map(|d| DestinationRow {
-                id: d.id.clone(),
-                name: d.name.clone(),
-                delivered: d.delivered,
-                failed: d.failed,
-                retrying: d.retrying,
-                rates: rates(&d.delivered_rate),
-                last_error: d
-                    .last_error
-                    .as_ref()
-                    .map(|(e, at)| format!("{} ({e})", when(*at))),
-            })
-            .collect(),
+        platforms: o.platforms.iter().map(|p| platform_row(p, t)).collect(),
+        destinations: o.destinations.iter().map(destination_row).collect(),
         brokers: o
             .brokers
             .iter()
@@ -519,6 +467,69 @@ async fn overview_view(
         pending,
         overdue,
     })
+}
+
+/// Pending dead letters per reason, most first; reasons without any left out.
+async fn pending_by_reason(
+    console: &Console,
+    who: &Principal,
+) -> Result<Vec<(&'static str, u64)>, ServiceError> {
+    let mut pending = Vec::new();
+    for reason in Reason::ALL {
+        let filter = DeadLetterFilter {
+            reason: Some(reason.code().to_owned()),
+            state: Some(DeadLetterState::Pending),
+            ..DeadLetterFilter::default()
+        };
+        let n = console
+            .service
+            .list_dead_letters(who, filter, "", 1)
+            .await?
+            .total;
+        if n > 0 {
+            pending.push((reason.code(), n));
+        }
+    }
+    pending.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    Ok(pending)
+}
+
+fn platform_row(p: &PlatformStats, t: &Texts) -> PlatformRow {
+    let (state_class, state_text) = match p.state {
+        ConsumerState::Consuming => ("ok", t.state_consuming),
+        ConsumerState::Connecting => ("bad", t.state_connecting),
+        ConsumerState::Paused => ("warn", t.state_paused),
+    };
+    PlatformRow {
+        id: p.id.clone(),
+        land: p.land.to_string(),
+        state_class,
+        state_text,
+        consumed: p.consumed,
+        forwarded: p.forwarded,
+        rejected: p.rejected,
+        in_flight: p.in_flight,
+        rates: rates(&p.consumed_rate),
+        backlog: p
+            .queue
+            .as_ref()
+            .map_or_else(|| t.not_counted_yet.to_owned(), |q| q.ready.to_string()),
+    }
+}
+
+fn destination_row(d: &DestinationStats) -> DestinationRow {
+    DestinationRow {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        delivered: d.delivered,
+        failed: d.failed,
+        retrying: d.retrying,
+        rates: rates(&d.delivered_rate),
+        last_error: d
+            .last_error
+            .as_ref()
+            .map(|(e, at)| format!("{} ({e})", when(*at))),
+    }
 }
 
 pub async fn overview(

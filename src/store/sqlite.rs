@@ -306,7 +306,7 @@ pub(super) async fn claim_overdue(
 }
 
 // ---------------------------------------------------------------------------------------
-// Admin API (see admin.rs)
+// Admin API (see admin/)
 
 /// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
 fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {
