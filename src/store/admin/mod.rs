@@ -9,7 +9,7 @@
 //! of either backend by position. The backends select times as microseconds and ids as
 //! text, so one reader serves both.
 //!
-//! The store does no domain validation (config.rs does): strings are stored as given.
+//! The store does no domain validation (model/ and config/validate/ do): strings are stored as given.
 
 use std::time::SystemTime;
 
