@@ -221,8 +221,8 @@ pub(super) async fn claim_overdue(
 }
 
 // ---------------------------------------------------------------------------------------
-// Admin API (see admin/). Times are selected as microseconds (int8) and UUIDs as text, so
-// that admin/mod.rs's `Columns` reads rows of both backends.
+// Admin API (see admin.rs). Times are selected as microseconds (int8) and UUIDs as text, so
+// that admin.rs's `Columns` reads rows of both backends.
 
 /// The SQL that turns the microseconds in the parameter before it into a timestamptz:
 /// `… $n` followed by this.

@@ -306,7 +306,7 @@ pub(super) async fn claim_overdue(
 }
 
 // ---------------------------------------------------------------------------------------
-// Admin API (see admin/)
+// Admin API (see admin.rs)
 
 /// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
 fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {

@@ -11,6 +11,8 @@
 //!
 //! The store does no domain validation (model/ and config/validate/ do): strings are stored as given.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -18,16 +20,6 @@ use uuid::Uuid;
 
 use super::{StoreError, from_micros, to_micros};
 use crate::model::{DestinationSpec, RouteSpec, ServiceSpec};
-
-mod audit;
-mod calls;
-mod dead_letters;
-
-pub use audit::{AuditEntry, AuditFilter, AuditVisible, Concerns, NewAudit};
-pub use dead_letters::{
-    DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterMessage, DeadLetterState,
-    NewDeadLetter, UnknownDeadLetterState, Visible,
-};
 
 // ---------------------------------------------------------------------------------------
 // Routing directory
@@ -146,6 +138,361 @@ impl StoredDirectory {
         self
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Audit log
+
+/// An audit row to write; the store adds the id and the time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    /// Who did it (the authenticated caller).
+    pub actor: String,
+    /// The caller's scope, as the admin API describes it ("every Land", "Land 06 HE").
+    pub actor_scope: String,
+    /// Whom the row concerns: who may list it.
+    pub concerns: Concerns,
+    /// What was done, e.g. "directory.put_route", "dead_letter.replay".
+    pub action: String,
+    /// What it was done to, e.g. "route/99000001/09162".
+    pub object: String,
+    /// JSON text of the object before and after, where that applies. Never payload.
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Whom an audit row concerns, so that a token limited to some Länder lists the rows about
+/// its own part only. The default concerns nobody in particular: such a row is listed to
+/// tokens for every Land only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Concerns {
+    /// What every Land shares (the services catalogue): listed to every token.
+    pub everyone: bool,
+    /// Land codes ("06").
+    pub lands: Vec<String>,
+    /// Destination ids.
+    pub destinations: Vec<String>,
+}
+
+impl Concerns {
+    /// The columns `concerns_lands` and `concerns_destinations`: each item between spaces
+    /// (ids and Land codes have none), '*' for everyone.
+    pub(super) fn columns(&self) -> (String, String) {
+        let delimited = |items: &[String]| {
+            if items.is_empty() {
+                String::new()
+            } else {
+                format!(" {} ", items.join(" "))
+            }
+        };
+        let lands = if self.everyone {
+            "*".to_owned()
+        } else {
+            delimited(&self.lands)
+        };
+        (lands, delimited(&self.destinations))
+    }
+}
+
+/// An audit row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: SystemTime,
+    pub actor: String,
+    /// The scope of the token that acted.
+    pub actor_scope: String,
+    pub action: String,
+    pub object: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Which audit rows to list; every field that is set must match. `since` is inclusive,
+/// `until` exclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action_prefix: Option<String>,
+    pub object_prefix: Option<String>,
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+    /// The rows the caller may see.
+    pub visible: AuditVisible,
+}
+
+/// Which audit rows a listing returns: all, or those concerning these Länder (codes) or
+/// these destinations, and those that concern everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuditVisible {
+    #[default]
+    All,
+    Only {
+        lands: Vec<String>,
+        destinations: Vec<String>,
+    },
+}
+
+impl AuditFilter {
+    /// The filter and the page start (`id < before_id`) as conditions.
+    pub(super) fn conditions(&self, before_id: Option<i64>) -> Vec<Condition> {
+        let mut out = Vec::new();
+        if let AuditVisible::Only {
+            lands,
+            destinations,
+        } = &self.visible
+        {
+            out.push(Condition::Concerns {
+                lands: lands.clone(),
+                destinations: destinations.clone(),
+            });
+        }
+        if let Some(actor) = &self.actor {
+            out.push(Condition::Equals("actor", actor.clone()));
+        }
+        if let Some(prefix) = &self.action_prefix {
+            out.push(Condition::StartsWith("action", prefix.clone()));
+        }
+        if let Some(prefix) = &self.object_prefix {
+            out.push(Condition::StartsWith("object", prefix.clone()));
+        }
+        push_period(&mut out, "at", self.since, self.until);
+        if let Some(id) = before_id {
+            out.push(Condition::IdBelow(id));
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Dead letters
+
+/// A dead letter taken off the gateway's dead-letter queue, to be stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewDeadLetter {
+    pub id: Uuid,
+    pub submission_id: String,
+    pub platform: String,
+    pub reason: String,
+    pub field: String,
+    pub detail: String,
+    pub service: String,
+    pub ars: String,
+    pub destination: String,
+    pub dead_lettered_at: SystemTime,
+    pub content_type: String,
+    pub message_id: String,
+    /// AMQP headers of the dead-lettered message as a JSON object text (string values);
+    /// never payload.
+    pub headers: String,
+    /// The message body: personal data. Never logged; `Debug` prints its length only.
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for NewDeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewDeadLetter")
+            .field("id", &self.id)
+            .field("submission_id", &self.submission_id)
+            .field("platform", &self.platform)
+            .field("reason", &self.reason)
+            .field("field", &self.field)
+            .field("detail", &self.detail)
+            .field("service", &self.service)
+            .field("ars", &self.ars)
+            .field("destination", &self.destination)
+            .field("dead_lettered_at", &self.dead_lettered_at)
+            .field("content_type", &self.content_type)
+            .field("message_id", &self.message_id)
+            .field("headers", &self.headers)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
+}
+
+/// Where a stored dead letter stands. Only a `Pending` letter can be replayed or discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterState {
+    Pending,
+    Replayed,
+    Discarded,
+}
+
+impl DeadLetterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterState::Pending => "pending",
+            DeadLetterState::Replayed => "replayed",
+            DeadLetterState::Discarded => "discarded",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not a [`DeadLetterState`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dead-letter state {0:?}; expected pending, replayed or discarded")]
+pub struct UnknownDeadLetterState(pub String);
+
+impl FromStr for DeadLetterState {
+    type Err = UnknownDeadLetterState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(DeadLetterState::Pending),
+            "replayed" => Ok(DeadLetterState::Replayed),
+            "discarded" => Ok(DeadLetterState::Discarded),
+            other => Err(UnknownDeadLetterState(other.to_owned())),
+        }
+    }
+}
+
+/// A stored dead letter without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub submission_id: String,
+    pub platform: String,
+    pub reason: String,
+    pub field: String,
+    pub detail: String,
+    pub service: String,
+    pub ars: String,
+    pub destination: String,
+    pub dead_lettered_at: SystemTime,
+    pub content_type: String,
+    pub message_id: String,
+    pub headers: String,
+    pub body_bytes: u64,
+    /// When the gateway stored it.
+    pub stored_at: SystemTime,
+    pub state: DeadLetterState,
+    /// When it left `Pending`, and who moved it (`""` while pending).
+    pub state_changed_at: Option<SystemTime>,
+    pub state_changed_by: String,
+    pub replays: u32,
+}
+
+/// What publishing a dead letter again needs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeadLetterMessage {
+    /// Personal data: never logged; `Debug` prints its length only.
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub message_id: String,
+    pub headers: String,
+    pub platform: String,
+}
+
+impl fmt::Debug for DeadLetterMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetterMessage")
+            .field("body_bytes", &self.body.len())
+            .field("content_type", &self.content_type)
+            .field("message_id", &self.message_id)
+            .field("headers", &self.headers)
+            .field("platform", &self.platform)
+            .finish()
+    }
+}
+
+/// Whose rows a listing of dead letters or delivered submissions returns: every row, or
+/// only those from the named platforms or for the named destinations (an admin token's
+/// scope, resolved against the directory in use when it asks).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Visible {
+    #[default]
+    All,
+    Only {
+        platforms: Vec<String>,
+        destinations: Vec<String>,
+    },
+}
+
+impl Visible {
+    /// The condition on the `platform` and `destination` columns; none for `All`.
+    pub(super) fn condition(&self) -> Option<Condition> {
+        match self {
+            Visible::All => None,
+            Visible::Only {
+                platforms,
+                destinations,
+            } => Some(Condition::Subjects {
+                platforms: platforms.clone(),
+                destinations: destinations.clone(),
+            }),
+        }
+    }
+}
+
+/// Which dead letters to list or count; every field that is set must match. `since` and
+/// `until` bound `dead_lettered_at`: `since` inclusive, `until` exclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeadLetterFilter {
+    pub platform: Option<String>,
+    pub reason: Option<String>,
+    pub service: Option<String>,
+    pub destination: Option<String>,
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+    pub state: Option<DeadLetterState>,
+    pub submission_id: Option<String>,
+    /// The letters the caller may see.
+    pub visible: Visible,
+}
+
+impl DeadLetterFilter {
+    /// The filter and the page start (after `(dead_lettered_at, id)`) as conditions.
+    pub(super) fn conditions(&self, after: Option<(SystemTime, Uuid)>) -> Vec<Condition> {
+        let mut out = Vec::new();
+        out.extend(self.visible.condition());
+        for (column, value) in [
+            ("platform", &self.platform),
+            ("reason", &self.reason),
+            ("service", &self.service),
+            ("destination", &self.destination),
+            ("submission_id", &self.submission_id),
+        ] {
+            if let Some(value) = value {
+                out.push(Condition::Equals(column, value.clone()));
+            }
+        }
+        if let Some(state) = self.state {
+            out.push(Condition::Equals("state", state.as_str().to_owned()));
+        }
+        push_period(&mut out, "dead_lettered_at", self.since, self.until);
+        if let Some((at, id)) = after {
+            out.push(Condition::DeadLetterAfter(to_micros(at), id));
+        }
+        out
+    }
+}
+
+/// What dead letters are counted by in a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterGroup {
+    Reason,
+    Platform,
+    /// `""` for letters that found no destination.
+    Destination,
+}
+
+impl DeadLetterGroup {
+    pub(super) fn column(self) -> &'static str {
+        match self {
+            DeadLetterGroup::Reason => "reason",
+            DeadLetterGroup::Platform => "platform",
+            DeadLetterGroup::Destination => "destination",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Submission trace
 
 /// Something that happened to a submission, for the trace an operator looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
