@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{AdminSettings, Config};
-use crate::pipeline::Gateway;
+use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::wire::admin as pb;
 use service::{Principal, Service};
@@ -65,7 +65,7 @@ pub struct State {
 impl State {
     pub fn new(
         config: Arc<Config>,
-        gateway: Arc<Gateway>,
+        gateway: Arc<Pipeline>,
         store: Store,
         links: Vec<LinkView>,
         instance: String,
