@@ -7,7 +7,7 @@ use lapin::message::Delivery;
 
 use super::report::{Counted, Noted};
 use super::settle::Disposition;
-use super::{Arrival, Attempts, Pipeline, Live};
+use super::{Arrival, Attempts, Live, Pipeline};
 use crate::envelope::Envelope;
 use crate::model::DestinationIndex;
 use crate::outcome::{Ending, Outcome, Rejection};

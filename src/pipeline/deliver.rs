@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::headers::{
     self, carry_trace, drop_headers, fitted, own_header, strip_broker_headers, unix_seconds,
 };
-use super::{Arrival, Attempts, Pipeline, Outlet};
+use super::{Arrival, Attempts, Outlet, Pipeline};
 use crate::amqp::guard::DROPPED_HEADERS;
 use crate::amqp::{self, DeliveryError, header_string};
 use crate::envelope::{Encoding, Envelope};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Pipeline, Live, OutletParts};
+use super::{Live, OutletParts, Pipeline};
 use crate::config::Config;
 use crate::routing::live::Snapshot;
 

@@ -8,7 +8,7 @@ use lapin::types::FieldTable;
 use uuid::Uuid;
 
 use super::headers::{self, fitted, now_timestamp, unix_seconds};
-use super::{Arrival, Pipeline, Live};
+use super::{Arrival, Live, Pipeline};
 use crate::amqp::{DeliveryError, header_string};
 use crate::envelope::Envelope;
 use crate::model::{Destination, DestinationIndex, StatusFormat};
