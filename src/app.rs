@@ -536,7 +536,7 @@ impl Operators {
             Some(settings) => Some(
                 admin::serve(
                     settings,
-                    admin::State::with_service(service.clone(), config, core.stop_links.clone()),
+                    admin::State::new(service.clone(), config, core.stop_links.clone()),
                     grpc_health,
                     core.stop_links.clone(),
                 )
