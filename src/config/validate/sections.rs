@@ -29,7 +29,7 @@ impl Validator {
             );
         }
         let in_flight_bytes = g.in_flight_bytes.unwrap_or(DEFAULT_IN_FLIGHT_BYTES);
-        if in_flight_bytes < 64 * 1024 || in_flight_bytes > 64 * 1024 * 1024 * 1024 {
+        if !(64 * 1024..=64 * 1024 * 1024 * 1024).contains(&in_flight_bytes) {
             self.error(
                 "gateway.in_flight_bytes",
                 format!("{in_flight_bytes} is out of range (65536 … 68719476736)"),
