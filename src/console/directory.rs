@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
@@ -14,7 +14,7 @@ use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::when;
-use super::pages::{Chrome, SignedIn, changing_form, redirect, render, service_error};
+use super::pages::{Chrome, PageRequest, changing_form, redirect, render, service_error};
 use crate::admin::service::{
     DestinationView, Principal, Right, RouteFilter, RouteView, Service, ServiceError,
 };
@@ -73,11 +73,13 @@ fn matches(q: &str, parts: &[&str]) -> bool {
 
 pub async fn page(
     State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    PageRequest {
+        session,
+        headers,
+        f,
+        ..
+    }: PageRequest,
 ) -> Response {
-    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
     let q = f.get("q").to_owned();
     let mut c = Chrome::new(&headers, Some(&session), "/routing");
     c.back = format!("/routing?{}", query([("q", q.as_str())]));
@@ -323,11 +325,13 @@ struct ExplainPage {
 /// step, sending nothing.
 pub async fn explain(
     State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    PageRequest {
+        session,
+        headers,
+        f,
+        ..
+    }: PageRequest,
 ) -> Response {
-    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
     let (service, region) = (f.get("service").to_owned(), f.get("region").to_owned());
     let mut c = Chrome::new(&headers, Some(&session), "/routing");
     c.back = format!(

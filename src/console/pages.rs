@@ -185,6 +185,34 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
     }
 }
 
+/// A signed-in operator's request for a page by its query: the session (without one, to the
+/// login as [`SignedIn`]), the request's headers (language, frame) and the query, as it
+/// came (`raw`, for links back to the same view) and as fields.
+pub struct PageRequest {
+    pub session: Session,
+    pub headers: HeaderMap,
+    pub f: Fields,
+    pub raw: String,
+}
+
+impl FromRequestParts<Arc<Console>> for PageRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(session) = SignedIn::from_request_parts(parts, console).await?;
+        let raw = parts.uri.query().unwrap_or_default().to_owned();
+        Ok(PageRequest {
+            session,
+            headers: parts.headers.clone(),
+            f: Fields::parse(raw.as_bytes()),
+            raw,
+        })
+    }
+}
+
 /// The session of a form that changes something: refused (403) without a session or
 /// without the session's CSRF token.
 pub fn changing(

@@ -16,7 +16,7 @@ use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::{
-    Chrome, SignedIn, destination_choices, platform_choices, render, service_error, when,
+    Chrome, PageRequest, destination_choices, platform_choices, render, service_error, when,
 };
 use crate::admin::service::WatchFilter;
 
@@ -42,11 +42,13 @@ fn filter(f: &Fields) -> WatchFilter {
 
 pub async fn page(
     State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    PageRequest {
+        session,
+        headers,
+        f,
+        ..
+    }: PageRequest,
 ) -> Response {
-    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
     let (platform, destination) = (
         f.get("platform").to_owned(),
         f.get("destination").to_owned(),

@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use super::super::Console;
 use super::super::forms::{Fields, query};
 use super::super::i18n::Texts;
-use super::super::pages::{Chrome, SignedIn, changing_form, redirect, render, service_error, when};
+use super::super::pages::{
+    Chrome, PageRequest, changing_form, redirect, render, service_error, when,
+};
 use super::super::session::Session;
 use super::{FilterForm, OUTCOMES_SHOWN};
 use crate::admin::service::{Commit, Principal, ReplayFate, Selection, ServiceError};
@@ -326,12 +328,14 @@ async fn outcome_rows(
 
 pub async fn outcomes(
     State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    PageRequest {
+        session,
+        headers,
+        f,
+        raw: q,
+    }: PageRequest,
 ) -> Response {
-    let q = q.unwrap_or_default();
-    let ids = Fields::parse(q.as_bytes()).all("id");
+    let ids = f.all("id");
     let mut c = Chrome::new(&headers, Some(&session), "/dead-letters");
     c.back = format!("/dead-letters/outcomes?{q}");
     let t = c.t;
