@@ -344,9 +344,10 @@ impl Core {
         if let Ok(dedup) = Arc::try_unwrap(self.dedup) {
             dedup.shutdown().await;
         }
-        if let Ok(activity) = Arc::try_unwrap(self.activity) {
-            activity.shutdown().await;
-        }
+        // Not `Arc::try_unwrap`: status pages and background tasks may still hold the
+        // activity, and the trace events queued until now must reach the store before it
+        // closes.
+        self.activity.flush().await;
         self.store.close().await;
         tracing::info!("ozg-gateway stopped");
     }
