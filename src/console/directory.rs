@@ -71,17 +71,10 @@ fn matches(q: &str, parts: &[&str]) -> bool {
     q.is_empty() || parts.iter().any(|p| p.to_lowercase().contains(&q))
 }
 
-pub async fn page(
-    State(console): State<Arc<Console>>,
-    PageRequest {
-        session,
-        headers,
-        f,
-        ..
-    }: PageRequest,
-) -> Response {
+pub async fn page(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let q = f.get("q").to_owned();
-    let mut c = Chrome::new(&headers, Some(&session), "/routing");
+    let mut c = page.chrome("/routing");
     c.back = format!("/routing?{}", query([("q", q.as_str())]));
     let t = c.t;
     let who = &session.principal;
@@ -323,17 +316,10 @@ struct ExplainPage {
 
 /// "Where would it go?": the jurisdiction walk for a service and a municipality, step by
 /// step, sending nothing.
-pub async fn explain(
-    State(console): State<Arc<Console>>,
-    PageRequest {
-        session,
-        headers,
-        f,
-        ..
-    }: PageRequest,
-) -> Response {
+pub async fn explain(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let (service, region) = (f.get("service").to_owned(), f.get("region").to_owned());
-    let mut c = Chrome::new(&headers, Some(&session), "/routing");
+    let mut c = page.chrome("/routing");
     c.back = format!(
         "/routing/explain?{}",
         query([("service", service.as_str()), ("region", region.as_str())])

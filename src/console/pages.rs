@@ -186,13 +186,20 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
 }
 
 /// A signed-in operator's request for a page by its query: the session (without one, to the
-/// login as [`SignedIn`]), the request's headers (language, frame) and the query, as it
-/// came (`raw`, for links back to the same view) and as fields.
+/// login as [`SignedIn`]) and the query, as it came (`raw`, for links back to the same
+/// view) and as fields; the request's headers make the page's frame ([`Self::chrome`]).
 pub struct PageRequest {
     pub session: Session,
-    pub headers: HeaderMap,
     pub f: Fields,
     pub raw: String,
+    headers: HeaderMap,
+}
+
+impl PageRequest {
+    /// The frame of the page at `path` for this request's operator and language.
+    pub fn chrome(&self, path: &'static str) -> Chrome {
+        Chrome::new(&self.headers, Some(&self.session), path)
+    }
 }
 
 impl FromRequestParts<Arc<Console>> for PageRequest {
@@ -206,9 +213,9 @@ impl FromRequestParts<Arc<Console>> for PageRequest {
         let raw = parts.uri.query().unwrap_or_default().to_owned();
         Ok(PageRequest {
             session,
-            headers: parts.headers.clone(),
             f: Fields::parse(raw.as_bytes()),
             raw,
+            headers: parts.headers.clone(),
         })
     }
 }

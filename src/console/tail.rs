@@ -40,15 +40,8 @@ fn filter(f: &Fields) -> WatchFilter {
     }
 }
 
-pub async fn page(
-    State(console): State<Arc<Console>>,
-    PageRequest {
-        session,
-        headers,
-        f,
-        ..
-    }: PageRequest,
-) -> Response {
+pub async fn page(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let (platform, destination) = (
         f.get("platform").to_owned(),
         f.get("destination").to_owned(),
@@ -57,12 +50,12 @@ pub async fn page(
         ("platform", platform.as_str()),
         ("destination", destination.as_str()),
     ];
-    let mut c = Chrome::new(&headers, Some(&session), "/tail");
+    let mut c = page.chrome("/tail");
     c.back = format!("/tail?{}", query(pairs));
     let t = c.t;
     let who = &session.principal;
     // Refused here already (an unknown platform, a missing role), not in the stream.
-    if let Err(e) = console.service.watch(who, filter(&f)) {
+    if let Err(e) = console.service.watch(who, filter(f)) {
         return service_error(c, e);
     }
     let platforms = platform_choices(&console, who).await;

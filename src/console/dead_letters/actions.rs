@@ -326,17 +326,11 @@ async fn outcome_rows(
         .collect())
 }
 
-pub async fn outcomes(
-    State(console): State<Arc<Console>>,
-    PageRequest {
-        session,
-        headers,
-        f,
-        raw: q,
-    }: PageRequest,
-) -> Response {
+pub async fn outcomes(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
+    let q = &page.raw;
     let ids = f.all("id");
-    let mut c = Chrome::new(&headers, Some(&session), "/dead-letters");
+    let mut c = page.chrome("/dead-letters");
     c.back = format!("/dead-letters/outcomes?{q}");
     let t = c.t;
     match outcome_rows(&console, &session.principal, &ids, t).await {

@@ -218,17 +218,10 @@ struct ListPage {
     notice: Option<String>,
 }
 
-pub async fn list(
-    State(console): State<Arc<Console>>,
-    PageRequest {
-        session,
-        headers,
-        f,
-        ..
-    }: PageRequest,
-) -> Response {
-    let form = FilterForm::of(&f);
-    let mut c = Chrome::new(&headers, Some(&session), "/dead-letters");
+pub async fn list(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
+    let form = FilterForm::of(f);
+    let mut c = page.chrome("/dead-letters");
     c.back = format!("/dead-letters?{}", form.query());
     let t = c.t;
     let who = &session.principal;
@@ -385,17 +378,10 @@ struct TracePage {
 }
 
 /// A submission's timeline: paste its id.
-pub async fn trace(
-    State(console): State<Arc<Console>>,
-    PageRequest {
-        session,
-        headers,
-        f,
-        ..
-    }: PageRequest,
-) -> Response {
+pub async fn trace(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let id = f.get("id").to_owned();
-    let mut c = Chrome::new(&headers, Some(&session), "/trace");
+    let mut c = page.chrome("/trace");
     c.back = format!("/trace?{}", query([("id", id.as_str())]));
     let t = c.t;
     let (trace, problem) = if id.is_empty() {
