@@ -187,8 +187,8 @@ pub async fn run_controlled(
     let operators = Operators::start(&core).await?;
     tracing::info!(
         platforms = core.config.platforms.len(),
-        destinations = core.gateway.snapshot().destinations.len(),
-        routes = core.gateway.snapshot().table.routes().len(),
+        destinations = core.pipeline.snapshot().destinations.len(),
+        routes = core.pipeline.snapshot().table.routes().len(),
         admin = %operators
             .admin_server
             .as_ref()
@@ -211,7 +211,7 @@ pub async fn run_controlled(
         tokio::select! {
             () = &mut shutdown => break,
             Some(Reload { config: new, done }) = reloads.recv() => {
-                reload(&core.gateway, new);
+                reload(&core.pipeline, new);
                 let _ = done.send(());
             }
         }
@@ -234,7 +234,7 @@ struct Core {
     /// Stops the links and the background tasks; cancelled after the consumers are done.
     stop_links: CancellationToken,
     links: Links,
-    gateway: Arc<Pipeline>,
+    pipeline: Arc<Pipeline>,
     health: Arc<Health>,
 }
 
@@ -267,7 +267,7 @@ impl Core {
         tokio::spawn(activity.clone().tick_rates(stop_links.clone()));
         let links = Links::start(&config, &stop_links);
         links.watch(&metrics, &stop_links);
-        let gateway = Arc::new(Pipeline::new(
+        let pipeline = Arc::new(Pipeline::new(
             config.clone(),
             snapshot,
             publishers(&config, &links),
@@ -275,7 +275,7 @@ impl Core {
             metrics.clone(),
             activity.clone(),
         ));
-        metrics.follow_store(gateway.store_health(), &stop_links);
+        metrics.follow_store(pipeline.store_health(), &stop_links);
         backlog::watch(
             &config,
             &links.consume,
@@ -288,7 +288,7 @@ impl Core {
             &config,
             links.states(),
             activity.clone(),
-            gateway.store_health().clone(),
+            pipeline.store_health().clone(),
         );
         health.beat(&stop_links);
         Ok(Core {
@@ -300,7 +300,7 @@ impl Core {
             activity,
             stop_links,
             links,
-            gateway,
+            pipeline,
             health,
         })
     }
@@ -340,7 +340,7 @@ impl Core {
         if let Err(e) = operators.beat.await {
             tracing::warn!(error = %e, "instance heartbeat task failed");
         }
-        drop(self.gateway);
+        drop(self.pipeline);
         if let Ok(dedup) = Arc::try_unwrap(self.dedup) {
             dedup.shutdown().await;
         }
@@ -400,7 +400,7 @@ impl Consumers {
         let mut tasks = tokio::task::JoinSet::new();
         for (ingress, broker) in ingresses(config) {
             tasks.spawn(ingress::consume(
-                core.gateway.clone(),
+                core.pipeline.clone(),
                 core.metrics.clone(),
                 ingress,
                 core.links.consume[&broker].clone(),
@@ -421,12 +421,12 @@ impl Consumers {
             ));
         }
         tasks.spawn(receipts::supervise(
-            core.gateway.clone(),
+            core.pipeline.clone(),
             core.store.clone(),
             stop.clone(),
         ));
         tasks.spawn(receipts::report_overdue(
-            core.gateway.clone(),
+            core.pipeline.clone(),
             core.store.clone(),
             config.receipts.clone(),
             stop.clone(),
@@ -518,12 +518,12 @@ impl Operators {
         let identity = crate::instances::Identity::new(core.activity.started);
         let beat = tokio::spawn(crate::instances::beat(
             identity.clone(),
-            core.gateway.clone(),
+            core.pipeline.clone(),
             core.store.clone(),
             core.stop_links.clone(),
         ));
         tokio::spawn(crate::instances::follow_directory(
-            core.gateway.clone(),
+            core.pipeline.clone(),
             core.store.clone(),
             config.store.directory_poll,
             core.stop_links.clone(),
@@ -533,7 +533,7 @@ impl Operators {
         // one at a time, and both decide access alike.
         let service = Arc::new(admin::service::Service::new(
             config.clone(),
-            core.gateway.clone(),
+            core.pipeline.clone(),
             core.store.clone(),
             core.links.states(),
             identity.id.clone(),
@@ -575,8 +575,8 @@ impl Operators {
 /// services) is put in use like a change through the admin API, with the entries stored
 /// through the API; what only a restart changes is logged, not applied. A destination on a
 /// broker the gateway does not run with makes the whole reload refused: nothing changes.
-pub fn reload(gateway: &Pipeline, new: Config) {
-    let running = gateway.config();
+pub fn reload(pipeline: &Pipeline, new: Config) {
+    let running = pipeline.config();
     let merged = match running.with_directory_of(&new) {
         Ok(merged) => merged,
         Err(problems) => {
@@ -596,13 +596,13 @@ pub fn reload(gateway: &Pipeline, new: Config) {
             "configuration reloaded: this section changed in the file and takes effect only after a restart; not applied"
         );
     }
-    let before = gateway.snapshot();
-    let left_out = gateway.reload_file(merged);
+    let before = pipeline.snapshot();
+    let left_out = pipeline.reload_file(merged);
     for (key, message) in left_out {
         tracing::error!(entry = %key, problem = %message,
             "stored routing directory entry left out");
     }
-    let after = gateway.snapshot();
+    let after = pipeline.snapshot();
     let changes = crate::routing::live::changes(&before, &after);
     tracing::info!(
         destinations = after.destinations.len(),

@@ -9,16 +9,16 @@
 //! what became of it through a status event. [`app::run`] wires it together; see
 //! ARCHITECTURE.md for the map and the invariants.
 
-pub mod activity;
+pub(crate) mod activity;
 pub mod admin;
 pub mod amqp;
 pub mod app;
-pub mod backlog;
+pub(crate) mod backlog;
 pub mod config;
 pub mod envelope;
 pub mod health;
 pub mod ingress;
-pub mod instances;
+pub(crate) mod instances;
 pub mod model;
 pub mod municipalities;
 pub mod outcome;
@@ -28,12 +28,12 @@ pub mod sample;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
+pub(crate) mod tls;
 pub mod topology;
 pub mod wire;
 
 // The operators' web pages, over the same service layer as the admin API.
-pub mod console;
+pub(crate) mod console;
 
 pub use app::{RunError, run};
 pub use config::Config;

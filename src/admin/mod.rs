@@ -18,7 +18,7 @@ mod directory;
 mod health;
 mod limits;
 mod operations;
-pub mod service;
+pub(crate) mod service;
 mod stats;
 
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
@@ -14,7 +14,7 @@ use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::when;
-use super::pages::{Chrome, SignedIn, changing_form, redirect, render, service_error};
+use super::pages::{Chrome, PageRequest, changing_form, redirect, render, service_error};
 use crate::admin::service::{
     DestinationView, Principal, Right, RouteFilter, RouteView, Service, ServiceError,
 };
@@ -71,15 +71,10 @@ fn matches(q: &str, parts: &[&str]) -> bool {
     q.is_empty() || parts.iter().any(|p| p.to_lowercase().contains(&q))
 }
 
-pub async fn page(
-    State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
+pub async fn page(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let q = f.get("q").to_owned();
-    let mut c = Chrome::new(&headers, Some(&session), "/routing");
+    let mut c = page.chrome("/routing");
     c.back = format!("/routing?{}", query([("q", q.as_str())]));
     let t = c.t;
     let who = &session.principal;
@@ -321,15 +316,10 @@ struct ExplainPage {
 
 /// "Where would it go?": the jurisdiction walk for a service and a municipality, step by
 /// step, sending nothing.
-pub async fn explain(
-    State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
+pub async fn explain(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let (service, region) = (f.get("service").to_owned(), f.get("region").to_owned());
-    let mut c = Chrome::new(&headers, Some(&session), "/routing");
+    let mut c = page.chrome("/routing");
     c.back = format!(
         "/routing/explain?{}",
         query([("service", service.as_str()), ("region", region.as_str())])

@@ -185,6 +185,41 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
     }
 }
 
+/// A signed-in operator's request for a page by its query: the session (without one, to the
+/// login as [`SignedIn`]) and the query, as it came (`raw`, for links back to the same
+/// view) and as fields; the request's headers make the page's frame ([`Self::chrome`]).
+pub struct PageRequest {
+    pub session: Session,
+    pub f: Fields,
+    pub raw: String,
+    headers: HeaderMap,
+}
+
+impl PageRequest {
+    /// The frame of the page at `path` for this request's operator and language.
+    pub fn chrome(&self, path: &'static str) -> Chrome {
+        Chrome::new(&self.headers, Some(&self.session), path)
+    }
+}
+
+impl FromRequestParts<Arc<Console>> for PageRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(session) = SignedIn::from_request_parts(parts, console).await?;
+        let raw = parts.uri.query().unwrap_or_default().to_owned();
+        Ok(PageRequest {
+            session,
+            f: Fields::parse(raw.as_bytes()),
+            raw,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 /// The session of a form that changes something: refused (403) without a session or
 /// without the session's CSRF token.
 pub fn changing(

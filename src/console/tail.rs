@@ -16,7 +16,7 @@ use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::{
-    Chrome, SignedIn, destination_choices, platform_choices, render, service_error, when,
+    Chrome, PageRequest, destination_choices, platform_choices, render, service_error, when,
 };
 use crate::admin::service::WatchFilter;
 
@@ -40,13 +40,8 @@ fn filter(f: &Fields) -> WatchFilter {
     }
 }
 
-pub async fn page(
-    State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let f = Fields::parse(raw.unwrap_or_default().as_bytes());
+pub async fn page(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let (platform, destination) = (
         f.get("platform").to_owned(),
         f.get("destination").to_owned(),
@@ -55,12 +50,12 @@ pub async fn page(
         ("platform", platform.as_str()),
         ("destination", destination.as_str()),
     ];
-    let mut c = Chrome::new(&headers, Some(&session), "/tail");
+    let mut c = page.chrome("/tail");
     c.back = format!("/tail?{}", query(pairs));
     let t = c.t;
     let who = &session.principal;
     // Refused here already (an unknown platform, a missing role), not in the stream.
-    if let Err(e) = console.service.watch(who, filter(&f)) {
+    if let Err(e) = console.service.watch(who, filter(f)) {
         return service_error(c, e);
     }
     let platforms = platform_choices(&console, who).await;

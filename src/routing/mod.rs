@@ -4,5 +4,5 @@
 //! snapshot in use: the configuration file's entries merged with those stored through the
 //! admin API, validated together and swapped in whole when either changes.
 
-pub mod live;
+pub(crate) mod live;
 pub mod table;

@@ -209,7 +209,7 @@ impl Service {
                 "is missing (why the payload is needed; it goes into the audit log)",
             ));
         }
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let reach = self.reach(who, &snapshot);
         let letter = self
             .store
@@ -373,7 +373,7 @@ impl Service {
     ) -> Result<Replayed, ServiceError> {
         who.require(Right::Change)?;
         if let Some(d) = destination {
-            let snapshot = self.gateway.snapshot();
+            let snapshot = self.pipeline.snapshot();
             if snapshot.destination(d).is_none() {
                 return Err(ServiceError::invalid(
                     "destination",
@@ -414,7 +414,7 @@ impl Service {
             };
             let id = letter.id.to_string();
             if let Err(e) = self
-                .gateway
+                .pipeline
                 .replay(&id, &letter.platform, &message, destination)
                 .await
             {
@@ -471,7 +471,7 @@ impl Service {
     }
 
     fn visible(&self, who: &Principal) -> Visible {
-        self.reach(who, &self.gateway.snapshot()).visible()
+        self.reach(who, &self.pipeline.snapshot()).visible()
     }
 
     /// The letters a replay or discard is about (see [`Selection`]), at most
@@ -597,7 +597,7 @@ impl Service {
         letters: &[DeadLetter],
         replayed_to: Option<Option<&str>>,
     ) {
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let reach = Reach::new(&who.scope, &self.config, &snapshot);
         let mut groups: BTreeMap<(Option<Land>, &str), Vec<&DeadLetter>> = BTreeMap::new();
         for letter in letters {

@@ -100,12 +100,12 @@ impl Service {
     /// was made on.
     pub fn directory_version(&self, who: &Principal) -> Result<i64, ServiceError> {
         who.require(Right::Read)?;
-        Ok(self.gateway.snapshot().version)
+        Ok(self.pipeline.snapshot().version)
     }
 
     pub fn list_destinations(&self, who: &Principal) -> Result<Vec<DestinationView>, ServiceError> {
         who.require(Right::Read)?;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let mut destinations: Vec<DestinationView> = snapshot
             .destinations
             .iter()
@@ -117,7 +117,7 @@ impl Service {
 
     pub fn destination(&self, who: &Principal, id: &str) -> Result<DestinationView, ServiceError> {
         who.require(Right::Read)?;
-        self.destination_view(&self.gateway.snapshot(), id)
+        self.destination_view(&self.pipeline.snapshot(), id)
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("destination {} does not exist", quoted(id)))
             })
@@ -133,7 +133,7 @@ impl Service {
     ) -> Result<DestinationView, ServiceError> {
         who.require(Right::Change)?;
         let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let reach = self.reach(who, &snapshot);
         let existing = snapshot.destination(&wanted.id);
         // Whom the change concerns: the Land it names, and the Land it leaves.
@@ -178,7 +178,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         who.require(Right::Change)?;
         let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let reach = self.reach(who, &snapshot);
         let lands: Vec<Land> = snapshot
             .destination(id)
@@ -228,7 +228,7 @@ impl Service {
         filter: &RouteFilter,
     ) -> Result<Vec<RouteView>, ServiceError> {
         who.require(Right::Read)?;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let mut routes: Vec<RouteView> = snapshot
             .table
             .routes()
@@ -260,7 +260,7 @@ impl Service {
     ) -> Result<RouteView, ServiceError> {
         who.require(Right::Read)?;
         let (service, region) = route_key(service, region)?;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         snapshot
             .route(service, region)
             .map(|route| self.route_view(&snapshot, route))
@@ -281,7 +281,7 @@ impl Service {
     ) -> Result<RouteView, ServiceError> {
         who.require(Right::Change)?;
         let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let key = route_key(&spec.service, &spec.region).ok();
         let existing = key.and_then(|(s, r)| snapshot.route(s, r));
         let before_destination = existing.map(|r| snapshot.destinations[r.destination].id.clone());
@@ -367,7 +367,7 @@ impl Service {
         who.require(Right::Change)?;
         let (service, region) = route_key(service, region)?;
         let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let route = snapshot.route(service, region);
         let destination = route.map(|r| snapshot.destinations[r.destination].id.clone());
         let reach = self.reach(who, &snapshot);
@@ -409,7 +409,7 @@ impl Service {
 
     pub fn list_services(&self, who: &Principal) -> Result<Vec<ServiceView>, ServiceError> {
         who.require(Right::Read)?;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let mut services: Vec<ServiceView> = snapshot
             .services
             .iter()
@@ -432,7 +432,7 @@ impl Service {
     ) -> Result<ServiceView, ServiceError> {
         who.require(Right::Change)?;
         let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         self.reach(who, &snapshot)
             .change_shared("the services catalogue")?;
         let existing = wanted
@@ -479,7 +479,7 @@ impl Service {
             .parse::<ServiceKey>()
             .map_err(|e| ServiceError::invalid("service.key", e.to_string()))?;
         let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         self.reach(who, &snapshot)
             .change_shared("the services catalogue")?;
         changeable(snapshot.service_source(parsed), &format!("service {key}"))?;
@@ -522,7 +522,7 @@ impl Service {
                     .map_err(|_| ServiceError::invalid("page_token", "not one this API gave"))?,
             )
         };
-        filter.visible = self.reach(who, &self.gateway.snapshot()).audit_visible();
+        filter.visible = self.reach(who, &self.pipeline.snapshot()).audit_visible();
         let limit = self::page_size(page_size);
         let entries = self.store.list_audit(&filter, before_id, limit).await?;
         let next_page_token = if entries.len() == limit as usize {
@@ -558,7 +558,7 @@ impl Service {
                 entries.version, edit.expected
             )));
         }
-        let (mut snapshot, problems) = Snapshot::build(&self.gateway.directory_config(), &entries);
+        let (mut snapshot, problems) = Snapshot::build(&self.pipeline.directory_config(), &entries);
         if let Some(error) = invalid(edit.kind, &problems) {
             return Err(error);
         }
@@ -579,17 +579,17 @@ impl Service {
         let version = self.store.apply_directory_change(edit.store, audit).await?;
         if version == entries.version + 1 {
             snapshot.version = version;
-            self.gateway.install_newer(snapshot);
+            self.pipeline.install_newer(snapshot);
         } else {
             // Another instance changed the directory between our read and our write: the
             // store holds both changes, the snapshot built here only ours.
-            self.gateway.install_newer(
-                crate::routing::live::load(&self.gateway.directory_config(), &self.store).await,
+            self.pipeline.install_newer(
+                crate::routing::live::load(&self.pipeline.directory_config(), &self.store).await,
             );
         }
         tracing::info!(actor = %who.name, action = %action, object = %edit.object,
             version, "routing directory changed");
-        Ok(self.gateway.snapshot())
+        Ok(self.pipeline.snapshot())
     }
 
     async fn stored(&self) -> Result<StoredEntries, ServiceError> {

@@ -20,16 +20,13 @@ use std::sync::Arc;
 
 pub use access::{Principal, Right};
 pub use dead_letters::{
-    Commit, DeadLetterPage, DeadLetterSummary, Discarded, ReplayFate, ReplayOutcome,
-    ReplayOutcomes, Replayed, Selection,
+    Commit, DeadLetterSummary, Discarded, ReplayFate, ReplayOutcome, Replayed, Selection,
 };
-pub use directory::{AuditPage, DestinationView, RouteFilter, RouteView, ServiceView};
+pub use directory::{DestinationView, RouteFilter, RouteView, ServiceView};
 pub use error::ServiceError;
-pub use operations::{IngressState, Overdue, Watch, WatchFilter, Watched};
-pub use regions::{RegionMatch, Resolution};
-pub use stats::{
-    BrokerLinkStats, DestinationStats, InstanceStats, Overview, OverviewFilter, PlatformStats,
-};
+pub use operations::{WatchFilter, Watched};
+pub use regions::Resolution;
+pub use stats::{DestinationStats, Overview, OverviewFilter, PlatformStats};
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
@@ -47,7 +44,7 @@ pub const MAX_PAGE: u32 = 1000;
 /// its activity), the store, the broker links.
 pub struct Service {
     config: Arc<Config>,
-    gateway: Arc<Pipeline>,
+    pipeline: Arc<Pipeline>,
     store: Store,
     links: Vec<LinkView>,
     /// This instance's id among those sharing the store.
@@ -59,14 +56,14 @@ pub struct Service {
 impl Service {
     pub fn new(
         config: Arc<Config>,
-        gateway: Arc<Pipeline>,
+        pipeline: Arc<Pipeline>,
         store: Store,
         links: Vec<LinkView>,
         instance: String,
     ) -> Service {
         Service {
             config,
-            gateway,
+            pipeline,
             store,
             links,
             instance,

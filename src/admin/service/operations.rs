@@ -52,7 +52,7 @@ pub struct Watch {
     scope: Scope,
     filter: WatchFilter,
     config: Arc<Config>,
-    gateway: Arc<Pipeline>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Watch {
@@ -83,7 +83,7 @@ impl Watch {
             }
             // The directory in use when the event is read: a destination created, or
             // moved to another Land, counts from then on.
-            let snapshot = self.gateway.snapshot();
+            let snapshot = self.pipeline.snapshot();
             let reach = Reach::new(&self.scope, &self.config, &snapshot);
             if !reach.submission(&event.platform, &event.destination) {
                 continue;
@@ -117,10 +117,10 @@ impl Service {
             .config
             .platform(platform_id)
             .ok_or_else(not_configured)?;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         self.reach(who, &snapshot).change_platform(configured)?;
         let platform = self
-            .gateway
+            .pipeline
             .activity()
             .platform_by_id(platform_id)
             .ok_or_else(not_configured)?;
@@ -162,7 +162,7 @@ impl Service {
             return Err(ServiceError::invalid("submission_id", "is missing"));
         }
         let events = self.store.trace(id).await?;
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let reach = self.reach(who, &snapshot);
         if !events
             .iter()
@@ -183,7 +183,7 @@ impl Service {
         let cutoff = std::time::SystemTime::now()
             .checked_sub(self.config.receipts.overdue_after)
             .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-        let visible = self.reach(who, &self.gateway.snapshot()).visible();
+        let visible = self.reach(who, &self.pipeline.snapshot()).visible();
         let submissions = self
             .store
             .unanswered(cutoff, false, &visible, self::page_size(page_size))
@@ -198,11 +198,11 @@ impl Service {
     pub fn watch(&self, who: &Principal, filter: WatchFilter) -> Result<Watch, ServiceError> {
         who.require(Right::Read)?;
         Ok(Watch {
-            events: self.gateway.activity().subscribe(),
+            events: self.pipeline.activity().subscribe(),
             scope: who.scope.clone(),
             filter,
             config: self.config.clone(),
-            gateway: self.gateway.clone(),
+            pipeline: self.pipeline.clone(),
         })
     }
 }

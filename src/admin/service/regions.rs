@@ -106,7 +106,7 @@ impl Service {
                 .parse::<Ars>()
                 .map_err(|e| ServiceError::invalid("region", format!("{e}; or an 8-digit AGS")))?,
         };
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.pipeline.snapshot();
         let explanation = snapshot.table.explain(service, ars, municipalities);
         let destination = explanation.resolution.and_then(|found| {
             let id = &snapshot.destinations[found.destination].id;

@@ -136,8 +136,8 @@ impl Service {
         filter: &OverviewFilter,
     ) -> Result<Overview, ServiceError> {
         who.require(Right::Read)?;
-        let activity = self.gateway.activity();
-        let snapshot = self.gateway.snapshot();
+        let activity = self.pipeline.activity();
+        let snapshot = self.pipeline.snapshot();
         let reach = self.reach(who, &snapshot);
         self.check_named(who, filter, &reach, &snapshot)?;
         let platforms = self.platform_rows(activity, &reach, filter);
@@ -153,7 +153,7 @@ impl Service {
         let brokers = self.broker_rows(filter, &platforms, &shown_destinations);
         // An overview is what an operator asks for when the store fails: what cannot be
         // read is left out and said in `store_problem` instead of failing the whole call.
-        let store_status = self.gateway.store_health().status();
+        let store_status = self.pipeline.store_health().status();
         let mut store_problems = vec![store_status.problem()];
         let visible = if filter.is_empty() {
             reach.visible()

@@ -200,9 +200,9 @@ async fn replay(
     confirm: Confirm,
     wait: Option<Duration>,
 ) -> Result<(), Failure> {
-    let bulk = select.ids.is_empty();
+    let by_filter = select.ids.is_empty();
     let selection = select_letters(select)?;
-    let mut request = api::ReplayDeadLettersRequest {
+    let request = api::ReplayDeadLettersRequest {
         ids: selection.ids,
         filter: selection.filter,
         destination: to.unwrap_or_default(),
@@ -210,32 +210,10 @@ async fn replay(
         dry_run: true,
         expected_count: None,
     };
-    let dry = {
-        let (request, mut client) = (api.unary(request.clone()), client.clone());
-        || async move { Ok(client.replay_dead_letters(request).await?.into_inner()) }
-    };
-    let counted = |d: &api::ReplayDeadLettersResponse| (d.replayed, d.matched, d.scope.clone());
-    let Some(expected) = confirmation(
-        out,
-        &confirm,
-        bulk,
-        "replay",
-        dry,
-        counted,
-        render::replayed,
-    )
-    .await?
-    else {
-        return Ok(());
-    };
-    request.dry_run = false;
-    request.expected_count = expected;
-    let replayed = client
-        .replay_dead_letters(api.unary(request))
-        .await?
-        .into_inner();
-    out.show(&replayed, render::replayed)?;
-    outcomes(api, out, client, &replayed.ids, wait).await
+    match confirmed(api, out, client, request, by_filter, confirm).await? {
+        Some(replayed) => outcomes(api, out, client, &replayed.ids, wait).await,
+        None => Ok(()),
+    }
 }
 
 async fn discard(
@@ -245,40 +223,110 @@ async fn discard(
     select: Select,
     confirm: Confirm,
 ) -> Result<(), Failure> {
-    let bulk = select.ids.is_empty();
+    let by_filter = select.ids.is_empty();
     let selection = select_letters(select)?;
-    let mut request = api::DiscardDeadLettersRequest {
+    let request = api::DiscardDeadLettersRequest {
         ids: selection.ids,
         filter: selection.filter,
         all: selection.all,
         dry_run: true,
         expected_count: None,
     };
+    confirmed(api, out, client, request, by_filter, confirm).await?;
+    Ok(())
+}
+
+/// A replay or a discard: asked once as a dry run to be counted, then for real.
+trait Bulk: Clone {
+    type Answer: serde::Serialize;
+    const ACTION: &'static str;
+    fn commit(&mut self, dry_run: bool, expected_count: Option<u32>);
+    async fn send(
+        self,
+        api: &Api,
+        client: &mut DeadLetterServiceClient<Authed>,
+    ) -> Result<Self::Answer, Failure>;
+    /// (letters to act on, letters matching, scope), as `confirmation` wants them.
+    fn counted(answer: &Self::Answer) -> (u32, u64, String);
+    fn render(answer: &Self::Answer) -> String;
+}
+
+impl Bulk for api::ReplayDeadLettersRequest {
+    type Answer = api::ReplayDeadLettersResponse;
+    const ACTION: &'static str = "replay";
+    fn commit(&mut self, dry_run: bool, expected_count: Option<u32>) {
+        (self.dry_run, self.expected_count) = (dry_run, expected_count);
+    }
+    async fn send(
+        self,
+        api: &Api,
+        client: &mut DeadLetterServiceClient<Authed>,
+    ) -> Result<Self::Answer, Failure> {
+        let request = api.unary(self);
+        Ok(client.replay_dead_letters(request).await?.into_inner())
+    }
+    fn counted(d: &Self::Answer) -> (u32, u64, String) {
+        (d.replayed, d.matched, d.scope.clone())
+    }
+    fn render(d: &Self::Answer) -> String {
+        render::replayed(d)
+    }
+}
+
+impl Bulk for api::DiscardDeadLettersRequest {
+    type Answer = api::DiscardDeadLettersResponse;
+    const ACTION: &'static str = "discard";
+    fn commit(&mut self, dry_run: bool, expected_count: Option<u32>) {
+        (self.dry_run, self.expected_count) = (dry_run, expected_count);
+    }
+    async fn send(
+        self,
+        api: &Api,
+        client: &mut DeadLetterServiceClient<Authed>,
+    ) -> Result<Self::Answer, Failure> {
+        let request = api.unary(self);
+        Ok(client.discard_dead_letters(request).await?.into_inner())
+    }
+    fn counted(d: &Self::Answer) -> (u32, u64, String) {
+        (d.discarded, d.matched, d.scope.clone())
+    }
+    fn render(d: &Self::Answer) -> String {
+        render::discarded(d)
+    }
+}
+
+/// Sends a replay or discard once its selection is confirmed (see `confirmation`), and
+/// shows the answer; `None` when it did not go ahead.
+async fn confirmed<R: Bulk>(
+    api: &Api,
+    out: &Output,
+    client: &mut DeadLetterServiceClient<Authed>,
+    mut request: R,
+    by_filter: bool,
+    confirm: Confirm,
+) -> Result<Option<R::Answer>, Failure> {
+    request.commit(true, None);
     let dry = {
-        let (request, mut client) = (api.unary(request.clone()), client.clone());
-        || async move { Ok(client.discard_dead_letters(request).await?.into_inner()) }
+        let (request, mut client) = (request.clone(), client.clone());
+        || async move { request.send(api, &mut client).await }
     };
-    let counted = |d: &api::DiscardDeadLettersResponse| (d.discarded, d.matched, d.scope.clone());
     let Some(expected) = confirmation(
         out,
         &confirm,
-        bulk,
-        "discard",
+        by_filter,
+        R::ACTION,
         dry,
-        counted,
-        render::discarded,
+        R::counted,
+        R::render,
     )
     .await?
     else {
-        return Ok(());
+        return Ok(None);
     };
-    request.dry_run = false;
-    request.expected_count = expected;
-    let discarded = client
-        .discard_dead_letters(api.unary(request))
-        .await?
-        .into_inner();
-    out.show(&discarded, render::discarded)
+    request.commit(false, expected);
+    let answer = request.send(api, client).await?;
+    out.show(&answer, R::render)?;
+    Ok(Some(answer))
 }
 
 /// The count a replay or discard goes ahead with (`Some(None)`: unguarded, for ids named

@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use super::super::Console;
 use super::super::forms::{Fields, query};
 use super::super::i18n::Texts;
-use super::super::pages::{Chrome, SignedIn, changing_form, redirect, render, service_error, when};
+use super::super::pages::{
+    Chrome, PageRequest, changing_form, redirect, render, service_error, when,
+};
 use super::super::session::Session;
 use super::{FilterForm, OUTCOMES_SHOWN};
 use crate::admin::service::{Commit, Principal, ReplayFate, Selection, ServiceError};
@@ -324,15 +326,11 @@ async fn outcome_rows(
         .collect())
 }
 
-pub async fn outcomes(
-    State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let q = q.unwrap_or_default();
-    let ids = Fields::parse(q.as_bytes()).all("id");
-    let mut c = Chrome::new(&headers, Some(&session), "/dead-letters");
+pub async fn outcomes(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
+    let q = &page.raw;
+    let ids = f.all("id");
+    let mut c = page.chrome("/dead-letters");
     c.back = format!("/dead-letters/outcomes?{q}");
     let t = c.t;
     match outcome_rows(&console, &session.principal, &ids, t).await {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +21,8 @@ use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::{
-    Chrome, SignedIn, changing_form, destination_choices, platform_choices, render, service_error,
-    when,
+    Chrome, PageRequest, SignedIn, changing_form, destination_choices, platform_choices, render,
+    service_error, when,
 };
 use crate::admin::service::{Right, Selection, ServiceError};
 use crate::outcome::Reason;
@@ -218,15 +218,10 @@ struct ListPage {
     notice: Option<String>,
 }
 
-pub async fn list(
-    State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let f = Fields::parse(q.unwrap_or_default().as_bytes());
-    let form = FilterForm::of(&f);
-    let mut c = Chrome::new(&headers, Some(&session), "/dead-letters");
+pub async fn list(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
+    let form = FilterForm::of(f);
+    let mut c = page.chrome("/dead-letters");
     c.back = format!("/dead-letters?{}", form.query());
     let t = c.t;
     let who = &session.principal;
@@ -383,15 +378,10 @@ struct TracePage {
 }
 
 /// A submission's timeline: paste its id.
-pub async fn trace(
-    State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let f = Fields::parse(q.unwrap_or_default().as_bytes());
+pub async fn trace(State(console): State<Arc<Console>>, page: PageRequest) -> Response {
+    let PageRequest { session, f, .. } = &page;
     let id = f.get("id").to_owned();
-    let mut c = Chrome::new(&headers, Some(&session), "/trace");
+    let mut c = page.chrome("/trace");
     c.back = format!("/trace?{}", query([("id", id.as_str())]));
     let t = c.t;
     let (trace, problem) = if id.is_empty() {
