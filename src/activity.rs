@@ -435,9 +435,9 @@ impl Activity {
         }
     }
 
-    /// Flushes the trace recorder.
-    pub async fn shutdown(self) {
-        if let Some(recorder) = self.trace {
+    /// Flushes the trace recorder; events traced afterwards are dropped.
+    pub async fn shutdown(&self) {
+        if let Some(recorder) = &self.trace {
             recorder.shutdown().await;
         }
     }

@@ -344,9 +344,9 @@ impl Core {
         if let Ok(dedup) = Arc::try_unwrap(self.dedup) {
             dedup.shutdown().await;
         }
-        if let Ok(activity) = Arc::try_unwrap(self.activity) {
-            activity.shutdown().await;
-        }
+        // Through the shared handle: the tasks that hold clones of the activity end on
+        // their own time, and the trace's last events must be written before the store closes.
+        self.activity.shutdown().await;
         self.store.close().await;
         tracing::info!("ozg-gateway stopped");
     }
