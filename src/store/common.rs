@@ -30,9 +30,9 @@ macro_rules! queries {
                 .map_err(StoreError::query(OP))?;
             tx.commit().await.map_err(StoreError::query(OP))?;
             Ok(StoredDirectory {
-                destinations: admin::read_all(&destinations, OP, Columns::destination)?,
-                routes: admin::read_all(&routes, OP, Columns::route)?,
-                services: admin::read_all(&services, OP, Columns::service)?,
+                destinations: read_all(&destinations, OP, Columns::destination)?,
+                routes: read_all(&routes, OP, Columns::route)?,
+                services: read_all(&services, OP, Columns::service)?,
                 version: Columns::new(&version, OP).int()?,
             })
         }
@@ -92,7 +92,7 @@ macro_rules! queries {
                 OP,
             )
             .await?;
-            admin::read_all(&rows, OP, Columns::audit_entry)
+            read_all(&rows, OP, Columns::audit_entry)
         }
 
         /// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
@@ -145,7 +145,7 @@ macro_rules! queries {
             let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
             let order = " ORDER BY dead_lettered_at, id";
             let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
-            admin::read_all(&rows, OP, Columns::dead_letter)
+            read_all(&rows, OP, Columns::dead_letter)
         }
 
         pub(super) async fn count_dead_letters(
@@ -173,7 +173,7 @@ macro_rules! queries {
             let head = format!("SELECT {column}, count(*) FROM dead_letters");
             let tail = format!(" GROUP BY {column}");
             let rows = select(pool, &head, conditions, &tail, None, OP).await?;
-            admin::read_all(&rows, OP, Columns::group_count)
+            read_all(&rows, OP, Columns::group_count)
         }
 
         pub(super) async fn dead_letter_message(
@@ -195,7 +195,7 @@ macro_rules! queries {
                 .fetch_all(pool)
                 .await
                 .map_err(StoreError::query(OP))?;
-            admin::read_all(&rows, OP, Columns::trace_event)
+            read_all(&rows, OP, Columns::trace_event)
         }
 
         pub(super) async fn fate(pool: &$pool, id: Uuid) -> Result<Option<Fate>, StoreError> {
@@ -326,6 +326,24 @@ macro_rules! queries {
             insert_audit(&mut tx, audit, at, OP).await?;
             tx.commit().await.map_err(StoreError::query(OP))?;
             Ok(version)
+        }
+
+        /// A row of `delivered_submissions` as the message path's checks select it.
+        fn delivery_record(row: &$row) -> Result<DeliveryRecord, StoreError> {
+            const OP: &str = "check";
+            let submission_id = row_uuid(row, 0, OP)?;
+            let fingerprint: Vec<u8> = row.try_get(1).map_err(StoreError::query(OP))?;
+            Ok(DeliveryRecord {
+                submission_id,
+                fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
+                destination: row.try_get(2).map_err(StoreError::query(OP))?,
+                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query(OP))?),
+                platform: row.try_get(4).map_err(StoreError::query(OP))?,
+                received_at: row
+                    .try_get::<Option<i64>, _>(5)
+                    .map_err(StoreError::query(OP))?
+                    .map(from_micros),
+            })
         }
 
         fn fates(rows: &[$row], op: &'static str) -> Result<Vec<Fate>, StoreError> {

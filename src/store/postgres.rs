@@ -15,10 +15,11 @@ use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::admin::{
-    self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
-    DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
+    self, AuditEntry, Condition, DeadLetter, DeadLetterMessage, DeadLetterState, DirectoryChange,
+    NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
 use super::fates::{Answer, Fate, Unanswered};
+use super::rows::{Columns, read_all};
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = super::common::migrations!("postgres");
@@ -75,23 +76,7 @@ pub(super) async fn fetch(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DeliveryRec
     .await
     .map_err(StoreError::query("check"))?;
 
-    rows.iter()
-        .map(|row| {
-            let submission_id: Uuid = row.try_get(0).map_err(StoreError::query("check"))?;
-            let fingerprint: Vec<u8> = row.try_get(1).map_err(StoreError::query("check"))?;
-            Ok(DeliveryRecord {
-                submission_id,
-                fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
-                destination: row.try_get(2).map_err(StoreError::query("check"))?,
-                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query("check"))?),
-                platform: row.try_get(4).map_err(StoreError::query("check"))?,
-                received_at: row
-                    .try_get::<Option<i64>, _>(5)
-                    .map_err(StoreError::query("check"))?
-                    .map(from_micros),
-            })
-        })
-        .collect()
+    rows.iter().map(delivery_record).collect()
 }
 
 pub(super) async fn upsert(pool: &PgPool, records: &[&DeliveryRecord]) -> Result<(), StoreError> {
