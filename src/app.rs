@@ -344,9 +344,10 @@ impl Core {
         if let Ok(dedup) = Arc::try_unwrap(self.dedup) {
             dedup.shutdown().await;
         }
-        // Through the shared handle: the tasks that hold clones of the activity end on
-        // their own time, and the trace's last events must be written before the store closes.
-        self.activity.shutdown().await;
+        // Not `Arc::try_unwrap`: status pages and background tasks may still hold the
+        // activity, and the trace events queued until now must reach the store before it
+        // closes.
+        self.activity.flush().await;
         self.store.close().await;
         tracing::info!("ozg-gateway stopped");
     }
