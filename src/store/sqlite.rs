@@ -248,15 +248,6 @@ async fn upsert_chunk<'c>(
     Ok(())
 }
 
-pub(super) async fn purge(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM delivered_submissions WHERE delivered_at < ?1")
-        .bind(cutoff_micros)
-        .execute(pool)
-        .await
-        .map_err(StoreError::query("purge"))?;
-    Ok(done.rows_affected())
-}
-
 // ---------------------------------------------------------------------------------------
 // Receipts (see fates.rs)
 
@@ -332,69 +323,39 @@ pub(super) async fn claim_overdue(
 // ---------------------------------------------------------------------------------------
 // Admin API (see admin.rs)
 
-/// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
-fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {
-    for (i, condition) in conditions.iter().enumerate() {
-        query.push(if i == 0 { " WHERE " } else { " AND " });
-        match condition {
-            Condition::Equals(column, value) => {
-                query.push(format_args!("{column} = "));
-                query.push_bind(value.clone());
-            }
-            Condition::StartsWith(column, value) => {
-                // instr is case-sensitive and knows no wildcards, unlike LIKE.
-                query.push(format_args!("instr({column}, "));
-                query.push_bind(value.clone());
-                query.push(") = 1");
-            }
-            Condition::NotBefore(column, micros) => {
-                query.push(format_args!("{column} >= "));
-                query.push_bind(*micros);
-            }
-            Condition::Before(column, micros) => {
-                query.push(format_args!("{column} < "));
-                query.push_bind(*micros);
-            }
-            Condition::IdBelow(id) => {
-                query.push("id < ");
-                query.push_bind(*id);
-            }
-            Condition::DeadLetterAfter(micros, id) => {
-                query.push("(dead_lettered_at, id) > (");
-                query.push_bind(*micros);
-                query.push(", ");
-                query.push_bind(id.hyphenated().to_string());
-                query.push(")");
-            }
-            Condition::DeadLetterId(id) => {
-                query.push("id = ");
-                query.push_bind(id.hyphenated().to_string());
-            }
-            Condition::Subjects {
-                platforms,
-                destinations,
-            } => {
-                query.push("(platform IN (SELECT value FROM json_each(");
-                query.push_bind(json_texts(platforms));
-                query.push(")) OR destination IN (SELECT value FROM json_each(");
-                query.push_bind(json_texts(destinations));
-                query.push(")))");
-            }
-            Condition::Concerns {
-                lands,
-                destinations,
-            } => {
-                query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM json_each(");
-                query.push_bind(json_texts(lands));
-                query.push(
-                    ") WHERE instr(concerns_lands, ' ' || value || ' ') > 0) \
-                     OR EXISTS (SELECT 1 FROM json_each(",
-                );
-                query.push_bind(json_texts(destinations));
-                query.push(") WHERE instr(concerns_destinations, ' ' || value || ' ') > 0))");
-            }
-        }
-    }
+/// A bound time, microseconds since the epoch: INTEGER columns take it as it is.
+fn push_time(query: &mut QueryBuilder<'_, Sqlite>, micros: i64) {
+    query.push_bind(micros);
+}
+
+fn push_starts_with(query: &mut QueryBuilder<'_, Sqlite>, column: &str, prefix: &str) {
+    // instr is case-sensitive and knows no wildcards, unlike LIKE.
+    query.push(format_args!("instr({column}, "));
+    query.push_bind(prefix.to_owned());
+    query.push(") = 1");
+}
+
+fn push_subjects(
+    query: &mut QueryBuilder<'_, Sqlite>,
+    platforms: &[String],
+    destinations: &[String],
+) {
+    query.push("(platform IN (SELECT value FROM json_each(");
+    query.push_bind(json_texts(platforms));
+    query.push(")) OR destination IN (SELECT value FROM json_each(");
+    query.push_bind(json_texts(destinations));
+    query.push(")))");
+}
+
+fn push_concerns(query: &mut QueryBuilder<'_, Sqlite>, lands: &[String], destinations: &[String]) {
+    query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM json_each(");
+    query.push_bind(json_texts(lands));
+    query.push(
+        ") WHERE instr(concerns_lands, ' ' || value || ' ') > 0) \
+         OR EXISTS (SELECT 1 FROM json_each(",
+    );
+    query.push_bind(json_texts(destinations));
+    query.push(") WHERE instr(concerns_destinations, ' ' || value || ' ') > 0))");
 }
 
 pub(super) async fn insert_dead_letters(
@@ -506,7 +467,12 @@ pub(super) async fn record_events(
 // ---------------------------------------------------------------------------------------
 // What the shared queries (`common::queries!`) need that differs on SQLite
 
-super::common::queries!(SqlitePool, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection);
+super::common::queries!(
+    SqlitePool,
+    Sqlite,
+    sqlx::sqlite::SqliteRow,
+    sqlx::SqliteConnection
+);
 
 /// Times are microseconds since the epoch in INTEGER columns.
 const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, actor_scope, action, object, \
