@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{Gateway, Live, OutletParts};
+use super::{Live, OutletParts, Pipeline};
 use crate::config::Config;
 use crate::routing::live::Snapshot;
 
-impl Gateway {
+impl Pipeline {
     /// Puts a new routing directory in use. Destinations that stay keep their publisher
     /// (and its open channel); submissions in flight finish on the directory they started
     /// with.
