@@ -1,13 +1,13 @@
 //! The queries that are the same on both backends but for their pool, row and connection
 //! types, written once: `queries!` expands them inside `sqlite` and `postgres`, where the
 //! parts that differ stand beside it: the SQL that differs (`INSERT_AUDIT`, `SELECT_AUDIT`,
-//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`, `push_where`), how times and
+//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`, the conditions' `push_…`), how times and
 //! UUIDs are bound, compared and read (`time_param`, `db_uuid`, `db_uuids`, `among_uuids`,
 //! `row_uuid`), and how a consistent read and a change begin (`begin_snapshot`,
 //! `begin_write`).
 
 macro_rules! queries {
-    ($pool:ty, $row:ty, $conn:ty) => {
+    ($pool:ty, $db:ty, $row:ty, $conn:ty) => {
         pub(super) async fn load_directory(pool: &$pool) -> Result<StoredDirectory, StoreError> {
             const OP: &str = "load directory";
             // One snapshot for the lists and the version, so that they agree.
@@ -30,9 +30,9 @@ macro_rules! queries {
                 .map_err(StoreError::query(OP))?;
             tx.commit().await.map_err(StoreError::query(OP))?;
             Ok(StoredDirectory {
-                destinations: admin::read_all(&destinations, OP, Columns::destination)?,
-                routes: admin::read_all(&routes, OP, Columns::route)?,
-                services: admin::read_all(&services, OP, Columns::service)?,
+                destinations: read_all(&destinations, OP, Columns::destination)?,
+                routes: read_all(&routes, OP, Columns::route)?,
+                services: read_all(&services, OP, Columns::service)?,
                 version: Columns::new(&version, OP).int()?,
             })
         }
@@ -92,7 +92,7 @@ macro_rules! queries {
                 OP,
             )
             .await?;
-            admin::read_all(&rows, OP, Columns::audit_entry)
+            read_all(&rows, OP, Columns::audit_entry)
         }
 
         /// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
@@ -116,6 +116,53 @@ macro_rules! queries {
                 .fetch_all(pool)
                 .await
                 .map_err(StoreError::query(operation))
+        }
+
+        /// Appends ` WHERE a AND b …` for `conditions` (nothing for none); what the
+        /// backends say differently is in their `push_time`, `push_starts_with`,
+        /// `push_subjects` and `push_concerns`.
+        fn push_where(query: &mut QueryBuilder<'_, $db>, conditions: &[Condition]) {
+            for (i, condition) in conditions.iter().enumerate() {
+                query.push(if i == 0 { " WHERE " } else { " AND " });
+                match condition {
+                    Condition::Equals(column, value) => {
+                        query.push(format_args!("{column} = "));
+                        query.push_bind(value.clone());
+                    }
+                    Condition::StartsWith(column, value) => push_starts_with(query, column, value),
+                    Condition::NotBefore(column, micros) => {
+                        query.push(format_args!("{column} >= "));
+                        push_time(query, *micros);
+                    }
+                    Condition::Before(column, micros) => {
+                        query.push(format_args!("{column} < "));
+                        push_time(query, *micros);
+                    }
+                    Condition::IdBelow(id) => {
+                        query.push("id < ");
+                        query.push_bind(*id);
+                    }
+                    Condition::DeadLetterAfter(micros, id) => {
+                        query.push("(dead_lettered_at, id) > (");
+                        push_time(query, *micros);
+                        query.push(", ");
+                        query.push_bind(db_uuid(*id));
+                        query.push(")");
+                    }
+                    Condition::DeadLetterId(id) => {
+                        query.push("id = ");
+                        query.push_bind(db_uuid(*id));
+                    }
+                    Condition::Subjects {
+                        platforms,
+                        destinations,
+                    } => push_subjects(query, platforms, destinations),
+                    Condition::Concerns {
+                        lands,
+                        destinations,
+                    } => push_concerns(query, lands, destinations),
+                }
+            }
         }
 
         /// The `columns` of dead letter `id`, read with `read`.
@@ -145,7 +192,7 @@ macro_rules! queries {
             let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
             let order = " ORDER BY dead_lettered_at, id";
             let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
-            admin::read_all(&rows, OP, Columns::dead_letter)
+            read_all(&rows, OP, Columns::dead_letter)
         }
 
         pub(super) async fn count_dead_letters(
@@ -173,7 +220,7 @@ macro_rules! queries {
             let head = format!("SELECT {column}, count(*) FROM dead_letters");
             let tail = format!(" GROUP BY {column}");
             let rows = select(pool, &head, conditions, &tail, None, OP).await?;
-            admin::read_all(&rows, OP, Columns::group_count)
+            read_all(&rows, OP, Columns::group_count)
         }
 
         pub(super) async fn dead_letter_message(
@@ -195,7 +242,7 @@ macro_rules! queries {
                 .fetch_all(pool)
                 .await
                 .map_err(StoreError::query(OP))?;
-            admin::read_all(&rows, OP, Columns::trace_event)
+            read_all(&rows, OP, Columns::trace_event)
         }
 
         pub(super) async fn fate(pool: &$pool, id: Uuid) -> Result<Option<Fate>, StoreError> {
@@ -267,33 +314,48 @@ macro_rules! queries {
             Ok(())
         }
 
+        pub(super) async fn purge(pool: &$pool, cutoff_micros: i64) -> Result<u64, StoreError> {
+            let from = "delivered_submissions WHERE";
+            delete_before(pool, from, "delivered_at", cutoff_micros, "purge").await
+        }
+
         pub(super) async fn purge_dead_letters(
             pool: &$pool,
             cutoff_micros: i64,
         ) -> Result<u64, StoreError> {
-            let done = sqlx::query(&format!(
-                "DELETE FROM dead_letters WHERE state <> 'pending' AND state_changed_at < {}",
-                time_param(1)
-            ))
-            .bind(cutoff_micros)
-            .execute(pool)
-            .await
-            .map_err(StoreError::query("purge dead letters"))?;
-            Ok(done.rows_affected())
+            let from = "dead_letters WHERE state <> 'pending' AND";
+            let op = "purge dead letters";
+            delete_before(pool, from, "state_changed_at", cutoff_micros, op).await
         }
 
         pub(super) async fn purge_events(
             pool: &$pool,
             cutoff_micros: i64,
         ) -> Result<u64, StoreError> {
-            let done = sqlx::query(&format!(
-                "DELETE FROM trace_events WHERE at < {}",
-                time_param(1)
-            ))
-            .bind(cutoff_micros)
-            .execute(pool)
+            delete_before(
+                pool,
+                "trace_events WHERE",
+                "at",
+                cutoff_micros,
+                "purge events",
+            )
             .await
-            .map_err(StoreError::query("purge events"))?;
+        }
+
+        /// Deletes the rows of `from` (a table and `WHERE`, perhaps with conditions and
+        /// `AND`) whose time `column` is before `cutoff_micros`; returns how many.
+        async fn delete_before(
+            pool: &$pool,
+            from: &str,
+            column: &str,
+            cutoff_micros: i64,
+            operation: &'static str,
+        ) -> Result<u64, StoreError> {
+            let done = sqlx::query(&format!("DELETE FROM {from} {column} < {}", time_param(1)))
+                .bind(cutoff_micros)
+                .execute(pool)
+                .await
+                .map_err(StoreError::query(operation))?;
             Ok(done.rows_affected())
         }
 
@@ -326,6 +388,24 @@ macro_rules! queries {
             insert_audit(&mut tx, audit, at, OP).await?;
             tx.commit().await.map_err(StoreError::query(OP))?;
             Ok(version)
+        }
+
+        /// A row of `delivered_submissions` as the message path's checks select it.
+        fn delivery_record(row: &$row) -> Result<DeliveryRecord, StoreError> {
+            const OP: &str = "check";
+            let submission_id = row_uuid(row, 0, OP)?;
+            let fingerprint: Vec<u8> = row.try_get(1).map_err(StoreError::query(OP))?;
+            Ok(DeliveryRecord {
+                submission_id,
+                fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
+                destination: row.try_get(2).map_err(StoreError::query(OP))?,
+                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query(OP))?),
+                platform: row.try_get(4).map_err(StoreError::query(OP))?,
+                received_at: row
+                    .try_get::<Option<i64>, _>(5)
+                    .map_err(StoreError::query(OP))?
+                    .map(from_micros),
+            })
         }
 
         fn fates(rows: &[$row], op: &'static str) -> Result<Vec<Fate>, StoreError> {

@@ -259,30 +259,15 @@ async fn run_checks(
             tokio::select! {
                 first = rx.recv() => first,
                 () = tokio::time::sleep(retry_delay(failures)) => {
-                    match store.check(&[(Uuid::nil(), [0; 32])], window).await {
-                        Ok(_) => {
-                            failures = 0;
-                            health.answering(Part::Checks);
-                        }
-                        Err(error) => {
-                            failures = failures.saturating_add(1);
-                            health.failing(Part::Checks, &error);
-                        }
-                    }
+                    let probe = store.check(&[(Uuid::nil(), [0; 32])], window).await;
+                    count_check(&health, &mut failures, &probe);
                     continue;
                 }
             }
         };
         let Some(first) = first else { break };
         let batch = batching.gather(first, &mut rx).await;
-        let before: Vec<Option<Seen>> = {
-            let cutoff = cutoff(window);
-            let map = pending.lock();
-            batch
-                .iter()
-                .map(|req| lookup(&map, &req.id, &req.fingerprint, cutoff))
-                .collect()
-        };
+        let before = look(&pending, &batch, window);
         let ask: Vec<(Uuid, Fingerprint)> = batch
             .iter()
             .zip(&before)
@@ -292,47 +277,65 @@ async fn run_checks(
         let stored = store.check(&ask, window).await;
         // An empty `ask` ran no query and says nothing about the store.
         if !ask.is_empty() {
-            match &stored {
-                Ok(_) => {
-                    failures = 0;
-                    health.answering(Part::Checks);
-                }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    health.failing(Part::Checks, error);
-                }
-            }
+            count_check(&health, &mut failures, &stored);
         }
+        let after = look(&pending, &batch, window);
+        reply(batch, before, after, stored);
+    }
+}
 
-        let cutoff = cutoff(window);
-        let after: Vec<Option<Seen>> = {
-            let map = pending.lock();
-            batch
-                .iter()
-                .map(|req| lookup(&map, &req.id, &req.fingerprint, cutoff))
-                .collect()
-        };
-        let mut stored = stored.map(Vec::into_iter);
-        for ((req, before), after) in batch.into_iter().zip(before).zip(after) {
-            // Only requests without a first-look answer were asked, in batch order; their
-            // answer is taken off the store's list even when the second look wins, or every
-            // later answer would belong to the wrong request.
-            let from_store = before.is_none().then(|| match &mut stored {
-                Ok(seen) => seen.next().ok_or(StoreError::Corrupt {
-                    detail: "store answered fewer checks than were asked".into(),
-                }),
-                Err(error) => Err(error.clone()),
-            });
-            let answer = match (after, before, from_store) {
-                (Some(seen), _, _) | (None, Some(seen), _) => Ok(seen),
-                (None, None, Some(answer)) => answer,
-                (None, None, None) => Err(StoreError::Corrupt {
-                    detail: "a check was neither answered nor asked".into(),
-                }),
-            };
-            // The caller may have given up waiting; nothing to do then.
-            let _ = req.reply.send(answer);
+/// A check's success or failure, into the run of failures and the store's health.
+fn count_check<T>(health: &StoreHealth, failures: &mut u32, result: &Result<T, StoreError>) {
+    match result {
+        Ok(_) => {
+            *failures = 0;
+            health.answering(Part::Checks);
         }
+        Err(error) => {
+            *failures = failures.saturating_add(1);
+            health.failing(Part::Checks, error);
+        }
+    }
+}
+
+/// What the in-flight records say about each request of `batch`, if anything.
+fn look(pending: &Pending, batch: &[CheckRequest], window: Duration) -> Vec<Option<Seen>> {
+    let cutoff = cutoff(window);
+    let map = pending.lock();
+    batch
+        .iter()
+        .map(|req| lookup(&map, &req.id, &req.fingerprint, cutoff))
+        .collect()
+}
+
+/// Answers each request of `batch`: the in-flight records' second look first, then their
+/// first, then the store's answer.
+fn reply(
+    batch: Vec<CheckRequest>,
+    before: Vec<Option<Seen>>,
+    after: Vec<Option<Seen>>,
+    stored: Result<Vec<Seen>, StoreError>,
+) {
+    let mut stored = stored.map(Vec::into_iter);
+    for ((req, before), after) in batch.into_iter().zip(before).zip(after) {
+        // Only requests without a first-look answer were asked, in batch order; their
+        // answer is taken off the store's list even when the second look wins, or every
+        // later answer would belong to the wrong request.
+        let from_store = before.is_none().then(|| match &mut stored {
+            Ok(seen) => seen.next().ok_or(StoreError::Corrupt {
+                detail: "store answered fewer checks than were asked".into(),
+            }),
+            Err(error) => Err(error.clone()),
+        });
+        let answer = match (after, before, from_store) {
+            (Some(seen), _, _) | (None, Some(seen), _) => Ok(seen),
+            (None, None, Some(answer)) => answer,
+            (None, None, None) => Err(StoreError::Corrupt {
+                detail: "a check was neither answered nor asked".into(),
+            }),
+        };
+        // The caller may have given up waiting; nothing to do then.
+        let _ = req.reply.send(answer);
     }
 }
 

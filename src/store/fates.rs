@@ -45,10 +45,7 @@ pub struct Answer {
 
 impl Store {
     pub async fn fate(&self, submission_id: Uuid) -> Result<Option<Fate>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::fate(pool, submission_id).await,
-            Backend::Postgres(pool) => postgres::fate(pool, submission_id).await,
-        }
+        on_backend!(self, fate(submission_id))
     }
 
     /// Records the answer if the submission was delivered to `answer.destination` and has
@@ -56,10 +53,7 @@ impl Store {
     /// of two receipts racing, one wins. Returns whether it was recorded.
     pub async fn record_answer(&self, answer: &Answer) -> Result<bool, StoreError> {
         let at = to_micros(SystemTime::now());
-        let recorded = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::record_answer(pool, answer, at).await,
-            Backend::Postgres(pool) => postgres::record_answer(pool, answer, at).await,
-        };
+        let recorded = on_backend!(self, record_answer(answer, at));
         self.kept(recorded)
     }
 
@@ -80,10 +74,7 @@ impl Store {
             visible,
             limit,
         };
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::unanswered(pool, &query).await,
-            Backend::Postgres(pool) => postgres::unanswered(pool, &query).await,
-        }
+        on_backend!(self, unanswered(&query))
     }
 
     pub async fn mark_overdue_reported(&self, ids: &[Uuid]) -> Result<(), StoreError> {
@@ -91,10 +82,7 @@ impl Store {
             return Ok(());
         }
         let at = to_micros(SystemTime::now());
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::mark_overdue_reported(pool, ids, at).await,
-            Backend::Postgres(pool) => postgres::mark_overdue_reported(pool, ids, at).await,
-        }
+        on_backend!(self, mark_overdue_reported(ids, at))
     }
 
     /// Takes up to `limit` submissions delivered before `delivered_before`, without an
@@ -113,12 +101,7 @@ impl Store {
         let before = to_micros(delivered_before);
         let stale = to_micros(now.checked_sub(lease).unwrap_or(UNIX_EPOCH));
         let at = to_micros(now);
-        let mut claimed = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::claim_overdue(pool, before, stale, at, limit).await?,
-            Backend::Postgres(pool) => {
-                postgres::claim_overdue(pool, before, stale, at, limit).await?
-            }
-        };
+        let mut claimed = on_backend!(self, claim_overdue(before, stale, at, limit))?;
         // RETURNING follows no ORDER BY.
         claimed.sort_by(|a, b| {
             (a.delivered_at, a.submission_id).cmp(&(b.delivered_at, b.submission_id))
@@ -132,9 +115,6 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::release_overdue_claims(pool, ids).await,
-            Backend::Postgres(pool) => postgres::release_overdue_claims(pool, ids).await,
-        }
+        on_backend!(self, release_overdue_claims(ids))
     }
 }

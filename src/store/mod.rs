@@ -19,18 +19,30 @@
 //! need a live database (or prepared offline data) at compile time. Migrations are embedded
 //! in the binary and run at [`open`].
 
+/// `function(pool, args…)` of the backend module that `store`'s pool belongs to, awaited:
+/// the one place that dispatches a call to the SQLite or the PostgreSQL code.
+macro_rules! on_backend {
+    ($store:expr, $function:ident($($arg:expr),* $(,)?)) => {
+        match &$store.backend {
+            Backend::Sqlite(pool) => sqlite::$function(pool, $($arg),*).await,
+            Backend::Postgres(pool) => postgres::$function(pool, $($arg),*).await,
+        }
+    };
+}
+
 mod admin;
 mod common;
 mod dedup;
+mod error;
 mod events;
 mod fates;
 mod file;
 mod health;
 mod instances;
 mod postgres;
+mod rows;
 mod sqlite;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +58,7 @@ pub use admin::{
     TraceEvent, UnknownDeadLetterState, Visible,
 };
 pub use dedup::Deduplicator;
+pub use error::StoreError;
 pub use events::EventRecorder;
 pub use fates::{Answer, Fate};
 pub use health::{StoreHealth, StoreStatus};
@@ -93,115 +106,6 @@ pub struct DeliveryRecord {
     /// ("received", "forwarded") is kept on the record instead of as trace events: the
     /// first delivery from a platform, the common case, then costs the store one row.
     pub received_at: Option<SystemTime>,
-}
-
-/// Why a store operation failed. URLs in messages have their password replaced by `***`.
-///
-/// Clone because one failed batch answers every request in it (sources are behind `Arc`).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("store URL {url}: {reason}")]
-    BadUrl { url: String, reason: String },
-    #[error("store {url}: cannot create directory {}: {source}", path.display())]
-    CreateDir {
-        url: String,
-        path: PathBuf,
-        source: Arc<std::io::Error>,
-    },
-    #[error("store {url}: cannot open: {source}")]
-    Open {
-        url: String,
-        source: Arc<sqlx::Error>,
-    },
-    #[error("store {url}: migration failed: {source}")]
-    Migrate {
-        url: String,
-        source: Arc<sqlx::migrate::MigrateError>,
-    },
-    #[error("store {operation} failed: {source}")]
-    Query {
-        operation: &'static str,
-        source: Arc<sqlx::Error>,
-    },
-    #[error("store holds a malformed row: {detail}")]
-    Corrupt { detail: String },
-    #[error("deduplicator has stopped")]
-    Stopped,
-    /// A directory change deleted an entry that is not there; nothing was changed.
-    #[error("{what} not found")]
-    NotFound { what: String },
-    /// Another process holds the SQLite store's lock.
-    #[error(
-        "{} is in use by another process{}; an SQLite store belongs to one gateway at a \
-         time: stop the other one, give this one a data_dir of its own, or let several \
-         instances share a PostgreSQL store",
-        path.display(),
-        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
-    )]
-    Locked { path: PathBuf, holder: Option<u32> },
-    /// The SQLite file or its lock file cannot be opened, locked or looked at.
-    #[error("cannot use {}: {source}", path.display())]
-    Access {
-        path: PathBuf,
-        source: Arc<std::io::Error>,
-    },
-    /// The SQLite file is no longer the one that was opened: deleted or replaced.
-    #[error("{problem}")]
-    File { problem: String },
-}
-
-impl StoreError {
-    /// Whether the store is out of service rather than refusing this one request: not
-    /// reachable, out of disk, its file gone, its role locked out. A retry later can
-    /// succeed; the same request now would fail the same way.
-    pub fn is_outage(&self) -> bool {
-        match self {
-            StoreError::Query { source, .. } | StoreError::Open { source, .. } => {
-                sqlx_outage(source)
-            }
-            StoreError::Stopped
-            | StoreError::Locked { .. }
-            | StoreError::Access { .. }
-            | StoreError::File { .. }
-            | StoreError::CreateDir { .. } => true,
-            StoreError::BadUrl { .. }
-            | StoreError::Migrate { .. }
-            | StoreError::Corrupt { .. }
-            | StoreError::NotFound { .. } => false,
-        }
-    }
-
-    fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-        move |source| StoreError::Query {
-            operation,
-            source: Arc::new(source),
-        }
-    }
-}
-
-fn sqlx_outage(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| outage_code(&code)),
-        _ => false,
-    }
-}
-
-/// SQLite result codes (primary or extended; the primary code is the low byte) and
-/// PostgreSQL SQLSTATE classes that mean the database is out of service: SQLite busy,
-/// locked, read-only, I/O error, cannot open, disk full; PostgreSQL connection exceptions
-/// (08), authorisation refused (28, e.g. a role set NOLOGIN), insufficient resources (53,
-/// disk full), operator intervention (57, e.g. a terminated backend or a shutdown).
-fn outage_code(code: &str) -> bool {
-    if let Ok(sqlite) = code.parse::<u32>() {
-        return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14);
-    }
-    matches!(code.get(..2), Some("08" | "28" | "53" | "57"))
 }
 
 /// A connection pool to one of the backends. Cheap to clone: clones share the pool, the
@@ -268,10 +172,7 @@ impl Store {
         let mut distinct: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
         distinct.sort_unstable();
         distinct.dedup();
-        let rows = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::fetch(pool, &distinct).await,
-            Backend::Postgres(pool) => postgres::fetch(pool, &distinct).await,
-        };
+        let rows = on_backend!(self, fetch(&distinct));
         let mut rows = self.failed_why(rows)?;
         rows.sort_unstable_by_key(|row| row.submission_id);
         Ok(ids
@@ -294,20 +195,14 @@ impl Store {
             return Ok(());
         }
         let records = last_per_id(records);
-        let written = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::upsert(pool, &records).await,
-            Backend::Postgres(pool) => postgres::upsert(pool, &records).await,
-        };
+        let written = on_backend!(self, upsert(&records));
         self.kept(written)
     }
 
     /// Deletes the records delivered before `older_than`; returns how many.
     pub async fn purge(&self, older_than: SystemTime) -> Result<u64, StoreError> {
         let cutoff = to_micros(older_than);
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::purge(pool, cutoff).await,
-            Backend::Postgres(pool) => postgres::purge(pool, cutoff).await,
-        }
+        on_backend!(self, purge(cutoff))
     }
 
     /// Whether the store answers the message path; shared by every clone.
@@ -365,20 +260,14 @@ impl Store {
     /// (service, region), services by key, in byte order), with the directory version, all
     /// read from one snapshot.
     pub async fn load_directory(&self) -> Result<StoredDirectory, StoreError> {
-        let directory = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::load_directory(pool).await?,
-            Backend::Postgres(pool) => postgres::load_directory(pool).await?,
-        };
+        let directory = on_backend!(self, load_directory())?;
         Ok(directory.sorted())
     }
 
     /// The directory version: raised by every applied change, so that other instances
     /// sharing a PostgreSQL store can poll it to notice changes. 0 before the first.
     pub async fn directory_version(&self) -> Result<i64, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::directory_version(pool).await,
-            Backend::Postgres(pool) => postgres::directory_version(pool).await,
-        }
+        on_backend!(self, directory_version())
     }
 
     /// Applies `change`, raises the version and writes `audit`, in one transaction; returns
@@ -391,24 +280,14 @@ impl Store {
         audit: NewAudit,
     ) -> Result<i64, StoreError> {
         let at = to_micros(SystemTime::now());
-        let applied = match &self.backend {
-            Backend::Sqlite(pool) => {
-                sqlite::apply_directory_change(pool, &change, &audit, at).await
-            }
-            Backend::Postgres(pool) => {
-                postgres::apply_directory_change(pool, &change, &audit, at).await
-            }
-        };
+        let applied = on_backend!(self, apply_directory_change(&change, &audit, at));
         self.kept(applied)
     }
 
     /// Writes an audit row on its own (payload access, replay, discard, pause/resume).
     pub async fn audit(&self, entry: NewAudit) -> Result<(), StoreError> {
         let at = to_micros(SystemTime::now());
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::audit(pool, &entry, at).await,
-            Backend::Postgres(pool) => postgres::audit(pool, &entry, at).await,
-        }
+        on_backend!(self, audit(&entry, at))
     }
 
     /// Audit rows matching `filter`, newest (highest id) first, at most `limit`; for the
@@ -423,10 +302,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let conditions = filter.conditions(before_id);
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::list_audit(pool, &conditions, limit).await,
-            Backend::Postgres(pool) => postgres::list_audit(pool, &conditions, limit).await,
-        }
+        on_backend!(self, list_audit(&conditions, limit))
     }
 
     /// Stores dead letters taken off the dead-letter queue, all or none. A letter whose id
@@ -438,12 +314,7 @@ impl Store {
         let stored_at = to_micros(SystemTime::now());
         // Acked off the queue after this: an SQLite file deleted meanwhile would take the
         // letters with it.
-        let stored = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::insert_dead_letters(pool, letters, stored_at).await,
-            Backend::Postgres(pool) => {
-                postgres::insert_dead_letters(pool, letters, stored_at).await
-            }
-        };
+        let stored = on_backend!(self, insert_dead_letters(letters, stored_at));
         self.kept(stored)
     }
 
@@ -460,19 +331,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let conditions = filter.conditions(after);
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::list_dead_letters(pool, &conditions, limit).await,
-            Backend::Postgres(pool) => postgres::list_dead_letters(pool, &conditions, limit).await,
-        }
+        on_backend!(self, list_dead_letters(&conditions, limit))
     }
 
     /// How many dead letters match `filter`.
     pub async fn count_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StoreError> {
         let conditions = filter.conditions(None);
-        let count = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::count_dead_letters(pool, &conditions).await?,
-            Backend::Postgres(pool) => postgres::count_dead_letters(pool, &conditions).await?,
-        };
+        let count = on_backend!(self, count_dead_letters(&conditions))?;
         u64::try_from(count).map_err(|_| StoreError::Corrupt {
             detail: format!("dead letter count {count} is negative"),
         })
@@ -487,14 +352,7 @@ impl Store {
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let conditions = filter.conditions(None);
         let column = group.column();
-        let mut counts = match &self.backend {
-            Backend::Sqlite(pool) => {
-                sqlite::count_dead_letters_by(pool, &conditions, column).await?
-            }
-            Backend::Postgres(pool) => {
-                postgres::count_dead_letters_by(pool, &conditions, column).await?
-            }
-        };
+        let mut counts = on_backend!(self, count_dead_letters_by(&conditions, column))?;
         counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(counts)
     }
@@ -508,10 +366,7 @@ impl Store {
     ) -> Result<Option<DeadLetter>, StoreError> {
         let mut conditions = vec![admin::Condition::DeadLetterId(id)];
         conditions.extend(visible.condition());
-        let mut found = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::list_dead_letters(pool, &conditions, 1).await?,
-            Backend::Postgres(pool) => postgres::list_dead_letters(pool, &conditions, 1).await?,
-        };
+        let mut found = on_backend!(self, list_dead_letters(&conditions, 1))?;
         Ok(found.pop())
     }
 
@@ -521,10 +376,7 @@ impl Store {
         &self,
         id: Uuid,
     ) -> Result<Option<DeadLetterMessage>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::dead_letter_message(pool, id).await,
-            Backend::Postgres(pool) => postgres::dead_letter_message(pool, id).await,
-        }
+        on_backend!(self, dead_letter_message(id))
     }
 
     /// Moves the `Pending` letters among `ids` to `state`: sets `state_changed_at` to now
@@ -544,14 +396,7 @@ impl Store {
             return Ok(0);
         }
         let at = to_micros(SystemTime::now());
-        let changed = match &self.backend {
-            Backend::Sqlite(pool) => {
-                sqlite::set_dead_letter_state(pool, ids, state, actor, at).await
-            }
-            Backend::Postgres(pool) => {
-                postgres::set_dead_letter_state(pool, ids, state, actor, at).await
-            }
-        };
+        let changed = on_backend!(self, set_dead_letter_state(ids, state, actor, at));
         self.kept(changed)
     }
 
@@ -559,10 +404,7 @@ impl Store {
     /// personal data); returns how many. Pending letters are kept however old.
     pub async fn purge_dead_letters(&self, older_than: SystemTime) -> Result<u64, StoreError> {
         let cutoff = to_micros(older_than);
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::purge_dead_letters(pool, cutoff).await,
-            Backend::Postgres(pool) => postgres::purge_dead_letters(pool, cutoff).await,
-        }
+        on_backend!(self, purge_dead_letters(cutoff))
     }
 
     /// Writes trace events in one statement. The hot path goes through [`EventRecorder`].
@@ -570,27 +412,18 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::record_events(pool, events).await,
-            Backend::Postgres(pool) => postgres::record_events(pool, events).await,
-        }
+        on_backend!(self, record_events(events))
     }
 
     /// A submission's events in the order they happened: by time, then in the order they
     /// were recorded. The "received" and "forwarded" events of a delivery whose trace is
     /// kept on its record ([`DeliveryRecord::received_at`]) come from that record.
     pub async fn trace(&self, submission_id: &str) -> Result<Vec<TraceEvent>, StoreError> {
-        let events = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::trace(pool, submission_id).await?,
-            Backend::Postgres(pool) => postgres::trace(pool, submission_id).await?,
-        };
+        let events = on_backend!(self, trace(submission_id))?;
         let Ok(id) = Uuid::parse_str(submission_id) else {
             return Ok(events);
         };
-        let records = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::fetch(pool, &[id]).await?,
-            Backend::Postgres(pool) => postgres::fetch(pool, &[id]).await?,
-        };
+        let records = on_backend!(self, fetch(&[id]))?;
         let mut merged: Vec<TraceEvent> = Vec::with_capacity(events.len() + 2);
         for record in records {
             let Some(received_at) = record.received_at else {
@@ -625,10 +458,7 @@ impl Store {
     /// Deletes the events that happened before `older_than`; returns how many.
     pub async fn purge_events(&self, older_than: SystemTime) -> Result<u64, StoreError> {
         let cutoff = to_micros(older_than);
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::purge_events(pool, cutoff).await,
-            Backend::Postgres(pool) => postgres::purge_events(pool, cutoff).await,
-        }
+        on_backend!(self, purge_events(cutoff))
     }
 }
 

@@ -15,10 +15,11 @@ use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::admin::{
-    self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
-    DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
+    self, AuditEntry, Condition, DeadLetter, DeadLetterMessage, DeadLetterState, DirectoryChange,
+    NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
 use super::fates::{Answer, Fate, Unanswered};
+use super::rows::{Columns, read_all};
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = super::common::migrations!("postgres");
@@ -75,23 +76,7 @@ pub(super) async fn fetch(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DeliveryRec
     .await
     .map_err(StoreError::query("check"))?;
 
-    rows.iter()
-        .map(|row| {
-            let submission_id: Uuid = row.try_get(0).map_err(StoreError::query("check"))?;
-            let fingerprint: Vec<u8> = row.try_get(1).map_err(StoreError::query("check"))?;
-            Ok(DeliveryRecord {
-                submission_id,
-                fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
-                destination: row.try_get(2).map_err(StoreError::query("check"))?,
-                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query("check"))?),
-                platform: row.try_get(4).map_err(StoreError::query("check"))?,
-                received_at: row
-                    .try_get::<Option<i64>, _>(5)
-                    .map_err(StoreError::query("check"))?
-                    .map(from_micros),
-            })
-        })
-        .collect()
+    rows.iter().map(delivery_record).collect()
 }
 
 pub(super) async fn upsert(pool: &PgPool, records: &[&DeliveryRecord]) -> Result<(), StoreError> {
@@ -131,18 +116,6 @@ pub(super) async fn upsert(pool: &PgPool, records: &[&DeliveryRecord]) -> Result
     .await
     .map_err(StoreError::query("record"))?;
     Ok(())
-}
-
-pub(super) async fn purge(pool: &PgPool, cutoff_micros: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "DELETE FROM delivered_submissions \
-         WHERE delivered_at < timestamptz 'epoch' + $1 * interval '1 microsecond'",
-    )
-    .bind(cutoff_micros)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("purge"))?;
-    Ok(done.rows_affected())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -228,74 +201,45 @@ pub(super) async fn claim_overdue(
 /// `… $n` followed by this.
 const MICROS: &str = " * interval '1 microsecond'";
 
-/// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
-fn push_where(query: &mut QueryBuilder<'_, Postgres>, conditions: &[Condition]) {
-    for (i, condition) in conditions.iter().enumerate() {
-        query.push(if i == 0 { " WHERE " } else { " AND " });
-        match condition {
-            Condition::Equals(column, value) => {
-                query.push(format_args!("{column} = "));
-                query.push_bind(value.clone());
-            }
-            Condition::StartsWith(column, value) => {
-                // starts_with is case-sensitive and knows no wildcards, unlike LIKE.
-                query.push(format_args!("starts_with({column}, "));
-                query.push_bind(value.clone());
-                query.push(")");
-            }
-            Condition::NotBefore(column, micros) => {
-                query.push(format_args!("{column} >= timestamptz 'epoch' + "));
-                query.push_bind(*micros);
-                query.push(MICROS);
-            }
-            Condition::Before(column, micros) => {
-                query.push(format_args!("{column} < timestamptz 'epoch' + "));
-                query.push_bind(*micros);
-                query.push(MICROS);
-            }
-            Condition::IdBelow(id) => {
-                query.push("id < ");
-                query.push_bind(*id);
-            }
-            Condition::DeadLetterAfter(micros, id) => {
-                query.push("(dead_lettered_at, id) > (timestamptz 'epoch' + ");
-                query.push_bind(*micros);
-                query.push(MICROS);
-                query.push(", ");
-                query.push_bind(*id);
-                query.push(")");
-            }
-            Condition::DeadLetterId(id) => {
-                query.push("id = ");
-                query.push_bind(*id);
-            }
-            Condition::Subjects {
-                platforms,
-                destinations,
-            } => {
-                query.push("(platform = ANY(");
-                query.push_bind(platforms.clone());
-                query.push(") OR destination = ANY(");
-                query.push_bind(destinations.clone());
-                query.push("))");
-            }
-            Condition::Concerns {
-                lands,
-                destinations,
-            } => {
-                query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM unnest(");
-                query.push_bind(lands.clone());
-                query.push(
-                    "::text[]) AS l(v) WHERE strpos(concerns_lands, ' ' || l.v || ' ') > 0) \
-                     OR EXISTS (SELECT 1 FROM unnest(",
-                );
-                query.push_bind(destinations.clone());
-                query.push(
-                    "::text[]) AS d(v) WHERE strpos(concerns_destinations, ' ' || d.v || ' ') > 0))",
-                );
-            }
-        }
-    }
+/// A bound time, microseconds since the epoch, as a timestamptz.
+fn push_time(query: &mut QueryBuilder<'_, Postgres>, micros: i64) {
+    query.push("timestamptz 'epoch' + ");
+    query.push_bind(micros);
+    query.push(MICROS);
+}
+
+fn push_starts_with(query: &mut QueryBuilder<'_, Postgres>, column: &str, prefix: &str) {
+    // starts_with is case-sensitive and knows no wildcards, unlike LIKE.
+    query.push(format_args!("starts_with({column}, "));
+    query.push_bind(prefix.to_owned());
+    query.push(")");
+}
+
+fn push_subjects(
+    query: &mut QueryBuilder<'_, Postgres>,
+    platforms: &[String],
+    destinations: &[String],
+) {
+    query.push("(platform = ANY(");
+    query.push_bind(platforms.to_vec());
+    query.push(") OR destination = ANY(");
+    query.push_bind(destinations.to_vec());
+    query.push("))");
+}
+
+fn push_concerns(
+    query: &mut QueryBuilder<'_, Postgres>,
+    lands: &[String],
+    destinations: &[String],
+) {
+    query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM unnest(");
+    query.push_bind(lands.to_vec());
+    query.push(
+        "::text[]) AS l(v) WHERE strpos(concerns_lands, ' ' || l.v || ' ') > 0) \
+         OR EXISTS (SELECT 1 FROM unnest(",
+    );
+    query.push_bind(destinations.to_vec());
+    query.push("::text[]) AS d(v) WHERE strpos(concerns_destinations, ' ' || d.v || ' ') > 0))");
 }
 
 /// One text field of every row, for binding as a `text[]` to `unnest`.
@@ -411,7 +355,7 @@ pub(super) async fn record_events(pool: &PgPool, events: &[TraceEvent]) -> Resul
 // ---------------------------------------------------------------------------------------
 // What the shared queries (`common::queries!`) need that differs on PostgreSQL
 
-super::common::queries!(PgPool, sqlx::postgres::PgRow, PgConnection);
+super::common::queries!(PgPool, Postgres, sqlx::postgres::PgRow, PgConnection);
 
 /// Times are timestamptz columns, exchanged as microseconds since the epoch.
 const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, actor_scope, action, object, \

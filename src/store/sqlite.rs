@@ -1,9 +1,9 @@
 //! SQLite backend: one file next to the gateway, nothing to run.
 //!
-//! Batches travel as one JSON array bound to one parameter and unpacked with `json_each`:
-//! one statement text for every batch size, so sqlx's prepared-statement cache serves every
-//! call, there is no limit on the number of bound variables, and the whole batch crosses to
-//! sqlx's SQLite worker thread once instead of once per row.
+//! The message path's batches (checks, records) are bound as parameters, padded to a few
+//! fixed sizes ([`MAX_BATCH_ROWS`]), so that every batch runs one of a handful of prepared
+//! statements; the admin API's batches travel as one JSON array bound to one parameter and
+//! unpacked with `json_each`, one statement text for every size.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,11 +17,12 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::admin::{
-    self, AuditEntry, Columns, Condition, DeadLetter, DeadLetterMessage, DeadLetterState,
-    DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
+    self, AuditEntry, Condition, DeadLetter, DeadLetterMessage, DeadLetterState, DirectoryChange,
+    NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
 use super::fates::{Answer, Fate, Unanswered};
 use super::file::{self, DatabaseFile};
+use super::rows::{Columns, read_all};
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = super::common::migrations!("sqlite");
@@ -131,20 +132,39 @@ fn create_parent_dir(url: &str, file: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// The most rows one statement of a batch carries. A batch is bound as it comes up to the
+/// next power of two (at most this), the rest of the list NULL: a batch of any size is one
+/// of a handful of statement texts, which sqlx's statement cache (100 per connection) keeps
+/// prepared, where one text per size (up to 256 for checks and as many for records) would
+/// push each other out and be compiled again and again.
+const MAX_BATCH_ROWS: usize = 256;
+
+/// How many rows the statement for `rows` rows binds.
+fn padded(rows: usize) -> usize {
+    rows.next_power_of_two().min(MAX_BATCH_ROWS)
+}
+
 pub(super) async fn fetch(
     pool: &SqlitePool,
     ids: &[Uuid],
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut records = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_BATCH_ROWS) {
+        records.extend(fetch_chunk(pool, chunk).await?);
+    }
+    Ok(records)
+}
+
+async fn fetch_chunk(pool: &SqlitePool, ids: &[Uuid]) -> Result<Vec<DeliveryRecord>, StoreError> {
     // Bound parameters, not a JSON array: unpacking JSON in SQLite cost more than the
-    // lookups themselves (docs/performance.md). One statement text per batch size, which
-    // sqlx's statement cache keeps.
+    // lookups themselves (docs/performance.md). NULL in the padding matches no row.
     let mut query = QueryBuilder::<Sqlite>::new(
         "SELECT submission_id, fingerprint, destination, delivered_at, platform, received_at \
          FROM delivered_submissions WHERE submission_id IN (",
     );
     let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(id.hyphenated().to_string());
+    for i in 0..padded(ids.len()) {
+        list.push_bind(ids.get(i).map(|id| id.hyphenated().to_string()));
     }
     query.push(")");
     let rows = query
@@ -152,25 +172,7 @@ pub(super) async fn fetch(
         .fetch_all(pool)
         .await
         .map_err(StoreError::query("check"))?;
-
-    rows.iter()
-        .map(|row| {
-            let id: String = row.try_get(0).map_err(StoreError::query("check"))?;
-            let submission_id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt {
-                detail: format!("submission id {id:?}: {e}"),
-            })?;
-            let fingerprint: Vec<u8> = row.try_get(1).map_err(StoreError::query("check"))?;
-            let received_at: Option<i64> = row.try_get(5).map_err(StoreError::query("check"))?;
-            Ok(DeliveryRecord {
-                submission_id,
-                fingerprint: super::fingerprint_from_bytes(&fingerprint, &submission_id)?,
-                destination: row.try_get(2).map_err(StoreError::query("check"))?,
-                delivered_at: from_micros(row.try_get(3).map_err(StoreError::query("check"))?),
-                platform: row.try_get(4).map_err(StoreError::query("check"))?,
-                received_at: received_at.map(from_micros),
-            })
-        })
-        .collect()
+    rows.iter().map(delivery_record).collect()
 }
 
 /// `ids` as a JSON array of hyphenated lower-case strings, for `json_each`.
@@ -190,24 +192,46 @@ fn uuid_json(ids: &[Uuid]) -> String {
     json
 }
 
+/// Writes `records` in one transaction: one statement for up to [`MAX_BATCH_ROWS`].
 pub(super) async fn upsert(
     pool: &SqlitePool,
     records: &[&DeliveryRecord],
 ) -> Result<(), StoreError> {
+    if records.len() <= MAX_BATCH_ROWS {
+        return upsert_chunk(pool, records).await;
+    }
+    let mut tx = begin_write(pool)
+        .await
+        .map_err(StoreError::query("record"))?;
+    for chunk in records.chunks(MAX_BATCH_ROWS) {
+        upsert_chunk(&mut *tx, chunk).await?;
+    }
+    tx.commit().await.map_err(StoreError::query("record"))
+}
+
+async fn upsert_chunk<'c>(
+    conn: impl sqlx::SqliteExecutor<'c>,
+    records: &[&DeliveryRecord],
+) -> Result<(), StoreError> {
+    // The padding rows are all NULL and filtered out before they reach the table. (The
+    // WHERE is also what SQLite needs to read ON CONFLICT after INSERT … SELECT.)
     let mut query = QueryBuilder::<Sqlite>::new(
         "INSERT INTO delivered_submissions \
-             (submission_id, fingerprint, destination, delivered_at, platform, received_at) ",
+             (submission_id, fingerprint, destination, delivered_at, platform, received_at) \
+         SELECT column1, column2, column3, column4, column5, column6 FROM (",
     );
-    query.push_values(records, |mut row, r| {
-        row.push_bind(r.submission_id.hyphenated().to_string())
-            .push_bind(r.fingerprint.to_vec())
-            .push_bind(r.destination.as_str())
-            .push_bind(to_micros(r.delivered_at))
-            .push_bind(r.platform.as_str())
-            .push_bind(r.received_at.map(to_micros));
+    let rows = (0..padded(records.len())).map(|i| records.get(i));
+    query.push_values(rows, |mut row, r| {
+        row.push_bind(r.map(|r| r.submission_id.hyphenated().to_string()))
+            .push_bind(r.map(|r| r.fingerprint.to_vec()))
+            .push_bind(r.map(|r| r.destination.as_str()))
+            .push_bind(r.map(|r| to_micros(r.delivered_at)))
+            .push_bind(r.map(|r| r.platform.as_str()))
+            .push_bind(r.and_then(|r| r.received_at.map(to_micros)));
     });
     query.push(
-        " ON CONFLICT (submission_id) DO UPDATE SET \
+        ") WHERE column1 IS NOT NULL \
+         ON CONFLICT (submission_id) DO UPDATE SET \
              fingerprint = excluded.fingerprint, \
              destination = excluded.destination, \
              delivered_at = excluded.delivered_at, \
@@ -218,19 +242,10 @@ pub(super) async fn upsert(
     );
     query
         .build()
-        .execute(pool)
+        .execute(conn)
         .await
         .map_err(StoreError::query("record"))?;
     Ok(())
-}
-
-pub(super) async fn purge(pool: &SqlitePool, cutoff_micros: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM delivered_submissions WHERE delivered_at < ?1")
-        .bind(cutoff_micros)
-        .execute(pool)
-        .await
-        .map_err(StoreError::query("purge"))?;
-    Ok(done.rows_affected())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -308,69 +323,39 @@ pub(super) async fn claim_overdue(
 // ---------------------------------------------------------------------------------------
 // Admin API (see admin.rs)
 
-/// Appends ` WHERE a AND b …` for `conditions` (nothing for none).
-fn push_where(query: &mut QueryBuilder<'_, Sqlite>, conditions: &[Condition]) {
-    for (i, condition) in conditions.iter().enumerate() {
-        query.push(if i == 0 { " WHERE " } else { " AND " });
-        match condition {
-            Condition::Equals(column, value) => {
-                query.push(format_args!("{column} = "));
-                query.push_bind(value.clone());
-            }
-            Condition::StartsWith(column, value) => {
-                // instr is case-sensitive and knows no wildcards, unlike LIKE.
-                query.push(format_args!("instr({column}, "));
-                query.push_bind(value.clone());
-                query.push(") = 1");
-            }
-            Condition::NotBefore(column, micros) => {
-                query.push(format_args!("{column} >= "));
-                query.push_bind(*micros);
-            }
-            Condition::Before(column, micros) => {
-                query.push(format_args!("{column} < "));
-                query.push_bind(*micros);
-            }
-            Condition::IdBelow(id) => {
-                query.push("id < ");
-                query.push_bind(*id);
-            }
-            Condition::DeadLetterAfter(micros, id) => {
-                query.push("(dead_lettered_at, id) > (");
-                query.push_bind(*micros);
-                query.push(", ");
-                query.push_bind(id.hyphenated().to_string());
-                query.push(")");
-            }
-            Condition::DeadLetterId(id) => {
-                query.push("id = ");
-                query.push_bind(id.hyphenated().to_string());
-            }
-            Condition::Subjects {
-                platforms,
-                destinations,
-            } => {
-                query.push("(platform IN (SELECT value FROM json_each(");
-                query.push_bind(json_texts(platforms));
-                query.push(")) OR destination IN (SELECT value FROM json_each(");
-                query.push_bind(json_texts(destinations));
-                query.push(")))");
-            }
-            Condition::Concerns {
-                lands,
-                destinations,
-            } => {
-                query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM json_each(");
-                query.push_bind(json_texts(lands));
-                query.push(
-                    ") WHERE instr(concerns_lands, ' ' || value || ' ') > 0) \
-                     OR EXISTS (SELECT 1 FROM json_each(",
-                );
-                query.push_bind(json_texts(destinations));
-                query.push(") WHERE instr(concerns_destinations, ' ' || value || ' ') > 0))");
-            }
-        }
-    }
+/// A bound time, microseconds since the epoch: INTEGER columns take it as it is.
+fn push_time(query: &mut QueryBuilder<'_, Sqlite>, micros: i64) {
+    query.push_bind(micros);
+}
+
+fn push_starts_with(query: &mut QueryBuilder<'_, Sqlite>, column: &str, prefix: &str) {
+    // instr is case-sensitive and knows no wildcards, unlike LIKE.
+    query.push(format_args!("instr({column}, "));
+    query.push_bind(prefix.to_owned());
+    query.push(") = 1");
+}
+
+fn push_subjects(
+    query: &mut QueryBuilder<'_, Sqlite>,
+    platforms: &[String],
+    destinations: &[String],
+) {
+    query.push("(platform IN (SELECT value FROM json_each(");
+    query.push_bind(json_texts(platforms));
+    query.push(")) OR destination IN (SELECT value FROM json_each(");
+    query.push_bind(json_texts(destinations));
+    query.push(")))");
+}
+
+fn push_concerns(query: &mut QueryBuilder<'_, Sqlite>, lands: &[String], destinations: &[String]) {
+    query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM json_each(");
+    query.push_bind(json_texts(lands));
+    query.push(
+        ") WHERE instr(concerns_lands, ' ' || value || ' ') > 0) \
+         OR EXISTS (SELECT 1 FROM json_each(",
+    );
+    query.push_bind(json_texts(destinations));
+    query.push(") WHERE instr(concerns_destinations, ' ' || value || ' ') > 0))");
 }
 
 pub(super) async fn insert_dead_letters(
@@ -482,7 +467,12 @@ pub(super) async fn record_events(
 // ---------------------------------------------------------------------------------------
 // What the shared queries (`common::queries!`) need that differs on SQLite
 
-super::common::queries!(SqlitePool, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection);
+super::common::queries!(
+    SqlitePool,
+    Sqlite,
+    sqlx::sqlite::SqliteRow,
+    sqlx::SqliteConnection
+);
 
 /// Times are microseconds since the epoch in INTEGER columns.
 const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, actor_scope, action, object, \
