@@ -435,10 +435,10 @@ impl Activity {
         }
     }
 
-    /// Flushes the trace recorder.
-    pub async fn shutdown(self) {
-        if let Some(recorder) = self.trace {
-            recorder.shutdown().await;
+    /// Writes the trace events queued so far; the last call before the store closes.
+    pub async fn flush(&self) {
+        if let Some(recorder) = &self.trace {
+            recorder.flush().await;
         }
     }
 }

@@ -344,30 +344,12 @@ impl Core {
         if let Ok(dedup) = Arc::try_unwrap(self.dedup) {
             dedup.shutdown().await;
         }
-        flush_activity(self.activity).await;
+        // Not `Arc::try_unwrap`: status pages and background tasks may still hold the
+        // activity, and the trace events queued until now must reach the store before it
+        // closes.
+        self.activity.flush().await;
         self.store.close().await;
         tracing::info!("ozg-gateway stopped");
-    }
-}
-
-/// Flushes the trace recorder once nobody else holds the activity: the tasks that do (the
-/// rate ticker, consumers winding down) let go of it within moments of the stop, and
-/// trace events queued before then must reach the store before it is closed. Bounded: a
-/// holder that does not let go costs the queued events, not the shutdown.
-async fn flush_activity(mut activity: Arc<Activity>) {
-    let deadline = tokio::time::Instant::now() + crate::amqp::CLOSE_TIMEOUT;
-    loop {
-        match Arc::try_unwrap(activity) {
-            Ok(activity) => return activity.shutdown().await,
-            Err(held) if tokio::time::Instant::now() < deadline => {
-                activity = held;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(_) => {
-                tracing::warn!("trace events still queued at shutdown were not written");
-                return;
-            }
-        }
     }
 }
 

@@ -1,32 +1,31 @@
 //! A destination's broker is another RabbitMQ node (another Land's broker, on its own
-//! port) that is killed with SIGKILL under load and restarted: its submissions wait in the
-//! retry queues and then arrive; submissions for the other destination never stop.
+//! port) that fails under load: killed with SIGKILL and restarted, or out of disk (a
+//! resource alarm, which makes RabbitMQ block every publishing connection). Its submissions
+//! wait (in the retry queues or in the blocked connection) and then arrive; submissions for
+//! the other destination never stop; nothing is lost or dead-lettered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::node::Node;
 use common::*;
+use lapin::Channel;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::backoffice_queue;
 
-const PORT: u16 = 5673;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_destination_broker_delays_only_its_submissions() {
-    let node = Node::start("ozgtest-node", PORT, &[]);
-    let v = Vhosts::create("node", &["gw", "he"]);
-    let text = format!(
+/// Two destinations: `healthy` on the platform's own broker, `erfurt` on the node.
+fn config_text(v: &Vhosts, node: &Node) -> String {
+    format!(
         r#"
 [gateway]
 dead_letter_broker = "gw"
 store_dead_letters = false
-confirm_timeout = "3s"
+confirm_timeout = "2s"
 [retry]
 delays = ["500ms", "1s"]
 max_attempts = 1000
@@ -71,111 +70,181 @@ destination = "erfurt"
         gw = v.url("gw"),
         he = v.url("he"),
         land2 = node.url("/")
-    );
-    let config = parse_config(&text);
-    declare(&config).await;
-    let gateway = RunningGateway::start(config);
+    )
+}
 
-    let he = connect(&v.url("he")).await;
-    let channel = confirm_channel(&he).await;
-    let read = he.create_channel().await.unwrap();
-    let mut ids: HashMap<String, &str> = HashMap::new();
-    let publish_batch = async |n: usize, ids: &mut HashMap<String, &str>| {
-        for i in 0..n {
-            let (region, to) = if i % 2 == 0 {
-                ("160510000000", "erfurt")
-            } else {
-                ("064110000000", "healthy")
-            };
-            let s = sample::submission(&SampleSpec {
-                platform_id: "civento-he",
-                land: "06",
-                service_key: "99115005104000",
-                region,
-                size: 512,
-            });
-            publish(
-                &channel,
-                "submissions",
-                &sample::encode(&s, Encoding::Protobuf),
-                Some("application/x-protobuf"),
-                None,
-                None,
-            )
-            .await;
-            ids.insert(s.submission_id, to);
-        }
-    };
-    publish_batch(200, &mut ids).await;
-    // The gateway runs on this runtime: blocking calls move off its workers.
-    tokio::task::block_in_place(|| node.kill());
-    let killed = Instant::now();
-    // Submissions published while the other broker is down.
-    publish_batch(200, &mut ids).await;
-    let healthy: HashSet<&String> = ids
-        .iter()
-        .filter(|(_, to)| **to == "healthy")
-        .map(|(id, _)| id)
-        .collect();
+/// Publishes `n` submissions, every other one for the node's destination; remembers where
+/// each should arrive.
+async fn publish_half_and_half(channel: &Channel, n: usize, ids: &mut HashMap<String, &str>) {
+    for i in 0..n {
+        let (region, to) = if i % 2 == 0 {
+            ("160510000000", "erfurt")
+        } else {
+            ("064110000000", "healthy")
+        };
+        let s = sample::submission(&SampleSpec {
+            platform_id: "civento-he",
+            land: "06",
+            service_key: "99115005104000",
+            region,
+            size: 512,
+        });
+        publish(
+            channel,
+            "submissions",
+            &sample::encode(&s, Encoding::Protobuf),
+            Some("application/x-protobuf"),
+            None,
+            None,
+        )
+        .await;
+        ids.insert(s.submission_id, to);
+    }
+}
+
+/// Waits for every submission meant for `healthy`; returns them and how long it took.
+async fn healthy_arrivals(read: &Channel, ids: &HashMap<String, &str>) -> Vec<Received> {
+    let healthy = ids.values().filter(|to| **to == "healthy").count();
+    let started = Instant::now();
     let arrived = take(
-        &read,
+        read,
         &backoffice_queue("healthy"),
-        healthy.len(),
+        healthy,
         Duration::from_secs(30),
     )
     .await;
     println!(
-        "while the other broker was down: {} of {} healthy submissions arrived within {:?}",
+        "while the other broker was out: {} of {healthy} submissions for the healthy destination arrived within {:?}",
         arrived.len(),
-        healthy.len(),
-        killed.elapsed()
+        started.elapsed()
     );
-    assert_eq!(
-        arrived.len(),
-        healthy.len(),
-        "the other destination never stops"
-    );
+    assert_eq!(arrived.len(), healthy, "the other destination never stops");
+    arrived
+}
 
-    tokio::task::block_in_place(|| node.boot());
-    let restarted = Instant::now();
+/// Collects what reached the node's back office, counts as a user would and asserts:
+/// nothing lost or dead-lettered; only submissions in flight to the failed node (at most a
+/// prefetch window) may come twice, since it may have stored one whose confirm never
+/// reached the gateway — back offices drop those by message id.
+async fn count_and_check(
+    v: &Vhosts,
+    node: &Node,
+    ids: &HashMap<String, &str>,
+    healthy: Vec<Received>,
+    since: Instant,
+) {
     let remote = connect(&node.url("/")).await;
     let remote_read = remote.create_channel().await.unwrap();
+    let queue = backoffice_queue("erfurt");
     let expected_remote = ids.values().filter(|to| **to == "erfurt").count();
     let mut got = take(
         &remote_read,
-        &backoffice_queue("erfurt"),
+        &queue,
         expected_remote,
         Duration::from_secs(60),
     )
     .await;
-    got.extend(
-        drain(
-            &remote_read,
-            &backoffice_queue("erfurt"),
-            Duration::from_secs(2),
-        )
-        .await,
-    );
+    got.extend(drain(&remote_read, &queue, Duration::from_secs(2)).await);
     let mut counts: HashMap<String, usize> = HashMap::new();
-    for m in got.iter().chain(arrived.iter()) {
+    for m in got.iter().chain(healthy.iter()) {
         *counts.entry(m.message_id().unwrap()).or_default() += 1;
     }
     let lost = ids.keys().filter(|id| !counts.contains_key(*id)).count();
     let duplicated: usize = counts.values().map(|c| c - 1).sum();
     let dead = v.queue_depth("gw", "ozg.gateway.dead-letters").await;
     println!(
-        "published={} delivered={} dead-lettered={dead} lost={lost} duplicated={duplicated} (other broker back {:?} after restart)",
+        "published={} delivered={} dead-lettered={dead} lost={lost} duplicated={duplicated} (all in {:?} after the node was back)",
         ids.len(),
         counts.len(),
-        restarted.elapsed()
+        since.elapsed()
     );
     assert_eq!(lost, 0);
     assert_eq!(dead, 0);
-    // Only submissions in flight to the killed node can come twice: it may have stored one
-    // whose confirm never reached the gateway.
     assert!(
         duplicated <= 50,
         "duplicates beyond what was in flight: {duplicated}"
     );
+}
+
+/// The node, the gateway between it and the platform's broker, and a channel to publish
+/// submissions and one to read the healthy back office.
+struct Setup {
+    node: Node,
+    v: Vhosts,
+    gateway: RunningGateway,
+    _he: lapin::Connection,
+    channel: Channel,
+    read: Channel,
+}
+
+impl Setup {
+    async fn start(label: &str, port: u16) -> Setup {
+        let node = Node::start(label, port, &[]);
+        let v = Vhosts::create(label, &["gw", "he"]);
+        let config = parse_config(&config_text(&v, &node));
+        declare(&config).await;
+        let gateway = RunningGateway::start(config);
+        let he = connect(&v.url("he")).await;
+        let channel = confirm_channel(&he).await;
+        let read = he.create_channel().await.unwrap();
+        Setup {
+            node,
+            v,
+            gateway,
+            _he: he,
+            channel,
+            read,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_destination_broker_delays_only_its_submissions() {
+    let Setup {
+        node,
+        v,
+        gateway,
+        _he,
+        channel,
+        read,
+    } = Setup::start("ozgtest-node", 5673).await;
+    let mut ids = HashMap::new();
+    publish_half_and_half(&channel, 200, &mut ids).await;
+    // The gateway runs on this runtime: blocking calls move off its workers.
+    tokio::task::block_in_place(|| node.kill());
+    // Submissions published while the other broker is down.
+    publish_half_and_half(&channel, 200, &mut ids).await;
+    let healthy = healthy_arrivals(&read, &ids).await;
+
+    tokio::task::block_in_place(|| node.boot());
+    count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
+    let Setup {
+        node,
+        v,
+        gateway,
+        _he,
+        channel,
+        read,
+    } = Setup::start("ozgtest-alarm", 5800).await;
+    let mut ids = HashMap::new();
+    publish_half_and_half(&channel, 100, &mut ids).await;
+    // The disk alarm: a free-disk limit far above what the disk has.
+    tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "100000GB"]));
+    publish_half_and_half(&channel, 200, &mut ids).await;
+    let healthy = healthy_arrivals(&read, &ids).await;
+
+    // Several confirm timeouts and retry rounds: a full disk at a back office is an outage,
+    // not bad input, so nothing may be dead-lettered for it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let dead_during = v.queue_depth("gw", "ozg.gateway.dead-letters").await;
+    assert_eq!(dead_during, 0, "dead-lettered during the alarm");
+
+    tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "50MB"]));
+    count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
     gateway.stop().await;
 }

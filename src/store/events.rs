@@ -13,8 +13,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{Store, TraceEvent};
@@ -23,11 +22,19 @@ use super::{Store, TraceEvent};
 const QUEUED_BATCHES: usize = 4;
 
 /// Batches trace events for the store; see the module documentation. Share it behind an
-/// `Arc`; [`shutdown`](Self::shutdown) takes it back.
+/// `Arc`; [`flush`](Self::flush) writes what is queued without taking it back, so whoever
+/// stops the gateway need not be the last holder.
 #[derive(Debug)]
 pub struct EventRecorder {
-    events: mpsc::Sender<TraceEvent>,
-    task: JoinHandle<()>,
+    queue: mpsc::Sender<Queued>,
+}
+
+/// What the batch task takes from the queue: an event, or a request to say once everything
+/// queued before it has been written.
+#[derive(Debug)]
+enum Queued {
+    Event(TraceEvent),
+    Flush(oneshot::Sender<()>),
 }
 
 impl EventRecorder {
@@ -35,66 +42,78 @@ impl EventRecorder {
     /// 1; a `max_delay` of zero batches only what is already queued.
     pub fn start(store: Store, max_batch: usize, max_delay: Duration) -> EventRecorder {
         let max_batch = max_batch.max(1);
-        let (events, rx) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
-        let task = tokio::spawn(run(store, rx, max_batch, max_delay));
-        EventRecorder { events, task }
+        let (queue, rx) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
+        tokio::spawn(run(store, rx, max_batch, max_delay));
+        EventRecorder { queue }
     }
 
     /// Queues `event`; waits while the queue is full. Does not wait for the write.
     pub async fn record(&self, event: TraceEvent) {
-        if self.events.send(event).await.is_err() {
-            // Only if the task has died (it ends only after shutdown, which takes `self`).
+        if self.queue.send(Queued::Event(event)).await.is_err() {
+            // Only if the task has died: it ends when the last recorder is dropped.
             tracing::debug!("trace event recorder has stopped; event dropped");
         }
     }
 
-    /// Stops taking events, writes every queued one, and waits for the task.
-    pub async fn shutdown(self) {
-        let EventRecorder { events, task } = self;
-        // The task drains the channel once every sender is gone; `record` borrows `self`,
-        // so no caller can still be sending.
-        drop(events);
-        if let Err(error) = task.await {
-            tracing::error!(%error, "trace event recorder task ended abnormally");
+    /// Writes every event queued so far and waits for that write (one batch, without the
+    /// batching delay). Called on shutdown, before the store closes: other holders of the
+    /// recorder (status pages, background tasks) may outlive that moment, the events must
+    /// not.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).await.is_err() || written.await.is_err() {
+            tracing::error!("trace event recorder task ended abnormally; queued events lost");
         }
     }
 }
 
-async fn run(
-    store: Store,
-    mut rx: mpsc::Receiver<TraceEvent>,
-    max_batch: usize,
-    max_delay: Duration,
-) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Queued>, max_batch: usize, max_delay: Duration) {
     while let Some(batch) = next_batch(&mut rx, max_batch, max_delay).await {
-        if let Err(error) = store.record_events(&batch).await {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
+        for queued in batch {
+            match queued {
+                Queued::Event(event) => events.push(event),
+                Queued::Flush(done) => flushes.push(done),
+            }
+        }
+        if let Err(error) = store.record_events(&events).await {
             // Dropped, not retried: see the module documentation.
-            tracing::warn!(%error, events = batch.len(), "trace events not written, dropped");
+            tracing::warn!(%error, events = events.len(), "trace events not written, dropped");
+        }
+        for done in flushes {
+            // Nobody waiting any more is no reason to stop writing.
+            let _ = done.send(());
         }
     }
 }
 
-/// The next batch: waits for a first item, then gathers more until `max_batch` or
-/// `max_delay` after the first. `None` once the channel is closed and drained; a closed
-/// channel also ends the wait early, so that shutdown does not sit out the delay.
-///
-/// The same as the deduplicator's `Batching::next`, which is private to dedup.rs.
-pub(super) async fn next_batch<T>(
-    rx: &mut mpsc::Receiver<T>,
+/// The next batch: waits for a first item, then gathers more until `max_batch`, `max_delay`
+/// after the first, or a flush request. `None` once the channel is closed and drained; a
+/// closed channel also ends the wait early.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Queued>,
     max_batch: usize,
     max_delay: Duration,
-) -> Option<Vec<T>> {
+) -> Option<Vec<Queued>> {
     let first = rx.recv().await?;
     let deadline = Instant::now() + max_delay;
     let mut batch = Vec::with_capacity(max_batch);
     batch.push(first);
-    while batch.len() < max_batch {
+    while batch.len() < max_batch && !matches!(batch.last(), Some(Queued::Flush(_))) {
         let room = max_batch - batch.len();
+        let before = batch.len();
         // `timeout_at` polls the receive before the clock, so a zero delay still takes
         // whatever is already queued.
         match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
+        }
+        if batch[before..]
+            .iter()
+            .any(|q| matches!(q, Queued::Flush(_)))
+        {
+            break;
         }
     }
     Some(batch)
