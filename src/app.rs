@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::ingress::{self, Ingress, dead_letters, receipts};
 use crate::model::BrokerIndex;
-use crate::pipeline::{Gateway, Publishers, Source};
+use crate::pipeline::{Pipeline, Publishers, Source};
 use crate::store::{self, Deduplicator, EventRecorder, Store, StoreError};
 use crate::telemetry::{self, LinkLabels, Metrics};
 use crate::topology;
@@ -234,7 +234,7 @@ struct Core {
     /// Stops the links and the background tasks; cancelled after the consumers are done.
     stop_links: CancellationToken,
     links: Links,
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
     health: Arc<Health>,
 }
 
@@ -267,7 +267,7 @@ impl Core {
         tokio::spawn(activity.clone().tick_rates(stop_links.clone()));
         let links = Links::start(&config, &stop_links);
         links.watch(&metrics, &stop_links);
-        let gateway = Arc::new(Gateway::new(
+        let gateway = Arc::new(Pipeline::new(
             config.clone(),
             snapshot,
             publishers(&config, &links),
@@ -537,7 +537,7 @@ impl Operators {
             Some(settings) => Some(
                 admin::serve(
                     settings,
-                    admin::State::with_service(service.clone(), config, core.stop_links.clone()),
+                    admin::State::new(service.clone(), config, core.stop_links.clone()),
                     grpc_health,
                     core.stop_links.clone(),
                 )
@@ -570,7 +570,7 @@ impl Operators {
 /// services) is put in use like a change through the admin API, with the entries stored
 /// through the API; what only a restart changes is logged, not applied. A destination on a
 /// broker the gateway does not run with makes the whole reload refused: nothing changes.
-pub fn reload(gateway: &Gateway, new: Config) {
+pub fn reload(gateway: &Pipeline, new: Config) {
     let running = gateway.config();
     let merged = match running.with_directory_of(&new) {
         Ok(merged) => merged,

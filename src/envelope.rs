@@ -295,7 +295,7 @@ fn invalid(field: impl Into<String>, detail: impl Into<String>) -> ValidationErr
 pub fn validate(
     submission: &wire::Submission,
     platform: &Platform,
-    directory: &Municipalities,
+    municipalities: &Municipalities,
     verify_attachment_hashes: bool,
 ) -> Result<Envelope, ValidationError> {
     if submission.submission_id.is_empty() {
@@ -314,7 +314,7 @@ pub fn validate(
     }
     let service_key: ServiceKey = service.key.parse().map_err(ValidationError::ServiceKey)?;
 
-    let ars = validate_region(&submission.region, directory)?;
+    let ars = validate_region(&submission.region, municipalities)?;
     validate_time_and_form(submission)?;
     validate_attachments(&submission.attachments, verify_attachment_hashes)?;
 
@@ -379,7 +379,7 @@ fn shown_platform_id(platform_id: &str) -> String {
 }
 
 /// A 12-digit ARS or an 8-digit AGS, known to the municipality directory.
-fn validate_region(region: &str, directory: &Municipalities) -> Result<Ars, ValidationError> {
+fn validate_region(region: &str, municipalities: &Municipalities) -> Result<Ars, ValidationError> {
     if region.is_empty() {
         return Err(missing("region"));
     }
@@ -387,7 +387,7 @@ fn validate_region(region: &str, directory: &Municipalities) -> Result<Ars, Vali
     match region.chars().count() {
         8 => {
             let ags: Ags = region.parse().map_err(ValidationError::Region)?;
-            directory
+            municipalities
                 .ars_for_ags(ags)
                 .ok_or_else(|| ValidationError::UnknownRegion {
                     region: format!("{ags} (AGS)"),
@@ -395,7 +395,7 @@ fn validate_region(region: &str, directory: &Municipalities) -> Result<Ars, Vali
         }
         _ => {
             let ars: Ars = region.parse().map_err(ValidationError::Region)?;
-            if directory.gemeinde(ars).is_none() {
+            if municipalities.gemeinde(ars).is_none() {
                 return Err(ValidationError::UnknownRegion {
                     region: ars.to_string(),
                 });

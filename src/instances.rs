@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::pipeline::Gateway;
+use crate::pipeline::Pipeline;
 use crate::store::{Instance, Store};
 
 /// How often an instance writes its heartbeat.
@@ -59,7 +59,7 @@ fn host_name() -> String {
 }
 
 /// This instance's row as of now.
-fn row(identity: &Identity, gateway: &Gateway) -> Instance {
+fn row(identity: &Identity, gateway: &Pipeline) -> Instance {
     let mut row = Instance {
         id: identity.id.clone(),
         host: identity.host.clone(),
@@ -86,7 +86,7 @@ fn row(identity: &Identity, gateway: &Gateway) -> Instance {
 /// so that the last counters are kept.
 pub async fn beat(
     identity: Identity,
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
     store: Store,
     stop: CancellationToken,
 ) {
@@ -120,7 +120,7 @@ pub async fn beat(
 /// instance (or anything else writing the store) moved it past the one in use, loads the
 /// directory and puts it in use.
 pub async fn follow_directory(
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
     store: Store,
     interval: Duration,
     stop: CancellationToken,

@@ -56,6 +56,20 @@ pub enum UnitKind {
     },
 }
 
+impl UnitKind {
+    /// The directory's own term for the kind; the console shows it in every language.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitKind::Land => "Land",
+            UnitKind::Regierungsbezirk => "Regierungsbezirk",
+            UnitKind::Kreis { kreisfrei: true } => "kreisfreie Stadt",
+            UnitKind::Kreis { kreisfrei: false } => "Kreis",
+            UnitKind::Gemeindeverband => "Gemeindeverband",
+            UnitKind::Gemeinde { .. } => "Gemeinde",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Unit {
     pub prefix: RegionPrefix,

@@ -55,17 +55,22 @@ pub fn submission(spec: &SampleSpec<'_>) -> wire::Submission {
             schema_uri: "urn:xoev-de:fim:standard:sample".into(),
             content,
         }),
-        attachments: vec![wire::Attachment {
-            attachment_id: "attachment-1".into(),
-            file_name: "sample.pdf".into(),
-            media_type: "application/pdf".into(),
-            purpose: "attachment".into(),
-            size: attachment.len() as u64,
-            sha512: hex::encode(Sha512::digest(&attachment)),
-            content: attachment,
-        }],
+        attachments: vec![pdf_attachment("attachment-1", "sample.pdf", attachment)],
         reply_channel: None,
         sender_reference: String::new(),
+    }
+}
+
+/// A PDF attachment whose size and SHA-512 match its content.
+pub fn pdf_attachment(id: &str, file_name: &str, content: Vec<u8>) -> wire::Attachment {
+    wire::Attachment {
+        attachment_id: id.into(),
+        file_name: file_name.into(),
+        media_type: "application/pdf".into(),
+        purpose: "attachment".into(),
+        size: content.len() as u64,
+        sha512: hex::encode(Sha512::digest(&content)),
+        content,
     }
 }
 

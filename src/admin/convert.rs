@@ -8,7 +8,7 @@ use tonic::Status;
 
 use super::service::{
     Commit, DeadLetterSummary, DestinationView, Discarded, Overview, OverviewFilter, ReplayFate,
-    ReplayOutcome, Replayed, RouteView, Selection, ServiceError, Watched,
+    ReplayOutcome, Replayed, Resolution, RouteView, Selection, ServiceError, ServiceView, Watched,
 };
 use crate::activity::Rates;
 use crate::model::{DestinationSpec, RouteSpec};
@@ -192,8 +192,10 @@ pub fn destination(view: &DestinationView) -> pb::Destination {
 }
 
 /// The destination of a request, `destination: is missing` when there is none.
-pub fn destination_from_request(d: Option<&pb::Destination>) -> Result<DestinationSpec, Status> {
-    let d = d.ok_or_else(|| status(ServiceError::invalid("destination", "is missing")))?;
+pub fn destination_from_request(
+    d: Option<&pb::Destination>,
+) -> Result<DestinationSpec, ServiceError> {
+    let d = d.ok_or_else(|| ServiceError::invalid("destination", "is missing"))?;
     Ok(DestinationSpec {
         id: d.id.trim().to_owned(),
         name: d.name.trim().to_owned(),
@@ -207,13 +209,21 @@ pub fn destination_from_request(d: Option<&pb::Destination>) -> Result<Destinati
 }
 
 /// The route of a request, `route: is missing` when there is none.
-pub fn route_from_request(r: Option<&pb::Route>) -> Result<RouteSpec, Status> {
-    let r = r.ok_or_else(|| status(ServiceError::invalid("route", "is missing")))?;
+pub fn route_from_request(r: Option<&pb::Route>) -> Result<RouteSpec, ServiceError> {
+    let r = r.ok_or_else(|| ServiceError::invalid("route", "is missing"))?;
     Ok(RouteSpec {
         service: r.service.trim().to_owned(),
         region: r.region.trim().to_owned(),
         destination: r.destination.trim().to_owned(),
     })
+}
+
+pub fn service(s: ServiceView) -> pb::Service {
+    pb::Service {
+        key: s.key,
+        name: s.name,
+        source: source(s.source),
+    }
 }
 
 pub fn route(r: RouteView) -> pb::Route {
@@ -225,6 +235,36 @@ pub fn route(r: RouteView) -> pb::Route {
         service_name: r.service_name,
         region_name: r.region_name,
         destination_name: r.destination_name,
+    }
+}
+
+/// Resolve's answer: every step of the walk, and the route that matched.
+pub fn resolution(resolution: Resolution) -> pb::ResolveResponse {
+    let steps = resolution
+        .explanation
+        .steps
+        .iter()
+        .map(|s| pb::ResolveStep {
+            service: s.service.to_string(),
+            region: s.region.to_string(),
+            level: s.region.level().name().to_owned(),
+            unit_name: s.unit_name.clone().unwrap_or_default(),
+            matched: s.matched.is_some(),
+        })
+        .collect();
+    let matched_rule = resolution
+        .explanation
+        .resolution
+        .map(|found| format!("service {} region {}", found.service, found.region))
+        .unwrap_or_default();
+    pb::ResolveResponse {
+        service: resolution.service.to_string(),
+        service_name: resolution.service_name,
+        ars: resolution.ars.to_string(),
+        region_name: resolution.region_name,
+        steps,
+        destination: resolution.destination.as_ref().map(destination),
+        matched_rule,
     }
 }
 

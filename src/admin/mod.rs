@@ -28,8 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{AdminSettings, Config};
-use crate::pipeline::Gateway;
-use crate::store::Store;
 use crate::wire::admin as pb;
 use service::{Principal, Service};
 
@@ -63,21 +61,9 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(
-        config: Arc<Config>,
-        gateway: Arc<Gateway>,
-        store: Store,
-        links: Vec<LinkView>,
-        instance: String,
-        stop: CancellationToken,
-    ) -> State {
-        let service = Service::new(config.clone(), gateway, store, links, instance);
-        State::with_service(Arc::new(service), &config, stop)
-    }
-
     /// The gRPC API over a service that another face (a web console) shares: one
     /// service, so that directory changes from both are made one at a time.
-    pub fn with_service(service: Arc<Service>, config: &Config, stop: CancellationToken) -> State {
+    pub fn new(service: Arc<Service>, config: &Config, stop: CancellationToken) -> State {
         let tokens = config
             .admin
             .as_ref()
@@ -88,6 +74,20 @@ impl State {
             auth: auth::Authenticator::new(tokens),
             stop,
         }
+    }
+
+    /// Every unary call: admitted ([`admit`](Self::admit)), then answered by `call` from the
+    /// service, a [`service::ServiceError`] as its status ([`convert::status`]).
+    async fn unary<T: serde::Serialize, R>(
+        &self,
+        request: tonic::Request<T>,
+        call: impl AsyncFnOnce(&Service, &Principal, &T) -> Result<R, service::ServiceError>,
+    ) -> Result<tonic::Response<R>, tonic::Status> {
+        let who = self.admit(&request).await?;
+        call(&self.service, &who, request.get_ref())
+            .await
+            .map(tonic::Response::new)
+            .map_err(convert::status)
     }
 
     /// Every call's door: the bearer token (a failure answered late, see [`auth`]), then

@@ -18,24 +18,22 @@ pub struct Operations(pub Arc<State>);
 const WATCH_BUFFER: usize = 256;
 
 impl Operations {
-    async fn set_paused(
+    async fn set_paused<T: serde::Serialize>(
         &self,
-        request: Request<impl serde::Serialize>,
-        platform_id: &str,
+        request: Request<T>,
+        platform_id: impl Fn(&T) -> &str,
         paused: bool,
     ) -> Result<Response<pb::IngressState>, Status> {
-        let who = self.0.admit(&request).await?;
-        let state = self
-            .0
-            .service
-            .set_paused(&who, platform_id, paused)
+        self.0
+            .unary(request, async |service, who, r| {
+                let state = service.set_paused(who, platform_id(r), paused).await?;
+                Ok(pb::IngressState {
+                    platform_id: state.platform_id,
+                    paused: state.paused,
+                    consumer_state: state.state.as_str().to_owned(),
+                })
+            })
             .await
-            .map_err(status)?;
-        Ok(Response::new(pb::IngressState {
-            platform_id: state.platform_id,
-            paused: state.paused,
-            consumer_state: state.state.as_str().to_owned(),
-        }))
     }
 }
 
@@ -45,50 +43,49 @@ impl pb::operations_service_server::OperationsService for Operations {
         &self,
         request: Request<pb::PauseIngressRequest>,
     ) -> Result<Response<pb::IngressState>, Status> {
-        let id = request.get_ref().platform_id.clone();
-        self.set_paused(request, &id, true).await
+        self.set_paused(request, |r| &r.platform_id, true).await
     }
 
     async fn resume_ingress(
         &self,
         request: Request<pb::ResumeIngressRequest>,
     ) -> Result<Response<pb::IngressState>, Status> {
-        let id = request.get_ref().platform_id.clone();
-        self.set_paused(request, &id, false).await
+        self.set_paused(request, |r| &r.platform_id, false).await
     }
 
     async fn get_submission_trace(
         &self,
         request: Request<pb::GetSubmissionTraceRequest>,
     ) -> Result<Response<pb::SubmissionTrace>, Status> {
-        let who = self.0.admit(&request).await?;
-        let id = request.get_ref().submission_id.trim().to_owned();
-        let events = self.0.service.trace(&who, &id).await.map_err(status)?;
-        Ok(Response::new(pb::SubmissionTrace {
-            submission_id: id,
-            events: events.into_iter().map(convert::trace_event).collect(),
-        }))
+        self.0
+            .unary(request, async |service, who, r| {
+                let id = r.submission_id.trim();
+                let events = service.trace(who, id).await?;
+                Ok(pb::SubmissionTrace {
+                    submission_id: id.to_owned(),
+                    events: events.into_iter().map(convert::trace_event).collect(),
+                })
+            })
+            .await
     }
 
     async fn list_overdue(
         &self,
         request: Request<pb::ListOverdueRequest>,
     ) -> Result<Response<pb::ListOverdueResponse>, Status> {
-        let who = self.0.admit(&request).await?;
-        let overdue = self
-            .0
-            .service
-            .overdue(&who, request.get_ref().page_size)
+        self.0
+            .unary(request, async |service, who, r| {
+                let overdue = service.overdue(who, r.page_size).await?;
+                Ok(pb::ListOverdueResponse {
+                    submissions: overdue
+                        .submissions
+                        .into_iter()
+                        .map(convert::overdue)
+                        .collect(),
+                    scope: overdue.scope.to_string(),
+                })
+            })
             .await
-            .map_err(status)?;
-        Ok(Response::new(pb::ListOverdueResponse {
-            submissions: overdue
-                .submissions
-                .into_iter()
-                .map(convert::overdue)
-                .collect(),
-            scope: overdue.scope.to_string(),
-        }))
     }
 
     type WatchEventsStream = ReceiverStream<Result<pb::RoutingEvent, Status>>;

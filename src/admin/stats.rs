@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::State;
-use super::convert::{self, status};
+use super::convert;
 use crate::wire::admin as pb;
 
 pub struct Stats(pub Arc<State>);
@@ -17,14 +17,11 @@ impl pb::stats_service_server::StatsService for Stats {
         &self,
         request: Request<pb::GetOverviewRequest>,
     ) -> Result<Response<pb::Overview>, Status> {
-        let who = self.0.admit(&request).await?;
-        let filter = convert::overview_filter(request.get_ref()).map_err(status)?;
-        let overview = self
-            .0
-            .service
-            .overview_of(&who, &filter)
+        self.0
+            .unary(request, async |service, who, r| {
+                let filter = convert::overview_filter(r)?;
+                Ok(convert::overview(service.overview_of(who, &filter).await?))
+            })
             .await
-            .map_err(status)?;
-        Ok(Response::new(convert::overview(overview)))
     }
 }

@@ -7,7 +7,7 @@
 mod raw;
 mod settings;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod validate;
 
 use std::fmt;
@@ -153,7 +153,7 @@ impl Config {
                 (a.address, format!("{:?}", a.tls), tokens)
             })
         };
-        let directory = |c: &Config| {
+        let municipalities = |c: &Config| {
             (
                 c.municipalities.n_gemeinden(),
                 c.municipalities.units().count(),
@@ -162,7 +162,10 @@ impl Config {
         let mut changed = Vec::new();
         for (section, differs) in [
             ("gateway", gateway(self) != gateway(new)),
-            ("gateway.directory", directory(self) != directory(new)),
+            (
+                "gateway.directory",
+                municipalities(self) != municipalities(new),
+            ),
             ("store", store(self) != store(new)),
             ("retry", self.retry != new.retry),
             ("telemetry", self.telemetry != new.telemetry),
@@ -231,18 +234,18 @@ impl Config {
         let mut validator = Validator::new(source);
         let raw =
             read_raw(table, &mut validator).ok_or_else(|| ConfigErrors(validator.take_errors()))?;
-        let directory = match &raw.gateway.directory {
+        let municipalities = match &raw.gateway.directory {
             None => Municipalities::embedded(),
             Some(p) => match Municipalities::load(&base.join(p)) {
-                Ok(directory) => Ok(directory),
+                Ok(municipalities) => Ok(municipalities),
                 Err(e) => {
                     validator.errors.push(ConfigError::Municipalities {
                         path: source.to_owned(),
                         source: e,
                     });
-                    // The rest is still checked, against the embedded directory; which
+                    // The rest is still checked, against the embedded one; which
                     // regions exist is not known, so that is not reported.
-                    validator.unknown_directory = true;
+                    validator.unknown_municipalities = true;
                     Municipalities::embedded()
                 }
             },
@@ -253,7 +256,7 @@ impl Config {
                 source: e,
             }])
         })?;
-        validator.validate(raw, Arc::new(directory), base)
+        validator.validate(raw, Arc::new(municipalities), base)
     }
 
     pub fn broker(&self, index: BrokerIndex) -> &Broker {

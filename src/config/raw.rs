@@ -146,6 +146,7 @@ pub(super) struct RawGateway {
     #[serde(default, with = "humantime_serde")]
     pub(super) shutdown_grace: Option<Duration>,
     pub(super) verify_attachment_hashes: Option<bool>,
+    /// The municipality directory's file (`gateway.directory`, a key operators already use).
     pub(super) directory: Option<PathBuf>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) store_dead_letters: Option<bool>,

@@ -7,17 +7,16 @@ use std::sync::Arc;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::header::LOCATION;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 
 use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::when;
-use super::pages::{Chrome, SignedIn, changing, render, service_error};
+use super::pages::{Chrome, SignedIn, changing_form, redirect, render, service_error};
 use crate::admin::service::{
-    DestinationView, Principal, Right, RouteFilter, RouteView, ServiceError,
+    DestinationView, Principal, Right, RouteFilter, RouteView, Service, ServiceError,
 };
 use crate::model::RouteSpec;
 use crate::municipalities::UnitKind;
@@ -103,7 +102,7 @@ pub async fn page(
         "deleted" => Some(t.route_deleted.to_owned()),
         _ => None,
     };
-    let regions = region_rows(&console, who, &q, t);
+    let regions = region_rows(&console, who, &q);
     let audit = audit_rows(&console, who, &q).await;
     let edit = (
         f.get("service").to_owned(),
@@ -170,38 +169,58 @@ fn route_rows(routes: Vec<RouteView>, q: &str) -> Vec<RouteRow> {
         .collect()
 }
 
+/// The directory version the form was shown with, which the change is made on.
+fn shown_version(f: &Fields) -> Result<i64, ServiceError> {
+    f.get("version")
+        .parse::<i64>()
+        .map_err(|_| ServiceError::invalid("version", "is not the directory version shown"))
+}
+
 /// Adds a route, or points an existing one elsewhere.
 pub async fn put_route(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let session = match changing(&console, &headers, f.get("csrf"), "/routing") {
-        Ok(s) => s,
+    let done = "/routing?done=route";
+    change_route(
+        &console,
+        &headers,
+        &body,
+        done,
+        async |service, who, f, version| {
+            let spec = RouteSpec {
+                service: f.get("service").to_owned(),
+                region: f.get("region").to_owned(),
+                destination: f.get("destination").to_owned(),
+            };
+            let create = f.get("mode") != "update";
+            service.put_route(who, spec, version, create).await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// A route change from the routing page, made on the directory version the page showed;
+/// then back to the page (`done`), or the service's error as a page.
+async fn change_route(
+    console: &Console,
+    headers: &HeaderMap,
+    body: &[u8],
+    done: &str,
+    change: impl AsyncFnOnce(&Service, &Principal, &Fields, i64) -> Result<(), ServiceError>,
+) -> Response {
+    let (f, session, c) = match changing_form(console, headers, body, "/routing") {
+        Ok(form) => form,
         Err(refused) => return *refused,
     };
-    let c = Chrome::new(&headers, Some(&session), "/routing");
-    let Ok(version) = f.get("version").parse::<i64>() else {
-        let e = ServiceError::invalid("version", "is not the directory version shown".to_owned());
-        return service_error(c, e);
+    let changed = match shown_version(&f) {
+        Ok(version) => change(&console.service, &session.principal, &f, version).await,
+        Err(e) => Err(e),
     };
-    let spec = RouteSpec {
-        service: f.get("service").to_owned(),
-        region: f.get("region").to_owned(),
-        destination: f.get("destination").to_owned(),
-    };
-    let create = f.get("mode") != "update";
-    match console
-        .service
-        .put_route(&session.principal, spec, version, create)
-        .await
-    {
-        Ok(_) => (
-            StatusCode::SEE_OTHER,
-            [(LOCATION, "/routing?done=route".to_owned())],
-        )
-            .into_response(),
+    match changed {
+        Ok(()) => redirect(done),
         Err(e) => service_error(c, e),
     }
 }
@@ -214,18 +233,7 @@ pub struct RegionRow {
     pub municipality: bool,
 }
 
-fn kind_text(kind: UnitKind, t: &Texts) -> &'static str {
-    match kind {
-        UnitKind::Land => t.kind_land,
-        UnitKind::Regierungsbezirk => t.kind_regierungsbezirk,
-        UnitKind::Kreis { kreisfrei: true } => t.kind_kreisfreie_stadt,
-        UnitKind::Kreis { kreisfrei: false } => t.kind_kreis,
-        UnitKind::Gemeindeverband => t.kind_gemeindeverband,
-        UnitKind::Gemeinde { .. } => t.kind_gemeinde,
-    }
-}
-
-pub fn region_rows(console: &Console, who: &Principal, q: &str, t: &Texts) -> Vec<RegionRow> {
+pub fn region_rows(console: &Console, who: &Principal, q: &str) -> Vec<RegionRow> {
     console
         .service
         .find_regions(who, q, REGIONS_SHOWN)
@@ -234,7 +242,7 @@ pub fn region_rows(console: &Console, who: &Principal, q: &str, t: &Texts) -> Ve
         .map(|r| RegionRow {
             code: r.prefix.to_string(),
             name: r.name,
-            kind: kind_text(r.kind, t),
+            kind: r.kind.name(),
             municipality: matches!(r.kind, UnitKind::Gemeinde { .. }),
         })
         .collect()
@@ -276,33 +284,19 @@ pub async fn delete_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let session = match changing(&console, &headers, f.get("csrf"), "/routing") {
-        Ok(s) => s,
-        Err(refused) => return *refused,
-    };
-    let c = Chrome::new(&headers, Some(&session), "/routing");
-    let Ok(version) = f.get("version").parse::<i64>() else {
-        let e = ServiceError::invalid("version", "is not the directory version shown".to_owned());
-        return service_error(c, e);
-    };
-    match console
-        .service
-        .delete_route(
-            &session.principal,
-            f.get("service"),
-            f.get("region"),
-            version,
-        )
-        .await
-    {
-        Ok(()) => (
-            StatusCode::SEE_OTHER,
-            [(LOCATION, "/routing?done=deleted".to_owned())],
-        )
-            .into_response(),
-        Err(e) => service_error(c, e),
-    }
+    let done = "/routing?done=deleted";
+    change_route(
+        &console,
+        &headers,
+        &body,
+        done,
+        async |service, who, f, version| {
+            service
+                .delete_route(who, f.get("service"), f.get("region"), version)
+                .await
+        },
+    )
+    .await
 }
 
 pub struct StepRow {

@@ -62,12 +62,6 @@ impl Lang {
 }
 
 pub struct Texts {
-    pub kind_land: &'static str,
-    pub kind_regierungsbezirk: &'static str,
-    pub kind_kreisfreie_stadt: &'static str,
-    pub kind_kreis: &'static str,
-    pub kind_gemeindeverband: &'static str,
-    pub kind_gemeinde: &'static str,
     pub regions_found: &'static str,
     pub code: &'static str,
     pub name: &'static str,
@@ -263,12 +257,6 @@ impl Texts {
 }
 
 pub static DE: Texts = Texts {
-    kind_land: "Land",
-    kind_regierungsbezirk: "Regierungsbezirk",
-    kind_kreisfreie_stadt: "kreisfreie Stadt",
-    kind_kreis: "Kreis",
-    kind_gemeindeverband: "Gemeindeverband",
-    kind_gemeinde: "Gemeinde",
     regions_found: "Gebiete im Gemeindeverzeichnis",
     code: "Schlüssel (ARS)",
     name: "Name",
@@ -452,12 +440,6 @@ pub static DE: Texts = Texts {
 };
 
 pub static EN: Texts = Texts {
-    kind_land: "Land",
-    kind_regierungsbezirk: "Regierungsbezirk",
-    kind_kreisfreie_stadt: "kreisfreie Stadt",
-    kind_kreis: "Kreis",
-    kind_gemeindeverband: "Gemeindeverband",
-    kind_gemeinde: "Gemeinde",
     regions_found: "Regions in the municipality directory",
     code: "Key (ARS)",
     name: "Name",

@@ -15,6 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::Console;
+use super::forms::Fields;
 use super::i18n::{self, Lang, Texts};
 use super::session::{self, Session};
 use crate::activity::{ConsumerState, Rates};
@@ -129,7 +130,7 @@ pub fn render(template: &impl Template) -> Response {
     }
 }
 
-fn redirect(to: &str) -> Response {
+pub fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, to.to_owned())]).into_response()
 }
 
@@ -205,6 +206,20 @@ pub fn changing(
         return Err(refused(Some(&session)));
     }
     Ok(session)
+}
+
+/// A form that changes something, read from its body: its fields, its session (refused as
+/// [`changing`] says) and the frame of the page it was sent from.
+pub fn changing_form(
+    console: &Console,
+    headers: &HeaderMap,
+    body: &[u8],
+    page: &'static str,
+) -> Result<(Fields, Session, Chrome), Box<Response>> {
+    let f = Fields::parse(body);
+    let session = changing(console, headers, f.get("csrf"), page)?;
+    let c = Chrome::new(headers, Some(&session), page);
+    Ok((f, session, c))
 }
 
 // ---- login ------------------------------------------------------------------------------------

@@ -36,44 +36,36 @@ pub(crate) fn good() -> wire::Submission {
             schema_uri: "urn:xoev-de:fim:standard:xfall".into(),
             content: b"{\"name\":\"Erika\"}".to_vec(),
         }),
-        attachments: vec![wire::Attachment {
-            attachment_id: "a1".into(),
-            file_name: "scan.pdf".into(),
-            media_type: "application/pdf".into(),
-            purpose: "attachment".into(),
-            size: content.len() as u64,
-            sha512: hex::encode(Sha512::digest(&content)),
-            content,
-        }],
+        attachments: vec![crate::sample::pdf_attachment("a1", "scan.pdf", content)],
         reply_channel: None,
         sender_reference: String::new(),
     }
 }
 
 fn check(change: impl FnOnce(&mut wire::Submission), expected: &str) {
-    let directory = Municipalities::embedded().unwrap();
+    let municipalities = Municipalities::embedded().unwrap();
     let mut s = good();
     change(&mut s);
-    let err = validate(&s, &platform(), &directory, true).unwrap_err();
+    let err = validate(&s, &platform(), &municipalities, true).unwrap_err();
     let shown = format!("{} [{}]", err, err.field());
     assert_eq!(shown, expected);
 }
 
 #[test]
 fn a_good_submission_validates() {
-    let directory = Municipalities::embedded().unwrap();
-    let e = validate(&good(), &platform(), &directory, true).unwrap();
+    let municipalities = Municipalities::embedded().unwrap();
+    let e = validate(&good(), &platform(), &municipalities, true).unwrap();
     assert_eq!(e.ars.to_string(), "160510000000");
     assert_eq!(e.service.to_string(), "99115005104000");
     assert_eq!(e.case_id.as_deref(), Some("case-1"));
 }
 
 #[test]
-fn an_ags_is_converted_through_the_directory() {
-    let directory = Municipalities::embedded().unwrap();
+fn an_ags_is_converted_through_the_municipality_directory() {
+    let municipalities = Municipalities::embedded().unwrap();
     let mut s = good();
     s.region = "06431001".into();
-    let e = validate(&s, &platform(), &directory, true).unwrap();
+    let e = validate(&s, &platform(), &municipalities, true).unwrap();
     assert_eq!(e.ars.to_string(), "064310001001");
 }
 

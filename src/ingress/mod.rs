@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::activity::ConsumerState;
 use crate::amqp::link::{self, Link};
 use crate::amqp::{CLOSE_TIMEOUT, OwnedTopology};
-use crate::pipeline::{AckOrder, Gateway, Source};
+use crate::pipeline::{AckOrder, Pipeline, Source};
 use crate::store;
 use crate::telemetry::{ConsumerLabels, Metrics};
 
@@ -41,7 +41,7 @@ pub struct Ingress {
 /// into the pipeline, and after a lost channel or connection starts over. A platform's
 /// consumer also follows the operator's pause switch.
 pub async fn consume(
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
     metrics: Arc<Metrics>,
     ingress: Ingress,
     link: Arc<Link>,
@@ -125,7 +125,7 @@ type Subscription = (Arc<Connection>, Channel, Consumer);
 
 /// What one subscription takes deliveries for.
 struct Taking<'a> {
-    gateway: &'a Arc<Gateway>,
+    gateway: &'a Arc<Pipeline>,
     ingress: &'a Ingress,
     in_flight: &'a TaskTracker,
     stop: &'a CancellationToken,

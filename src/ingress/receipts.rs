@@ -33,7 +33,7 @@ use crate::envelope::{self, Encoding};
 use crate::model::BrokerIndex;
 use crate::outcome::{Reason, Rejection};
 use crate::pipeline::settle::{self, Disposition, SETTLE_TIMEOUT};
-use crate::pipeline::{Gateway, now_timestamp};
+use crate::pipeline::{Pipeline, now_timestamp};
 use crate::store::{Answer, Fate, Store, StoreError, TraceEvent};
 use crate::wire::v1 as wire;
 
@@ -63,7 +63,7 @@ enum ReceiptError {
 /// directory as operators change it: a destination added through the admin API starts
 /// taking receipts at once, one deleted or moved stops (its current receipt finishes
 /// first). Each broker gets a consuming connection of its own for receipts. Until `stop`.
-pub async fn supervise(gateway: Arc<Gateway>, store: Store, stop: CancellationToken) {
+pub async fn supervise(gateway: Arc<Pipeline>, store: Store, stop: CancellationToken) {
     struct Running {
         broker: BrokerIndex,
         queue: String,
@@ -136,7 +136,7 @@ pub async fn supervise(gateway: Arc<Gateway>, store: Store, stop: CancellationTo
 
 /// Consumes one destination's receipt queue until `stop`, resubscribing after losses.
 pub async fn consume(
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
     store: Store,
     link: Arc<Link>,
     destination: String,
@@ -169,7 +169,7 @@ pub async fn consume(
 /// Processes receipts one at a time until `stop` (`None`) or the consumer ends (why).
 async fn take_receipts(
     mut consumer: lapin::Consumer,
-    gateway: &Gateway,
+    gateway: &Pipeline,
     store: &Store,
     destination: &str,
     stop: &CancellationToken,
@@ -197,7 +197,7 @@ async fn take_receipts(
 }
 
 async fn finish(
-    gateway: &Gateway,
+    gateway: &Pipeline,
     destination: &str,
     delivery: &Delivery,
     settle: Result<(), ReceiptError>,
@@ -285,7 +285,7 @@ fn event_id(submission: Uuid, answer: &str) -> Uuid {
 }
 
 async fn handle(
-    gateway: &Gateway,
+    gateway: &Pipeline,
     store: &Store,
     destination: &str,
     delivery: &Delivery,
@@ -415,7 +415,7 @@ fn judge(
 /// should the gateway stop in between, the receipt comes again and the platform gets the
 /// event twice, with the same event id, rather than never.
 async fn carry(
-    gateway: &Gateway,
+    gateway: &Pipeline,
     store: &Store,
     destination: &str,
     delivery: &Delivery,
@@ -492,7 +492,7 @@ fn not_delivered_here(reason: Reason, submission: &str, destination: &str) -> Re
 /// Dead-letters a refused receipt for operators (nothing goes back to the back office)
 /// and notes it in the submission's trace when the submission is known.
 async fn refuse(
-    gateway: &Gateway,
+    gateway: &Pipeline,
     delivery: &Delivery,
     rejection: &Rejection,
     submission: &str,
@@ -526,7 +526,7 @@ async fn refuse(
 /// Every `check_interval`, tells platforms about delivered submissions that got no answer
 /// within `overdue_after` (once each), until `stop`.
 pub async fn report_overdue(
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
     store: Store,
     settings: ReceiptSettings,
     stop: CancellationToken,
@@ -544,7 +544,7 @@ pub async fn report_overdue(
 
 /// One round of [`report_overdue`]; returns how many were reported.
 pub async fn report_once(
-    gateway: &Gateway,
+    gateway: &Pipeline,
     store: &Store,
     overdue_after: Duration,
 ) -> Result<usize, StoreError> {

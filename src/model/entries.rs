@@ -321,12 +321,16 @@ pub struct ServiceSpec {
     pub name: String,
 }
 
-/// Validates catalogue entries: a LeiKa key each, a name, no key twice.
+/// Validates catalogue entries: a LeiKa key each, a name, no key twice. `valid` are
+/// entries validated before (the file's, when stored ones join them): they come first in
+/// what is returned, and count for "named twice".
 pub fn validate_services(
+    valid: &[ServiceName],
     specs: &[(String, ServiceSpec)],
     mut report: impl FnMut(String, String),
 ) -> Vec<ServiceName> {
-    let mut out: Vec<ServiceName> = Vec::with_capacity(specs.len());
+    let mut out: Vec<ServiceName> = Vec::with_capacity(valid.len() + specs.len());
+    out.extend_from_slice(valid);
     for (key, spec) in specs {
         let service = match spec.key.parse::<ServiceKey>() {
             Ok(k) => Some(k),
@@ -368,14 +372,23 @@ pub struct RouteSpec {
 /// Validates routes the same way wherever they come from (file or admin API): malformed
 /// keys, regions not in the municipality directory (`region_exists`), unknown destinations,
 /// and two routes for the same service and region. Errors go to `report(key, message)`.
+/// `valid` are the file's routes, validated before, when stored ones join them: they come
+/// first in what is returned, and a spec for the same service and region as one of them
+/// is a second route, the first named by its key in the file (`routes[i]`).
 pub fn validate_routes(
+    valid: &[Route],
     specs: &[(String, RouteSpec)],
     destination_ids: &HashMap<String, DestinationIndex>,
     region_exists: &dyn Fn(RegionPrefix) -> bool,
     mut report: impl FnMut(String, String),
 ) -> Vec<Route> {
-    let mut routes = Vec::with_capacity(specs.len());
-    let mut seen: HashMap<(ServiceSelector, RegionPrefix), &str> = HashMap::new();
+    let mut routes = Vec::with_capacity(valid.len() + specs.len());
+    routes.extend_from_slice(valid);
+    let mut seen: HashMap<(ServiceSelector, RegionPrefix), First<'_>> = valid
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.service, r.region), First::File(i)))
+        .collect();
     for (key, spec) in specs {
         let service = if spec.service.trim().is_empty() {
             report(
@@ -421,7 +434,7 @@ pub fn validate_routes(
                 );
                 continue;
             }
-            seen.insert((service, region), key);
+            seen.insert((service, region), First::Spec(key));
             if let Some(destination) = destination {
                 routes.push(Route {
                     service,
@@ -432,6 +445,22 @@ pub fn validate_routes(
         }
     }
     routes
+}
+
+/// The first route for a service and region, as a second one's error names it.
+enum First<'a> {
+    /// The file's `routes[i]`.
+    File(usize),
+    Spec(&'a str),
+}
+
+impl std::fmt::Display for First<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            First::File(i) => write!(f, "routes[{i}]"),
+            First::Spec(key) => f.write_str(key),
+        }
+    }
 }
 
 /// A route's region: an ARS prefix of a unit the municipality directory has.

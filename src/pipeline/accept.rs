@@ -8,7 +8,7 @@ use lapin::message::Delivery;
 use uuid::Uuid;
 
 use super::headers::{self, header_timestamp};
-use super::{Arrival, Attempts, Gateway, Replay, Source};
+use super::{Arrival, Attempts, Pipeline, Replay, Source};
 use crate::amqp::guard::{self, DROPPED_HEADERS};
 use crate::amqp::header_text;
 use crate::envelope::{self, DecodeError, Encoding, Envelope};
@@ -38,7 +38,7 @@ impl NotAccepted {
     }
 }
 
-impl Gateway {
+impl Pipeline {
     /// Where a delivery came from and what the gateway's own headers say about it. Retry
     /// bookkeeping is read only from the retry queue, never from a platform's headers.
     pub(super) fn arrival(&self, source: Source, delivery: &Delivery) -> Arrival {

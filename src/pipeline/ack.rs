@@ -7,13 +7,13 @@ use lapin::message::Delivery;
 
 use super::report::{Counted, Noted};
 use super::settle::Disposition;
-use super::{Arrival, Attempts, Gateway, Live};
+use super::{Arrival, Attempts, Live, Pipeline};
 use crate::envelope::Envelope;
 use crate::model::DestinationIndex;
 use crate::outcome::{Ending, Outcome, Rejection};
 use crate::wire::v1 as wire;
 
-impl Gateway {
+impl Pipeline {
     /// The one place that decides ack, dead-letter, retry or redelivery.
     pub(super) async fn settle(
         &self,

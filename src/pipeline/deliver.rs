@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::headers::{
     self, carry_trace, drop_headers, fitted, own_header, strip_broker_headers, unix_seconds,
 };
-use super::{Arrival, Attempts, Gateway, Outlet};
+use super::{Arrival, Attempts, Outlet, Pipeline};
 use crate::amqp::guard::DROPPED_HEADERS;
 use crate::amqp::{self, DeliveryError, header_string};
 use crate::envelope::{Encoding, Envelope};
@@ -23,7 +23,7 @@ use crate::store;
 use crate::telemetry;
 use crate::topology::{REPLAY_QUEUE, retry_wait_queue};
 
-impl Gateway {
+impl Pipeline {
     /// Publishes the submission's body, unchanged, to its destination and waits for the
     /// confirm.
     pub(super) async fn deliver(

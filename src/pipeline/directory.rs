@@ -12,13 +12,13 @@ use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use super::{Gateway, Live, Outlet, OutletParts};
+use super::{Live, Outlet, OutletParts, Pipeline};
 use crate::amqp::link::Link;
 use crate::config::Config;
 use crate::model::{BrokerIndex, Destination};
 use crate::routing::live::Snapshot;
 
-impl Gateway {
+impl Pipeline {
     /// Puts a new routing directory in use. Destinations that stay keep their publisher
     /// (and its open channel); submissions in flight finish on the directory they started
     /// with.

@@ -5,7 +5,7 @@
 //! traces) and [`ack`] (the one decision per delivery), sent to the broker through
 //! [`settle`], which every consumer of the gateway settles through.
 //!
-//! Architecture invariant: [`Gateway::settle`] is the only code that decides ack, requeue,
+//! Architecture invariant: [`Pipeline::settle`] is the only code that decides ack, requeue,
 //! retry or dead-letter for a delivery taken off a platform queue. Every delivery ends in
 //! exactly one of: delivered (confirmed by the destination's broker, recorded, then
 //! acked), dead-lettered with a reason (confirmed by the dead-letter exchange, then acked),
@@ -135,7 +135,7 @@ struct PlatformHandles {
 }
 
 /// Everything the message path needs, shared by all platform consumers.
-pub struct Gateway {
+pub struct Pipeline {
     config: Arc<Config>,
     /// Swapped whole when an operator changes the directory; a submission keeps the one it
     /// started with until it is settled.
@@ -160,7 +160,7 @@ pub struct Gateway {
     /// meantime (the platform republished it, or the broker redelivered it) must not pass
     /// the deduplication check before the first delivery is confirmed and recorded.
     delivering: std::sync::Mutex<std::collections::HashSet<Uuid>>,
-    /// Held by [`Gateway::install_newer`] and [`Gateway::reload_file`] from their checks to
+    /// Held by [`Pipeline::install_newer`] and [`Pipeline::reload_file`] from their checks to
     /// the swap.
     installing: std::sync::Mutex<()>,
     /// The configuration whose file entries (destinations, routes, services) the directory
@@ -188,7 +188,7 @@ struct Replay {
     destination: Option<String>,
 }
 
-/// The publishing parts a [`Gateway`] is made of, built by [`crate::app`].
+/// The publishing parts a [`Pipeline`] is made of, built by [`crate::app`].
 pub struct Publishers {
     /// Publishing link of every configured broker.
     pub links: HashMap<BrokerIndex, Arc<Link>>,
@@ -217,7 +217,7 @@ impl Arrival {
     }
 }
 
-impl Gateway {
+impl Pipeline {
     pub fn new(
         config: Arc<Config>,
         snapshot: Snapshot,
@@ -225,7 +225,7 @@ impl Gateway {
         dedup: Arc<Deduplicator>,
         metrics: Arc<Metrics>,
         activity: Arc<Activity>,
-    ) -> Gateway {
+    ) -> Pipeline {
         let shared: HashMap<BrokerIndex, Arc<Publisher>> = publishers
             .links
             .iter()
@@ -262,7 +262,7 @@ impl Gateway {
             .collect();
         let live = Arc::new(live);
         directory::check_exchanges(&live, &publishers.links, config.gateway.confirm_timeout);
-        Gateway {
+        Pipeline {
             platform_handles,
             directory_config: ArcSwap::new(config.clone()),
             config,

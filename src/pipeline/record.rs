@@ -9,12 +9,12 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use super::accept::Accepted;
-use super::{Arrival, Gateway};
+use super::{Arrival, Pipeline};
 use crate::model::{Destination, DestinationIndex};
 use crate::outcome::{Outcome, Rejection};
 use crate::store::{DeliveryRecord, Seen};
 
-/// Takes a submission id out of `Gateway::delivering` when its processing ends, whatever
+/// Takes a submission id out of `Pipeline::delivering` when its processing ends, whatever
 /// the way out.
 pub(super) struct DeliveringGuard<'a> {
     set: &'a Mutex<HashSet<Uuid>>,
@@ -30,7 +30,7 @@ impl Drop for DeliveringGuard<'_> {
     }
 }
 
-impl Gateway {
+impl Pipeline {
     /// Marks `id` as being delivered, or `None` when it is already: the same id taken off a
     /// queue again meanwhile must not pass the check before the first delivery is
     /// confirmed and recorded.

@@ -8,7 +8,7 @@ use lapin::types::FieldTable;
 use uuid::Uuid;
 
 use super::headers::{self, fitted, now_timestamp, unix_seconds};
-use super::{Arrival, Gateway, Live};
+use super::{Arrival, Live, Pipeline};
 use crate::amqp::{DeliveryError, header_string};
 use crate::envelope::Envelope;
 use crate::model::{Destination, DestinationIndex, StatusFormat};
@@ -17,7 +17,7 @@ use crate::store::TraceEvent;
 use crate::telemetry::{self, OutcomeLabels};
 use crate::wire::v1 as wire;
 
-/// One outcome as [`Gateway::note`] counts it.
+/// One outcome as [`Pipeline::note`] counts it.
 pub(super) struct Noted<'a> {
     pub submission_id: &'a str,
     pub destination: &'a str,
@@ -36,7 +36,7 @@ pub(super) struct Counted<'a> {
 }
 
 impl<'a> Counted<'a> {
-    pub fn of(gateway: &'a Gateway, arrival: &Arrival) -> Counted<'a> {
+    pub fn of(gateway: &'a Pipeline, arrival: &Arrival) -> Counted<'a> {
         Counted {
             platform: arrival.platform,
             platform_id: arrival
@@ -51,7 +51,7 @@ impl<'a> Counted<'a> {
     }
 }
 
-impl Gateway {
+impl Pipeline {
     /// Counts "delivered" through the outlet's handles: no label strings built, no map
     /// looked up.
     pub(super) fn note_delivered(

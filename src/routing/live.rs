@@ -3,10 +3,10 @@
 //! store.
 //!
 //! The file's entries are fixed for the life of the process (change the file and restart);
-//! the stored ones change live. Both are validated together by the same functions as the
-//! file alone ([`crate::model::validate_destination`], [`crate::model::validate_routes`],
-//! [`crate::model::validate_services`]), so an entry the API accepts is one the file would have
-//! accepted, with the same messages. A [`Snapshot`] is immutable: a change builds a new one
+//! the stored ones change live. The file's entries are validated once, when the file is
+//! read; the stored ones by the same functions ([`crate::model::validate_destination`],
+//! [`crate::model::validate_routes`], [`crate::model::validate_services`]) against them, so
+//! an entry the API accepts is one the file would have accepted, with the same messages. A [`Snapshot`] is immutable: a change builds a new one
 //! and the pipeline swaps it in, while submissions in flight finish on the one they
 //! started with.
 
@@ -240,38 +240,22 @@ fn merge_destinations(
     (destinations, destination_sources, destination_ids)
 }
 
-/// The file's routes and the stored ones, validated together (so that a stored route for
-/// the same service and region as the file's is refused with the same message), and which
-/// came from the file.
+/// The file's routes and the valid stored ones (a stored route for the same service and
+/// region as the file's is refused with the file's message), and which came from the file.
 fn merge_routes(
     config: &Config,
     stored: &StoredEntries,
     destination_ids: &HashMap<String, DestinationIndex>,
     problems: &mut Vec<Problem>,
 ) -> (Vec<Route>, HashSet<(ServiceSelector, RegionPrefix)>) {
-    let mut route_specs: Vec<(String, RouteSpec)> = config
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            (
-                format!("routes[{i}]"),
-                RouteSpec {
-                    service: r.service.to_string(),
-                    region: r.region.to_string(),
-                    destination: config.destinations[r.destination].id.clone(),
-                },
-            )
-        })
-        .collect();
     let config_routes: HashSet<(ServiceSelector, RegionPrefix)> = config
         .routes
         .iter()
         .map(|r| (r.service, r.region))
         .collect();
-    route_specs.extend(stored.routes.iter().cloned());
     let routes: Vec<Route> = crate::model::validate_routes(
-        &route_specs,
+        &config.routes,
+        &stored.routes,
         destination_ids,
         &|r| config.municipalities.contains(r),
         |k, m| problems.push((k, m)),
@@ -279,29 +263,16 @@ fn merge_routes(
     (routes, config_routes)
 }
 
-/// The file's service names and the stored ones, validated together, with where each
-/// comes from and the index of each by its key.
+/// The file's service names and the valid stored ones, with where each comes from and the
+/// index of each by its key.
 fn merge_services(
     config: &Config,
     stored: &StoredEntries,
     problems: &mut Vec<Problem>,
 ) -> (Vec<(ServiceName, EntrySource)>, HashMap<ServiceKey, usize>) {
-    let mut service_specs: Vec<(String, ServiceSpec)> = config
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            (
-                format!("services[{i}]"),
-                ServiceSpec {
-                    key: s.key.to_string(),
-                    name: s.name.clone(),
-                },
-            )
-        })
-        .collect();
-    service_specs.extend(stored.services.iter().cloned());
-    let named = crate::model::validate_services(&service_specs, |k, m| problems.push((k, m)));
+    let named = crate::model::validate_services(&config.services, &stored.services, |k, m| {
+        problems.push((k, m))
+    });
     let config_services: HashSet<ServiceKey> = config.services.iter().map(|s| s.key).collect();
     let services: Vec<(ServiceName, EntrySource)> = named
         .into_iter()
@@ -377,41 +348,13 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    const CONFIG: &str = r#"
-[gateway]
-dead_letter_broker = "he"
-
-[brokers.he]
-url = "amqp://guest:guest@127.0.0.1:5672/ozg-he"
-
-[[platforms]]
-id = "civento-he"
-land = "06"
-broker = "he"
-ingress_queue = "ozg.submissions"
-status_exchange = "ozg.status"
-
-[[destinations]]
-id = "he-darmstadt"
-name = "Darmstadt"
-kind = "kreisfreie-stadt"
-land = "06"
-broker = "he"
-exchange = "ozg.backoffice"
-routing_key = "he-darmstadt"
-
-[[routes]]
-service = "*"
-region = "06411"
-destination = "he-darmstadt"
-
-[[services]]
-key = "99115005104000"
-name = "Anmeldung einer Wohnung"
-"#;
-
+    /// The configuration tests' file with a service named.
     fn config() -> Config {
-        Config::parse(CONFIG, "test.toml", Path::new(".")).unwrap()
+        let text = format!(
+            "{}\n[[services]]\nkey = \"99115005104000\"\nname = \"Anmeldung einer Wohnung\"\n",
+            crate::config::tests::VALID
+        );
+        Config::parse(&text, "test.toml", Path::new(".")).unwrap()
     }
 
     fn destination(id: &str) -> DestinationSpec {

@@ -36,7 +36,7 @@ pub struct Resolution {
 pub struct Step {
     pub service: ServiceSelector,
     pub region: RegionPrefix,
-    /// The unit's name when the directory has one at this level (a Land without
+    /// The unit's name when the municipality directory has one at this level (a Land without
     /// Regierungsbezirke has none at 3 digits).
     pub unit_name: Option<String>,
     pub matched: Option<Resolution>,
@@ -93,7 +93,7 @@ impl RoutingTable {
         &self,
         service: ServiceKey,
         ars: Ars,
-        directory: &Municipalities,
+        municipalities: &Municipalities,
     ) -> Explanation {
         let mut steps = Vec::new();
         for selector in [ServiceSelector::Exact(service), ServiceSelector::Any] {
@@ -103,7 +103,7 @@ impl RoutingTable {
                 steps.push(Step {
                     service: selector,
                     region,
-                    unit_name: directory.unit(region).map(|u| u.name.clone()),
+                    unit_name: municipalities.unit(region).map(|u| u.name.clone()),
                     matched,
                 });
                 if matched.is_some() {
@@ -194,12 +194,12 @@ mod tests {
 
     #[test]
     fn the_explanation_lists_every_step_tried() {
-        let directory = Municipalities::embedded().unwrap();
+        let municipalities = Municipalities::embedded().unwrap();
         let t = table();
         let e = t.explain(
             PASS.parse().unwrap(),
             "066330001001".parse().unwrap(),
-            &directory,
+            &municipalities,
         );
         let shown: Vec<String> = e
             .steps
@@ -226,7 +226,7 @@ mod tests {
         let none = t.explain(
             MELDE.parse().unwrap(),
             "091620000000".parse().unwrap(),
-            &directory,
+            &municipalities,
         );
         assert_eq!(none.steps.len(), 10);
         assert_eq!(none.resolution, None);

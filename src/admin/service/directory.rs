@@ -67,16 +67,32 @@ pub struct AuditPage {
     pub scope: Scope,
 }
 
-/// What a change does, for the store and the audit log.
-struct Change {
+/// One entry of the stored directory put in or taken out, with what the store and the
+/// audit log are told.
+struct Edit<'a, T> {
+    /// The kind of entry: the request's key for its problems, and the audit action's stem.
+    kind: &'static str,
+    verb: Verb,
+    /// Where entries of this kind are kept among the stored entries.
+    list: fn(&mut StoredEntries) -> &mut Vec<(String, T)>,
+    /// Picks the stored entry the change replaces or removes.
+    matches: &'a (dyn Fn(&T) -> bool + Sync),
+    /// The entry put in; `None` deletes.
+    new: Option<T>,
     /// The directory version the caller saw; 0: whatever it is now.
     expected: i64,
     store: DirectoryChange,
-    action: &'static str,
     object: String,
-    before: Option<String>,
-    after: Option<String>,
     concerns: Concerns,
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Create,
+    Update,
+    Delete,
+    /// Create or update, as the stored entries have it or not.
+    Put,
 }
 
 impl Service {
@@ -107,98 +123,50 @@ impl Service {
             })
     }
 
-    pub async fn create_destination(
+    /// Creates the destination (`create`), or changes one stored through the API.
+    pub async fn put_destination(
         &self,
         who: &Principal,
         wanted: DestinationSpec,
         expected_version: i64,
+        create: bool,
     ) -> Result<DestinationView, ServiceError> {
         who.require(Right::Change)?;
         let _one_at_a_time = self.directory_lock.lock().await;
         let snapshot = self.gateway.snapshot();
         let reach = self.reach(who, &snapshot);
-        reach.change_destination(
-            &wanted.id,
-            &land_of(&wanted).into_iter().collect::<Vec<_>>(),
-        )?;
-        if snapshot.destination(&wanted.id).is_some() {
-            return Err(ServiceError::AlreadyExists(format!(
-                "destination {} exists already",
-                quoted(&wanted.id)
-            )));
-        }
-        let concerns = access::concerns(land_of(&wanted), [wanted.id.as_str()]);
-        let mut entries = self.stored().await?;
-        entries
-            .destinations
-            .push(("destination".to_owned(), wanted.clone()));
-        let stored = wanted.clone();
-        let snapshot = self
-            .apply(
-                who,
-                "destination",
-                entries,
-                Change {
-                    expected: expected_version,
-                    action: "destination.create",
-                    object: format!("destination {}", wanted.id),
-                    before: None,
-                    after: json(&stored),
-                    store: DirectoryChange::PutDestination(stored),
-                    concerns,
-                },
-            )
-            .await?;
-        self.destination_view(&snapshot, &wanted.id).ok_or_else(|| {
-            ServiceError::Internal("the new destination is not in the directory".into())
-        })
-    }
-
-    pub async fn update_destination(
-        &self,
-        who: &Principal,
-        wanted: DestinationSpec,
-        expected_version: i64,
-    ) -> Result<DestinationView, ServiceError> {
-        who.require(Right::Change)?;
-        let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.gateway.snapshot();
-        let reach = self.reach(who, &snapshot);
-        let lands: Vec<Land> = snapshot
-            .destination(&wanted.id)
+        let existing = snapshot.destination(&wanted.id);
+        // Whom the change concerns: the Land it names, and the Land it leaves.
+        let lands: Vec<Land> = existing
+            .filter(|_| !create)
             .map(|d| d.land)
             .into_iter()
             .chain(land_of(&wanted))
             .collect();
         reach.change_destination(&wanted.id, &lands)?;
-        changeable(
-            snapshot.destination_source(&wanted.id),
-            &format!("destination {}", quoted(&wanted.id)),
-        )?;
-        let mut entries = self.stored().await?;
-        let before = replace(
-            &mut entries.destinations,
-            |d| d.id == wanted.id,
-            Some(("destination", wanted.clone())),
-        );
-        let stored = wanted.clone();
+        let what = format!("destination {}", quoted(&wanted.id));
+        puttable(snapshot.destination_source(&wanted.id), &what, create)?;
+        let id = wanted.id.clone();
+        // A new destination is added beside whatever is stored, so that an id stored twice
+        // is refused as the file's would be.
+        let replaces = |d: &DestinationSpec| !create && d.id == id;
         let snapshot = self
-            .apply(
+            .edit(
                 who,
-                "destination",
-                entries,
-                Change {
+                Edit {
+                    kind: "destination",
+                    verb: if create { Verb::Create } else { Verb::Update },
+                    list: |e| &mut e.destinations,
+                    matches: &replaces,
+                    new: Some(wanted.clone()),
                     expected: expected_version,
-                    action: "destination.update",
-                    object: format!("destination {}", wanted.id),
-                    before: before.as_ref().and_then(json),
-                    after: json(&stored),
-                    store: DirectoryChange::PutDestination(stored),
-                    concerns: access::concerns(lands, [wanted.id.as_str()]),
+                    store: DirectoryChange::PutDestination(wanted),
+                    object: format!("destination {id}"),
+                    concerns: access::concerns(lands, [id.as_str()]),
                 },
             )
             .await?;
-        self.destination_view(&snapshot, &wanted.id)
+        self.destination_view(&snapshot, &id)
             .ok_or_else(|| ServiceError::Internal("the destination is not in the directory".into()))
     }
 
@@ -236,19 +204,17 @@ impl Service {
                 )));
             }
         }
-        let mut entries = self.stored().await?;
-        let before = replace(&mut entries.destinations, |d| d.id == id, None);
-        self.apply(
+        self.edit(
             who,
-            "destination",
-            entries,
-            Change {
+            Edit {
+                kind: "destination",
+                verb: Verb::Delete,
+                list: |e| &mut e.destinations,
+                matches: &|d: &DestinationSpec| d.id == id,
+                new: None,
                 expected: expected_version,
-                action: "destination.delete",
-                object: format!("destination {id}"),
-                before: before.as_ref().and_then(json),
-                after: None,
                 store: DirectoryChange::DeleteDestination { id: id.to_owned() },
+                object: format!("destination {id}"),
                 concerns: access::concerns(lands, [id]),
             },
         )
@@ -349,29 +315,18 @@ impl Service {
             before_destination.as_deref(),
             &spec.destination,
         );
-        let mut entries = self.stored().await?;
-        let before = replace(
-            &mut entries.routes,
-            |r| r.service == spec.service && r.region == spec.region,
-            Some(("route", spec.clone())),
-        );
-        let stored = spec.clone();
         let snapshot = self
-            .apply(
+            .edit(
                 who,
-                "route",
-                entries,
-                Change {
+                Edit {
+                    kind: "route",
+                    verb: if create { Verb::Create } else { Verb::Update },
+                    list: |e| &mut e.routes,
+                    matches: &|r: &RouteSpec| r.service == spec.service && r.region == spec.region,
+                    new: Some(spec.clone()),
                     expected: expected_version,
-                    action: if create {
-                        "route.create"
-                    } else {
-                        "route.update"
-                    },
+                    store: DirectoryChange::PutRoute(spec.clone()),
                     object: format!("route {} {}", spec.service, spec.region),
-                    before: before.as_ref().and_then(json),
-                    after: json(&stored),
-                    store: DirectoryChange::PutRoute(stored),
                     concerns,
                 },
             )
@@ -431,23 +386,20 @@ impl Service {
             destination.as_deref(),
         );
         let (service, region) = (service.to_string(), region.to_string());
-        let mut entries = self.stored().await?;
-        let before = replace(
-            &mut entries.routes,
-            |r| r.service == service && r.region == region,
-            None,
-        );
-        self.apply(
+        self.edit(
             who,
-            "route",
-            entries,
-            Change {
+            Edit {
+                kind: "route",
+                verb: Verb::Delete,
+                list: |e| &mut e.routes,
+                matches: &|r: &RouteSpec| r.service == service && r.region == region,
+                new: None,
                 expected: expected_version,
-                action: "route.delete",
                 object: format!("route {service} {region}"),
-                before: before.as_ref().and_then(json),
-                after: None,
-                store: DirectoryChange::DeleteRoute { service, region },
+                store: DirectoryChange::DeleteRoute {
+                    service: service.clone(),
+                    region: region.clone(),
+                },
                 concerns,
             },
         )
@@ -494,28 +446,17 @@ impl Service {
                 wanted.key
             )));
         }
-        let mut entries = self.stored().await?;
-        let before = replace(
-            &mut entries.services,
-            |s| s.key == wanted.key,
-            Some(("service", wanted.clone())),
-        );
-        let stored = wanted.clone();
-        self.apply(
+        self.edit(
             who,
-            "service",
-            entries,
-            Change {
+            Edit {
+                kind: "service",
+                verb: Verb::Put,
+                list: |e| &mut e.services,
+                matches: &|s: &ServiceSpec| s.key == wanted.key,
+                new: Some(wanted.clone()),
                 expected: expected_version,
-                action: if before.is_some() {
-                    "service.update"
-                } else {
-                    "service.create"
-                },
+                store: DirectoryChange::PutService(wanted.clone()),
                 object: format!("service {}", wanted.key),
-                before: before.as_ref().and_then(json),
-                after: json(&stored),
-                store: DirectoryChange::PutService(stored),
                 concerns: access::concerns_everyone(),
             },
         )
@@ -542,21 +483,19 @@ impl Service {
         self.reach(who, &snapshot)
             .change_shared("the services catalogue")?;
         changeable(snapshot.service_source(parsed), &format!("service {key}"))?;
-        let mut entries = self.stored().await?;
-        let before = replace(&mut entries.services, |s| s.key == key, None);
-        self.apply(
+        self.edit(
             who,
-            "service",
-            entries,
-            Change {
+            Edit {
+                kind: "service",
+                verb: Verb::Delete,
+                list: |e| &mut e.services,
+                matches: &|s: &ServiceSpec| s.key == key,
+                new: None,
                 expected: expected_version,
-                action: "service.delete",
-                object: format!("service {key}"),
-                before: before.as_ref().and_then(json),
-                after: None,
                 store: DirectoryChange::DeleteService {
                     key: key.to_owned(),
                 },
+                object: format!("service {key}"),
                 concerns: access::concerns_everyone(),
             },
         )
@@ -598,40 +537,46 @@ impl Service {
         })
     }
 
-    /// Validates `entries` (the stored directory with the request applied), writes the
-    /// change with its audit row and puts the new directory in use.
-    async fn apply(
+    /// Applies `edit` to the stored entries, validates them as the file's would be, writes
+    /// the change with its audit row and puts the new directory in use.
+    async fn edit<T: serde::Serialize>(
         &self,
         who: &Principal,
-        key: &str,
-        entries: StoredEntries,
-        change: Change,
+        edit: Edit<'_, T>,
     ) -> Result<Arc<Snapshot>, ServiceError> {
-        if change.expected != 0 && change.expected != entries.version {
+        let mut entries = self.stored().await?;
+        let after = edit.new.as_ref().and_then(json);
+        let before = replace(
+            (edit.list)(&mut entries),
+            edit.matches,
+            edit.new.map(|entry| (edit.kind, entry)),
+        );
+        if edit.expected != 0 && edit.expected != entries.version {
             return Err(ServiceError::Aborted(format!(
                 "the directory is at version {}, not {}: someone changed it meanwhile; \
                  read it again and retry",
-                entries.version, change.expected
+                entries.version, edit.expected
             )));
         }
         let (mut snapshot, problems) = Snapshot::build(&self.gateway.directory_config(), &entries);
-        if let Some(error) = invalid(key, &problems) {
+        if let Some(error) = invalid(edit.kind, &problems) {
             return Err(error);
         }
-        let version = self
-            .store
-            .apply_directory_change(
-                change.store,
-                audit_row(
-                    who,
-                    change.action,
-                    change.object.clone(),
-                    change.before,
-                    change.after,
-                    change.concerns,
-                ),
-            )
-            .await?;
+        let verb = match (edit.verb, before.is_some()) {
+            (Verb::Create, _) | (Verb::Put, false) => "create",
+            (Verb::Update, _) | (Verb::Put, true) => "update",
+            (Verb::Delete, _) => "delete",
+        };
+        let action = format!("{}.{verb}", edit.kind);
+        let audit = audit_row(
+            who,
+            &action,
+            edit.object.clone(),
+            before.as_ref().and_then(json),
+            after,
+            edit.concerns,
+        );
+        let version = self.store.apply_directory_change(edit.store, audit).await?;
         if version == entries.version + 1 {
             snapshot.version = version;
             self.gateway.install_newer(snapshot);
@@ -642,7 +587,7 @@ impl Service {
                 crate::routing::live::load(&self.gateway.directory_config(), &self.store).await,
             );
         }
-        tracing::info!(actor = %who.name, action = change.action, object = %change.object,
+        tracing::info!(actor = %who.name, action = %action, object = %edit.object,
             version, "routing directory changed");
         Ok(self.gateway.snapshot())
     }
@@ -719,7 +664,7 @@ fn changeable(source: Option<EntrySource>, what: &str) -> Result<(), ServiceErro
     }
 }
 
-/// A route is created only where none is, and changed only where one stored through the
+/// An entry is created only where none is, and changed only where one stored through the
 /// API is.
 fn puttable(existing: Option<EntrySource>, what: &str, create: bool) -> Result<(), ServiceError> {
     if !create {
@@ -752,7 +697,7 @@ fn invalid(key: &str, problems: &[Problem]) -> Option<ServiceError> {
 /// "before") and puts `new` in under its request key, whose errors are then the request's.
 fn replace<T>(
     entries: &mut Vec<(String, T)>,
-    matches: impl Fn(&T) -> bool,
+    matches: &(dyn Fn(&T) -> bool + Sync),
     new: Option<(&str, T)>,
 ) -> Option<T> {
     let before = entries

@@ -32,7 +32,7 @@ pub use stats::{
 };
 
 use crate::config::Config;
-use crate::pipeline::Gateway;
+use crate::pipeline::Pipeline;
 use crate::store::{Concerns, NewAudit, Store};
 use access::Reach;
 
@@ -47,7 +47,7 @@ pub const MAX_PAGE: u32 = 1000;
 /// its activity), the store, the broker links.
 pub struct Service {
     config: Arc<Config>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
     store: Store,
     links: Vec<LinkView>,
     /// This instance's id among those sharing the store.
@@ -59,7 +59,7 @@ pub struct Service {
 impl Service {
     pub fn new(
         config: Arc<Config>,
-        gateway: Arc<Gateway>,
+        gateway: Arc<Pipeline>,
         store: Store,
         links: Vec<LinkView>,
         instance: String,

@@ -11,7 +11,7 @@ use super::{Principal, Right, Service, ServiceError, audit_row, page_size};
 use crate::activity::{ConsumerState, RoutingEvent};
 use crate::config::{Config, Scope};
 use crate::model::quoted;
-use crate::pipeline::Gateway;
+use crate::pipeline::Pipeline;
 use crate::store::{Fate, TraceEvent};
 
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub struct Watch {
     scope: Scope,
     filter: WatchFilter,
     config: Arc<Config>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<Pipeline>,
 }
 
 impl Watch {

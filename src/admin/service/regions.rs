@@ -40,15 +40,15 @@ impl Service {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let directory = &self.config.municipalities;
+        let municipalities = &self.config.municipalities;
         let lower = text.to_lowercase();
         let digits = text.chars().all(|c| c.is_ascii_digit());
         let by_ags = text
             .parse::<Ags>()
             .ok()
-            .and_then(|ags| directory.ars_for_ags(ags))
-            .and_then(|ars| directory.gemeinde(ars));
-        let mut found: Vec<&crate::municipalities::Unit> = directory
+            .and_then(|ags| municipalities.ars_for_ags(ags))
+            .and_then(|ars| municipalities.gemeinde(ars));
+        let mut found: Vec<&crate::municipalities::Unit> = municipalities
             .units()
             .filter(|u| {
                 if digits {
@@ -87,7 +87,7 @@ impl Service {
         region: &str,
     ) -> Result<Resolution, ServiceError> {
         who.require(Right::Read)?;
-        let directory = &self.config.municipalities;
+        let municipalities = &self.config.municipalities;
         let service = service
             .parse::<ServiceKey>()
             .map_err(|e| ServiceError::invalid("service", e.to_string()))?;
@@ -96,7 +96,7 @@ impl Service {
                 let ags = region
                     .parse::<Ags>()
                     .map_err(|e| ServiceError::invalid("region", e.to_string()))?;
-                directory.ars_for_ags(ags).ok_or_else(|| {
+                municipalities.ars_for_ags(ags).ok_or_else(|| {
                     ServiceError::NotFound(format!(
                         "region: AGS {ags} is not in the municipality directory"
                     ))
@@ -107,7 +107,7 @@ impl Service {
                 .map_err(|e| ServiceError::invalid("region", format!("{e}; or an 8-digit AGS")))?,
         };
         let snapshot = self.gateway.snapshot();
-        let explanation = snapshot.table.explain(service, ars, directory);
+        let explanation = snapshot.table.explain(service, ars, municipalities);
         let destination = explanation.resolution.and_then(|found| {
             let id = &snapshot.destinations[found.destination].id;
             self.destination_view(&snapshot, id)
@@ -119,7 +119,7 @@ impl Service {
                 .unwrap_or_default()
                 .to_owned(),
             ars,
-            region_name: directory
+            region_name: municipalities
                 .gemeinde(ars)
                 .map(|u| u.name.clone())
                 .unwrap_or_default(),

@@ -46,19 +46,30 @@ pub(super) enum RoutesCommand {
     Get { service: String, region: String },
     /// Add a route to the store: SERVICE (LeiKa key or "*") in REGION (ARS prefix of 2, 3,
     /// 5, 9 or 12 digits) goes to DESTINATION.
-    Create {
-        service: String,
-        region: String,
-        destination: String,
-    },
+    Create(RouteArgs),
     /// Point the route for SERVICE and REGION at another DESTINATION.
-    Update {
-        service: String,
-        region: String,
-        destination: String,
-    },
+    Update(RouteArgs),
     /// Remove a route from the store.
     Delete { service: String, region: String },
+}
+
+/// A route as the command line gives it.
+#[derive(Args)]
+pub(super) struct RouteArgs {
+    service: String,
+    region: String,
+    destination: String,
+}
+
+impl From<RouteArgs> for api::Route {
+    fn from(r: RouteArgs) -> api::Route {
+        api::Route {
+            service: r.service,
+            region: r.region,
+            destination: r.destination,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -142,12 +153,6 @@ pub(super) async fn destinations(
 
 pub(super) async fn routes(api: &Api, out: &Output, command: RoutesCommand) -> Result<(), Failure> {
     let mut client = api.directory();
-    let route = |service, region, destination| api::Route {
-        service,
-        region,
-        destination,
-        ..Default::default()
-    };
     let changed = match command {
         RoutesCommand::List {
             service,
@@ -166,24 +171,18 @@ pub(super) async fn routes(api: &Api, out: &Output, command: RoutesCommand) -> R
             let request = api.unary(api::GetRouteRequest { service, region });
             client.get_route(request).await?
         }
-        RoutesCommand::Create {
-            service,
-            region,
-            destination,
-        } => {
+        RoutesCommand::Create(route) => {
+            let route = Some(route.into());
             let request = api.unary(api::CreateRouteRequest {
-                route: Some(route(service, region, destination)),
+                route,
                 ..Default::default()
             });
             client.create_route(request).await?
         }
-        RoutesCommand::Update {
-            service,
-            region,
-            destination,
-        } => {
+        RoutesCommand::Update(route) => {
+            let route = Some(route.into());
             let request = api.unary(api::UpdateRouteRequest {
-                route: Some(route(service, region, destination)),
+                route,
                 ..Default::default()
             });
             client.update_route(request).await?

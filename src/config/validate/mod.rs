@@ -26,7 +26,7 @@ pub(super) struct Validator {
     /// say about them next ("is missing") is a consequence, not another problem.
     taken_out: Vec<String>,
     /// `gateway.directory` could not be read: which regions exist is unknown.
-    pub(super) unknown_directory: bool,
+    pub(super) unknown_municipalities: bool,
 }
 
 impl Validator {
@@ -37,7 +37,7 @@ impl Validator {
             warnings: Vec::new(),
             invalid_brokers: HashSet::new(),
             taken_out: Vec::new(),
-            unknown_directory: false,
+            unknown_municipalities: false,
         }
     }
 

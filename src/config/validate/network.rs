@@ -142,7 +142,7 @@ impl Validator {
                 )
             })
             .collect();
-        validate_services(&service_specs, |k, m| self.error(k, m))
+        validate_services(&[], &service_specs, |k, m| self.error(k, m))
     }
 
     /// `[[routes]]`, against the destinations that are valid.
@@ -178,14 +178,15 @@ impl Validator {
             })
             .map(|(key, _)| format!("{key}.destination"))
             .collect();
-        let unknown_directory = self.unknown_directory;
+        let unknown_municipalities = self.unknown_municipalities;
         validate_routes(
+            &[],
             &raw_routes,
             destination_ids,
             &|r| municipalities.contains(r),
             |key, message| {
                 let unknown_region =
-                    unknown_directory && message.contains("municipality directory");
+                    unknown_municipalities && message.contains("municipality directory");
                 if !left_out.contains(&key) && !unknown_region {
                     self.error(key, message)
                 }

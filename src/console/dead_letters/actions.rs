@@ -7,14 +7,14 @@ use std::sync::Arc;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::super::Console;
 use super::super::forms::{Fields, query};
 use super::super::i18n::Texts;
-use super::super::pages::{Chrome, SignedIn, changing, render, service_error, when};
+use super::super::pages::{Chrome, SignedIn, changing_form, redirect, render, service_error, when};
+use super::super::session::Session;
 use super::{FilterForm, OUTCOMES_SHOWN};
 use crate::admin::service::{Commit, Principal, ReplayFate, Selection, ServiceError};
 
@@ -135,6 +135,20 @@ struct ConfirmPage {
     back: String,
 }
 
+/// A bulk change's form: its fields, session and frame (see [`changing_form`]) and the
+/// change it asks for.
+fn bulk_form(
+    console: &Console,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Fields, Session, Chrome, Request), Box<Response>> {
+    let (f, session, c) = changing_form(console, headers, body, "/dead-letters")?;
+    match Request::of(&f) {
+        Ok(request) => Ok((f, session, c, request)),
+        Err(e) => Err(Box::new(service_error(c, e))),
+    }
+}
+
 /// The confirmation: a dry run says how many letters the change touches; the form sends
 /// that number back, and the change is made only if it still holds.
 pub async fn confirm(
@@ -142,17 +156,11 @@ pub async fn confirm(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let session = match changing(&console, &headers, f.get("csrf"), "/dead-letters") {
-        Ok(s) => s,
+    let (_, session, c, request) = match bulk_form(&console, &headers, &body) {
+        Ok(form) => form,
         Err(refused) => return *refused,
     };
-    let c = Chrome::new(&headers, Some(&session), "/dead-letters");
     let t = c.t;
-    let request = match Request::of(&f) {
-        Ok(r) => r,
-        Err(e) => return service_error(c, e),
-    };
     let touched = match touch(&console, &session.principal, &request, Commit::DryRun).await {
         Ok(touched) => touched,
         Err(e) => return service_error(c, e),
@@ -197,15 +205,9 @@ pub async fn apply(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let session = match changing(&console, &headers, f.get("csrf"), "/dead-letters") {
-        Ok(s) => s,
+    let (f, session, c, request) = match bulk_form(&console, &headers, &body) {
+        Ok(form) => form,
         Err(refused) => return *refused,
-    };
-    let c = Chrome::new(&headers, Some(&session), "/dead-letters");
-    let request = match Request::of(&f) {
-        Ok(r) => r,
-        Err(e) => return service_error(c, e),
     };
     let Ok(expected) = f.get("expected").parse::<u64>() else {
         let e = ServiceError::invalid("expected", "is not the number confirmed".to_owned());
@@ -241,7 +243,7 @@ pub async fn apply(
             ])
         ),
     };
-    (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
+    redirect(&to)
 }
 
 pub struct OutcomeRow {

@@ -21,7 +21,8 @@ use super::Console;
 use super::forms::{Fields, query};
 use super::i18n::Texts;
 use super::pages::{
-    Chrome, SignedIn, changing, destination_choices, platform_choices, render, service_error, when,
+    Chrome, SignedIn, changing_form, destination_choices, platform_choices, render, service_error,
+    when,
 };
 use crate::admin::service::{Right, Selection, ServiceError};
 use crate::outcome::Reason;
@@ -442,12 +443,10 @@ pub async fn payload(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let session = match changing(&console, &headers, f.get("csrf"), "/dead-letters") {
-        Ok(s) => s,
+    let (f, session, c) = match changing_form(&console, &headers, &body, "/dead-letters") {
+        Ok(form) => form,
         Err(refused) => return *refused,
     };
-    let c = Chrome::new(&headers, Some(&session), "/dead-letters");
     match console
         .service
         .dead_letter_payload(&session.principal, &id, f.get("justification"))
