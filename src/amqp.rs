@@ -121,13 +121,14 @@ pub enum Role {
 /// frames of any size. 8 KiB frames carry a 4 KiB submission in one frame.
 pub const PUBLISH_FRAME_MAX: u32 = 8192;
 
-/// The frame size a consuming connection asks for unless a broker's URL says `?frame_max=`:
-/// RabbitMQ's own (and what brokers offer unless configured otherwise), so that a message
-/// any publisher could send to the broker arrives whole; lapin takes the smaller of this and
-/// the broker's offer. Asked for up front, lapin's buffers are allocated at this size and
-/// take memory only as traffic passes through them; asking for less and taking the broker's
-/// larger offer makes lapin grow them, zero-filled, on every connection at once.
-pub const CONSUME_FRAME_MAX: u32 = 131_072;
+/// The frame size a consuming connection asks for unless a broker's URL says `?frame_max=`.
+/// It bounds the headers a message may carry and still arrive whole (larger ones the header
+/// guard cuts out: `headers-too-large`); 32 KiB holds a thousand or so typical headers.
+/// lapin keeps a receive ring of 32 frames per connection, which traffic touches whole:
+/// 1 MiB per platform's connection at this size (at RabbitMQ's own 128 KiB, 4 MiB: 64 MiB
+/// for 16 platforms). lapin takes the smaller of this and the broker's offer; asked for up
+/// front, its buffers are allocated at this size once.
+pub const CONSUME_FRAME_MAX: u32 = 32_768;
 
 /// Connects to node `node` of `broker`; every broker connection of the gateway and its
 /// commands is opened here. amqps:// verifies the node against the broker's CA only

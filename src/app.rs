@@ -465,12 +465,15 @@ impl Consumers {
 /// The queues the pipeline consumes, with the broker of each: every platform's ingress
 /// queue, and the gateway's own retry and replay queues.
 fn ingresses(config: &Config) -> Vec<(Ingress, BrokerIndex)> {
+    // Every consumer here, platforms and the retry and replay queues, gets an equal share.
+    let window_bytes = config.gateway.in_flight_bytes / (config.platforms.len() + 2);
     let platforms = config.platforms.iter().enumerate().map(|(index, p)| {
         let ingress = Ingress {
             source: Source::Platform(index),
             name: p.id.clone(),
             queue: p.ingress_queue.clone(),
             prefetch: p.prefetch,
+            window_bytes,
             owned: None,
         };
         (ingress, p.broker)
@@ -480,6 +483,7 @@ fn ingresses(config: &Config) -> Vec<(Ingress, BrokerIndex)> {
         name: "retry".to_owned(),
         queue: topology::RETRY_READY_QUEUE.to_owned(),
         prefetch: config.retry.prefetch,
+        window_bytes,
         owned: Some(OwnedTopology::Retry {
             delays: config.retry.delays.clone(),
         }),
@@ -489,6 +493,7 @@ fn ingresses(config: &Config) -> Vec<(Ingress, BrokerIndex)> {
         name: "replay".to_owned(),
         queue: topology::REPLAY_QUEUE.to_owned(),
         prefetch: config.retry.prefetch,
+        window_bytes,
         owned: Some(OwnedTopology::Replay),
     };
     let broker = config.gateway.dead_letter_broker;

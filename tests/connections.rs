@@ -1,6 +1,7 @@
 //! The gateway's broker connections as RabbitMQ sees them: the frame size it asks for by
-//! default (128 KiB for consuming, so that whatever a publisher could send arrives whole;
-//! 8 KiB for publishing, which keeps lapin's per-connection buffers small) and a URL's own
+//! default (32 KiB for consuming, room for the headers of any ordinary message in lapin's
+//! per-connection rings of 1 MiB; 8 KiB for publishing, which keeps those rings smaller
+//! still) and a URL's own
 //! `frame_max` taking precedence.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -73,8 +74,8 @@ async fn connections_use_the_default_frames_unless_the_url_says_otherwise() {
     .unwrap();
     assert_eq!(
         he.get("ozg-gateway consume he"),
-        Some(&131_072),
-        "consuming: RabbitMQ's own frame size: {he:?}"
+        Some(&32_768),
+        "consuming: 32 KiB frames: {he:?}"
     );
     assert_eq!(
         he.get("ozg-gateway publish he"),

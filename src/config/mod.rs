@@ -116,11 +116,12 @@ impl Config {
         let gateway = |c: &Config| {
             let g = &c.gateway;
             format!(
-                "{} {} {} {} {:?} {:?} {} {}",
+                "{} {} {} {} {} {:?} {:?} {} {}",
                 broker_name(c, g.dead_letter_broker),
                 g.dead_letter_exchange,
                 g.dead_letter_queue,
                 g.max_message_bytes,
+                g.in_flight_bytes,
                 g.confirm_timeout,
                 g.shutdown_grace,
                 g.verify_attachment_hashes,

@@ -141,6 +141,7 @@ pub(super) struct RawGateway {
     pub(super) dead_letter_exchange: Option<String>,
     pub(super) dead_letter_queue: Option<String>,
     pub(super) max_message_bytes: Option<u64>,
+    pub(super) in_flight_bytes: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     pub(super) confirm_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]

@@ -13,6 +13,10 @@ pub struct GatewaySettings {
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
     pub max_message_bytes: usize,
+    /// Message bodies the consumers of platforms' queues and of the retry and replay queues
+    /// hold unacked, all together: each consumer's prefetch is derived from its share and
+    /// the body sizes it has seen (`ingress::Window`).
+    pub in_flight_bytes: usize,
     pub confirm_timeout: Duration,
     pub shutdown_grace: Duration,
     pub verify_attachment_hashes: bool,
@@ -235,6 +239,9 @@ pub struct AdminTls {
 pub const DEFAULT_DEAD_LETTER_EXCHANGE: &str = "ozg.gateway.dead-letter";
 pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "ozg.gateway.dead-letters";
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
+/// Leaves the example's 16 platforms their full prefetch at a few KiB per submission, and
+/// keeps a gateway's memory within tens of MiB when submissions carry large attachments.
+pub const DEFAULT_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_PREFETCH: u32 = 256;

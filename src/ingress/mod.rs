@@ -4,6 +4,9 @@
 
 pub mod dead_letters;
 pub mod receipts;
+mod window;
+
+pub use window::Window;
 
 use std::sync::Arc;
 
@@ -30,7 +33,10 @@ pub struct Ingress {
     /// For logs: the platform id, or "retry".
     pub name: String,
     pub queue: String,
+    /// The most it takes unacked; fewer when its window says so.
     pub prefetch: u16,
+    /// Its share of `gateway.in_flight_bytes`, for its [`Window`].
+    pub window_bytes: usize,
     /// The gateway's own queues are declared before subscribing; platforms' queues are only
     /// checked (passively): a missing one is an error the operator must see, not a queue
     /// the gateway silently invents.
@@ -48,18 +54,7 @@ pub async fn consume(
     in_flight: TaskTracker,
     stop: CancellationToken,
 ) {
-    let (consumer, platform_id) = match ingress.source {
-        Source::Platform(_) => ("ingress", ingress.name.as_str()),
-        Source::Retry => ("retry", ""),
-        Source::Replay => ("replay", ""),
-    };
-    let up = metrics
-        .consumer_up
-        .get_or_create(&ConsumerLabels {
-            consumer: consumer.to_owned(),
-            platform: platform_id.to_owned(),
-        })
-        .clone();
+    let up = up_gauge(&metrics, &ingress);
     let platform = match ingress.source {
         Source::Platform(i) => Some(gateway.activity().platform(i)),
         Source::Retry | Source::Replay => None,
@@ -70,38 +65,49 @@ pub async fn consume(
         }
     };
     let mut paused = platform.map(|p| p.watch_paused());
+    let mut window = Window::new(ingress.window_bytes, ingress.prefetch);
     let mut attempt = 0u32;
+    // A resize replaces a subscription at once: the consumer counts as up throughout.
+    let mut resizing = false;
     loop {
-        up.set(0);
+        if !resizing {
+            up.set(0);
+            set_state(ConsumerState::Connecting);
+        }
+        resizing = false;
         if let Some(paused) = paused.as_mut()
             && *paused.borrow_and_update()
         {
             set_state(ConsumerState::Paused);
-            tracing::info!(ingress = %ingress.name, "paused by an operator");
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = paused.wait_for(|p| !*p) => {}
+            if !resumed(paused, &ingress.name, &stop).await {
+                return;
             }
-            tracing::info!(ingress = %ingress.name, "resumed by an operator");
+            set_state(ConsumerState::Connecting);
         }
-        set_state(ConsumerState::Connecting);
-        match subscribe(&link, &ingress, &stop).await {
+        let prefetch = window.prefetch();
+        match subscribe(&link, &ingress, prefetch, &stop).await {
             Err(link::ChannelError::Stopped { .. }) => return,
             Ok(subscription) => {
                 attempt = 0;
                 up.set(1);
                 set_state(ConsumerState::Consuming);
                 tracing::info!(ingress = %ingress.name, queue = %ingress.queue,
-                    prefetch = ingress.prefetch, "consuming");
-                let taking = Taking {
+                    prefetch, "consuming");
+                let mut taking = Taking {
                     gateway: &gateway,
                     ingress: &ingress,
                     in_flight: &in_flight,
                     stop: &stop,
+                    window: &mut window,
+                    prefetch,
                 };
                 match taking.run(subscription, paused.as_mut()).await {
                     Next::Return => return,
                     Next::Resume => continue,
+                    Next::Resize => {
+                        resizing = true;
+                        continue;
+                    }
                     Next::Resubscribe => {}
                 }
             }
@@ -119,6 +125,37 @@ pub async fn consume(
     }
 }
 
+/// The consumer's `consumer_up` gauge.
+fn up_gauge(metrics: &Metrics, ingress: &Ingress) -> prometheus_client::metrics::gauge::Gauge {
+    let (consumer, platform_id) = match ingress.source {
+        Source::Platform(_) => ("ingress", ingress.name.as_str()),
+        Source::Retry => ("retry", ""),
+        Source::Replay => ("replay", ""),
+    };
+    metrics
+        .consumer_up
+        .get_or_create(&ConsumerLabels {
+            consumer: consumer.to_owned(),
+            platform: platform_id.to_owned(),
+        })
+        .clone()
+}
+
+/// Waits until an operator resumes the platform; false when told to stop first.
+async fn resumed(
+    paused: &mut tokio::sync::watch::Receiver<bool>,
+    name: &str,
+    stop: &CancellationToken,
+) -> bool {
+    tracing::info!(ingress = %name, "paused by an operator");
+    tokio::select! {
+        () = stop.cancelled() => return false,
+        _ = paused.wait_for(|p| !*p) => {}
+    }
+    tracing::info!(ingress = %name, "resumed by an operator");
+    true
+}
+
 /// One subscription: the connection it holds (a link that replaced it closes it only once
 /// this consumer is done with it), its channel and its consumer.
 type Subscription = (Arc<Connection>, Channel, Consumer);
@@ -129,6 +166,9 @@ struct Taking<'a> {
     ingress: &'a Ingress,
     in_flight: &'a TaskTracker,
     stop: &'a CancellationToken,
+    window: &'a mut Window,
+    /// What this subscription was made with.
+    prefetch: u16,
 }
 
 impl Taking<'_> {
@@ -136,7 +176,7 @@ impl Taking<'_> {
     /// down: cancel, process what the broker had sent, close the channel once every batch
     /// has settled.
     async fn run(
-        &self,
+        &mut self,
         (connection, channel, consumer): Subscription,
         paused: Option<&mut tokio::sync::watch::Receiver<bool>>,
     ) -> Next {
@@ -154,10 +194,19 @@ impl Taking<'_> {
             }));
         };
         let store = self.gateway.store_health().clone();
-        let ended = pump(consumer, &mut spawn, self.stop, paused, &store).await;
+        let window = Held {
+            window: self.window,
+            prefetch: self.prefetch,
+        };
+        let ended = pump(consumer, &mut spawn, self.stop, paused, &store, window).await;
         let (consumer, next) = match ended {
             Ended::Stopped(consumer) => (Some(consumer), Next::Return),
             Ended::Paused(consumer) => (Some(consumer), Next::Resume),
+            Ended::Resized(consumer) => {
+                tracing::info!(ingress = %self.ingress.name, from = self.prefetch,
+                    to = self.window.prefetch(), "in-flight window resized; resubscribing");
+                (Some(consumer), Next::Resize)
+            }
             Ended::Lost(reason) => {
                 tracing::warn!(ingress = %self.ingress.name, error = %reason,
                     "consumer lost; resubscribing");
@@ -198,6 +247,8 @@ enum Ended {
     Stopped(Consumer),
     /// An operator paused the platform.
     Paused(Consumer),
+    /// The window wants another prefetch.
+    Resized(Consumer),
     Lost(String),
 }
 
@@ -205,12 +256,15 @@ enum Ended {
 enum Next {
     Return,
     Resume,
+    /// At once, with the window's prefetch.
+    Resize,
     Resubscribe,
 }
 
 async fn subscribe(
     link: &Link,
     ingress: &Ingress,
+    prefetch: u16,
     stop: &CancellationToken,
 ) -> Result<Subscription, link::ChannelError> {
     let (connection, channel) = link.open_channel(stop).await?;
@@ -230,7 +284,7 @@ async fn subscribe(
         }
     }
     channel
-        .basic_qos(ingress.prefetch, BasicQosOptions::default())
+        .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
     let consumer = channel
         .basic_consume(
@@ -254,17 +308,24 @@ const MAX_BATCH: usize = 64;
 const SMALL_BATCH: usize = 8;
 const COMPANY_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Hands deliveries to the pipeline in batches until told to stop or pause, or the consumer
-/// ends. A batch is what the broker has already sent when the first of it is taken; a small
-/// one waits at most [`COMPANY_WAIT`] for more. Nothing is taken while the
-/// store does not answer: what the broker sent meanwhile waits, unacked, within the
-/// prefetch.
+/// A subscription's window and the prefetch it was made with.
+struct Held<'a> {
+    window: &'a mut Window,
+    prefetch: u16,
+}
+
+/// Hands deliveries to the pipeline in batches until told to stop or pause, the window
+/// wants another prefetch, or the consumer ends. A batch is what the broker has already
+/// sent when the first of it is taken; a small one waits at most [`COMPANY_WAIT`] for more.
+/// Nothing is taken while the store does not answer: what the broker sent meanwhile waits,
+/// unacked, within the prefetch.
 async fn pump(
     mut consumer: Consumer,
     spawn: &mut impl FnMut(Vec<lapin::message::Delivery>),
     stop: &CancellationToken,
     mut paused: Option<&mut tokio::sync::watch::Receiver<bool>>,
     store: &store::StoreHealth,
+    held: Held<'_>,
 ) -> Ended {
     loop {
         let pause = async {
@@ -320,9 +381,15 @@ async fn pump(
                 }
             }
         }
+        for delivery in &batch {
+            held.window.saw(delivery.data.len());
+        }
         spawn(batch);
         if let Some(ended) = ended {
             return ended;
+        }
+        if held.window.moved(held.prefetch) {
+            return Ended::Resized(consumer);
         }
     }
 }

@@ -715,6 +715,11 @@ impl GatewayProcess {
         GatewayProcess { child }
     }
 
+    /// The process id, for reading /proc.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`"-TERM"`, `"-KILL"`).
     pub fn signal(&self, sig: &str) {
         signal(&self.child, sig);

@@ -46,6 +46,7 @@ fn a_valid_file_gives_defaults_and_hides_the_password() {
     let config = parse(VALID).unwrap();
     assert_eq!(config.platforms[0].land.code(), 6);
     assert_eq!(config.platforms[0].prefetch, 256);
+    assert_eq!(config.gateway.in_flight_bytes, 16 * 1024 * 1024);
     assert_eq!(config.platforms[0].status_routing_key, "civento-he");
     assert_eq!(
         config.gateway.dead_letter_exchange,
@@ -427,6 +428,26 @@ fn a_missing_municipality_directory_file_is_reported() {
     assert!(errors.contains("platforms[0].land: \"XX\""), "{errors}");
     assert!(
         errors.starts_with("invalid configuration: 2 errors"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn the_in_flight_budget_must_hold_a_few_messages() {
+    let with = |value: &str| {
+        VALID.replacen(
+            "[gateway]\n",
+            &format!("[gateway]\nin_flight_bytes = {value}\n"),
+            1,
+        )
+    };
+    assert_eq!(
+        parse(&with("1048576")).unwrap().gateway.in_flight_bytes,
+        1024 * 1024
+    );
+    let errors = parse(&with("1000")).unwrap_err().to_string();
+    assert!(
+        errors.contains("gateway.in_flight_bytes: 1000 is out of range"),
         "{errors}"
     );
 }

@@ -28,6 +28,13 @@ impl Validator {
                 format!("{max_message_bytes} is out of range (1 … 536870912)"),
             );
         }
+        let in_flight_bytes = g.in_flight_bytes.unwrap_or(DEFAULT_IN_FLIGHT_BYTES);
+        if !(64 * 1024..=64 * 1024 * 1024 * 1024).contains(&in_flight_bytes) {
+            self.error(
+                "gateway.in_flight_bytes",
+                format!("{in_flight_bytes} is out of range (65536 … 68719476736)"),
+            );
+        }
         let confirm_timeout = g.confirm_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT);
         if confirm_timeout.is_zero() {
             self.error("gateway.confirm_timeout", "must be longer than zero");
@@ -51,6 +58,7 @@ impl Validator {
             dead_letter_exchange,
             dead_letter_queue,
             max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+            in_flight_bytes: usize::try_from(in_flight_bytes).unwrap_or(usize::MAX),
             confirm_timeout,
             shutdown_grace: g.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             verify_attachment_hashes: g.verify_attachment_hashes.unwrap_or(true),
