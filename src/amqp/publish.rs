@@ -218,6 +218,8 @@ impl Publisher {
         // Publishes queued behind a failing channel's gate each get a fresh channel in turn,
         // one round trip apiece; together they have as long as one confirm.
         let deadline = Instant::now() + self.confirm_timeout;
+        // Sent before on a channel that closed: it may have arrived.
+        let mut resent = false;
         loop {
             match self
                 .publish_once((exchange, routing_key), body, &fit, deadline)
@@ -229,7 +231,20 @@ impl Publisher {
                 // a stale "channel closed", and a failed attempt is not counted for
                 // something that was never sent. On a shared channel, a publish whose
                 // confirm was lost with the channel goes out again as well.
-                Err(Unsent(_) | Resend(_)) if Instant::now() < deadline => {}
+                Err(Unsent(_)) if Instant::now() < deadline => {}
+                Err(Resend(_)) if Instant::now() < deadline => resent = true,
+                // The connection the closed channel was on may be going down with it (a 504
+                // after a 404) before the link notices: try again shortly, within the
+                // deadline, rather than fail a message that may have arrived.
+                Err(NoChannel(_)) if resent && Instant::now() < deadline => {
+                    tokio::time::sleep(REOPEN_PAUSE).await;
+                }
+                Err(NoChannel(e)) if resent => {
+                    return Err(DeliveryError::ConfirmLost {
+                        broker: self.broker.clone(),
+                        detail: e.to_string(),
+                    });
+                }
                 other => return other.map_err(PublishFailure::into_error),
             }
         }
@@ -281,11 +296,13 @@ impl Publisher {
         deadline: Instant,
     ) -> Result<(OpenChannel, Arc<Connection>), PublishFailure> {
         match tokio::time::timeout_at(deadline.into(), self.channel()).await {
-            Ok(opened) => opened.map_err(Failed),
-            Err(_) if self.link.current().is_none() => Err(Failed(DeliveryError::NotConnected {
-                broker: self.broker.clone(),
-            })),
-            Err(_) => Err(Failed(self.confirm_timeout_error())),
+            Ok(opened) => opened.map_err(NoChannel),
+            Err(_) if self.link.current().is_none() => {
+                Err(NoChannel(DeliveryError::NotConnected {
+                    broker: self.broker.clone(),
+                }))
+            }
+            Err(_) => Err(NoChannel(self.confirm_timeout_error())),
         }
     }
 
@@ -447,14 +464,19 @@ enum PublishFailure {
     /// Sent on a shared channel that closed before its confirm, for another publish's sake
     /// or with the connection: it may have arrived, and goes out again.
     Resend(DeliveryError),
+    /// No channel to publish on could be had: nothing of this attempt was sent.
+    NoChannel(DeliveryError),
     Failed(DeliveryError),
 }
-use PublishFailure::{Failed, Resend, Unsent};
+use PublishFailure::{Failed, NoChannel, Resend, Unsent};
+
+/// How long a publish going out again waits before it asks for a channel once more.
+const REOPEN_PAUSE: Duration = Duration::from_millis(50);
 
 impl PublishFailure {
     fn into_error(self) -> DeliveryError {
         match self {
-            Unsent(e) | Resend(e) | Failed(e) => e,
+            Unsent(e) | Resend(e) | NoChannel(e) | Failed(e) => e,
         }
     }
 }
