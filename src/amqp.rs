@@ -1,23 +1,20 @@
 //! RabbitMQ plumbing: connections, confirmed publishing, the parts of the topology the
 //! gateway owns (described in [`crate::topology`]).
 //!
-//! A [`Publisher`] owns one channel in confirm mode and reopens it when the broker closed it
-//! (a publish to a missing exchange closes the channel with 404). Each destination, each
-//! platform's status exchange and the dead-letter exchange get their own publisher, so one
-//! failing destination never takes down the channel others publish on. Publishing and
-//! consuming use separate connections, as RabbitMQ advises: a blocked publisher connection
-//! must not stall consumers.
+//! A [`Publisher`] (`publish.rs`) owns one channel in confirm mode and reopens it when the
+//! broker closed it (a publish to a missing exchange closes the channel with 404). The
+//! destinations on a broker share one publisher per publishing connection, whose publishes
+//! are pipelined; a destination whose exchange is missing publishes through one of its own
+//! until it is back, and so do each platform's status exchange and the dead-letter exchange.
+//! Publishing and consuming use separate connections, as RabbitMQ advises: a blocked
+//! publisher connection must not stall consumers.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, RustlsConnector, TLSConfig};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::AMQPScheme;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::model::Broker;
 use guard::{FrameLimit, GuardKit, GuardedStream};
@@ -25,8 +22,9 @@ use guard::{FrameLimit, GuardKit, GuardedStream};
 pub mod declare;
 pub mod guard;
 pub mod link;
+mod publish;
 use crate::topology::{self, Declarations};
-use link::Link;
+pub use publish::{Publisher, names_exchange};
 
 /// Why a publish did not end in a positive confirm. Every variant is a failed delivery.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,39 +238,6 @@ pub async fn connect_any(broker: &Broker, role: Role) -> Result<Connection, Conn
     }))
 }
 
-/// One confirm-mode channel, reopened on demand after the broker closed it or the link
-/// reconnected.
-///
-/// A new channel carries one publish at a time until one has been confirmed (it is
-/// "proven"): when the exchange is missing, the broker closes the channel on the first
-/// publish, and publishes that lapin still sends on it after acknowledging the close make the
-/// broker close the whole connection (504 CHANNEL_ERROR "expected 'channel.open'"), and with
-/// it every other destination's channel on that broker. Seen in tests/delivery.rs with
-/// batches of publishes to a destination whose exchange was deleted.
-pub struct Publisher {
-    broker: String,
-    link: Arc<Link>,
-    channel: Mutex<Option<OpenChannel>>,
-    confirm_timeout: Duration,
-    /// Declared on every new channel: the topology the gateway owns must exist again after
-    /// a broker restart.
-    owned: Option<OwnedTopology>,
-}
-
-/// A publisher's channel with its proving gate.
-#[derive(Clone)]
-struct OpenChannel {
-    channel: Channel,
-    /// The connection the channel is on. Only a publish in progress holds it (see
-    /// [`Link::open_channel`]): a connection the link replaced is closed once its last
-    /// publish is done, and an idle channel on it goes with it.
-    connection: std::sync::Weak<Connection>,
-    /// Locked by the one publish allowed while the channel is unproven; `true` once a
-    /// publish on it was confirmed.
-    gate: Arc<Mutex<bool>>,
-    proven: Arc<std::sync::atomic::AtomicBool>,
-}
-
 /// The parts of the topology the gateway owns and declares itself.
 #[derive(Debug, Clone)]
 pub enum OwnedTopology {
@@ -303,314 +268,6 @@ impl OwnedTopology {
             .declare(channel)
             .await
             .map_err(|e| e.source)
-    }
-}
-
-impl Publisher {
-    pub fn new(link: Arc<Link>, confirm_timeout: Duration) -> Publisher {
-        Publisher {
-            broker: link.broker().to_owned(),
-            link,
-            channel: Mutex::new(None),
-            confirm_timeout,
-            owned: None,
-        }
-    }
-
-    /// Whether the broker connection behind this publisher is up right now.
-    pub fn connected(&self) -> bool {
-        self.link.current().is_some()
-    }
-
-    /// A publisher that declares the topology it publishes into whenever it opens a channel.
-    pub fn owning(link: Arc<Link>, confirm_timeout: Duration, owned: OwnedTopology) -> Publisher {
-        Publisher {
-            owned: Some(owned),
-            ..Publisher::new(link, confirm_timeout)
-        }
-    }
-
-    fn channel_error(&self, e: impl std::fmt::Display) -> DeliveryError {
-        DeliveryError::Channel {
-            broker: self.broker.clone(),
-            detail: e.to_string(),
-        }
-    }
-
-    /// The channel to publish on, with its connection (held for the publish). A channel on
-    /// a connection the link has replaced is left to the publishes still using it; new
-    /// ones go to a channel on the link's current connection.
-    async fn channel(&self) -> Result<(OpenChannel, Arc<Connection>), DeliveryError> {
-        let mut slot = self.channel.lock().await;
-        if let Some(open) = slot.as_ref()
-            && open.channel.status().connected()
-            && let Some(connection) = open.connection.upgrade()
-        {
-            let replaced = self
-                .link
-                .current()
-                .is_some_and(|current| !Arc::ptr_eq(&current, &connection));
-            if !replaced {
-                return Ok((open.clone(), connection));
-            }
-        }
-        // Right after start or during a reconnect the link may be down for a moment: wait for
-        // it as long as for a confirm rather than failing the delivery at once. Opening a
-        // channel can hang on a connection that is going away: the same bound.
-        let opened = tokio::time::timeout(
-            self.confirm_timeout,
-            self.link.open_channel(&CancellationToken::new()),
-        )
-        .await;
-        let (connection, channel) = match opened {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => return Err(self.channel_error(e)),
-            Err(_) if self.link.current().is_none() => {
-                return Err(DeliveryError::NotConnected {
-                    broker: self.broker.clone(),
-                });
-            }
-            Err(_) => {
-                return Err(DeliveryError::ConfirmTimeout {
-                    broker: self.broker.clone(),
-                    timeout: self.confirm_timeout,
-                });
-            }
-        };
-        // A channel that fails here is dropped, and lapin closes it with its last handle.
-        let prepared = async {
-            if let Some(owned) = &self.owned {
-                owned.declare(&channel).await?;
-            }
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-        };
-        match tokio::time::timeout(self.confirm_timeout, prepared).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.channel_error(e)),
-            Err(_) => {
-                return Err(DeliveryError::ConfirmTimeout {
-                    broker: self.broker.clone(),
-                    timeout: self.confirm_timeout,
-                });
-            }
-        }
-        let open = OpenChannel {
-            channel,
-            connection: Arc::downgrade(&connection),
-            gate: Arc::new(Mutex::new(false)),
-            proven: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
-        *slot = Some(open.clone());
-        Ok((open, connection))
-    }
-
-    /// Forgets the channel after an error, so that the next publish opens a fresh one.
-    async fn discard(&self, failed: &OpenChannel) {
-        let mut slot = self.channel.lock().await;
-        if slot
-            .as_ref()
-            .is_some_and(|open| Arc::ptr_eq(&open.gate, &failed.gate))
-        {
-            *slot = None;
-        }
-    }
-
-    /// Publishes persistently with `mandatory` and waits (bounded) for the broker's confirm.
-    /// Only a positive confirm without a returned message counts as success.
-    pub async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), DeliveryError> {
-        self.publish_fitted(exchange, routing_key, body, |_| properties.clone())
-            .await
-    }
-
-    /// [`publish`](Self::publish) with properties made for the frame size of the connection
-    /// the message goes out on: `fit` gets that frame size and returns the properties to
-    /// send (see [`fit`]). Properties that still take a larger frame are refused unsent
-    /// ([`DeliveryError::HeadersTooLarge`]): the broker would close the whole connection.
-    pub async fn publish_fitted(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        fit: impl Fn(u32) -> BasicProperties,
-    ) -> Result<(), DeliveryError> {
-        // Publishes queued behind a failing channel's gate each get a fresh channel in turn,
-        // one round trip apiece; together they have as long as one confirm.
-        let deadline = Instant::now() + self.confirm_timeout;
-        loop {
-            match self
-                .publish_once(exchange, routing_key, body, &fit, deadline)
-                .await
-            {
-                // Nothing of this publish reached the broker (its channel was closed under
-                // it, by the broker for another publish on it or with the connection): a
-                // fresh channel gives the broker's own answer for this message instead of
-                // a stale "channel closed", and a failed attempt is not counted for
-                // something that was never sent.
-                Err(Unsent(_)) if Instant::now() < deadline => {}
-                other => return other.map_err(PublishFailure::into_error),
-            }
-        }
-    }
-
-    async fn publish_once(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        fit: &impl Fn(u32) -> BasicProperties,
-        deadline: Instant,
-    ) -> Result<(), PublishFailure> {
-        // Getting a channel (waiting for the link, or behind other publishes waiting for it)
-        // ends at the publish's deadline: when a broker is down, the publishes queued for
-        // its channel fail together after one confirm timeout, not one after the other.
-        let channel = tokio::time::timeout_at(deadline.into(), self.channel()).await;
-        // Held until the confirm is in: a replaced connection is closed only after that.
-        let (open, connection) = match channel {
-            Ok(opened) => opened.map_err(Failed)?,
-            Err(_) if self.link.current().is_none() => {
-                return Err(Failed(DeliveryError::NotConnected {
-                    broker: self.broker.clone(),
-                }));
-            }
-            Err(_) => {
-                return Err(Failed(DeliveryError::ConfirmTimeout {
-                    broker: self.broker.clone(),
-                    timeout: self.confirm_timeout,
-                }));
-            }
-        };
-        let frame_max = connection.configuration().frame_max();
-        let properties = fit(frame_max).with_delivery_mode(2);
-        let size = header_frame_size(&properties);
-        if size > frame_max as usize {
-            return Err(Failed(DeliveryError::HeadersTooLarge {
-                broker: self.broker.clone(),
-                size,
-                frame_max,
-            }));
-        }
-        let channel = &open.channel;
-        let proving = if open.proven.load(std::sync::atomic::Ordering::Acquire) {
-            None
-        } else {
-            let gate = tokio::time::timeout(self.confirm_timeout, open.gate.clone().lock_owned())
-                .await
-                .map_err(|_| {
-                    Failed(DeliveryError::ConfirmTimeout {
-                        broker: self.broker.clone(),
-                        timeout: self.confirm_timeout,
-                    })
-                })?;
-            // Proven meanwhile: no need to hold the others back.
-            if *gate { None } else { Some(gate) }
-        };
-        if !channel.status().connected() {
-            self.discard(&open).await;
-            return Err(Unsent(
-                self.channel_error("the channel closed before the publish went out"),
-            ));
-        }
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let sent = async {
-            let confirm = channel
-                .basic_publish(
-                    ShortString::from(exchange),
-                    ShortString::from(routing_key),
-                    options,
-                    body,
-                    properties,
-                )
-                .await
-                // lapin answers a publish once all its frames are written: an error here
-                // means the broker never got the whole message (the channel or connection
-                // closed first), so it cannot have arrived.
-                .map_err(|e| Unsent(self.channel_error(e)))?;
-            confirm.await.map_err(|e| {
-                // The broker refused this very publish (a missing exchange: 404) when it
-                // was the only one in flight on the channel; otherwise the channel or the
-                // connection went away after the message was sent: it may have arrived.
-                let refused = proving.is_some()
-                    && matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
-                        if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(_)));
-                Failed(if refused {
-                    self.channel_error(e)
-                } else {
-                    DeliveryError::ConfirmLost {
-                        broker: self.broker.clone(),
-                        detail: e.to_string(),
-                    }
-                })
-            })
-        };
-        let result = match tokio::time::timeout(self.confirm_timeout, sent).await {
-            Err(_) => Err(DeliveryError::ConfirmTimeout {
-                broker: self.broker.clone(),
-                timeout: self.confirm_timeout,
-            }),
-            Ok(Err(failure)) => {
-                self.discard(&open).await;
-                return Err(failure);
-            }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(DeliveryError::Returned {
-                broker: self.broker.clone(),
-                exchange: exchange.to_owned(),
-                routing_key: routing_key.to_owned(),
-                code: returned.reply_code,
-                text: returned.reply_text.to_string(),
-            }),
-            Ok(Ok(Confirmation::Nack(_))) => Err(DeliveryError::Nacked {
-                broker: self.broker.clone(),
-            }),
-            Ok(Ok(Confirmation::NotRequested)) => {
-                Err(self.channel_error("channel is not in confirm mode"))
-            }
-        };
-        // A nacked channel is retired too: RabbitMQ 3.10 kept nacking every publish on a
-        // channel opened while quorum queues were electing new leaders after a node died
-        // (tests/cluster.rs stalled on it), and a fresh channel is cheap next to that.
-        if matches!(
-            result,
-            Err(DeliveryError::Channel { .. }
-                | DeliveryError::ConfirmTimeout { .. }
-                | DeliveryError::Nacked { .. })
-        ) {
-            self.discard(&open).await;
-        } else if let Some(mut gate) = proving {
-            // Confirmed, or returned with the channel still open: it works.
-            *gate = true;
-            open.proven
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
-        result.map_err(Failed)
-    }
-}
-
-/// Why [`Publisher::publish_once`] failed: whether the message may have reached the broker.
-enum PublishFailure {
-    /// Not sent whole: lapin refused it or dropped its frames before the last was written
-    /// (the channel or connection had closed meanwhile).
-    Unsent(DeliveryError),
-    Failed(DeliveryError),
-}
-use PublishFailure::{Failed, Unsent};
-
-impl PublishFailure {
-    fn into_error(self) -> DeliveryError {
-        match self {
-            Unsent(e) | Failed(e) => e,
-        }
     }
 }
 

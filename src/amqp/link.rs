@@ -294,57 +294,13 @@ async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
         };
         match connected {
             Ok(connection) => {
-                if attempt > 0 {
-                    tracing::info!(broker = %link.broker, role = ?link.role, node = %address,
-                        "reconnected");
-                } else {
-                    tracing::info!(broker = %link.broker, role = ?link.role, node = %address,
-                        "connected");
-                }
-                let connection = Arc::new(connection);
-                let mut events = connection.events_listener();
-                // State first: whoever is woken by the connection must find the link
-                // reported as connected to this node, not still connecting.
-                link.state.send_replace(LinkState::Connected {
-                    node: address.clone(),
-                });
-                link.connection.send_replace(Some(connection.clone()));
-                let ended = loop {
-                    tokio::select! {
-                        () = stop.cancelled() => break Ended::Stopped,
-                        // `renew` took this connection out of service (a stale wake-up
-                        // finds it still in place and is ignored).
-                        () = link.renewal.notified() => {
-                            if link.connection.borrow().is_none() {
-                                break Ended::Renewed;
-                            }
-                        }
-                        event = events.next() => match event {
-                            // Channel errors (a 404 on one destination's channel) come
-                            // through here too; only a connection that is gone is lost.
-                            Some(lapin::Event::Error(e)) => {
-                                if !connection.status().connected() {
-                                    break Ended::Lost(e.to_string());
-                                }
-                                tracing::debug!(broker = %link.broker, error = %e,
-                                    "channel error on a connection that is still up");
-                            }
-                            Some(_) => {}
-                            None => break Ended::Lost("connection event stream ended".to_owned()),
-                        },
-                        () = tokio::time::sleep(WATCH_INTERVAL) => {
-                            if !connection.status().connected() {
-                                break Ended::Lost("connection closed".to_owned());
-                            }
-                        }
-                    }
-                };
+                let (ended, connection) =
+                    serve(&link, connection, &address, attempt > 0, &stop).await;
                 let reason = match ended {
                     Ended::Stopped => break,
                     Ended::Renewed => {
                         tracing::info!(broker = %link.broker, role = ?link.role, node = %address,
                             "connection replaced; the old one closes when its last user is done");
-                        drop(events);
                         tokio::spawn(retire(connection, stop.clone()));
                         // The same node again, at once: nothing is wrong with it.
                         attempt = 1;
@@ -366,27 +322,95 @@ async fn supervise(link: Arc<Link>, broker: Broker, stop: CancellationToken) {
             Err(e) => {
                 attempt = attempt.saturating_add(1);
                 node = (node + 1) % nodes;
-                // Straight on to the next node; a backoff only after a whole round failed.
-                let round_over = attempt % u32::try_from(nodes).unwrap_or(u32::MAX) == 0;
-                let delay = if round_over {
-                    backoff(attempt.div_ceil(u32::try_from(nodes).unwrap_or(u32::MAX)))
-                } else {
-                    Duration::ZERO
-                };
-                tracing::warn!(broker = %link.broker, role = ?link.role, attempt, retry_in = ?delay,
-                    error = %e, "cannot connect to broker");
-                link.state.send_replace(LinkState::Connecting {
-                    attempt,
-                    last_error: Some(e.to_string()),
-                });
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
+                if !pause_after_failure(&link, &e, attempt, nodes, &stop).await {
+                    break;
                 }
             }
         }
     }
     link.state.send_replace(LinkState::Stopped);
+}
+
+/// Puts a new connection in service on `link` and watches it until it is lost, renewed or
+/// the link stops; the connection comes back for the caller to retire.
+async fn serve(
+    link: &Link,
+    connection: Connection,
+    address: &str,
+    again: bool,
+    stop: &CancellationToken,
+) -> (Ended, Arc<Connection>) {
+    if again {
+        tracing::info!(broker = %link.broker, role = ?link.role, node = %address, "reconnected");
+    } else {
+        tracing::info!(broker = %link.broker, role = ?link.role, node = %address, "connected");
+    }
+    let connection = Arc::new(connection);
+    let mut events = connection.events_listener();
+    // State first: whoever is woken by the connection must find the link reported as
+    // connected to this node, not still connecting.
+    link.state.send_replace(LinkState::Connected {
+        node: address.to_owned(),
+    });
+    link.connection.send_replace(Some(connection.clone()));
+    let ended = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Ended::Stopped,
+            // `renew` took this connection out of service (a stale wake-up finds it still
+            // in place and is ignored).
+            () = link.renewal.notified() => {
+                if link.connection.borrow().is_none() {
+                    break Ended::Renewed;
+                }
+            }
+            event = events.next() => match event {
+                // Channel errors (a 404 on a channel a missing exchange closed) come through
+                // here too; only a connection that is gone is lost.
+                Some(lapin::Event::Error(e)) => {
+                    if !connection.status().connected() {
+                        break Ended::Lost(e.to_string());
+                    }
+                    tracing::debug!(broker = %link.broker, error = %e,
+                        "channel error on a connection that is still up");
+                }
+                Some(_) => {}
+                None => break Ended::Lost("connection event stream ended".to_owned()),
+            },
+            () = tokio::time::sleep(WATCH_INTERVAL) => {
+                if !connection.status().connected() {
+                    break Ended::Lost("connection closed".to_owned());
+                }
+            }
+        }
+    };
+    (ended, connection)
+}
+
+/// After a failed connection attempt: straight on to the next node, a backoff only after a
+/// whole round of nodes failed. `false` when the link stopped meanwhile.
+async fn pause_after_failure(
+    link: &Link,
+    e: &amqp::ConnectError,
+    attempt: u32,
+    nodes: usize,
+    stop: &CancellationToken,
+) -> bool {
+    let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+    let delay = if attempt % nodes == 0 {
+        backoff(attempt.div_ceil(nodes))
+    } else {
+        Duration::ZERO
+    };
+    tracing::warn!(broker = %link.broker, role = ?link.role, attempt, retry_in = ?delay,
+        error = %e, "cannot connect to broker");
+    link.state.send_replace(LinkState::Connecting {
+        attempt,
+        last_error: Some(e.to_string()),
+    });
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
 }
 
 /// How the supervisor stopped watching a connection.

@@ -55,27 +55,14 @@ impl Pipeline {
             Outcome::Requeue {
                 submission_id,
                 error,
-            } => {
-                self.note(
-                    counted,
-                    Noted {
-                        submission_id: &submission_id,
-                        destination: "",
-                        ending: Ending::Requeued,
-                        reason: "",
-                        error: &error,
-                    },
-                );
-                tracing::warn!(submission_id = %submission_id, platform = %counted.platform_id, error = %error,
-                    outcome = "requeued", "cannot finish now; leaving the submission on its queue for redelivery");
-                (Disposition::Requeue, submission_id)
-            }
+            } => self.settle_requeue(counted, submission_id, &error),
             Outcome::Rejected {
                 rejection,
                 envelope,
                 submission_id,
                 destination,
             } => {
+                // A submission that could not be read is known by its message id, if any.
                 let submission_id = submission_id
                     .or_else(|| {
                         delivery
@@ -95,6 +82,28 @@ impl Pipeline {
                     .await
             }
         }
+    }
+
+    /// Cannot finish now: back to the queue for redelivery.
+    fn settle_requeue(
+        &self,
+        counted: Counted<'_>,
+        submission_id: String,
+        error: &str,
+    ) -> (Disposition, String) {
+        self.note(
+            counted,
+            Noted {
+                submission_id: &submission_id,
+                destination: "",
+                ending: Ending::Requeued,
+                reason: "",
+                error,
+            },
+        );
+        tracing::warn!(submission_id = %submission_id, platform = %counted.platform_id, error = %error,
+            outcome = "requeued", "cannot finish now; leaving the submission on its queue for redelivery");
+        (Disposition::Requeue, submission_id)
     }
 
     async fn settle_delivered(

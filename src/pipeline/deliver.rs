@@ -1,6 +1,7 @@
 //! Deliver: publishing with a confirm, to the destination's exchange, and to the gateway's
 //! own broker (delay queues for retries, the dead-letter exchange, the replay queue).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
@@ -64,12 +65,26 @@ impl Pipeline {
                 .with_headers(headers);
             // The body goes on unchanged: the gateway never re-encodes what the platform
             // signed or encrypted.
-            let result = outlet
-                .publisher
+            let missing = outlet.missing.load(Ordering::Acquire);
+            let publisher = if missing {
+                &outlet.own
+            } else {
+                &*outlet.shared
+            };
+            let result = publisher
                 .publish_fitted(&d.exchange, &d.routing_key, &delivery.data, |frame_max| {
                     fitted(&properties, frame_max)
                 })
                 .await;
+            match &result {
+                Ok(()) if missing => outlet.found(d),
+                Err(DeliveryError::Channel { detail, .. })
+                    if amqp::names_exchange(detail, &d.exchange) =>
+                {
+                    outlet.lost(d, "publish");
+                }
+                _ => {}
+            }
             if let Err(e) = &result {
                 let span = tracing::Span::current();
                 span.record("otel.status_code", "error");

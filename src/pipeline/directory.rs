@@ -3,8 +3,19 @@
 
 use std::sync::Arc;
 
-use super::{Live, OutletParts, Pipeline};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lapin::ExchangeKind;
+use lapin::options::ExchangeDeclareOptions;
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
+use super::{Live, Outlet, OutletParts, Pipeline};
+use crate::amqp::link::Link;
 use crate::config::Config;
+use crate::model::{BrokerIndex, Destination};
 use crate::routing::live::Snapshot;
 
 impl Pipeline {
@@ -17,13 +28,20 @@ impl Pipeline {
             Some(&self.live.load()),
             &OutletParts {
                 links: &self.publish_links,
+                shared: &self.shared,
                 confirm_timeout: self.config.gateway.confirm_timeout,
                 metrics: &self.metrics,
                 activity: &self.activity,
                 platforms: self.config.platforms.len(),
             },
         );
-        self.live.store(Arc::new(live));
+        let live = Arc::new(live);
+        check_exchanges(
+            &live,
+            &self.publish_links,
+            self.config.gateway.confirm_timeout,
+        );
+        self.live.store(live);
         self.directory_changes.send_replace(());
     }
 
@@ -82,5 +100,97 @@ impl Pipeline {
     /// Changes with every directory put in use.
     pub fn watch_directory(&self) -> tokio::sync::watch::Receiver<()> {
         self.directory_changes.subscribe()
+    }
+}
+
+/// Checks every destination's exchange passively, in the background, one broker after the
+/// other: a missing one is logged and its destination publishes on a channel of its own
+/// (see [`Outlet`]) before its first submission could close the channel the others share.
+pub(super) fn check_exchanges(
+    live: &Arc<Live>,
+    links: &HashMap<BrokerIndex, Arc<Link>>,
+    timeout: Duration,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let live = live.clone();
+    let links: Vec<(BrokerIndex, Arc<Link>)> =
+        links.iter().map(|(&b, link)| (b, link.clone())).collect();
+    runtime.spawn(async move {
+        for (broker, link) in links {
+            check_broker(&live, broker, &link, timeout).await;
+        }
+    });
+}
+
+/// The passive checks of one broker's destinations, on one channel while they succeed (a
+/// missing exchange closes it: the next check opens another). A broker that does not answer
+/// is left for the publishes to find out about.
+async fn check_broker(live: &Live, broker: BrokerIndex, link: &Link, timeout: Duration) {
+    let mut channel = None;
+    let on_broker = live.snapshot.destinations.iter().enumerate();
+    for (i, d) in on_broker.filter(|(_, d)| d.broker == broker && !d.exchange.is_empty()) {
+        if channel.is_none() {
+            match tokio::time::timeout(timeout, link.open_channel(&CancellationToken::new())).await
+            {
+                Ok(Ok(opened)) => channel = Some(opened),
+                Ok(Err(e)) => {
+                    tracing::debug!(broker = %link.broker(), error = %e, "destination exchanges not checked");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        let Some((_connection, open)) = &channel else {
+            return;
+        };
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let declare = open.exchange_declare(
+            d.exchange.as_str().into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        );
+        match tokio::time::timeout(timeout, declare).await {
+            Ok(Ok(())) => live.outlets[i].found(d),
+            Ok(Err(e)) if is_not_found(&e) => {
+                live.outlets[i].lost(d, "passive check");
+                channel = None;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(broker = %link.broker(), error = %e, "destination exchanges not checked");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::NOTFOUND)))
+}
+
+impl Outlet {
+    /// The destination's exchange is missing: from now on its publishes go through its own
+    /// publisher, until one is confirmed there.
+    pub(super) fn lost(&self, d: &Destination, found_by: &str) {
+        if !self.missing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(destination = %d.id, exchange = %d.exchange, found_by,
+                "destination exchange missing; its submissions are retried until it exists");
+        }
+    }
+
+    /// The destination's exchange is there (again): its publishes share the broker's
+    /// confirm channel.
+    pub(super) fn found(&self, d: &Destination) {
+        if self.missing.swap(false, Ordering::AcqRel) {
+            tracing::info!(destination = %d.id, exchange = %d.exchange,
+                "destination exchange exists again");
+        }
     }
 }

@@ -23,6 +23,7 @@ mod route;
 pub mod settle;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -56,10 +57,19 @@ pub struct Live {
     outlets: Vec<Arc<Outlet>>,
 }
 
-/// A destination's publisher with its metric and activity handles, looked up once per
+/// A destination's publishers with its metric and activity handles, looked up once per
 /// directory rather than (with a label string built each time) once per submission.
 struct Outlet {
-    publisher: Publisher,
+    /// The confirm channel every destination on the broker shares, while the exchange is
+    /// there.
+    shared: Arc<Publisher>,
+    /// A publisher of its own, while the exchange is missing: its publishes then fail
+    /// without closing the channel the other destinations share.
+    own: Publisher,
+    /// Set when the exchange was found missing (a passive check when a directory was
+    /// installed, or a publish the broker refused for it); cleared by a publish confirmed
+    /// through `own` or a check that finds the exchange.
+    missing: AtomicBool,
     confirm_seconds: Histogram,
     activity: Arc<DestinationActivity>,
     /// `ozg_messages_total{outcome="delivered"}` by origin platform (same index as
@@ -70,6 +80,8 @@ struct Outlet {
 /// What [`Live::new`] builds outlets from.
 struct OutletParts<'a> {
     links: &'a HashMap<BrokerIndex, Arc<Link>>,
+    /// The shared confirm channel of each broker's publishing link.
+    shared: &'a HashMap<BrokerIndex, Arc<Publisher>>,
     confirm_timeout: Duration,
     metrics: &'a Metrics,
     activity: &'a Activity,
@@ -93,10 +105,9 @@ impl Live {
                 kept.unwrap_or_else(|| {
                     Arc::new(Outlet {
                         // Every configured broker has a publishing link (`app::Links`).
-                        publisher: Publisher::new(
-                            parts.links[&d.broker].clone(),
-                            parts.confirm_timeout,
-                        ),
+                        shared: parts.shared[&d.broker].clone(),
+                        own: Publisher::new(parts.links[&d.broker].clone(), parts.confirm_timeout),
+                        missing: AtomicBool::new(false),
                         confirm_seconds: parts
                             .metrics
                             .confirm_seconds
@@ -133,6 +144,8 @@ pub struct Pipeline {
     directory_changes: tokio::sync::watch::Sender<()>,
     /// Publishing links of every configured broker, for destinations added at run time.
     publish_links: HashMap<BrokerIndex, Arc<Link>>,
+    /// One shared confirm channel per publishing link, for every destination on it.
+    shared: HashMap<BrokerIndex, Arc<Publisher>>,
     /// One per platform, same index as `config.platforms`.
     status: Vec<Publisher>,
     dead_letter: Publisher,
@@ -213,11 +226,20 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         activity: Arc<Activity>,
     ) -> Pipeline {
+        let shared: HashMap<BrokerIndex, Arc<Publisher>> = publishers
+            .links
+            .iter()
+            .map(|(&broker, link)| {
+                let publisher = Publisher::shared(link.clone(), config.gateway.confirm_timeout);
+                (broker, Arc::new(publisher))
+            })
+            .collect();
         let live = Live::new(
             snapshot,
             None,
             &OutletParts {
                 links: &publishers.links,
+                shared: &shared,
                 confirm_timeout: config.gateway.confirm_timeout,
                 metrics: &metrics,
                 activity: &activity,
@@ -238,13 +260,16 @@ impl Pipeline {
                 }
             })
             .collect();
+        let live = Arc::new(live);
+        directory::check_exchanges(&live, &publishers.links, config.gateway.confirm_timeout);
         Pipeline {
             platform_handles,
             directory_config: ArcSwap::new(config.clone()),
             config,
-            live: ArcSwap::from_pointee(live),
+            live: ArcSwap::new(live),
             directory_changes: tokio::sync::watch::Sender::new(()),
             publish_links: publishers.links,
+            shared,
             status: publishers.status,
             dead_letter: publishers.dead_letter,
             retry: publishers.retry,
