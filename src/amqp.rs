@@ -50,6 +50,10 @@ pub enum DeliveryError {
     Channel { broker: String, detail: String },
     #[error("broker {broker} is not connected (reconnecting)")]
     NotConnected { broker: String },
+    /// Not sent: the broker blocks the connection (a memory or disk alarm), so a publish
+    /// would only wait out its confirm timeout.
+    #[error("broker {broker} blocks publishing: {reason}")]
+    Blocked { broker: String, reason: String },
     /// Never sent: the broker closes the whole connection on a frame larger than agreed.
     #[error(
         "not sent: its properties take a {size}-byte frame, larger than the frame size of broker {broker} ({frame_max} bytes)"
@@ -71,6 +75,7 @@ impl DeliveryError {
             DeliveryError::ConfirmLost { .. } => "confirm-lost",
             DeliveryError::Channel { .. } => "channel-error",
             DeliveryError::NotConnected { .. } => "not-connected",
+            DeliveryError::Blocked { .. } => "broker-blocked",
             DeliveryError::HeadersTooLarge { .. } => "headers-too-large",
         }
     }

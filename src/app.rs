@@ -82,25 +82,29 @@ impl Links {
         Links { consume, publish }
     }
 
-    /// Keeps `ozg_broker_connected` in step with every link's state.
+    /// Keeps `ozg_broker_connected` and `ozg_broker_blocked` in step with every link's
+    /// state.
     fn watch(&self, metrics: &Arc<Metrics>, stop: &CancellationToken) {
         let roles = [("consume", &self.consume), ("publish", &self.publish)];
         for (role, links) in roles {
             for link in links.values() {
-                // A handle of its own: the family's guard must not be held across awaits.
-                let gauge = metrics
-                    .broker_connected
-                    .get_or_create(&LinkLabels {
-                        broker: link.broker().to_owned(),
-                        role: role.to_owned(),
-                    })
-                    .clone();
+                let labels = LinkLabels {
+                    broker: link.broker().to_owned(),
+                    role: role.to_owned(),
+                };
+                // Handles of their own: the family's guard must not be held across awaits.
+                let connected = metrics.broker_connected.get_or_create(&labels).clone();
+                let blocked = metrics.broker_blocked.get_or_create(&labels).clone();
                 let mut states = link.watch_state();
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     loop {
-                        let up = states.borrow_and_update().is_connected();
-                        gauge.set(i64::from(up));
+                        let (up, held) = {
+                            let state = states.borrow_and_update();
+                            (state.is_connected(), state.blocked().is_some())
+                        };
+                        connected.set(i64::from(up));
+                        blocked.set(i64::from(held));
                         tokio::select! {
                             () = stop.cancelled() => return,
                             changed = states.changed() => if changed.is_err() { return },

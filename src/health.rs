@@ -87,8 +87,12 @@ pub struct IngressReport {
 pub struct LinkReport {
     pub broker: String,
     pub role: &'static str,
-    /// connected, connecting or stopped.
+    /// connected, blocked (connected, but the broker takes no messages on it: a memory or
+    /// disk alarm), connecting or stopped.
     pub state: &'static str,
+    /// The broker's reason, while it blocks the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Why the last attempt to connect failed (never with a password).
@@ -261,7 +265,12 @@ impl Health {
         if store.state != "up" {
             problems.push("the store does not answer".to_owned());
         }
-        for link in links.iter().filter(|l| l.state != "connected") {
+        // A broker's resource alarm blocks publishing until an operator frees memory or
+        // disk there; restarting the gateway would not help.
+        for link in links
+            .iter()
+            .filter(|l| l.state != "connected" && l.state != "blocked")
+        {
             problems.push(format!(
                 "the {} link to the gateway's broker {} is {}",
                 link.role, link.broker, link.state
@@ -306,10 +315,14 @@ fn link_report(link: &LinkView) -> LinkReport {
         broker: link.broker.clone(),
         role: link.role,
         state: match state {
-            LinkState::Connected { .. } => "connected",
+            LinkState::Connected { blocked: None, .. } => "connected",
+            LinkState::Connected {
+                blocked: Some(_), ..
+            } => "blocked",
             LinkState::Connecting { .. } => "connecting",
             LinkState::Stopped => "stopped",
         },
+        blocked: state.blocked().map(str::to_owned),
         node: state.node().map(str::to_owned),
         last_error: state.last_error().map(str::to_owned),
     }

@@ -417,6 +417,7 @@ pub struct Metrics {
     pub in_flight: Family<PlatformLabels, Gauge>,
     pub retry_backlog: Family<DestinationLabels, Gauge>,
     pub broker_connected: Family<LinkLabels, Gauge>,
+    pub broker_blocked: Family<LinkLabels, Gauge>,
     pub consumer_up: Family<ConsumerLabels, Gauge>,
     pub store_up: Gauge,
     pub dead_letters_pending: Family<ReasonLabels, Gauge>,
@@ -452,6 +453,7 @@ impl Metrics {
             in_flight: Family::<PlatformLabels, Gauge>::default(),
             retry_backlog: Family::<DestinationLabels, Gauge>::default(),
             broker_connected: Family::<LinkLabels, Gauge>::default(),
+            broker_blocked: Family::<LinkLabels, Gauge>::default(),
             consumer_up: Family::<ConsumerLabels, Gauge>::default(),
             store_up: Gauge::default(),
             dead_letters_pending: Family::<ReasonLabels, Gauge>::default(),
@@ -501,6 +503,11 @@ impl Metrics {
             "broker_connected",
             "1 while the connection to a broker (role consume or publish) is up, else 0",
             self.broker_connected.clone(),
+        );
+        registry.register(
+            "broker_blocked",
+            "1 while a broker blocks the connection (role consume or publish) for a memory or disk alarm: publishes to it fail at once and are retried, else 0",
+            self.broker_blocked.clone(),
         );
         registry.register("consumer_up", "1 while a consumer is subscribed, else 0: consumer ingress (a platform's queue, by platform), retry or replay (the gateway's own queues)", self.consumer_up.clone());
         registry.register("store_up", "1 while the store answers (delivery records written, deduplication checks answered, the SQLite file the one opened), else 0: no queue is consumed meanwhile", self.store_up.clone());

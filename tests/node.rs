@@ -1,8 +1,10 @@
 //! A destination's broker is another RabbitMQ node (another Land's broker, on its own
 //! port) that fails under load: killed with SIGKILL and restarted, or out of disk (a
 //! resource alarm, which makes RabbitMQ block every publishing connection). Its submissions
-//! wait (in the retry queues or in the blocked connection) and then arrive; submissions for
-//! the other destination never stop; nothing is lost or dead-lettered.
+//! wait in the retry queues and then arrive; submissions for the other destination never
+//! stop; nothing is lost or dead-lettered. During the alarm `/ready` lists the node's
+//! publishing link as `blocked` with the broker's reason, `/live` stays 200 and
+//! `ozg_broker_blocked` is 1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,11 +19,14 @@ use lapin::Channel;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::backoffice_queue;
+use serde_json::Value;
 
 /// Two destinations: `healthy` on the platform's own broker, `erfurt` on the node.
-fn config_text(v: &Vhosts, node: &Node) -> String {
+fn config_text(v: &Vhosts, node: &Node, health_port: u16) -> String {
     format!(
         r#"
+[telemetry]
+metrics_address = "127.0.0.1:{health_port}"
 [gateway]
 dead_letter_broker = "gw"
 store_dead_letters = false
@@ -166,12 +171,58 @@ async fn count_and_check(
     );
 }
 
+fn link<'a>(ready: &'a Value, broker: &str, role: &str) -> &'a Value {
+    ready["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["broker"] == broker && l["role"] == role)
+        .unwrap_or_else(|| panic!("no link {broker}/{role} in {ready}"))
+}
+
+fn link_state<'a>(ready: &'a Value, broker: &str, role: &str) -> &'a str {
+    link(ready, broker, role)["state"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// GETs `path` on the health port (off the runtime's workers) until `until` holds for its
+/// JSON body or 30 s passed; the status and body.
+async fn until_health(port: u16, path: &str, until: impl Fn(&Value) -> bool) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = tokio::task::block_in_place(|| {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            let mut response = agent.get(format!("http://127.0.0.1:{port}{path}")).call()?;
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_to_string()?;
+            Ok::<_, ureq::Error>((status, serde_json::from_str::<Value>(&body).ok()))
+        });
+        if let Ok((status, Some(body))) = &answer
+            && until(body)
+        {
+            return (*status, body.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never showed what was awaited: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The node, the gateway between it and the platform's broker, and a channel to publish
 /// submissions and one to read the healthy back office.
 struct Setup {
     node: Node,
     v: Vhosts,
     gateway: RunningGateway,
+    /// Where `/live`, `/ready` and `/metrics` answer.
+    health_port: u16,
     _he: lapin::Connection,
     channel: Channel,
     read: Channel,
@@ -181,7 +232,8 @@ impl Setup {
     async fn start(label: &str, port: u16) -> Setup {
         let node = Node::start(label, port, &[]);
         let v = Vhosts::create(label, &["gw", "he"]);
-        let config = parse_config(&config_text(&v, &node));
+        let health_port = free_port();
+        let config = parse_config(&config_text(&v, &node, health_port));
         declare(&config).await;
         let gateway = RunningGateway::start(config);
         let he = connect(&v.url("he")).await;
@@ -191,6 +243,7 @@ impl Setup {
             node,
             v,
             gateway,
+            health_port,
             _he: he,
             channel,
             read,
@@ -207,6 +260,7 @@ async fn killing_a_destination_broker_delays_only_its_submissions() {
         _he,
         channel,
         read,
+        ..
     } = Setup::start("ozgtest-node", 5673).await;
     let mut ids = HashMap::new();
     publish_half_and_half(&channel, 200, &mut ids).await;
@@ -227,6 +281,7 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
         node,
         v,
         gateway,
+        health_port,
         _he,
         channel,
         read,
@@ -237,6 +292,38 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
     tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "100000GB"]));
     publish_half_and_half(&channel, 200, &mut ids).await;
     let healthy = healthy_arrivals(&read, &ids).await;
+    // An operator sees which broker blocks and why; the gateway stays live and ready.
+    let (ready, body) = until_health(health_port, "/ready", |body| {
+        link_state(body, "land2", "publish") == "blocked"
+    })
+    .await;
+    println!("/ready during the alarm: {ready} {body}");
+    assert_eq!(ready, 200);
+    let blocked = link(&body, "land2", "publish");
+    assert!(
+        blocked["blocked"]
+            .as_str()
+            .is_some_and(|r| r.contains("disk")),
+        "the broker's reason: {blocked}"
+    );
+    assert_eq!(link_state(&body, "he", "publish"), "connected");
+    let (live, body) = until_health(health_port, "/live", |_| true).await;
+    assert_eq!(
+        live, 200,
+        "a broker's alarm is no reason to restart: {body}"
+    );
+    let metrics = tokio::task::block_in_place(|| {
+        ureq::get(format!("http://127.0.0.1:{health_port}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    });
+    assert!(
+        metrics.contains(r#"ozg_broker_blocked{broker="land2",role="publish"} 1"#),
+        "{metrics}"
+    );
 
     // Several confirm timeouts and retry rounds: a full disk at a back office is an outage,
     // not bad input, so nothing may be dead-lettered for it.
@@ -246,5 +333,9 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
 
     tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "50MB"]));
     count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
+    until_health(health_port, "/ready", |body| {
+        link_state(body, "land2", "publish") == "connected"
+    })
+    .await;
     gateway.stop().await;
 }

@@ -141,6 +141,7 @@ pub fn overview(o: Overview) -> pb::Overview {
                 connected: b.connected,
                 node: b.node.unwrap_or_default(),
                 last_error: b.last_error.unwrap_or_default(),
+                blocked: b.blocked.unwrap_or_default(),
             })
             .collect(),
         consumed: o.consumed.map(rates),

@@ -8,6 +8,12 @@
 //! at start; when that node fails the link goes on to the next one in the list (not back
 //! to the first), and only after every node failed in turn does it wait out a backoff.
 //!
+//! A broker under a memory or disk alarm blocks the connections that publish to it
+//! (`connection.blocked`) until the alarm clears. The link's state says so while it lasts
+//! ([`LinkState::blocked`]), and publishers fail at once instead of waiting out their
+//! confirm timeout, so that their deliveries go the retry path and a batch that also holds
+//! deliveries for other brokers is not held up.
+//!
 //! Every channel is opened through [`Link::open_channel`]. lapin 4.12 keeps the number of
 //! each channel the broker closed (a publish to a missing exchange, a passive declare of a
 //! missing queue: 404) marked as failed for the rest of the connection; once its channel
@@ -44,9 +50,12 @@ pub enum LinkState {
         attempt: u32,
         last_error: Option<String>,
     },
-    /// Up, to the node at `node` (`host:port`).
+    /// Up, to the node at `node` (`host:port`). `blocked` holds the broker's reason while
+    /// it refuses to take messages on this connection (a memory or disk alarm): publishes
+    /// would only wait out their confirm timeout.
     Connected {
         node: String,
+        blocked: Option<String>,
     },
     Stopped,
 }
@@ -59,7 +68,15 @@ impl LinkState {
     /// The node connected to, as `host:port`.
     pub fn node(&self) -> Option<&str> {
         match self {
-            LinkState::Connected { node } => Some(node),
+            LinkState::Connected { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// Why the broker blocks this connection, while it does.
+    pub fn blocked(&self) -> Option<&str> {
+        match self {
+            LinkState::Connected { blocked, .. } => blocked.as_deref(),
             _ => None,
         }
     }
@@ -217,6 +234,21 @@ impl Link {
         self.state.borrow().clone()
     }
 
+    /// Why the broker blocks the current connection, while it does.
+    pub fn blocked(&self) -> Option<String> {
+        self.state.borrow().blocked().map(str::to_owned)
+    }
+
+    fn set_blocked(&self, reason: Option<String>) {
+        self.state.send_if_modified(|state| match state {
+            LinkState::Connected { blocked, .. } if *blocked != reason => {
+                *blocked = reason;
+                true
+            }
+            _ => false,
+        });
+    }
+
     /// A new channel on the current connection (waiting for the link to be connected), with
     /// the connection it is on: whoever uses the channel holds the connection too, so that
     /// a renewal closes a replaced connection only when its last user is done. A channel
@@ -351,6 +383,7 @@ async fn serve(
     // connected to this node, not still connecting.
     link.state.send_replace(LinkState::Connected {
         node: address.to_owned(),
+        blocked: None,
     });
     link.connection.send_replace(Some(connection.clone()));
     let ended = loop {
@@ -372,6 +405,16 @@ async fn serve(
                     }
                     tracing::debug!(broker = %link.broker, error = %e,
                         "channel error on a connection that is still up");
+                }
+                Some(lapin::Event::ConnectionBlocked(reason)) => {
+                    tracing::warn!(broker = %link.broker, role = ?link.role, node = %address,
+                        reason = %reason, "the broker blocks publishing on this connection");
+                    link.set_blocked(Some(reason));
+                }
+                Some(lapin::Event::ConnectionUnblocked) => {
+                    tracing::info!(broker = %link.broker, role = ?link.role, node = %address,
+                        "the broker takes messages on this connection again");
+                    link.set_blocked(None);
                 }
                 Some(_) => {}
                 None => break Ended::Lost("connection event stream ended".to_owned()),

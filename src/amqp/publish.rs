@@ -257,6 +257,12 @@ impl Publisher {
         fit: &impl Fn(u32) -> BasicProperties,
         deadline: Instant,
     ) -> Result<(), PublishFailure> {
+        if let Some(reason) = self.link.blocked() {
+            return Err(Failed(DeliveryError::Blocked {
+                broker: self.broker.clone(),
+                reason,
+            }));
+        }
         // Held until the confirm is in: a replaced connection is closed only after that.
         let (open, connection) = self.acquire(deadline).await?;
         let properties = self.fitted(&connection, fit)?;

@@ -510,7 +510,13 @@ async fn overview_view(
                 role: b.role,
                 connected: b.connected,
                 node: b.node.clone().unwrap_or_default(),
-                last_error: b.last_error.clone(),
+                // A blocked link is connected; what the operator must act on is the
+                // broker's alarm, shown where a failure would be.
+                last_error: b.last_error.clone().or_else(|| {
+                    b.blocked
+                        .as_ref()
+                        .map(|reason| format!("{}: {reason}", t.blocked_by_broker))
+                }),
             })
             .collect(),
         pending_total: o.dead_letters_pending,

@@ -111,6 +111,8 @@ pub struct BrokerLinkStats {
     pub connected: bool,
     pub node: Option<String>,
     pub last_error: Option<String>,
+    /// The broker's reason, while it blocks the connection.
+    pub blocked: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +299,7 @@ impl Service {
                     connected: state.is_connected(),
                     node: state.node().map(str::to_owned),
                     last_error: state.last_error().map(str::to_owned),
+                    blocked: state.blocked().map(str::to_owned),
                 }
             })
             .collect()

@@ -159,7 +159,11 @@ fn destinations(list: &[api::DestinationStats]) -> String {
 fn brokers(list: &[api::BrokerLink]) -> String {
     let mut brokers = Table::new(&["BROKER", "ROLE", "CONNECTED", "NODE / LAST ERROR"]);
     for b in list {
-        let (connected, detail) = if b.connected {
+        let blocked;
+        let (connected, detail) = if b.connected && !b.blocked.is_empty() {
+            blocked = format!("{} (blocked: {})", b.node, b.blocked);
+            ("yes", &blocked)
+        } else if b.connected {
             ("yes", &b.node)
         } else {
             ("no", &b.last_error)
