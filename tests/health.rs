@@ -13,6 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::health::{self, get, link};
 use common::node::Node;
 use common::*;
 use ozg_gateway::envelope::Encoding;
@@ -23,25 +24,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 const PORT: u16 = 5750;
 
-/// GET `http://127.0.0.1:port/path`: the status and the JSON body.
-fn get(port: u16, path: &str) -> (u16, Value) {
-    try_get(port, path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// [`get`], or why nothing answered (the endpoint is not up yet while the gateway starts).
-fn try_get(port: u16, path: &str) -> Result<(u16, Value), ureq::Error> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(format!("http://127.0.0.1:{port}{path}")).call()?;
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string()?;
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
-    Ok((status, json))
-}
-
 fn ingress<'a>(ready: &'a Value, platform: &str) -> &'a Value {
     ready["ingresses"]
         .as_array()
@@ -51,31 +33,9 @@ fn ingress<'a>(ready: &'a Value, platform: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no ingress {platform} in {ready}"))
 }
 
-fn link<'a>(ready: &'a Value, broker: &str, role: &str) -> &'a Value {
-    ready["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["broker"] == broker && l["role"] == role)
-        .unwrap_or_else(|| panic!("no link {broker}/{role} in {ready}"))
-}
-
-/// Polls `/ready` (off the runtime's workers) until `until` holds or 30 s passed.
+/// Polls `/ready` until `until` holds or 30 s passed.
 async fn ready_until(port: u16, what: &str, until: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = tokio::task::block_in_place(|| try_get(port, "/ready"));
-        if let Ok((status, body)) = &answer
-            && until(*status, body)
-        {
-            return (*status, body.clone());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/ready never showed {what}: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    health::until(port, "/ready", what, until).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::health::{self, link};
 use common::node::Node;
 use common::*;
 use lapin::Channel;
@@ -171,48 +172,10 @@ async fn count_and_check(
     );
 }
 
-fn link<'a>(ready: &'a Value, broker: &str, role: &str) -> &'a Value {
-    ready["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["broker"] == broker && l["role"] == role)
-        .unwrap_or_else(|| panic!("no link {broker}/{role} in {ready}"))
-}
-
 fn link_state<'a>(ready: &'a Value, broker: &str, role: &str) -> &'a str {
     link(ready, broker, role)["state"]
         .as_str()
         .unwrap_or_default()
-}
-
-/// GETs `path` on the health port (off the runtime's workers) until `until` holds for its
-/// JSON body or 30 s passed; the status and body.
-async fn until_health(port: u16, path: &str, until: impl Fn(&Value) -> bool) -> (u16, Value) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = tokio::task::block_in_place(|| {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
-            let mut response = agent.get(format!("http://127.0.0.1:{port}{path}")).call()?;
-            let status = response.status().as_u16();
-            let body = response.body_mut().read_to_string()?;
-            Ok::<_, ureq::Error>((status, serde_json::from_str::<Value>(&body).ok()))
-        });
-        if let Ok((status, Some(body))) = &answer
-            && until(body)
-        {
-            return (*status, body.clone());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} never showed what was awaited: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The node, the gateway between it and the platform's broker, and a channel to publish
@@ -293,7 +256,7 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
     publish_half_and_half(&channel, 200, &mut ids).await;
     let healthy = healthy_arrivals(&read, &ids).await;
     // An operator sees which broker blocks and why; the gateway stays live and ready.
-    let (ready, body) = until_health(health_port, "/ready", |body| {
+    let (ready, body) = health::until(health_port, "/ready", "land2 blocked", |_, body| {
         link_state(body, "land2", "publish") == "blocked"
     })
     .await;
@@ -307,7 +270,7 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
         "the broker's reason: {blocked}"
     );
     assert_eq!(link_state(&body, "he", "publish"), "connected");
-    let (live, body) = until_health(health_port, "/live", |_| true).await;
+    let (live, body) = tokio::task::block_in_place(|| health::get(health_port, "/live"));
     assert_eq!(
         live, 200,
         "a broker's alarm is no reason to restart: {body}"
@@ -333,7 +296,7 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
 
     tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "50MB"]));
     count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
-    until_health(health_port, "/ready", |body| {
+    health::until(health_port, "/ready", "land2 unblocked", |_, body| {
         link_state(body, "land2", "publish") == "connected"
     })
     .await;
