@@ -1,10 +1,11 @@
 //! The queries that are the same on both backends but for their pool, row and connection
 //! types, written once: `queries!` expands them inside `sqlite` and `postgres`, where the
 //! parts that differ stand beside it: the SQL that differs (`INSERT_AUDIT`, `SELECT_AUDIT`,
-//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`, `CLAIM_ROWS`, and the pieces `TIME`, `AMONG`,
-//! `STARTS_WITH` and `CONCERNS` that the conditions are put together from), how lists and
-//! UUIDs are bound and read (`text_list`, `db_uuid`, `db_uuids`, `row_uuid`), and how a
-//! consistent read and a change begin (`begin_snapshot`, `begin_write`).
+//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`, `CLAIM_ROWS`, and the pieces
+//! `TIME`, `MICROS_OF`, `AMONG`, `STARTS_WITH` and `CONCERNS` that times and conditions are
+//! put together from), how lists and UUIDs are bound and read (`text_list`, `db_uuid`,
+//! `db_uuids`, `row_uuid`), and how a consistent read and a change begin (`begin_snapshot`,
+//! `begin_write`).
 
 macro_rules! queries {
     ($pool:ty, $db:ty, $row:ty, $conn:ty) => {
@@ -199,6 +200,11 @@ macro_rules! queries {
         /// The time bound as `$n`, as the backend's time columns take it.
         fn time_param(n: u8) -> String {
             format!("{}${n}{}", TIME[0], TIME[1])
+        }
+
+        /// The time `column` as microseconds since the epoch, as the rows are read.
+        fn micros_of(column: &str) -> String {
+            format!("{}{column}{}", MICROS_OF[0], MICROS_OF[1])
         }
 
         /// `column` is one of the list bound as `$n` (`text_list`, `db_uuids`).
@@ -522,6 +528,65 @@ macro_rules! queries {
             insert_audit(&mut tx, audit, at, OP).await?;
             tx.commit().await.map_err(StoreError::query(OP))?;
             Ok(version)
+        }
+
+        pub(super) async fn heartbeat(pool: &$pool, instance: &Instance) -> Result<(), StoreError> {
+            sqlx::query(&format!(
+                "INSERT INTO gateway_instances \
+                     (id, host, pid, version, started_at, seen_at, directory_version, \
+                      consumed, forwarded, rejected, in_flight) \
+                 VALUES ($1, $2, $3, $4, {}, {}, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, \
+                     directory_version = excluded.directory_version, \
+                     consumed = excluded.consumed, forwarded = excluded.forwarded, \
+                     rejected = excluded.rejected, in_flight = excluded.in_flight",
+                time_param(5),
+                time_param(6)
+            ))
+            .bind(&instance.id)
+            .bind(&instance.host)
+            .bind(i64::from(instance.pid))
+            .bind(&instance.version)
+            .bind(to_micros(instance.started_at))
+            .bind(to_micros(instance.seen_at))
+            .bind(instance.directory_version)
+            .bind(instances::count(instance.consumed))
+            .bind(instances::count(instance.forwarded))
+            .bind(instances::count(instance.rejected))
+            .bind(instances::count(instance.in_flight))
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("write heartbeat"))?;
+            Ok(())
+        }
+
+        /// The instances seen since `since` (microseconds), longest-running first.
+        pub(super) async fn instances(
+            pool: &$pool,
+            since: i64,
+        ) -> Result<Vec<Instance>, StoreError> {
+            const OP: &str = "list instances";
+            sqlx::query(&format!(
+                "SELECT id, host, pid, version, {}, {}, \
+                     directory_version, consumed, forwarded, rejected, in_flight \
+                 FROM gateway_instances WHERE seen_at >= {} ORDER BY started_at, id",
+                micros_of("started_at"),
+                micros_of("seen_at"),
+                time_param(1)
+            ))
+            .bind(since)
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query(OP))?
+            .iter()
+            .map(instances::instance)
+            .collect()
+        }
+
+        /// Forgets instances not seen since `cutoff` (microseconds).
+        pub(super) async fn purge_instances(pool: &$pool, cutoff: i64) -> Result<u64, StoreError> {
+            let from = "gateway_instances WHERE";
+            delete_before(pool, from, "seen_at", cutoff, "purge instances").await
         }
 
         /// A row of `delivered_submissions` as the message path's checks select it.

@@ -19,6 +19,7 @@ use super::admin::{
     NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
 use super::fates::{Answer, Fate, Unanswered};
+use super::instances::{self, Instance};
 use super::rows::Columns;
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
@@ -136,6 +137,9 @@ const CLAIM_ROWS: &str = " FOR UPDATE SKIP LOCKED";
 
 /// Around a bound time, microseconds since the epoch: the timestamptz it stands for.
 const TIME: [&str; 2] = ["timestamptz 'epoch' + ", " * interval '1 microsecond'"];
+
+/// Around a timestamptz column: its microseconds since the epoch, as int8.
+const MICROS_OF: [&str; 2] = ["(extract(epoch FROM ", ") * 1000000)::int8"];
 
 /// After a column, around a bound list ([`text_list`], [`db_uuids`]): the column is one of it.
 const AMONG: [&str; 2] = [" = ANY(", ")"];

@@ -22,6 +22,7 @@ use super::admin::{
 };
 use super::fates::{Answer, Fate, Unanswered};
 use super::file::{self, DatabaseFile};
+use super::instances::{self, Instance};
 use super::rows::Columns;
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
@@ -268,6 +269,9 @@ fn text_list(items: &[String]) -> String {
 
 /// Around a bound time, microseconds since the epoch: INTEGER columns take it as it is.
 const TIME: [&str; 2] = ["", ""];
+
+/// Around a time column: its microseconds since the epoch, which INTEGER columns hold as they are.
+const MICROS_OF: [&str; 2] = ["", ""];
 
 /// After a column, around a bound list ([`text_list`], [`db_uuids`]): the column is one of it.
 const AMONG: [&str; 2] = [" IN (SELECT value FROM json_each(", "))"];

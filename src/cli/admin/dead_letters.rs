@@ -279,8 +279,18 @@ macro_rules! bulk {
     };
 }
 
-bulk!(ReplayDeadLettersRequest => ReplayDeadLettersResponse, "replay", replay_dead_letters, replayed);
-bulk!(DiscardDeadLettersRequest => DiscardDeadLettersResponse, "discard", discard_dead_letters, discarded);
+bulk!(
+    ReplayDeadLettersRequest => ReplayDeadLettersResponse,
+    "replay",
+    replay_dead_letters,
+    replayed
+);
+bulk!(
+    DiscardDeadLettersRequest => DiscardDeadLettersResponse,
+    "discard",
+    discard_dead_letters,
+    discarded
+);
 
 /// Sends a replay or discard once its selection is confirmed (see `confirmation`), and
 /// shows the answer; `None` when it did not go ahead.
