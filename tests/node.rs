@@ -15,7 +15,6 @@ use common::node::Node;
 use common::*;
 use lapin::Channel;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::backoffice_queue;
 
 /// Two destinations: `healthy` on the platform's own broker, `erfurt` on the node.
@@ -75,29 +74,19 @@ destination = "erfurt"
 
 /// Publishes `n` submissions, every other one for the node's destination; remembers where
 /// each should arrive.
-async fn publish_half_and_half(channel: &Channel, n: usize, ids: &mut HashMap<String, &str>) {
+async fn publish_half_and_half(
+    channel: &Channel,
+    n: usize,
+    ids: &mut HashMap<String, &'static str>,
+) {
     for i in 0..n {
         let (region, to) = if i % 2 == 0 {
             ("160510000000", "erfurt")
         } else {
             ("064110000000", "healthy")
         };
-        let s = sample::submission(&SampleSpec {
-            platform_id: "civento-he",
-            land: "06",
-            service_key: "99115005104000",
-            region,
-            size: 512,
-        });
-        publish(
-            channel,
-            "submissions",
-            &sample::encode(&s, Encoding::Protobuf),
-            Some("application/x-protobuf"),
-            None,
-            None,
-        )
-        .await;
+        let s = he_submission(region);
+        submit(channel, &s, Encoding::Protobuf).await;
         ids.insert(s.submission_id, to);
     }
 }
@@ -166,8 +155,9 @@ async fn count_and_check(
     );
 }
 
-/// The node, the gateway between it and the platform's broker, and a channel to publish
-/// submissions and one to read the healthy back office.
+/// The node, the gateway between it and the platform's broker, a channel to publish
+/// submissions and one to read the healthy back office, and where each submission
+/// published should arrive.
 struct Setup {
     node: Node,
     v: Vhosts,
@@ -175,6 +165,7 @@ struct Setup {
     _he: lapin::Connection,
     channel: Channel,
     read: Channel,
+    ids: HashMap<String, &'static str>,
 }
 
 impl Setup {
@@ -194,57 +185,54 @@ impl Setup {
             _he: he,
             channel,
             read,
+            ids: HashMap::new(),
         }
+    }
+
+    async fn publish_half_and_half(&mut self, n: usize) {
+        publish_half_and_half(&self.channel, n, &mut self.ids).await;
+    }
+
+    async fn healthy_arrivals(&self) -> Vec<Received> {
+        healthy_arrivals(&self.read, &self.ids).await
+    }
+
+    /// Once the node is back: nothing lost (see `count_and_check`); stops the gateway.
+    async fn count_check_and_stop(self, healthy: Vec<Received>) {
+        count_and_check(&self.v, &self.node, &self.ids, healthy, Instant::now()).await;
+        self.gateway.stop().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_destination_broker_delays_only_its_submissions() {
-    let Setup {
-        node,
-        v,
-        gateway,
-        _he,
-        channel,
-        read,
-    } = Setup::start("ozgtest-node", 5673).await;
-    let mut ids = HashMap::new();
-    publish_half_and_half(&channel, 200, &mut ids).await;
+    let mut setup = Setup::start("ozgtest-node", 5673).await;
+    setup.publish_half_and_half(200).await;
     // The gateway runs on this runtime: blocking calls move off its workers.
-    tokio::task::block_in_place(|| node.kill());
+    tokio::task::block_in_place(|| setup.node.kill());
     // Submissions published while the other broker is down.
-    publish_half_and_half(&channel, 200, &mut ids).await;
-    let healthy = healthy_arrivals(&read, &ids).await;
+    setup.publish_half_and_half(200).await;
+    let healthy = setup.healthy_arrivals().await;
 
-    tokio::task::block_in_place(|| node.boot());
-    count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
-    gateway.stop().await;
+    tokio::task::block_in_place(|| setup.node.boot());
+    setup.count_check_and_stop(healthy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
-    let Setup {
-        node,
-        v,
-        gateway,
-        _he,
-        channel,
-        read,
-    } = Setup::start("ozgtest-alarm", 5800).await;
-    let mut ids = HashMap::new();
-    publish_half_and_half(&channel, 100, &mut ids).await;
+    let mut setup = Setup::start("ozgtest-alarm", 5800).await;
+    setup.publish_half_and_half(100).await;
     // The disk alarm: a free-disk limit far above what the disk has.
-    tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "100000GB"]));
-    publish_half_and_half(&channel, 200, &mut ids).await;
-    let healthy = healthy_arrivals(&read, &ids).await;
+    tokio::task::block_in_place(|| setup.node.ctl(&["set_disk_free_limit", "100000GB"]));
+    setup.publish_half_and_half(200).await;
+    let healthy = setup.healthy_arrivals().await;
 
     // Several confirm timeouts and retry rounds: a full disk at a back office is an outage,
     // not bad input, so nothing may be dead-lettered for it.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let dead_during = v.queue_depth("gw", "ozg.gateway.dead-letters").await;
+    let dead_during = setup.v.queue_depth("gw", "ozg.gateway.dead-letters").await;
     assert_eq!(dead_during, 0, "dead-lettered during the alarm");
 
-    tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "50MB"]));
-    count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
-    gateway.stop().await;
+    tokio::task::block_in_place(|| setup.node.ctl(&["set_disk_free_limit", "50MB"]));
+    setup.count_check_and_stop(healthy).await;
 }

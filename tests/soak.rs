@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::backoffice_queue;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
@@ -198,22 +197,8 @@ destination = "th-erfurt"
                 } else {
                     ("064110000000", "he-darmstadt")
                 };
-                let s = sample::submission(&SampleSpec {
-                    platform_id: platform,
-                    land,
-                    service_key: "99115005104000",
-                    region,
-                    size: 1024,
-                });
-                publish(
-                    channel,
-                    "submissions",
-                    &sample::encode(&s, Encoding::Protobuf),
-                    Some("application/x-protobuf"),
-                    None,
-                    None,
-                )
-                .await;
+                let s = sample_submission(platform, land, "99115005104000", region, 1024);
+                submit(channel, &s, Encoding::Protobuf).await;
                 published.lock().unwrap().insert(s.submission_id, to);
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
