@@ -638,47 +638,22 @@ pub(super) use queries;
 /// own SQL.
 macro_rules! migrations {
     ($dir:literal) => {
-        &[
-            (
-                1,
-                "delivered submissions",
-                include_str!(concat!(
-                    "migrations/",
-                    $dir,
-                    "/0001_delivered_submissions.sql"
-                )),
-            ),
-            (
-                2,
-                "admin",
-                include_str!(concat!("migrations/", $dir, "/0002_admin.sql")),
-            ),
-            (
-                3,
-                "receipts",
-                include_str!(concat!("migrations/", $dir, "/0003_receipts.sql")),
-            ),
-            (
-                4,
-                "receipt queues",
-                include_str!(concat!("migrations/", $dir, "/0004_receipt_queues.sql")),
-            ),
-            (
-                5,
-                "trace on the delivery record",
-                include_str!(concat!("migrations/", $dir, "/0005_trace_on_record.sql")),
-            ),
-            (
-                6,
-                "instances",
-                include_str!(concat!("migrations/", $dir, "/0006_instances.sql")),
-            ),
-            (
-                7,
-                "scopes",
-                include_str!(concat!("migrations/", $dir, "/0007_scopes.sql")),
-            ),
-        ]
+        super::common::migrations!($dir:
+            1, "delivered submissions", "0001_delivered_submissions.sql";
+            2, "admin", "0002_admin.sql";
+            3, "receipts", "0003_receipts.sql";
+            4, "receipt queues", "0004_receipt_queues.sql";
+            5, "trace on the delivery record", "0005_trace_on_record.sql";
+            6, "instances", "0006_instances.sql";
+            7, "scopes", "0007_scopes.sql";
+        )
+    };
+    ($dir:literal: $($version:literal, $description:literal, $file:literal;)*) => {
+        &[$((
+            $version,
+            $description,
+            include_str!(concat!("migrations/", $dir, "/", $file)),
+        )),*]
     };
 }
 

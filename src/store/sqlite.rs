@@ -270,7 +270,8 @@ fn text_list(items: &[String]) -> String {
 /// Around a bound time, microseconds since the epoch: INTEGER columns take it as it is.
 const TIME: [&str; 2] = ["", ""];
 
-/// Around a time column: its microseconds since the epoch, which INTEGER columns hold as they are.
+/// Around a time column: its microseconds since the epoch, which INTEGER columns hold as
+/// they are.
 const MICROS_OF: [&str; 2] = ["", ""];
 
 /// After a column, around a bound list ([`text_list`], [`db_uuids`]): the column is one of it.
