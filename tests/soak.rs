@@ -257,24 +257,17 @@ destination = "th-erfurt"
         th.create_channel().await.unwrap(),
         gw.create_channel().await.unwrap(),
     );
+    // What reached the two back offices, waiting `quiet` for more at Darmstadt's.
+    let delivered = async |quiet: Duration| {
+        let mut got = drain(&he_r, &backoffice_queue("he-darmstadt"), quiet).await;
+        let erfurt = backoffice_queue("th-erfurt");
+        got.extend(drain(&th_r, &erfurt, Duration::from_millis(300)).await);
+        got
+    };
     let mut dead_lettered = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        for m in drain(
-            &he_r,
-            &backoffice_queue("he-darmstadt"),
-            Duration::from_millis(300),
-        )
-        .await
-        .into_iter()
-        .chain(
-            drain(
-                &th_r,
-                &backoffice_queue("th-erfurt"),
-                Duration::from_millis(300),
-            )
-            .await,
-        ) {
+        for m in delivered(Duration::from_millis(300)).await {
             *counts.entry(m.message_id().unwrap()).or_default() += 1;
         }
         let dead = drain(
@@ -294,21 +287,7 @@ destination = "th-erfurt"
         }
     }
     // Late duplicates would show up now.
-    for m in drain(
-        &he_r,
-        &backoffice_queue("he-darmstadt"),
-        Duration::from_secs(2),
-    )
-    .await
-    .into_iter()
-    .chain(
-        drain(
-            &th_r,
-            &backoffice_queue("th-erfurt"),
-            Duration::from_millis(300),
-        )
-        .await,
-    ) {
+    for m in delivered(Duration::from_secs(2)).await {
         *counts.entry(m.message_id().unwrap()).or_default() += 1;
     }
     signal(&gateway, "-TERM");
