@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::{backoffice_queue, status_queue};
 
 /// Destination id, its city and the ARS submissions for it carry. `ghost` is behind the
@@ -52,16 +51,6 @@ fn config(v: &Vhosts, metrics_port: u16) -> ozg_gateway::Config {
         )
         .route("*", "06414", "wiesbaden")
         .build()
-}
-
-fn submission(region: &str) -> ozg_gateway::wire::v1::Submission {
-    sample::submission(&SampleSpec {
-        platform_id: "civento-he",
-        land: "06",
-        service_key: "99115005104000",
-        region,
-        size: 512,
-    })
 }
 
 /// How many of `destination`'s submissions the gateway counted with `outcome`, as its
@@ -125,17 +114,8 @@ async fn a_destination_deleted_mid_batch_on_a_shared_channel_costs_the_others_no
         let mut published: HashMap<&'static str, HashSet<String>> = HashMap::new();
         for i in 0..PER_DESTINATION * DESTINATIONS.len() {
             let (id, _, region) = DESTINATIONS[i % DESTINATIONS.len()];
-            let s = submission(region);
-            let body = sample::encode(&s, Encoding::Protobuf);
-            publish(
-                &channel,
-                "submissions",
-                &body,
-                Some("application/x-protobuf"),
-                None,
-                None,
-            )
-            .await;
+            let s = he_submission(region);
+            submit(&channel, &s, Encoding::Protobuf).await;
             published.entry(id).or_default().insert(s.submission_id);
             if i % 25 == 24 {
                 tokio::time::sleep(Duration::from_millis(40)).await;

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::QueueDeleteOptions;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::topology::backoffice_queue;
 
@@ -37,12 +37,9 @@ async fn a_failing_destination_does_not_disturb_the_others() {
         .route("*", "06414", "unbound")
         .build();
     declare(&config).await;
+    delete_exchange(&v.url("he"), "ghost-exchange").await;
     let he = connect(&v.url("he")).await;
     let admin = he.create_channel().await.unwrap();
-    admin
-        .exchange_delete("ghost-exchange".into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
     admin
         .queue_delete(
             backoffice_queue("unbound").as_str().into(),
@@ -61,7 +58,7 @@ async fn a_failing_destination_does_not_disturb_the_others() {
             1 => "064140000000", // Wiesbaden → unbound
             _ => "064110000000", // Darmstadt → healthy
         };
-        let s = sample_submission("civento-he", "06", "99115005104000", region, 512);
+        let s = he_submission(region);
         submit(&channel, &s, Encoding::Protobuf).await;
         if i % 3 == 2 {
             healthy.push(s.submission_id)

@@ -113,7 +113,7 @@ async fn one_land_s_broker_down_leaves_the_gateway_ready_for_the_others() {
     let channel = confirm_channel(&he).await;
     let mut sent = Vec::new();
     for _ in 0..20 {
-        let s = sample_submission("civento-he", "06", "99115005104000", "064110000000", 512);
+        let s = he_submission("064110000000");
         submit(&channel, &s, Encoding::Protobuf).await;
         sent.push(s.submission_id);
     }

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use lapin::options::ExchangeDeleteOptions;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::{backoffice_queue, status_queue};
@@ -97,12 +96,8 @@ async fn logs_name_every_outcome_and_never_show_payload_content() {
 
     // The ghost destination's exchange is gone: its deliveries fail, are retried once and
     // are dead-lettered as delivery-failed.
+    delete_exchange(&v.url("he"), "ghost-exchange").await;
     let he = connect(&v.url("he")).await;
-    let admin = he.create_channel().await.unwrap();
-    admin
-        .exchange_delete("ghost-exchange".into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
 
     let (mut gateway, reader) = run_with_json_logs(&path, Some("debug"));
 

@@ -18,7 +18,6 @@ use common::node::Node;
 use common::*;
 use lapin::Channel;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::backoffice_queue;
 use serde_json::Value;
 
@@ -81,29 +80,19 @@ destination = "erfurt"
 
 /// Publishes `n` submissions, every other one for the node's destination; remembers where
 /// each should arrive.
-async fn publish_half_and_half(channel: &Channel, n: usize, ids: &mut HashMap<String, &str>) {
+async fn publish_half_and_half(
+    channel: &Channel,
+    n: usize,
+    ids: &mut HashMap<String, &'static str>,
+) {
     for i in 0..n {
         let (region, to) = if i % 2 == 0 {
             ("160510000000", "erfurt")
         } else {
             ("064110000000", "healthy")
         };
-        let s = sample::submission(&SampleSpec {
-            platform_id: "civento-he",
-            land: "06",
-            service_key: "99115005104000",
-            region,
-            size: 512,
-        });
-        publish(
-            channel,
-            "submissions",
-            &sample::encode(&s, Encoding::Protobuf),
-            Some("application/x-protobuf"),
-            None,
-            None,
-        )
-        .await;
+        let s = he_submission(region);
+        submit(channel, &s, Encoding::Protobuf).await;
         ids.insert(s.submission_id, to);
     }
 }
@@ -178,8 +167,9 @@ fn link_state<'a>(ready: &'a Value, broker: &str, role: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-/// The node, the gateway between it and the platform's broker, and a channel to publish
-/// submissions and one to read the healthy back office.
+/// The node, the gateway between it and the platform's broker, a channel to publish
+/// submissions and one to read the healthy back office, and where each submission
+/// published should arrive.
 struct Setup {
     node: Node,
     v: Vhosts,
@@ -189,6 +179,7 @@ struct Setup {
     _he: lapin::Connection,
     channel: Channel,
     read: Channel,
+    ids: HashMap<String, &'static str>,
 }
 
 impl Setup {
@@ -210,53 +201,50 @@ impl Setup {
             _he: he,
             channel,
             read,
+            ids: HashMap::new(),
         }
+    }
+
+    async fn publish_half_and_half(&mut self, n: usize) {
+        publish_half_and_half(&self.channel, n, &mut self.ids).await;
+    }
+
+    async fn healthy_arrivals(&self) -> Vec<Received> {
+        healthy_arrivals(&self.read, &self.ids).await
+    }
+
+    /// Once the node is back: nothing lost (see `count_and_check`); stops the gateway.
+    async fn count_check_and_stop(self, healthy: Vec<Received>) {
+        count_and_check(&self.v, &self.node, &self.ids, healthy, Instant::now()).await;
+        self.gateway.stop().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_destination_broker_delays_only_its_submissions() {
-    let Setup {
-        node,
-        v,
-        gateway,
-        _he,
-        channel,
-        read,
-        ..
-    } = Setup::start("ozgtest-node", 5673).await;
-    let mut ids = HashMap::new();
-    publish_half_and_half(&channel, 200, &mut ids).await;
+    let mut setup = Setup::start("ozgtest-node", 5673).await;
+    setup.publish_half_and_half(200).await;
     // The gateway runs on this runtime: blocking calls move off its workers.
-    tokio::task::block_in_place(|| node.kill());
+    tokio::task::block_in_place(|| setup.node.kill());
     // Submissions published while the other broker is down.
-    publish_half_and_half(&channel, 200, &mut ids).await;
-    let healthy = healthy_arrivals(&read, &ids).await;
+    setup.publish_half_and_half(200).await;
+    let healthy = setup.healthy_arrivals().await;
 
-    tokio::task::block_in_place(|| node.boot());
-    count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
-    gateway.stop().await;
+    tokio::task::block_in_place(|| setup.node.boot());
+    setup.count_check_and_stop(healthy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
-    let Setup {
-        node,
-        v,
-        gateway,
-        health_port,
-        _he,
-        channel,
-        read,
-    } = Setup::start("ozgtest-alarm", 5800).await;
-    let mut ids = HashMap::new();
-    publish_half_and_half(&channel, 100, &mut ids).await;
+    let mut setup = Setup::start("ozgtest-alarm", 5800).await;
+    setup.publish_half_and_half(100).await;
     // The disk alarm: a free-disk limit far above what the disk has.
-    tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "100000GB"]));
-    publish_half_and_half(&channel, 200, &mut ids).await;
-    let healthy = healthy_arrivals(&read, &ids).await;
+    tokio::task::block_in_place(|| setup.node.ctl(&["set_disk_free_limit", "100000GB"]));
+    setup.publish_half_and_half(200).await;
+    let healthy = setup.healthy_arrivals().await;
     // An operator sees which broker blocks and why; the gateway stays live and ready.
-    let (ready, body) = health::until(health_port, "/ready", "land2 blocked", |_, body| {
+    let port = setup.health_port;
+    let (ready, body) = health::until(port, "/ready", "land2 blocked", |_, body| {
         link_state(body, "land2", "publish") == "blocked"
     })
     .await;
@@ -270,13 +258,13 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
         "the broker's reason: {blocked}"
     );
     assert_eq!(link_state(&body, "he", "publish"), "connected");
-    let (live, body) = tokio::task::block_in_place(|| health::get(health_port, "/live"));
+    let (live, body) = tokio::task::block_in_place(|| health::get(port, "/live"));
     assert_eq!(
         live, 200,
         "a broker's alarm is no reason to restart: {body}"
     );
     let metrics = tokio::task::block_in_place(|| {
-        ureq::get(format!("http://127.0.0.1:{health_port}/metrics"))
+        ureq::get(format!("http://127.0.0.1:{port}/metrics"))
             .call()
             .unwrap()
             .body_mut()
@@ -291,14 +279,13 @@ async fn a_destination_broker_out_of_disk_blocks_only_its_submissions() {
     // Several confirm timeouts and retry rounds: a full disk at a back office is an outage,
     // not bad input, so nothing may be dead-lettered for it.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let dead_during = v.queue_depth("gw", "ozg.gateway.dead-letters").await;
+    let dead_during = setup.v.queue_depth("gw", "ozg.gateway.dead-letters").await;
     assert_eq!(dead_during, 0, "dead-lettered during the alarm");
 
-    tokio::task::block_in_place(|| node.ctl(&["set_disk_free_limit", "50MB"]));
-    count_and_check(&v, &node, &ids, healthy, Instant::now()).await;
-    health::until(health_port, "/ready", "land2 unblocked", |_, body| {
+    tokio::task::block_in_place(|| setup.node.ctl(&["set_disk_free_limit", "50MB"]));
+    health::until(port, "/ready", "land2 unblocked", |_, body| {
         link_state(body, "land2", "publish") == "connected"
     })
     .await;
-    gateway.stop().await;
+    setup.count_check_and_stop(healthy).await;
 }

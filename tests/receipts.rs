@@ -34,6 +34,15 @@ fn setup(test: &str) -> Setup {
     }
 }
 
+impl Setup {
+    /// Confirm channels on the platform's broker (he) and the back offices' (th).
+    async fn channels(&self) -> (lapin::Channel, lapin::Channel) {
+        let he = confirm_channel(&connect(&self.v.url("he")).await).await;
+        let th = confirm_channel(&connect(&self.v.url("th")).await).await;
+        (he, th)
+    }
+}
+
 fn config(s: &Setup, receipts: &str) -> ozg_gateway::Config {
     let token = |name: &str, secret: &str, role: &str| {
         format!(
@@ -69,6 +78,20 @@ fn receipt(id: &str, kind: wire::ReceiptKind, problems: Vec<wire::Problem>) -> w
         note: String::new(),
         time: None,
     }
+}
+
+/// An acceptance of submission `id`.
+fn acceptance(id: &str) -> wire::Receipt {
+    receipt(id, wire::ReceiptKind::Accepted, vec![])
+}
+
+/// A rejection of submission `id` with one problem, titled `title`.
+fn rejected(id: &str, title: &str) -> wire::Receipt {
+    let problem = wire::Problem {
+        title: title.into(),
+        ..wire::Problem::default()
+    };
+    receipt(id, wire::ReceiptKind::Rejected, vec![problem])
 }
 
 /// Publishes a receipt to a back office's receipt queue, as the back office would.
@@ -142,15 +165,14 @@ async fn trace_events(store: &Store, id: &str, last: &str) -> Vec<String> {
 async fn accepted_and_rejected_receipts_travel_back_across_brokers() {
     let s = setup("receipts-roundtrip");
     let gw = Admin::start(config(&s, "")).await;
-    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
-    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+    let (he, th) = s.channels().await;
 
     // Accepted, as protobuf.
     let accepted = deliver(&he, &th, ERFURT, "th-erfurt").await;
     answer(
         &th,
         "receipts-erfurt",
-        &receipt(&accepted, wire::ReceiptKind::Accepted, vec![]),
+        &acceptance(&accepted),
         Encoding::Protobuf,
     )
     .await;
@@ -236,8 +258,7 @@ async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refuse
  {
     let s = setup("receipts-refused");
     let gw = Admin::start(config(&s, "")).await;
-    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
-    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+    let (he, th) = s.channels().await;
     let gw_channel = connect(&s.v.url("gw"))
         .await
         .create_channel()
@@ -250,14 +271,7 @@ async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refuse
     answer(
         &th,
         "receipts-jena",
-        &receipt(
-            &id,
-            wire::ReceiptKind::Rejected,
-            vec![wire::Problem {
-                title: "nicht zuständig".into(),
-                ..wire::Problem::default()
-            }],
-        ),
+        &rejected(&id, "nicht zuständig"),
         Encoding::Protobuf,
     )
     .await;
@@ -280,7 +294,7 @@ async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refuse
     answer(
         &th,
         "receipts-jena",
-        &receipt(&unknown, wire::ReceiptKind::Accepted, vec![]),
+        &acceptance(&unknown),
         Encoding::Protobuf,
     )
     .await;
@@ -337,7 +351,7 @@ async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refuse
     assert!(statuses(&he, Duration::from_millis(500)).await.is_empty());
 
     // Erfurt accepts, twice: one event.
-    let accept = receipt(&id, wire::ReceiptKind::Accepted, vec![]);
+    let accept = acceptance(&id);
     answer(&th, "receipts-erfurt", &accept, Encoding::Protobuf).await;
     answer(&th, "receipts-erfurt", &accept, Encoding::Json).await;
     let events = statuses(&he, Duration::from_millis(1500)).await;
@@ -347,14 +361,7 @@ async fn receipts_from_the_wrong_destination_unknown_or_contradicting_are_refuse
     answer(
         &th,
         "receipts-erfurt",
-        &receipt(
-            &id,
-            wire::ReceiptKind::Rejected,
-            vec![wire::Problem {
-                title: "doch nicht".into(),
-                ..wire::Problem::default()
-            }],
-        ),
+        &rejected(&id, "doch nicht"),
         Encoding::Protobuf,
     )
     .await;
@@ -385,15 +392,14 @@ async fn a_submission_without_answer_is_reported_overdue_once_and_listed_for_ope
         "[receipts]\noverdue_after = \"1s\"\ncheck_interval = \"100ms\"\n",
     ))
     .await;
-    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
-    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+    let (he, th) = s.channels().await;
 
     let silent = deliver(&he, &th, ERFURT, "th-erfurt").await;
     let answered = deliver(&he, &th, JENA, "th-jena").await;
     answer(
         &th,
         "receipts-jena",
-        &receipt(&answered, wire::ReceiptKind::Accepted, vec![]),
+        &acceptance(&answered),
         Encoding::Protobuf,
     )
     .await;
@@ -437,8 +443,7 @@ async fn a_destination_added_through_the_admin_api_takes_receipts_at_once() {
     use lapin::types::FieldTable;
     let s = setup("receipts-live");
     let gw = Admin::start(config(&s, "")).await;
-    let he = confirm_channel(&connect(&s.v.url("he")).await).await;
-    let th = confirm_channel(&connect(&s.v.url("th")).await).await;
+    let (he, th) = s.channels().await;
     // Gera's back office sets up its queues, as a back office would.
     for queue in ["backoffice.th-gera", "receipts-gera"] {
         th.queue_declare(
@@ -500,13 +505,7 @@ async fn a_destination_added_through_the_admin_api_takes_receipts_at_once() {
     directory.create_route(request).await.unwrap();
 
     let id = deliver(&he, &th, "160520000000", "th-gera").await;
-    answer(
-        &th,
-        "receipts-gera",
-        &receipt(&id, wire::ReceiptKind::Accepted, vec![]),
-        Encoding::Protobuf,
-    )
-    .await;
+    answer(&th, "receipts-gera", &acceptance(&id), Encoding::Protobuf).await;
     let got = take_status(&he, "civento-he", 1, HANG).await;
     assert_eq!(
         got.len(),

@@ -102,7 +102,7 @@ async fn sighup_puts_a_changed_route_in_use_and_an_invalid_file_changes_nothing(
     let channel = confirm_channel(&he).await;
     let read = he.create_channel().await.unwrap();
     let send_one = async || {
-        let s = sample_submission("civento-he", "06", "99115005104000", "064110000000", 512);
+        let s = he_submission("064110000000");
         submit(&channel, &s, Encoding::Protobuf).await;
         s.submission_id
     };

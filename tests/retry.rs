@@ -11,9 +11,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lapin::options::ExchangeDeleteOptions;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::{backoffice_queue, status_queue};
 
 /// Platform civento-he; destination `healthy` and `ghost` (whose exchange the tests delete).
@@ -27,16 +25,6 @@ fn config(v: &Vhosts, retry: &[&str]) -> ozg_gateway::Config {
         .build()
 }
 
-fn submission(region: &str) -> ozg_gateway::wire::v1::Submission {
-    sample::submission(&SampleSpec {
-        platform_id: "civento-he",
-        land: "06",
-        service_key: "99115005104000",
-        region,
-        size: 512,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_exchange_is_retried_until_it_exists_while_others_keep_flowing() {
     let v = Vhosts::create("retry", &["gw", "he"]);
@@ -48,31 +36,19 @@ async fn a_missing_exchange_is_retried_until_it_exists_while_others_keep_flowing
         ],
     );
     declare(&config).await;
+    delete_exchange(&v.url("he"), "ghost-exchange").await;
     let he = connect(&v.url("he")).await;
-    let admin = he.create_channel().await.unwrap();
-    admin
-        .exchange_delete("ghost-exchange".into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
 
     let gateway = RunningGateway::start(config.clone());
     let channel = confirm_channel(&he).await;
     let (mut healthy, mut ghost) = (HashSet::new(), HashSet::new());
     for i in 0..300 {
-        let s = submission(if i % 2 == 0 {
+        let s = he_submission(if i % 2 == 0 {
             "066110000000"
         } else {
             "064110000000"
         });
-        publish(
-            &channel,
-            "submissions",
-            &sample::encode(&s, Encoding::Protobuf),
-            Some("application/x-protobuf"),
-            None,
-            None,
-        )
-        .await;
+        submit(&channel, &s, Encoding::Protobuf).await;
         if i % 2 == 0 {
             ghost.insert(s.submission_id)
         } else {
@@ -165,25 +141,13 @@ async fn retries_give_up_after_max_attempts_with_the_count_and_last_error() {
     let v = Vhosts::create("giveup", &["gw", "he"]);
     let config = config(&v, &[r#"delays = ["100ms"]"#, "max_attempts = 3"]);
     declare(&config).await;
+    delete_exchange(&v.url("he"), "ghost-exchange").await;
     let he = connect(&v.url("he")).await;
-    let admin = he.create_channel().await.unwrap();
-    admin
-        .exchange_delete("ghost-exchange".into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
     let gateway = RunningGateway::start(config);
 
     let channel = confirm_channel(&he).await;
-    let s = submission("066110000000");
-    publish(
-        &channel,
-        "submissions",
-        &sample::encode(&s, Encoding::Json),
-        Some("application/json"),
-        None,
-        None,
-    )
-    .await;
+    let s = he_submission("066110000000");
+    submit(&channel, &s, Encoding::Json).await;
 
     let gw = connect(&v.url("gw")).await;
     let gw_read = gw.create_channel().await.unwrap();

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::sample::{self, SampleSpec};
 use ozg_gateway::topology::backoffice_queue;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ozg-gateway");
@@ -198,22 +197,8 @@ destination = "th-erfurt"
                 } else {
                     ("064110000000", "he-darmstadt")
                 };
-                let s = sample::submission(&SampleSpec {
-                    platform_id: platform,
-                    land,
-                    service_key: "99115005104000",
-                    region,
-                    size: 1024,
-                });
-                publish(
-                    channel,
-                    "submissions",
-                    &sample::encode(&s, Encoding::Protobuf),
-                    Some("application/x-protobuf"),
-                    None,
-                    None,
-                )
-                .await;
+                let s = sample_submission(platform, land, "99115005104000", region, 1024);
+                submit(channel, &s, Encoding::Protobuf).await;
                 published.lock().unwrap().insert(s.submission_id, to);
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -272,24 +257,17 @@ destination = "th-erfurt"
         th.create_channel().await.unwrap(),
         gw.create_channel().await.unwrap(),
     );
+    // What reached the two back offices, waiting `quiet` for more at Darmstadt's.
+    let delivered = async |quiet: Duration| {
+        let mut got = drain(&he_r, &backoffice_queue("he-darmstadt"), quiet).await;
+        let erfurt = backoffice_queue("th-erfurt");
+        got.extend(drain(&th_r, &erfurt, Duration::from_millis(300)).await);
+        got
+    };
     let mut dead_lettered = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        for m in drain(
-            &he_r,
-            &backoffice_queue("he-darmstadt"),
-            Duration::from_millis(300),
-        )
-        .await
-        .into_iter()
-        .chain(
-            drain(
-                &th_r,
-                &backoffice_queue("th-erfurt"),
-                Duration::from_millis(300),
-            )
-            .await,
-        ) {
+        for m in delivered(Duration::from_millis(300)).await {
             *counts.entry(m.message_id().unwrap()).or_default() += 1;
         }
         let dead = drain(
@@ -309,21 +287,7 @@ destination = "th-erfurt"
         }
     }
     // Late duplicates would show up now.
-    for m in drain(
-        &he_r,
-        &backoffice_queue("he-darmstadt"),
-        Duration::from_secs(2),
-    )
-    .await
-    .into_iter()
-    .chain(
-        drain(
-            &th_r,
-            &backoffice_queue("th-erfurt"),
-            Duration::from_millis(300),
-        )
-        .await,
-    ) {
+    for m in delivered(Duration::from_secs(2)).await {
         *counts.entry(m.message_id().unwrap()).or_default() += 1;
     }
     signal(&gateway, "-TERM");

@@ -210,14 +210,14 @@ async fn the_metrics_endpoint_counts_what_was_sent() {
     let he = connect(&v.url("he")).await;
     let channel = confirm_channel(&he).await;
     for _ in 0..5 {
-        let s = sample_submission("civento-he", "06", "99115005104000", "064110000000", 512);
+        let s = he_submission("064110000000");
         submit(&channel, &s, Encoding::Protobuf).await;
     }
     for _ in 0..2 {
         let s = sample_submission("civento-he", "06", "12345678901234", "064110000000", 512);
         submit(&channel, &s, Encoding::Json).await;
     }
-    let s = sample_submission("civento-he", "06", "99115005104000", "091620000000", 512);
+    let s = he_submission("091620000000");
     submit(&channel, &s, Encoding::Json).await;
     let read = he.create_channel().await.unwrap();
     assert_eq!(
@@ -296,7 +296,7 @@ async fn a_collector_that_is_down_does_not_hold_submissions_back() {
     let he = connect(&v.url("he")).await;
     let channel = confirm_channel(&he).await;
     for _ in 0..200 {
-        let s = sample_submission("civento-he", "06", "99115005104000", "064110000000", 512);
+        let s = he_submission("064110000000");
         submit(&channel, &s, Encoding::Protobuf).await;
     }
     let read = he.create_channel().await.unwrap();
@@ -393,7 +393,7 @@ async fn every_metric_family_is_exported_after_a_run_through_every_path() {
     let read = he.create_channel().await.unwrap();
 
     // Delivered, then the same again: a duplicate.
-    let delivered = sample_submission("civento-he", "06", "99115005104000", "064110000000", 512);
+    let delivered = he_submission("064110000000");
     submit(&he_channel, &delivered, Encoding::Protobuf).await;
     assert_eq!(
         take_backoffice(&read, "healthy", 1, Duration::from_secs(20))
@@ -403,7 +403,7 @@ async fn every_metric_family_is_exported_after_a_run_through_every_path() {
     );
     submit(&he_channel, &delivered, Encoding::Protobuf).await;
     // Delivered and never answered: overdue after a second.
-    let unanswered = sample_submission("civento-he", "06", "99115005104000", "064110000000", 512);
+    let unanswered = he_submission("064110000000");
     submit(&he_channel, &unanswered, Encoding::Protobuf).await;
     // Dead-lettered: not a LeiKa key.
     let bad = sample_submission("civento-he", "06", "12345678901234", "064110000000", 512);

@@ -177,24 +177,43 @@ pub async fn put_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let done = "/routing?done=route";
-    change_route(
-        &console,
-        &headers,
-        &body,
-        done,
-        async |service, who, f, version| {
-            let spec = RouteSpec {
-                service: f.get("service").to_owned(),
-                region: f.get("region").to_owned(),
-                destination: f.get("destination").to_owned(),
-            };
-            let create = f.get("mode") != "update";
-            service.put_route(who, spec, version, create).await?;
-            Ok(())
-        },
-    )
-    .await
+    change_route(&console, &headers, &body, "/routing?done=route", put).await
+}
+
+async fn put(
+    service: &Service,
+    who: &Principal,
+    f: &Fields,
+    version: i64,
+) -> Result<(), ServiceError> {
+    let spec = RouteSpec {
+        service: f.get("service").to_owned(),
+        region: f.get("region").to_owned(),
+        destination: f.get("destination").to_owned(),
+    };
+    let create = f.get("mode") != "update";
+    service.put_route(who, spec, version, create).await?;
+    Ok(())
+}
+
+/// Deletes a route made through the API or the console.
+pub async fn delete_route(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change_route(&console, &headers, &body, "/routing?done=deleted", delete).await
+}
+
+async fn delete(
+    service: &Service,
+    who: &Principal,
+    f: &Fields,
+    version: i64,
+) -> Result<(), ServiceError> {
+    service
+        .delete_route(who, f.get("service"), f.get("region"), version)
+        .await
 }
 
 /// A route change from the routing page, made on the directory version the page showed;
@@ -271,27 +290,6 @@ pub async fn audit_rows(console: &Console, who: &Principal, q: &str) -> Vec<Audi
             after: e.after.unwrap_or_default(),
         })
         .collect()
-}
-
-/// Deletes a route made through the API or the console.
-pub async fn delete_route(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let done = "/routing?done=deleted";
-    change_route(
-        &console,
-        &headers,
-        &body,
-        done,
-        async |service, who, f, version| {
-            service
-                .delete_route(who, f.get("service"), f.get("region"), version)
-                .await
-        },
-    )
-    .await
 }
 
 pub struct StepRow {

@@ -290,6 +290,17 @@ async fn handle(
     destination: &str,
     delivery: &Delivery,
 ) -> Result<(), ReceiptError> {
+    let refused = async |rejection: Rejection, submission: &str, fate: Option<Fate>| {
+        refuse(
+            gateway,
+            delivery,
+            &rejection,
+            submission,
+            destination,
+            fate.as_ref(),
+        )
+        .await
+    };
     let (receipt, id, answer, status) = match read(delivery) {
         Ok(read) => read,
         Err(rejection) => {
@@ -299,15 +310,7 @@ async fn handle(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            return refuse(
-                gateway,
-                delivery,
-                &rejection,
-                &submission,
-                destination,
-                None,
-            )
-            .await;
+            return refused(rejection, &submission, None).await;
         }
     };
     let submission = id.to_string();
@@ -321,17 +324,7 @@ async fn handle(
         (&submission, destination),
     ) {
         Judged::NotYetRecorded => return Err(ReceiptError::NotYetRecorded(submission)),
-        Judged::Refused(rejection, fate) => {
-            return refuse(
-                gateway,
-                delivery,
-                &rejection,
-                &submission,
-                destination,
-                fate.as_ref(),
-            )
-            .await;
-        }
+        Judged::Refused(rejection, fate) => return refused(rejection, &submission, fate).await,
         Judged::Repeated => {
             gateway.metrics().receipt(destination, "repeated", "");
             tracing::info!(submission_id = %submission, destination = %destination, answer,

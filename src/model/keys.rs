@@ -137,6 +137,22 @@ impl FromStr for Land {
     }
 }
 
+/// `Display` as the key's digits, zero-padded to `$digits`; `Debug` as `Type(digits)`.
+macro_rules! digits_fmt {
+    ($type:ident, $digits:literal) => {
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:0width$}", self.0, width = $digits)
+            }
+        }
+        impl fmt::Debug for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($type), "({})"), self)
+            }
+        }
+    };
+}
+
 impl fmt::Display for Land {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:02}", self.0)
@@ -239,16 +255,7 @@ impl FromStr for Ars {
     }
 }
 
-impl fmt::Display for Ars {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:012}", self.0)
-    }
-}
-impl fmt::Debug for Ars {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Ars({self})")
-    }
-}
+digits_fmt!(Ars, 12);
 
 /// Amtlicher Gemeindeschlüssel: 8 digits = Land 2, Regierungsbezirk 1, Kreis 2, Gemeinde 3.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -271,16 +278,7 @@ impl FromStr for Ags {
     }
 }
 
-impl fmt::Display for Ags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08}", self.0)
-    }
-}
-impl fmt::Debug for Ags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Ags({self})")
-    }
-}
+digits_fmt!(Ags, 8);
 
 /// A region as a route names it: an ARS prefix of 2, 3, 5, 9 or 12 digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -356,16 +354,7 @@ impl FromStr for ServiceKey {
     }
 }
 
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:014}", self.0)
-    }
-}
-impl fmt::Debug for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ServiceKey({self})")
-    }
-}
+digits_fmt!(ServiceKey, 14);
 
 /// Which services a route applies to: one LeiKa key, or every service (`*`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]

@@ -1,9 +1,10 @@
 //! The queries that are the same on both backends but for their pool, row and connection
 //! types, written once: `queries!` expands them inside `sqlite` and `postgres`, where the
 //! parts that differ stand beside it: the SQL that differs (`INSERT_AUDIT`, `SELECT_AUDIT`,
-//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`, the conditions' `push_…`), how times and
-//! UUIDs are bound, compared and read (`time_param`, `db_uuid`, `db_uuids`, `among_uuids`,
-//! `row_uuid`), and how a consistent read and a change begin (`begin_snapshot`,
+//! `SELECT_TRACE`, `FATE_COLUMNS`, `DEAD_LETTER_COLUMNS`, `CLAIM_ROWS`, and the pieces
+//! `TIME`, `MICROS_OF`, `AMONG`, `STARTS_WITH` and `CONCERNS` that times and conditions are
+//! put together from), how lists and UUIDs are bound and read (`text_list`, `db_uuid`,
+//! `db_uuids`, `row_uuid`), and how a consistent read and a change begin (`begin_snapshot`,
 //! `begin_write`).
 
 macro_rules! queries {
@@ -30,9 +31,9 @@ macro_rules! queries {
                 .map_err(StoreError::query(OP))?;
             tx.commit().await.map_err(StoreError::query(OP))?;
             Ok(StoredDirectory {
-                destinations: read_all(&destinations, OP, Columns::destination)?,
-                routes: read_all(&routes, OP, Columns::route)?,
-                services: read_all(&services, OP, Columns::service)?,
+                destinations: Columns::read_all(&destinations, OP, Columns::destination)?,
+                routes: Columns::read_all(&routes, OP, Columns::route)?,
+                services: Columns::read_all(&services, OP, Columns::service)?,
                 version: Columns::new(&version, OP).int()?,
             })
         }
@@ -92,7 +93,7 @@ macro_rules! queries {
                 OP,
             )
             .await?;
-            read_all(&rows, OP, Columns::audit_entry)
+            Columns::read_all(&rows, OP, Columns::audit_entry)
         }
 
         /// `head` (a SELECT … FROM), ` WHERE` `conditions`, `tail` (an ORDER BY) and a LIMIT.
@@ -118,9 +119,8 @@ macro_rules! queries {
                 .map_err(StoreError::query(operation))
         }
 
-        /// Appends ` WHERE a AND b …` for `conditions` (nothing for none); what the
-        /// backends say differently is in their `push_time`, `push_starts_with`,
-        /// `push_subjects` and `push_concerns`.
+        /// Appends ` WHERE a AND b …` for `conditions` (nothing for none), put together from
+        /// the backend's `TIME`, `AMONG`, `STARTS_WITH` and `CONCERNS`.
         fn push_where(query: &mut QueryBuilder<'_, $db>, conditions: &[Condition]) {
             for (i, condition) in conditions.iter().enumerate() {
                 query.push(if i == 0 { " WHERE " } else { " AND " });
@@ -129,7 +129,12 @@ macro_rules! queries {
                         query.push(format_args!("{column} = "));
                         query.push_bind(value.clone());
                     }
-                    Condition::StartsWith(column, value) => push_starts_with(query, column, value),
+                    Condition::StartsWith(column, value) => {
+                        let [open, between, close] = STARTS_WITH;
+                        query.push(format_args!("{open}{column}{between}"));
+                        query.push_bind(value.clone());
+                        query.push(close);
+                    }
                     Condition::NotBefore(column, micros) => {
                         query.push(format_args!("{column} >= "));
                         push_time(query, *micros);
@@ -156,13 +161,55 @@ macro_rules! queries {
                     Condition::Subjects {
                         platforms,
                         destinations,
-                    } => push_subjects(query, platforms, destinations),
+                    } => {
+                        query.push("(platform");
+                        push_among(query, platforms);
+                        query.push(" OR destination");
+                        push_among(query, destinations);
+                        query.push(")");
+                    }
                     Condition::Concerns {
                         lands,
                         destinations,
-                    } => push_concerns(query, lands, destinations),
+                    } => {
+                        let [open, between, close] = CONCERNS;
+                        query.push(open);
+                        query.push_bind(text_list(lands));
+                        query.push(between);
+                        query.push_bind(text_list(destinations));
+                        query.push(close);
+                    }
                 }
             }
+        }
+
+        /// A bound time, microseconds since the epoch, as the backend's time columns take it.
+        fn push_time(query: &mut QueryBuilder<'_, $db>, micros: i64) {
+            query.push(TIME[0]);
+            query.push_bind(micros);
+            query.push(TIME[1]);
+        }
+
+        /// After a column: it is one of `items`.
+        fn push_among(query: &mut QueryBuilder<'_, $db>, items: &[String]) {
+            query.push(AMONG[0]);
+            query.push_bind(text_list(items));
+            query.push(AMONG[1]);
+        }
+
+        /// The time bound as `$n`, as the backend's time columns take it.
+        fn time_param(n: u8) -> String {
+            format!("{}${n}{}", TIME[0], TIME[1])
+        }
+
+        /// The time `column` as microseconds since the epoch, as the rows are read.
+        fn micros_of(column: &str) -> String {
+            format!("{}{column}{}", MICROS_OF[0], MICROS_OF[1])
+        }
+
+        /// `column` is one of the list bound as `$n` (`text_list`, `db_uuids`).
+        fn among(column: &str, n: u8) -> String {
+            format!("{column}{}${n}{}", AMONG[0], AMONG[1])
         }
 
         /// The `columns` of dead letter `id`, read with `read`.
@@ -192,7 +239,7 @@ macro_rules! queries {
             let head = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters");
             let order = " ORDER BY dead_lettered_at, id";
             let rows = select(pool, &head, conditions, order, Some(limit), OP).await?;
-            read_all(&rows, OP, Columns::dead_letter)
+            Columns::read_all(&rows, OP, Columns::dead_letter)
         }
 
         pub(super) async fn count_dead_letters(
@@ -220,7 +267,7 @@ macro_rules! queries {
             let head = format!("SELECT {column}, count(*) FROM dead_letters");
             let tail = format!(" GROUP BY {column}");
             let rows = select(pool, &head, conditions, &tail, None, OP).await?;
-            read_all(&rows, OP, Columns::group_count)
+            Columns::read_all(&rows, OP, Columns::group_count)
         }
 
         pub(super) async fn dead_letter_message(
@@ -230,6 +277,31 @@ macro_rules! queries {
             let columns = "body, content_type, message_id, headers, platform";
             let op = "read dead letter message";
             dead_letter_by_id(pool, columns, id, op, |row| row.dead_letter_message()).await
+        }
+
+        pub(super) async fn set_dead_letter_state(
+            pool: &$pool,
+            ids: &[Uuid],
+            state: DeadLetterState,
+            actor: &str,
+            at: i64,
+        ) -> Result<u64, StoreError> {
+            let done = sqlx::query(&format!(
+                "UPDATE dead_letters SET state = $1, state_changed_at = {}, \
+                     state_changed_by = $3, replays = replays + $4 \
+                 WHERE state = 'pending' AND {}",
+                time_param(2),
+                among("id", 5)
+            ))
+            .bind(state.as_str())
+            .bind(at)
+            .bind(actor)
+            .bind(i32::from(state == DeadLetterState::Replayed))
+            .bind(db_uuids(ids))
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("set dead letter state"))?;
+            Ok(done.rows_affected())
         }
 
         pub(super) async fn trace(
@@ -242,7 +314,7 @@ macro_rules! queries {
                 .fetch_all(pool)
                 .await
                 .map_err(StoreError::query(OP))?;
-            read_all(&rows, OP, Columns::trace_event)
+            Columns::read_all(&rows, OP, Columns::trace_event)
         }
 
         pub(super) async fn fate(pool: &$pool, id: Uuid) -> Result<Option<Fate>, StoreError> {
@@ -280,6 +352,74 @@ macro_rules! queries {
             Ok(done.rows_affected() == 1)
         }
 
+        pub(super) async fn unanswered(
+            pool: &$pool,
+            query: &Unanswered<'_>,
+        ) -> Result<Vec<Fate>, StoreError> {
+            const OP: &str = "list unanswered submissions";
+            let none = Vec::new();
+            let (all, platforms, destinations) = match query.visible {
+                Visible::All => (true, &none, &none),
+                Visible::Only {
+                    platforms,
+                    destinations,
+                } => (false, platforms, destinations),
+            };
+            let rows = sqlx::query(&format!(
+                "SELECT {FATE_COLUMNS} FROM delivered_submissions \
+                 WHERE answer IS NULL AND delivered_at < {} \
+                   AND ($2 = 0 OR overdue_reported_at IS NULL) \
+                   AND ($4 OR {} OR {}) \
+                 ORDER BY delivered_at, submission_id LIMIT $3",
+                time_param(1),
+                among("platform", 5),
+                among("destination", 6)
+            ))
+            .bind(query.delivered_before)
+            .bind(i64::from(query.unreported_only))
+            .bind(i64::from(query.limit))
+            .bind(all)
+            .bind(text_list(platforms))
+            .bind(text_list(destinations))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+            fates(&rows, OP)
+        }
+
+        /// Claims up to `limit` overdue, unreported submissions whose claim (if any) is
+        /// older than `stale_before`, in one statement (see the backend's `CLAIM_ROWS`).
+        pub(super) async fn claim_overdue(
+            pool: &$pool,
+            delivered_before: i64,
+            stale_before: i64,
+            at: i64,
+            limit: u32,
+        ) -> Result<Vec<Fate>, StoreError> {
+            const OP: &str = "claim overdue submissions";
+            let rows = sqlx::query(&format!(
+                "UPDATE delivered_submissions SET overdue_claimed_at = {} \
+                 WHERE submission_id IN ( \
+                     SELECT submission_id FROM delivered_submissions \
+                     WHERE answer IS NULL AND overdue_reported_at IS NULL \
+                       AND delivered_at < {} \
+                       AND (overdue_claimed_at IS NULL OR overdue_claimed_at < {}) \
+                     ORDER BY delivered_at, submission_id LIMIT $4{CLAIM_ROWS}) \
+                 RETURNING {FATE_COLUMNS}",
+                time_param(3),
+                time_param(1),
+                time_param(2)
+            ))
+            .bind(delivered_before)
+            .bind(stale_before)
+            .bind(at)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+            fates(&rows, OP)
+        }
+
         pub(super) async fn mark_overdue_reported(
             pool: &$pool,
             ids: &[Uuid],
@@ -288,7 +428,7 @@ macro_rules! queries {
             sqlx::query(&format!(
                 "UPDATE delivered_submissions SET overdue_reported_at = {} WHERE {}",
                 time_param(1),
-                among_uuids("submission_id", 2)
+                among("submission_id", 2)
             ))
             .bind(at)
             .bind(db_uuids(ids))
@@ -305,7 +445,7 @@ macro_rules! queries {
             sqlx::query(&format!(
                 "UPDATE delivered_submissions SET overdue_claimed_at = NULL \
                  WHERE {} AND overdue_reported_at IS NULL",
-                among_uuids("submission_id", 1)
+                among("submission_id", 1)
             ))
             .bind(db_uuids(ids))
             .execute(pool)
@@ -390,6 +530,65 @@ macro_rules! queries {
             Ok(version)
         }
 
+        pub(super) async fn heartbeat(pool: &$pool, instance: &Instance) -> Result<(), StoreError> {
+            sqlx::query(&format!(
+                "INSERT INTO gateway_instances \
+                     (id, host, pid, version, started_at, seen_at, directory_version, \
+                      consumed, forwarded, rejected, in_flight) \
+                 VALUES ($1, $2, $3, $4, {}, {}, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, \
+                     directory_version = excluded.directory_version, \
+                     consumed = excluded.consumed, forwarded = excluded.forwarded, \
+                     rejected = excluded.rejected, in_flight = excluded.in_flight",
+                time_param(5),
+                time_param(6)
+            ))
+            .bind(&instance.id)
+            .bind(&instance.host)
+            .bind(i64::from(instance.pid))
+            .bind(&instance.version)
+            .bind(to_micros(instance.started_at))
+            .bind(to_micros(instance.seen_at))
+            .bind(instance.directory_version)
+            .bind(instances::count(instance.consumed))
+            .bind(instances::count(instance.forwarded))
+            .bind(instances::count(instance.rejected))
+            .bind(instances::count(instance.in_flight))
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("write heartbeat"))?;
+            Ok(())
+        }
+
+        /// The instances seen since `since` (microseconds), longest-running first.
+        pub(super) async fn instances(
+            pool: &$pool,
+            since: i64,
+        ) -> Result<Vec<Instance>, StoreError> {
+            const OP: &str = "list instances";
+            sqlx::query(&format!(
+                "SELECT id, host, pid, version, {}, {}, \
+                     directory_version, consumed, forwarded, rejected, in_flight \
+                 FROM gateway_instances WHERE seen_at >= {} ORDER BY started_at, id",
+                micros_of("started_at"),
+                micros_of("seen_at"),
+                time_param(1)
+            ))
+            .bind(since)
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query(OP))?
+            .iter()
+            .map(instances::instance)
+            .collect()
+        }
+
+        /// Forgets instances not seen since `cutoff` (microseconds).
+        pub(super) async fn purge_instances(pool: &$pool, cutoff: i64) -> Result<u64, StoreError> {
+            let from = "gateway_instances WHERE";
+            delete_before(pool, from, "seen_at", cutoff, "purge instances").await
+        }
+
         /// A row of `delivered_submissions` as the message path's checks select it.
         fn delivery_record(row: &$row) -> Result<DeliveryRecord, StoreError> {
             const OP: &str = "check";
@@ -439,47 +638,22 @@ pub(super) use queries;
 /// own SQL.
 macro_rules! migrations {
     ($dir:literal) => {
-        &[
-            (
-                1,
-                "delivered submissions",
-                include_str!(concat!(
-                    "migrations/",
-                    $dir,
-                    "/0001_delivered_submissions.sql"
-                )),
-            ),
-            (
-                2,
-                "admin",
-                include_str!(concat!("migrations/", $dir, "/0002_admin.sql")),
-            ),
-            (
-                3,
-                "receipts",
-                include_str!(concat!("migrations/", $dir, "/0003_receipts.sql")),
-            ),
-            (
-                4,
-                "receipt queues",
-                include_str!(concat!("migrations/", $dir, "/0004_receipt_queues.sql")),
-            ),
-            (
-                5,
-                "trace on the delivery record",
-                include_str!(concat!("migrations/", $dir, "/0005_trace_on_record.sql")),
-            ),
-            (
-                6,
-                "instances",
-                include_str!(concat!("migrations/", $dir, "/0006_instances.sql")),
-            ),
-            (
-                7,
-                "scopes",
-                include_str!(concat!("migrations/", $dir, "/0007_scopes.sql")),
-            ),
-        ]
+        super::common::migrations!($dir:
+            1, "delivered submissions", "0001_delivered_submissions.sql";
+            2, "admin", "0002_admin.sql";
+            3, "receipts", "0003_receipts.sql";
+            4, "receipt queues", "0004_receipt_queues.sql";
+            5, "trace on the delivery record", "0005_trace_on_record.sql";
+            6, "instances", "0006_instances.sql";
+            7, "scopes", "0007_scopes.sql";
+        )
+    };
+    ($dir:literal: $($version:literal, $description:literal, $file:literal;)*) => {
+        &[$((
+            $version,
+            $description,
+            include_str!(concat!("migrations/", $dir, "/", $file)),
+        )),*]
     };
 }
 

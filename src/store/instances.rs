@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, from_micros, to_micros};
+use super::{Backend, Store, StoreError, from_micros, postgres, sqlite, to_micros};
 
 /// One instance as its last heartbeat left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,42 +26,13 @@ pub struct Instance {
     pub in_flight: u64,
 }
 
-const UPSERT_SQLITE: &str = "INSERT INTO gateway_instances \
-     (id, host, pid, version, started_at, seen_at, directory_version, \
-      consumed, forwarded, rejected, in_flight) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-     ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, \
-         directory_version = excluded.directory_version, consumed = excluded.consumed, \
-         forwarded = excluded.forwarded, rejected = excluded.rejected, \
-         in_flight = excluded.in_flight";
-
-const UPSERT_POSTGRES: &str = "INSERT INTO gateway_instances \
-     (id, host, pid, version, started_at, seen_at, directory_version, \
-      consumed, forwarded, rejected, in_flight) \
-     VALUES ($1, $2, $3, $4, timestamptz 'epoch' + $5 * interval '1 microsecond', \
-             timestamptz 'epoch' + $6 * interval '1 microsecond', $7, $8, $9, $10, $11) \
-     ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, \
-         directory_version = excluded.directory_version, consumed = excluded.consumed, \
-         forwarded = excluded.forwarded, rejected = excluded.rejected, \
-         in_flight = excluded.in_flight";
-
-const SELECT_SQLITE: &str = "SELECT id, host, pid, version, started_at, seen_at, \
-     directory_version, consumed, forwarded, rejected, in_flight \
-     FROM gateway_instances WHERE seen_at >= ?1 ORDER BY started_at, id";
-
-const SELECT_POSTGRES: &str = "SELECT id, host, pid, version, \
-     (extract(epoch FROM started_at) * 1000000)::int8, \
-     (extract(epoch FROM seen_at) * 1000000)::int8, \
-     directory_version, consumed, forwarded, rejected, in_flight \
-     FROM gateway_instances \
-     WHERE seen_at >= timestamptz 'epoch' + $1 * interval '1 microsecond' \
-     ORDER BY started_at, id";
-
-fn count(n: u64) -> i64 {
+/// A counter as the int8 columns keep it.
+pub(super) fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn instance<R>(row: &R) -> Result<Instance, StoreError>
+/// A row of `gateway_instances`, in the order of its columns.
+pub(super) fn instance<R>(row: &R) -> Result<Instance, StoreError>
 where
     R: Row,
     usize: sqlx::ColumnIndex<R>,
@@ -96,85 +67,16 @@ impl Store {
     /// Writes `instance`'s heartbeat: its row is created on the first, and its time seen
     /// and counters replaced on every later one.
     pub async fn heartbeat(&self, instance: &Instance) -> Result<(), StoreError> {
-        const OP: &str = "write heartbeat";
-        let pid = i64::from(instance.pid);
-        let started = to_micros(instance.started_at);
-        let seen = to_micros(instance.seen_at);
-        macro_rules! upsert {
-            ($sql:expr, $pool:expr) => {
-                sqlx::query($sql)
-                    .bind(&instance.id)
-                    .bind(&instance.host)
-                    .bind(pid)
-                    .bind(&instance.version)
-                    .bind(started)
-                    .bind(seen)
-                    .bind(instance.directory_version)
-                    .bind(count(instance.consumed))
-                    .bind(count(instance.forwarded))
-                    .bind(count(instance.rejected))
-                    .bind(count(instance.in_flight))
-                    .execute($pool)
-                    .await
-                    .map_err(StoreError::query(OP))
-            };
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => {
-                upsert!(UPSERT_SQLITE, pool)?;
-            }
-            Backend::Postgres(pool) => {
-                upsert!(UPSERT_POSTGRES, pool)?;
-            }
-        }
-        Ok(())
+        on_backend!(self, heartbeat(instance))
     }
 
     /// The instances seen since `since`, longest-running first.
     pub async fn instances(&self, since: SystemTime) -> Result<Vec<Instance>, StoreError> {
-        const OP: &str = "list instances";
-        let since = to_micros(since);
-        macro_rules! list {
-            ($sql:expr, $pool:expr) => {
-                sqlx::query($sql)
-                    .bind(since)
-                    .fetch_all($pool)
-                    .await
-                    .map_err(StoreError::query(OP))?
-                    .iter()
-                    .map(instance)
-                    .collect()
-            };
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => list!(SELECT_SQLITE, pool),
-            Backend::Postgres(pool) => list!(SELECT_POSTGRES, pool),
-        }
+        on_backend!(self, instances(to_micros(since)))
     }
 
     /// Forgets instances not seen since `older_than`.
     pub async fn purge_instances(&self, older_than: SystemTime) -> Result<u64, StoreError> {
-        const OP: &str = "purge instances";
-        let cutoff = to_micros(older_than);
-        macro_rules! purge {
-            ($sql:expr, $pool:expr) => {
-                sqlx::query($sql)
-                    .bind(cutoff)
-                    .execute($pool)
-                    .await
-                    .map_err(StoreError::query(OP))?
-                    .rows_affected()
-            };
-        }
-        Ok(match &self.backend {
-            Backend::Sqlite(pool) => {
-                purge!("DELETE FROM gateway_instances WHERE seen_at < ?1", pool)
-            }
-            Backend::Postgres(pool) => purge!(
-                "DELETE FROM gateway_instances \
-                 WHERE seen_at < timestamptz 'epoch' + $1 * interval '1 microsecond'",
-                pool
-            ),
-        })
+        on_backend!(self, purge_instances(to_micros(older_than)))
     }
 }

@@ -19,7 +19,8 @@ use super::admin::{
     NewAudit, NewDeadLetter, StoredDirectory, TraceEvent,
 };
 use super::fates::{Answer, Fate, Unanswered};
-use super::rows::{Columns, read_all};
+use super::instances::{self, Instance};
+use super::rows::Columns;
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = super::common::migrations!("postgres");
@@ -126,120 +127,38 @@ const FATE_COLUMNS: &str = "submission_id, platform, destination, \
      (extract(epoch FROM answered_at) * 1000000)::int8, \
      (extract(epoch FROM overdue_reported_at) * 1000000)::int8";
 
-pub(super) async fn unanswered(
-    pool: &PgPool,
-    query: &Unanswered<'_>,
-) -> Result<Vec<Fate>, StoreError> {
-    const OP: &str = "list unanswered submissions";
-    let none = Vec::new();
-    let (all, platforms, destinations) = match query.visible {
-        Visible::All => (true, &none, &none),
-        Visible::Only {
-            platforms,
-            destinations,
-        } => (false, platforms, destinations),
-    };
-    let rows = sqlx::query(&format!(
-        "SELECT {FATE_COLUMNS} FROM delivered_submissions \
-         WHERE answer IS NULL \
-           AND delivered_at < timestamptz 'epoch' + $1 * interval '1 microsecond' \
-           AND (NOT $2 OR overdue_reported_at IS NULL) \
-           AND ($4 OR platform = ANY($5) OR destination = ANY($6)) \
-         ORDER BY delivered_at, submission_id LIMIT $3"
-    ))
-    .bind(query.delivered_before)
-    .bind(query.unreported_only)
-    .bind(i64::from(query.limit))
-    .bind(all)
-    .bind(platforms)
-    .bind(destinations)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    fates(&rows, OP)
-}
-
-/// Claims up to `limit` overdue, unreported submissions whose claim (if any) is older than
-/// `stale_before`. `SKIP LOCKED`: instances checking at the same moment take disjoint rows
-/// instead of waiting for each other.
-pub(super) async fn claim_overdue(
-    pool: &PgPool,
-    delivered_before: i64,
-    stale_before: i64,
-    at: i64,
-    limit: u32,
-) -> Result<Vec<Fate>, StoreError> {
-    const OP: &str = "claim overdue submissions";
-    let rows = sqlx::query(&format!(
-        "UPDATE delivered_submissions \
-         SET overdue_claimed_at = timestamptz 'epoch' + $3 * interval '1 microsecond' \
-         WHERE submission_id IN ( \
-             SELECT submission_id FROM delivered_submissions \
-             WHERE answer IS NULL AND overdue_reported_at IS NULL \
-               AND delivered_at < timestamptz 'epoch' + $1 * interval '1 microsecond' \
-               AND (overdue_claimed_at IS NULL \
-                    OR overdue_claimed_at < timestamptz 'epoch' + $2 * interval '1 microsecond') \
-             ORDER BY delivered_at, submission_id LIMIT $4 \
-             FOR UPDATE SKIP LOCKED) \
-         RETURNING {FATE_COLUMNS}"
-    ))
-    .bind(delivered_before)
-    .bind(stale_before)
-    .bind(at)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    fates(&rows, OP)
-}
+/// How `claim_overdue` takes its rows: `SKIP LOCKED`, so that instances checking at the same
+/// moment take disjoint rows instead of waiting for each other.
+const CLAIM_ROWS: &str = " FOR UPDATE SKIP LOCKED";
 
 // ---------------------------------------------------------------------------------------
 // Admin API (see admin.rs). Times are selected as microseconds (int8) and UUIDs as text, so
 // that admin.rs's `Columns` reads rows of both backends.
 
-/// The SQL that turns the microseconds in the parameter before it into a timestamptz:
-/// `… $n` followed by this.
-const MICROS: &str = " * interval '1 microsecond'";
+/// Around a bound time, microseconds since the epoch: the timestamptz it stands for.
+const TIME: [&str; 2] = ["timestamptz 'epoch' + ", " * interval '1 microsecond'"];
 
-/// A bound time, microseconds since the epoch, as a timestamptz.
-fn push_time(query: &mut QueryBuilder<'_, Postgres>, micros: i64) {
-    query.push("timestamptz 'epoch' + ");
-    query.push_bind(micros);
-    query.push(MICROS);
-}
+/// Around a timestamptz column: its microseconds since the epoch, as int8.
+const MICROS_OF: [&str; 2] = ["(extract(epoch FROM ", ") * 1000000)::int8"];
 
-fn push_starts_with(query: &mut QueryBuilder<'_, Postgres>, column: &str, prefix: &str) {
-    // starts_with is case-sensitive and knows no wildcards, unlike LIKE.
-    query.push(format_args!("starts_with({column}, "));
-    query.push_bind(prefix.to_owned());
-    query.push(")");
-}
+/// After a column, around a bound list ([`text_list`], [`db_uuids`]): the column is one of it.
+const AMONG: [&str; 2] = [" = ANY(", ")"];
 
-fn push_subjects(
-    query: &mut QueryBuilder<'_, Postgres>,
-    platforms: &[String],
-    destinations: &[String],
-) {
-    query.push("(platform = ANY(");
-    query.push_bind(platforms.to_vec());
-    query.push(") OR destination = ANY(");
-    query.push_bind(destinations.to_vec());
-    query.push("))");
-}
+/// Around a column and a bound prefix: the column starts with it. starts_with is
+/// case-sensitive and knows no wildcards, unlike LIKE.
+const STARTS_WITH: [&str; 3] = ["starts_with(", ", ", ")"];
 
-fn push_concerns(
-    query: &mut QueryBuilder<'_, Postgres>,
-    lands: &[String],
-    destinations: &[String],
-) {
-    query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM unnest(");
-    query.push_bind(lands.to_vec());
-    query.push(
-        "::text[]) AS l(v) WHERE strpos(concerns_lands, ' ' || l.v || ' ') > 0) \
-         OR EXISTS (SELECT 1 FROM unnest(",
-    );
-    query.push_bind(destinations.to_vec());
-    query.push("::text[]) AS d(v) WHERE strpos(concerns_destinations, ' ' || d.v || ' ') > 0))");
+/// Around the bound lands and destinations: an audit entry concerns one of them (or all).
+const CONCERNS: [&str; 3] = [
+    "(concerns_lands = '*' OR EXISTS (SELECT 1 FROM unnest(",
+    "::text[]) AS l(v) WHERE strpos(concerns_lands, ' ' || l.v || ' ') > 0) \
+     OR EXISTS (SELECT 1 FROM unnest(",
+    "::text[]) AS d(v) WHERE strpos(concerns_destinations, ' ' || d.v || ' ') > 0))",
+];
+
+/// Texts bound as a text array.
+fn text_list(items: &[String]) -> Vec<String> {
+    items.to_vec()
 }
 
 /// One text field of every row, for binding as a `text[]` to `unnest`.
@@ -305,30 +224,6 @@ const DEAD_LETTER_COLUMNS: &str = "id::text, submission_id, platform, reason, fi
      (extract(epoch FROM stored_at) * 1000000)::int8, state, \
      (extract(epoch FROM state_changed_at) * 1000000)::int8, state_changed_by, replays::int8";
 
-pub(super) async fn set_dead_letter_state(
-    pool: &PgPool,
-    ids: &[Uuid],
-    state: DeadLetterState,
-    actor: &str,
-    at: i64,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE dead_letters SET state = $1, \
-             state_changed_at = timestamptz 'epoch' + $2 * interval '1 microsecond', \
-             state_changed_by = $3, replays = replays + $4::int4 \
-         WHERE state = 'pending' AND id = ANY($5)",
-    )
-    .bind(state.as_str())
-    .bind(at)
-    .bind(actor)
-    .bind(i32::from(state == DeadLetterState::Replayed))
-    .bind(ids)
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("set dead letter state"))?;
-    Ok(done.rows_affected())
-}
-
 pub(super) async fn record_events(pool: &PgPool, events: &[TraceEvent]) -> Result<(), StoreError> {
     let at: Vec<i64> = events.iter().map(|e| to_micros(e.at)).collect();
     // Ordered by position so that seq follows the order given.
@@ -379,16 +274,6 @@ async fn begin_snapshot(
 ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
-}
-
-/// A bound time, microseconds since the epoch, as a timestamptz.
-fn time_param(n: u8) -> String {
-    format!("timestamptz 'epoch' + ${n} * interval '1 microsecond'")
-}
-
-/// `column` is one of the UUIDs bound as `$n` ([`db_uuids`]).
-fn among_uuids(column: &str, n: u8) -> String {
-    format!("{column} = ANY(${n})")
 }
 
 /// UUIDs bound as a uuid array.

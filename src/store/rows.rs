@@ -10,6 +10,21 @@ use super::admin::{AuditEntry, DeadLetter, DeadLetterMessage, TraceEvent, Unknow
 use super::{StoreError, from_micros};
 use crate::model::{DestinationSpec, RouteSpec, ServiceSpec};
 
+/// `Type { field, other: read, … }` filled from the next columns, one a field, in the
+/// order the fields are written (the order of the SELECT): a field named alone is text,
+/// `field: read` takes what `read` reads.
+macro_rules! in_order {
+    ($columns:ident, $type:ident { $($field:ident $(: $read:expr)?),* $(,)? }) => {
+        $type { $($field: in_order!(@read $columns $(, $read)?)),* }
+    };
+    (@read $columns:ident) => {
+        $columns.text()?
+    };
+    (@read $columns:ident, $read:expr) => {
+        $read
+    };
+}
+
 /// Reads one row's columns in order. Both backends select times as microseconds (int8),
 /// UUIDs as text and counts as int8, so that one reader serves either.
 pub(super) struct Columns<'r, R> {
@@ -32,6 +47,17 @@ where
             next: 0,
             operation,
         }
+    }
+
+    /// Decodes every row with `read`, e.g. `Columns::route`.
+    pub(super) fn read_all<T>(
+        rows: &'r [R],
+        operation: &'static str,
+        read: fn(Columns<'r, R>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        rows.iter()
+            .map(|row| read(Columns::new(row, operation)))
+            .collect()
     }
 
     fn get<T: Decode<'r, R::Database> + Type<R::Database>>(&mut self) -> Result<T, StoreError> {
@@ -63,81 +89,89 @@ where
     }
 
     pub(super) fn destination(mut self) -> Result<DestinationSpec, StoreError> {
-        Ok(DestinationSpec {
-            id: self.text()?,
-            name: self.text()?,
-            kind: self.text()?,
-            land: self.text()?,
-            broker: self.text()?,
-            exchange: self.text()?,
-            routing_key: self.text()?,
-            receipt_queue: self.text()?,
-        })
+        Ok(in_order!(
+            self,
+            DestinationSpec {
+                id,
+                name,
+                kind,
+                land,
+                broker,
+                exchange,
+                routing_key,
+                receipt_queue
+            }
+        ))
     }
 
     pub(super) fn route(mut self) -> Result<RouteSpec, StoreError> {
-        Ok(RouteSpec {
-            service: self.text()?,
-            region: self.text()?,
-            destination: self.text()?,
-        })
+        Ok(in_order!(
+            self,
+            RouteSpec {
+                service,
+                region,
+                destination
+            }
+        ))
     }
 
     pub(super) fn service(mut self) -> Result<ServiceSpec, StoreError> {
-        Ok(ServiceSpec {
-            key: self.text()?,
-            name: self.text()?,
-        })
+        Ok(in_order!(self, ServiceSpec { key, name }))
     }
 
     /// `id, at, actor, actor_scope, action, object, before_json, after_json`.
     pub(super) fn audit_entry(mut self) -> Result<AuditEntry, StoreError> {
-        Ok(AuditEntry {
-            id: self.get()?,
-            at: self.time()?,
-            actor: self.text()?,
-            actor_scope: self.text()?,
-            action: self.text()?,
-            object: self.text()?,
-            before: self.get()?,
-            after: self.get()?,
-        })
+        Ok(in_order!(
+            self,
+            AuditEntry {
+                id: self.get()?,
+                at: self.time()?,
+                actor,
+                actor_scope,
+                action,
+                object,
+                before: self.get()?,
+                after: self.get()?,
+            }
+        ))
     }
 
     /// The columns in the order of the table (see the migration), body left out.
     pub(super) fn dead_letter(mut self) -> Result<DeadLetter, StoreError> {
         let id: String = self.text()?;
-        let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt {
+        let letter_id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt {
             detail: format!("dead letter id {id:?}: {e}"),
         })?;
-        Ok(DeadLetter {
-            id,
-            submission_id: self.text()?,
-            platform: self.text()?,
-            reason: self.text()?,
-            field: self.text()?,
-            detail: self.text()?,
-            service: self.text()?,
-            ars: self.text()?,
-            destination: self.text()?,
-            dead_lettered_at: self.time()?,
-            content_type: self.text()?,
-            message_id: self.text()?,
-            headers: self.text()?,
-            body_bytes: self.number("body_bytes")?,
-            stored_at: self.time()?,
-            state: {
-                let state = self.text()?;
-                state
-                    .parse()
-                    .map_err(|e: UnknownDeadLetterState| StoreError::Corrupt {
-                        detail: format!("dead letter {id}: {e}"),
-                    })?
-            },
-            state_changed_at: self.get::<Option<i64>>()?.map(from_micros),
-            state_changed_by: self.text()?,
-            replays: self.number("replays")?,
-        })
+        let state = |text: String| {
+            text.parse()
+                .map_err(|e: UnknownDeadLetterState| StoreError::Corrupt {
+                    detail: format!("dead letter {letter_id}: {e}"),
+                })
+        };
+        Ok(in_order!(
+            self,
+            DeadLetter {
+                id: letter_id,
+                submission_id,
+                platform,
+                reason,
+                field,
+                detail,
+                service,
+                ars,
+                destination,
+                dead_lettered_at: self.time()?,
+                content_type,
+                message_id,
+                headers,
+                body_bytes: self.number("body_bytes")?,
+                stored_at: self.time()?,
+                state: state(self.text()?)?,
+                state_changed_at: self.get::<Option<i64>>()?.map(from_micros),
+                state_changed_by,
+                replays: self.number("replays")?,
+            }
+        ))
     }
 
     /// `key, count(*)` of a grouped count.
@@ -147,42 +181,30 @@ where
 
     /// `body, content_type, message_id, headers, platform`.
     pub(super) fn dead_letter_message(mut self) -> Result<DeadLetterMessage, StoreError> {
-        Ok(DeadLetterMessage {
-            body: self.get()?,
-            content_type: self.text()?,
-            message_id: self.text()?,
-            headers: self.text()?,
-            platform: self.text()?,
-        })
+        Ok(in_order!(
+            self,
+            DeadLetterMessage {
+                body: self.get()?,
+                content_type,
+                message_id,
+                headers,
+                platform
+            }
+        ))
     }
 
     /// `submission_id, at, event, platform, destination, detail`.
     pub(super) fn trace_event(mut self) -> Result<TraceEvent, StoreError> {
-        Ok(TraceEvent {
-            submission_id: self.text()?,
-            at: self.time()?,
-            event: self.text()?,
-            platform: self.text()?,
-            destination: self.text()?,
-            detail: self.text()?,
-        })
+        Ok(in_order!(
+            self,
+            TraceEvent {
+                submission_id,
+                at: self.time()?,
+                event,
+                platform,
+                destination,
+                detail
+            }
+        ))
     }
-}
-
-/// Decodes every row with `read`, e.g. `Columns::route`.
-pub(super) fn read_all<'r, R, T>(
-    rows: &'r [R],
-    operation: &'static str,
-    read: fn(Columns<'r, R>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    rows.iter()
-        .map(|row| read(Columns::new(row, operation)))
-        .collect()
 }

@@ -22,7 +22,8 @@ use super::admin::{
 };
 use super::fates::{Answer, Fate, Unanswered};
 use super::file::{self, DatabaseFile};
-use super::rows::{Columns, read_all};
+use super::instances::{self, Instance};
+use super::rows::Columns;
 use super::{DeliveryRecord, StoreError, Visible, from_micros, redact_url, to_micros};
 
 const MIGRATIONS: &[(i64, &str, &str)] = super::common::migrations!("sqlite");
@@ -254,109 +255,39 @@ async fn upsert_chunk<'c>(
 const FATE_COLUMNS: &str = "submission_id, platform, destination, delivered_at, answer, \
      answer_digest, answered_at, overdue_reported_at";
 
-pub(super) async fn unanswered(
-    pool: &SqlitePool,
-    query: &Unanswered<'_>,
-) -> Result<Vec<Fate>, StoreError> {
-    const OP: &str = "list unanswered submissions";
-    let (all, platforms, destinations) = match query.visible {
-        Visible::All => (true, "[]".to_owned(), "[]".to_owned()),
-        Visible::Only {
-            platforms,
-            destinations,
-        } => (false, json_texts(platforms), json_texts(destinations)),
-    };
-    let rows = sqlx::query(&format!(
-        "SELECT {FATE_COLUMNS} FROM delivered_submissions \
-         WHERE answer IS NULL AND delivered_at < ?1 \
-           AND (?2 = 0 OR overdue_reported_at IS NULL) \
-           AND (?4 OR platform IN (SELECT value FROM json_each(?5)) \
-                OR destination IN (SELECT value FROM json_each(?6))) \
-         ORDER BY delivered_at, submission_id LIMIT ?3"
-    ))
-    .bind(query.delivered_before)
-    .bind(i64::from(query.unreported_only))
-    .bind(i64::from(query.limit))
-    .bind(all)
-    .bind(platforms)
-    .bind(destinations)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    fates(&rows, OP)
-}
+/// How `claim_overdue` takes its rows: as they are, since one statement writes at a time, so
+/// two gateways on one file cannot both claim a row.
+const CLAIM_ROWS: &str = "";
 
-/// `items` as a JSON array of strings, for `json_each`.
-fn json_texts(items: &[String]) -> String {
+/// Texts bound as one JSON array of strings, for `json_each`.
+fn text_list(items: &[String]) -> String {
     serde_json::Value::from(items.to_vec()).to_string()
-}
-
-/// Claims up to `limit` overdue, unreported submissions whose claim (if any) is older than
-/// `stale_before`; one statement, so two gateways on one file cannot both claim a row.
-pub(super) async fn claim_overdue(
-    pool: &SqlitePool,
-    delivered_before: i64,
-    stale_before: i64,
-    at: i64,
-    limit: u32,
-) -> Result<Vec<Fate>, StoreError> {
-    const OP: &str = "claim overdue submissions";
-    let rows = sqlx::query(&format!(
-        "UPDATE delivered_submissions SET overdue_claimed_at = ?3 \
-         WHERE submission_id IN ( \
-             SELECT submission_id FROM delivered_submissions \
-             WHERE answer IS NULL AND overdue_reported_at IS NULL AND delivered_at < ?1 \
-               AND (overdue_claimed_at IS NULL OR overdue_claimed_at < ?2) \
-             ORDER BY delivered_at, submission_id LIMIT ?4) \
-         RETURNING {FATE_COLUMNS}"
-    ))
-    .bind(delivered_before)
-    .bind(stale_before)
-    .bind(at)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::query(OP))?;
-    fates(&rows, OP)
 }
 
 // ---------------------------------------------------------------------------------------
 // Admin API (see admin.rs)
 
-/// A bound time, microseconds since the epoch: INTEGER columns take it as it is.
-fn push_time(query: &mut QueryBuilder<'_, Sqlite>, micros: i64) {
-    query.push_bind(micros);
-}
+/// Around a bound time, microseconds since the epoch: INTEGER columns take it as it is.
+const TIME: [&str; 2] = ["", ""];
 
-fn push_starts_with(query: &mut QueryBuilder<'_, Sqlite>, column: &str, prefix: &str) {
-    // instr is case-sensitive and knows no wildcards, unlike LIKE.
-    query.push(format_args!("instr({column}, "));
-    query.push_bind(prefix.to_owned());
-    query.push(") = 1");
-}
+/// Around a time column: its microseconds since the epoch, which INTEGER columns hold as
+/// they are.
+const MICROS_OF: [&str; 2] = ["", ""];
 
-fn push_subjects(
-    query: &mut QueryBuilder<'_, Sqlite>,
-    platforms: &[String],
-    destinations: &[String],
-) {
-    query.push("(platform IN (SELECT value FROM json_each(");
-    query.push_bind(json_texts(platforms));
-    query.push(")) OR destination IN (SELECT value FROM json_each(");
-    query.push_bind(json_texts(destinations));
-    query.push(")))");
-}
+/// After a column, around a bound list ([`text_list`], [`db_uuids`]): the column is one of it.
+const AMONG: [&str; 2] = [" IN (SELECT value FROM json_each(", "))"];
 
-fn push_concerns(query: &mut QueryBuilder<'_, Sqlite>, lands: &[String], destinations: &[String]) {
-    query.push("(concerns_lands = '*' OR EXISTS (SELECT 1 FROM json_each(");
-    query.push_bind(json_texts(lands));
-    query.push(
-        ") WHERE instr(concerns_lands, ' ' || value || ' ') > 0) \
-         OR EXISTS (SELECT 1 FROM json_each(",
-    );
-    query.push_bind(json_texts(destinations));
-    query.push(") WHERE instr(concerns_destinations, ' ' || value || ' ') > 0))");
-}
+/// Around a column and a bound prefix: the column starts with it. instr is case-sensitive
+/// and knows no wildcards, unlike LIKE.
+const STARTS_WITH: [&str; 3] = ["instr(", ", ", ") = 1"];
+
+/// Around the bound lands and destinations: an audit entry concerns one of them (or all).
+const CONCERNS: [&str; 3] = [
+    "(concerns_lands = '*' OR EXISTS (SELECT 1 FROM json_each(",
+    ") WHERE instr(concerns_lands, ' ' || value || ' ') > 0) \
+     OR EXISTS (SELECT 1 FROM json_each(",
+    ") WHERE instr(concerns_destinations, ' ' || value || ' ') > 0))",
+];
 
 pub(super) async fn insert_dead_letters(
     pool: &SqlitePool,
@@ -406,29 +337,6 @@ pub(super) async fn insert_dead_letters(
 const DEAD_LETTER_COLUMNS: &str = "id, submission_id, platform, reason, field, detail, \
      service, ars, destination, dead_lettered_at, content_type, message_id, headers, \
      body_bytes, stored_at, state, state_changed_at, state_changed_by, replays";
-
-pub(super) async fn set_dead_letter_state(
-    pool: &SqlitePool,
-    ids: &[Uuid],
-    state: DeadLetterState,
-    actor: &str,
-    at: i64,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE dead_letters SET state = $1, state_changed_at = $2, state_changed_by = $3, \
-             replays = replays + $4 \
-         WHERE state = 'pending' AND id IN (SELECT value FROM json_each($5))",
-    )
-    .bind(state.as_str())
-    .bind(at)
-    .bind(actor)
-    .bind(i64::from(state == DeadLetterState::Replayed))
-    .bind(uuid_json(ids))
-    .execute(pool)
-    .await
-    .map_err(StoreError::query("set dead letter state"))?;
-    Ok(done.rows_affected())
-}
 
 pub(super) async fn record_events(
     pool: &SqlitePool,
@@ -493,16 +401,6 @@ async fn begin_snapshot(
     pool: &SqlitePool,
 ) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
     pool.begin().await
-}
-
-/// A bound time, microseconds since the epoch: INTEGER columns take it as it is.
-fn time_param(n: u8) -> String {
-    format!("${n}")
-}
-
-/// `column` is one of the UUIDs bound as `$n` ([`db_uuids`]).
-fn among_uuids(column: &str, n: u8) -> String {
-    format!("{column} IN (SELECT value FROM json_each(${n}))")
 }
 
 /// UUIDs bound as one JSON array of their text.

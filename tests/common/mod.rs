@@ -634,6 +634,12 @@ pub fn sample_submission(
     })
 }
 
+/// The submission most tests send: from `civento-he` (Land 06) for the test service
+/// 99115005104000 in `region`, of about 512 bytes.
+pub fn he_submission(region: &str) -> wire::Submission {
+    sample_submission("civento-he", "06", "99115005104000", region, 512)
+}
+
 /// Publishes an encoded submission to the ingress queue `submissions` as a platform would,
 /// with the encoding's content type and no message id.
 pub async fn submit_encoded(channel: &Channel, body: &[u8], encoding: Encoding) {

@@ -123,6 +123,13 @@ impl Service {
             })
     }
 
+    /// The directory in use, held against other changes until the guard drops: one change
+    /// at a time, each validated against the result of the last.
+    async fn changing(&self) -> (tokio::sync::MutexGuard<'_, ()>, Arc<Snapshot>) {
+        let one_at_a_time = self.directory_lock.lock().await;
+        (one_at_a_time, self.pipeline.snapshot())
+    }
+
     /// Creates the destination (`create`), or changes one stored through the API.
     pub async fn put_destination(
         &self,
@@ -132,8 +139,7 @@ impl Service {
         create: bool,
     ) -> Result<DestinationView, ServiceError> {
         who.require(Right::Change)?;
-        let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.pipeline.snapshot();
+        let (_one_at_a_time, snapshot) = self.changing().await;
         let reach = self.reach(who, &snapshot);
         let existing = snapshot.destination(&wanted.id);
         // Whom the change concerns: the Land it names, and the Land it leaves.
@@ -177,8 +183,7 @@ impl Service {
         expected_version: i64,
     ) -> Result<(), ServiceError> {
         who.require(Right::Change)?;
-        let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.pipeline.snapshot();
+        let (_one_at_a_time, snapshot) = self.changing().await;
         let reach = self.reach(who, &snapshot);
         let lands: Vec<Land> = snapshot
             .destination(id)
@@ -280,8 +285,7 @@ impl Service {
         create: bool,
     ) -> Result<RouteView, ServiceError> {
         who.require(Right::Change)?;
-        let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.pipeline.snapshot();
+        let (_one_at_a_time, snapshot) = self.changing().await;
         let key = route_key(&spec.service, &spec.region).ok();
         let existing = key.and_then(|(s, r)| snapshot.route(s, r));
         let before_destination = existing.map(|r| snapshot.destinations[r.destination].id.clone());
@@ -366,8 +370,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         who.require(Right::Change)?;
         let (service, region) = route_key(service, region)?;
-        let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.pipeline.snapshot();
+        let (_one_at_a_time, snapshot) = self.changing().await;
         let route = snapshot.route(service, region);
         let destination = route.map(|r| snapshot.destinations[r.destination].id.clone());
         let reach = self.reach(who, &snapshot);
@@ -431,8 +434,7 @@ impl Service {
         expected_version: i64,
     ) -> Result<ServiceView, ServiceError> {
         who.require(Right::Change)?;
-        let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.pipeline.snapshot();
+        let (_one_at_a_time, snapshot) = self.changing().await;
         self.reach(who, &snapshot)
             .change_shared("the services catalogue")?;
         let existing = wanted
@@ -478,8 +480,7 @@ impl Service {
         let parsed = key
             .parse::<ServiceKey>()
             .map_err(|e| ServiceError::invalid("service.key", e.to_string()))?;
-        let _one_at_a_time = self.directory_lock.lock().await;
-        let snapshot = self.pipeline.snapshot();
+        let (_one_at_a_time, snapshot) = self.changing().await;
         self.reach(who, &snapshot)
             .change_shared("the services catalogue")?;
         changeable(snapshot.service_source(parsed), &format!("service {key}"))?;

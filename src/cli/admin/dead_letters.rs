@@ -251,49 +251,46 @@ trait Bulk: Clone {
     fn render(answer: &Self::Answer) -> String;
 }
 
-impl Bulk for api::ReplayDeadLettersRequest {
-    type Answer = api::ReplayDeadLettersResponse;
-    const ACTION: &'static str = "replay";
-    fn commit(&mut self, dry_run: bool, expected_count: Option<u32>) {
-        (self.dry_run, self.expected_count) = (dry_run, expected_count);
-    }
-    async fn send(
-        self,
-        api: &Api,
-        client: &mut DeadLetterServiceClient<Authed>,
-    ) -> Result<Self::Answer, Failure> {
-        let request = api.unary(self);
-        Ok(client.replay_dead_letters(request).await?.into_inner())
-    }
-    fn counted(d: &Self::Answer) -> (u32, u64, String) {
-        (d.replayed, d.matched, d.scope.clone())
-    }
-    fn render(d: &Self::Answer) -> String {
-        render::replayed(d)
-    }
+/// `Bulk` for a request whose answer counts the letters acted on in `$counted`; the two
+/// differ only in their names.
+macro_rules! bulk {
+    ($request:ident => $answer:ident, $action:literal, $call:ident, $counted:ident) => {
+        impl Bulk for api::$request {
+            type Answer = api::$answer;
+            const ACTION: &'static str = $action;
+            fn commit(&mut self, dry_run: bool, expected_count: Option<u32>) {
+                (self.dry_run, self.expected_count) = (dry_run, expected_count);
+            }
+            async fn send(
+                self,
+                api: &Api,
+                client: &mut DeadLetterServiceClient<Authed>,
+            ) -> Result<Self::Answer, Failure> {
+                let request = api.unary(self);
+                Ok(client.$call(request).await?.into_inner())
+            }
+            fn counted(d: &Self::Answer) -> (u32, u64, String) {
+                (d.$counted, d.matched, d.scope.clone())
+            }
+            fn render(d: &Self::Answer) -> String {
+                render::$counted(d)
+            }
+        }
+    };
 }
 
-impl Bulk for api::DiscardDeadLettersRequest {
-    type Answer = api::DiscardDeadLettersResponse;
-    const ACTION: &'static str = "discard";
-    fn commit(&mut self, dry_run: bool, expected_count: Option<u32>) {
-        (self.dry_run, self.expected_count) = (dry_run, expected_count);
-    }
-    async fn send(
-        self,
-        api: &Api,
-        client: &mut DeadLetterServiceClient<Authed>,
-    ) -> Result<Self::Answer, Failure> {
-        let request = api.unary(self);
-        Ok(client.discard_dead_letters(request).await?.into_inner())
-    }
-    fn counted(d: &Self::Answer) -> (u32, u64, String) {
-        (d.discarded, d.matched, d.scope.clone())
-    }
-    fn render(d: &Self::Answer) -> String {
-        render::discarded(d)
-    }
-}
+bulk!(
+    ReplayDeadLettersRequest => ReplayDeadLettersResponse,
+    "replay",
+    replay_dead_letters,
+    replayed
+);
+bulk!(
+    DiscardDeadLettersRequest => DiscardDeadLettersResponse,
+    "discard",
+    discard_dead_letters,
+    discarded
+);
 
 /// Sends a replay or discard once its selection is confirmed (see `confirmation`), and
 /// shows the answer; `None` when it did not go ahead.
