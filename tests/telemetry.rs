@@ -238,6 +238,7 @@ async fn the_metrics_endpoint_counts_what_was_sent() {
         r#"ozg_consumer_up{consumer="retry",platform=""} 1"#,
         r#"ozg_broker_connected{broker="he",role="consume"} 1"#,
         r#"ozg_broker_connected{broker="gw",role="publish"} 1"#,
+        r#"ozg_broker_blocked{broker="gw",role="publish"} 0"#,
     ];
     // Gauges settle a moment after the last status event (the ack comes after it; the
     // retry consumer subscribes after declaring its queues): scrape until they agree.
@@ -532,6 +533,12 @@ async fn every_metric_family_is_exported_after_a_run_through_every_path() {
             &[("broker", "th"), ("role", "publish")],
             &one,
         );
+        // Set to 1 under a broker's alarm: tests/node.rs.
+        check(
+            "ozg_broker_blocked",
+            &[("broker", "th"), ("role", "publish")],
+            &zero,
+        );
         check("ozg_consumer_up", &[("consumer", "ingress"), he], &one);
         check(
             "ozg_consumer_up",
@@ -660,6 +667,7 @@ async fn every_metric_family_is_exported_after_a_run_through_every_path() {
         "ozg_in_flight",
         "ozg_retry_backlog",
         "ozg_broker_connected",
+        "ozg_broker_blocked",
         "ozg_consumer_up",
         "ozg_store_up",
         "ozg_dead_letters_pending",
