@@ -23,6 +23,7 @@ pub mod declare;
 pub mod guard;
 pub mod link;
 mod publish;
+mod returns;
 use crate::topology::{self, Declarations};
 pub use publish::{Publisher, names_exchange};
 

@@ -52,7 +52,7 @@ async fn a_failing_destination_does_not_disturb_the_others() {
     let channel = confirm_channel(&he).await;
     let mut healthy = Vec::new();
     let mut failing = Vec::new();
-    for i in 0..60 {
+    for i in 0..240 {
         let region = match i % 3 {
             0 => "066110000000", // Kassel → ghost
             1 => "064140000000", // Wiesbaden → unbound

@@ -20,6 +20,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::link::Link;
+use super::returns::{Carried, Entry, ReturnBook, Returned};
 use super::{DeliveryError, OwnedTopology, header_frame_size};
 
 /// One confirm-mode channel, reopened on demand after the broker closed it or the link
@@ -57,6 +58,9 @@ struct OpenChannel {
     /// publish on it was confirmed.
     gate: Arc<Mutex<bool>>,
     proven: Arc<AtomicBool>,
+    /// Where a shared channel's returns are matched to their publishes (see
+    /// [`super::returns`]).
+    returns: Arc<ReturnBook>,
 }
 
 impl Publisher {
@@ -138,6 +142,7 @@ impl Publisher {
             connection: Arc::downgrade(&connection),
             gate: Arc::new(Mutex::new(self.shared)),
             proven: Arc::new(AtomicBool::new(self.shared)),
+            returns: Arc::default(),
         };
         *slot = Some(open.clone());
         Ok((open, connection))
@@ -273,6 +278,13 @@ impl Publisher {
                 self.channel_error("the channel closed before the publish went out"),
             ));
         }
+        // Only a shared channel carries publishes to several routes at once, where a return
+        // can come back with another publish's confirm; its messages always have an id.
+        let matched = properties
+            .message_id()
+            .as_ref()
+            .filter(|_| self.shared)
+            .map(|id| (id.to_string(), open.returns.enter()));
         let sent = self.send(
             &open.channel,
             (exchange, routing_key),
@@ -286,7 +298,19 @@ impl Publisher {
                 self.discard(&open).await;
                 return Err(failure);
             }
-            Ok(Ok(confirmation)) => self.judge(confirmation, exchange, routing_key),
+            Ok(Ok(confirmation)) => match matched {
+                Some((id, entry)) => {
+                    self.judge_matched(
+                        &open.returns,
+                        (id, entry),
+                        confirmation,
+                        exchange,
+                        routing_key,
+                    )
+                    .await
+                }
+                None => self.judge(confirmation, exchange, routing_key),
+            },
         };
         self.conclude(&open, proving, &result).await;
         drop(connection);
@@ -408,6 +432,51 @@ impl Publisher {
         }
     }
 
+    /// [`judge`](Self::judge) on a shared channel: the return, if any, is the one filed
+    /// under this publish's message id, whichever confirm lapin gave it with. Waiting for it
+    /// is bounded by the confirm timeout; past that, the publish counts as unconfirmed (it
+    /// may have arrived) rather than delivered.
+    async fn judge_matched(
+        &self,
+        returns: &ReturnBook,
+        (id, entry): (String, Entry),
+        confirmation: Confirmation,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), DeliveryError> {
+        let (acked, carried) = match confirmation {
+            Confirmation::Ack(returned) => (true, returned),
+            Confirmation::Nack(returned) => (false, returned),
+            Confirmation::NotRequested => {
+                drop(entry);
+                return Err(self.channel_error("channel is not in confirm mode"));
+            }
+        };
+        let answered = entry.answered(&id, carried.as_ref().map(Carried::from));
+        let own = tokio::time::timeout(self.confirm_timeout, returns.own_return(answered, &id));
+        let Ok(own) = own.await else {
+            returns.forget(&id);
+            return Err(self.confirm_timeout_error());
+        };
+        match (acked, own) {
+            (true, None) => Ok(()),
+            (true, Some(returned)) => Err(self.returned(exchange, routing_key, returned)),
+            (false, _) => Err(DeliveryError::Nacked {
+                broker: self.broker.clone(),
+            }),
+        }
+    }
+
+    fn returned(&self, exchange: &str, routing_key: &str, returned: Returned) -> DeliveryError {
+        DeliveryError::Returned {
+            broker: self.broker.clone(),
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            code: returned.code,
+            text: returned.text,
+        }
+    }
+
     /// The broker's confirm as the publish's result.
     fn judge(
         &self,
@@ -417,13 +486,9 @@ impl Publisher {
     ) -> Result<(), DeliveryError> {
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) => Err(DeliveryError::Returned {
-                broker: self.broker.clone(),
-                exchange: exchange.to_owned(),
-                routing_key: routing_key.to_owned(),
-                code: returned.reply_code,
-                text: returned.reply_text.to_string(),
-            }),
+            Confirmation::Ack(Some(returned)) => {
+                Err(self.returned(exchange, routing_key, Carried::from(&returned).returned))
+            }
             Confirmation::Nack(_) => Err(DeliveryError::Nacked {
                 broker: self.broker.clone(),
             }),
