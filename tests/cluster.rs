@@ -440,6 +440,24 @@ destination = "darmstadt"
         counts.len(),
         kill_started.elapsed()
     );
+    if lost > 0 {
+        // Where the missing ones are (still queued, unacked by a consumer, in the retry
+        // queues) or whether they are gone: what the failure report needs.
+        for vhost in ["/", "ozg-gateway"] {
+            let queues = tokio::task::block_in_place(|| {
+                nodes[1].ctl(&[
+                    "list_queues",
+                    "-p",
+                    vhost,
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "consumers",
+                ])
+            });
+            println!("queues of vhost {vhost} on node 2 with {lost} missing:\n{queues}");
+        }
+    }
     assert_eq!(lost, 0, "submissions lost");
     assert_eq!(dead, 0, "nothing was wrong with any submission");
     // Only what the gateway had taken from the killed node and not yet acked can come
