@@ -293,6 +293,17 @@ pub struct Admin {
     handle: tokio::task::JoinHandle<Result<(), ozg_gateway::RunError>>,
 }
 
+/// `OZG_TEST_LOG=<filter>` (e.g. `info` or `ozg_gateway=debug`) prints an in-process
+/// gateway's log on stderr, for diagnosing a failing test with `-- --nocapture`.
+pub fn log_if_asked() {
+    if let Ok(filter) = std::env::var("OZG_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl Admin {
     pub async fn start(config: ozg_gateway::Config) -> Admin {
         declare(&config).await;
@@ -301,6 +312,7 @@ impl Admin {
 
     /// Starts the gateway on a topology the test declared itself.
     pub async fn launch(config: ozg_gateway::Config) -> Admin {
+        log_if_asked();
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let handle = tokio::spawn(ozg_gateway::app::run_reporting(
