@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::FutureExt;
 use ozg_gateway::model::{DestinationSpec, RouteSpec, ServiceSpec};
 use ozg_gateway::store::{
-    self, AuditEntry, AuditFilter, AuditVisible, Concerns, DEFAULT_WINDOW, DeadLetter,
+    self, AuditEntry, AuditFilter, AuditRecord, AuditVisible, Concerns, DEFAULT_WINDOW, DeadLetter,
     DeadLetterFilter, DeadLetterState, Deduplicator, DeliveryRecord, DirectoryChange,
     EventRecorder, Fingerprint, NewAudit, NewDeadLetter, Seen, Store, StoreError, TraceEvent,
     Visible, fingerprint,
@@ -611,13 +611,15 @@ fn route(service: &str, region: &str, destination: &str) -> RouteSpec {
 
 fn audit(actor: &str, action: &str, object: &str) -> NewAudit {
     NewAudit {
-        actor: actor.to_owned(),
-        actor_scope: "every Land".to_owned(),
+        record: AuditRecord {
+            actor: actor.to_owned(),
+            actor_scope: "every Land".to_owned(),
+            action: action.to_owned(),
+            object: object.to_owned(),
+            before: None,
+            after: Some(format!("{{\"object\":\"{object}\"}}")),
+        },
         concerns: Concerns::default(),
-        action: action.to_owned(),
-        object: object.to_owned(),
-        before: None,
-        after: Some(format!("{{\"object\":\"{object}\"}}")),
     }
 }
 
@@ -716,12 +718,12 @@ async fn directory_changes_round_trip_with_version_and_audit(db: Db) {
     // One audit row per change, newest first, with the store's time.
     let rows = all_audit(&store).await;
     assert_eq!(rows.len(), 10);
-    let objects: Vec<&str> = rows.iter().map(|r| r.object.as_str()).collect();
+    let objects: Vec<&str> = rows.iter().map(|r| r.record.object.as_str()).collect();
     assert_eq!(objects[3..], ["#6", "#5", "#4", "#3", "#2", "#1", "#0"]);
     assert!(rows.windows(2).all(|w| w[0].id > w[1].id));
-    assert_eq!(rows[0].actor, "bob");
-    assert_eq!(rows[9].after.as_deref(), Some("{\"object\":\"#0\"}"));
-    assert_eq!(rows[9].before, None);
+    assert_eq!(rows[0].record.actor, "bob");
+    assert_eq!(rows[9].record.after.as_deref(), Some("{\"object\":\"#0\"}"));
+    assert_eq!(rows[9].record.before, None);
     assert!(
         rows.iter()
             .all(|r| r.at >= before && r.at <= SystemTime::now())
@@ -767,7 +769,7 @@ async fn failed_directory_change_writes_nothing(db: Db) {
     assert_eq!(store.directory_version().await.unwrap(), 1);
     let rows = all_audit(&store).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].actor, "alice");
+    assert_eq!(rows[0].record.actor, "alice");
     assert_eq!(
         store.load_directory().await.unwrap().routes,
         [route("99000001", "09162", "bauamt")]
@@ -821,7 +823,7 @@ async fn audit_list_filters_and_pages(db: Db) {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|e| e.object)
+                .map(|e| e.record.object)
                 .collect::<Vec<String>>()
         }
     };
@@ -896,7 +898,7 @@ async fn audit_list_filters_and_pages(db: Db) {
         assert!(page.len() <= 4);
         let Some(last) = page.last() else { break };
         before_id = Some(last.id);
-        seen.extend(page.into_iter().map(|e| e.object));
+        seen.extend(page.into_iter().map(|e| e.record.object));
     }
     assert_eq!(seen, objects(0..35, |_| true));
     assert_eq!(
@@ -1776,10 +1778,11 @@ async fn scoped_audit_lists_rows_about_the_scope_and_everyone(db: Db) {
     ];
     for (object, concerns) in &rows {
         store
-            .audit(NewAudit {
-                concerns: concerns.clone(),
-                actor_scope: format!("scope of {object}"),
-                ..audit("ops", "test", object)
+            .audit({
+                let mut entry = audit("ops", "test", object);
+                entry.concerns = concerns.clone();
+                entry.record.actor_scope = format!("scope of {object}");
+                entry
             })
             .await
             .unwrap();
@@ -1849,8 +1852,9 @@ async fn scoped_audit_lists_rows_about_the_scope_and_everyone(db: Db) {
             let Some(last) = page.last() else { break };
             before_id = Some(last.id);
             for entry in page {
-                assert_eq!(entry.actor_scope, format!("scope of {}", entry.object));
-                seen.push(entry.object);
+                let record = entry.record;
+                assert_eq!(record.actor_scope, format!("scope of {}", record.object));
+                seen.push(record.object);
             }
         }
         assert_eq!(seen, want, "{label}");

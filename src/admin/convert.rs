@@ -270,15 +270,16 @@ pub fn resolution(resolution: Resolution) -> pb::ResolveResponse {
 }
 
 pub fn audit_entry(e: AuditEntry) -> pb::AuditEntry {
+    let r = e.record;
     pb::AuditEntry {
         id: e.id,
         at: Some(timestamp(e.at)),
-        actor: e.actor,
-        action: e.action,
-        object: e.object,
-        before: e.before.unwrap_or_default(),
-        after: e.after.unwrap_or_default(),
-        actor_scope: e.actor_scope,
+        actor: r.actor,
+        action: r.action,
+        object: r.object,
+        before: r.before.unwrap_or_default(),
+        after: r.after.unwrap_or_default(),
+        actor_scope: r.actor_scope,
     }
 }
 

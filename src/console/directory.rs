@@ -279,15 +279,15 @@ pub async fn audit_rows(console: &Console, who: &Principal, q: &str) -> Vec<Audi
     page.map(|p| p.entries)
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| matches(q, &[&e.object, &e.actor, &e.action]))
+        .filter(|e| matches(q, &[&e.record.object, &e.record.actor, &e.record.action]))
         .take(AUDIT_SHOWN)
         .map(|e| AuditRow {
             at: when(e.at),
-            actor: e.actor,
-            action: e.action,
-            object: e.object,
-            before: e.before.unwrap_or_default(),
-            after: e.after.unwrap_or_default(),
+            actor: e.record.actor,
+            action: e.record.action,
+            object: e.record.object,
+            before: e.record.before.unwrap_or_default(),
+            after: e.record.after.unwrap_or_default(),
         })
         .collect()
 }

@@ -140,15 +140,13 @@ impl StoredDirectory {
 // ---------------------------------------------------------------------------------------
 // Audit log
 
-/// An audit row to write; the store adds the id and the time.
+/// What an audit row says, the same whether it is written or read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAudit {
+pub struct AuditRecord {
     /// Who did it (the authenticated caller).
     pub actor: String,
     /// The caller's scope, as the admin API describes it ("every Land", "Land 06 HE").
     pub actor_scope: String,
-    /// Whom the row concerns: who may list it.
-    pub concerns: Concerns,
     /// What was done, e.g. "directory.put_route", "dead_letter.replay".
     pub action: String,
     /// What it was done to, e.g. "route/99000001/09162".
@@ -156,6 +154,14 @@ pub struct NewAudit {
     /// JSON text of the object before and after, where that applies. Never payload.
     pub before: Option<String>,
     pub after: Option<String>,
+}
+
+/// An audit row to write; the store adds the id and the time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    pub record: AuditRecord,
+    /// Whom the row concerns: who may list it.
+    pub concerns: Concerns,
 }
 
 /// Whom an audit row concerns, so that a token limited to some Länder lists the rows about
@@ -191,18 +197,12 @@ impl Concerns {
     }
 }
 
-/// An audit row as stored.
+/// An audit row as stored. Whom it concerns is not read back: the listing filters on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: SystemTime,
-    pub actor: String,
-    /// The scope of the token that acted.
-    pub actor_scope: String,
-    pub action: String,
-    pub object: String,
-    pub before: Option<String>,
-    pub after: Option<String>,
+    pub record: AuditRecord,
 }
 
 /// Which audit rows to list; every field that is set must match. `since` is inclusive,

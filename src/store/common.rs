@@ -62,14 +62,15 @@ macro_rules! queries {
             operation: &'static str,
         ) -> Result<(), StoreError> {
             let (lands, destinations) = entry.concerns.columns();
+            let record = &entry.record;
             sqlx::query(INSERT_AUDIT)
                 .bind(at)
-                .bind(&entry.actor)
-                .bind(&entry.actor_scope)
-                .bind(&entry.action)
-                .bind(&entry.object)
-                .bind(&entry.before)
-                .bind(&entry.after)
+                .bind(&record.actor)
+                .bind(&record.actor_scope)
+                .bind(&record.action)
+                .bind(&record.object)
+                .bind(&record.before)
+                .bind(&record.after)
                 .bind(lands)
                 .bind(destinations)
                 .execute(conn)

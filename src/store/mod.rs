@@ -53,9 +53,9 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use uuid::Uuid;
 
 pub use admin::{
-    AuditEntry, AuditFilter, AuditVisible, Concerns, DeadLetter, DeadLetterFilter, DeadLetterGroup,
-    DeadLetterMessage, DeadLetterState, DirectoryChange, NewAudit, NewDeadLetter, StoredDirectory,
-    TraceEvent, UnknownDeadLetterState, Visible,
+    AuditEntry, AuditFilter, AuditRecord, AuditVisible, Concerns, DeadLetter, DeadLetterFilter,
+    DeadLetterGroup, DeadLetterMessage, DeadLetterState, DirectoryChange, NewAudit, NewDeadLetter,
+    StoredDirectory, TraceEvent, UnknownDeadLetterState, Visible,
 };
 pub use dedup::Deduplicator;
 pub use error::StoreError;

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-use super::admin::{AuditEntry, DeadLetter, DeadLetterMessage, TraceEvent, UnknownDeadLetterState};
+use super::admin::{
+    AuditEntry, AuditRecord, DeadLetter, DeadLetterMessage, TraceEvent, UnknownDeadLetterState,
+};
 use super::{StoreError, from_micros};
 use crate::model::{DestinationSpec, RouteSpec, ServiceSpec};
 
@@ -126,12 +128,17 @@ where
             AuditEntry {
                 id: self.get()?,
                 at: self.time()?,
-                actor,
-                actor_scope,
-                action,
-                object,
-                before: self.get()?,
-                after: self.get()?,
+                record: in_order!(
+                    self,
+                    AuditRecord {
+                        actor,
+                        actor_scope,
+                        action,
+                        object,
+                        before: self.get()?,
+                        after: self.get()?,
+                    }
+                ),
             }
         ))
     }

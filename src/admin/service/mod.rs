@@ -30,7 +30,7 @@ pub use stats::{DestinationStats, Overview, OverviewFilter, PlatformStats};
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::store::{Concerns, NewAudit, Store};
+use crate::store::{AuditRecord, Concerns, NewAudit, Store};
 use access::Reach;
 
 use super::LinkView;
@@ -83,7 +83,7 @@ impl Service {
     /// Writes an audit row on its own. A change that is done is not reported as failed
     /// because its audit row could not be written: the log says so instead.
     async fn audit_done(&self, entry: NewAudit) {
-        let (actor, action) = (entry.actor.clone(), entry.action.clone());
+        let (actor, action) = (entry.record.actor.clone(), entry.record.action.clone());
         if let Err(e) = self.store.audit(entry).await {
             tracing::error!(error = %e, actor = %actor, action = %action, "cannot write the audit row");
         }
@@ -100,13 +100,15 @@ fn audit_row(
     concerns: Concerns,
 ) -> NewAudit {
     NewAudit {
-        actor: who.name.clone(),
-        actor_scope: who.scope.to_string(),
+        record: AuditRecord {
+            actor: who.name.clone(),
+            actor_scope: who.scope.to_string(),
+            action: action.to_owned(),
+            object,
+            before,
+            after,
+        },
         concerns,
-        action: action.to_owned(),
-        object,
-        before,
-        after,
     }
 }
 
