@@ -202,6 +202,17 @@ pub struct RoutingEvent {
     pub reason: String,
 }
 
+/// An outcome for the live watchers, borrowed: the [`RoutingEvent`] is built from it only
+/// when somebody watches.
+struct Told<'a> {
+    /// `None` for a platform no longer configured.
+    platform: Option<usize>,
+    submission_id: &'a str,
+    destination: &'a str,
+    outcome: Ending,
+    reason: &'a str,
+}
+
 pub struct Activity {
     pub started: SystemTime,
     /// Same index as `config.platforms`.
@@ -337,7 +348,13 @@ impl Activity {
             }
             Ending::Duplicate | Ending::Requeued => {}
         }
-        self.tell(platform, submission_id, destination, outcome, reason);
+        self.tell(Told {
+            platform,
+            submission_id,
+            destination,
+            outcome,
+            reason,
+        });
     }
 
     /// [`outcome`](Self::outcome) "delivered", with the destination's activity already at
@@ -353,31 +370,31 @@ impl Activity {
             p.forwarded.fetch_add(1, Ordering::Relaxed);
         }
         activity.delivered.inc();
-        self.tell(platform, submission_id, destination, Ending::Delivered, "");
+        self.tell(Told {
+            platform,
+            submission_id,
+            destination,
+            outcome: Ending::Delivered,
+            reason: "",
+        });
     }
 
     /// Tells the live watchers of an outcome.
-    fn tell(
-        &self,
-        platform: Option<usize>,
-        submission_id: &str,
-        destination: &str,
-        outcome: Ending,
-        reason: &str,
-    ) {
+    fn tell(&self, told: Told<'_>) {
         // Nobody watching is the normal case: then the event is not even built.
         if self.events.receiver_count() == 0 {
             return;
         }
         let _ = self.events.send(RoutingEvent {
             at: SystemTime::now(),
-            submission_id: submission_id.to_owned(),
-            platform: platform
+            submission_id: told.submission_id.to_owned(),
+            platform: told
+                .platform
                 .map(|i| self.platforms[i].0.clone())
                 .unwrap_or_default(),
-            destination: destination.to_owned(),
-            outcome: outcome.as_str().to_owned(),
-            reason: reason.to_owned(),
+            destination: told.destination.to_owned(),
+            outcome: told.outcome.as_str().to_owned(),
+            reason: told.reason.to_owned(),
         });
     }
 
