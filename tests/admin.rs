@@ -1179,19 +1179,21 @@ async fn bad_input_is_refused_by_field_and_never_echoed_at_length() {
 fn stored_letter(reason: &str, destination: &str) -> ozg_gateway::store::NewDeadLetter {
     let s = sample_submission("civento-he", "06", MELDE, DARMSTADT, 256);
     ozg_gateway::store::NewDeadLetter {
-        id: uuid::Uuid::new_v4(),
-        submission_id: s.submission_id.clone(),
-        platform: "civento-he".into(),
-        reason: reason.into(),
-        field: String::new(),
-        detail: "stored by the test".into(),
-        service: MELDE.into(),
-        ars: DARMSTADT.into(),
-        destination: destination.into(),
-        dead_lettered_at: std::time::SystemTime::now() - Duration::from_secs(3600),
-        content_type: Encoding::Protobuf.content_type().into(),
-        message_id: s.submission_id.clone(),
-        headers: "{}".into(),
+        record: ozg_gateway::store::DeadLetterRecord {
+            id: uuid::Uuid::new_v4(),
+            submission_id: s.submission_id.clone(),
+            platform: "civento-he".into(),
+            reason: reason.into(),
+            field: String::new(),
+            detail: "stored by the test".into(),
+            service: MELDE.into(),
+            ars: DARMSTADT.into(),
+            destination: destination.into(),
+            dead_lettered_at: std::time::SystemTime::now() - Duration::from_secs(3600),
+            content_type: Encoding::Protobuf.content_type().into(),
+            message_id: s.submission_id.clone(),
+            headers: "{}".into(),
+        },
         body: sample::encode(&s, Encoding::Protobuf),
     }
 }
@@ -1323,7 +1325,7 @@ async fn triage_counts_dry_runs_confirms_and_follows_what_replays_became() {
     assert_eq!((none.total, none.by_reason.len()), (0, 0));
 
     // A dry run of a discard: the two bad service keys, and nothing changes.
-    let bad_key: BTreeSet<String> = old[3..].iter().map(|l| l.id.to_string()).collect();
+    let bad_key: BTreeSet<String> = old[3..].iter().map(|l| l.record.id.to_string()).collect();
     let dry = dead
         .discard_dead_letters(op(pb::DiscardDeadLettersRequest {
             filter: reason("invalid-service-key"),
@@ -1429,8 +1431,8 @@ async fn triage_counts_dry_runs_confirms_and_follows_what_replays_became() {
     // again as no-route, as a new letter. A letter never replayed and a discarded one say
     // so. Asked by a viewer, as a console would.
     let mut asked = replayed.ids.clone();
-    asked.push(old[0].id.to_string());
-    asked.push(old[3].id.to_string());
+    asked.push(old[0].record.id.to_string());
+    asked.push(old[3].record.id.to_string());
     let deadline = tokio::time::Instant::now() + HANG;
     let outcomes = loop {
         let outcomes = dead

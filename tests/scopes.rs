@@ -22,7 +22,9 @@ use common::*;
 use ozg_gateway::admin::auth::hash_token;
 use ozg_gateway::envelope::Encoding;
 use ozg_gateway::sample;
-use ozg_gateway::store::{self, DeliveryRecord, NewDeadLetter, Store, TraceEvent};
+use ozg_gateway::store::{
+    self, DeadLetterRecord, DeliveryRecord, NewDeadLetter, Store, TraceEvent,
+};
 use ozg_gateway::wire::admin as pb;
 use pb::dead_letter_service_client::DeadLetterServiceClient;
 use pb::directory_service_client::DirectoryServiceClient;
@@ -140,19 +142,21 @@ fn dead_letter(platform: &str, destination: &str, reason: &str) -> NewDeadLetter
     };
     let submission = sample_submission(platform, land, MELDE, region, 256);
     NewDeadLetter {
-        id: Uuid::new_v4(),
-        submission_id: submission.submission_id.clone(),
-        platform: platform.to_owned(),
-        reason: reason.to_owned(),
-        field: String::new(),
-        detail: format!("for {destination}"),
-        service: MELDE.to_owned(),
-        ars: region.to_owned(),
-        destination: destination.to_owned(),
-        dead_lettered_at: SystemTime::now(),
-        content_type: Encoding::Protobuf.content_type().to_owned(),
-        message_id: submission.submission_id.clone(),
-        headers: "{}".to_owned(),
+        record: DeadLetterRecord {
+            id: Uuid::new_v4(),
+            submission_id: submission.submission_id.clone(),
+            platform: platform.to_owned(),
+            reason: reason.to_owned(),
+            field: String::new(),
+            detail: format!("for {destination}"),
+            service: MELDE.to_owned(),
+            ars: region.to_owned(),
+            destination: destination.to_owned(),
+            dead_lettered_at: SystemTime::now(),
+            content_type: Encoding::Protobuf.content_type().to_owned(),
+            message_id: submission.submission_id.clone(),
+            headers: "{}".to_owned(),
+        },
         body: sample::encode(&submission, Encoding::Protobuf),
     }
 }
@@ -338,7 +342,7 @@ async fn audited_changes(c: &mut Clients, store: &Store) -> Vec<(String, [bool; 
         .unwrap();
     c.dead
         .discard_dead_letters(setup(pb::DiscardDeadLettersRequest {
-            ids: vec![letter.id.to_string()],
+            ids: vec![letter.record.id.to_string()],
             ..Default::default()
         }))
         .await
@@ -370,7 +374,7 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
     // In the store before the gateway starts: one dead letter, one trace and (where a
     // destination was found) one overdue delivery per submission of SUBMISSIONS.
     let letters = store_letters(&store, "fixed").await;
-    let letter_ids: Vec<String> = letters.iter().map(|l| l.id.to_string()).collect();
+    let letter_ids: Vec<String> = letters.iter().map(|l| l.record.id.to_string()).collect();
     let trace_ids: Vec<String> = SUBMISSIONS
         .iter()
         .map(|(label, ..)| format!("trace {label}"))
@@ -641,8 +645,8 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
             let scoped = in_scope(&letter_ids, s);
             let mut oldest: Vec<(SystemTime, String)> = letters
                 .iter()
-                .filter(|l| scoped.contains(&l.id.to_string()))
-                .map(|l| (l.dead_lettered_at, l.id.to_string()))
+                .filter(|l| scoped.contains(&l.record.id.to_string()))
+                .map(|l| (l.record.dead_lettered_at, l.record.id.to_string()))
                 .collect();
             oldest.sort();
             let mut want = set(oldest.into_iter().take(3).map(|(_, id)| id));
@@ -1119,7 +1123,7 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
                     .replay_dead_letters(as_token(
                         &token,
                         pb::ReplayDeadLettersRequest {
-                            ids: vec![letter.id.to_string()],
+                            ids: vec![letter.record.id.to_string()],
                             ..Default::default()
                         },
                     ))
@@ -1155,7 +1159,7 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
             // scope's are discarded, and the answer says which scope.
             let reason = format!("discard-{k}");
             let fresh = store_letters(&store, &reason).await;
-            let fresh_ids: Vec<String> = fresh.iter().map(|l| l.id.to_string()).collect();
+            let fresh_ids: Vec<String> = fresh.iter().map(|l| l.record.id.to_string()).collect();
             let scoped = in_scope(&fresh_ids, s);
             // First a dry run of the replay and of the discard, and a discard confirmed
             // with a count one too high: the scope's letters are counted, none is touched.
@@ -1310,7 +1314,7 @@ async fn the_access_matrix_of_roles_scopes_and_calls() {
         let request = as_token(
             "viewer-he",
             pb::GetDeadLetterRequest {
-                id: later.id.to_string(),
+                id: later.record.id.to_string(),
             },
         );
         let mut dead = c.dead.clone();

@@ -20,9 +20,9 @@ use futures_util::FutureExt;
 use ozg_gateway::model::{DestinationSpec, RouteSpec, ServiceSpec};
 use ozg_gateway::store::{
     self, AuditEntry, AuditFilter, AuditRecord, AuditVisible, Concerns, DEFAULT_WINDOW, DeadLetter,
-    DeadLetterFilter, DeadLetterState, Deduplicator, DeliveryRecord, DirectoryChange,
-    EventRecorder, Fingerprint, NewAudit, NewDeadLetter, Seen, Store, StoreError, TraceEvent,
-    Visible, fingerprint,
+    DeadLetterFilter, DeadLetterRecord, DeadLetterState, Deduplicator, DeliveryRecord,
+    DirectoryChange, EventRecorder, Fingerprint, NewAudit, NewDeadLetter, Seen, Store, StoreError,
+    TraceEvent, Visible, fingerprint,
 };
 use sqlx::{Connection, Row};
 use uuid::Uuid;
@@ -916,19 +916,21 @@ async fn audit_list_filters_and_pages(db: Db) {
 
 fn letter(i: usize, at: SystemTime) -> NewDeadLetter {
     NewDeadLetter {
-        id: Uuid::new_v4(),
-        submission_id: format!("sub-{i}"),
-        platform: ["by", "nw"][i % 2].to_owned(),
-        reason: ["no-route", "invalid", "destination-unavailable"][i % 3].to_owned(),
-        field: "routing.ars".to_owned(),
-        detail: format!("detail {i}"),
-        service: ["99000001", "10000000"][i % 2].to_owned(),
-        ars: "091620000000".to_owned(),
-        destination: ["bauamt", "ordnungsamt", ""][i % 3].to_owned(),
-        dead_lettered_at: at,
-        content_type: "application/json".to_owned(),
-        message_id: format!("msg-{i}"),
-        headers: format!("{{\"x-ozg-reason\":\"r{i}\"}}"),
+        record: DeadLetterRecord {
+            id: Uuid::new_v4(),
+            submission_id: format!("sub-{i}"),
+            platform: ["by", "nw"][i % 2].to_owned(),
+            reason: ["no-route", "invalid", "destination-unavailable"][i % 3].to_owned(),
+            field: "routing.ars".to_owned(),
+            detail: format!("detail {i}"),
+            service: ["99000001", "10000000"][i % 2].to_owned(),
+            ars: "091620000000".to_owned(),
+            destination: ["bauamt", "ordnungsamt", ""][i % 3].to_owned(),
+            dead_lettered_at: at,
+            content_type: "application/json".to_owned(),
+            message_id: format!("msg-{i}"),
+            headers: format!("{{\"x-ozg-reason\":\"r{i}\"}}"),
+        },
         // Every byte value, and an empty body for one letter.
         body: if i == 0 {
             Vec::new()
@@ -941,19 +943,7 @@ fn letter(i: usize, at: SystemTime) -> NewDeadLetter {
 /// What the store should give back for `new` while it is pending.
 fn stored(new: &NewDeadLetter, stored_at: SystemTime) -> DeadLetter {
     DeadLetter {
-        id: new.id,
-        submission_id: new.submission_id.clone(),
-        platform: new.platform.clone(),
-        reason: new.reason.clone(),
-        field: new.field.clone(),
-        detail: new.detail.clone(),
-        service: new.service.clone(),
-        ars: new.ars.clone(),
-        destination: new.destination.clone(),
-        dead_lettered_at: new.dead_lettered_at,
-        content_type: new.content_type.clone(),
-        message_id: new.message_id.clone(),
-        headers: new.headers.clone(),
+        record: new.record.clone(),
         body_bytes: u64::try_from(new.body.len()).unwrap(),
         stored_at,
         state: DeadLetterState::Pending,
@@ -974,7 +964,7 @@ async fn insert_letters(store: &Store, n: usize) -> Vec<NewDeadLetter> {
 }
 
 fn ids(letters: &[DeadLetter]) -> Vec<Uuid> {
-    letters.iter().map(|l| l.id).collect()
+    letters.iter().map(|l| l.record.id).collect()
 }
 
 fn only(platforms: &[&str], destinations: &[&str]) -> Visible {
@@ -1017,7 +1007,7 @@ async fn scoped_dead_letters_page_count_and_get_only_what_is_visible(db: Db) {
             .iter()
             .enumerate()
             .filter(|(i, _)| keep(*i))
-            .map(|(_, l)| l.id)
+            .map(|(_, l)| l.record.id)
             .collect();
         let filter = DeadLetterFilter {
             visible: visible.clone(),
@@ -1033,7 +1023,7 @@ async fn scoped_dead_letters_page_count_and_get_only_what_is_visible(db: Db) {
                 assert_eq!(page.len(), 4, "{label}: a short page before the end");
             }
             let Some(last) = page.last() else { break };
-            after = Some((last.dead_lettered_at, last.id));
+            after = Some((last.record.dead_lettered_at, last.record.id));
             seen.extend(ids(&page));
         }
         assert_eq!(seen, want, "{label}");
@@ -1043,10 +1033,13 @@ async fn scoped_dead_letters_page_count_and_get_only_what_is_visible(db: Db) {
             "{label}"
         );
         for letter in &letters {
-            let got = store.get_dead_letter(letter.id, &visible).await.unwrap();
+            let got = store
+                .get_dead_letter(letter.record.id, &visible)
+                .await
+                .unwrap();
             assert_eq!(
-                got.map(|l| l.id),
-                want.contains(&letter.id).then_some(letter.id),
+                got.map(|l| l.record.id),
+                want.contains(&letter.record.id).then_some(letter.record.id),
                 "{label}"
             );
         }
@@ -1061,7 +1054,7 @@ async fn scoped_dead_letters_page_count_and_get_only_what_is_visible(db: Db) {
         .iter()
         .enumerate()
         .filter(|(i, _)| i % 6 == 0)
-        .map(|(_, l)| l.id)
+        .map(|(_, l)| l.record.id)
         .collect();
     assert_eq!(
         ids(&store.list_dead_letters(&filter, None, 100).await.unwrap()),
@@ -1078,18 +1071,22 @@ async fn dead_letters_insert_get_and_message(db: Db) {
 
     for new in &letters {
         let got = store
-            .get_dead_letter(new.id, &Visible::All)
+            .get_dead_letter(new.record.id, &Visible::All)
             .await
             .unwrap()
             .unwrap();
         assert!(got.stored_at >= before && got.stored_at <= after);
         assert_eq!(got, stored(new, got.stored_at));
-        let message = store.dead_letter_message(new.id).await.unwrap().unwrap();
+        let message = store
+            .dead_letter_message(new.record.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(message.body, new.body);
-        assert_eq!(message.content_type, new.content_type);
-        assert_eq!(message.message_id, new.message_id);
-        assert_eq!(message.headers, new.headers);
-        assert_eq!(message.platform, new.platform);
+        assert_eq!(message.content_type, new.record.content_type);
+        assert_eq!(message.message_id, new.record.message_id);
+        assert_eq!(message.headers, new.record.headers);
+        assert_eq!(message.platform, new.record.platform);
     }
     assert_eq!(
         store
@@ -1106,7 +1103,7 @@ async fn dead_letters_insert_get_and_message(db: Db) {
     // Redelivered by the queue: the same id again, with other content, and one new letter
     // next to it in the batch. The stored one stays as it was; the new one goes in.
     let mut again = letters[2].clone();
-    again.detail = "changed".into();
+    again.record.detail = "changed".into();
     again.body = b"changed".to_vec();
     let fresh = letter(7, now());
     store
@@ -1114,14 +1111,14 @@ async fn dead_letters_insert_get_and_message(db: Db) {
         .await
         .unwrap();
     let got = store
-        .get_dead_letter(letters[2].id, &Visible::All)
+        .get_dead_letter(letters[2].record.id, &Visible::All)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.detail, "detail 2");
+    assert_eq!(got.record.detail, "detail 2");
     assert_eq!(
         store
-            .dead_letter_message(letters[2].id)
+            .dead_letter_message(letters[2].record.id)
             .await
             .unwrap()
             .unwrap()
@@ -1137,10 +1134,11 @@ async fn dead_letters_insert_get_and_message(db: Db) {
     );
     assert_eq!(
         store
-            .get_dead_letter(fresh.id, &Visible::All)
+            .get_dead_letter(fresh.record.id, &Visible::All)
             .await
             .unwrap()
             .unwrap()
+            .record
             .message_id,
         "msg-7"
     );
@@ -1164,7 +1162,7 @@ async fn dead_letters_list_filters_and_count(db: Db) {
             .iter()
             .enumerate()
             .filter(|(i, _)| keep(*i))
-            .map(|(_, l)| l.id)
+            .map(|(_, l)| l.record.id)
             .collect()
     };
 
@@ -1205,8 +1203,8 @@ async fn dead_letters_list_filters_and_count(db: Db) {
     // since inclusive, until exclusive.
     assert_eq!(
         list(DeadLetterFilter {
-            since: Some(letters[3].dead_lettered_at),
-            until: Some(letters[8].dead_lettered_at),
+            since: Some(letters[3].record.dead_lettered_at),
+            until: Some(letters[8].record.dead_lettered_at),
             ..DeadLetterFilter::default()
         })
         .await,
@@ -1223,7 +1221,7 @@ async fn dead_letters_list_filters_and_count(db: Db) {
 
     store
         .set_dead_letter_state(
-            &[letters[1].id, letters[4].id],
+            &[letters[1].record.id, letters[4].record.id],
             DeadLetterState::Discarded,
             "ops",
         )
@@ -1264,8 +1262,10 @@ async fn dead_letters_paging_returns_every_row_once_in_order(db: Db) {
     // Inserted in two batches out of order.
     store.insert_dead_letters(&letters[20..]).await.unwrap();
     store.insert_dead_letters(&letters[..20]).await.unwrap();
-    let mut want: Vec<(SystemTime, Uuid)> =
-        letters.iter().map(|l| (l.dead_lettered_at, l.id)).collect();
+    let mut want: Vec<(SystemTime, Uuid)> = letters
+        .iter()
+        .map(|l| (l.record.dead_lettered_at, l.record.id))
+        .collect();
     want.sort();
 
     for page_size in [1, 5, 7, 100] {
@@ -1278,8 +1278,11 @@ async fn dead_letters_paging_returns_every_row_once_in_order(db: Db) {
                 .unwrap();
             assert!(page.len() <= usize::try_from(page_size).unwrap());
             let Some(last) = page.last() else { break };
-            after = Some((last.dead_lettered_at, last.id));
-            seen.extend(page.iter().map(|l| (l.dead_lettered_at, l.id)));
+            after = Some((last.record.dead_lettered_at, last.record.id));
+            seen.extend(
+                page.iter()
+                    .map(|l| (l.record.dead_lettered_at, l.record.id)),
+            );
         }
         assert_eq!(seen, want, "page size {page_size}");
     }
@@ -1294,13 +1297,18 @@ async fn dead_letters_paging_returns_every_row_once_in_order(db: Db) {
     while let Some(last) = {
         let page = store.list_dead_letters(&filter, after, 3).await.unwrap();
         seen.extend(ids(&page));
-        page.last().map(|l| (l.dead_lettered_at, l.id))
+        page.last()
+            .map(|l| (l.record.dead_lettered_at, l.record.id))
     } {
         after = Some(last);
     }
     let by: Vec<Uuid> = want
         .iter()
-        .filter(|(_, id)| letters.iter().any(|l| l.id == *id && l.platform == "by"))
+        .filter(|(_, id)| {
+            letters
+                .iter()
+                .any(|l| l.record.id == *id && l.record.platform == "by")
+        })
         .map(|(_, id)| *id)
         .collect();
     assert_eq!(seen, by);
@@ -1310,7 +1318,7 @@ async fn dead_letters_paging_returns_every_row_once_in_order(db: Db) {
 async fn dead_letter_state_changes_only_pending_letters(db: Db) {
     let store = db.open().await;
     let letters = insert_letters(&store, 6).await;
-    let id = |i: usize| letters[i].id;
+    let id = |i: usize| letters[i].record.id;
     let before = now();
 
     // Two of three pending, plus an unknown id.
@@ -1405,11 +1413,11 @@ async fn dead_letter_purge_keeps_pending_and_recent(db: Db) {
     let store = db.open().await;
     let letters = insert_letters(&store, 4).await;
     store
-        .set_dead_letter_state(&[letters[0].id], DeadLetterState::Replayed, "ops")
+        .set_dead_letter_state(&[letters[0].record.id], DeadLetterState::Replayed, "ops")
         .await
         .unwrap();
     store
-        .set_dead_letter_state(&[letters[1].id], DeadLetterState::Discarded, "ops")
+        .set_dead_letter_state(&[letters[1].record.id], DeadLetterState::Discarded, "ops")
         .await
         .unwrap();
 
@@ -1424,7 +1432,7 @@ async fn dead_letter_purge_keeps_pending_and_recent(db: Db) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let cutoff = SystemTime::now();
     store
-        .set_dead_letter_state(&[letters[2].id], DeadLetterState::Discarded, "ops")
+        .set_dead_letter_state(&[letters[2].record.id], DeadLetterState::Discarded, "ops")
         .await
         .unwrap();
     // The two changed before the cutoff go; the one changed after it and the pending one,
@@ -1435,9 +1443,12 @@ async fn dead_letter_purge_keeps_pending_and_recent(db: Db) {
         .list_dead_letters(&DeadLetterFilter::default(), None, 100)
         .await
         .unwrap();
-    assert_eq!(ids(&left), [letters[2].id, letters[3].id]);
+    assert_eq!(ids(&left), [letters[2].record.id, letters[3].record.id]);
     assert_eq!(
-        store.dead_letter_message(letters[0].id).await.unwrap(),
+        store
+            .dead_letter_message(letters[0].record.id)
+            .await
+            .unwrap(),
         None
     );
     store.close().await;

@@ -336,19 +336,20 @@ pub fn selection(ids: &[String], filter: Option<&pb::DeadLetterFilter>, all: boo
 }
 
 pub fn dead_letter(d: DeadLetter) -> pb::DeadLetter {
-    let headers = serde_json::from_str::<HashMap<String, String>>(&d.headers).unwrap_or_default();
+    let r = d.record;
+    let headers = serde_json::from_str::<HashMap<String, String>>(&r.headers).unwrap_or_default();
     pb::DeadLetter {
-        id: d.id.to_string(),
-        submission_id: d.submission_id,
-        platform: d.platform,
-        reason: d.reason,
-        field: d.field,
-        detail: d.detail,
-        service: d.service,
-        ars: d.ars,
-        destination: d.destination,
-        dead_lettered_at: Some(timestamp(d.dead_lettered_at)),
-        content_type: d.content_type,
+        id: r.id.to_string(),
+        submission_id: r.submission_id,
+        platform: r.platform,
+        reason: r.reason,
+        field: r.field,
+        detail: r.detail,
+        service: r.service,
+        ars: r.ars,
+        destination: r.destination,
+        dead_lettered_at: Some(timestamp(r.dead_lettered_at)),
+        content_type: r.content_type,
         body_bytes: d.body_bytes,
         state: state(d.state),
         state_changed_at: d.state_changed_at.map(timestamp),
@@ -408,8 +409,8 @@ pub fn replay_outcome(o: ReplayOutcome) -> pb::ReplayOutcome {
     use pb::ReplayOutcomeKind as Kind;
     let settled = o.fate.settled();
     let mut out = pb::ReplayOutcome {
-        id: o.letter.id.to_string(),
-        submission_id: o.letter.submission_id,
+        id: o.letter.record.id.to_string(),
+        submission_id: o.letter.record.submission_id,
         settled,
         replayed_at: match o.letter.state {
             DeadLetterState::Replayed => o.letter.state_changed_at.map(timestamp),

@@ -21,7 +21,7 @@ use crate::amqp::link::Link;
 use crate::amqp::{OwnedTopology, header_text, value_text};
 use crate::pipeline::headers;
 use crate::pipeline::settle;
-use crate::store::{NewDeadLetter, Store};
+use crate::store::{DeadLetterRecord, NewDeadLetter, Store};
 
 /// Dead letters written to the store in one statement at most.
 const BATCH: usize = 128;
@@ -161,29 +161,31 @@ pub fn to_new_dead_letter(delivery: &Delivery) -> NewDeadLetter {
         _ => SystemTime::now(),
     };
     NewDeadLetter {
-        id,
-        submission_id: text(headers::SUBMISSION_ID),
-        platform: text(headers::ORIGIN_PLATFORM),
-        reason: text(headers::REASON),
-        field: text(headers::FIELD),
-        detail: text(headers::DETAIL),
-        service: text(headers::SERVICE_KEY),
-        ars: text(headers::ARS),
-        destination: text(headers::DESTINATION),
-        dead_lettered_at,
-        content_type: delivery
-            .properties
-            .content_type()
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-        message_id: delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default(),
-        headers: headers_json(h),
+        record: DeadLetterRecord {
+            id,
+            submission_id: text(headers::SUBMISSION_ID),
+            platform: text(headers::ORIGIN_PLATFORM),
+            reason: text(headers::REASON),
+            field: text(headers::FIELD),
+            detail: text(headers::DETAIL),
+            service: text(headers::SERVICE_KEY),
+            ars: text(headers::ARS),
+            destination: text(headers::DESTINATION),
+            dead_lettered_at,
+            content_type: delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            headers: headers_json(h),
+        },
         body: delivery.data.clone(),
     }
 }

@@ -264,9 +264,9 @@ impl AuditFilter {
 // ---------------------------------------------------------------------------------------
 // Dead letters
 
-/// A dead letter taken off the gateway's dead-letter queue, to be stored.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NewDeadLetter {
+/// What a dead letter says, alike when stored and read back; never the body (personal data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRecord {
     pub id: Uuid,
     pub submission_id: String,
     pub platform: String,
@@ -282,6 +282,12 @@ pub struct NewDeadLetter {
     /// AMQP headers of the dead-lettered message as a JSON object text (string values);
     /// never payload.
     pub headers: String,
+}
+
+/// A dead letter taken off the gateway's dead-letter queue, to be stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewDeadLetter {
+    pub record: DeadLetterRecord,
     /// The message body: personal data. Never logged; `Debug` prints its length only.
     pub body: Vec<u8>,
 }
@@ -289,19 +295,7 @@ pub struct NewDeadLetter {
 impl fmt::Debug for NewDeadLetter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NewDeadLetter")
-            .field("id", &self.id)
-            .field("submission_id", &self.submission_id)
-            .field("platform", &self.platform)
-            .field("reason", &self.reason)
-            .field("field", &self.field)
-            .field("detail", &self.detail)
-            .field("service", &self.service)
-            .field("ars", &self.ars)
-            .field("destination", &self.destination)
-            .field("dead_lettered_at", &self.dead_lettered_at)
-            .field("content_type", &self.content_type)
-            .field("message_id", &self.message_id)
-            .field("headers", &self.headers)
+            .field("record", &self.record)
             .field("body_bytes", &self.body.len())
             .finish()
     }
@@ -352,19 +346,7 @@ impl FromStr for DeadLetterState {
 /// A stored dead letter without its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    pub id: Uuid,
-    pub submission_id: String,
-    pub platform: String,
-    pub reason: String,
-    pub field: String,
-    pub detail: String,
-    pub service: String,
-    pub ars: String,
-    pub destination: String,
-    pub dead_lettered_at: SystemTime,
-    pub content_type: String,
-    pub message_id: String,
-    pub headers: String,
+    pub record: DeadLetterRecord,
     pub body_bytes: u64,
     /// When the gateway stored it.
     pub stored_at: SystemTime,
@@ -576,19 +558,21 @@ mod tests {
     #[test]
     fn debug_prints_body_length_not_content() {
         let letter = NewDeadLetter {
-            id: Uuid::nil(),
-            submission_id: "s".into(),
-            platform: "p".into(),
-            reason: "r".into(),
-            field: String::new(),
-            detail: String::new(),
-            service: String::new(),
-            ars: String::new(),
-            destination: String::new(),
-            dead_lettered_at: SystemTime::UNIX_EPOCH,
-            content_type: "application/json".into(),
-            message_id: "m".into(),
-            headers: "{}".into(),
+            record: DeadLetterRecord {
+                id: Uuid::nil(),
+                submission_id: "s".into(),
+                platform: "p".into(),
+                reason: "r".into(),
+                field: String::new(),
+                detail: String::new(),
+                service: String::new(),
+                ars: String::new(),
+                destination: String::new(),
+                dead_lettered_at: SystemTime::UNIX_EPOCH,
+                content_type: "application/json".into(),
+                message_id: "m".into(),
+                headers: "{}".into(),
+            },
             body: b"Erika Mustermann".to_vec(),
         };
         let text = format!("{letter:?}");

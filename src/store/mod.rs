@@ -54,8 +54,8 @@ use uuid::Uuid;
 
 pub use admin::{
     AuditEntry, AuditFilter, AuditRecord, AuditVisible, Concerns, DeadLetter, DeadLetterFilter,
-    DeadLetterGroup, DeadLetterMessage, DeadLetterState, DirectoryChange, NewAudit, NewDeadLetter,
-    StoredDirectory, TraceEvent, UnknownDeadLetterState, Visible,
+    DeadLetterGroup, DeadLetterMessage, DeadLetterRecord, DeadLetterState, DirectoryChange,
+    NewAudit, NewDeadLetter, StoredDirectory, TraceEvent, UnknownDeadLetterState, Visible,
 };
 pub use dedup::Deduplicator;
 pub use error::StoreError;

@@ -171,10 +171,10 @@ pub(super) async fn insert_dead_letters(
     letters: &[NewDeadLetter],
     stored_at: i64,
 ) -> Result<(), StoreError> {
-    let ids: Vec<Uuid> = letters.iter().map(|l| l.id).collect();
+    let ids: Vec<Uuid> = letters.iter().map(|l| l.record.id).collect();
     let at: Vec<i64> = letters
         .iter()
-        .map(|l| to_micros(l.dead_lettered_at))
+        .map(|l| to_micros(l.record.dead_lettered_at))
         .collect();
     let sizes: Vec<i64> = letters
         .iter()
@@ -197,18 +197,18 @@ pub(super) async fn insert_dead_letters(
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(ids)
-    .bind(column(letters, |l| &l.submission_id))
-    .bind(column(letters, |l| &l.platform))
-    .bind(column(letters, |l| &l.reason))
-    .bind(column(letters, |l| &l.field))
-    .bind(column(letters, |l| &l.detail))
-    .bind(column(letters, |l| &l.service))
-    .bind(column(letters, |l| &l.ars))
-    .bind(column(letters, |l| &l.destination))
+    .bind(column(letters, |l| &l.record.submission_id))
+    .bind(column(letters, |l| &l.record.platform))
+    .bind(column(letters, |l| &l.record.reason))
+    .bind(column(letters, |l| &l.record.field))
+    .bind(column(letters, |l| &l.record.detail))
+    .bind(column(letters, |l| &l.record.service))
+    .bind(column(letters, |l| &l.record.ars))
+    .bind(column(letters, |l| &l.record.destination))
     .bind(at)
-    .bind(column(letters, |l| &l.content_type))
-    .bind(column(letters, |l| &l.message_id))
-    .bind(column(letters, |l| &l.headers))
+    .bind(column(letters, |l| &l.record.content_type))
+    .bind(column(letters, |l| &l.record.message_id))
+    .bind(column(letters, |l| &l.record.headers))
     .bind(sizes)
     .bind(stored_at)
     .bind(bodies)

@@ -7,7 +7,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
 use super::admin::{
-    AuditEntry, AuditRecord, DeadLetter, DeadLetterMessage, TraceEvent, UnknownDeadLetterState,
+    AuditEntry, AuditRecord, DeadLetter, DeadLetterMessage, DeadLetterRecord, TraceEvent,
+    UnknownDeadLetterState,
 };
 use super::{StoreError, from_micros};
 use crate::model::{DestinationSpec, RouteSpec, ServiceSpec};
@@ -158,19 +159,24 @@ where
         Ok(in_order!(
             self,
             DeadLetter {
-                id: letter_id,
-                submission_id,
-                platform,
-                reason,
-                field,
-                detail,
-                service,
-                ars,
-                destination,
-                dead_lettered_at: self.time()?,
-                content_type,
-                message_id,
-                headers,
+                record: in_order!(
+                    self,
+                    DeadLetterRecord {
+                        id: letter_id,
+                        submission_id,
+                        platform,
+                        reason,
+                        field,
+                        detail,
+                        service,
+                        ars,
+                        destination,
+                        dead_lettered_at: self.time()?,
+                        content_type,
+                        message_id,
+                        headers,
+                    }
+                ),
                 body_bytes: self.number("body_bytes")?,
                 stored_at: self.time()?,
                 state: state(self.text()?)?,

@@ -303,6 +303,7 @@ pub(super) async fn insert_dead_letters(
         .await
         .map_err(StoreError::query(OP))?;
     for letter in letters {
+        let record = &letter.record;
         sqlx::query(
             "INSERT INTO dead_letters (id, submission_id, platform, reason, field, detail, \
                  service, ars, destination, dead_lettered_at, content_type, message_id, \
@@ -310,19 +311,19 @@ pub(super) async fn insert_dead_letters(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(letter.id.hyphenated().to_string())
-        .bind(&letter.submission_id)
-        .bind(&letter.platform)
-        .bind(&letter.reason)
-        .bind(&letter.field)
-        .bind(&letter.detail)
-        .bind(&letter.service)
-        .bind(&letter.ars)
-        .bind(&letter.destination)
-        .bind(to_micros(letter.dead_lettered_at))
-        .bind(&letter.content_type)
-        .bind(&letter.message_id)
-        .bind(&letter.headers)
+        .bind(record.id.hyphenated().to_string())
+        .bind(&record.submission_id)
+        .bind(&record.platform)
+        .bind(&record.reason)
+        .bind(&record.field)
+        .bind(&record.detail)
+        .bind(&record.service)
+        .bind(&record.ars)
+        .bind(&record.destination)
+        .bind(to_micros(record.dead_lettered_at))
+        .bind(&record.content_type)
+        .bind(&record.message_id)
+        .bind(&record.headers)
         .bind(i64::try_from(letter.body.len()).unwrap_or(i64::MAX))
         .bind(stored_at)
         .bind(&letter.body)

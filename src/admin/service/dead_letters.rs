@@ -230,7 +230,7 @@ impl Service {
                 format!("dead-letter {id}"),
                 None,
                 serde_json::to_string(&serde_json::json!({ "justification": justification })).ok(),
-                reach.submission_concerns(&letter.platform, &letter.destination),
+                reach.submission_concerns(&letter.record.platform, &letter.record.destination),
             ))
             .await?;
         tracing::info!(actor = %who.name, dead_letter = %id, "dead letter payload read");
@@ -320,10 +320,10 @@ impl Service {
             DeadLetterState::Discarded => return Ok(ReplayFate::Discarded),
             DeadLetterState::Replayed => {}
         }
-        let id = letter.id.to_string();
+        let id = letter.record.id.to_string();
         let later = DeadLetterFilter {
-            submission_id: Some(letter.submission_id.clone()),
-            since: Some(letter.dead_lettered_at),
+            submission_id: Some(letter.record.submission_id.clone()),
+            since: Some(letter.record.dead_lettered_at),
             visible: visible.clone(),
             ..DeadLetterFilter::default()
         };
@@ -331,28 +331,27 @@ impl Service {
             .store
             .list_dead_letters(&later, None, super::MAX_PAGE)
             .await?;
-        if let Some(again) = found
-            .iter()
-            .rev()
-            .find(|d| d.id != letter.id && replay_of(&d.headers).as_deref() == Some(id.as_str()))
-        {
+        if let Some(again) = found.iter().rev().find(|d| {
+            d.record.id != letter.record.id
+                && replay_of(&d.record.headers).as_deref() == Some(id.as_str())
+        }) {
             return Ok(ReplayFate::DeadLettered {
-                dead_letter: Some(again.id),
-                reason: again.reason.clone(),
-                detail: again.detail.clone(),
-                at: again.dead_lettered_at,
+                dead_letter: Some(again.record.id),
+                reason: again.record.reason.clone(),
+                detail: again.record.detail.clone(),
+                at: again.record.dead_lettered_at,
             });
         }
         // An empty submission id names no one submission's trace.
-        if !letter.submission_id.is_empty() {
-            let events = self.store.trace(&letter.submission_id).await?;
+        if !letter.record.submission_id.is_empty() {
+            let events = self.store.trace(&letter.record.submission_id).await?;
             if let Some(fate) = fate_in_trace(&events, &id) {
                 return Ok(fate);
             }
         }
-        if let Ok(submission) = Uuid::parse_str(&letter.submission_id)
+        if let Ok(submission) = Uuid::parse_str(&letter.record.submission_id)
             && let Some(record) = self.store.fate(submission).await?
-            && record.delivered_at >= letter.dead_lettered_at
+            && record.delivered_at >= letter.record.dead_lettered_at
         {
             return Ok(ReplayFate::Delivered {
                 destination: record.destination,
@@ -389,14 +388,14 @@ impl Service {
             selected.into_iter().partition(|letter| {
                 Reason::ALL
                     .iter()
-                    .any(|r| r.is_receipt() && r.code() == letter.reason)
+                    .any(|r| r.is_receipt() && r.code() == letter.record.reason)
             });
-        skipped.extend(receipts.iter().map(|d| d.id.to_string()));
+        skipped.extend(receipts.iter().map(|d| d.record.id.to_string()));
         let dry_run = confirmed(commit, letters.len(), "replayed")?;
         if dry_run {
             return Ok(Replayed {
                 replayed: u32::try_from(letters.len()).unwrap_or(u32::MAX),
-                ids: letters.iter().map(|d| d.id.to_string()).collect(),
+                ids: letters.iter().map(|d| d.record.id.to_string()).collect(),
                 skipped,
                 matched,
                 dry_run,
@@ -408,14 +407,14 @@ impl Service {
         let started = SystemTime::now();
         let mut replayed = Vec::new();
         for letter in letters {
-            let Some(message) = self.store.dead_letter_message(letter.id).await? else {
-                skipped.push(letter.id.to_string());
+            let Some(message) = self.store.dead_letter_message(letter.record.id).await? else {
+                skipped.push(letter.record.id.to_string());
                 continue;
             };
-            let id = letter.id.to_string();
+            let id = letter.record.id.to_string();
             if let Err(e) = self
                 .pipeline
-                .replay(&id, &letter.platform, &message, destination)
+                .replay(&id, &letter.record.platform, &message, destination)
                 .await
             {
                 // What went out is marked; the rest stays pending for another try.
@@ -432,7 +431,7 @@ impl Service {
             .await?;
         Ok(Replayed {
             replayed: u32::try_from(replayed.len()).unwrap_or(u32::MAX),
-            ids: replayed.iter().map(|d| d.id.to_string()).collect(),
+            ids: replayed.iter().map(|d| d.record.id.to_string()).collect(),
             skipped,
             matched,
             dry_run,
@@ -449,7 +448,7 @@ impl Service {
         who.require(Right::Change)?;
         let (letters, _, matched) = self.select(who, selection).await?;
         let dry_run = confirmed(commit, letters.len(), "discarded")?;
-        let ids: Vec<Uuid> = letters.iter().map(|d| d.id).collect();
+        let ids: Vec<Uuid> = letters.iter().map(|d| d.record.id).collect();
         let discarded = if dry_run {
             ids.len() as u64
         } else {
@@ -536,7 +535,9 @@ impl Service {
         loop {
             let page = self.store.list_dead_letters(&wanted, after, 1000).await?;
             let full = page.len() == 1000;
-            after = page.last().map(|d| (d.dead_lettered_at, d.id));
+            after = page
+                .last()
+                .map(|d| (d.record.dead_lettered_at, d.record.id));
             found.extend(page);
             if !full || found.len() >= MAX_SELECTED {
                 break;
@@ -559,22 +560,22 @@ impl Service {
         if replayed.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = replayed.iter().map(|d| d.id).collect();
+        let ids: Vec<Uuid> = replayed.iter().map(|d| d.record.id).collect();
         self.store
             .set_dead_letter_state(&ids, DeadLetterState::Replayed, &who.name)
             .await?;
         let events: Vec<TraceEvent> = replayed
             .iter()
-            .filter(|d| !d.submission_id.is_empty())
+            .filter(|d| !d.record.submission_id.is_empty())
             .map(|d| TraceEvent {
-                submission_id: d.submission_id.clone(),
+                submission_id: d.record.submission_id.clone(),
                 at,
                 event: "replayed".to_owned(),
-                platform: d.platform.clone(),
+                platform: d.record.platform.clone(),
                 destination: destination.unwrap_or_default().to_owned(),
                 detail: format!(
                     "{REPLAYED_PREFIX}{} replayed by {}{}",
-                    d.id,
+                    d.record.id,
                     who.name,
                     destination.map_or(String::new(), |d| format!(" to {d}"))
                 ),
@@ -602,7 +603,10 @@ impl Service {
         let mut groups: BTreeMap<(Option<Land>, &str), Vec<&DeadLetter>> = BTreeMap::new();
         for letter in letters {
             groups
-                .entry((reach.platform_land(&letter.platform), &letter.destination))
+                .entry((
+                    reach.platform_land(&letter.record.platform),
+                    &letter.record.destination,
+                ))
                 .or_default()
                 .push(letter);
         }
@@ -610,7 +614,7 @@ impl Service {
             let Some(first) = group.first() else {
                 continue;
             };
-            let ids: Vec<String> = group.iter().map(|d| d.id.to_string()).collect();
+            let ids: Vec<String> = group.iter().map(|d| d.record.id.to_string()).collect();
             let mut after = serde_json::json!({ "ids": ids });
             if let Some(to) = replayed_to {
                 after["destination"] = serde_json::json!(to);
@@ -621,7 +625,7 @@ impl Service {
                 format!("{} dead letter(s)", group.len()),
                 None,
                 Some(after.to_string()),
-                reach.submission_concerns(&first.platform, &first.destination),
+                reach.submission_concerns(&first.record.platform, &first.record.destination),
             );
             self.audit_done(row).await;
         }
@@ -729,10 +733,11 @@ fn parse_id(field: &str, id: &str) -> Result<Uuid, ServiceError> {
 
 fn page_token_of(d: &DeadLetter) -> String {
     let micros = d
+        .record
         .dead_lettered_at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |t| t.as_micros());
-    format!("{micros}_{}", d.id)
+    format!("{micros}_{}", d.record.id)
 }
 
 fn parse_page_token(token: &str) -> Result<Option<(SystemTime, Uuid)>, ServiceError> {

@@ -315,9 +315,9 @@ async fn outcome_rows(
                 ),
             };
             OutcomeRow {
-                id: o.letter.id.to_string(),
-                submission: o.letter.submission_id,
-                reason: o.letter.reason,
+                id: o.letter.record.id.to_string(),
+                submission: o.letter.record.submission_id,
+                reason: o.letter.record.reason,
                 class,
                 fate,
                 settled,

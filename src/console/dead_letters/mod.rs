@@ -180,16 +180,17 @@ pub struct LetterRow {
 }
 
 fn row(d: &DeadLetter) -> LetterRow {
+    let r = &d.record;
     LetterRow {
-        id: d.id.to_string(),
-        at: when(d.dead_lettered_at),
-        reason: d.reason.clone(),
-        field: d.field.clone(),
-        platform: d.platform.clone(),
-        destination: d.destination.clone(),
-        service: d.service.clone(),
-        ars: d.ars.clone(),
-        submission: d.submission_id.clone(),
+        id: r.id.to_string(),
+        at: when(r.dead_lettered_at),
+        reason: r.reason.clone(),
+        field: r.field.clone(),
+        platform: r.platform.clone(),
+        destination: r.destination.clone(),
+        service: r.service.clone(),
+        ars: r.ars.clone(),
+        submission: r.submission_id.clone(),
         state: d.state.as_str(),
         replays: d.replays,
     }
@@ -338,11 +339,11 @@ pub async fn detail(
         Ok(l) => l,
         Err(e) => return service_error(c, e),
     };
-    let trace = if letter.submission_id.is_empty() {
+    let trace = if letter.record.submission_id.is_empty() {
         Vec::new()
     } else {
         service
-            .trace(who, &letter.submission_id)
+            .trace(who, &letter.record.submission_id)
             .await
             .map(|events| trace_rows(&events))
             .unwrap_or_default()
@@ -350,9 +351,9 @@ pub async fn detail(
     let destinations = destination_choices(&console, who);
     render(&DetailPage {
         t,
-        detail: letter.detail.clone(),
-        headers: letter.headers.clone(),
-        content_type: letter.content_type.clone(),
+        detail: letter.record.detail.clone(),
+        headers: letter.record.headers.clone(),
+        content_type: letter.record.content_type.clone(),
         body_bytes: letter.body_bytes,
         changed: letter
             .state_changed_at
