@@ -61,6 +61,12 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Log lines queued for the writer thread before a new one waits for room (lines are never
+/// dropped). About five seconds of the busiest drain's lines; the queue's slots are
+/// allocated and touched up front, so tracing-appender's default of 128,000 lines would
+/// hold 4 MiB resident for nothing, and let a stalled log sink pile up tens of MiB of lines.
+const LOG_BUFFER_LINES: usize = 16_384;
+
 /// Installs the global subscriber: the log layer (text or JSON on stderr) and, when traces
 /// are exported, the OpenTelemetry layer.
 ///
@@ -98,6 +104,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     let events_only = || tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event());
     let registry = tracing_subscriber::registry().with(filter_layer).with(otel);
     let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
         .lossy(false)
         .thread_name("ozg-gateway-log")
         .finish(std::io::stderr());
