@@ -18,7 +18,7 @@ use common::node::Node;
 use common::*;
 use lapin::Channel;
 use ozg_gateway::envelope::Encoding;
-use ozg_gateway::topology::backoffice_queue;
+use ozg_gateway::topology::{RETRY_READY_QUEUE, backoffice_queue, retry_wait_queue};
 use serde_json::Value;
 
 /// Two destinations: `healthy` on the platform's own broker, `erfurt` on the node.
@@ -124,6 +124,7 @@ async fn healthy_arrivals(read: &Channel, ids: &HashMap<String, &str>) -> Vec<Re
 async fn count_and_check(
     v: &Vhosts,
     node: &Node,
+    health_port: u16,
     ids: &HashMap<String, &str>,
     healthy: Vec<Received>,
     since: Instant,
@@ -153,6 +154,29 @@ async fn count_and_check(
         counts.len(),
         since.elapsed()
     );
+    if lost > 0 {
+        // Where the missing ones wait (the gateway's retry queues, the node's back office)
+        // and how the gateway sees its links: what the failure report needs.
+        for queue in [
+            RETRY_READY_QUEUE.to_owned(),
+            retry_wait_queue(Duration::from_millis(500)),
+            retry_wait_queue(Duration::from_secs(1)),
+        ] {
+            let depth = v.queue_depth("gw", &queue).await;
+            println!("{queue}: {depth} ready");
+        }
+        let node_queues = tokio::task::block_in_place(|| {
+            node.ctl(&[
+                "list_queues",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+            ])
+        });
+        println!("on the node:\n{node_queues}");
+        let (_, ready) = tokio::task::block_in_place(|| health::get(health_port, "/ready"));
+        println!("/ready: {ready}");
+    }
     assert_eq!(lost, 0);
     assert_eq!(dead, 0);
     assert!(
@@ -215,7 +239,15 @@ impl Setup {
 
     /// Once the node is back: nothing lost (see `count_and_check`); stops the gateway.
     async fn count_check_and_stop(self, healthy: Vec<Received>) {
-        count_and_check(&self.v, &self.node, &self.ids, healthy, Instant::now()).await;
+        count_and_check(
+            &self.v,
+            &self.node,
+            self.health_port,
+            &self.ids,
+            healthy,
+            Instant::now(),
+        )
+        .await;
         self.gateway.stop().await;
     }
 }
