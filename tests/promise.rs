@@ -84,6 +84,27 @@ fn gateway_connections(vhost: &str) -> Vec<(String, String)> {
     connections
 }
 
+/// The gateway's connections to `vhost` once the broker lists exactly these roles (the
+/// management API lists a new connection a moment after it opens), or whatever it lists
+/// after ten seconds.
+async fn gateway_connections_with_roles(vhost: &str, roles: &[&str]) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let vhost_owned = vhost.to_owned();
+        let connections = tokio::task::spawn_blocking(move || gateway_connections(&vhost_owned))
+            .await
+            .unwrap();
+        let listed: Vec<&str> = connections
+            .iter()
+            .map(|(given, _)| given.as_str())
+            .collect();
+        if listed == roles || Instant::now() > deadline {
+            return connections;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Counts by id: how often each was seen.
 fn counts<'a>(ids: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
@@ -208,21 +229,11 @@ async fn a_long_destination_outage_drains_by_itself_once_the_exchange_is_back() 
     let healthy_again = drain_backoffice(&read, "healthy", Duration::from_millis(100)).await;
     // Connections replaced on the way are closed once their last publish is done: the
     // broker shows the gateway's consuming and publishing connection on this vhost, no more.
-    let vhost = v.name("he").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let connections = loop {
-        let connections = gateway_connections(&vhost);
-        let roles: Vec<&str> = connections
-            .iter()
-            .map(|(given, _)| given.as_str())
-            .collect();
-        if roles == ["ozg-gateway consume he", "ozg-gateway publish he"]
-            || Instant::now() > deadline
-        {
-            break connections;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let connections = gateway_connections_with_roles(
+        v.name("he"),
+        &["ozg-gateway consume he", "ozg-gateway publish he"],
+    )
+    .await;
     gateway.stop().await;
 
     let delivered = counts(arrived.iter().map(String::as_str));
@@ -575,12 +586,13 @@ async fn messages_whose_headers_do_not_fit_a_frame_never_stop_a_queue() {
         let _ = by.close(200, "done".into()).await;
     }
     let (good, beyond, invalid) = submissions.await.unwrap();
-    let th_connections = gateway_connections(v.name("th"));
+    let th_roles = ["ozg-gateway consume th", "ozg-gateway publish th"];
+    let th_connections = gateway_connections_with_roles(v.name("th"), &th_roles).await;
 
     let expected = (good.len() + bavarian.len() + beyond.len() + invalid.len()) as u32;
     let settled = wait_settled(&v, "he", "he-darmstadt", expected, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let th_connections_after = gateway_connections(v.name("th"));
+    let th_connections_after = gateway_connections_with_roles(v.name("th"), &th_roles).await;
     let ingress_left = v.queue_depth("th", "submissions").await;
 
     // Every message taken by id: delivered, dead-lettered with its reason, events per platform.
@@ -641,6 +653,14 @@ async fn messages_whose_headers_do_not_fit_a_frame_never_stop_a_queue() {
     assert_eq!(ingress_left, 0, "Thüringen's queue is drained");
     assert_eq!(delivered_ids.len(), good.len() + bavarian.len());
     // The consuming connection was never dropped: the same one, all along.
+    let listed: Vec<&str> = th_connections
+        .iter()
+        .map(|(given, _)| given.as_str())
+        .collect();
+    assert_eq!(
+        listed, th_roles,
+        "the broker lists the gateway's connections"
+    );
     assert_eq!(th_connections, th_connections_after);
     for m in &dead {
         let id = m.header("x-ozg-submission-id").unwrap();
