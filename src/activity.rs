@@ -20,7 +20,7 @@ use crate::outcome::Ending;
 use crate::store::{EventRecorder, TraceEvent};
 
 /// How often the moving averages are updated.
-pub const RATE_TICK: Duration = Duration::from_secs(5);
+const RATE_TICK: Duration = Duration::from_secs(5);
 /// Routing events a slow watcher may fall behind before it misses some.
 const EVENT_BUFFER: usize = 4096;
 

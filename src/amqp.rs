@@ -102,7 +102,7 @@ pub enum ConnectError {
 
 /// How long one connection attempt (TCP, TLS, AMQP handshake) may take: a node that is
 /// gone without a reset (a host down, a dropped route) must not hold up the next node.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bound on each step of closing down that waits for the broker: a connection that died
 /// under lapin can leave its close (or a cancel) unanswered for ever.
@@ -125,7 +125,7 @@ pub enum Role {
 /// `?frame_max=`. lapin keeps a send and a receive buffer of 32 frames per connection, and
 /// the gateway fits what it publishes into the frame size (`fit`); bodies are split into
 /// frames of any size. 8 KiB frames carry a 4 KiB submission in one frame.
-pub const PUBLISH_FRAME_MAX: u32 = 8192;
+const PUBLISH_FRAME_MAX: u32 = 8192;
 
 /// The frame size a consuming connection asks for unless a broker's URL says `?frame_max=`.
 /// It bounds the headers a message may carry and still arrive whole (larger ones the header
@@ -134,7 +134,7 @@ pub const PUBLISH_FRAME_MAX: u32 = 8192;
 /// 1 MiB per platform's connection at this size (at RabbitMQ's own 128 KiB, 4 MiB: 64 MiB
 /// for 16 platforms). lapin takes the smaller of this and the broker's offer; asked for up
 /// front, its buffers are allocated at this size once.
-pub const CONSUME_FRAME_MAX: u32 = 32_768;
+const CONSUME_FRAME_MAX: u32 = 32_768;
 
 /// Connects to node `node` of `broker`; every broker connection of the gateway and its
 /// commands is opened here. amqps:// verifies the node against the broker's CA only

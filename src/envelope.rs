@@ -22,8 +22,8 @@ pub enum Encoding {
     Json,
 }
 
-pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
-pub const CONTENT_TYPE_JSON: &str = "application/json";
+const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
+const CONTENT_TYPE_JSON: &str = "application/json";
 
 impl Encoding {
     pub fn from_content_type(content_type: Option<&str>) -> Result<Encoding, DecodeError> {

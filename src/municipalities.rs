@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::model::{Ags, Ars, Level, RegionPrefix};
 
 /// The derived copy carried in the project, embedded so that the binary needs no data files.
-pub const EMBEDDED_CSV: &str = include_str!("../data/gemeindeverzeichnis/gemeinden.csv");
+const EMBEDDED_CSV: &str = include_str!("../data/gemeindeverzeichnis/gemeinden.csv");
 /// Attribution required by the data licence; shown by `--version` and in the README.
 pub const ATTRIBUTION: &str = "Gemeindeverzeichnis: © Statistisches Bundesamt (Destatis), \
 Datenlizenz Deutschland – Namensnennung – Version 2.0 (dl-de/by-2-0), Gebietsstand 31.12.2020";

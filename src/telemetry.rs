@@ -139,7 +139,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
 }
 
 /// The tracer provider: OTLP batch export when an endpoint is configured, none otherwise.
-pub fn tracer_provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, TelemetryError> {
+fn tracer_provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, TelemetryError> {
     let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
         settings.sampling_ratio,
     )));
@@ -441,7 +441,7 @@ fn latency_histogram() -> Histogram {
 
 /// The gateway's version, the commit it was built from (when the build knew it) and the
 /// compiler (build.rs).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const COMMIT: &str = env!("OZG_GIT_COMMIT");
 pub const RUSTC: &str = env!("OZG_RUSTC_VERSION");
 

@@ -26,15 +26,15 @@ use super::service::Principal;
 use crate::config::AdminToken;
 
 /// Failures from one address answered without delay before the spacing applies.
-pub const FAILURE_BURST: u32 = 10;
+const FAILURE_BURST: u32 = 10;
 /// After the burst, one failure from an address is answered per this long: 40 guesses a
 /// second instead of thousands.
-pub const FAILURE_SPACING: Duration = Duration::from_millis(25);
+const FAILURE_SPACING: Duration = Duration::from_millis(25);
 /// Failures of one address waiting for their answer at most; past this the address is
 /// refused until they are answered.
-pub const MAX_WAITING: u32 = 16;
+const MAX_WAITING: u32 = 16;
 /// At most one log line per address this often; it counts the failures in between.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Addresses tracked at most; beyond, the rest share one entry.
 const MAX_PEERS: usize = 10_000;
 

@@ -12,7 +12,7 @@ use tonic::Status;
 use crate::model::{MAX_ID_CHARS, MAX_NAME_CHARS, check_amqp_name, check_text};
 
 /// The longest justification for reading a payload.
-pub const MAX_JUSTIFICATION_CHARS: usize = 1000;
+const MAX_JUSTIFICATION_CHARS: usize = 1000;
 
 /// INVALID_ARGUMENT naming the first text field of `request` out of bounds, with at most a
 /// short escaped prefix of what it holds.

@@ -46,7 +46,7 @@ pub struct LeftOut {
 }
 
 /// This process's nonce for [`DROPPED_HEADERS`].
-pub fn nonce() -> &'static str {
+fn nonce() -> &'static str {
     static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NONCE.get_or_init(|| format!("{:016x}", rand::random::<u64>()))
 }

@@ -37,8 +37,8 @@ use crate::amqp::{self, Role};
 use crate::model::Broker;
 
 /// First retry after this long, doubling up to [`BACKOFF_CAP`].
-pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How often a connection's status is looked at, besides its error events.
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -279,7 +279,7 @@ impl Link {
     /// Takes `spent` out of service if it is still the link's connection: nobody is handed
     /// it any more, the supervisor connects afresh, and `spent` is closed once its last
     /// user let go of it.
-    pub fn renew(&self, spent: &Arc<Connection>) {
+    fn renew(&self, spent: &Arc<Connection>) {
         let taken = self.connection.send_if_modified(|current| {
             if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, spent)) {
                 *current = None;

@@ -20,7 +20,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-pub const LONG_VERSION: &str = concat!(
+const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\nGemeindeverzeichnis: © Statistisches Bundesamt (Destatis), dl-de/by-2-0"
 );

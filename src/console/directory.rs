@@ -32,7 +32,7 @@ pub struct DestinationRow {
     pub from_file: bool,
 }
 
-pub struct RouteRow {
+struct RouteRow {
     pub service: String,
     pub service_name: String,
     pub region: String,
@@ -239,7 +239,7 @@ async fn change_route(
     }
 }
 
-pub struct RegionRow {
+struct RegionRow {
     pub code: String,
     pub name: String,
     pub kind: &'static str,
@@ -247,7 +247,7 @@ pub struct RegionRow {
     pub municipality: bool,
 }
 
-pub fn region_rows(console: &Console, who: &Principal, q: &str) -> Vec<RegionRow> {
+fn region_rows(console: &Console, who: &Principal, q: &str) -> Vec<RegionRow> {
     console
         .service
         .find_regions(who, q, REGIONS_SHOWN)
@@ -262,7 +262,7 @@ pub fn region_rows(console: &Console, who: &Principal, q: &str) -> Vec<RegionRow
         .collect()
 }
 
-pub struct AuditRow {
+struct AuditRow {
     pub at: String,
     pub actor: String,
     pub action: String,
@@ -271,7 +271,7 @@ pub struct AuditRow {
     pub after: String,
 }
 
-pub async fn audit_rows(console: &Console, who: &Principal, q: &str) -> Vec<AuditRow> {
+async fn audit_rows(console: &Console, who: &Principal, q: &str) -> Vec<AuditRow> {
     let page = console
         .service
         .list_audit(who, AuditFilter::default(), "", AUDIT_READ)
@@ -292,7 +292,7 @@ pub async fn audit_rows(console: &Console, who: &Principal, q: &str) -> Vec<Audi
         .collect()
 }
 
-pub struct StepRow {
+struct StepRow {
     pub service: String,
     pub region: String,
     pub unit: String,

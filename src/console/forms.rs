@@ -3,7 +3,7 @@
 
 /// A value longer than this is cut: no field of the console's forms needs more (a
 /// justification is the longest), and nothing sent is kept whole beyond it.
-pub const MAX_FIELD: usize = 2000;
+const MAX_FIELD: usize = 2000;
 
 pub struct Fields(Vec<(String, String)>);
 

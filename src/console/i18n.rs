@@ -442,7 +442,7 @@ pub static DE: Texts = Texts {
     all_laender: "alle Länder",
 };
 
-pub static EN: Texts = Texts {
+static EN: Texts = Texts {
     regions_found: "Regions in the municipality directory",
     code: "Key (ARS)",
     name: "Name",

@@ -36,7 +36,7 @@ use crate::config::{AdminToken, ConsoleSettings};
 
 /// Scripts and styles from this console only; no inline script, no framing, forms posting
 /// to the console only.
-pub const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'none'; script-src 'self'; \
+const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 

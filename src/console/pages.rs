@@ -24,7 +24,7 @@ use crate::outcome::Reason;
 use crate::store::{DeadLetterFilter, DeadLetterState};
 
 /// How often the overview refreshes itself.
-pub const REFRESH: Duration = Duration::from_secs(2);
+const REFRESH: Duration = Duration::from_secs(2);
 /// Overdue submissions the overview lists at most.
 const OVERDUE_SHOWN: u32 = 20;
 
@@ -143,7 +143,7 @@ struct ErrorPage {
 }
 
 /// A page that says why nothing was done.
-pub fn error_page(c: Chrome, status: StatusCode, message: String) -> Response {
+fn error_page(c: Chrome, status: StatusCode, message: String) -> Response {
     let page = ErrorPage {
         c,
         status: status.as_u16(),
@@ -386,7 +386,7 @@ pub async fn switch_language(Query(q): Query<LangQuery>) -> Response {
 
 // ---- overview ---------------------------------------------------------------------------------
 
-pub struct OverviewView {
+struct OverviewView {
     pub generated_at: String,
     pub version: &'static str,
     pub uptime: String,
@@ -401,7 +401,7 @@ pub struct OverviewView {
     pub overdue: Vec<OverdueRow>,
 }
 
-pub struct PlatformRow {
+struct PlatformRow {
     pub id: String,
     pub land: String,
     pub state_class: &'static str,
@@ -424,7 +424,7 @@ pub struct DestinationRow {
     pub last_error: Option<String>,
 }
 
-pub struct BrokerRow {
+struct BrokerRow {
     pub broker: String,
     pub role: &'static str,
     pub connected: bool,
@@ -432,7 +432,7 @@ pub struct BrokerRow {
     pub last_error: Option<String>,
 }
 
-pub struct OverdueRow {
+struct OverdueRow {
     pub submission: String,
     pub platform: String,
     pub destination: String,

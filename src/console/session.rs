@@ -20,9 +20,9 @@ pub const COOKIE_NAME: &str = "ozg_session";
 /// The cookie that carries the login form's CSRF token before there is a session.
 pub const LOGIN_COOKIE: &str = "ozg_login";
 /// A session unused this long ends.
-pub const IDLE: Duration = Duration::from_secs(30 * 60);
+const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after its login, used or not.
-pub const LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+const LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// Sessions held at most; beyond, the least recently used ends.
 const MAX_SESSIONS: usize = 10_000;
 

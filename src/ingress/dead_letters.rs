@@ -148,7 +148,7 @@ async fn store_held(store: &Store, letters: &[NewDeadLetter], stop: &Cancellatio
 
 /// The store's row for a dead-lettered message: the gateway's headers say why, the body
 /// is kept as it came (for replay).
-pub fn to_new_dead_letter(delivery: &Delivery) -> NewDeadLetter {
+fn to_new_dead_letter(delivery: &Delivery) -> NewDeadLetter {
     let h = delivery.properties.headers().as_ref();
     let text = |name: &str| header_text(h, name).unwrap_or_default();
     // The gateway names every dead letter it publishes; one published by someone else gets

@@ -536,7 +536,7 @@ pub async fn report_overdue(
 }
 
 /// One round of [`report_overdue`]; returns how many were reported.
-pub async fn report_once(
+async fn report_once(
     gateway: &Pipeline,
     store: &Store,
     overdue_after: Duration,

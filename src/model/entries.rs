@@ -29,7 +29,7 @@ pub struct DestinationSpec {
 
 /// Exchanges and queues whose names start with this belong to the gateway (dead letters,
 /// retries, replays), on whatever broker.
-pub const GATEWAY_NAMESPACE: &str = "ozg.gateway.";
+const GATEWAY_NAMESPACE: &str = "ozg.gateway.";
 
 /// What a destination may not point at, besides its own fields' rules: the gateway's own
 /// exchanges and queues (a delivery into the replay queue would come back for ever), and a

@@ -193,7 +193,7 @@ impl Level {
             Level::Gemeinde => 12,
         }
     }
-    pub fn from_digits(n: usize) -> Option<Level> {
+    fn from_digits(n: usize) -> Option<Level> {
         match n {
             2 => Some(Level::Land),
             3 => Some(Level::Regierungsbezirk),

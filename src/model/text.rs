@@ -7,7 +7,7 @@ pub const MAX_ID_CHARS: usize = 128;
 /// The longest name of a destination or a service.
 pub const MAX_NAME_CHARS: usize = 300;
 /// AMQP's limit for exchange, queue and routing key names (a short string).
-pub const MAX_AMQP_NAME_BYTES: usize = 255;
+const MAX_AMQP_NAME_BYTES: usize = 255;
 
 /// A value from outside, for a message: escaped, and cut after a few characters, so that
 /// a message never carries much of what someone sent.

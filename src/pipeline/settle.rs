@@ -20,7 +20,7 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a delivery waits before it is handed back to its queue: keeps a path that
 /// keeps failing (store, dead-letter broker) from spinning.
-pub const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 
 /// What is sent to the broker for one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

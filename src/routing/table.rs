@@ -20,7 +20,7 @@ pub struct RoutingTable {
     routes: Vec<Route>,
 }
 
-pub type RouteIndex = usize;
+type RouteIndex = usize;
 
 /// The rule that matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

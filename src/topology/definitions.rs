@@ -17,7 +17,7 @@ use crate::model::Broker;
 
 /// Status events a platform's stand-in status queue holds at most; further events are
 /// refused (the gateway logs each), never dropped silently. See docs/operations.md.
-pub const STATUS_QUEUE_MAX_LENGTH: i64 = 100_000;
+const STATUS_QUEUE_MAX_LENGTH: i64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionsError {

@@ -37,7 +37,7 @@ pub fn backoffice_queue(destination_id: &str) -> String {
 }
 
 /// Exchange through which expired retries come back to the gateway.
-pub const RETRY_EXCHANGE: &str = "ozg.gateway.retry";
+const RETRY_EXCHANGE: &str = "ozg.gateway.retry";
 /// Queue the gateway consumes retries from, once their delay is over.
 pub const RETRY_READY_QUEUE: &str = "ozg.gateway.retry.ready";
 /// Queue of dead letters an operator replayed; the gateway consumes it like a platform's.
@@ -355,7 +355,7 @@ pub fn replay() -> Declarations {
 }
 
 /// Everything the gateway declares itself, on its own broker.
-pub fn gateway_owned(config: &Config) -> Declarations {
+fn gateway_owned(config: &Config) -> Declarations {
     let g = &config.gateway;
     let mut d = dead_letter(&g.dead_letter_exchange, &g.dead_letter_queue);
     d.extend(retry(&config.retry.delays));
@@ -365,7 +365,7 @@ pub fn gateway_owned(config: &Config) -> Declarations {
 
 /// Stand-ins for a platform's own topology: its ingress queue, its status exchange and a
 /// queue bound to it with `#` to read the events from.
-pub fn platform_stand_in(p: &Platform) -> Declarations {
+fn platform_stand_in(p: &Platform) -> Declarations {
     let mut d = Declarations::default();
     d.queue(Queue::classic(&p.ingress_queue));
     d.exchange(&p.status_exchange, ExchangeType::Topic);
@@ -378,7 +378,7 @@ pub fn platform_stand_in(p: &Platform) -> Declarations {
 /// Stand-ins for a back office's own topology: its exchange with a back-office queue bound
 /// by the destination's routing key (or, on the default exchange, the queue itself), and
 /// its receipt queue.
-pub fn destination_stand_in(dest: &Destination) -> Declarations {
+fn destination_stand_in(dest: &Destination) -> Declarations {
     let mut d = Declarations::default();
     if dest.exchange.is_empty() {
         d.queue(Queue::classic(&dest.routing_key));

@@ -21,7 +21,7 @@ use crate::store::{
 
 /// A replay or discard by filter takes at most this many letters in one call; the operator
 /// calls again for the rest.
-pub const MAX_SELECTED: usize = 10_000;
+const MAX_SELECTED: usize = 10_000;
 
 /// A page of dead letters, oldest first.
 #[derive(Debug, Clone)]

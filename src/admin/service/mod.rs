@@ -36,7 +36,7 @@ use access::Reach;
 use super::LinkView;
 
 /// Listings give this many entries unless asked for another number.
-pub const DEFAULT_PAGE: u32 = 100;
+const DEFAULT_PAGE: u32 = 100;
 /// Listings give at most this many entries at once.
 pub const MAX_PAGE: u32 = 1000;
 

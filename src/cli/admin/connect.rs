@@ -10,10 +10,10 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 pub const EXIT_CALL_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_DENIED: u8 = 3;
-pub const EXIT_NOT_FOUND: u8 = 4;
-pub const EXIT_UNREACHABLE: u8 = 5;
+const EXIT_USAGE: u8 = 2;
+const EXIT_DENIED: u8 = 3;
+const EXIT_NOT_FOUND: u8 = 4;
+const EXIT_UNREACHABLE: u8 = 5;
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -68,7 +68,7 @@ pub fn exit_code(code: Code) -> u8 {
 }
 
 /// The names in the gRPC specification, which tonic's `Display` does not give.
-pub fn code_name(code: Code) -> &'static str {
+fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -156,7 +156,7 @@ pub struct Target {
 
 /// Whether the address asks for TLS, and whether the TLS flags fit it. No roots are built
 /// into tonic here (only tls-ring), so https without --ca-cert could never verify a server.
-pub fn wants_tls(target: &Target) -> Result<bool, String> {
+fn wants_tls(target: &Target) -> Result<bool, String> {
     let tls_flags = target.ca_cert.is_some() || target.client_cert.is_some();
     let scheme = target
         .address

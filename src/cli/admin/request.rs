@@ -18,7 +18,7 @@ pub fn parse_time(text: &str) -> Result<SystemTime, String> {
 
 /// Only UTC is accepted: a time without a zone would be read as UTC while a German operator
 /// most likely means local time, and an hour off is worse than a refusal.
-pub fn parse_time_at(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+fn parse_time_at(text: &str, now: SystemTime) -> Result<SystemTime, String> {
     if let Ok(time) = humantime::parse_rfc3339(text) {
         return Ok(time);
     }
@@ -68,7 +68,7 @@ pub enum StateArg {
     All,
 }
 
-pub fn state_value(state: Option<StateArg>) -> i32 {
+fn state_value(state: Option<StateArg>) -> i32 {
     match state {
         // Unspecified lets the server apply its documented default (pending).
         None => api::DeadLetterState::Unspecified as i32,

@@ -248,7 +248,7 @@ pub async fn apply(
     redirect(&to)
 }
 
-pub struct OutcomeRow {
+struct OutcomeRow {
     pub id: String,
     pub submission: String,
     pub reason: String,

@@ -75,7 +75,7 @@ impl FilterForm {
     }
 
     /// Whether `value` is what the filter has for `key`, for the form's selected options.
-    pub fn picked(&self, key: &str, value: &str) -> bool {
+    fn picked(&self, key: &str, value: &str) -> bool {
         self.pairs().iter().any(|(k, v)| *k == key && *v == value)
     }
 
@@ -165,7 +165,7 @@ fn moment(field: &str, value: &str) -> Result<Option<SystemTime>, ServiceError> 
         })
 }
 
-pub struct LetterRow {
+struct LetterRow {
     pub id: String,
     pub at: String,
     pub reason: String,
@@ -197,7 +197,7 @@ fn row(d: &DeadLetter) -> LetterRow {
 }
 
 /// Grouped counts: (value, count, link to the list filtered by it).
-pub struct Group {
+struct Group {
     pub caption: &'static str,
     pub rows: Vec<(String, u64, String)>,
 }
@@ -285,7 +285,7 @@ pub async fn list(State(console): State<Arc<Console>>, page: PageRequest) -> Res
     })
 }
 
-pub struct TraceRow {
+struct TraceRow {
     pub at: String,
     pub event: String,
     pub platform: String,
@@ -293,7 +293,7 @@ pub struct TraceRow {
     pub detail: String,
 }
 
-pub fn trace_rows(events: &[crate::store::TraceEvent]) -> Vec<TraceRow> {
+fn trace_rows(events: &[crate::store::TraceEvent]) -> Vec<TraceRow> {
     events
         .iter()
         .map(|e| TraceRow {

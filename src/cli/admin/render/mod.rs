@@ -71,7 +71,7 @@ fn kept_whole(
 
 /// How wide a table may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Width {
+enum Width {
     /// At most this many columns: cells wrap to fit.
     Columns(u16),
     /// The terminal's width when stdout is one; unlimited otherwise (a pipe or a file).
@@ -83,7 +83,7 @@ pub enum Width {
 impl Width {
     /// `COLUMNS` when it holds a width (so `COLUMNS=80 … | less` and scripts can ask for
     /// one), else the terminal's; into a pipe or a file, whole lines for `grep` and `awk`.
-    pub fn from_environment() -> Width {
+    fn from_environment() -> Width {
         let columns = std::env::var("COLUMNS")
             .ok()
             .and_then(|c| c.trim().parse::<u16>().ok())
@@ -148,7 +148,7 @@ impl Table {
         self.render_within(Width::from_environment())
     }
 
-    pub fn render_within(mut self, width: Width) -> String {
+    fn render_within(mut self, width: Width) -> String {
         use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement};
         match width {
             Width::Columns(columns) => {
