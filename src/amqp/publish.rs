@@ -37,7 +37,8 @@ use super::{DeliveryError, OwnedTopology, header_frame_size};
 pub struct Publisher {
     broker: String,
     link: Arc<Link>,
-    channel: Mutex<Option<OpenChannel>>,
+    /// Shared by the publishes on it: one pointer each to hold while a confirm is awaited.
+    channel: Mutex<Option<Arc<OpenChannel>>>,
     confirm_timeout: Duration,
     /// Declared on every new channel: the topology the gateway owns must exist again after
     /// a broker restart.
@@ -47,7 +48,6 @@ pub struct Publisher {
 }
 
 /// A publisher's channel with its proving gate.
-#[derive(Clone)]
 struct OpenChannel {
     channel: Channel,
     /// The connection the channel is on. Only a publish in progress holds it (see
@@ -122,7 +122,7 @@ impl Publisher {
     /// The channel to publish on, with its connection (held for the publish). A channel on
     /// a connection the link has replaced is left to the publishes still using it; new
     /// ones go to a channel on the link's current connection.
-    async fn channel(&self) -> Result<(OpenChannel, Arc<Connection>), DeliveryError> {
+    async fn channel(&self) -> Result<(Arc<OpenChannel>, Arc<Connection>), DeliveryError> {
         let mut slot = self.channel.lock().await;
         if let Some(open) = slot.as_ref()
             && open.channel.status().connected()
@@ -133,18 +133,18 @@ impl Publisher {
                 .current()
                 .is_some_and(|current| !Arc::ptr_eq(&current, &connection));
             if !replaced {
-                return Ok((open.clone(), connection));
+                return Ok((Arc::clone(open), connection));
             }
         }
         let (connection, channel) = self.open().await?;
-        let open = OpenChannel {
+        let open = Arc::new(OpenChannel {
             channel,
             connection: Arc::downgrade(&connection),
             gate: Arc::new(Mutex::new(self.shared)),
             proven: Arc::new(AtomicBool::new(self.shared)),
             returns: Arc::default(),
-        };
-        *slot = Some(open.clone());
+        });
+        *slot = Some(Arc::clone(&open));
         Ok((open, connection))
     }
 
@@ -269,7 +269,10 @@ impl Publisher {
             }));
         }
         // Held until the confirm is in: a replaced connection is closed only after that.
-        let (open, connection) = self.acquire(deadline).await?;
+        // Getting the channel is over in a moment but its future is large (a KiB): boxed,
+        // it does not widen the state that every submission in flight keeps while it
+        // waits for its confirm.
+        let (open, connection) = Box::pin(self.acquire(deadline)).await?;
         let properties = self.fitted(&connection, fit)?;
         let proving = self.pass_gate(&open).await?;
         if !open.channel.status().connected() {
@@ -324,7 +327,7 @@ impl Publisher {
     async fn acquire(
         &self,
         deadline: Instant,
-    ) -> Result<(OpenChannel, Arc<Connection>), PublishFailure> {
+    ) -> Result<(Arc<OpenChannel>, Arc<Connection>), PublishFailure> {
         match tokio::time::timeout_at(deadline.into(), self.channel()).await {
             Ok(opened) => opened.map_err(NoChannel),
             Err(_) if self.link.current().is_none() => {
@@ -380,26 +383,28 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
         proving: bool,
-    ) -> Result<Confirmation, PublishFailure> {
+    ) -> Result<Answer, PublishFailure> {
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let confirm = channel
-            .basic_publish(
-                ShortString::from(exchange),
-                ShortString::from(routing_key),
-                options,
-                body,
-                properties,
-            )
-            .await
-            // lapin answers a publish once all its frames are written: an error here means
-            // the broker never got the whole message (the channel or connection closed
-            // first), so it cannot have arrived.
-            .map_err(|e| Unsent(self.channel_error(e)))?;
+        // Boxed for the same reason as `acquire`: lapin's publish future (a KiB) is done
+        // once the frames are written; only the small confirm is awaited for long.
+        let confirm = Box::pin(channel.basic_publish(
+            ShortString::from(exchange),
+            ShortString::from(routing_key),
+            options,
+            body,
+            properties,
+        ))
+        .await
+        // lapin answers a publish once all its frames are written: an error here means
+        // the broker never got the whole message (the channel or connection closed
+        // first), so it cannot have arrived.
+        .map_err(|e| Unsent(self.channel_error(e)))?;
         confirm
             .await
+            .map(Answer::from)
             .map_err(|e| self.confirm_failure(&e, exchange, proving))
     }
 
@@ -440,19 +445,19 @@ impl Publisher {
         &self,
         returns: &ReturnBook,
         (id, entry): (String, Entry),
-        confirmation: Confirmation,
+        answer: Answer,
         exchange: &str,
         routing_key: &str,
     ) -> Result<(), DeliveryError> {
-        let (acked, carried) = match confirmation {
-            Confirmation::Ack(returned) => (true, returned),
-            Confirmation::Nack(returned) => (false, returned),
-            Confirmation::NotRequested => {
+        let (acked, carried) = match answer {
+            Answer::Ack(returned) => (true, returned),
+            Answer::Nack(returned) => (false, returned),
+            Answer::NotRequested => {
                 drop(entry);
                 return Err(self.channel_error("channel is not in confirm mode"));
             }
         };
-        let answered = entry.answered(&id, carried.as_ref().map(Carried::from));
+        let answered = entry.answered(&id, carried);
         let own = tokio::time::timeout(self.confirm_timeout, returns.own_return(answered, &id));
         let Ok(own) = own.await else {
             returns.forget(&id);
@@ -480,19 +485,19 @@ impl Publisher {
     /// The broker's confirm as the publish's result.
     fn judge(
         &self,
-        confirmation: Confirmation,
+        answer: Answer,
         exchange: &str,
         routing_key: &str,
     ) -> Result<(), DeliveryError> {
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) => {
-                Err(self.returned(exchange, routing_key, Carried::from(&returned).returned))
+        match answer {
+            Answer::Ack(None) => Ok(()),
+            Answer::Ack(Some(carried)) => {
+                Err(self.returned(exchange, routing_key, carried.returned))
             }
-            Confirmation::Nack(_) => Err(DeliveryError::Nacked {
+            Answer::Nack(_) => Err(DeliveryError::Nacked {
                 broker: self.broker.clone(),
             }),
-            Confirmation::NotRequested => Err(self.channel_error("channel is not in confirm mode")),
+            Answer::NotRequested => Err(self.channel_error("channel is not in confirm mode")),
         }
     }
 
@@ -540,6 +545,25 @@ enum PublishFailure {
     Failed(DeliveryError),
 }
 use PublishFailure::{Failed, NoChannel, Resend, Unsent};
+
+/// The broker's answer to a publish, a returned message reduced to what the gateway reads
+/// of it. lapin's `Confirmation` carries the whole returned message inline (472 bytes),
+/// which every publish awaiting its answer would otherwise hold.
+enum Answer {
+    Ack(Option<Carried>),
+    Nack(Option<Carried>),
+    NotRequested,
+}
+
+impl From<Confirmation> for Answer {
+    fn from(confirmation: Confirmation) -> Answer {
+        match confirmation {
+            Confirmation::Ack(returned) => Answer::Ack(returned.as_ref().map(Carried::from)),
+            Confirmation::Nack(returned) => Answer::Nack(returned.as_ref().map(Carried::from)),
+            Confirmation::NotRequested => Answer::NotRequested,
+        }
+    }
+}
 
 /// How long a publish going out again waits before it asks for a channel once more.
 const REOPEN_PAUSE: Duration = Duration::from_millis(50);
