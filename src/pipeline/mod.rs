@@ -364,10 +364,17 @@ impl Pipeline {
         // Held until settled: an operator's change to the directory meanwhile does not move
         // this submission's destination under it.
         let live = self.live.load_full();
-        let settled = self
-            .process_in(&live, arrival, delivery)
+        // The delivery stays here, lent to the stages: handed down by value, it would take
+        // its size twice in the state of every submission in flight.
+        let (disposition, submission_id) = self
+            .process_in(&live, &arrival, &delivery)
             .instrument(span)
             .await;
+        let settled = Settled {
+            delivery,
+            disposition,
+            submission_id,
+        };
         if let Some(handles) = handles {
             handles
                 .processing_seconds
@@ -380,10 +387,15 @@ impl Pipeline {
         settled
     }
 
-    async fn process_in(&self, live: &Live, arrival: Arrival, delivery: Delivery) -> Settled {
+    async fn process_in(
+        &self,
+        live: &Live,
+        arrival: &Arrival,
+        delivery: &Delivery,
+    ) -> (Disposition, String) {
         let headers = delivery.properties.headers().as_ref();
         let outcome = match arrival.platform {
-            Some(p) => self.handle(live, p, &arrival, &delivery).await,
+            Some(p) => self.handle(live, p, arrival, delivery).await,
             // A retry or replay for a platform that is no longer configured: nobody to
             // tell, nothing to validate against; an operator has to look at it.
             None => Outcome::Rejected {
@@ -398,12 +410,7 @@ impl Pipeline {
                 destination: None,
             },
         };
-        let (disposition, submission_id) = self.settle(live, &arrival, &delivery, outcome).await;
-        Settled {
-            delivery,
-            disposition,
-            submission_id,
-        }
+        self.settle(live, arrival, delivery, outcome).await
     }
 
     /// Accept, deduplicate, route, deliver, record: the stages up to the outcome that

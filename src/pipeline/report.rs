@@ -173,9 +173,11 @@ impl Pipeline {
         (submission_id, status): (String, wire::Status),
         destination: Option<&Destination>,
         rejection: Option<&Rejection>,
-    ) -> Option<wire::StatusEvent> {
+    ) -> Option<Box<wire::StatusEvent>> {
         let platform = &self.config.platforms[platform?];
-        Some(wire::StatusEvent {
+        // Boxed: the event (about a KiB) is held while its publish awaits the confirm, and
+        // inline it would widen the state of every submission in flight by that much.
+        Some(Box::new(wire::StatusEvent {
             event_id: Uuid::new_v4().to_string(),
             problem: rejection.map(|r| wire::Problem {
                 r#type: r.reason.type_uri(),
@@ -198,12 +200,16 @@ impl Pipeline {
             case_id: envelope.and_then(|e| e.case_id.clone()).unwrap_or_default(),
             problems: Vec::new(),
             note: String::new(),
-        })
+        }))
     }
 
     /// Status events are sent with a confirm but do not hold the submission back: the
     /// submission's own fate is already decided when they are sent.
-    pub(super) async fn send_status(&self, trace: &FieldTable, event: Option<wire::StatusEvent>) {
+    pub(super) async fn send_status(
+        &self,
+        trace: &FieldTable,
+        event: Option<Box<wire::StatusEvent>>,
+    ) {
         let Some(event) = event else {
             return;
         };
