@@ -13,9 +13,12 @@
 /// small bodies widen the window after one round of [`ROUND`] deliveries.
 const FIRST_PREFETCH: usize = 8;
 
-/// What a delivery costs beyond its body (properties, lapin's and the pipeline's own
-/// records of it), so that tiny bodies do not make the window unbounded in count.
-const PER_MESSAGE: usize = 512;
+/// What a delivery in flight costs beyond its body: lapin's record of it with its
+/// properties, and above all the state of its processing (the pipeline's future, about
+/// 4 KiB; docs/performance.md, "Memory"). Counting it keeps the share a bound on the memory
+/// of what is in flight, not only on its bodies, and tiny bodies from making the window
+/// unbounded in count.
+const PER_MESSAGE: usize = 6 * 1024;
 
 /// The size estimate is the largest delivery of this round and the last one: it rises with
 /// a larger body at once, and falls only when two rounds of this many deliveries were
@@ -104,13 +107,13 @@ mod tests {
         w.saw(4096);
         assert_eq!(
             w.prefetch(),
-            227,
-            "small bodies: as many as the share holds"
+            102,
+            "small bodies: as many as the share holds, 10 KiB each with the overhead"
         );
         assert!(w.moved(8));
         w.saw(256 * 1024);
         assert_eq!(w.prefetch(), 3, "one large body narrows it at once");
-        assert!(w.moved(227));
+        assert!(w.moved(102));
         assert!(!w.moved(3));
         for _ in 0..ROUND {
             w.saw(4096);
