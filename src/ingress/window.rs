@@ -124,6 +124,16 @@ mod tests {
     }
 
     #[test]
+    fn what_a_delivery_is_counted_for_covers_the_state_of_its_processing() {
+        let state = crate::pipeline::state_per_submission();
+        println!("state of one submission in flight: {state} bytes");
+        assert!(
+            state <= PER_MESSAGE,
+            "a submission in flight keeps {state} bytes besides its body, the window counts {PER_MESSAGE}"
+        );
+    }
+
+    #[test]
     fn the_configured_prefetch_is_the_most_it_asks_for() {
         let mut w = Window::new(64 * MIB, 100);
         for _ in 0..300 {

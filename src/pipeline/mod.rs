@@ -498,3 +498,14 @@ fn process_span(
         error.type = tracing::field::Empty,
     )
 }
+
+/// Bytes of the state one submission in flight keeps: its delivery and the future of its
+/// processing, which the consumers' windows count besides the body.
+#[cfg(test)]
+pub(crate) fn state_per_submission() -> usize {
+    fn size<F>(_: fn(&'static Pipeline, Delivery) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size(|p: &'static Pipeline, d: Delivery| p.process(Source::Retry, d))
+        + std::mem::size_of::<Delivery>()
+}
