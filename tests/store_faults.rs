@@ -598,6 +598,10 @@ async fn sqlite_full_disk_holds_acks_until_the_records_are_written() {
     world
         .wait_backoffice("before the disk filled", |d| d >= 20)
         .await;
+    // Recorded before the disk fills: a record still being written then would fail and
+    // take the store down before any of the next submissions is taken, and the test is
+    // about those.
+    gateway.wait_settled().await;
 
     disk.fill();
     let during = platform.publish_new(100).await;
@@ -618,6 +622,7 @@ async fn sqlite_full_disk_holds_acks_until_the_records_are_written() {
         .await;
     let store_up = gateway.wait_health("store", ServingStatus::Serving).await;
     let metric_up = gateway.metric("ozg_store_up");
+    gateway.wait_settled().await;
 
     disk.fill();
     let stopped_during = platform.publish_new(30).await;
