@@ -66,7 +66,8 @@
 #     duplicated,misrouted,unexpected,p50_ms,p99_ms,p999_ms,max_ms}
 #   instances_<k>_msgs_per_s, instances_<k>_cpu_us_per_msg (all instances together),
 #     instances_<k>_startup_ms, instances_<k>_peak_rss_mib (the largest), instances_<k>_fill_msgs_per_s
-#   gateway_<size>_<store>_at_<P99_RATE>_{…the latency keys…}: the run at the fixed rate
+#   gateway_<size>_<store>_at_<P99_RATE>_{…the latency keys…}: the run at the fixed rate,
+#     with …_cpu_us_per_msg and …_broker_cpu_us_per_msg over it (paced: small batches)
 #   then the headline figures, each when its runs were made (4 KiB, SQLite):
 #     cpu_vs_bare        gateway CPU per submission / bare forwarder CPU per message
 #     broker_vs_shovel   broker CPU per gateway submission / per shovel message
@@ -299,6 +300,20 @@ cpu_per_msg() { # NAME SAMPLES: prints NAME_cpu_us_per_msg, keeps it in cpu[NAME
   echo "$1_cpu_us_per_msg=${cpu[$1]}"
 }
 
+# ticks PID…: CPU ticks (user + system) the processes have used so far, together.
+ticks() {
+  local sum=0 p line f
+  for p in "$@"; do
+    if read -r line 2>/dev/null <"/proc/$p/stat"; then
+      f=(${line##*) })
+      sum=$((sum + f[11] + f[12]))
+    fi
+  done
+  echo "$sum"
+}
+
+per_msg() { awk -v t="$1" -v hz="$hz" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", t * 1000000 / hz / n; else print "nan" }'; } # TICKS N
+
 quotient() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 
 value() { sed -n "s/^$1=//p"; } # KEY < key=value lines
@@ -447,6 +462,8 @@ gateway_run() {
   fi
   if [ "$latency" = 1 ] && [ "$P99_RATE" != 0 ] && [ "$LAT_SECONDS" != 0 ]; then
     say "$name: latency at $P99_RATE msg/s for $LAT_SECONDS s"
+    local gw_before broker_before
+    gw_before=$(ticks "${pids[@]}") broker_before=$(ticks "$broker_pid")
     timeout "$((LAT_SECONDS + WAIT_S))" \
       "$load" paced --config "$tmp/$name-1.toml" --rate "$P99_RATE" --seconds "$LAT_SECONDS" \
       --size "$size" >"$tmp/$name.latency-fixed" || {
@@ -454,6 +471,11 @@ gateway_run() {
       die "$name: the latency run at $P99_RATE msg/s failed: lost, duplicated or misrouted submissions, or no end"
     }
     sed "s/^/${name}_at_${P99_RATE}_/" "$tmp/$name.latency-fixed"
+    # CPU per submission while paced (batches are small), against the drain's above.
+    local published
+    published=$(value latency_published <"$tmp/$name.latency-fixed")
+    echo "${name}_at_${P99_RATE}_cpu_us_per_msg=$(per_msg $(($(ticks "${pids[@]}") - gw_before)) "$published")"
+    echo "${name}_at_${P99_RATE}_broker_cpu_us_per_msg=$(per_msg $(($(ticks "$broker_pid") - broker_before)) "$published")"
     p99_at[$name]=$(value latency_p99_ms <"$tmp/$name.latency-fixed")
   fi
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
