@@ -2,7 +2,8 @@
 //! port) that fails under load: killed with SIGKILL and restarted, or out of disk (a
 //! resource alarm, which makes RabbitMQ block every publishing connection). Its submissions
 //! wait in the retry queues and then arrive; submissions for the other destination never
-//! stop; nothing is lost or dead-lettered. During the alarm `/ready` lists the node's
+//! stop; nothing is lost or dead-lettered. After a long outage the gateway reconnects
+//! within seconds of the node's return. During the alarm `/ready` lists the node's
 //! publishing link as `blocked` with the broker's reason, `/live` stays 200 and
 //! `ozg_broker_blocked` is 1.
 
@@ -283,6 +284,41 @@ async fn killing_a_destination_broker_delays_only_its_submissions() {
     let healthy = setup.healthy_arrivals().await;
 
     tokio::task::block_in_place(|| setup.node.boot());
+    setup.count_check_and_stop(healthy).await;
+}
+
+/// A destination's broker down for longer than the gateway's reconnect backoff takes to
+/// reach its cap: once the broker is back, the gateway is too within the cap (10 s) and a
+/// little, not after a wait that grew with the outage, and what waited arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_outage_the_gateway_is_back_within_seconds_of_the_broker() {
+    let mut setup = Setup::start("ozgtest-outage", 5810).await;
+    tokio::task::block_in_place(|| setup.node.kill());
+    setup.publish_half_and_half(40).await;
+    let healthy = setup.healthy_arrivals().await;
+    // Attempts 0.2 s apart, doubling: the cap is reached after about 20 s; 45 s down leaves
+    // several attempts at the cap.
+    let port = setup.health_port;
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let (_, body) = tokio::task::block_in_place(|| health::get(port, "/ready"));
+    assert_ne!(
+        link_state(&body, "land2", "publish"),
+        "connected",
+        "the node is down: {body}"
+    );
+
+    tokio::task::block_in_place(|| setup.node.boot());
+    let booted = Instant::now();
+    health::until(port, "/ready", "land2 connected again", |_, body| {
+        link_state(body, "land2", "publish") == "connected"
+    })
+    .await;
+    let back = booted.elapsed();
+    println!("outage: the gateway reconnected {back:?} after the node had booted");
+    assert!(
+        back <= Duration::from_secs(13),
+        "reconnected {back:?} after the broker was back: the backoff is capped at 10 s"
+    );
     setup.count_check_and_stop(healthy).await;
 }
 

@@ -38,7 +38,9 @@ use crate::model::Broker;
 
 /// First retry after this long, doubling up to [`BACKOFF_CAP`].
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// After a long outage the gateway is back within this long of the broker (5 to 10 s with
+/// the jitter); an attempt every few seconds per connection is nothing to a broker.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// How often a connection's status is looked at, besides its error events.
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -489,9 +491,9 @@ mod tests {
             (1, 200),
             (2, 400),
             (3, 800),
-            (8, 25_600),
-            (9, 30_000),
-            (40, 30_000),
+            (6, 6_400),
+            (7, 10_000),
+            (40, 10_000),
         ] {
             for _ in 0..50 {
                 let d = backoff(attempt).as_millis() as u64;

@@ -9,7 +9,8 @@
 //! Ports: a node listens on its port (plain AMQP, or TLS only) and on that port + 20000 for
 //! Erlang distribution. Tests of one binary run at once, and a node a crashed binary left
 //! behind still holds its ports, so every test has ports no other test uses:
-//! 5673 node.rs, 5680–5682 cluster.rs, 5690 tls.rs, 5700–5702 definitions.rs, 5750 health.rs.
+//! 5673, 5800, 5810 node.rs, 5680–5682 cluster.rs, 5690 tls.rs, 5700–5702 definitions.rs,
+//! 5750 health.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
