@@ -1,13 +1,13 @@
-//! Bearer tokens: which configured token a call presents, and so which [`Principal`] (name,
+//! Bearer tokens: which configured token a call presents, and so which `Principal` (name,
 //! roles, scope) it acts as. Tokens are configured as SHA-256 hashes, compared in constant
 //! time, and never logged: only a token's configured name appears in logs and the audit.
 //! What a principal may do is decided by the service layer (`service::access`), not here.
 //!
 //! A failed authentication is logged (the client's address, never the token; one line per
-//! address per [`LOG_EVERY`]) and answered late: per client address (an IPv6 client by its
-//! /64), failures are answered no faster than one per [`FAILURE_SPACING`] after a burst of
-//! [`FAILURE_BURST`]. A known token is never delayed, so a guesser slows down nobody but
-//! itself. Failures waiting for their answer are bounded per address ([`MAX_WAITING`]):
+//! address per `LOG_EVERY`) and answered late: per client address (an IPv6 client by its
+//! /64), failures are answered no faster than one per `FAILURE_SPACING` after a burst of
+//! `FAILURE_BURST`. A known token is never delayed, so a guesser slows down nobody but
+//! itself. Failures waiting for their answer are bounded per address (`MAX_WAITING`):
 //! past that, calls from the address are refused before their token is looked at, so
 //! that opening more calls does not buy faster answers.
 

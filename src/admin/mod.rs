@@ -3,12 +3,12 @@
 //! routing outcomes; beside them grpc.health.v1 and server reflection (v1 and v1alpha), so
 //! grpcurl works without proto files.
 //!
-//! What each call does, and whether the caller may (roles and scope), is the [`service`]
+//! What each call does, and whether the caller may (roles and scope), is the `service`
 //! layer's, which a web console shares. The gRPC services here (`stats`, `directory`,
 //! `dead_letters`, `operations`) are thin: every call is authenticated ([`auth`]) and has
-//! its request's text fields bounded ([`limits`]) before anything else (`State::admit`),
-//! then its message is converted ([`convert`]), handed to the service, and the answer or
-//! the [`service::ServiceError`] converted back. Generated types stay here: neither the
+//! its request's text fields bounded (`limits`) before anything else (`State::admit`),
+//! then its message is converted (`convert`), handed to the service, and the answer or
+//! the `service::ServiceError` converted back. Generated types stay here: neither the
 //! engine nor the service layer sees them.
 
 pub mod auth;

@@ -21,7 +21,7 @@
 //! channel in its registry for good, until no channel can be opened at all ("the maximum
 //! number of channels for this connection has been reached") although the broker shows
 //! only the few in use. A connection on which a channel cannot be opened while it is up is
-//! therefore replaced ([`Link::renew`]): the link connects afresh and hands out the new
+//! therefore replaced (`Link::renew`): the link connects afresh and hands out the new
 //! connection, and the old one is closed as soon as nobody holds it any more, so that what
 //! runs on it (publishes awaiting their confirms, consumers) finishes there undisturbed.
 

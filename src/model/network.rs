@@ -71,14 +71,14 @@ impl BrokerNode {
     }
 }
 
-/// The password in the URI is zeroed when a node is dropped (as a [`Secret`] is).
+/// The password in the URI is zeroed when a node is dropped (as a [`Secret`](crate::secret::Secret) is).
 impl Drop for BrokerNode {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.uri.authority.userinfo.password);
     }
 }
 
-/// The store URL may hold a password: zeroed when dropped (as a [`Secret`] is).
+/// The store URL may hold a password: zeroed when dropped (as a [`Secret`](crate::secret::Secret) is).
 impl fmt::Debug for BrokerNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display)

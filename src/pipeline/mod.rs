@@ -1,11 +1,11 @@
 //! A batch of deliveries' way through the stages, each in its own module:
-//! [`accept`] (size, content type, decode, validate, fingerprint), [`route`] (the
-//! destination, no I/O), [`record`] (deduplication check, and the record of a confirmed
-//! delivery), [`deliver`] (publish with a confirm), [`report`] (status events, counters,
-//! traces) and [`ack`] (the one decision per delivery), sent to the broker through
+//! `accept` (size, content type, decode, validate, fingerprint), `route` (the
+//! destination, no I/O), `record` (deduplication check, and the record of a confirmed
+//! delivery), `deliver` (publish with a confirm), `report` (status events, counters,
+//! traces) and `ack` (the one decision per delivery), sent to the broker through
 //! [`settle`], which every consumer of the gateway settles through.
 //!
-//! Architecture invariant: [`Pipeline::settle`] is the only code that decides ack, requeue,
+//! Architecture invariant: `Pipeline::settle` is the only code that decides ack, requeue,
 //! retry or dead-letter for a delivery taken off a platform queue. Every delivery ends in
 //! exactly one of: delivered (confirmed by the destination's broker, recorded, then
 //! acked), dead-lettered with a reason (confirmed by the dead-letter exchange, then acked),
@@ -50,7 +50,7 @@ pub use headers::now_timestamp;
 pub use report::status_word;
 pub use settle::{AckOrder, AckTurn, Disposition, Settled};
 
-/// The routing directory in use and one [`Outlet`] per destination in it.
+/// The routing directory in use and one `Outlet` per destination in it.
 pub struct Live {
     pub snapshot: Arc<Snapshot>,
     /// Same index as `snapshot.destinations`.

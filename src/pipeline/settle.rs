@@ -28,7 +28,7 @@ pub enum Disposition {
     /// Finished (delivered, dead-lettered, scheduled for retry, stored, answered), each
     /// confirmed or committed: ack.
     Ack,
-    /// Not finished: nack with requeue, after [`REQUEUE_DELAY`].
+    /// Not finished: nack with requeue, after `REQUEUE_DELAY`.
     Requeue,
 }
 
@@ -69,7 +69,7 @@ fn sent(
     }
 }
 
-/// Settles one delivery by itself: an ack, or a nack with requeue after [`REQUEUE_DELAY`].
+/// Settles one delivery by itself: an ack, or a nack with requeue after `REQUEUE_DELAY`.
 /// For consumers that take one delivery at a time (receipts).
 pub async fn one(delivery: &Delivery, disposition: Disposition) -> Result<(), SettleError> {
     match disposition {
@@ -131,7 +131,7 @@ impl AckOrder {
 }
 
 /// Sends a settled batch's dispositions to the broker, in its turn: nacks (with requeue,
-/// after [`REQUEUE_DELAY`], so that a path that keeps failing does not spin) one by one,
+/// after `REQUEUE_DELAY`, so that a path that keeps failing does not spin) one by one,
 /// then one ack with `multiple` for the highest delivery tag to ack, which covers every
 /// other delivery of the batch to ack and nothing later.
 pub async fn batch(settled: Vec<Settled>, turn: AckTurn) {
