@@ -272,7 +272,8 @@ async fn the_in_broker_clock_times_a_queue_draining() {
     harness::fill(&config, mix, 30, 1000, &target)
         .await
         .unwrap();
-    assert_eq!(harness::count(&config, 0, "bench.src").await.unwrap(), 30);
+    let src = ["bench.src".to_owned()];
+    assert_eq!(harness::count(&config, 0, &src).await.unwrap(), 30);
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/bench/drained.sh");
     // The broker (user rabbitmq) writes the ready file.

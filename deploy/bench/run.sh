@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark of issues 7 and 8: RabbitMQ's shovel, a bare lapin forwarder and the gateway
+# The throughput benchmark: RabbitMQ's shovel, a bare lapin forwarder and the gateway
 # moving the same messages on the same (local) broker, in one run.
 #
 #   deploy/bench/run.sh                       # everything, about 4-5 minutes once built
@@ -13,7 +13,9 @@
 #   STORES ["sqlite postgres", *sqlite]  the gateway's store (PostgreSQL: a fresh schema per run)
 #   INSTANCES ["1 2 3", *""]             gateway processes sharing a PostgreSQL store and the
 #                           queues (competing consumers), at INSTANCE_SIZE [4096] bytes
-#   BARE [1, *0]            also the floor: examples/bare_forwarder.rs (lapin, no routing)
+#   BARE [1, *0]            also the floor: examples/bare_forwarder.rs (lapin, no routing):
+#                           plain, with a status message per message, and with status
+#                           messages over as many queues as there are destinations
 #   LAT_SECONDS [10, *5]    the latency run per size and store (0: none)
 #   LAT_RATE [half the rate just measured]  the latency run's publishing rate, msg/s
 #   P99_RATE [2000]         a second latency run at this fixed rate (0: none), for p99_ms_at_<rate>
@@ -35,13 +37,16 @@
 #   shovel: `bench_load fill` puts N submissions into a plain durable queue (persistent,
 #     publisher confirms, 1,000 unconfirmed at most); a dynamic shovel (amqp091 over TCP,
 #     ack-mode on-confirm, src-prefetch-count 1000) moves them to another queue;
-#   bare:   the bare forwarder moves them on to a third queue (prefetch PREFETCH);
 #   then for each store, the gateway (release build, a real process): `bench_load fill`
 #     spreads N submissions over the 16 platforms (regions drawn from the directory's
 #     Gemeinden weighted by population, services from those the configuration names, every
 #     platform equally likely, so most cross Länder); one gateway routes them; then
 #     `bench_load paced` publishes at half the rate just measured for LAT_SECONDS while
-#     consuming all back offices, for the end-to-end latency.
+#     consuming all back offices, for the end-to-end latency;
+#   bare:   the bare forwarder moves the shovel's messages on to another queue (prefetch
+#     PREFETCH), then again with a status message each, then again with status messages
+#     and spread over as many queues as there are destinations (the floor).
+# Before each measured run: `sync`, and a wait until the broker is idle.
 # Then for each count in INSTANCES: that many gateways on a fresh PostgreSQL schema.
 #
 # Timing (deploy/bench/drained.sh): inside the broker (`rabbitmqctl eval`, every 5 ms; the management API's figures lag
@@ -59,6 +64,11 @@
 #   shovel_<size>_msgs_per_s, shovel_<size>_broker_cpu_us_per_msg (the broker's CPU, shovel
 #     included, per message moved; every run has its …_broker_cpu_us_per_msg)
 #   bare_<size>_msgs_per_s, bare_<size>_cpu_us_per_msg
+#   bare_status_<size>_…: the same for the bare forwarder publishing a 300-byte persistent
+#     status message per message once its confirm is in, and acking after that one's confirm
+#   bare_routed_<size>_…: the same, spreading the messages in turn over as many queues as
+#     the configuration has destinations: the protocol work the gateway must do per
+#     submission, nothing else
 #   gateway_<size>_<store>_msgs_per_s, …_ratio_vs_shovel, …_cpu_us_per_msg,
 #     …_startup_ms (process start until all platform consumers are up), …_peak_rss_mib (VmHWM),
 #     …_fill_msgs_per_s (bench_load fill's publishing rate into the platform queues)
@@ -71,6 +81,9 @@
 #   then the headline figures, each when its runs were made (4 KiB, SQLite):
 #     cpu_vs_bare        gateway CPU per submission / bare forwarder CPU per message
 #     broker_vs_shovel   broker CPU per gateway submission / per shovel message
+#     floor_cpu_vs_bare, floor_broker_vs_shovel, floor_ratio_vs_shovel (BARE=1): the same
+#                        for the bare forwarder's routed run: the floor under the
+#                        gateway's cpu_vs_bare, broker_vs_shovel and ratio_vs_shovel
 #     peak_rss_mib_4096, peak_rss_mib_262144   the gateway's peak RSS (SQLite) at those sizes
 #     p99_ms_at_<P99_RATE>  end-to-end p99 of the fixed-rate latency run
 #   and last, exactly: ratio_vs_shovel=X.XX (4 KiB, SQLite; else the first size and store run)
@@ -312,6 +325,21 @@ ticks() {
   echo "$sum"
 }
 
+# broker_quiet: before each run, writes out what earlier runs left in the page cache and
+# waits (up to 30 s) until the broker uses less than a tenth of a core over half a second:
+# what the kernel and the broker still do for a run before (writing back its messages,
+# deleting its queues, collecting its message store) is not to be counted against the next.
+broker_quiet() {
+  local i before
+  sync
+  for ((i = 0; i < 60; i++)); do
+    before=$(ticks "$broker_pid")
+    sleep 0.5
+    if (($(ticks "$broker_pid") - before <= hz / 20)); then return 0; fi
+  done
+  say "the broker is still busy after 30 s; measuring anyway"
+}
+
 per_msg() { awk -v t="$1" -v hz="$hz" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", t * 1000000 / hz / n; else print "nan" }'; } # TICKS N
 
 quotient() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
@@ -330,7 +358,10 @@ say "declaring the topology on ${#vhosts[@]} vhosts ($prefix-*)"
 mapfile -t ingress < <("$load" ingress --config "$tmp/base.toml")
 amqp_gw="amqp://guest:guest@127.0.0.1:5672/$gwvhost"
 
-declare -A shovel_rate gateway_rate cpu rss_mib p99_at
+declare -A shovel_rate gateway_rate bare_rate cpu rss_mib p99_at
+bare_queues=()
+# The bare forwarder's routed run spreads over as many queues as there are back offices.
+fanout=$(grep -c '^\[\[destinations\]\]' "$tmp/base.toml")
 
 n_for() { # SIZE
   local cap=$((MAX_MIB * 1048576 / $1))
@@ -343,6 +374,7 @@ shovel_run() { # SIZE N
   http PUT "/queues/$gwvhost/bench.shovel.dst" '{"durable":true}'
   say "shovel, $size bytes: filling a queue with $n"
   "$load" fill --config "$tmp/base.toml" --queue bench.shovel.src --count "$n" --size "$size" >/dev/null
+  broker_quiet
   start_waiter "$tmp/shovel.wait" 1 "$gwvhost:bench.shovel.src"
   start_sampler "$tmp/shovel.broker.cpu" "$broker_pid"
   local broker_sampler=$sampler_pid
@@ -363,35 +395,70 @@ shovel_run() { # SIZE N
   shovel_rate[$size]=$rate
 }
 
-bare_run() { # SIZE N (moves what the shovel left in bench.shovel.dst)
-  local size=$1 n=$2 pid
-  http PUT "/queues/$gwvhost/bench.bare.dst" '{"durable":true}'
-  say "bare forwarder, $size bytes: moving $n"
-  start_waiter "$tmp/bare.wait" 1 "$gwvhost:bench.shovel.dst"
-  "$bare" "$amqp_gw" bench.shovel.dst bench.bare.dst "$n" "$PREFETCH" >"$tmp/bare.log" 2>&1 &
+# bare_run SIZE N [MODE]: the bare forwarder moves the N messages the previous run left in
+# SRC. MODE "status" (run bare_status) also publishes a status message per message;
+# "routed" (run bare_routed) besides spreads the messages over as many queues as the
+# configuration has destinations: the protocol work of the gateway and nothing else.
+bare_run() {
+  local size=$1 n=$2 mode=${3:-} pid name=bare src=bench.shovel.dst dst=bench.bare.dst
+  local options=() counted=()
+  case "$mode" in
+    status) name=bare_status src=bench.bare.dst dst=bench.bare_status.dst
+      options=(--status bench.bare.status) ;;
+    routed) name=bare_routed src=bench.bare_status.dst dst=bench.bare_routed.dst
+      options=(--status bench.bare.status --fanout "$fanout") ;;
+  esac
+  if [ "$mode" = routed ]; then
+    local i
+    for ((i = 0; i < fanout; i++)); do counted+=("$dst.$i"); done
+  else
+    http PUT "/queues/$gwvhost/$dst" '{"durable":true}'
+    counted=("$dst")
+  fi
+  if [ -n "$mode" ]; then
+    http PUT "/queues/$gwvhost/bench.bare.status" '{"durable":true}'
+    http DELETE "/queues/$gwvhost/bench.bare.status/contents"
+  fi
+  broker_quiet
+  say "bare forwarder ($name), $size bytes: moving $n"
+  start_waiter "$tmp/$name.wait" 1 "$gwvhost:$src"
+  "$bare" "$amqp_gw" "$src" "$dst" "$n" --prefetch "$PREFETCH" "${options[@]}" >"$tmp/$name.log" 2>&1 &
   pid=$!
   bg_pids+=("$pid")
-  start_sampler "$tmp/bare.broker.cpu" "$broker_pid"
+  start_sampler "$tmp/$name.broker.cpu" "$broker_pid"
   local broker_sampler=$sampler_pid
-  start_sampler "$tmp/bare.cpu" "$pid"
+  start_sampler "$tmp/$name.cpu" "$pid"
   reap "$waiter_pid" || true
-  reap "$pid" || die "the bare forwarder failed: $(tail -n 5 "$tmp/bare.log")"
+  reap "$pid" || die "the bare forwarder ($name) failed: $(tail -n 5 "$tmp/$name.log")"
   reap "$sampler_pid" || true
-  measured "bare_$size" "$tmp/bare.wait" "$n"
+  measured "${name}_$size" "$tmp/$name.wait" "$n"
   kill "$broker_sampler" 2>/dev/null || true
   reap "$broker_sampler" || true
-  echo "bare_${size}_msgs_per_s=$rate"
-  cpu_per_msg "bare_$size" "$tmp/bare.cpu"
-  cpu_per_msg "bare_${size}_broker" "$tmp/bare.broker.cpu"
-  "$load" count --config "$tmp/base.toml" --broker gateway --queue bench.bare.dst --expect "$n" >/dev/null ||
-    die "bare forwarder, $size bytes: the destination queue does not hold $n"
+  echo "${name}_${size}_msgs_per_s=$rate"
+  if [ "$size" = 4096 ]; then bare_rate[$name]=$rate; fi
+  cpu_per_msg "${name}_$size" "$tmp/$name.cpu"
+  cpu_per_msg "${name}_${size}_broker" "$tmp/$name.broker.cpu"
+  count_is "$n" "${counted[@]}" || die "bare forwarder ($name), $size bytes: $dst does not hold $n"
+  if [ -n "$mode" ]; then
+    count_is "$n" bench.bare.status || die "bare forwarder ($name), $size bytes: bench.bare.status does not hold $n"
+  fi
+  bare_queues+=("${counted[@]}")
+}
+
+count_is() { # N QUEUE…: whether the queues of the gateway's vhost hold N together
+  local n=$1
+  shift
+  local args=() q
+  for q in "$@"; do args+=(--queue "$q"); done
+  "$load" count --config "$tmp/base.toml" --broker gateway "${args[@]}" --expect "$n" >/dev/null
 }
 
 drop_shovel_queues() {
   local q
-  for q in bench.shovel.src bench.shovel.dst bench.bare.dst; do
+  for q in bench.shovel.src bench.shovel.dst bench.bare.status "${bare_queues[@]}"; do
     curl -sS -u guest:guest -X DELETE "$api/queues/$gwvhost/$q" >/dev/null 2>&1 || true
   done
+  bare_queues=()
 }
 
 # ---------------------------------------------------------------- gateway
@@ -410,6 +477,7 @@ gateway_run() {
   "$load" fill --config "$tmp/$name-1.toml" --count "$n" --size "$size" \
     --expected "$tmp/$name.expected" >"$tmp/$name.fill" || die "$name: fill failed"
   echo "${name}_fill_msgs_per_s=$(value msgs_per_s <"$tmp/$name.fill")"
+  broker_quiet
   start_waiter "$tmp/$name.wait" $((${#ingress[@]} * k)) "${ingress[@]}"
   started=$(now_ms)
   for i in $(seq 1 "$k"); do
@@ -488,8 +556,6 @@ for size in $SIZES; do
   n=$(n_for "$size")
   echo "n_$size=$n"
   shovel_run "$size" "$n"
-  if [ "$BARE" = 1 ]; then bare_run "$size" "$n"; fi
-  drop_shovel_queues
   for store in $STORES; do
     gateway_run "gateway_${size}_$store" "$size" "$n" "$store" 1 1
     ratio=$(awk -v g="${gateway_rate[gateway_${size}_$store]}" -v s="${shovel_rate[$size]}" \
@@ -498,6 +564,15 @@ for size in $SIZES; do
     if [ -z "$first_ratio" ]; then first_ratio=$ratio; fi
     if [ "$size" = 4096 ] && [ "$store" = sqlite ]; then headline=$ratio; fi
   done
+  # The floor after the gateway: what the broker still does for the routed run's 426
+  # queues once they are gone would be counted against the gateway's run otherwise.
+  if [ "$BARE" = 1 ]; then
+    bare_run "$size" "$n"
+    bare_run "$size" "$n" status
+    bare_run "$size" "$n" routed
+  fi
+  drop_shovel_queues
+  broker_quiet
 done
 for k in $INSTANCES; do
   gateway_run "instances_$k" "$INSTANCE_SIZE" "$(n_for "$INSTANCE_SIZE")" postgres "$k" 0
@@ -511,6 +586,13 @@ if [ -n "${cpu[$h]:-}" ] && [ -n "${cpu[bare_4096]:-}" ]; then
 fi
 if [ -n "${cpu[${h}_broker]:-}" ] && [ -n "${cpu[shovel_4096_broker]:-}" ]; then
   echo "broker_vs_shovel=$(quotient "${cpu[${h}_broker]}" "${cpu[shovel_4096_broker]}")"
+fi
+# The same three figures for the bare forwarder's routed run: the floor of the protocol
+# work the gateway must do per submission, before any work of its own.
+if [ -n "${cpu[bare_routed_4096]:-}" ] && [ -n "${cpu[bare_4096]:-}" ]; then
+  echo "floor_cpu_vs_bare=$(quotient "${cpu[bare_routed_4096]}" "${cpu[bare_4096]}")"
+  echo "floor_broker_vs_shovel=$(quotient "${cpu[bare_routed_4096_broker]}" "${cpu[shovel_4096_broker]}")"
+  echo "floor_ratio_vs_shovel=$(quotient "${bare_rate[bare_routed]}" "${shovel_rate[4096]}")"
 fi
 for size in 4096 262144; do
   if [ -n "${rss_mib[gateway_${size}_sqlite]:-}" ]; then

@@ -693,18 +693,20 @@ async fn ready_counts(
     Ok(counts)
 }
 
-/// Messages ready in one queue on one of the configuration's brokers.
-pub async fn count(config: &Config, broker: usize, queue: &str) -> Result<u32, BenchError> {
-    ready_counts(config, vec![(broker, queue.to_owned())])
-        .await?
-        .pop()
-        .flatten()
-        .ok_or_else(|| {
+/// Messages ready in `queues` on one of the configuration's brokers, together; an error names a missing queue.
+pub async fn count(config: &Config, broker: usize, queues: &[String]) -> Result<u64, BenchError> {
+    let counts = ready_counts(config, queues.iter().map(|q| (broker, q.clone())).collect()).await?;
+    let mut total = 0u64;
+    for (queue, n) in queues.iter().zip(counts) {
+        let n = n.ok_or_else(|| {
             BenchError::Refused(format!(
                 "broker {}: no queue {queue}",
                 config.broker(broker).name
             ))
-        })
+        })?;
+        total += u64::from(n);
+    }
+    Ok(total)
 }
 
 pub struct Verification {

@@ -7,7 +7,7 @@
 //! bench_load fill   --config FILE --count N --size BYTES [--queue Q [--broker NAME]] [--expected FILE] [--window 1000]
 //! bench_load paced  --config FILE --rate R (--seconds T | --count N) --size BYTES [--grace 30s]
 //! bench_load verify --config FILE --expected FILE
-//! bench_load count  --config FILE --broker NAME --queue Q [--expect N]
+//! bench_load count  --config FILE --broker NAME --queue Q [--queue Q …] [--expect N]
 //! bench_load ingress --config FILE
 //! bench_load purge  --config FILE
 //! ```
@@ -105,15 +105,15 @@ enum Command {
         #[arg(long)]
         expected: PathBuf,
     },
-    /// Messages ready in one queue.
+    /// Messages ready in the queues given, together.
     Count {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         broker: String,
-        #[arg(long)]
-        queue: String,
-        /// Fail unless the queue holds exactly this many.
+        #[arg(long, required = true)]
+        queue: Vec<String>,
+        /// Fail unless the queues hold exactly this many together.
         #[arg(long)]
         expect: Option<u32>,
     },
@@ -304,9 +304,13 @@ async fn run(command: Command) -> Result<(), BenchError> {
             let n = harness::count(&config, broker_index(&config, &broker)?, &queue).await?;
             println!("{n}");
             if let Some(want) = expect {
-                if n != want {
+                if n != u64::from(want) {
+                    let what = match queue.as_slice() {
+                        [one] => one.clone(),
+                        many => format!("{} queues", many.len()),
+                    };
                     return Err(BenchError::Refused(format!(
-                        "{queue} holds {n}, expected {want}"
+                        "{what} hold {n}, expected {want}"
                     )));
                 }
             }
