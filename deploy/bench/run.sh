@@ -20,6 +20,8 @@
 #   LAT_RATE [half the rate just measured]  the latency run's publishing rate, msg/s
 #   P99_RATE [2000]         a second latency run at this fixed rate (0: none), for p99_ms_at_<rate>
 #   PREFETCH [256]          every platform's prefetch (and the bare forwarder's)
+#   IN_FLIGHT_BYTES [the gateway's default]  the gateway's gateway.in_flight_bytes
+#   FRAME_MAX [the gateway's default]        ?frame_max= on every broker URL of the gateway
 #   WAIT_S [300]            give up on a run after this long
 #   GW=path                 use this ozg-gateway binary, skip its build
 #   EXAMPLES=dir            use bench_load and bare_forwarder from dir, skip their build
@@ -462,6 +464,19 @@ drop_shovel_queues() {
 }
 
 # ---------------------------------------------------------------- gateway
+# gateway_config SRC DST: the gateway's own copy of a run's configuration, with
+# IN_FLIGHT_BYTES and FRAME_MAX applied (the load generator keeps the original).
+gateway_config() {
+  local edits=()
+  if [ -n "${IN_FLIGHT_BYTES:-}" ]; then
+    edits+=(-e "s|^in_flight_bytes = .*|in_flight_bytes = $IN_FLIGHT_BYTES|")
+  fi
+  if [ -n "${FRAME_MAX:-}" ]; then
+    edits+=(-e "s|^(url = \"amqps?://[^\"?]*)\"|\1?frame_max=$FRAME_MAX\"|")
+  fi
+  if [ ${#edits[@]} = 0 ]; then cp "$1" "$2"; else sed -E "${edits[@]}" "$1" >"$2"; fi
+}
+
 # gateway_run NAME SIZE N STORE INSTANCES LATENCY: fills, runs INSTANCES gateways on one
 # fresh store, measures, verifies; then the latency run at half the measured rate if
 # LATENCY=1. Prints NAME_… keys.
@@ -481,7 +496,8 @@ gateway_run() {
   start_waiter "$tmp/$name.wait" $((${#ingress[@]} * k)) "${ingress[@]}"
   started=$(now_ms)
   for i in $(seq 1 "$k"); do
-    ${GW_WRAP:-} "$gw" run --config "$tmp/$name-$i.toml" >"$tmp/$name-$i.log" 2>&1 &
+    gateway_config "$tmp/$name-$i.toml" "$tmp/$name-$i.gw.toml"
+    ${GW_WRAP:-} "$gw" run --config "$tmp/$name-$i.gw.toml" >"$tmp/$name-$i.log" 2>&1 &
     pids+=($!)
     bg_pids+=($!)
   done
