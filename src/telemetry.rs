@@ -72,7 +72,7 @@ const LOG_BUFFER_LINES: usize = 16_384;
 ///
 /// Log lines go to stderr through a buffer written by a thread of its own, so that a
 /// submission's task never waits on a slow terminal, pipe or journal. The buffer is not
-/// lossy: when it is full (128,000 lines), logging waits rather than drops lines.
+/// lossy: when it is full (16,384 lines), logging waits rather than drops lines.
 ///
 /// Without an OTLP endpoint there is no OpenTelemetry layer and the log layer takes events
 /// only, so the per-submission spans are disabled at their call sites and cost nothing;
@@ -80,7 +80,6 @@ const LOG_BUFFER_LINES: usize = 16_384;
 /// child context itself). Measured in docs/performance.md: the spans and their formatting
 /// were a third of the gateway's CPU per message when nothing was exported.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
-    use tracing_subscriber::Layer as _;
     let provider = match settings.otlp_endpoint {
         Some(_) => Some(tracer_provider(settings)?),
         None => None,
@@ -90,52 +89,86 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         Ok(from_env) => from_env,
         Err(_) => settings.log_level.clone(),
     };
-    let filter_layer =
-        tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| TelemetryError::Filter {
-            filter: filter.clone(),
-            detail: e.to_string(),
-        })?;
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ozg-gateway")));
-    // Log lines carry their own fields (submission id, platform, destination); the spans'
-    // fields are for traces, and formatting them for the log layer on every span would be
-    // paid per submission.
-    let events_only = || tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event());
-    let registry = tracing_subscriber::registry().with(filter_layer).with(otel);
     let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_BUFFER_LINES)
         .lossy(false)
         .thread_name("ozg-gateway-log")
         .finish(std::io::stderr());
-    let installed = match settings.log_format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(writer)
-                    // Colour codes only for a person at a terminal: into a file or journal
-                    // they are noise, and writing them was a tenth of a log line's cost.
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_filter(events_only()),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_writer(writer)
-                    .with_filter(events_only()),
-            )
-            .try_init(),
+    let log = LogOutput {
+        format: settings.log_format,
+        // Colour codes only for a person at a terminal: into a file or journal they are
+        // noise, and writing them was a tenth of a log line's cost.
+        ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    subscriber(&filter, provider.as_ref(), log, writer)?
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     Ok(TelemetryGuard {
         provider,
         _log_writer: log_writer,
     })
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy)]
+struct LogOutput {
+    format: LogFormat,
+    ansi: bool,
+}
+
+/// The subscriber [`init`] installs: log lines (events only) through `filter`, and spans
+/// through `filter` to the OpenTelemetry layer when `provider` exports them. Without a
+/// provider no layer wants spans, so every span's call site is disabled: not created, its
+/// fields not evaluated, not entered on each poll.
+fn subscriber<W>(
+    filter: &str,
+    provider: Option<&SdkTracerProvider>,
+    log: LogOutput,
+    writer: W,
+) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, TelemetryError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    let env_filter = || {
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| TelemetryError::Filter {
+            filter: filter.to_owned(),
+            detail: e.to_string(),
+        })
+    };
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    // Log lines carry their own fields (submission id, platform, destination); the spans'
+    // fields are for traces, and formatting them for the log layer on every span would be
+    // paid per submission.
+    let log_filter =
+        tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event()).and(env_filter()?);
+    let mut layers: Vec<Boxed> = vec![match log.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(log.ansi)
+            .with_filter(log_filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(log_filter)
+            .boxed(),
+    }];
+    // Pushed rather than added as an `Option` layer: an absent `Option` layer counts as
+    // wanting every span, which would enable them all.
+    if let Some(p) = provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("ozg-gateway"))
+                .with_filter(env_filter()?)
+                .boxed(),
+        );
+    }
+    Ok(Box::new(tracing_subscriber::registry().with(layers)))
 }
 
 /// The tracer provider: OTLP batch export when an endpoint is configured, none otherwise.
@@ -675,6 +708,111 @@ pub async fn serve_http(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a log layer wrote, shared with the test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'w self) -> Lines {
+            self.clone()
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    const TEXT: LogOutput = LogOutput {
+        format: LogFormat::Text,
+        ansi: false,
+    };
+
+    /// A call site's metadata, as the subscriber in use is asked about it when the call
+    /// site is first reached (tests run side by side, each with subscribers of its own, so
+    /// a call site's cached interest is theirs together).
+    fn call_site(span: bool) -> &'static tracing::Metadata<'static> {
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            if span {
+                tracing::info_span!("process", ozg.platform = "civento-he").metadata()
+            } else {
+                tracing::Span::none().metadata()
+            }
+        })
+        .unwrap_or_else(|| panic!("no metadata"))
+    }
+
+    #[test]
+    fn without_an_exporter_span_call_sites_are_disabled_and_events_still_logged() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let lines = Lines::default();
+            let log = LogOutput {
+                format,
+                ansi: false,
+            };
+            let subscriber = subscriber("info", None, log, lines.clone()).unwrap();
+            let interest = subscriber.register_callsite(call_site(true));
+            assert!(
+                interest.is_never(),
+                "{format:?}: span call site {interest:?}"
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(submission_id = "4f1c", "forwarded");
+                tracing::debug!("below the level");
+            });
+            let text = lines.text();
+            assert_eq!(text.lines().count(), 1, "{format:?}: {text}");
+            assert!(
+                text.contains("forwarded") && text.contains("4f1c"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_an_exporter_spans_at_the_level_are_exported() {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let lines = Lines::default();
+        let subscriber = subscriber("info", Some(&provider), TEXT, lines.clone()).unwrap();
+        let interest = subscriber.register_callsite(call_site(true));
+        assert!(!interest.is_never(), "span call site {interest:?}");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("process");
+            assert!(!span.is_disabled());
+            span.in_scope(|| tracing::info!("forwarded"));
+            drop(span);
+            assert!(tracing::debug_span!("below the level").is_disabled());
+        });
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(names, ["process"]);
+        assert_eq!(lines.text().lines().count(), 1, "{}", lines.text());
+    }
+
+    #[test]
+    fn a_bad_filter_is_an_error_naming_it() {
+        let Err(e) = subscriber("info,[", None, TEXT, Lines::default()) else {
+            panic!("accepted a bad filter");
+        };
+        assert!(e.to_string().contains("info,["), "{e}");
+    }
 
     #[test]
     fn trace_context_is_read_from_strings_and_bytes() {
